@@ -1,0 +1,178 @@
+//! `Authenticator`: checks a user name and password against the store (argon2id
+//! hashes) and slows and cuts guessing: per client address across connections
+//! here, per connection in the session.
+
+pub mod sasl;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// Authenticated as this canonical address.
+    Success(String),
+    Failure,
+    /// This client address has failed too often; it may not try now.
+    Throttled,
+}
+
+/// Hashes a new password (argon2id, random salt) for the store.
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| AuthError::Hash(e.to_string()))
+}
+
+fn verify_password(password: &str, stored: &str) -> bool {
+    PasswordHash::new(stored)
+        .map(|hash| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A hash to verify against when the user does not exist, so that a missing
+/// account takes as long as a wrong password and cannot be told apart by timing.
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_password("decoy password").unwrap_or_default())
+}
+
+#[derive(Clone)]
+pub struct Authenticator {
+    store: Store,
+    failures: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    blocked: Arc<Mutex<HashMap<IpAddr, Instant>>>,
+    block_for: Duration,
+}
+
+impl Authenticator {
+    /// `failures_per_hour`: failed attempts one client address may make per hour
+    /// before further attempts are refused without checking.
+    pub fn new(store: Store, failures_per_hour: u32) -> Authenticator {
+        let per_hour = NonZeroU32::new(failures_per_hour).unwrap_or(NonZeroU32::MIN);
+        Authenticator {
+            store,
+            failures: Arc::new(RateLimiter::keyed(Quota::per_hour(per_hour))),
+            blocked: Arc::new(Mutex::new(HashMap::new())),
+            block_for: Duration::from_secs(3600) / per_hour.get(),
+        }
+    }
+
+    fn is_blocked(&self, ip: IpAddr) -> bool {
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        blocked.retain(|_, until| *until > now);
+        blocked.contains_key(&ip)
+    }
+
+    fn record_failure(&self, ip: IpAddr) {
+        if self.failures.check_key(&ip).is_err() {
+            let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+            blocked.insert(ip, Instant::now() + self.block_for);
+            tracing::warn!(event = "auth_throttled", client = %ip, "too many failed logins from this address");
+        }
+        self.failures.retain_recent();
+    }
+
+    /// Checks credentials. Cancel safe: dropping the future loses only this attempt.
+    pub async fn verify(
+        &self,
+        ip: IpAddr,
+        username: &str,
+        password: &str,
+    ) -> Result<AuthOutcome, AuthError> {
+        if self.is_blocked(ip) {
+            return Ok(AuthOutcome::Throttled);
+        }
+        let stored = self.store.password_hash(username).await?;
+        let known = stored.is_some();
+        let hash = stored.unwrap_or_else(|| decoy_hash().to_string());
+        let password = password.to_string();
+        // Argon2 takes tens of milliseconds of CPU: keep it off the async workers.
+        let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .map_err(|e| AuthError::Hash(e.to_string()))?;
+        if known && matches {
+            Ok(AuthOutcome::Success(username.to_lowercase()))
+        } else {
+            self.record_failure(ip);
+            Ok(AuthOutcome::Failure)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_argon2id_and_verify() {
+        let h = hash_password("pw").expect("hash");
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("pw", &h));
+        assert!(!verify_password("PW", &h));
+        assert!(!verify_password("pw", "not a hash"));
+    }
+
+    #[tokio::test]
+    async fn an_address_is_throttled_after_its_failures() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).await.expect("store");
+        store.add_domain("example.com").await.expect("domain");
+        store
+            .add_user("a@example.com", &hash_password("right").expect("hash"))
+            .await
+            .expect("user");
+        let auth = Authenticator::new(store, 2);
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let other: IpAddr = "192.0.2.2".parse().expect("ip");
+        assert_eq!(
+            auth.verify(ip, "a@example.com", "right").await.expect("v"),
+            AuthOutcome::Success("a@example.com".into())
+        );
+        for _ in 0..3 {
+            assert_eq!(
+                auth.verify(ip, "a@example.com", "wrong").await.expect("v"),
+                AuthOutcome::Failure
+            );
+        }
+        assert_eq!(
+            auth.verify(ip, "a@example.com", "right").await.expect("v"),
+            AuthOutcome::Throttled
+        );
+        assert_eq!(
+            auth.verify(other, "A@example.com", "right")
+                .await
+                .expect("v"),
+            AuthOutcome::Success("a@example.com".into())
+        );
+        assert_eq!(
+            auth.verify(other, "nobody@example.com", "right")
+                .await
+                .expect("v"),
+            AuthOutcome::Failure
+        );
+    }
+}

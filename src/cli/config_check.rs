@@ -1,0 +1,34 @@
+//! `postern config check`: validate a configuration and explain every error.
+
+use std::io::Write;
+
+use super::ConfigArg;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file and list every error in it.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
+    let ConfigCommand::Check { config } = cmd;
+    match config.try_load() {
+        Ok(c) => {
+            let name = c
+                .source
+                .as_ref()
+                .map_or("the built-in defaults".to_string(), |p| {
+                    p.display().to_string()
+                });
+            writeln!(std::io::stdout(), "{name}: ok")?;
+            Ok(())
+        }
+        Err(errors) => {
+            let n = errors.0.len();
+            anyhow::bail!("{errors}\n{n} error{} found", if n == 1 { "" } else { "s" })
+        }
+    }
+}

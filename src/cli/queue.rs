@@ -1,0 +1,137 @@
+//! `postern queue list|show|delete`: works on the spool directly, so it works
+//! whether or not the server is running.
+
+use std::io::Write;
+
+use anyhow::Context;
+
+use super::ConfigArg;
+use crate::spool::{QueueId, QueuedMessage, Spool, now_unix};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum QueueCommand {
+    /// List queued messages.
+    List {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Show one message: envelope, recipients and their state.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Delete a message from the queue without delivering it.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+fn parse_id(id: &str) -> anyhow::Result<QueueId> {
+    QueueId::parse(id).with_context(|| {
+        format!("{id:?} is not a queue id (14 letters and digits, as in `postern queue list`)")
+    })
+}
+
+fn age(created: i64) -> String {
+    let secs = (now_unix() - created).max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+fn sender(m: &QueuedMessage) -> &str {
+    if m.sender.is_empty() { "<>" } else { &m.sender }
+}
+
+pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout();
+    match cmd {
+        QueueCommand::List { json, config } => {
+            let spool = Spool::open(&config.load()?.data_dir).await?;
+            let messages = spool.list().await?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&messages)?)?;
+                return Ok(());
+            }
+            writeln!(
+                out,
+                "{:<14}  {:>8}  {:>5}  {:<8}  {:<30}  recipients",
+                "id", "size", "age", "state", "sender"
+            )?;
+            for m in &messages {
+                let rcpts: Vec<&str> = m.recipients.iter().map(|r| r.address.as_str()).collect();
+                writeln!(
+                    out,
+                    "{:<14}  {:>8}  {:>5}  {:<8}  {:<30}  {}",
+                    m.id,
+                    m.size,
+                    age(m.created),
+                    m.state(),
+                    sender(m),
+                    rcpts.join(", ")
+                )?;
+            }
+            writeln!(
+                out,
+                "{} message{}",
+                messages.len(),
+                if messages.len() == 1 { "" } else { "s" }
+            )?;
+        }
+        QueueCommand::Show { id, json, config } => {
+            let id = parse_id(&id)?;
+            let spool = Spool::open(&config.load()?.data_dir).await?;
+            let m = spool
+                .get(&id)
+                .await?
+                .with_context(|| format!("no message {id} in the queue"))?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&m)?)?;
+                return Ok(());
+            }
+            writeln!(
+                out,
+                "id:       {}\nsender:   {}\nsize:     {}\nage:      {}\nstate:    {}",
+                m.id,
+                sender(&m),
+                m.size,
+                age(m.created),
+                m.state()
+            )?;
+            if let Some(user) = &m.auth_user {
+                writeln!(out, "auth:     {user}")?;
+            }
+            for r in &m.recipients {
+                write!(
+                    out,
+                    "rcpt:     {} ({}, {} attempts",
+                    r.address,
+                    r.status.as_str(),
+                    r.attempts
+                )?;
+                if let Some(reply) = &r.last_reply {
+                    write!(out, ", last reply: {reply}")?;
+                }
+                writeln!(out, ")")?;
+            }
+        }
+        QueueCommand::Delete { id, config } => {
+            let id = parse_id(&id)?;
+            let spool = Spool::open(&config.load()?.data_dir).await?;
+            anyhow::ensure!(spool.delete(&id).await?, "no message {id} in the queue");
+            writeln!(out, "deleted {id}")?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! Every built-in default in one place (Postfix's DEF_* table, without globals).
+//! `validate.rs` reads these when a key is absent; the README's reference repeats them.
+
+use crate::listener::ListenerRole;
+
+pub const DATA_DIR: &str = "./postern-data";
+
+/// The four listeners of DESIGN.md: port 25 for other servers, 26 and 587 for
+/// clients whose ISP blocks 25, and 465 for implicit TLS (RFC 8314).
+pub const LISTENERS: [(&str, ListenerRole); 4] = [
+    ("0.0.0.0:25", ListenerRole::Mta),
+    ("0.0.0.0:26", ListenerRole::Submission),
+    ("0.0.0.0:587", ListenerRole::Submission),
+    ("0.0.0.0:465", ListenerRole::Submissions),
+];
+
+pub const MAX_MESSAGE_SIZE: u64 = 26_214_400;
+pub const MAX_RECIPIENTS: usize = 100;
+/// RFC 5321 §4.5.3.1.4: 512 octets including the CRLF.
+pub const MAX_COMMAND_LINE: usize = 512;
+/// RFC 5321 §4.5.3.1.6: 1000 octets including the CRLF.
+pub const MAX_TEXT_LINE: usize = 1000;
+/// Postfix's smtpd_hard_error_limit is 20; a client that makes ten errors is
+/// broken or probing, so we stop listening sooner.
+pub const MAX_ERRORS: u32 = 10;
+pub const MAX_CONNECTIONS: usize = 1000;
+pub const MAX_CONNECTIONS_PER_IP: usize = 20;
+/// RFC 5321 §4.5.3.2.7: the server waits at least 5 minutes for the next command.
+pub const COMMAND_TIMEOUT_SECS: u64 = 300;
+/// RFC 5321 §4.5.3.2.5/6: 3 minutes per data block; we apply it to every read of
+/// the body.
+pub const DATA_TIMEOUT_SECS: u64 = 180;
+pub const AUTH_FAILURES_PER_CONNECTION: u32 = 3;
+/// Failed AUTH attempts one client address may make per hour across connections.
+pub const AUTH_FAILURES_PER_IP_PER_HOUR: u32 = 20;
+/// How long SIGTERM waits for open sessions before it stops them.
+pub const SHUTDOWN_GRACE_SECS: u64 = 30;
+
+pub const MX_PORT: u16 = 25;
+pub const MAX_LIFETIME_SECS: u64 = 5 * 24 * 3600;

@@ -1,0 +1,96 @@
+//! `ConfigFile`: serde structs that mirror the TOML keys one to one (ripgrep's
+//! LowArgs). Nothing here is checked beyond its TOML type; `validate.rs` turns it
+//! into a `Config` and explains what is wrong.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ConfigFile {
+    pub hostname: Option<String>,
+    pub data_dir: Option<String>,
+    pub trusted_networks: Option<Vec<String>>,
+    pub listener: Option<Vec<ListenerFile>>,
+    pub tls: Option<TlsFile>,
+    pub limits: Option<LimitsFile>,
+    pub smtp: Option<SmtpFile>,
+    pub delivery: Option<DeliveryFile>,
+    pub relay: Option<RelayFile>,
+    pub route: Option<Vec<RouteFile>>,
+    pub fallback_relay: Option<RelayFile>,
+    pub http: Option<HttpFile>,
+    pub store: Option<StoreFile>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListenerFile {
+    pub addr: Option<String>,
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TlsFile {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LimitsFile {
+    pub max_message_size: Option<u64>,
+    pub max_recipients: Option<u64>,
+    pub max_command_line: Option<u64>,
+    pub max_text_line: Option<u64>,
+    pub max_errors: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub max_connections_per_ip: Option<u64>,
+    pub command_timeout: Option<u64>,
+    pub data_timeout: Option<u64>,
+    pub auth_failures_per_connection: Option<u64>,
+    pub auth_failures_per_ip_per_hour: Option<u64>,
+    pub shutdown_grace: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SmtpFile {
+    pub bare_newlines: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DeliveryFile {
+    pub mx_port: Option<u64>,
+    pub nameservers: Option<Vec<String>>,
+    pub max_lifetime: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RelayFile {
+    pub host: Option<String>,
+    pub port: Option<u64>,
+    pub tls: Option<String>,
+    pub tls_verify: Option<bool>,
+    pub username: Option<String>,
+    pub password_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RouteFile {
+    pub domain: Option<String>,
+    pub sender_domain: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u64>,
+    pub tls: Option<String>,
+    pub tls_verify: Option<bool>,
+    pub username: Option<String>,
+    pub password_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct HttpFile {
+    pub addr: Option<String>,
+    pub tls_addr: Option<String>,
+    pub submission_on_tls: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct StoreFile {
+    pub url: Option<String>,
+}

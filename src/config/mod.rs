@@ -1,0 +1,149 @@
+//! `Config`: the validated, typed configuration every other module reads, shared
+//! as `Arc<Config>`. Built from a TOML file (or the built-in defaults) by
+//! `load`; all errors of a file are collected and each names file, line and key.
+
+pub mod defaults;
+mod file;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::listener::ListenerRole;
+
+pub use validate::{ConfigError, ConfigErrors};
+
+/// The whole server configuration after validation.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration came from, for messages; `None` for built-in defaults.
+    pub source: Option<PathBuf>,
+    pub hostname: String,
+    pub data_dir: PathBuf,
+    pub trusted_networks: Vec<IpNet>,
+    pub listeners: Vec<ListenerConfig>,
+    pub tls: Option<TlsFiles>,
+    pub limits: Limits,
+    pub bare_newlines: BareNewlines,
+    pub delivery: Delivery,
+    pub relay: Option<Relay>,
+    pub routes: Vec<Route>,
+    pub fallback_relay: Option<Relay>,
+    pub http: Http,
+    pub store_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    pub role: ListenerRole,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Every protocol and resource limit; each has a test at the limit.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_command_line: usize,
+    pub max_text_line: usize,
+    pub max_errors: u32,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub auth_failures_per_connection: u32,
+    pub auth_failures_per_ip_per_hour: u32,
+    pub shutdown_grace: Duration,
+}
+
+/// What to do with a bare CR or LF inside a message (SMTP smuggling, CVE-2023-51764).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BareNewlines {
+    /// Refuse the whole message with a 5xx (the default).
+    Reject,
+    /// Turn a bare LF into CRLF, as Postfix 3.9's `smtpd_forbid_bare_newline = normalize`;
+    /// a bare CR is still refused.
+    Normalize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub mx_port: u16,
+    pub nameservers: Vec<SocketAddr>,
+    pub max_lifetime: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayTls {
+    StartTls,
+    Implicit,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct Relay {
+    pub host: String,
+    pub port: u16,
+    pub tls: RelayTls,
+    pub tls_verify: bool,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// Which mail a `[[route]]` takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteMatch {
+    RecipientDomain(String),
+    SenderDomain(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub matches: RouteMatch,
+    pub relay: Relay,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Http {
+    pub addr: Option<SocketAddr>,
+    pub tls_addr: Option<SocketAddr>,
+    pub submission_on_tls: bool,
+}
+
+impl Config {
+    /// The configuration used when no file is given.
+    pub fn builtin() -> Config {
+        match validate::from_text("", None) {
+            Ok(config) => config,
+            // The empty document is the definition of the defaults; it cannot fail
+            // unless a default in defaults.rs is itself invalid, which unit tests catch.
+            Err(errors) => unreachable!("built-in defaults are invalid: {errors}"),
+        }
+    }
+
+    /// Reads and validates `path`. Every problem in the file is reported at once.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors::single(ConfigError::unreadable(path, &e)))?;
+        validate::from_text(&text, Some(path))
+    }
+
+    /// Validates TOML text; `path` is only used to name the file in errors.
+    pub fn from_text(text: &str, path: Option<&Path>) -> Result<Config, ConfigErrors> {
+        validate::from_text(text, path)
+    }
+
+    /// The spool, store and generated files live here.
+    pub fn run_dir(&self) -> PathBuf {
+        self.data_dir.join("run")
+    }
+}

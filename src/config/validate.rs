@@ -1,0 +1,832 @@
+//! ConfigFile → Config. Collects every error of a file (Stalwart's Config.errors)
+//! instead of stopping at the first; each error names the file, the line (found
+//! from the key path in the parsed document), the key and what would be valid.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde::de::{self, Visitor};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::defaults as def;
+use super::file::*;
+use super::{
+    BareNewlines, Config, Delivery, Http, Limits, ListenerConfig, Relay, RelayTls, Route,
+    RouteMatch, TlsFiles,
+};
+use crate::listener::ListenerRole;
+
+/// One thing wrong with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: Option<PathBuf>,
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `listener[1].role`; empty for the whole file.
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn unreadable(path: &Path, err: &std::io::Error) -> ConfigError {
+        ConfigError {
+            file: Some(path.to_path_buf()),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read the configuration file: {err}"),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.file {
+            Some(file) => write!(f, "{}", file.display())?,
+            None => write!(f, "built-in configuration")?,
+        }
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if self.key.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// All the errors of one configuration, in file order.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub fn single(error: ConfigError) -> ConfigErrors {
+        ConfigErrors(vec![error])
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// A key path inside the document, used both to name a key and to find its line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct KeyPath(Vec<Segment>);
+
+impl KeyPath {
+    fn key(&self, name: &str) -> KeyPath {
+        let mut p = self.clone();
+        p.0.push(Segment::Key(name.to_string()));
+        p
+    }
+    fn index(&self, i: usize) -> KeyPath {
+        let mut p = self.clone();
+        p.0.push(Segment::Index(i));
+        p
+    }
+    fn from_ignored(path: &serde_ignored::Path<'_>) -> KeyPath {
+        use serde_ignored::Path as P;
+        match path {
+            P::Root => KeyPath::default(),
+            P::Seq { parent, index } => KeyPath::from_ignored(parent).index(*index),
+            P::Map { parent, key } => KeyPath::from_ignored(parent).key(key),
+            P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+                KeyPath::from_ignored(parent)
+            }
+        }
+    }
+    /// The name of the table the last key sits in, ignoring array indexes.
+    fn parent_table(&self) -> Option<&str> {
+        self.0[..self.0.len().saturating_sub(1)]
+            .iter()
+            .rev()
+            .find_map(|s| match s {
+                Segment::Key(k) => Some(k.as_str()),
+                Segment::Index(_) => None,
+            })
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            match s {
+                Segment::Key(k) if i == 0 => write!(f, "{k}")?,
+                Segment::Key(k) => write!(f, ".{k}")?,
+                Segment::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Checker<'a> {
+    text: &'a str,
+    file: Option<&'a Path>,
+    doc: Spanned<DeTable<'a>>,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Checker<'a> {
+    fn line_of_offset(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    /// The line of the key (or array element) at `path`, when the document has it.
+    fn line_of(&self, path: &KeyPath) -> Option<usize> {
+        let mut table: &DeTable<'_> = self.doc.get_ref();
+        let mut value: Option<&Spanned<DeValue<'_>>> = None;
+        let mut span = None;
+        for seg in &path.0 {
+            match seg {
+                Segment::Key(k) => {
+                    let (key, v) = table.iter().find(|(key, _)| key.get_ref() == k)?;
+                    span = Some(key.span());
+                    value = Some(v);
+                }
+                Segment::Index(i) => {
+                    let item = value?.get_ref().as_array()?.get(*i)?;
+                    span = Some(item.span());
+                    value = Some(item);
+                }
+            }
+            if let Some(t) = value.and_then(|v| v.get_ref().as_table()) {
+                table = t;
+            }
+        }
+        span.map(|s| self.line_of_offset(s.start))
+    }
+
+    fn error(&mut self, path: &KeyPath, message: impl Into<String>) {
+        let line = self.line_of(path);
+        self.errors.push(ConfigError {
+            file: self.file.map(Path::to_path_buf),
+            line,
+            key: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn toml_error(&mut self, err: &toml::de::Error) {
+        let line = err.span().map(|s| self.line_of_offset(s.start));
+        self.errors.push(ConfigError {
+            file: self.file.map(Path::to_path_buf),
+            line,
+            key: String::new(),
+            message: err.message().trim().to_string(),
+        });
+    }
+
+    /// A number within `min..=max`, or the default.
+    fn number(
+        &mut self,
+        path: KeyPath,
+        value: Option<u64>,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> u64 {
+        match value {
+            None => default,
+            Some(v) if (min..=max).contains(&v) => v,
+            Some(v) => {
+                self.error(
+                    &path,
+                    format!("{v} is out of range; use a whole number from {min} to {max}"),
+                );
+                default
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, path: KeyPath, value: &str) -> Option<SocketAddr> {
+        match value.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.error(
+                    &path,
+                    format!("{value:?} is not an address with a port; write e.g. \"0.0.0.0:587\" or \"[::]:587\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn existing_file(&mut self, path: KeyPath, value: &str) -> PathBuf {
+        let p = PathBuf::from(value);
+        if let Err(e) = std::fs::metadata(&p) {
+            self.error(&path, format!("cannot use {value:?}: {e}"));
+        }
+        p
+    }
+}
+
+/// Names of the fields a serde struct accepts, for "valid keys here are" hints.
+/// Serde has no reflection; a struct's derived Deserialize hands its field list
+/// to `deserialize_struct`, so a deserializer that only records it is enough.
+fn field_names<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Introspect<'f>(&'f mut &'static [&'static str]);
+    impl<'de> de::Deserializer<'de> for Introspect<'_> {
+        type Error = de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("introspection only"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(de::Error::custom("introspection only"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
+            enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Introspect(&mut fields));
+    fields
+}
+
+fn valid_keys(table: Option<&str>) -> &'static [&'static str] {
+    match table {
+        None => field_names::<ConfigFile>(),
+        Some("listener") => field_names::<ListenerFile>(),
+        Some("tls") => field_names::<TlsFile>(),
+        Some("limits") => field_names::<LimitsFile>(),
+        Some("smtp") => field_names::<SmtpFile>(),
+        Some("delivery") => field_names::<DeliveryFile>(),
+        Some("relay" | "fallback_relay") => field_names::<RelayFile>(),
+        Some("route") => field_names::<RouteFile>(),
+        Some("http") => field_names::<HttpFile>(),
+        Some("store") => field_names::<StoreFile>(),
+        Some(_) => &[],
+    }
+}
+
+pub(super) fn from_text(text: &str, file: Option<&Path>) -> Result<Config, ConfigErrors> {
+    let doc = match DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            return Err(ConfigErrors::single(ConfigError {
+                file: file.map(Path::to_path_buf),
+                line,
+                key: String::new(),
+                message: format!("not valid TOML: {}", e.message().trim()),
+            }));
+        }
+    };
+    let mut checker = Checker {
+        text,
+        file,
+        doc,
+        errors: Vec::new(),
+    };
+
+    let mut unknown = Vec::new();
+    let parsed = toml::de::Deserializer::parse(text)
+        .and_then(|de| serde_ignored::deserialize(de, |p| unknown.push(KeyPath::from_ignored(&p))));
+    let raw: ConfigFile = match parsed {
+        Ok(raw) => raw,
+        Err(e) => {
+            checker.toml_error(&e);
+            return Err(ConfigErrors(checker.errors));
+        }
+    };
+    for path in unknown {
+        let keys = valid_keys(path.parent_table());
+        checker.error(
+            &path,
+            format!("unknown key; valid keys here are: {}", keys.join(", ")),
+        );
+    }
+
+    let config = build(&mut checker, raw, file);
+    if checker.errors.is_empty() {
+        Ok(config)
+    } else {
+        checker.errors.sort_by_key(|e| e.line.unwrap_or(0));
+        Err(ConfigErrors(checker.errors))
+    }
+}
+
+fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
+    let root = KeyPath::default();
+    let hostname = match raw.hostname {
+        Some(h) if is_hostname(&h) => h.to_ascii_lowercase(),
+        Some(h) => {
+            c.error(&root.key("hostname"), format!("{h:?} is not a host name; write a fully qualified name such as \"mail.example.com\""));
+            h
+        }
+        None => system_hostname(),
+    };
+    let data_dir = PathBuf::from(raw.data_dir.as_deref().unwrap_or(def::DATA_DIR));
+
+    let mut trusted_networks = Vec::new();
+    for (i, net) in raw.trusted_networks.unwrap_or_default().iter().enumerate() {
+        match parse_network(net) {
+            Some(n) => trusted_networks.push(n),
+            None => c.error(
+                &root.key("trusted_networks").index(i),
+                format!("{net:?} is not a network; write an address or CIDR such as \"127.0.0.1/32\" or \"::1\""),
+            ),
+        }
+    }
+
+    let listeners = listeners(c, raw.listener);
+    let tls = raw.tls.and_then(|t| {
+        let path = root.key("tls");
+        match (t.cert, t.key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: c.existing_file(path.key("cert"), &cert),
+                key: c.existing_file(path.key("key"), &key),
+            }),
+            _ => {
+                c.error(&path, "needs both cert and key (PEM files); remove [tls] to use a generated self-signed certificate");
+                None
+            }
+        }
+    });
+    let limits = limits(c, raw.limits.unwrap_or_default());
+    let bare_newlines = match raw.smtp.and_then(|s| s.bare_newlines).as_deref() {
+        None | Some("reject") => BareNewlines::Reject,
+        Some("normalize") => BareNewlines::Normalize,
+        Some(other) => {
+            c.error(
+                &root.key("smtp").key("bare_newlines"),
+                format!("{other:?} is not valid; use \"reject\" or \"normalize\""),
+            );
+            BareNewlines::Reject
+        }
+    };
+    let delivery = delivery(c, raw.delivery.unwrap_or_default());
+    let main_relay = raw.relay.and_then(|r| relay(c, root.key("relay"), r));
+    let fallback_relay = raw
+        .fallback_relay
+        .and_then(|r| relay(c, root.key("fallback_relay"), r));
+    let routes = routes(c, raw.route.unwrap_or_default());
+    let http = http(c, raw.http.unwrap_or_default());
+    let store_url = raw.store.and_then(|s| s.url);
+    if let Some(url) = &store_url {
+        c.error(
+            &root.key("store").key("url"),
+            format!(
+                "{url:?}: only the embedded store is available in this version; remove [store] url"
+            ),
+        );
+    }
+
+    Config {
+        source: file.map(Path::to_path_buf),
+        hostname,
+        data_dir,
+        trusted_networks,
+        listeners,
+        tls,
+        limits,
+        bare_newlines,
+        delivery,
+        relay: main_relay,
+        routes,
+        fallback_relay,
+        http,
+        store_url,
+    }
+}
+
+fn listeners(c: &mut Checker<'_>, raw: Option<Vec<ListenerFile>>) -> Vec<ListenerConfig> {
+    let Some(raw) = raw else {
+        return def::LISTENERS
+            .iter()
+            .filter_map(|(addr, role)| {
+                Some(ListenerConfig {
+                    addr: addr.parse().ok()?,
+                    role: *role,
+                })
+            })
+            .collect();
+    };
+    let base = KeyPath::default().key("listener");
+    let mut out: Vec<ListenerConfig> = Vec::new();
+    for (i, l) in raw.into_iter().enumerate() {
+        let path = base.index(i);
+        let addr = match l.addr {
+            Some(a) => c.socket_addr(path.key("addr"), &a),
+            None => {
+                c.error(&path, "needs addr, e.g. addr = \"0.0.0.0:587\"");
+                None
+            }
+        };
+        let role = match l.role.as_deref() {
+            Some(r) => {
+                match r.parse::<ListenerRole>() {
+                    Ok(role) => Some(role),
+                    Err(()) => {
+                        c.error(&path.key("role"), format!("{r:?} is not a role; use \"mta\", \"submission\" or \"submissions\""));
+                        None
+                    }
+                }
+            }
+            None => {
+                c.error(
+                    &path,
+                    "needs role: \"mta\", \"submission\" or \"submissions\"",
+                );
+                None
+            }
+        };
+        if let (Some(addr), Some(role)) = (addr, role) {
+            if out.iter().any(|o| o.addr == addr && addr.port() != 0) {
+                c.error(
+                    &path.key("addr"),
+                    format!("{addr} is used by two listeners"),
+                );
+            }
+            out.push(ListenerConfig { addr, role });
+        }
+    }
+    out
+}
+
+fn limits(c: &mut Checker<'_>, l: LimitsFile) -> Limits {
+    let p = KeyPath::default().key("limits");
+    let secs = |v: u64| Duration::from_secs(v);
+    Limits {
+        max_message_size: c.number(
+            p.key("max_message_size"),
+            l.max_message_size,
+            def::MAX_MESSAGE_SIZE,
+            1024,
+            1 << 31,
+        ),
+        max_recipients: c.number(
+            p.key("max_recipients"),
+            l.max_recipients,
+            def::MAX_RECIPIENTS as u64,
+            1,
+            100_000,
+        ) as usize,
+        // RFC 5321 §4.5.3.1: these are minimums a server must accept.
+        max_command_line: c.number(
+            p.key("max_command_line"),
+            l.max_command_line,
+            def::MAX_COMMAND_LINE as u64,
+            512,
+            65_536,
+        ) as usize,
+        max_text_line: c.number(
+            p.key("max_text_line"),
+            l.max_text_line,
+            def::MAX_TEXT_LINE as u64,
+            1000,
+            1 << 20,
+        ) as usize,
+        max_errors: c.number(
+            p.key("max_errors"),
+            l.max_errors,
+            def::MAX_ERRORS.into(),
+            1,
+            1000,
+        ) as u32,
+        max_connections: c.number(
+            p.key("max_connections"),
+            l.max_connections,
+            def::MAX_CONNECTIONS as u64,
+            1,
+            1_000_000,
+        ) as usize,
+        max_connections_per_ip: c.number(
+            p.key("max_connections_per_ip"),
+            l.max_connections_per_ip,
+            def::MAX_CONNECTIONS_PER_IP as u64,
+            1,
+            1_000_000,
+        ) as usize,
+        command_timeout: secs(c.number(
+            p.key("command_timeout"),
+            l.command_timeout,
+            def::COMMAND_TIMEOUT_SECS,
+            1,
+            3600,
+        )),
+        data_timeout: secs(c.number(
+            p.key("data_timeout"),
+            l.data_timeout,
+            def::DATA_TIMEOUT_SECS,
+            1,
+            3600,
+        )),
+        auth_failures_per_connection: c.number(
+            p.key("auth_failures_per_connection"),
+            l.auth_failures_per_connection,
+            def::AUTH_FAILURES_PER_CONNECTION.into(),
+            1,
+            100,
+        ) as u32,
+        auth_failures_per_ip_per_hour: c.number(
+            p.key("auth_failures_per_ip_per_hour"),
+            l.auth_failures_per_ip_per_hour,
+            def::AUTH_FAILURES_PER_IP_PER_HOUR.into(),
+            1,
+            100_000,
+        ) as u32,
+        shutdown_grace: secs(c.number(
+            p.key("shutdown_grace"),
+            l.shutdown_grace,
+            def::SHUTDOWN_GRACE_SECS,
+            0,
+            3600,
+        )),
+    }
+}
+
+fn delivery(c: &mut Checker<'_>, d: DeliveryFile) -> Delivery {
+    let p = KeyPath::default().key("delivery");
+    let mut nameservers = Vec::new();
+    for (i, ns) in d.nameservers.unwrap_or_default().iter().enumerate() {
+        match ns
+            .parse::<SocketAddr>()
+            .or_else(|_| ns.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        {
+            Ok(a) => nameservers.push(a),
+            Err(_) => c.error(
+                &p.key("nameservers").index(i),
+                format!(
+                    "{ns:?} is not a nameserver address; write \"192.0.2.53\" or \"127.0.0.1:5353\""
+                ),
+            ),
+        }
+    }
+    Delivery {
+        mx_port: c.number(p.key("mx_port"), d.mx_port, def::MX_PORT.into(), 1, 65535) as u16,
+        nameservers,
+        max_lifetime: Duration::from_secs(c.number(
+            p.key("max_lifetime"),
+            d.max_lifetime,
+            def::MAX_LIFETIME_SECS,
+            60,
+            60 * 24 * 3600,
+        )),
+    }
+}
+
+struct RelayKeys {
+    host: Option<String>,
+    port: Option<u64>,
+    tls: Option<String>,
+    tls_verify: Option<bool>,
+    username: Option<String>,
+    password_file: Option<String>,
+}
+
+impl From<RelayFile> for RelayKeys {
+    fn from(r: RelayFile) -> Self {
+        RelayKeys {
+            host: r.host,
+            port: r.port,
+            tls: r.tls,
+            tls_verify: r.tls_verify,
+            username: r.username,
+            password_file: r.password_file,
+        }
+    }
+}
+
+fn relay(c: &mut Checker<'_>, path: KeyPath, r: impl Into<RelayKeys>) -> Option<Relay> {
+    let r = r.into();
+    let tls = match r.tls.as_deref() {
+        None | Some("starttls") => RelayTls::StartTls,
+        Some("implicit") => RelayTls::Implicit,
+        Some("none") => RelayTls::None,
+        Some(other) => {
+            c.error(
+                &path.key("tls"),
+                format!("{other:?} is not valid; use \"starttls\", \"implicit\" or \"none\""),
+            );
+            RelayTls::StartTls
+        }
+    };
+    let default_port = match tls {
+        RelayTls::StartTls => 587,
+        RelayTls::Implicit => 465,
+        RelayTls::None => 25,
+    };
+    let port = c.number(path.key("port"), r.port, default_port, 1, 65535) as u16;
+    let password_file = r
+        .password_file
+        .map(|f| c.existing_file(path.key("password_file"), &f));
+    if r.username.is_some() != password_file.is_some() {
+        c.error(&path, "username and password_file go together: set both to authenticate to the relay, or neither");
+    }
+    let Some(host) = r.host else {
+        c.error(
+            &path,
+            "needs host, the relay's name, e.g. host = \"smtp.isp.example\"",
+        );
+        return None;
+    };
+    Some(Relay {
+        host,
+        port,
+        tls,
+        tls_verify: r.tls_verify.unwrap_or(true),
+        username: r.username,
+        password_file,
+    })
+}
+
+fn routes(c: &mut Checker<'_>, raw: Vec<RouteFile>) -> Vec<Route> {
+    let base = KeyPath::default().key("route");
+    let mut out = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let path = base.index(i);
+        let matches = match (r.domain.clone(), r.sender_domain.clone()) {
+            (Some(d), None) => Some(RouteMatch::RecipientDomain(d.to_ascii_lowercase())),
+            (None, Some(d)) => Some(RouteMatch::SenderDomain(d.to_ascii_lowercase())),
+            _ => {
+                c.error(
+                    &path,
+                    "needs exactly one of domain (recipient's domain) or sender_domain",
+                );
+                None
+            }
+        };
+        let keys = RelayKeys {
+            host: r.host,
+            port: r.port,
+            tls: r.tls,
+            tls_verify: r.tls_verify,
+            username: r.username,
+            password_file: r.password_file,
+        };
+        if let (Some(matches), Some(relay)) = (matches, relay(c, path, keys)) {
+            out.push(Route { matches, relay });
+        }
+    }
+    out
+}
+
+fn http(c: &mut Checker<'_>, h: HttpFile) -> Http {
+    let p = KeyPath::default().key("http");
+    Http {
+        addr: h.addr.and_then(|a| c.socket_addr(p.key("addr"), &a)),
+        tls_addr: h
+            .tls_addr
+            .and_then(|a| c.socket_addr(p.key("tls_addr"), &a)),
+        submission_on_tls: h.submission_on_tls.unwrap_or(false),
+    }
+}
+
+fn parse_network(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+fn is_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+fn system_hostname() -> String {
+    let name = gethostname::gethostname()
+        .to_string_lossy()
+        .to_ascii_lowercase();
+    if is_hostname(&name) {
+        name
+    } else {
+        "localhost".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match from_text(text, Some(Path::new("p.toml"))) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_design() {
+        let c = from_text("", None).expect("defaults");
+        let ports: Vec<u16> = c.listeners.iter().map(|l| l.addr.port()).collect();
+        assert_eq!(ports, [25, 26, 587, 465]);
+        assert_eq!(c.limits.max_message_size, 26_214_400);
+        assert_eq!(c.limits.max_recipients, 100);
+        assert!(c.trusted_networks.is_empty());
+        assert_eq!(c.bare_newlines, BareNewlines::Reject);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_line_and_key() {
+        let text = "hostnam = \"x\"\n[[listener]]\naddr = \"nope\"\nrole = \"smtp\"\n[limits]\nmax_recipients = 0\ncolour = 1\n";
+        let errs = errors(text);
+        assert_eq!(errs.len(), 5, "{errs:#?}");
+        assert!(
+            errs[0].starts_with(
+                "p.toml:1: hostnam: unknown key; valid keys here are: hostname, data_dir"
+            ),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[1].starts_with("p.toml:3: listener[0].addr: \"nope\" is not an address"),
+            "{}",
+            errs[1]
+        );
+        assert!(
+            errs[2].starts_with("p.toml:4: listener[0].role: \"smtp\" is not a role"),
+            "{}",
+            errs[2]
+        );
+        assert!(
+            errs[3].starts_with("p.toml:6: limits.max_recipients: 0 is out of range"),
+            "{}",
+            errs[3]
+        );
+        assert!(
+            errs[4].starts_with(
+                "p.toml:7: limits.colour: unknown key; valid keys here are: max_message_size"
+            ),
+            "{}",
+            errs[4]
+        );
+    }
+
+    #[test]
+    fn type_and_syntax_errors_name_the_line() {
+        let errs = errors("hostname = \"a.b\"\n[limits]\nmax_recipients = \"many\"\n");
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("p.toml:3: "), "{}", errs[0]);
+        let errs = errors("hostname = \n");
+        assert!(
+            errs[0].starts_with("p.toml:1: not valid TOML"),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn limits_are_checked_at_the_limit() {
+        assert!(errors("[limits]\nmax_command_line = 512\nmax_text_line = 1000\n").is_empty());
+        assert_eq!(errors("[limits]\nmax_command_line = 511\n").len(), 1);
+        assert_eq!(errors("[limits]\nmax_text_line = 999\n").len(), 1);
+    }
+
+    #[test]
+    fn relay_and_routes() {
+        let c = from_text("[relay]\nhost = \"smtp.isp.example\"\ntls = \"implicit\"\n[[route]]\nsender_domain = \"Customer.example\"\nhost = \"r\"\nport = 2525\ntls = \"none\"\n", None).expect("valid");
+        let relay = c.relay.expect("relay");
+        assert_eq!((relay.port, relay.tls), (465, RelayTls::Implicit));
+        assert_eq!(
+            c.routes[0].matches,
+            RouteMatch::SenderDomain("customer.example".into())
+        );
+        assert_eq!(c.routes[0].relay.port, 2525);
+        let errs = errors("[[route]]\nhost = \"r\"\n");
+        assert!(
+            errs[0].contains("route[0]: needs exactly one of domain"),
+            "{errs:?}"
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! Binds every configured listener and accepts connections: caps connections in
+//! total and per client address (421 beyond), then hands each stream to a new
+//! session task. A port that cannot be bound is reported in one line and the
+//! others keep serving.
+
+mod role;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
+
+pub use role::ListenerRole;
+
+use crate::config::ListenerConfig;
+use crate::server::ServerContext;
+use crate::session;
+
+/// A listening socket with its role.
+pub struct BoundListener {
+    pub listener: TcpListener,
+    pub role: ListenerRole,
+    pub configured: SocketAddr,
+}
+
+/// What `data_dir/run/listeners.json` records for each bound listener, so that
+/// scripts and tests can find ports chosen by the system (`:0`).
+#[derive(Debug, Serialize)]
+pub struct ListenerInfo {
+    pub addr: SocketAddr,
+    pub role: ListenerRole,
+    pub configured: SocketAddr,
+}
+
+impl Serialize for ListenerRole {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Binds each listener; failures are logged with the port and the reason.
+pub async fn bind_all(configs: &[ListenerConfig]) -> Vec<BoundListener> {
+    let mut bound = Vec::new();
+    for c in configs {
+        match TcpListener::bind(c.addr).await {
+            Ok(listener) => bound.push(BoundListener {
+                listener,
+                role: c.role,
+                configured: c.addr,
+            }),
+            Err(e) => {
+                let why = match e.kind() {
+                    std::io::ErrorKind::AddrInUse => {
+                        "the address is already in use by another program".to_string()
+                    }
+                    std::io::ErrorKind::PermissionDenied => {
+                        "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+                            .to_string()
+                    }
+                    _ => e.to_string(),
+                };
+                tracing::error!(event = "bind_failed", addr = %c.addr, role = %c.role, "cannot listen on {} ({}): {why}", c.addr, c.role);
+            }
+        }
+    }
+    bound
+}
+
+impl BoundListener {
+    pub fn info(&self) -> Option<ListenerInfo> {
+        Some(ListenerInfo {
+            addr: self.listener.local_addr().ok()?,
+            role: self.role,
+            configured: self.configured,
+        })
+    }
+}
+
+/// Connection caps shared by every listener.
+pub struct ConnectionLimits {
+    total: Arc<Semaphore>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    max_per_ip: usize,
+}
+
+/// Held for the life of a connection; releases its slots on drop.
+pub struct ConnectionSlot {
+    _permit: OwnedSemaphorePermit,
+    limits: Arc<ConnectionLimits>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut map = self.limits.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl ConnectionLimits {
+    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<ConnectionLimits> {
+        Arc::new(ConnectionLimits {
+            total: Arc::new(Semaphore::new(max_total)),
+            per_ip: Mutex::new(HashMap::new()),
+            max_per_ip,
+        })
+    }
+
+    /// A slot for a new connection from `ip`, or `None` when a cap is reached.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+        let permit = Arc::clone(&self.total).try_acquire_owned().ok()?;
+        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.max_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionSlot {
+            _permit: permit,
+            limits: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+/// Accepts until shutdown, spawning a session per connection on `tracker`.
+pub async fn accept_loop(
+    ctx: Arc<ServerContext>,
+    bound: BoundListener,
+    limits: Arc<ConnectionLimits>,
+    tracker: TaskTracker,
+) {
+    let stop = ctx.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            a = bound.listener.accept() => a,
+            () = stop.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: wait a little instead of spinning.
+                tracing::warn!(event = "accept_failed", error = %e);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Some(slot) = limits.admit(peer.ip()) else {
+            tracing::info!(event = "rejected", peer = %peer, reason = "connection limit");
+            tracker.spawn(refuse(stream, ctx.config.hostname.clone()));
+            continue;
+        };
+        let ctx = Arc::clone(&ctx);
+        let role = bound.role;
+        tracker.spawn(async move {
+            session::run(ctx, Box::new(stream), role, peer).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn refuse(mut stream: TcpStream, hostname: String) {
+    let line = format!("421 4.7.0 {hostname} Error: too many connections, try again later\r\n");
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.write_all(line.as_bytes()),
+    )
+    .await;
+}

@@ -1,0 +1,157 @@
+//! An accepted transaction becomes a spool-ready message here (Postfix's
+//! "cleanup"): the Received: trace header goes on top and, for submitted mail,
+//! Date: and Message-ID: are added when the client left them out (RFC 6409 §8).
+
+use mail_parser::{DateTime, HeaderName, MessageParser};
+
+use crate::spool::{QueueId, now_unix};
+
+/// What the Received: header records about how the message arrived.
+#[derive(Debug, Clone)]
+pub struct Arrival<'a> {
+    pub helo: &'a str,
+    pub client_ip: std::net::IpAddr,
+    pub hostname: &'a str,
+    /// RFC 3848: SMTP, ESMTP, ESMTPS, ESMTPA or ESMTPSA.
+    pub protocol: &'a str,
+    /// TLS version and cipher suite, when the session was encrypted.
+    pub tls: Option<(&'a str, &'a str)>,
+    pub queue_id: &'a QueueId,
+    /// Named in the header only when there is exactly one recipient, so a copy
+    /// does not reveal the other (Bcc) recipients.
+    pub single_recipient: Option<&'a str>,
+    pub submission: bool,
+}
+
+/// The addresses in the header From:, as the sender policy needs them.
+pub fn header_from_addresses(body: &[u8]) -> Vec<String> {
+    let Some(msg) = MessageParser::default().parse_headers(body) else {
+        return Vec::new();
+    };
+    msg.from()
+        .map(|from| {
+            from.iter()
+                .filter_map(|a| a.address().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Returns the message as it will be stored: new headers, then the body.
+pub fn finish(arrival: &Arrival<'_>, body: &[u8]) -> Vec<u8> {
+    let date = DateTime::from_timestamp(now_unix()).to_rfc822();
+    let mut head = String::with_capacity(512);
+    head.push_str(&format!(
+        "Received: from {} ([{}])\r\n",
+        sanitize(arrival.helo),
+        arrival.client_ip
+    ));
+    head.push_str(&format!(
+        "\tby {} (Postern) with {} id {}",
+        arrival.hostname, arrival.protocol, arrival.queue_id
+    ));
+    if let Some((version, cipher)) = arrival.tls {
+        head.push_str(&format!("\r\n\t(using {version} with cipher {cipher})"));
+    }
+    if let Some(rcpt) = arrival.single_recipient {
+        head.push_str(&format!("\r\n\tfor <{}>", sanitize(rcpt)));
+    }
+    head.push_str(&format!(";\r\n\t{date}\r\n"));
+    if arrival.submission {
+        let parsed = MessageParser::default().parse_headers(body);
+        let has = |name: HeaderName<'static>| {
+            parsed
+                .as_ref()
+                .is_some_and(|m| m.header_raw(name).is_some())
+        };
+        if !has(HeaderName::Date) {
+            head.push_str(&format!("Date: {date}\r\n"));
+        }
+        if !has(HeaderName::MessageId) {
+            head.push_str(&format!(
+                "Message-ID: <{}.{:08x}@{}>\r\n",
+                arrival.queue_id,
+                rand::random::<u32>(),
+                arrival.hostname
+            ));
+        }
+    }
+    let mut out = Vec::with_capacity(head.len() + body.len());
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Keeps client-chosen text (the HELO name, an address) from breaking the header:
+/// no control characters, no parentheses that would end our comment.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() || c == '(' || c == ')' {
+                '_'
+            } else {
+                c
+            }
+        })
+        .take(255)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arrival<'a>(id: &'a QueueId, submission: bool) -> Arrival<'a> {
+        Arrival {
+            helo: "client\r\nX-Evil: 1",
+            client_ip: "192.0.2.7".parse().expect("ip"),
+            hostname: "mx.example.com",
+            protocol: "ESMTPSA",
+            tls: Some(("TLSv1.3", "TLS13_AES_256_GCM_SHA384")),
+            queue_id: id,
+            single_recipient: Some("bob@example.org"),
+            submission,
+        }
+    }
+
+    #[test]
+    fn received_records_client_protocol_tls_and_id() {
+        let id = QueueId::generate();
+        let out = String::from_utf8(finish(&arrival(&id, false), b"Subject: x\r\n\r\nhi\r\n"))
+            .expect("utf8");
+        assert!(out.starts_with("Received: from client__X-Evil: 1 ([192.0.2.7])\r\n\tby mx.example.com (Postern) with ESMTPSA id "), "{out}");
+        assert!(
+            out.contains(&id.to_string())
+                && out.contains("(using TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384)")
+        );
+        assert!(out.contains("for <bob@example.org>;") && !out.contains("Message-ID"));
+        let parsed = MessageParser::default()
+            .parse(out.as_bytes())
+            .expect("parses");
+        assert_eq!(parsed.subject(), Some("x"));
+    }
+
+    #[test]
+    fn submission_adds_missing_date_and_message_id_only() {
+        let id = QueueId::generate();
+        let out = String::from_utf8(finish(&arrival(&id, true), b"Subject: x\r\n\r\nhi\r\n"))
+            .expect("utf8");
+        assert!(out.contains("\r\nDate: ") && out.contains("\r\nMessage-ID: <"));
+        let out = String::from_utf8(finish(
+            &arrival(&id, true),
+            b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <a@b>\r\n\r\nhi\r\n",
+        ))
+        .expect("utf8");
+        assert_eq!(out.matches("Date:").count(), 1);
+        assert_eq!(out.matches("Message-ID:").count(), 1);
+    }
+
+    #[test]
+    fn from_addresses() {
+        assert_eq!(
+            header_from_addresses(b"From: A <a@x.org>, b@y.org\r\n\r\n"),
+            ["a@x.org", "b@y.org"]
+        );
+        assert!(header_from_addresses(b"Subject: none\r\n\r\n").is_empty());
+    }
+}

@@ -1,0 +1,140 @@
+//! `run`: builds the shared services from a `Config`, binds the listeners,
+//! serves until SIGTERM or SIGINT, then drains: stop accepting, let open
+//! sessions finish (bounded by `shutdown_grace`), return.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::listener::{self, ConnectionLimits, ListenerInfo};
+use crate::spool::{Spool, SpoolError};
+use crate::store::{Store, StoreError};
+use crate::tls::{self, TlsSetupError};
+
+/// Everything a session needs, built once and shared.
+pub struct ServerContext {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub spool: Spool,
+    pub auth: Authenticator,
+    pub tls: Arc<rustls::ServerConfig>,
+    pub shutdown: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    #[error("no listener could be bound; see the errors above")]
+    NoListener,
+    #[error("cannot write {path}: {source}")]
+    RunFile {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Serves until a termination signal, then drains and returns.
+pub async fn run(config: Config) -> Result<(), ServerError> {
+    let config = Arc::new(config);
+    let store = Store::open(&config.data_dir).await?;
+    let spool = Spool::open(&config.data_dir).await?;
+    let tls = tls::server_config(&config)?;
+    let auth = Authenticator::new(store.clone(), config.limits.auth_failures_per_ip_per_hour);
+    let shutdown = CancellationToken::new();
+    let ctx = Arc::new(ServerContext {
+        config: Arc::clone(&config),
+        store,
+        spool,
+        auth,
+        tls,
+        shutdown: shutdown.clone(),
+    });
+
+    let bound = listener::bind_all(&config.listeners).await;
+    if bound.is_empty() {
+        return Err(ServerError::NoListener);
+    }
+    let infos: Vec<ListenerInfo> = bound
+        .iter()
+        .filter_map(listener::BoundListener::info)
+        .collect();
+    write_listeners_file(&config, &infos)?;
+    for info in &infos {
+        tracing::info!(event = "listening", addr = %info.addr, role = %info.role);
+    }
+
+    let limits = ConnectionLimits::new(
+        config.limits.max_connections,
+        config.limits.max_connections_per_ip,
+    );
+    let sessions = TaskTracker::new();
+    let accept_loops = TaskTracker::new();
+    for b in bound {
+        accept_loops.spawn(listener::accept_loop(
+            Arc::clone(&ctx),
+            b,
+            Arc::clone(&limits),
+            sessions.clone(),
+        ));
+    }
+    accept_loops.close();
+
+    wait_for_signal().await;
+    tracing::info!(
+        event = "shutdown",
+        "stopping: no new connections; open sessions may finish"
+    );
+    shutdown.cancel();
+    accept_loops.wait().await;
+    sessions.close();
+    if tokio::time::timeout(config.limits.shutdown_grace, sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            event = "shutdown",
+            "sessions still open after the grace period; stopping them"
+        );
+    }
+    let _ = std::fs::remove_file(config.run_dir().join("listeners.json"));
+    Ok(())
+}
+
+fn write_listeners_file(config: &Config, infos: &[ListenerInfo]) -> Result<(), ServerError> {
+    let dir = config.run_dir();
+    let path = dir.join("listeners.json");
+    let err = |source| ServerError::RunFile {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(err)?;
+    let tmp = dir.join("listeners.json.tmp");
+    let json = serde_json::to_vec_pretty(infos).unwrap_or_default();
+    std::fs::write(&tmp, json).map_err(err)?;
+    // Renamed into place so a reader never sees half a file.
+    std::fs::rename(&tmp, &path).map_err(err)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,96 @@
+//! EHLO/HELO (RFC 5321 §4.1.1.1, the extension list) and STARTTLS (RFC 3207).
+
+use std::sync::Arc;
+
+use tokio_rustls::TlsAcceptor;
+
+use super::io::SessionEnd;
+use super::state::Greeting;
+use super::{Flow, Session, TlsInfo};
+use crate::smtp::reply::Reply;
+
+/// How long a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Session {
+    pub(super) fn ehlo(&mut self, host: String, extended: bool) -> Flow {
+        // RFC 5321 §4.1.4: EHLO resets any transaction in progress.
+        self.tx = None;
+        self.greeting = Some(Greeting {
+            name: host,
+            extended,
+        });
+        if !extended {
+            return self.reply(Reply::plain(250, self.hostname().to_string()));
+        }
+        let mut lines = vec![
+            self.hostname().to_string(),
+            "PIPELINING".to_string(),
+            format!("SIZE {}", self.ctx.config.limits.max_message_size),
+            "8BITMIME".to_string(),
+            "SMTPUTF8".to_string(),
+            "ENHANCEDSTATUSCODES".to_string(),
+            "CHUNKING".to_string(),
+            "DSN".to_string(),
+        ];
+        if self.tls.is_none() {
+            lines.push("STARTTLS".to_string());
+        } else if self.identity.is_none() {
+            // AUTH only where the password cannot be read off the wire.
+            lines.push("AUTH PLAIN LOGIN".to_string());
+        }
+        self.reply(Reply::plain(250, lines.join("\n")))
+    }
+
+    pub(super) async fn starttls(&mut self) -> Result<Flow, SessionEnd> {
+        if self.tls.is_some() {
+            return Ok(self.reply(Reply::bad_sequence("Error: TLS already active")));
+        }
+        self.conn
+            .queue(&Reply::new(220, (0, 0), "Ready to start TLS"));
+        self.conn.flush().await?;
+        // CVE-2011-0411: anything pipelined after STARTTLS arrived in plaintext
+        // and must not be run inside the TLS session.
+        self.conn.discard_input();
+        if self.start_tls().await.is_err() {
+            return Ok(Flow::Close);
+        }
+        // RFC 3207 §4.2: forget everything learned before TLS.
+        self.greeting = None;
+        self.tx = None;
+        self.identity = None;
+        Ok(Flow::Continue)
+    }
+
+    /// Runs the TLS handshake on the current stream.
+    pub(super) async fn start_tls(&mut self) -> Result<(), SessionEnd> {
+        let acceptor = TlsAcceptor::from(Arc::clone(&self.ctx.tls));
+        let plain = self.conn.take_stream();
+        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(plain)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::info!(event = "tls_failed", error = %e);
+                return Err(SessionEnd::Io(e));
+            }
+            Err(_) => {
+                tracing::info!(event = "tls_failed", error = "handshake timeout");
+                return Err(SessionEnd::Timeout);
+            }
+        };
+        let (_, server) = stream.get_ref();
+        let version = server
+            .protocol_version()
+            .and_then(|v| v.as_str())
+            .unwrap_or("TLS")
+            .replace('_', ".");
+        let cipher = server
+            .negotiated_cipher_suite()
+            .and_then(|s| s.suite().as_str())
+            .unwrap_or("unknown")
+            .to_string();
+        tracing::info!(event = "tls_started", version = %version, cipher = %cipher);
+        self.tls = Some(TlsInfo { version, cipher });
+        self.conn.stream = Box::new(stream);
+        Ok(())
+    }
+}

@@ -1,0 +1,216 @@
+//! MAIL FROM and RCPT TO: the envelope of a transaction, with the ESMTP
+//! parameters we announce (SIZE, BODY, SMTPUTF8, DSN's RET/ENVID/NOTIFY/ORCPT).
+
+use smtp_proto::{
+    MAIL_BODY_BINARYMIME, MAIL_BY_NOTIFY, MAIL_BY_RETURN, MAIL_BY_TRACE, MAIL_CONPERM,
+    MAIL_REQUIRETLS, MAIL_RET_FULL, MAIL_RET_HDRS, MAIL_SMTPUTF8, MailFrom, RCPT_CONNEG,
+    RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS,
+    RCPT_RRVS_CONTINUE, RCPT_RRVS_REJECT, RcptTo,
+};
+
+use super::state::Transaction;
+use super::{Flow, Session};
+use crate::policy::Verdict;
+use crate::policy::limits::{check_declared_size, check_recipient_count};
+use crate::policy::relay::{ClientStanding, RecipientFacts, check_recipient};
+use crate::policy::sender::check_envelope_sender;
+use crate::smtp::address::Mailbox;
+use crate::smtp::reply::Reply;
+use crate::spool::{DsnEnvelope, NewRecipient};
+
+/// Parameters smtp-proto understands but we do not announce: using one is a 555.
+const UNANNOUNCED_MAIL_FLAGS: u64 = MAIL_BODY_BINARYMIME
+    | MAIL_REQUIRETLS
+    | MAIL_CONPERM
+    | MAIL_BY_NOTIFY
+    | MAIL_BY_RETURN
+    | MAIL_BY_TRACE;
+const UNANNOUNCED_RCPT_FLAGS: u64 = RCPT_CONNEG | RCPT_RRVS_REJECT | RCPT_RRVS_CONTINUE;
+
+impl Session {
+    fn check_mail(&self, from: &MailFrom<String>) -> Result<Option<Mailbox>, Reply> {
+        if self.greeting.is_none() {
+            return Err(Reply::bad_sequence("Error: send HELO/EHLO first"));
+        }
+        if self.tx.is_some() {
+            return Err(Reply::bad_sequence("Error: nested MAIL command"));
+        }
+        if self.role.auth_required_for_mail() && self.identity.is_none() {
+            return Err(if self.tls.is_none() {
+                Reply::tls_required()
+            } else {
+                Reply::auth_required()
+            });
+        }
+        if from.flags & UNANNOUNCED_MAIL_FLAGS != 0
+            || from.by != 0
+            || from.hold_for != 0
+            || from.hold_until != 0
+            || from.mt_priority != 0
+            || from.trans_id.is_some()
+            || from.solicit.is_some()
+            || from.mtrk.is_some()
+        {
+            return Err(Reply::new(
+                555,
+                (5, 4),
+                "Error: MAIL FROM parameter not supported",
+            ));
+        }
+        let utf8 = from.flags & MAIL_SMTPUTF8 != 0;
+        let sender = if from.address.is_empty() {
+            None
+        } else {
+            let m = Mailbox::parse(&from.address, utf8).map_err(|e| {
+                Reply::new(
+                    501,
+                    (1, 7),
+                    format!("<{}>: Bad sender address syntax: {e}", from.address),
+                )
+            })?;
+            Some(m)
+        };
+        if let Verdict::Reject(r) =
+            check_declared_size(from.size as u64, self.ctx.config.limits.max_message_size)
+        {
+            return Err(r);
+        }
+        if let Some(user) = &self.identity
+            && let Verdict::Reject(r) = check_envelope_sender(user, sender.as_ref())
+        {
+            return Err(r);
+        }
+        Ok(sender)
+    }
+
+    pub(super) async fn mail(&mut self, from: MailFrom<String>) -> Flow {
+        let sender = match self.check_mail(&from) {
+            Ok(s) => s,
+            Err(reply) => return self.reply(reply),
+        };
+        let ret = if from.flags & MAIL_RET_FULL != 0 {
+            Some("FULL".to_string())
+        } else if from.flags & MAIL_RET_HDRS != 0 {
+            Some("HDRS".to_string())
+        } else {
+            None
+        };
+        self.tx = Some(Transaction {
+            sender,
+            smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
+            dsn: DsnEnvelope {
+                ret,
+                envid: from.env_id,
+            },
+            recipients: Vec::new(),
+            chunks: None,
+        });
+        self.reply(Reply::new(250, (1, 0), "Ok"))
+    }
+
+    /// The recipient named by RCPT, or why it is refused before any lookup.
+    fn check_rcpt(&self, to: &RcptTo<String>, line: &[u8]) -> Result<Mailbox, Reply> {
+        let Some(tx) = &self.tx else {
+            return Err(Reply::bad_sequence("Error: need MAIL command"));
+        };
+        if to.flags & UNANNOUNCED_RCPT_FLAGS != 0 || to.rrvs != 0 {
+            return Err(Reply::new(
+                555,
+                (5, 4),
+                "Error: RCPT TO parameter not supported",
+            ));
+        }
+        if let Verdict::Reject(r) =
+            check_recipient_count(tx.recipients.len(), self.ctx.config.limits.max_recipients)
+        {
+            return Err(r);
+        }
+        if to.address.is_empty() {
+            // smtp-proto reports both <> and <postmaster> as an empty address;
+            // RFC 5321 §4.5.1 requires accepting the bare postmaster.
+            return if names_postmaster(line) {
+                Ok(Mailbox {
+                    local: "postmaster".into(),
+                    domain: self.hostname().to_string(),
+                })
+            } else {
+                Err(Reply::new(501, (1, 3), "Bad recipient address syntax"))
+            };
+        }
+        Mailbox::parse(&to.address, tx.smtputf8).map_err(|e| {
+            Reply::new(
+                501,
+                (1, 3),
+                format!("<{}>: Bad recipient address syntax: {e}", to.address),
+            )
+        })
+    }
+
+    pub(super) async fn rcpt(&mut self, to: RcptTo<String>, line: &[u8]) -> Flow {
+        let rcpt = match self.check_rcpt(&to, line) {
+            Ok(r) => r,
+            Err(reply) => return self.reply(reply),
+        };
+        let facts = match self.recipient_facts(&rcpt).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(event = "store_error", error = %e);
+                return self.reply(Reply::local_error());
+            }
+        };
+        let standing = ClientStanding {
+            authenticated: self.identity.is_some(),
+            trusted_network: self.trusted_network,
+        };
+        if let Verdict::Reject(reply) = check_recipient(&rcpt, facts, standing) {
+            tracing::info!(event = "rejected", rcpt = %rcpt, reply = %reply);
+            return self.reply(reply);
+        }
+        if let Some(tx) = &mut self.tx {
+            tx.recipients.push(NewRecipient {
+                address: rcpt.to_string(),
+                orcpt: to.orcpt,
+                notify: notify_text(to.flags),
+            });
+        }
+        self.reply(Reply::new(250, (1, 5), "Ok"))
+    }
+
+    async fn recipient_facts(
+        &self,
+        rcpt: &Mailbox,
+    ) -> Result<RecipientFacts, crate::store::StoreError> {
+        let store = &self.ctx.store;
+        // The bare postmaster (and postmaster@our host name) is always ours.
+        let own_host = rcpt.domain == self.hostname();
+        let hosted_domain = own_host || store.is_hosted_domain(&rcpt.domain).await?;
+        let mailbox_exists = hosted_domain && !own_host && store.mailbox_exists(rcpt).await?;
+        Ok(RecipientFacts {
+            hosted_domain,
+            mailbox_exists,
+        })
+    }
+}
+
+/// Whether the RCPT line's path is `<postmaster>` in any case.
+fn names_postmaster(line: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(line).to_ascii_lowercase();
+    text.split_once('<')
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .is_some_and(|(path, _)| path.trim() == "postmaster")
+}
+
+fn notify_text(flags: u64) -> Option<String> {
+    let names = [
+        (RCPT_NOTIFY_NEVER, "NEVER"),
+        (RCPT_NOTIFY_SUCCESS, "SUCCESS"),
+        (RCPT_NOTIFY_FAILURE, "FAILURE"),
+        (RCPT_NOTIFY_DELAY, "DELAY"),
+    ];
+    let set: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    (!set.is_empty()).then(|| set.join(","))
+}

@@ -1,0 +1,245 @@
+//! One SMTP session from greeting to QUIT: the only code that reads from and
+//! writes to a client socket. Receives a connected stream from `listener`, runs
+//! the state machine (commands in `ehlo.rs`, `auth.rs`, `envelope.rs`,
+//! `body.rs`), and hands accepted messages to `prepare` and `spool`.
+
+mod auth;
+mod body;
+mod ehlo;
+mod envelope;
+pub mod io;
+mod state;
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use smtp_proto::Request;
+use smtp_proto::request::receiver::RequestReceiver;
+use tracing::Instrument;
+
+use crate::listener::ListenerRole;
+use crate::policy::limits::ErrorBudget;
+use crate::server::ServerContext;
+use crate::smtp::reply::Reply;
+use crate::telemetry::SessionId;
+use io::{Connection, Line, SessionEnd, Stream};
+use state::{Greeting, Transaction};
+
+/// RFC 4954 §4: an AUTH command line may be up to 12288 octets; other commands
+/// are held to `max_command_line` after reading.
+const MAX_AUTH_LINE: usize = 12_288;
+
+/// What a command handler tells the loop to do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Close,
+}
+
+/// TLS parameters of an encrypted session, for Received: and logs.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    pub version: String,
+    pub cipher: String,
+}
+
+pub struct Session {
+    ctx: Arc<ServerContext>,
+    conn: Connection,
+    role: ListenerRole,
+    peer: SocketAddr,
+    trusted_network: bool,
+    tls: Option<TlsInfo>,
+    greeting: Option<Greeting>,
+    /// The authenticated user's canonical address.
+    identity: Option<String>,
+    tx: Option<Transaction>,
+    errors: ErrorBudget,
+    auth_failures: u32,
+}
+
+/// Runs a session on an accepted connection until it ends. Never panics on input;
+/// I/O errors end the session and are logged.
+pub async fn run(
+    ctx: Arc<ServerContext>,
+    stream: Box<dyn Stream>,
+    role: ListenerRole,
+    peer: SocketAddr,
+) {
+    let sid = SessionId::next();
+    let span = tracing::info_span!("session", sid = %sid, peer = %peer, role = %role, qid = tracing::field::Empty);
+    async move {
+        tracing::info!(event = "connected");
+        let trusted_network = ctx
+            .config
+            .trusted_networks
+            .iter()
+            .any(|n| n.contains(&peer.ip()));
+        let max_errors = ctx.config.limits.max_errors;
+        let mut session = Session {
+            ctx,
+            conn: Connection::new(stream),
+            role,
+            peer,
+            trusted_network,
+            tls: None,
+            greeting: None,
+            identity: None,
+            tx: None,
+            errors: ErrorBudget::new(max_errors),
+            auth_failures: 0,
+        };
+        let end = session.serve().await;
+        tracing::info!(event = "disconnected", reason = ?end);
+    }
+    .instrument(span)
+    .await;
+}
+
+impl Session {
+    async fn serve(&mut self) -> Result<(), SessionEnd> {
+        if self.role.tls_on_connect() && self.start_tls().await.is_err() {
+            return Err(SessionEnd::Eof);
+        }
+        let banner = format!("{} ESMTP Postern", self.ctx.config.hostname);
+        self.conn.queue(&Reply::plain(220, banner));
+        loop {
+            let limits = &self.ctx.config.limits;
+            let (timeout, max_line) = (limits.command_timeout, limits.max_command_line);
+            let stop = self.ctx.shutdown.clone();
+            let line = match self
+                .conn
+                .read_line(MAX_AUTH_LINE, timeout, Some(&stop))
+                .await
+            {
+                Ok(Line::Complete(line)) if line.len() <= max_line || starts_with_auth(&line) => {
+                    line
+                }
+                Ok(_) => {
+                    if self.reply(Reply::line_too_long()) == Flow::Close {
+                        break;
+                    }
+                    continue;
+                }
+                Err(SessionEnd::Timeout) => {
+                    self.conn.queue(&Reply::timeout(&self.ctx.config.hostname));
+                    break;
+                }
+                Err(SessionEnd::Shutdown) => {
+                    self.conn
+                        .queue(&Reply::shutting_down(&self.ctx.config.hostname));
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            tracing::trace!(line = %String::from_utf8_lossy(&redact_auth(&line)), "command");
+            if self.command(&line).await? == Flow::Close {
+                break;
+            }
+        }
+        self.conn.flush().await
+    }
+
+    /// Parses and runs one command line.
+    async fn command(&mut self, line: &[u8]) -> Result<Flow, SessionEnd> {
+        let request = match RequestReceiver::default().ingest(&mut line.iter()) {
+            Ok(request) => request.into_owned(),
+            Err(e) => return Ok(self.reply(parse_error_reply(&e))),
+        };
+        match request {
+            Request::Ehlo { host } => Ok(self.ehlo(host, true)),
+            Request::Helo { host } => Ok(self.ehlo(host, false)),
+            Request::StartTls => self.starttls().await,
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(mechanism, initial_response).await,
+            Request::Mail { from } => Ok(self.mail(from).await),
+            Request::Rcpt { to } => Ok(self.rcpt(to, line).await),
+            Request::Data => self.data().await,
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => self.bdat(chunk_size, is_last).await,
+            Request::Rset => {
+                self.tx = None;
+                Ok(self.reply(Reply::ok()))
+            }
+            Request::Noop { .. } => Ok(self.reply(Reply::ok())),
+            // RFC 5321 §3.5.3: 252 says "cannot verify" without revealing mailboxes.
+            Request::Vrfy { .. } => Ok(self.reply(Reply::new(
+                252,
+                (5, 0),
+                "Cannot VRFY user, but will accept message",
+            ))),
+            Request::Help { .. } => Ok(self.reply(Reply::new(214, (0, 0), "See RFC 5321"))),
+            Request::Quit => {
+                self.conn.queue(&Reply::new(221, (0, 0), "Bye"));
+                Ok(Flow::Close)
+            }
+            Request::Expn { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. }
+            | Request::Lhlo { .. } => {
+                Ok(self.reply(Reply::new(502, (5, 1), "Error: command not implemented")))
+            }
+        }
+    }
+
+    /// Queues a reply, counting it against the error budget when it is an error;
+    /// returns `Close` once the budget is spent (after a final 421).
+    fn reply(&mut self, reply: Reply) -> Flow {
+        // 452 for too many recipients is normal flow control, not a client error.
+        let counts = reply.code >= 400 && reply.code != 452;
+        if counts {
+            tracing::debug!(event = "rejected", reply = %reply);
+        }
+        self.conn.queue(&reply);
+        if counts && self.errors.spend() {
+            self.conn.queue(&Reply::too_many_errors());
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    fn hostname(&self) -> &str {
+        &self.ctx.config.hostname
+    }
+}
+
+fn starts_with_auth(line: &[u8]) -> bool {
+    line.get(..5)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"AUTH "))
+}
+
+/// AUTH lines carry credentials: keep only the verb and mechanism in traces.
+fn redact_auth(line: &[u8]) -> Cow<'_, [u8]> {
+    if starts_with_auth(line) {
+        let keep = line
+            .iter()
+            .skip(5)
+            .position(|&b| b == b' ')
+            .map_or(line.len(), |p| p + 5);
+        Cow::Owned([&line[..keep], b" [redacted]"].concat())
+    } else {
+        Cow::Borrowed(line)
+    }
+}
+
+fn parse_error_reply(e: &smtp_proto::Error) -> Reply {
+    use smtp_proto::Error as E;
+    match e {
+        E::UnknownCommand => Reply::unknown_command(),
+        E::InvalidSenderAddress => Reply::new(501, (1, 7), "Bad sender address syntax"),
+        E::InvalidRecipientAddress => Reply::new(501, (1, 3), "Bad recipient address syntax"),
+        E::SyntaxError { syntax } => Reply::syntax(format!("Syntax: {syntax}")),
+        E::InvalidParameter { param } => Reply::syntax(format!("Invalid parameter: {param}")),
+        E::UnsupportedParameter { param } => {
+            Reply::new(555, (5, 4), format!("Unsupported parameter: {param}"))
+        }
+        E::ResponseTooLong => Reply::line_too_long(),
+        E::NeedsMoreData { .. } | E::InvalidResponse { .. } => Reply::syntax("Syntax error"),
+    }
+}

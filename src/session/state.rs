@@ -1,0 +1,34 @@
+//! The envelope being built between MAIL and the end of DATA/BDAT, kept apart
+//! from the session (OpenSMTPD's smtp_tx) so RSET, EHLO and STARTTLS reset it by
+//! dropping one value.
+
+use crate::smtp::address::Mailbox;
+use crate::smtp::data::BodyReader;
+use crate::spool::{DsnEnvelope, NewRecipient};
+
+#[derive(Debug)]
+pub struct Transaction {
+    /// `None` is the null reverse-path `<>`.
+    pub sender: Option<Mailbox>,
+    pub smtputf8: bool,
+    pub dsn: DsnEnvelope,
+    pub recipients: Vec<NewRecipient>,
+    /// BDAT chunks received so far; `None` until the first BDAT.
+    pub chunks: Option<BodyReader>,
+}
+
+impl Transaction {
+    pub fn sender_text(&self) -> String {
+        self.sender
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+}
+
+/// What EHLO or HELO said.
+#[derive(Debug, Clone)]
+pub struct Greeting {
+    pub name: String,
+    pub extended: bool,
+}

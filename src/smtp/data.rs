@@ -1,0 +1,319 @@
+//! The message body as it arrives after DATA (dot-stuffed, ended by CRLF.CRLF) or
+//! in BDAT chunks (RFC 3030). Written by hand rather than with smtp-proto's
+//! DataReceiver because the smuggling defence needs what that reader does not do:
+//! only a real <CRLF>.<CRLF> ends DATA, bare CR and bare LF are found (and refused
+//! or normalised), over-long lines and the size limit are enforced while reading.
+
+use crate::config::BareNewlines;
+
+/// What was wrong with a body; the whole message is refused with this reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyViolation {
+    BareCr,
+    BareLf,
+    LineTooLong,
+    TooBig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At the start of a line that followed a real CRLF (or the start of the body).
+    LineStart,
+    /// At the start of a line that followed a bare LF made into CRLF: a dot here
+    /// must not end DATA (CVE-2023-51764), so it is plain content.
+    LineStartAfterBareLf,
+    /// A dot at the start of a line.
+    Dot,
+    /// A dot and a CR at the start of a line: the end if LF follows.
+    DotCr,
+    InLine,
+    /// A CR inside a line: CRLF if LF follows, else a bare CR.
+    Cr,
+}
+
+/// Reads one message body from the wire, byte stream in, unstuffed body out.
+#[derive(Debug)]
+pub struct BodyReader {
+    dot_stuffed: bool,
+    max_size: u64,
+    /// Octets allowed on one line, CRLF excluded.
+    max_line: usize,
+    bare: BareNewlines,
+    state: State,
+    line_len: usize,
+    body: Vec<u8>,
+    violation: Option<BodyViolation>,
+}
+
+impl BodyReader {
+    /// A reader for the DATA command's dot-stuffed stream.
+    pub fn data(max_size: u64, max_text_line: usize, bare: BareNewlines) -> BodyReader {
+        BodyReader::new(true, max_size, max_text_line, bare)
+    }
+
+    /// A reader for BDAT chunks: raw octets, no dot-stuffing, no terminator.
+    pub fn bdat(max_size: u64, max_text_line: usize, bare: BareNewlines) -> BodyReader {
+        BodyReader::new(false, max_size, max_text_line, bare)
+    }
+
+    fn new(
+        dot_stuffed: bool,
+        max_size: u64,
+        max_text_line: usize,
+        bare: BareNewlines,
+    ) -> BodyReader {
+        BodyReader {
+            dot_stuffed,
+            max_size,
+            max_line: max_text_line.saturating_sub(2),
+            bare,
+            state: State::LineStart,
+            line_len: 0,
+            body: Vec::with_capacity(4096),
+            violation: None,
+        }
+    }
+
+    /// Octets of body kept so far (after unstuffing).
+    pub fn len(&self) -> usize {
+        self.body.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.body.is_empty()
+    }
+
+    /// Consumes input. For DATA, returns `Some(n)` when the terminating
+    /// CRLF.CRLF ends at `input[n - 1]`, leaving the rest for the command reader;
+    /// `None` when all of `input` was body.
+    pub fn feed(&mut self, input: &[u8]) -> Option<usize> {
+        for (i, &b) in input.iter().enumerate() {
+            match self.state {
+                State::LineStart if self.dot_stuffed && b == b'.' => {
+                    self.state = State::Dot;
+                    self.line_len = 1;
+                }
+                State::Dot if b == b'\r' => self.state = State::DotCr,
+                State::Dot => {
+                    // RFC 5321 §4.5.2: the leading dot was stuffing; drop it.
+                    self.state = State::InLine;
+                    self.content(b);
+                }
+                State::DotCr if b == b'\n' => {
+                    self.state = State::LineStart;
+                    return Some(i + 1);
+                }
+                State::DotCr => {
+                    self.flag(BodyViolation::BareCr);
+                    self.state = State::InLine;
+                    self.content(b);
+                }
+                State::Cr if b == b'\n' => self.end_line(true),
+                State::Cr => {
+                    self.flag(BodyViolation::BareCr);
+                    self.push(b'\r');
+                    self.state = State::InLine;
+                    self.content(b);
+                }
+                State::LineStart | State::LineStartAfterBareLf | State::InLine => {
+                    self.state = State::InLine;
+                    self.content(b);
+                }
+            }
+        }
+        None
+    }
+
+    fn content(&mut self, b: u8) {
+        match b {
+            b'\r' => self.state = State::Cr,
+            b'\n' => match self.bare {
+                BareNewlines::Reject => {
+                    self.flag(BodyViolation::BareLf);
+                    self.end_line(false);
+                }
+                BareNewlines::Normalize => self.end_line(false),
+            },
+            _ => {
+                self.line_len += 1;
+                if self.line_len > self.max_line {
+                    self.flag(BodyViolation::LineTooLong);
+                }
+                self.push(b);
+            }
+        }
+    }
+
+    fn end_line(&mut self, real_crlf: bool) {
+        self.push(b'\r');
+        self.push(b'\n');
+        self.line_len = 0;
+        self.state = if real_crlf {
+            State::LineStart
+        } else {
+            State::LineStartAfterBareLf
+        };
+    }
+
+    fn push(&mut self, b: u8) {
+        if self.violation.is_some() {
+            // The message is refused anyway; keep reading to the end without
+            // holding what would be thrown away.
+            return;
+        }
+        if self.body.len() as u64 >= self.max_size {
+            self.flag(BodyViolation::TooBig);
+            return;
+        }
+        self.body.push(b);
+    }
+
+    fn flag(&mut self, v: BodyViolation) {
+        if self.violation.is_none() {
+            self.violation = Some(v);
+            self.body = Vec::new();
+        }
+    }
+
+    /// The finished body, ending in CRLF, or why it is refused.
+    pub fn finish(mut self) -> Result<Vec<u8>, BodyViolation> {
+        if self.state == State::Cr {
+            self.flag(BodyViolation::BareCr);
+        }
+        if let Some(v) = self.violation {
+            return Err(v);
+        }
+        if !self.body.is_empty() && !self.body.ends_with(b"\r\n") {
+            // A BDAT body may end without CRLF; a message on disk always ends a line.
+            self.body.extend_from_slice(b"\r\n");
+        }
+        Ok(self.body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn data(input: &[u8]) -> (Option<usize>, Result<Vec<u8>, BodyViolation>) {
+        data_with(input, BareNewlines::Reject)
+    }
+
+    fn data_with(
+        input: &[u8],
+        bare: BareNewlines,
+    ) -> (Option<usize>, Result<Vec<u8>, BodyViolation>) {
+        let mut r = BodyReader::data(1 << 20, 1000, bare);
+        let end = r.feed(input);
+        (end, r.finish())
+    }
+
+    #[test]
+    fn ends_at_crlf_dot_crlf_and_unstuffs() {
+        let (end, body) = data(b"Subject: x\r\n\r\n..leading\r\n.\r\nQUIT\r\n");
+        assert_eq!(end, Some(28));
+        assert_eq!(body.expect("valid"), b"Subject: x\r\n\r\n.leading\r\n");
+    }
+
+    #[test]
+    fn empty_body_ends_at_once() {
+        let (end, body) = data(b".\r\n");
+        assert_eq!(end, Some(3));
+        assert_eq!(body.expect("valid"), b"");
+    }
+
+    #[test]
+    fn smuggling_sequences_do_not_end_data() {
+        // The CVE-2023-51764 family: each of these would end DATA in a lax reader.
+        for bad in [
+            &b"a\r\n\n.\r\nMAIL FROM:<x@y>\r\n"[..],
+            b"a\n.\nMAIL",
+            b"a\r\n.\nMAIL",
+            b"a\n.\r\nMAIL",
+            b"a\r.\r\nMAIL",
+            b"a\r\n.\rMAIL",
+        ] {
+            let mut r = BodyReader::data(1 << 20, 1000, BareNewlines::Reject);
+            assert_eq!(r.feed(bad), None, "{:?}", String::from_utf8_lossy(bad));
+            let mut n = BodyReader::data(1 << 20, 1000, BareNewlines::Normalize);
+            assert_eq!(
+                n.feed(bad),
+                None,
+                "normalize {:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn bare_newlines_are_refused_or_normalised() {
+        assert_eq!(data(b"a\nb\r\n.\r\n").1, Err(BodyViolation::BareLf));
+        assert_eq!(data(b"a\rb\r\n.\r\n").1, Err(BodyViolation::BareCr));
+        let (end, body) = data_with(b"a\nb\r\n.\r\n", BareNewlines::Normalize);
+        assert!(end.is_some());
+        assert_eq!(body.expect("normalised"), b"a\r\nb\r\n");
+        assert_eq!(
+            data_with(b"a\rb\r\n.\r\n", BareNewlines::Normalize).1,
+            Err(BodyViolation::BareCr)
+        );
+    }
+
+    #[test]
+    fn line_length_is_checked_at_the_limit() {
+        let ok = [vec![b'x'; 998], b"\r\n.\r\n".to_vec()].concat();
+        assert!(data(&ok).1.is_ok());
+        let long = [vec![b'x'; 999], b"\r\n.\r\n".to_vec()].concat();
+        assert_eq!(data(&long).1, Err(BodyViolation::LineTooLong));
+        // A stuffed dot counts on the wire line, as the peer will send it again.
+        let dotted = [b".".to_vec(), vec![b'x'; 998], b"\r\n.\r\n".to_vec()].concat();
+        assert_eq!(data(&dotted).1, Err(BodyViolation::LineTooLong));
+    }
+
+    #[test]
+    fn size_is_checked_at_the_limit() {
+        let mut r = BodyReader::data(10, 1000, BareNewlines::Reject);
+        assert!(r.feed(b"12345678\r\n.\r\n").is_some());
+        assert_eq!(r.finish().map(|b| b.len()), Ok(10));
+        let mut r = BodyReader::data(10, 1000, BareNewlines::Reject);
+        assert!(r.feed(b"123456789\r\n.\r\n").is_some());
+        assert_eq!(r.finish(), Err(BodyViolation::TooBig));
+    }
+
+    #[test]
+    fn bdat_is_raw_and_spans_chunks() {
+        let mut r = BodyReader::bdat(1 << 20, 1000, BareNewlines::Reject);
+        assert_eq!(r.feed(b".x\r"), None);
+        assert_eq!(r.feed(b"\n.\r\n"), None);
+        assert_eq!(r.finish().expect("valid"), b".x\r\n.\r\n");
+        let mut r = BodyReader::bdat(1 << 20, 1000, BareNewlines::Reject);
+        r.feed(b"x\r");
+        assert_eq!(r.finish(), Err(BodyViolation::BareCr));
+    }
+
+    proptest! {
+        #[test]
+        fn split_feeding_matches_whole_feeding(body in proptest::collection::vec(any::<u8>(), 0..300), cut in 0usize..300) {
+            let input = [body.clone(), b"\r\n.\r\n".to_vec()].concat();
+            let cut = cut.min(input.len());
+            let mut whole = BodyReader::data(1 << 20, 1000, BareNewlines::Reject);
+            let w_end = whole.feed(&input);
+            let mut split = BodyReader::data(1 << 20, 1000, BareNewlines::Reject);
+            let s_end = split.feed(&input[..cut]).or_else(|| split.feed(&input[cut..]).map(|n| n + cut));
+            prop_assert_eq!(w_end, s_end);
+            prop_assert_eq!(whole.finish(), split.finish());
+        }
+
+        #[test]
+        fn accepted_bodies_have_no_bare_newlines(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut r = BodyReader::bdat(1 << 20, 1000, BareNewlines::Normalize);
+            r.feed(&body);
+            if let Ok(out) = r.finish() {
+                for (i, &b) in out.iter().enumerate() {
+                    if b == b'\n' { prop_assert!(i > 0 && out[i - 1] == b'\r'); }
+                    if b == b'\r' { prop_assert_eq!(out.get(i + 1), Some(&b'\n')); }
+                }
+            }
+        }
+    }
+}

@@ -1,1 +1,16 @@
+//! The one integration test binary: every module starts the real `postern`
+//! binary on loopback ports and talks to it with outside clients.
 
+// Test support code panics on purpose: a failed setup is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+mod auth;
+mod cli;
+mod durability;
+mod mta_inbound;
+mod protocol;
+mod smuggling;
+mod starttls;
+mod submission;

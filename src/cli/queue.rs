@@ -23,6 +23,9 @@ pub enum QueueCommand {
         id: String,
         #[arg(long)]
         json: bool,
+        /// Print the stored message text instead of the envelope.
+        #[arg(long, conflicts_with = "json")]
+        body: bool,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -89,13 +92,20 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
                 if messages.len() == 1 { "" } else { "s" }
             )?;
         }
-        QueueCommand::Show { id, json, config } => {
+        QueueCommand::Show {
+            id,
+            json,
+            body,
+            config,
+        } => {
             let id = parse_id(&id)?;
             let spool = Spool::open(&config.load()?.data_dir).await?;
-            let m = spool
-                .get(&id)
-                .await?
-                .with_context(|| format!("no message {id} in the queue"))?;
+            let missing = || format!("no message {id} in the queue");
+            if body {
+                out.write_all(&spool.body(&id).await?.with_context(missing)?)?;
+                return Ok(());
+            }
+            let m = spool.get(&id).await?.with_context(missing)?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&m)?)?;
                 return Ok(());

@@ -49,6 +49,7 @@ pub async fn run(cmd: UserCommand) -> anyhow::Result<()> {
         } => {
             let config = config.load()?;
             let store = Store::open(&config.data_dir).await?;
+            store.check_new_user(&address).await?;
             let hash = hash_password(&read_password(password_stdin)?)?;
             let canonical = store.add_user(&address, &hash).await?;
             writeln!(out, "added user {canonical}")?;

@@ -167,9 +167,11 @@ impl Session {
             return self.reply(reply);
         }
         if let Some(tx) = &mut self.tx {
+            // smtp-proto keeps only the address of ORCPT; rfc822 is the only
+            // address type it accepts, so the stored form names it again.
             tx.recipients.push(NewRecipient {
                 address: rcpt.to_string(),
-                orcpt: to.orcpt,
+                orcpt: to.orcpt.map(|a| format!("rfc822;{a}")),
                 notify: notify_text(to.flags),
             });
         }

@@ -103,13 +103,24 @@ impl Store {
         )
     }
 
-    /// Adds an account; the domain must be hosted already.
-    pub async fn add_user(&self, address: &str, password_hash: &str) -> Result<String, StoreError> {
+    /// Checks that `address` could be added as a new account (valid, in a hosted
+    /// domain, not taken) and returns the mailbox; lets the CLI fail before it
+    /// asks for a password.
+    pub async fn check_new_user(&self, address: &str) -> Result<Mailbox, StoreError> {
         let mailbox =
             Mailbox::parse(address, false).map_err(|_| StoreError::BadAddress(address.into()))?;
         if !self.is_hosted_domain(&mailbox.domain).await? {
             return Err(StoreError::NoSuchDomain(mailbox.domain));
         }
+        if self.mailbox_exists(&mailbox).await? {
+            return Err(StoreError::UserExists(mailbox.canonical()));
+        }
+        Ok(mailbox)
+    }
+
+    /// Adds an account; the domain must be hosted already.
+    pub async fn add_user(&self, address: &str, password_hash: &str) -> Result<String, StoreError> {
+        let mailbox = self.check_new_user(address).await?;
         let canonical = mailbox.canonical();
         let done = sqlx::query("INSERT OR IGNORE INTO account (address, domain, password_hash, created) VALUES (?, ?, ?, ?)")
             .bind(&canonical)

@@ -9,19 +9,31 @@
 //! - `smtp`: wire types with no I/O: replies, addresses, the DATA/BDAT reader.
 //! - `prepare`: Received:, and Date/Message-ID for submitted mail.
 //! - `spool`: makes the message durable (group commit) before the 250.
-//! - `store`: accounts and hosted domains; `dkim`: per-domain keys.
+//! - `scheduler`: decides when: claims due recipients, retries with backoff,
+//!   applies outcomes and queues DSNs (`dsn`).
+//! - `router`: decides where: local mailbox, a route, the relay, or MX (with the
+//!   port-25 fallback).
+//! - `outbound`: the SMTP client to other servers (`dns` for MX and addresses);
+//!   `local`: Maildir delivery.
+//! - `store`: accounts, hosted domains and aliases; `dkim`: per-domain keys.
 //! - `server`: wires the above together and drains on SIGTERM.
 //! - `cli`: the command line of DESIGN.md; `config`: the validated configuration.
 //!
-//! Delivery (scheduler, router, outbound) comes next; see docs/flow.md.
+//! See docs/flow.md for the path of a message in prose.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dkim;
+pub mod dns;
+pub mod dsn;
 pub mod listener;
+pub mod local;
+pub mod outbound;
 pub mod policy;
 pub mod prepare;
+pub mod router;
+pub mod scheduler;
 pub mod server;
 pub mod session;
 pub mod smtp;

@@ -9,7 +9,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::dns::{Dns, ResolverSetupError};
 use crate::listener::{self, ConnectionLimits, ListenerInfo};
+use crate::outbound::{Outbound, OutboundSetupError};
+use crate::scheduler::{self, Delivery};
 use crate::spool::{Spool, SpoolError};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsSetupError};
@@ -32,6 +35,10 @@ pub enum ServerError {
     Spool(#[from] SpoolError),
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
+    #[error(transparent)]
+    Resolver(#[from] ResolverSetupError),
+    #[error(transparent)]
+    Outbound(#[from] OutboundSetupError),
     #[error("no listener could be bound; see the errors above")]
     NoListener,
     #[error("cannot write {path}: {source}")]
@@ -48,6 +55,13 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let spool = Spool::open(&config.data_dir).await?;
     let tls = tls::server_config(&config)?;
     let auth = Authenticator::new(store.clone(), config.limits.auth_failures_per_ip_per_hour);
+    let outbound = Outbound::new(Arc::clone(&config), Dns::new(&config.delivery.nameservers)?)?;
+    let delivery = Arc::new(Delivery::new(
+        Arc::clone(&config),
+        spool.clone(),
+        store.clone(),
+        outbound,
+    ));
     let shutdown = CancellationToken::new();
     let ctx = Arc::new(ServerContext {
         config: Arc::clone(&config),
@@ -86,6 +100,12 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         ));
     }
     accept_loops.close();
+    let deliveries = TaskTracker::new();
+    let scheduler = tokio::spawn(scheduler::run(
+        delivery,
+        shutdown.clone(),
+        deliveries.clone(),
+    ));
 
     wait_for_signal().await;
     tracing::info!(
@@ -94,14 +114,22 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     );
     shutdown.cancel();
     accept_loops.wait().await;
+    let _ = scheduler.await;
     sessions.close();
-    if tokio::time::timeout(config.limits.shutdown_grace, sessions.wait())
+    deliveries.close();
+    let drained = async {
+        sessions.wait().await;
+        deliveries.wait().await;
+    };
+    if tokio::time::timeout(config.limits.shutdown_grace, drained)
         .await
         .is_err()
     {
+        // Unfinished deliveries are tried again at the next start: their
+        // leases are void then.
         tracing::warn!(
             event = "shutdown",
-            "sessions still open after the grace period; stopping them"
+            "sessions or deliveries still running after the grace period; stopping them"
         );
     }
     let _ = std::fs::remove_file(config.run_dir().join("listeners.json"));

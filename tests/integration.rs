@@ -8,6 +8,7 @@ mod common;
 
 mod auth;
 mod cli;
+mod delivery;
 mod durability;
 mod mta_inbound;
 mod protocol;

@@ -1,6 +1,7 @@
 //! The command tree of DESIGN.md (clap). Each subcommand lives in its own thin
 //! file; `anyhow` is used here and in main.rs only.
 
+mod alias;
 mod config_check;
 mod domain;
 mod queue;
@@ -40,6 +41,9 @@ enum Command {
     /// Manage user accounts.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Manage aliases and catch-alls.
+    #[command(subcommand)]
+    Alias(alias::AliasCommand),
     /// Manage hosted domains.
     #[command(subcommand)]
     Domain(domain::DomainCommand),
@@ -58,6 +62,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::User(cmd) => user::run(cmd).await,
         Command::Domain(cmd) => domain::run(cmd).await,
+        Command::Alias(cmd) => alias::run(cmd).await,
         Command::Queue(cmd) => queue::run(cmd).await,
         Command::Config(cmd) => config_check::run(cmd),
     }

@@ -6,6 +6,7 @@ use std::io::Write;
 use anyhow::Context;
 
 use super::ConfigArg;
+use crate::scheduler::DeliveryStatus;
 use crate::spool::{QueueId, QueuedMessage, Spool, now_unix};
 
 #[derive(Debug, clap::Subcommand)]
@@ -26,6 +27,17 @@ pub enum QueueCommand {
         /// Print the stored message text instead of the envelope.
         #[arg(long, conflicts_with = "json")]
         body: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Make deferred messages due now (a running server picks them up within seconds).
+    Retry {
+        /// The message to retry.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Retry every queued message.
+        #[arg(long)]
+        all: bool,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -61,7 +73,16 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     match cmd {
         QueueCommand::List { json, config } => {
-            let spool = Spool::open(&config.load()?.data_dir).await?;
+            let config = config.load()?;
+            let spool = Spool::open(&config.data_dir).await?;
+            if !json && DeliveryStatus::read(&config).is_some_and(|s| s.port25_blocked) {
+                writeln!(
+                    out,
+                    "warning: outbound port {} looks blocked (connections to several mail servers failed); \
+                     set [fallback_relay] or [relay] to send through a relay on another port",
+                    config.delivery.mx_port
+                )?;
+            }
             let messages = spool.list().await?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&messages)?)?;
@@ -135,6 +156,19 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
                 }
                 writeln!(out, ")")?;
             }
+        }
+        QueueCommand::Retry { id, all: _, config } => {
+            let id = id.as_deref().map(parse_id).transpose()?;
+            let spool = Spool::open(&config.load()?.data_dir).await?;
+            let n = spool.retry(id.as_ref()).await?;
+            if let Some(id) = &id {
+                anyhow::ensure!(n > 0, "no queued recipient of {id} to retry");
+            }
+            writeln!(
+                out,
+                "{n} recipient{} due now",
+                if n == 1 { "" } else { "s" }
+            )?;
         }
         QueueCommand::Delete { id, config } => {
             let id = parse_id(&id)?;

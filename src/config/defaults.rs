@@ -38,3 +38,16 @@ pub const SHUTDOWN_GRACE_SECS: u64 = 30;
 
 pub const MX_PORT: u16 = 25;
 pub const MAX_LIFETIME_SECS: u64 = 5 * 24 * 3600;
+/// First retry after a temporary failure; each later one waits twice as long.
+pub const RETRY_MIN_SECS: u64 = 300;
+/// The longest wait between two attempts.
+pub const RETRY_MAX_SECS: u64 = 4 * 3600;
+/// Deliveries in progress at once, over all destinations.
+pub const CONCURRENCY: u64 = 100;
+/// Deliveries in progress at once to one destination (a domain or a relay).
+pub const DESTINATION_CONCURRENCY: u64 = 4;
+/// Outbound: how long a TCP connection may take to open.
+pub const CONNECT_TIMEOUT_SECS: u64 = 30;
+/// Outbound: how long to wait for each reply. RFC 5321 §4.5.3.2 suggests up to 5
+/// minutes for some; 2 keeps a hung server from holding a slot for long.
+pub const REPLY_TIMEOUT_SECS: u64 = 120;

@@ -59,6 +59,13 @@ pub struct DeliveryFile {
     pub mx_port: Option<u64>,
     pub nameservers: Option<Vec<String>>,
     pub max_lifetime: Option<u64>,
+    pub retry_min: Option<u64>,
+    pub retry_max: Option<u64>,
+    pub concurrency: Option<u64>,
+    pub destination_concurrency: Option<u64>,
+    pub hold: Option<bool>,
+    pub connect_timeout: Option<u64>,
+    pub timeout: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

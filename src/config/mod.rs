@@ -80,6 +80,15 @@ pub struct Delivery {
     pub mx_port: u16,
     pub nameservers: Vec<SocketAddr>,
     pub max_lifetime: Duration,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    pub concurrency: usize,
+    pub destination_concurrency: usize,
+    /// Accept and keep mail, deliver nothing (maintenance, tests).
+    pub hold: bool,
+    pub connect_timeout: Duration,
+    /// How long the outbound client waits for each reply.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +98,7 @@ pub enum RelayTls {
     None,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Relay {
     pub host: String,
     pub port: u16,

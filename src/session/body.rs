@@ -9,7 +9,8 @@ use crate::policy::sender::check_header_from;
 use crate::prepare::{self, Arrival};
 use crate::smtp::data::{BodyReader, BodyViolation};
 use crate::smtp::reply::Reply;
-use crate::spool::{NewMessage, QueueId};
+use crate::spool::{NewMessage, NewRecipient, QueueId};
+use crate::store::StoreError;
 
 impl Session {
     fn check_body_start(&self) -> Result<(), Reply> {
@@ -130,20 +131,27 @@ impl Session {
         };
         let stored = prepare::finish(&arrival, &body);
         let sender = tx.sender_text();
-        let recipients = tx.recipients.len();
+        let recipients = match self.expand_aliases(tx.recipients).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(event = "store_error", error = %e);
+                return self.reply(Reply::local_error());
+            }
+        };
         let message = NewMessage {
             sender: sender.clone(),
-            recipients: tx.recipients,
+            recipients,
             dsn: tx.dsn,
             auth_user: self.identity.clone(),
             smtputf8: tx.smtputf8,
             body: stored,
         };
         let size = message.body.len();
+        let rcpt_count = message.recipients.len();
         match self.ctx.spool.put(queue_id.clone(), message).await {
             Ok(()) => {
                 tracing::Span::current().record("qid", tracing::field::display(&queue_id));
-                tracing::info!(event = "queued", qid = %queue_id, from = %sender, rcpts = recipients, size);
+                tracing::info!(event = "queued", qid = %queue_id, from = %sender, rcpts = rcpt_count, size);
                 self.reply(Reply::new(250, (0, 0), format!("Ok: queued as {queue_id}")))
             }
             Err(e) => {
@@ -151,6 +159,40 @@ impl Session {
                 self.reply(Reply::local_error())
             }
         }
+    }
+}
+
+impl Session {
+    /// Replaces recipients that are aliases by their targets (Postfix's virtual
+    /// alias step, done before queueing so each target has its own delivery
+    /// state); the original address is kept as ORCPT for DSNs.
+    async fn expand_aliases(
+        &self,
+        recipients: Vec<NewRecipient>,
+    ) -> Result<Vec<NewRecipient>, StoreError> {
+        let mut out: Vec<NewRecipient> = Vec::with_capacity(recipients.len());
+        for r in recipients {
+            let targets = self.ctx.store.expand(&r.address).await?;
+            if targets.len() == 1 && targets[0].eq_ignore_ascii_case(&r.address) {
+                out.push(r);
+                continue;
+            }
+            for address in targets {
+                if out.iter().any(|o| o.address.eq_ignore_ascii_case(&address)) {
+                    continue;
+                }
+                let orcpt = r
+                    .orcpt
+                    .clone()
+                    .or_else(|| Some(format!("rfc822;{}", r.address)));
+                out.push(NewRecipient {
+                    address,
+                    orcpt,
+                    notify: r.notify.clone(),
+                });
+            }
+        }
+        Ok(out)
     }
 }
 

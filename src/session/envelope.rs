@@ -186,7 +186,7 @@ impl Session {
         // The bare postmaster (and postmaster@our host name) is always ours.
         let own_host = rcpt.domain == self.hostname();
         let hosted_domain = own_host || store.is_hosted_domain(&rcpt.domain).await?;
-        let mailbox_exists = hosted_domain && !own_host && store.mailbox_exists(rcpt).await?;
+        let mailbox_exists = hosted_domain && !own_host && store.accepts(rcpt).await?;
         Ok(RecipientFacts {
             hosted_domain,
             mailbox_exists,

@@ -66,6 +66,8 @@ impl RecipientStatus {
 /// A recipient as stored, with its delivery state.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueuedRecipient {
+    /// Position in the message's recipient list; names it in `record`.
+    pub idx: u32,
     pub address: String,
     pub orcpt: Option<String>,
     pub notify: Option<String>,

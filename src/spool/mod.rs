@@ -1,6 +1,6 @@
 //! The spool: the only module that touches queue storage. `put` makes a message
-//! durable before the session may answer 250; `list`, `get`, `body` and `delete`
-//! serve `postern queue` and, later, the scheduler.
+//! durable before the session may answer 250; `claim_due` and `record` serve the
+//! scheduler; `list`, `get`, `body`, `retry` and `delete` serve `postern queue`.
 //!
 //! Storage is SQLite in WAL mode with `synchronous=FULL` in `data_dir/spool`: a
 //! commit appends to the WAL and syncs it (and the directory when the WAL is new),
@@ -10,6 +10,7 @@
 
 mod envelope;
 mod id;
+mod writer;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,11 +25,8 @@ pub use envelope::{
     DsnEnvelope, NewMessage, NewRecipient, QueuedMessage, QueuedRecipient, RecipientStatus,
 };
 pub use id::QueueId;
-
-/// Most messages committed in one transaction; bounds the latency of a batch.
-const MAX_BATCH_MESSAGES: usize = 512;
-/// Most body octets committed in one transaction.
-const MAX_BATCH_BYTES: usize = 16 << 20;
+pub use writer::RecipientUpdate;
+use writer::{Request, Write};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -47,17 +45,11 @@ pub enum SpoolError {
     WriterGone,
 }
 
-struct PutRequest {
-    id: QueueId,
-    message: NewMessage,
-    done: oneshot::Sender<Result<(), String>>,
-}
-
 /// A handle to the spool; cheap to clone and share between sessions.
 #[derive(Clone)]
 pub struct Spool {
     pool: SqlitePool,
-    writer: mpsc::Sender<PutRequest>,
+    writer: mpsc::Sender<Request>,
     queued: Arc<Notify>,
 }
 
@@ -92,7 +84,12 @@ impl Spool {
         sqlx::migrate!("./migrations/spool").run(&pool).await?;
         let conn = SqliteConnection::connect_with(&options).await?;
         let (writer, rx) = mpsc::channel(4096);
-        tokio::spawn(write_batches(conn, rx));
+        // A lease left by a process that died is void: this process is the only
+        // one delivering from this spool.
+        sqlx::query("UPDATE recipient SET lease_until = 0 WHERE lease_until != 0")
+            .execute(&pool)
+            .await?;
+        tokio::spawn(writer::run(conn, rx));
         Ok(Spool {
             pool,
             writer,
@@ -107,17 +104,115 @@ impl Spool {
     /// writer, the message may still be committed; the client then never saw 250
     /// and will resend, the duplicate RFC 5321 §6.1 accepts.
     pub async fn put(&self, id: QueueId, message: NewMessage) -> Result<(), SpoolError> {
+        self.write(Write::Put { id, message }).await?;
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// Records delivery outcomes for recipients of message `id`, together with
+    /// the bounce they cause, durably and in one transaction; removes the
+    /// message once no recipient is left to deliver.
+    pub async fn record(
+        &self,
+        id: &QueueId,
+        updates: Vec<RecipientUpdate>,
+        bounce: Option<(QueueId, NewMessage)>,
+    ) -> Result<(), SpoolError> {
+        let queued_bounce = bounce.is_some();
+        self.write(Write::Outcomes {
+            id: id.clone(),
+            updates,
+            bounce,
+        })
+        .await?;
+        if queued_bounce {
+            self.queued.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn write(&self, write: Write) -> Result<(), SpoolError> {
         let (done, committed) = oneshot::channel();
         self.writer
-            .send(PutRequest { id, message, done })
+            .send(Request { write, done })
             .await
             .map_err(|_| SpoolError::WriterGone)?;
         committed
             .await
             .map_err(|_| SpoolError::WriterGone)?
-            .map_err(SpoolError::Commit)?;
-        self.queued.notify_one();
-        Ok(())
+            .map_err(SpoolError::Commit)
+    }
+
+    /// Leases up to `limit` recipients that are due at `now` for `lease` seconds
+    /// and returns them grouped by message (with each message's envelope).
+    pub async fn claim_due(
+        &self,
+        now: i64,
+        lease: i64,
+        limit: u32,
+    ) -> Result<Vec<QueuedMessage>, SpoolError> {
+        let rows = sqlx::query(
+            "UPDATE recipient SET lease_until = ? WHERE rowid IN (SELECT rowid FROM recipient \
+             WHERE status = 'queued' AND next_attempt <= ? AND lease_until <= ? ORDER BY next_attempt LIMIT ?) \
+             RETURNING message_id, idx, address, orcpt, notify, status, attempts, next_attempt, last_reply",
+        )
+        .bind(now + lease)
+        .bind(now)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_message: HashMap<String, Vec<QueuedRecipient>> = HashMap::new();
+        for row in &rows {
+            by_message
+                .entry(row.get("message_id"))
+                .or_default()
+                .push(recipient_from_row(row));
+        }
+        let mut out = Vec::with_capacity(by_message.len());
+        for (id, mut recipients) in by_message {
+            let Some(id) = QueueId::parse(&id) else {
+                continue;
+            };
+            if let Some(mut m) = self.get(&id).await? {
+                recipients.sort_by_key(|r| r.idx);
+                m.recipients = recipients;
+                out.push(m);
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// When the next recipient falls due (unix seconds), if any is queued.
+    pub async fn next_due(&self) -> Result<Option<i64>, SpoolError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(MAX(next_attempt, lease_until)) FROM recipient WHERE status = 'queued'",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Makes the queued recipients of one message (or of all, with `None`) due
+    /// now; returns how many. A running scheduler picks them up at its next look.
+    pub async fn retry(&self, id: Option<&QueueId>) -> Result<u64, SpoolError> {
+        let now = now_unix();
+        let done = match id {
+            Some(id) => sqlx::query(
+                "UPDATE recipient SET next_attempt = ? WHERE status = 'queued' AND message_id = ?",
+            )
+            .bind(now)
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?,
+            None => {
+                sqlx::query("UPDATE recipient SET next_attempt = ? WHERE status = 'queued'")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
+        Ok(done.rows_affected())
     }
 
     /// Woken after every `put`, for the scheduler.
@@ -183,7 +278,7 @@ impl Spool {
         macro_rules! select {
             ($rest:literal) => {
                 concat!(
-                    "SELECT message_id, address, orcpt, notify, status, attempts, next_attempt, last_reply FROM recipient ",
+                    "SELECT message_id, idx, address, orcpt, notify, status, attempts, next_attempt, last_reply FROM recipient ",
                     $rest
                 )
             };
@@ -202,21 +297,26 @@ impl Spool {
             }
         };
         let mut out: HashMap<String, Vec<QueuedRecipient>> = HashMap::new();
-        for row in rows {
-            let status: String = row.get("status");
+        for row in &rows {
             out.entry(row.get("message_id"))
                 .or_default()
-                .push(QueuedRecipient {
-                    address: row.get("address"),
-                    orcpt: row.get("orcpt"),
-                    notify: row.get("notify"),
-                    status: RecipientStatus::parse(&status).unwrap_or(RecipientStatus::Queued),
-                    attempts: row.get::<i64, _>("attempts") as u32,
-                    next_attempt: row.get("next_attempt"),
-                    last_reply: row.get("last_reply"),
-                });
+                .push(recipient_from_row(row));
         }
         Ok(out)
+    }
+}
+
+fn recipient_from_row(row: &sqlx::sqlite::SqliteRow) -> QueuedRecipient {
+    let status: String = row.get("status");
+    QueuedRecipient {
+        idx: row.get::<i64, _>("idx") as u32,
+        address: row.get("address"),
+        orcpt: row.get("orcpt"),
+        notify: row.get("notify"),
+        status: RecipientStatus::parse(&status).unwrap_or(RecipientStatus::Queued),
+        attempts: row.get::<i64, _>("attempts") as u32,
+        next_attempt: row.get("next_attempt"),
+        last_reply: row.get("last_reply"),
     }
 }
 
@@ -238,69 +338,6 @@ fn message_from_row(
         },
         recipients,
     }
-}
-
-/// The writer task: takes every request waiting in the channel, commits them in
-/// one transaction (one WAL sync), then answers each. While it commits, new
-/// requests queue up and form the next batch.
-async fn write_batches(mut conn: SqliteConnection, mut rx: mpsc::Receiver<PutRequest>) {
-    while let Some(first) = rx.recv().await {
-        let mut bytes = first.message.body.len();
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(req) => {
-                    bytes += req.message.body.len();
-                    batch.push(req);
-                }
-                Err(_) => break,
-            }
-        }
-        let result = commit(&mut conn, &batch).await.map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::error!(event = "spool_commit_failed", error = %e, messages = batch.len());
-        }
-        for req in batch {
-            let _ = req.done.send(result.clone());
-        }
-    }
-}
-
-async fn commit(conn: &mut SqliteConnection, batch: &[PutRequest]) -> Result<(), sqlx::Error> {
-    let now = now_unix();
-    let mut tx = conn.begin().await?;
-    for req in batch {
-        let m = &req.message;
-        sqlx::query(
-            "INSERT INTO message (id, created, sender, size, auth_user, smtputf8, dsn_ret, dsn_envid, body) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(req.id.as_str())
-        .bind(now)
-        .bind(&m.sender)
-        .bind(m.body.len() as i64)
-        .bind(&m.auth_user)
-        .bind(i64::from(m.smtputf8))
-        .bind(&m.dsn.ret)
-        .bind(&m.dsn.envid)
-        .bind(&m.body)
-        .execute(&mut *tx)
-        .await?;
-        for (idx, r) in m.recipients.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO recipient (message_id, idx, address, orcpt, notify, next_attempt) VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(req.id.as_str())
-            .bind(idx as i64)
-            .bind(&r.address)
-            .bind(&r.orcpt)
-            .bind(&r.notify)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-    }
-    tx.commit().await
 }
 
 #[cfg(test)]

@@ -33,7 +33,12 @@ pub enum StoreError {
     UserExists(String),
     #[error("user {0} does not exist")]
     NoSuchUser(String),
+    #[error("no alias {0}")]
+    NoSuchAlias(String),
 }
+
+/// How deep aliases may point at aliases before expansion stops (a loop guard).
+const MAX_ALIAS_DEPTH: usize = 8;
 
 #[derive(Clone)]
 pub struct Store {
@@ -192,6 +197,138 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Adds `targets` to the alias `source` (`user@domain`, or `@domain` for the
+    /// domain's catch-all); the source's domain must be hosted here.
+    pub async fn add_alias(&self, source: &str, targets: &[String]) -> Result<String, StoreError> {
+        let (source, domain) = alias_source(source)?;
+        if !self.is_hosted_domain(&domain).await? {
+            return Err(StoreError::NoSuchDomain(domain));
+        }
+        for target in targets {
+            let target = canonical(target)?;
+            sqlx::query(
+                "INSERT OR IGNORE INTO alias (source, domain, target, created) VALUES (?, ?, ?, ?)",
+            )
+            .bind(&source)
+            .bind(&domain)
+            .bind(target)
+            .bind(now_unix())
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(source)
+    }
+
+    /// Removes one target of an alias, or the whole alias.
+    pub async fn delete_alias(&self, source: &str, target: Option<&str>) -> Result<(), StoreError> {
+        let (source, _) = alias_source(source)?;
+        let done = match target {
+            Some(t) => {
+                sqlx::query("DELETE FROM alias WHERE source = ? AND target = ?")
+                    .bind(&source)
+                    .bind(canonical(t)?)
+                    .execute(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("DELETE FROM alias WHERE source = ?")
+                    .bind(&source)
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NoSuchAlias(source));
+        }
+        Ok(())
+    }
+
+    /// Every alias with its targets, by source.
+    pub async fn aliases(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT source, target FROM alias ORDER BY domain, source, target")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for (source, target) in rows {
+            match out.last_mut() {
+                Some((s, targets)) if *s == source => targets.push(target),
+                _ => out.push((source, vec![target])),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The targets an alias names directly.
+    pub async fn alias_targets(&self, source: &str) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT target FROM alias WHERE source = ? ORDER BY target")
+                .bind(source)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Whether mail for a mailbox of a hosted domain has somewhere to go: an
+    /// account, an alias, or the domain's catch-all.
+    pub async fn accepts(&self, mailbox: &Mailbox) -> Result<bool, StoreError> {
+        Ok(self.mailbox_exists(mailbox).await?
+            || !self.alias_targets(&mailbox.canonical()).await?.is_empty()
+            || !self
+                .alias_targets(&format!("@{}", mailbox.domain))
+                .await?
+                .is_empty())
+    }
+
+    /// The final recipients for an address after aliases: an alias replaces the
+    /// address by its targets (followed in turn, up to a depth); an account keeps
+    /// it; otherwise the domain's catch-all applies. Addresses outside hosted
+    /// domains are returned as they are.
+    pub async fn expand(&self, address: &str) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        let mut pending = vec![(address.to_string(), 0usize)];
+        while let Some((addr, depth)) = pending.pop() {
+            let Ok(mailbox) = Mailbox::parse(&addr, true) else {
+                out.push(addr);
+                continue;
+            };
+            let mut targets = self.alias_targets(&mailbox.canonical()).await?;
+            if targets.is_empty()
+                && !self.mailbox_exists(&mailbox).await?
+                && !mailbox.is_postmaster()
+            {
+                targets = self.alias_targets(&format!("@{}", mailbox.domain)).await?;
+            }
+            if targets.is_empty() || depth >= MAX_ALIAS_DEPTH {
+                out.push(addr);
+            } else {
+                // A target naming the alias itself means "also keep a copy here".
+                for t in targets {
+                    if t == mailbox.canonical() {
+                        out.push(t);
+                    } else {
+                        pending.push((t, depth + 1));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+/// An alias source: `user@domain` (canonical) or `@domain`, with its domain.
+fn alias_source(source: &str) -> Result<(String, String), StoreError> {
+    if let Some(domain) = source.strip_prefix('@') {
+        let d = normalize_domain(domain).ok_or_else(|| StoreError::BadDomain(domain.into()))?;
+        return Ok((format!("@{d}"), d));
+    }
+    let m = Mailbox::parse(source, true).map_err(|_| StoreError::BadAddress(source.into()))?;
+    Ok((m.canonical(), m.domain))
+}
+
 fn canonical(address: &str) -> Result<String, StoreError> {
     Mailbox::parse(address, true)
         .map(|m| m.canonical())
@@ -250,6 +387,62 @@ mod tests {
             Some("h2")
         );
         assert_eq!(store.users().await.expect("users"), ["alice@example.com"]);
+        store
+            .add_alias(
+                "sales@example.com",
+                &["alice@example.com".into(), "bob@remote.example".into()],
+            )
+            .await
+            .expect("alias");
+        store
+            .add_alias("@example.com", &["alice@example.com".into()])
+            .await
+            .expect("catch-all");
+        store
+            .add_alias("loop1@example.com", &["loop2@example.com".into()])
+            .await
+            .expect("alias");
+        store
+            .add_alias("loop2@example.com", &["loop1@example.com".into()])
+            .await
+            .expect("alias");
+        assert_eq!(
+            store.expand("Sales@example.com").await.expect("expand"),
+            ["alice@example.com", "bob@remote.example"]
+        );
+        assert_eq!(
+            store.expand("anyone@example.com").await.expect("expand"),
+            ["alice@example.com"]
+        );
+        assert_eq!(
+            store.expand("alice@example.com").await.expect("expand"),
+            ["alice@example.com"]
+        );
+        assert_eq!(
+            store.expand("x@remote.example").await.expect("expand"),
+            ["x@remote.example"]
+        );
+        assert_eq!(
+            store
+                .expand("loop1@example.com")
+                .await
+                .expect("expand")
+                .len(),
+            1,
+            "a loop ends"
+        );
+        assert!(
+            store
+                .accepts(&Mailbox::parse("whoever@example.com", false).expect("m"))
+                .await
+                .expect("q")
+        );
+        assert!(matches!(
+            store
+                .add_alias("x@nothosted.example", &["a@b.c".into()])
+                .await,
+            Err(StoreError::NoSuchDomain(_))
+        ));
         store.delete_domain("example.com").await.expect("del");
         assert!(store.users().await.expect("users").is_empty());
     }

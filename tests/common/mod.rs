@@ -1,10 +1,16 @@
 //! Shared test support: the real `postern` binary on ephemeral loopback ports
 //! (`server.rs`) and the outside clients that talk to it (`clients.rs`).
 
+pub mod certs;
 pub mod clients;
+pub mod dns;
+pub mod peer;
 pub mod server;
 
+pub use certs::*;
 pub use clients::*;
+pub use dns::*;
+pub use peer::*;
 pub use server::*;
 
 /// Fails loudly when a tool the tests need is missing, with the install hint;

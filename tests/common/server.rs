@@ -35,9 +35,25 @@ role = "submissions"
 
 impl TestServer {
     /// A server with the base listeners, `extra` TOML appended, the domain
-    /// example.com and the user alice@example.com (password `PASSWORD`).
+    /// example.com and the user alice@example.com (password `PASSWORD`), that
+    /// keeps what it accepts in the queue (`[delivery] hold`, unless `extra` has
+    /// its own `[delivery]`), so tests can look at it there.
     pub fn start(extra: &str) -> TestServer {
-        let mut s = TestServer::configure(&format!("{HEAD}{extra}{LISTENERS}"));
+        let hold = if extra.contains("[delivery]") {
+            ""
+        } else {
+            "[delivery]\nhold = true\n"
+        };
+        TestServer::with_config(&format!("{HEAD}{extra}{LISTENERS}{hold}"))
+    }
+
+    /// Like `start`, but delivering.
+    pub fn delivering(extra: &str) -> TestServer {
+        TestServer::with_config(&format!("{HEAD}{extra}{LISTENERS}"))
+    }
+
+    fn with_config(toml: &str) -> TestServer {
+        let mut s = TestServer::configure(toml);
         s.cli_ok(&["domain", "add", "example.com"]);
         s.cli_stdin_ok(
             &["user", "add", "alice@example.com", "--password-stdin"],

@@ -1,0 +1,323 @@
+//! Delivery status notifications (RFC 3464): when recipients fail for good or
+//! their message outlives `max_lifetime`, one multipart/report goes from the
+//! null sender to the envelope sender, with a plain-words explanation, the
+//! machine-readable status per recipient, and the original headers or message
+//! (per RET). A message from the null sender is never bounced.
+
+use mail_builder::MessageBuilder;
+use mail_builder::headers::content_type::ContentType;
+use mail_builder::mime::MimePart;
+use mail_parser::DateTime;
+
+use crate::spool::{DsnEnvelope, NewMessage, NewRecipient, QueuedMessage, QueuedRecipient};
+
+/// Above this size the DSN carries only the original headers.
+const MAX_RETURNED_BODY: usize = 1 << 20;
+
+/// One recipient that failed, and why.
+pub struct FailedRecipient<'a> {
+    pub recipient: &'a QueuedRecipient,
+    /// What happened, as recorded (`... said after RCPT TO: 550 5.1.1 ...`).
+    pub text: &'a str,
+    /// The remote server's reply, if it gave one.
+    pub reply: Option<&'a str>,
+    /// The message outlived its lifetime (rather than a permanent refusal).
+    pub expired: bool,
+}
+
+/// Whether the sender asked not to hear about this recipient's failure.
+fn wants_failure_notice(r: &QueuedRecipient) -> bool {
+    match &r.notify {
+        None => true,
+        Some(n) => n.split(',').any(|v| v.eq_ignore_ascii_case("FAILURE")),
+    }
+}
+
+/// The enhanced status for the report: the remote's own, else 5.0.0, or 4.4.7
+/// ("delivery time expired") for an expired message.
+fn status_code(f: &FailedRecipient<'_>) -> String {
+    if f.expired {
+        return "4.4.7".to_string();
+    }
+    f.reply
+        .and_then(|r| r.split_whitespace().nth(1))
+        .filter(|c| c.split('.').count() == 3 && c.split('.').all(|p| p.parse::<u16>().is_ok()))
+        .map_or_else(|| "5.0.0".to_string(), str::to_string)
+}
+
+/// What went wrong, in words a user understands.
+pub fn explain(f: &FailedRecipient<'_>, lifetime_days: u64) -> String {
+    let reply = f.reply.unwrap_or("").to_ascii_lowercase();
+    if f.expired {
+        if f.text.contains("could be reached on port") {
+            return format!(
+                "{} — for {lifetime_days} days. This server's outbound port may be blocked by its network; \
+                 the administrator can send through a relay ([relay] or [fallback_relay]).",
+                f.text
+            );
+        }
+        return format!(
+            "it could not be delivered for {lifetime_days} days; the last error was: {}",
+            f.text
+        );
+    }
+    if reply.contains("5.1.1")
+        || reply.contains("user unknown")
+        || reply.contains("does not exist")
+        || reply.contains("no such user")
+    {
+        return "the receiving server said the mailbox does not exist.".to_string();
+    }
+    if reply.contains("5.2.2") || reply.contains("quota") || reply.contains("mailbox full") {
+        return "the receiving server said the mailbox is full.".to_string();
+    }
+    if reply.contains(" 5.7.") {
+        return "the receiving server refused the message because of its policy (for example, it took it for spam).".to_string();
+    }
+    if f.reply.is_some() {
+        return "the receiving server refused the message.".to_string();
+    }
+    format!("{}.", f.text)
+}
+
+/// Builds the DSN for `failed` recipients of `original`, or `None` when nobody
+/// should get one (null sender, or NOTIFY without FAILURE for all of them).
+pub fn bounce(
+    hostname: &str,
+    original: &QueuedMessage,
+    original_body: &[u8],
+    failed: &[FailedRecipient<'_>],
+    lifetime_days: u64,
+) -> Option<NewMessage> {
+    if original.sender.is_empty() {
+        return None;
+    }
+    let failed: Vec<&FailedRecipient<'_>> = failed
+        .iter()
+        .filter(|f| wants_failure_notice(f.recipient))
+        .collect();
+    if failed.is_empty() {
+        return None;
+    }
+    let mut human = format!(
+        "This is the mail system at {hostname}.\r\n\r\nYour message could not be delivered to {} of its recipients:\r\n\r\n",
+        failed.len()
+    );
+    for f in &failed {
+        human.push_str(&format!(
+            "  <{}>: {}\r\n",
+            f.recipient.address,
+            explain(f, lifetime_days)
+        ));
+    }
+    human.push_str("\r\nThe technical details and the original message's headers follow.\r\n");
+
+    let mut status = format!(
+        "Reporting-MTA: dns; {hostname}\r\nX-Postern-Queue-ID: {}\r\nArrival-Date: {}\r\n",
+        original.id,
+        DateTime::from_timestamp(original.created).to_rfc822()
+    );
+    if let Some(envid) = &original.dsn.envid {
+        status.push_str(&format!("Original-Envelope-Id: {envid}\r\n"));
+    }
+    for f in &failed {
+        status.push_str(&format!(
+            "\r\nFinal-Recipient: rfc822; {}\r\n",
+            f.recipient.address
+        ));
+        if let Some(orcpt) = &f.recipient.orcpt {
+            status.push_str(&format!(
+                "Original-Recipient: {}\r\n",
+                orcpt.replacen(';', "; ", 1)
+            ));
+        }
+        status.push_str(&format!("Action: failed\r\nStatus: {}\r\n", status_code(f)));
+        match f.reply {
+            Some(reply) => status.push_str(&format!("Diagnostic-Code: smtp; {reply}\r\n")),
+            None => status.push_str(&format!(
+                "Diagnostic-Code: x-postern; {}\r\n",
+                f.text.replace(['\r', '\n'], " ")
+            )),
+        }
+    }
+
+    let headers_only =
+        original.dsn.ret.as_deref() == Some("HDRS") || original_body.len() > MAX_RETURNED_BODY;
+    let returned = if headers_only {
+        let end = original_body
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(original_body.len(), |p| p + 2);
+        MimePart::new("text/rfc822-headers", &original_body[..end]).transfer_encoding("8bit")
+    } else {
+        MimePart::new("message/rfc822", original_body).transfer_encoding("8bit")
+    };
+    let report = MimePart::new(
+        ContentType::new("multipart/report").attribute("report-type", "delivery-status"),
+        vec![
+            MimePart::new("text/plain", human.as_str()),
+            MimePart::new("message/delivery-status", status.as_bytes()).transfer_encoding("7bit"),
+            returned,
+        ],
+    );
+    let body = MessageBuilder::new()
+        .from((
+            "Mail Delivery System",
+            format!("MAILER-DAEMON@{hostname}").as_str(),
+        ))
+        .to(original.sender.as_str())
+        .subject("Undelivered Mail Returned to Sender")
+        .message_id(format!(
+            "{}.{:08x}.dsn@{hostname}",
+            original.id,
+            rand::random::<u32>()
+        ))
+        .header(
+            "Auto-Submitted",
+            mail_builder::headers::raw::Raw::new("auto-replied"),
+        )
+        .body(report)
+        .write_to_vec()
+        .ok()?;
+    Some(NewMessage {
+        sender: String::new(),
+        recipients: vec![NewRecipient {
+            address: original.sender.clone(),
+            orcpt: None,
+            notify: None,
+        }],
+        dsn: DsnEnvelope::default(),
+        auth_user: None,
+        smtputf8: original.smtputf8,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::{QueueId, RecipientStatus};
+    use mail_parser::{MessageParser, MimeHeaders};
+
+    fn rcpt(address: &str, notify: Option<&str>) -> QueuedRecipient {
+        QueuedRecipient {
+            idx: 0,
+            address: address.into(),
+            orcpt: Some("rfc822;orig@example.org".into()),
+            notify: notify.map(str::to_string),
+            status: RecipientStatus::Queued,
+            attempts: 1,
+            next_attempt: 0,
+            last_reply: None,
+        }
+    }
+
+    fn original(sender: &str, ret: Option<&str>) -> QueuedMessage {
+        QueuedMessage {
+            id: QueueId::generate(),
+            created: 1_700_000_000,
+            sender: sender.into(),
+            size: 10,
+            auth_user: None,
+            smtputf8: false,
+            dsn: DsnEnvelope {
+                ret: ret.map(str::to_string),
+                envid: Some("env-1".into()),
+            },
+            recipients: vec![],
+        }
+    }
+
+    #[test]
+    fn report_parses_and_carries_each_field() {
+        let r = rcpt("bob@remote.example", None);
+        let failed = [FailedRecipient {
+            recipient: &r,
+            text: "mx.remote.example said after RCPT TO: 550 5.1.1 no such user",
+            reply: Some("550 5.1.1 no such user"),
+            expired: false,
+        }];
+        let body = b"Subject: original\r\nFrom: a@example.com\r\n\r\nthe body\r\n";
+        let dsn = bounce(
+            "mx.example.com",
+            &original("a@example.com", None),
+            body,
+            &failed,
+            5,
+        )
+        .expect("dsn");
+        assert_eq!(dsn.sender, "");
+        assert_eq!(dsn.recipients[0].address, "a@example.com");
+        let parsed = MessageParser::default().parse(&dsn.body).expect("parses");
+        assert_eq!(
+            parsed.subject(),
+            Some("Undelivered Mail Returned to Sender")
+        );
+        let ct = parsed.content_type().expect("content type");
+        assert_eq!((ct.ctype(), ct.subtype()), ("multipart", Some("report")));
+        assert_eq!(ct.attribute("report-type"), Some("delivery-status"));
+        let human = parsed.body_text(0).expect("text part");
+        assert!(
+            human.contains("the receiving server said the mailbox does not exist"),
+            "{human}"
+        );
+        let text = String::from_utf8_lossy(&dsn.body);
+        assert!(
+            text.contains("Message-ID: <") && text.contains(".dsn@mx.example.com>"),
+            "{text}"
+        );
+        assert!(text.contains("Final-Recipient: rfc822; bob@remote.example\r\nOriginal-Recipient: rfc822; orig@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 no such user"), "{text}");
+        assert!(text.contains("Original-Envelope-Id: env-1"));
+        assert!(
+            text.contains("Content-Type: message/rfc822") && text.contains("the body"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn ret_hdrs_expiry_and_who_gets_none() {
+        let r = rcpt("bob@remote.example", None);
+        let expired = [FailedRecipient {
+            recipient: &r,
+            text: "no server of remote.example could be reached on port 25 (last error: refused)",
+            reply: None,
+            expired: true,
+        }];
+        let body = b"Subject: original\r\n\r\nsecret body\r\n";
+        let dsn = bounce(
+            "mx.example.com",
+            &original("a@example.com", Some("HDRS")),
+            body,
+            &expired,
+            5,
+        )
+        .expect("dsn");
+        let text = String::from_utf8_lossy(&dsn.body);
+        assert!(
+            text.contains("text/rfc822-headers") && !text.contains("secret body"),
+            "{text}"
+        );
+        assert!(text.contains("Status: 4.4.7"), "{text}");
+        let parsed = MessageParser::default().parse(&dsn.body).expect("parses");
+        let human = parsed.body_text(0).expect("text part");
+        assert!(
+            human.contains("for 5 days") && human.contains("outbound port may be blocked"),
+            "{human}"
+        );
+        assert!(
+            bounce("mx", &original("", None), body, &expired, 5).is_none(),
+            "never bounce a bounce"
+        );
+        let quiet = rcpt("bob@remote.example", Some("DELAY"));
+        let f = [FailedRecipient {
+            recipient: &quiet,
+            text: "x",
+            reply: None,
+            expired: false,
+        }];
+        assert!(
+            bounce("mx", &original("a@example.com", None), body, &f, 5).is_none(),
+            "NOTIFY without FAILURE"
+        );
+    }
+}

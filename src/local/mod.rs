@@ -1,0 +1,3 @@
+//! Delivery to mailboxes hosted here.
+
+pub mod maildir;

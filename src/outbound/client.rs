@@ -1,0 +1,405 @@
+//! One SMTP client session to one server address (mail-send's low-level
+//! commands): greeting, EHLO, STARTTLS or implicit TLS, AUTH to a smarthost,
+//! MAIL/RCPT (pipelined when offered) and DATA, with an outcome per recipient.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mail_send::{Credentials, SmtpClient};
+use smtp_proto::{
+    EXT_8BIT_MIME, EXT_DSN, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse,
+    Response,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsConnector;
+
+use super::failure::{DeliveryFailure, Scope, Severity, render};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// STARTTLS when offered, plaintext otherwise (MX delivery).
+    Opportunistic,
+    /// STARTTLS or fail (a smarthost with `tls = "starttls"`).
+    Required,
+    /// TLS from the first byte (`tls = "implicit"`).
+    Implicit,
+    /// Never (`tls = "none"`).
+    Off,
+}
+
+/// Where to connect and how.
+pub struct Endpoint<'a> {
+    /// Host name, for TLS (SNI and verification) and messages.
+    pub host: &'a str,
+    pub addr: SocketAddr,
+    pub tls: TlsMode,
+    pub connector: &'a TlsConnector,
+    pub credentials: Option<&'a Credentials<String>>,
+    pub connect_timeout: Duration,
+    /// How long each reply may take; the end of DATA gets five times as long
+    /// (RFC 5321 §4.5.3.2.6 allows 10 minutes there).
+    pub reply_timeout: Duration,
+}
+
+/// One recipient of a delivery attempt.
+pub struct Rcpt<'a> {
+    pub idx: u32,
+    pub address: &'a str,
+    pub orcpt: Option<&'a str>,
+    pub notify: Option<&'a str>,
+}
+
+pub struct Envelope<'a> {
+    pub sender: &'a str,
+    pub recipients: Vec<Rcpt<'a>>,
+    pub body: &'a [u8],
+    pub smtputf8: bool,
+    pub ret: Option<&'a str>,
+    pub envid: Option<&'a str>,
+}
+
+/// The result for one recipient: the server's acceptance, or why not.
+pub type RecipientResult = (u32, Result<String, DeliveryFailure>);
+
+/// Why a connection could not be used at all, with what port-25 detection needs.
+#[derive(Debug)]
+pub struct ConnectFailure {
+    pub failure: DeliveryFailure,
+    /// The TCP connection itself failed (refused or timed out), as opposed to a
+    /// server that answered badly.
+    pub tcp_failed: bool,
+}
+
+/// Runs one session. `Err` means this host could not take the message (try the
+/// next); `Ok` carries a result for each recipient.
+pub async fn deliver(
+    endpoint: &Endpoint<'_>,
+    ehlo_name: &str,
+    env: &Envelope<'_>,
+) -> Result<Vec<RecipientResult>, ConnectFailure> {
+    let host = endpoint.host;
+    let tcp = match SmtpClient::connect(endpoint.addr, endpoint.connect_timeout).await {
+        Ok(c) => c,
+        Err(e) => {
+            let failure = DeliveryFailure::from_client_error(
+                Scope::Host,
+                host,
+                &format!("connecting to {}", endpoint.addr),
+                &e,
+            );
+            return Err(ConnectFailure {
+                failure,
+                tcp_failed: true,
+            });
+        }
+    };
+    let mut tcp = SmtpClient {
+        stream: tcp.stream,
+        timeout: endpoint.reply_timeout,
+    };
+    let host_failure = |failure: DeliveryFailure| ConnectFailure {
+        failure,
+        tcp_failed: false,
+    };
+    if endpoint.tls == TlsMode::Implicit {
+        let mut tls = tcp.into_tls(endpoint.connector, host).await.map_err(|e| {
+            host_failure(DeliveryFailure::from_client_error(
+                Scope::Host,
+                host,
+                "the TLS handshake",
+                &e,
+            ))
+        })?;
+        greeting(&mut tls, host).await.map_err(host_failure)?;
+        let caps = ehlo(&mut tls, host, ehlo_name)
+            .await
+            .map_err(host_failure)?;
+        return transaction(&mut tls, endpoint, &caps, env)
+            .await
+            .map_err(host_failure);
+    }
+    greeting(&mut tcp, host).await.map_err(host_failure)?;
+    let caps = ehlo(&mut tcp, host, ehlo_name)
+        .await
+        .map_err(host_failure)?;
+    let use_tls = match endpoint.tls {
+        TlsMode::Off => false,
+        TlsMode::Opportunistic => caps.has_capability(EXT_START_TLS),
+        TlsMode::Required if caps.has_capability(EXT_START_TLS) => true,
+        TlsMode::Required | TlsMode::Implicit => {
+            return Err(host_failure(DeliveryFailure::new(
+                Severity::Transient,
+                Scope::Host,
+                format!("{host} does not offer STARTTLS, which this relay requires"),
+            )));
+        }
+    };
+    if !use_tls {
+        return transaction(&mut tcp, endpoint, &caps, env)
+            .await
+            .map_err(host_failure);
+    }
+    let mut tls = tcp.start_tls(endpoint.connector, host).await.map_err(|e| {
+        host_failure(DeliveryFailure::from_client_error(
+            Scope::Host,
+            host,
+            "STARTTLS",
+            &e,
+        ))
+    })?;
+    let caps = ehlo(&mut tls, host, ehlo_name)
+        .await
+        .map_err(host_failure)?;
+    transaction(&mut tls, endpoint, &caps, env)
+        .await
+        .map_err(host_failure)
+}
+
+async fn greeting<T: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut SmtpClient<T>,
+    host: &str,
+) -> Result<(), DeliveryFailure> {
+    let reply = tokio::time::timeout(c.timeout, c.read())
+        .await
+        .map_err(|_| {
+            DeliveryFailure::new(
+                Severity::Transient,
+                Scope::Host,
+                format!("{host}: no greeting"),
+            )
+        })?
+        .map_err(|e| DeliveryFailure::from_client_error(Scope::Host, host, "the greeting", &e))?;
+    if reply.code == 220 {
+        Ok(())
+    } else {
+        // A 554 greeting means "no service here": another host may do better.
+        let mut f = DeliveryFailure::from_reply(Scope::Host, host, "connecting", &reply);
+        f.severity = Severity::Transient;
+        Err(f)
+    }
+}
+
+async fn ehlo<T: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut SmtpClient<T>,
+    host: &str,
+    name: &str,
+) -> Result<EhloResponse<String>, DeliveryFailure> {
+    c.ehlo(name).await.map_err(|e| {
+        let mut f = DeliveryFailure::from_client_error(Scope::Host, host, "EHLO", &e);
+        f.scope = Scope::Host;
+        f
+    })
+}
+
+/// Encodes a DSN value as xtext (RFC 3461 §4).
+fn xtext(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if (33..=126).contains(&b) && b != b'+' && b != b'=' {
+                (b as char).to_string()
+            } else {
+                format!("+{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn mail_command(env: &Envelope<'_>, caps: &EhloResponse<String>) -> String {
+    let mut cmd = format!("MAIL FROM:<{}>", env.sender);
+    if caps.has_capability(EXT_SIZE) {
+        cmd.push_str(&format!(" SIZE={}", env.body.len()));
+    }
+    if !env.body.is_ascii() && caps.has_capability(EXT_8BIT_MIME) {
+        cmd.push_str(" BODY=8BITMIME");
+    }
+    if env.smtputf8 {
+        cmd.push_str(" SMTPUTF8");
+    }
+    if caps.has_capability(EXT_DSN) {
+        if let Some(ret) = env.ret {
+            cmd.push_str(&format!(" RET={ret}"));
+        }
+        if let Some(envid) = env.envid {
+            cmd.push_str(&format!(" ENVID={}", xtext(envid)));
+        }
+    }
+    cmd.push_str("\r\n");
+    cmd
+}
+
+fn rcpt_command(r: &Rcpt<'_>, caps: &EhloResponse<String>) -> String {
+    let mut cmd = format!("RCPT TO:<{}>", r.address);
+    if caps.has_capability(EXT_DSN) {
+        if let Some(notify) = r.notify {
+            cmd.push_str(&format!(" NOTIFY={notify}"));
+        }
+        if let Some(orcpt) = r.orcpt {
+            let (kind, addr) = orcpt.split_once(';').unwrap_or(("rfc822", orcpt));
+            cmd.push_str(&format!(" ORCPT={kind};{}", xtext(addr)));
+        }
+    }
+    cmd.push_str("\r\n");
+    cmd
+}
+
+/// Checks what the server announced against what the message needs.
+fn check_capabilities(
+    host: &str,
+    caps: &EhloResponse<String>,
+    env: &Envelope<'_>,
+) -> Result<(), DeliveryFailure> {
+    if caps.has_capability(EXT_SIZE) && caps.size > 0 && env.body.len() > caps.size {
+        return Err(DeliveryFailure::new(
+            Severity::Permanent,
+            Scope::Message,
+            format!(
+                "the message ({} octets) is larger than {host} accepts ({} octets)",
+                env.body.len(),
+                caps.size
+            ),
+        ));
+    }
+    if env.smtputf8 && !caps.has_capability(EXT_SMTP_UTF8) {
+        return Err(DeliveryFailure::new(
+            Severity::Permanent,
+            Scope::Message,
+            format!(
+                "the message needs SMTPUTF8 (international addresses), which {host} does not support"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut SmtpClient<T>,
+    endpoint: &Endpoint<'_>,
+    caps: &EhloResponse<String>,
+    env: &Envelope<'_>,
+) -> Result<Vec<RecipientResult>, DeliveryFailure> {
+    let host = endpoint.host;
+    if let Some(credentials) = endpoint.credentials {
+        c.authenticate(credentials, caps)
+            .await
+            .map_err(|e| DeliveryFailure::from_client_error(Scope::Host, host, "AUTH", &e))?;
+    }
+    let everyone = |f: DeliveryFailure| {
+        env.recipients
+            .iter()
+            .map(|r| (r.idx, Err(f.clone())))
+            .collect::<Vec<_>>()
+    };
+    if let Err(f) = check_capabilities(host, caps, env) {
+        return Ok(everyone(f));
+    }
+    let mut commands = vec![mail_command(env, caps)];
+    commands.extend(env.recipients.iter().map(|r| rcpt_command(r, caps)));
+    let replies: Vec<Response<String>> = if caps.has_capability(EXT_PIPELINING) {
+        c.cmds(&commands)
+            .await
+            .map_err(|e| DeliveryFailure::from_client_error(Scope::Host, host, "MAIL FROM", &e))?
+    } else {
+        let mut replies = Vec::with_capacity(commands.len());
+        for cmd in &commands {
+            let reply = c.cmd(cmd).await.map_err(|e| {
+                DeliveryFailure::from_client_error(Scope::Host, host, "MAIL FROM", &e)
+            })?;
+            let refused_sender = replies.is_empty() && reply.code >= 400;
+            replies.push(reply);
+            if refused_sender {
+                break;
+            }
+        }
+        replies
+    };
+    let Some(mail) = replies.first().filter(|r| r.code >= 400) else {
+        return data(c, host, env, &replies[1..]).await;
+    };
+    let failure = DeliveryFailure::from_reply(Scope::Message, host, "MAIL FROM", mail);
+    let _ = c.rset().await;
+    Ok(everyone(failure))
+}
+
+async fn data<T: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut SmtpClient<T>,
+    host: &str,
+    env: &Envelope<'_>,
+    rcpt_replies: &[Response<String>],
+) -> Result<Vec<RecipientResult>, DeliveryFailure> {
+    let mut results: Vec<RecipientResult> = Vec::with_capacity(env.recipients.len());
+    let mut accepted = Vec::new();
+    for (r, reply) in env.recipients.iter().zip(rcpt_replies) {
+        if reply.code < 400 {
+            accepted.push(r.idx);
+        } else {
+            results.push((
+                r.idx,
+                Err(DeliveryFailure::from_reply(
+                    Scope::Recipient,
+                    host,
+                    "RCPT TO",
+                    reply,
+                )),
+            ));
+        }
+    }
+    if accepted.is_empty() {
+        let _ = c.rset().await;
+        let _ = c.cmd("QUIT\r\n").await;
+        return Ok(results);
+    }
+    let reply = match c.cmd("DATA\r\n").await {
+        Ok(r) if r.code == 354 => send_body(c, env.body).await,
+        Ok(r) => Ok(r),
+        Err(e) => Err(e),
+    };
+    let outcome = match reply {
+        Ok(r) if r.code < 400 => Ok(format!("{host} said: {}", render(&r))),
+        Ok(r) => Err(DeliveryFailure::from_reply(
+            Scope::Message,
+            host,
+            "DATA",
+            &r,
+        )),
+        // A connection cut in the middle of DATA: nobody knows whether the
+        // message arrived, so it is tried again (RFC 5321 §6.1).
+        Err(e) => Err(DeliveryFailure::from_client_error(
+            Scope::Message,
+            host,
+            "DATA",
+            &e,
+        )),
+    };
+    if outcome.is_ok() {
+        let _ = c.cmd("QUIT\r\n").await;
+    }
+    results.extend(accepted.into_iter().map(|idx| (idx, outcome.clone())));
+    Ok(results)
+}
+
+async fn send_body<T: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut SmtpClient<T>,
+    body: &[u8],
+) -> mail_send::Result<Response<String>> {
+    // write_message adds CRLF.CRLF itself: without this, the recipient would
+    // see an extra empty line at the end.
+    let body = body.strip_suffix(b"\r\n").unwrap_or(body);
+    tokio::time::timeout(c.timeout * 5, async {
+        c.write_message(body).await?;
+        c.read().await
+    })
+    .await
+    .map_err(|_| mail_send::Error::Timeout)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xtext_encodes_what_it_must() {
+        assert_eq!(xtext("a+b=c d"), "a+2Bb+3Dc+20d");
+        assert_eq!(xtext("plain@example.com"), "plain@example.com");
+    }
+}

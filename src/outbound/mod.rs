@@ -1,0 +1,206 @@
+//! Delivery to other servers: the only module that opens outbound connections.
+//! `deliver` takes one message's recipients for one destination (a smarthost or
+//! a domain's MX hosts), tries each host address in order until one takes the
+//! transaction, and returns a result per recipient.
+
+mod client;
+pub mod failure;
+mod mx;
+pub mod port25;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mail_send::Credentials;
+use tokio_rustls::TlsConnector;
+
+use client::{ConnectFailure, Endpoint};
+pub use client::{Envelope, Rcpt, RecipientResult, TlsMode};
+use failure::{DeliveryFailure, Scope, Severity};
+use port25::Port25Monitor;
+
+use crate::config::{Config, Relay, RelayTls};
+use crate::dns::Dns;
+use crate::router::Destination;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up outbound TLS: {0}")]
+pub struct OutboundSetupError(String);
+
+pub struct Outbound {
+    config: Arc<Config>,
+    dns: Dns,
+    /// Opportunistic TLS to MX hosts: encryption without authentication, as
+    /// RFC 7435 describes; an MX certificate is rarely valid for its name.
+    unverified: TlsConnector,
+    /// Smarthosts: the certificate must chain to the system's roots.
+    verified: TlsConnector,
+    pub port25: Port25Monitor,
+}
+
+impl Outbound {
+    pub fn new(config: Arc<Config>, dns: Dns) -> Result<Outbound, OutboundSetupError> {
+        crate::tls::install_crypto_provider();
+        let unverified =
+            mail_send::smtp::tls::build_tls_connector(true).map_err(OutboundSetupError)?;
+        let verified =
+            mail_send::smtp::tls::build_tls_connector(false).map_err(OutboundSetupError)?;
+        Ok(Outbound {
+            config,
+            dns,
+            unverified,
+            verified,
+            port25: Port25Monitor::default(),
+        })
+    }
+
+    pub fn dns(&self) -> &Dns {
+        &self.dns
+    }
+
+    /// Delivers `env` to `destination` (never `Local`). Cancel safe in the sense
+    /// that dropping it only abandons this attempt.
+    pub async fn deliver(
+        &self,
+        destination: &Destination,
+        env: &Envelope<'_>,
+    ) -> Vec<RecipientResult> {
+        let result = match destination {
+            Destination::Smarthost(relay) => self.to_relay(relay, env).await,
+            Destination::Mx(domain) => self.to_mx(domain, env).await,
+            Destination::Local => Err(DeliveryFailure::new(
+                Severity::Transient,
+                Scope::Message,
+                "local mail reached the outbound client",
+            )),
+        };
+        result.unwrap_or_else(|f| {
+            env.recipients
+                .iter()
+                .map(|r| (r.idx, Err(f.clone())))
+                .collect()
+        })
+    }
+
+    async fn to_relay(
+        &self,
+        relay: &Relay,
+        env: &Envelope<'_>,
+    ) -> Result<Vec<RecipientResult>, DeliveryFailure> {
+        let credentials = match (&relay.username, &relay.password_file) {
+            (Some(user), Some(file)) => {
+                let password = std::fs::read_to_string(file).map_err(|e| {
+                    DeliveryFailure::new(
+                        Severity::Transient,
+                        Scope::Message,
+                        format!(
+                            "cannot read the relay password file {}: {e}",
+                            file.display()
+                        ),
+                    )
+                })?;
+                Some(Credentials::new(
+                    user.clone(),
+                    password.trim_end_matches(['\r', '\n']).to_string(),
+                ))
+            }
+            _ => None,
+        };
+        let tls = match relay.tls {
+            RelayTls::StartTls => TlsMode::Required,
+            RelayTls::Implicit => TlsMode::Implicit,
+            RelayTls::None => TlsMode::Off,
+        };
+        let connector = if relay.tls_verify {
+            &self.verified
+        } else {
+            &self.unverified
+        };
+        let addrs = self.dns.addresses(&relay.host).await.map_err(|e| {
+            DeliveryFailure::new(Severity::Transient, Scope::Message, e.to_string())
+        })?;
+        let mut last = None;
+        for ip in addrs {
+            let endpoint = Endpoint {
+                host: &relay.host,
+                addr: SocketAddr::new(ip, relay.port),
+                tls,
+                connector,
+                credentials: credentials.as_ref(),
+                connect_timeout: self.config.delivery.connect_timeout,
+                reply_timeout: self.config.delivery.timeout,
+            };
+            match client::deliver(&endpoint, &self.config.hostname, env).await {
+                Ok(results) => return Ok(results),
+                Err(ConnectFailure { failure, .. }) => last = Some(failure),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            DeliveryFailure::new(
+                Severity::Transient,
+                Scope::Message,
+                format!("the relay {} has no address", relay.host),
+            )
+        }))
+    }
+
+    async fn to_mx(
+        &self,
+        domain: &str,
+        env: &Envelope<'_>,
+    ) -> Result<Vec<RecipientResult>, DeliveryFailure> {
+        let port = self.config.delivery.mx_port;
+        let hosts = mx::hosts(&self.dns, domain).await?;
+        let mut last = None;
+        for host in &hosts {
+            let addrs = match self.dns.addresses(host).await {
+                Ok(a) => a,
+                Err(e) => {
+                    last = Some(DeliveryFailure::new(
+                        Severity::Transient,
+                        Scope::Host,
+                        e.to_string(),
+                    ));
+                    continue;
+                }
+            };
+            for ip in addrs {
+                let endpoint = Endpoint {
+                    host,
+                    addr: SocketAddr::new(ip, port),
+                    tls: TlsMode::Opportunistic,
+                    connector: &self.unverified,
+                    credentials: None,
+                    connect_timeout: self.config.delivery.connect_timeout,
+                    reply_timeout: self.config.delivery.timeout,
+                };
+                match client::deliver(&endpoint, &self.config.hostname, env).await {
+                    Ok(results) => {
+                        self.port25.record_success();
+                        return Ok(results);
+                    }
+                    Err(ConnectFailure {
+                        failure,
+                        tcp_failed,
+                    }) => {
+                        if tcp_failed {
+                            self.port25.record_failure(domain, port);
+                        } else {
+                            self.port25.record_success();
+                        }
+                        tracing::info!(event = "host_failed", host = %host, addr = %endpoint.addr, reason = %failure);
+                        last = Some(failure);
+                    }
+                }
+            }
+        }
+        let last = last
+            .map(|f| f.text)
+            .unwrap_or_else(|| "no address found".into());
+        Err(DeliveryFailure::new(
+            Severity::Transient,
+            Scope::Message,
+            format!("no server of {domain} could be reached on port {port} (last error: {last})"),
+        ))
+    }
+}

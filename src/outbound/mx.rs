@@ -1,0 +1,36 @@
+//! The hosts to try for a domain, in order (RFC 5321 §5.1): MX records by
+//! preference, shuffled among equals; the domain itself when it has no MX; a
+//! permanent failure for a null MX (RFC 7505) or a domain that does not exist.
+
+use rand::seq::SliceRandom;
+
+use super::failure::{DeliveryFailure, Scope, Severity};
+use crate::dns::{Dns, DnsError, MxAnswer};
+
+pub async fn hosts(dns: &Dns, domain: &str) -> Result<Vec<String>, DeliveryFailure> {
+    match dns.mx(domain).await {
+        Ok(MxAnswer::Hosts(mut records)) => {
+            // Shuffle first, then a stable sort by preference: equal preferences
+            // end up in random order, spreading load as RFC 5321 §5.1 asks.
+            records.shuffle(&mut rand::rng());
+            records.sort_by_key(|(pref, _)| *pref);
+            Ok(records.into_iter().map(|(_, host)| host).collect())
+        }
+        Ok(MxAnswer::Implicit) => Ok(vec![domain.to_string()]),
+        Ok(MxAnswer::Null) => Err(DeliveryFailure::new(
+            Severity::Permanent,
+            Scope::Message,
+            format!("the domain {domain} does not accept mail (it publishes a null MX, RFC 7505)"),
+        )),
+        Err(e @ DnsError::NoSuchDomain(_)) => Err(DeliveryFailure::new(
+            Severity::Permanent,
+            Scope::Message,
+            e.to_string(),
+        )),
+        Err(e @ DnsError::Temporary(..)) => Err(DeliveryFailure::new(
+            Severity::Transient,
+            Scope::Message,
+            e.to_string(),
+        )),
+    }
+}

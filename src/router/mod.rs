@@ -1,0 +1,135 @@
+//! Where a recipient's mail goes: the only place that decides. Pure: the caller
+//! says whether the domain is hosted here and whether outbound port 25 is
+//! currently blocked.
+//!
+//! Order (DESIGN.md): hosted domain → local mailbox; a `[[route]]` for the
+//! recipient's domain; a `[[route]]` for the sender's domain; `[relay]`; MX —
+//! through `[fallback_relay]` while port 25 is blocked.
+
+use std::fmt;
+
+use crate::config::{Config, Relay, RouteMatch};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Local,
+    Smarthost(Relay),
+    Mx(String),
+}
+
+impl Destination {
+    /// One name per destination: recipients with the same key travel together
+    /// and share the destination's concurrency limit.
+    pub fn key(&self) -> String {
+        match self {
+            Destination::Local => "local".to_string(),
+            Destination::Smarthost(r) => format!("relay:{}:{}", r.host, r.port),
+            Destination::Mx(domain) => format!("mx:{domain}"),
+        }
+    }
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+/// The facts routing depends on besides the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteFacts<'a> {
+    pub recipient_domain: &'a str,
+    /// `None` for the null sender.
+    pub sender_domain: Option<&'a str>,
+    pub hosted: bool,
+    pub port25_blocked: bool,
+}
+
+pub fn route(config: &Config, facts: RouteFacts<'_>) -> Destination {
+    if facts.hosted {
+        return Destination::Local;
+    }
+    let by =
+        |wanted: &dyn Fn(&RouteMatch) -> bool| config.routes.iter().find(|r| wanted(&r.matches));
+    let route = by(&|m| matches!(m, RouteMatch::RecipientDomain(d) if d == facts.recipient_domain))
+        .or_else(|| {
+            facts
+                .sender_domain
+                .and_then(|sd| by(&|m| matches!(m, RouteMatch::SenderDomain(d) if d == sd)))
+        });
+    if let Some(r) = route {
+        return Destination::Smarthost(r.relay.clone());
+    }
+    if let Some(relay) = &config.relay {
+        return Destination::Smarthost(relay.clone());
+    }
+    match (&config.fallback_relay, facts.port25_blocked) {
+        (Some(fallback), true) => Destination::Smarthost(fallback.clone()),
+        _ => Destination::Mx(facts.recipient_domain.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        Config::from_text(extra, None).expect("valid")
+    }
+
+    fn dest(c: &Config, rcpt: &str, sender: Option<&str>, hosted: bool, blocked: bool) -> String {
+        route(
+            c,
+            RouteFacts {
+                recipient_domain: rcpt,
+                sender_domain: sender,
+                hosted,
+                port25_blocked: blocked,
+            },
+        )
+        .key()
+    }
+
+    #[test]
+    fn order_of_rules() {
+        let c = config(
+            "[relay]\nhost = \"relay.example\"\n[[route]]\ndomain = \"org.example\"\nhost = \"r1\"\n\
+             [[route]]\nsender_domain = \"customer.example\"\nhost = \"isp\"\nport = 2525\n",
+        );
+        assert_eq!(dest(&c, "example.com", None, true, false), "local");
+        assert_eq!(
+            dest(&c, "org.example", Some("customer.example"), false, false),
+            "relay:r1:587"
+        );
+        assert_eq!(
+            dest(&c, "else.example", Some("customer.example"), false, false),
+            "relay:isp:2525"
+        );
+        assert_eq!(
+            dest(&c, "else.example", Some("other.example"), false, false),
+            "relay:relay.example:587"
+        );
+        assert_eq!(
+            dest(&c, "else.example", None, false, false),
+            "relay:relay.example:587"
+        );
+    }
+
+    #[test]
+    fn mx_and_the_port_25_fallback() {
+        let plain = config("");
+        assert_eq!(
+            dest(&plain, "else.example", None, false, true),
+            "mx:else.example"
+        );
+        let c = config("[fallback_relay]\nhost = \"fb.example\"\nport = 2525\n");
+        assert_eq!(
+            dest(&c, "else.example", None, false, false),
+            "mx:else.example"
+        );
+        assert_eq!(
+            dest(&c, "else.example", None, false, true),
+            "relay:fb.example:2525"
+        );
+    }
+}

@@ -1,0 +1,334 @@
+//! The queue manager: the only module that decides *when*. It sleeps until the
+//! next recipient falls due (or a new message is queued, or at most `POLL`),
+//! claims due recipients from the spool, asks the router where each goes,
+//! delivers each message's destinations concurrently within the global and
+//! per-destination limits, and records the outcomes (with one DSN per round).
+
+mod backoff;
+mod outcome;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::local::maildir;
+use crate::outbound::failure::{DeliveryFailure, Scope, Severity};
+use crate::outbound::{Envelope, Outbound, Rcpt, RecipientResult};
+use crate::router::{self, Destination, RouteFacts};
+use crate::smtp::address::Mailbox;
+use crate::spool::{QueueId, QueuedMessage, QueuedRecipient, Spool, now_unix};
+use crate::store::Store;
+
+/// The longest sleep: changes made by `postern queue retry` in another process
+/// are seen within this time.
+const POLL: Duration = Duration::from_secs(2);
+/// How long a claimed recipient stays leased to this process.
+const LEASE_SECS: i64 = 3600;
+/// Recipients claimed per look at the spool.
+const CLAIM_BATCH: u32 = 256;
+
+/// What deliveries share.
+pub struct Delivery {
+    pub config: Arc<Config>,
+    pub spool: Spool,
+    pub store: Store,
+    pub outbound: Outbound,
+    global: Arc<Semaphore>,
+    per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Delivery {
+    pub fn new(config: Arc<Config>, spool: Spool, store: Store, outbound: Outbound) -> Delivery {
+        let global = Arc::new(Semaphore::new(config.delivery.concurrency));
+        Delivery {
+            config,
+            spool,
+            store,
+            outbound,
+            global,
+            per_destination: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn destination_slots(&self, key: &str) -> Arc<Semaphore> {
+        let mut map = self
+            .per_destination
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let limit = self.config.delivery.destination_concurrency;
+        // Forget idle destinations so the map does not grow with every domain seen.
+        map.retain(|_, s| s.available_permits() < limit);
+        Arc::clone(
+            map.entry(key.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(limit))),
+        )
+    }
+}
+
+/// Runs until `shutdown`; deliveries run on `tasks` so the server can wait for them.
+pub async fn run(delivery: Arc<Delivery>, shutdown: CancellationToken, tasks: TaskTracker) {
+    if delivery.config.delivery.hold {
+        tracing::warn!(
+            event = "hold",
+            "[delivery] hold is set: mail is accepted and kept, not delivered"
+        );
+        return;
+    }
+    let queued = delivery.spool.queued_signal();
+    let mut reported_blocked = None;
+    loop {
+        let blocked = delivery.outbound.port25.is_blocked();
+        if reported_blocked != Some(blocked) {
+            write_status(&delivery.config, blocked);
+            reported_blocked = Some(blocked);
+        }
+        let now = now_unix();
+        let mut claimed_full_batch = false;
+        match delivery.spool.claim_due(now, LEASE_SECS, CLAIM_BATCH).await {
+            Ok(messages) => {
+                claimed_full_batch = messages.iter().map(|m| m.recipients.len()).sum::<usize>()
+                    >= CLAIM_BATCH as usize;
+                for message in messages {
+                    tasks.spawn(deliver_message(Arc::clone(&delivery), message));
+                }
+            }
+            Err(e) => tracing::error!(event = "spool_error", error = %e),
+        }
+        let wait = if claimed_full_batch {
+            Duration::ZERO
+        } else {
+            match delivery.spool.next_due().await {
+                Ok(Some(due)) => {
+                    Duration::from_secs(due.saturating_sub(now_unix()).max(0) as u64).min(POLL)
+                }
+                _ => POLL,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = queued.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// What `postern queue` shows about delivery as a whole: `run/delivery.json`.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct DeliveryStatus {
+    pub port25_blocked: bool,
+}
+
+impl DeliveryStatus {
+    pub fn path(config: &Config) -> std::path::PathBuf {
+        config.run_dir().join("delivery.json")
+    }
+
+    /// The status a running (or the last) server wrote, if any.
+    pub fn read(config: &Config) -> Option<DeliveryStatus> {
+        serde_json::from_slice(&std::fs::read(DeliveryStatus::path(config)).ok()?).ok()
+    }
+}
+
+fn write_status(config: &Config, port25_blocked: bool) {
+    let path = DeliveryStatus::path(config);
+    let json = serde_json::to_vec(&DeliveryStatus { port25_blocked }).unwrap_or_default();
+    let tmp = path.with_extension("tmp");
+    if let Err(e) = std::fs::create_dir_all(config.run_dir())
+        .and_then(|()| std::fs::write(&tmp, json))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+    {
+        tracing::warn!(event = "status_write_failed", path = %path.display(), error = %e);
+    }
+}
+
+/// One delivery round for one message: every destination of its due recipients.
+async fn deliver_message(delivery: Arc<Delivery>, message: QueuedMessage) {
+    let body = match delivery.spool.body(&message.id).await {
+        Ok(Some(body)) => Arc::new(body),
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(event = "spool_error", qid = %message.id, error = %e);
+            return;
+        }
+    };
+    let message = Arc::new(message);
+    let mut groups: HashMap<String, (Destination, Vec<u32>)> = HashMap::new();
+    for rcpt in &message.recipients {
+        let destination = route(&delivery, &message, rcpt).await;
+        groups
+            .entry(destination.key())
+            .or_insert_with(|| (destination, Vec::new()))
+            .1
+            .push(rcpt.idx);
+    }
+    let mut set = JoinSet::new();
+    for (key, (destination, idxs)) in groups {
+        let (delivery, message, body) = (
+            Arc::clone(&delivery),
+            Arc::clone(&message),
+            Arc::clone(&body),
+        );
+        let attempt = message
+            .recipients
+            .iter()
+            .map(|r| r.attempts)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let span = tracing::info_span!("delivery", qid = %message.id, dest = %key, attempt);
+        set.spawn(
+            async move {
+                let global = Arc::clone(&delivery.global).acquire_owned().await;
+                let local = delivery.destination_slots(&key).acquire_owned().await;
+                let results = deliver_group(&delivery, &message, &body, &destination, &idxs).await;
+                drop((global, local));
+                results
+            }
+            .instrument(span),
+        );
+    }
+    let mut results: Vec<RecipientResult> = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(r) => results.extend(r),
+            Err(e) => {
+                tracing::error!(event = "delivery_task_failed", qid = %message.id, error = %e)
+            }
+        }
+    }
+    let applied = outcome::apply(&delivery.config, &message, &body, &results, now_unix());
+    let bounce = applied.bounce.map(|b| (QueueId::generate(), b));
+    if let Some((id, _)) = &bounce {
+        tracing::info!(event = "dsn_queued", qid = %message.id, dsn = %id);
+    }
+    if let Err(e) = delivery
+        .spool
+        .record(&message.id, applied.updates, bounce)
+        .await
+    {
+        tracing::error!(event = "spool_error", qid = %message.id, error = %e);
+    }
+}
+
+async fn route(
+    delivery: &Delivery,
+    message: &QueuedMessage,
+    rcpt: &QueuedRecipient,
+) -> Destination {
+    let recipient_domain = rcpt
+        .address
+        .rsplit_once('@')
+        .map_or("", |(_, d)| d)
+        .to_lowercase();
+    let hosted = recipient_domain == delivery.config.hostname
+        || delivery
+            .store
+            .is_hosted_domain(&recipient_domain)
+            .await
+            .unwrap_or(false);
+    let sender_domain = message
+        .sender
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_lowercase());
+    let direct = hosted || delivery.config.relay.is_some() || delivery.outbound.port25.try_direct();
+    router::route(
+        &delivery.config,
+        RouteFacts {
+            recipient_domain: &recipient_domain,
+            sender_domain: sender_domain.as_deref(),
+            hosted,
+            port25_blocked: !direct,
+        },
+    )
+}
+
+async fn deliver_group(
+    delivery: &Delivery,
+    message: &QueuedMessage,
+    body: &[u8],
+    destination: &Destination,
+    idxs: &[u32],
+) -> Vec<RecipientResult> {
+    let recipients: Vec<&QueuedRecipient> = message
+        .recipients
+        .iter()
+        .filter(|r| idxs.contains(&r.idx))
+        .collect();
+    if *destination == Destination::Local {
+        let mut out = Vec::with_capacity(recipients.len());
+        for r in recipients {
+            out.push((
+                r.idx,
+                deliver_local(delivery, &message.sender, &r.address, body).await,
+            ));
+        }
+        return out;
+    }
+    let env = Envelope {
+        sender: &message.sender,
+        recipients: recipients
+            .iter()
+            .map(|r| Rcpt {
+                idx: r.idx,
+                address: &r.address,
+                orcpt: r.orcpt.as_deref(),
+                notify: r.notify.as_deref(),
+            })
+            .collect(),
+        body,
+        smtputf8: message.smtputf8,
+        ret: message.dsn.ret.as_deref(),
+        envid: message.dsn.envid.as_deref(),
+    };
+    delivery.outbound.deliver(destination, &env).await
+}
+
+async fn deliver_local(
+    delivery: &Delivery,
+    sender: &str,
+    address: &str,
+    body: &[u8],
+) -> Result<String, DeliveryFailure> {
+    let permanent =
+        |text: String| DeliveryFailure::new(Severity::Permanent, Scope::Recipient, text);
+    let mailbox =
+        Mailbox::parse(address, true).map_err(|e| permanent(format!("<{address}>: {e}")))?;
+    let exists =
+        delivery.store.mailbox_exists(&mailbox).await.map_err(|e| {
+            DeliveryFailure::new(Severity::Transient, Scope::Recipient, e.to_string())
+        })?;
+    if !exists && !mailbox.is_postmaster() {
+        return Err(permanent(format!(
+            "the mailbox <{address}> does not exist here"
+        )));
+    }
+    let (data_dir, hostname) = (
+        delivery.config.data_dir.clone(),
+        delivery.config.hostname.clone(),
+    );
+    let (sender, body) = (sender.to_string(), body.to_vec());
+    let written = tokio::task::spawn_blocking(move || {
+        maildir::deliver(&data_dir, &hostname, &mailbox, &sender, &body)
+    })
+    .await;
+    match written {
+        Ok(Ok(path)) => Ok(format!("delivered to maildir {}", path.display())),
+        Ok(Err(e)) => Err(DeliveryFailure::new(
+            Severity::Transient,
+            Scope::Recipient,
+            format!("cannot write the mailbox: {e}"),
+        )),
+        Err(e) => Err(DeliveryFailure::new(
+            Severity::Transient,
+            Scope::Recipient,
+            e.to_string(),
+        )),
+    }
+}

@@ -1,0 +1,158 @@
+//! The spool's single writer task. Every change that must be durable (a new
+//! message, delivery outcomes) is sent here; the task commits everything that
+//! is waiting in one transaction, so one WAL sync covers the whole batch
+//! (group commit), then answers each sender. While it commits, new requests
+//! queue up and form the next batch.
+
+use sqlx::{Connection, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{NewMessage, QueueId, RecipientStatus, now_unix};
+
+/// Most requests committed in one transaction; bounds a batch's latency.
+const MAX_BATCH: usize = 512;
+/// Most body octets committed in one transaction.
+const MAX_BATCH_BYTES: usize = 16 << 20;
+
+/// The new state of one recipient after a delivery attempt.
+#[derive(Debug, Clone)]
+pub struct RecipientUpdate {
+    pub idx: u32,
+    pub status: RecipientStatus,
+    pub next_attempt: i64,
+    pub reply: String,
+}
+
+pub(super) enum Write {
+    Put {
+        id: QueueId,
+        message: NewMessage,
+    },
+    /// Outcomes for some recipients of one message, with the bounce they cause
+    /// (committed together, so a failure is never recorded without its DSN);
+    /// the message is removed once no recipient is left to deliver.
+    Outcomes {
+        id: QueueId,
+        updates: Vec<RecipientUpdate>,
+        bounce: Option<(QueueId, NewMessage)>,
+    },
+}
+
+impl Write {
+    fn bytes(&self) -> usize {
+        match self {
+            Write::Put { message, .. }
+            | Write::Outcomes {
+                bounce: Some((_, message)),
+                ..
+            } => message.body.len(),
+            Write::Outcomes { bounce: None, .. } => 0,
+        }
+    }
+}
+
+pub(super) struct Request {
+    pub write: Write,
+    pub done: oneshot::Sender<Result<(), String>>,
+}
+
+pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Request>) {
+    while let Some(first) = rx.recv().await {
+        let mut bytes = first.write.bytes();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(req) => {
+                    bytes += req.write.bytes();
+                    batch.push(req);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = commit(&mut conn, &batch).await.map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(event = "spool_commit_failed", error = %e, writes = batch.len());
+        }
+        for req in batch {
+            let _ = req.done.send(result.clone());
+        }
+    }
+}
+
+async fn commit(conn: &mut SqliteConnection, batch: &[Request]) -> Result<(), sqlx::Error> {
+    let now = now_unix();
+    let mut tx = conn.begin().await?;
+    for req in batch {
+        match &req.write {
+            Write::Put { id, message } => insert(&mut tx, id, message, now).await?,
+            Write::Outcomes {
+                id,
+                updates,
+                bounce,
+            } => {
+                if let Some((bounce_id, bounce)) = bounce {
+                    insert(&mut tx, bounce_id, bounce, now).await?;
+                }
+                for u in updates {
+                    sqlx::query(
+                        "UPDATE recipient SET status = ?, attempts = attempts + 1, next_attempt = ?, \
+                         last_reply = ?, lease_until = 0 WHERE message_id = ? AND idx = ?",
+                    )
+                    .bind(u.status.as_str())
+                    .bind(u.next_attempt)
+                    .bind(&u.reply)
+                    .bind(id.as_str())
+                    .bind(i64::from(u.idx))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                sqlx::query(
+                    "DELETE FROM message WHERE id = ? AND NOT EXISTS \
+                     (SELECT 1 FROM recipient WHERE message_id = ? AND status = 'queued')",
+                )
+                .bind(id.as_str())
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+    }
+    tx.commit().await
+}
+
+async fn insert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    id: &QueueId,
+    m: &NewMessage,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO message (id, created, sender, size, auth_user, smtputf8, dsn_ret, dsn_envid, body) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id.as_str())
+    .bind(now)
+    .bind(&m.sender)
+    .bind(m.body.len() as i64)
+    .bind(&m.auth_user)
+    .bind(i64::from(m.smtputf8))
+    .bind(&m.dsn.ret)
+    .bind(&m.dsn.envid)
+    .bind(&m.body)
+    .execute(&mut **tx)
+    .await?;
+    for (idx, r) in m.recipients.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO recipient (message_id, idx, address, orcpt, notify, next_attempt) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id.as_str())
+        .bind(idx as i64)
+        .bind(&r.address)
+        .bind(&r.orcpt)
+        .bind(&r.notify)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! A real DNS server on a loopback UDP port, answering from a zone the test
+//! edits while it runs: MX, A, AAAA, null MX; names it does not know get
+//! NXDOMAIN. Postern reaches it through `[delivery] nameservers`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
+use hickory_resolver::proto::rr::rdata::{A, AAAA, MX};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+
+type Zone = HashMap<String, Vec<RData>>;
+
+pub struct TestDns {
+    pub addr: SocketAddr,
+    zone: Arc<Mutex<Zone>>,
+}
+
+fn key(name: &str) -> String {
+    name.trim_end_matches('.').to_lowercase()
+}
+
+impl TestDns {
+    pub fn start() -> TestDns {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind dns");
+        let addr = socket.local_addr().expect("addr");
+        let zone: Arc<Mutex<Zone>> = Arc::default();
+        let served = Arc::clone(&zone);
+        thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+                if let Some(reply) = answer(&served, &buf[..n]) {
+                    let _ = socket.send_to(&reply, peer);
+                }
+            }
+        });
+        TestDns { addr, zone }
+    }
+
+    fn add(&self, name: &str, data: RData) {
+        self.zone
+            .lock()
+            .expect("zone")
+            .entry(key(name))
+            .or_default()
+            .push(data);
+    }
+
+    pub fn mx(&self, domain: &str, preference: u16, host: &str) {
+        self.add(
+            domain,
+            RData::MX(MX::new(
+                preference,
+                Name::from_ascii(format!("{host}.")).expect("name"),
+            )),
+        );
+    }
+
+    /// RFC 7505: one MX of preference 0 pointing at the root.
+    pub fn null_mx(&self, domain: &str) {
+        self.add(domain, RData::MX(MX::new(0, Name::root())));
+    }
+
+    pub fn ip(&self, host: &str, ip: IpAddr) {
+        match ip {
+            IpAddr::V4(v4) => self.add(host, RData::A(A(v4))),
+            IpAddr::V6(v6) => self.add(host, RData::AAAA(AAAA(v6))),
+        }
+    }
+
+    /// The `[delivery]` lines that point Postern at this server.
+    pub fn config(&self) -> String {
+        format!("nameservers = [\"{}\"]\n", self.addr)
+    }
+}
+
+fn answer(zone: &Mutex<Zone>, packet: &[u8]) -> Option<Vec<u8>> {
+    let request = Message::from_vec(packet).ok()?;
+    let query = request.queries.first()?.clone();
+    let mut response = Message::response(request.metadata.id, request.metadata.op_code);
+    response.metadata.message_type = MessageType::Response;
+    response.metadata.authoritative = true;
+    response.metadata.recursion_desired = request.metadata.recursion_desired;
+    response.metadata.recursion_available = true;
+    response.add_query(query.clone());
+    let zone = zone.lock().ok()?;
+    match zone.get(&key(&query.name().to_ascii())) {
+        None => response.metadata.response_code = ResponseCode::NXDomain,
+        Some(records) => {
+            let wanted = query.query_type();
+            for data in records
+                .iter()
+                .filter(|d| d.record_type() == wanted || wanted == RecordType::ANY)
+            {
+                response.add_answer(Record::from_rdata(query.name().clone(), 1, data.clone()));
+            }
+        }
+    }
+    response.to_vec().ok()
+}

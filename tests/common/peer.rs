@@ -1,0 +1,176 @@
+//! Receiving SMTP servers for delivery tests, written with Python's aiosmtpd
+//! (nobody on the team wrote it): each records what it receives as JSON lines
+//! and can be told to defer, reject, hang, drop the connection during DATA,
+//! require STARTTLS and AUTH, or announce a SIZE limit.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::require_tool;
+
+const PEER: &str = r#"
+import asyncio, json, sys, ssl, argparse, socket, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+p = argparse.ArgumentParser()
+p.add_argument("--host"); p.add_argument("--port", type=int); p.add_argument("--log")
+p.add_argument("--mode", default="normal")
+p.add_argument("--cert"); p.add_argument("--key")
+p.add_argument("--require-tls", action="store_true")
+p.add_argument("--auth")
+p.add_argument("--size", type=int, default=0)
+p.add_argument("--no-utf8", action="store_true")
+a = p.parse_args()
+
+if a.mode == "hang":
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((a.host, a.port)); s.listen(16)
+    print("READY", flush=True)
+    conns = []
+    while True:
+        c, _ = s.accept(); conns.append(c)
+
+class Handler:
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local = address.split("@")[0].lower()
+        if local.startswith("defer"):
+            return "451 4.2.0 Try again later"
+        if local.startswith("reject"):
+            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.append(rcpt_options)
+        return "250 2.1.5 OK"
+    async def handle_DATA(self, server, session, envelope):
+        if a.mode == "drop-data":
+            server.transport.abort()
+            return "451 never sent"
+        with open(a.log, "a") as f:
+            f.write(json.dumps({
+                "mail_from": envelope.mail_from, "mail_options": envelope.mail_options,
+                "rcpt_tos": envelope.rcpt_tos, "rcpt_options": envelope.rcpt_options,
+                "data": envelope.original_content.decode("utf-8", "replace"),
+                "tls": session.ssl is not None, "auth": str(session.auth_data or ""),
+            }) + "\n")
+        return "250 2.0.0 Ok: queued by peer"
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    user, pw = a.auth.split(":")
+    ok = isinstance(auth_data, LoginPassword) and auth_data.login.decode() == user and auth_data.password.decode() == pw
+    return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
+
+kw = dict(hostname=a.host, port=a.port, enable_SMTPUTF8=not a.no_utf8, data_size_limit=a.size or None)
+if a.cert:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(a.cert, a.key)
+    kw.update(tls_context=ctx, require_starttls=a.require_tls)
+if a.auth:
+    kw.update(authenticator=authenticator, auth_required=True, auth_require_tls=bool(a.cert))
+c = Controller(Handler(), **kw)
+c.start()
+print("READY", flush=True)
+while True:
+    time.sleep(3600)
+"#;
+
+pub struct Peer {
+    child: Child,
+    pub addr: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Peer {
+    /// Starts a receiver on `addr` with extra options (`--mode defer`, …).
+    pub fn start(addr: SocketAddr, options: &[&str]) -> Peer {
+        require_tool("python3");
+        let check = Command::new("python3")
+            .args(["-c", "import aiosmtpd"])
+            .status()
+            .map(|s| s.success());
+        assert!(
+            matches!(check, Ok(true)),
+            "python3 module aiosmtpd is missing: `pip install aiosmtpd` (bash .ci/run does)"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("received.jsonl");
+        let mut child = Command::new("python3")
+            .args([
+                "-c",
+                PEER,
+                "--host",
+                &addr.ip().to_string(),
+                "--port",
+                &addr.port().to_string(),
+            ])
+            .arg("--log")
+            .arg(&log)
+            .args(options)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start peer");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("peer output");
+        assert!(
+            line.starts_with("READY") && Instant::now() < deadline,
+            "peer did not start: {line}"
+        );
+        Peer {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Everything received so far, one JSON object per message.
+    pub fn received(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect()
+    }
+
+    /// Waits until `n` messages have arrived (or fails after `within`).
+    pub fn wait_for(&self, n: usize, within: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "peer {} got {} of {n} messages",
+                self.addr,
+                got.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port number free on every 127.0.0.x address the test uses: the MX port is
+/// one setting, so all the test's receivers listen on it, each on its own address.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}

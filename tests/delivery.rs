@@ -1,0 +1,678 @@
+//! Delivery out of the spool with real parts: a DNS server the test runs,
+//! receivers written with aiosmtpd (and a second Postern), on 127.0.0.x.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::common::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, last])
+}
+
+fn at(last: u8, port: u16) -> SocketAddr {
+    SocketAddr::new(ip(last), port)
+}
+
+/// A delivering server that asks `dns` and reaches MX hosts on `port`.
+fn sender(dns: &TestDns, port: u16, extra: &str) -> TestServer {
+    TestServer::delivering(&format!(
+        "trusted_networks = [\"127.0.0.1/32\"]\n[delivery]\nmx_port = {port}\n{}retry_min = 1\nretry_max = 2\ntimeout = 5\nconnect_timeout = 3\n{extra}",
+        dns.config()
+    ))
+}
+
+/// Sends one message through the server's MTA port as a trusted client.
+fn send(s: &TestServer, from: &str, to: &[&str], body: &str) -> String {
+    let (mut c, _) = Raw::connect(s.addr("mta"));
+    c.cmd("EHLO client.test");
+    assert_eq!(code(&c.cmd(&format!("MAIL FROM:<{from}>"))), 250);
+    for rcpt in to {
+        let r = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+        assert_eq!(code(&r), 250, "{rcpt}: {r}");
+    }
+    assert_eq!(code(&c.cmd("DATA")), 354);
+    c.send(body.replace('\n', "\r\n").as_bytes());
+    c.send(b".\r\n");
+    let r = c.reply();
+    assert!(r.starts_with("250 "), "{r}");
+    queued_id(&r).expect("id")
+}
+
+/// Waits until the queue holds exactly `n` messages.
+fn wait_queue(s: &TestServer, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let q = s.queue();
+        if q.len() == n {
+            return q;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "queue has {} messages, not {n}:\n{}",
+            q.len(),
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Messages delivered into a local Maildir, oldest first.
+fn maildir(s: &TestServer, domain: &str, user: &str) -> Vec<String> {
+    let dir = s
+        .data_dir()
+        .join("mail")
+        .join(domain)
+        .join(user)
+        .join("new");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).expect("read"))
+        .collect()
+}
+
+fn wait_maildir(s: &TestServer, domain: &str, user: &str, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let m = maildir(s, domain, user);
+        if m.len() >= n {
+            return m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{user}@{domain} has {} of {n} messages:\n{}",
+            m.len(),
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Parses a DSN with Python's email package and prints the fields the tests check.
+const PARSE_DSN: &str = r#"
+import email, sys
+from email import policy
+m = email.message_from_string(open(sys.argv[1]).read(), policy=policy.default)
+print("type:", m.get_content_type(), m.get_param("report-type"))
+print("from:", m["From"]); print("subject:", m["Subject"]); print("return-path:", m["Return-Path"])
+parts = list(m.iter_parts())
+print("parts:", ",".join(p.get_content_type() for p in parts))
+print("text:", parts[0].get_content().replace("\n", " "))
+status = parts[1]
+for block in status.get_payload():
+    for k, v in block.items():
+        print("field:", k + ":", v)
+"#;
+
+fn parse_dsn(s: &TestServer, text: &str) -> String {
+    let path = s.dir.path().join("dsn.eml");
+    std::fs::write(&path, text).expect("write dsn");
+    let out = python(PARSE_DSN, &[path.to_str().expect("path")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn delivers_to_the_preferred_mx_over_starttls_and_keeps_the_body_exact() {
+    let dns = TestDns::start();
+    let port = free_port();
+    let certs = tempfile::tempdir().expect("dir");
+    let (cert, key) = self_signed(certs.path(), &["mx1.remote.example"]);
+    dns.mx("remote.example", 20, "mx2.remote.example");
+    dns.mx("remote.example", 10, "mx1.remote.example");
+    dns.ip("mx1.remote.example", ip(2));
+    dns.ip("mx2.remote.example", ip(3));
+    let preferred = Peer::start(
+        at(2, port),
+        &[
+            "--cert",
+            cert.to_str().expect("p"),
+            "--key",
+            key.to_str().expect("p"),
+        ],
+    );
+    let other = Peer::start(at(3, port), &[]);
+    let s = sender(&dns, port, "");
+    send(
+        &s,
+        "app@example.com",
+        &["bob@remote.example"],
+        "Subject: hi\n\n..dot line\nlast line\n",
+    );
+    let got = preferred.wait_for(1, WAIT);
+    assert_eq!(got[0]["mail_from"], "app@example.com");
+    assert_eq!(got[0]["rcpt_tos"][0], "bob@remote.example");
+    assert_eq!(got[0]["tls"], true, "opportunistic STARTTLS was used");
+    let data = got[0]["data"].as_str().expect("data");
+    // The receiver unstuffs what Postern stuffed: the line is as the client meant it.
+    assert!(
+        data.ends_with("Subject: hi\r\n\r\n.dot line\r\nlast line\r\n"),
+        "{data:?}"
+    );
+    assert!(data.starts_with("Received: from client.test"), "{data}");
+    assert!(other.received().is_empty());
+    wait_queue(&s, 0);
+    assert!(s.log().contains("event=\"delivered\""));
+}
+
+#[test]
+fn tries_every_host_then_the_domains_own_address() {
+    let dns = TestDns::start();
+    let port = free_port();
+    // mx1 refuses (nothing listens on 127.0.0.4), mx2 answers.
+    dns.mx("remote.example", 10, "mx1.remote.example");
+    dns.mx("remote.example", 20, "mx2.remote.example");
+    dns.ip("mx1.remote.example", ip(4));
+    dns.ip("mx2.remote.example", ip(5));
+    // noMX.example has no MX record, only an address: RFC 5321 §5.1.
+    dns.ip("nomx.example", ip(6));
+    let second = Peer::start(at(5, port), &[]);
+    let implicit = Peer::start(at(6, port), &[]);
+    let s = sender(&dns, port, "");
+    send(
+        &s,
+        "app@example.com",
+        &["bob@remote.example"],
+        "Subject: a\n\nx\n",
+    );
+    send(
+        &s,
+        "app@example.com",
+        &["carol@nomx.example"],
+        "Subject: b\n\nx\n",
+    );
+    assert_eq!(
+        second.wait_for(1, WAIT)[0]["rcpt_tos"][0],
+        "bob@remote.example"
+    );
+    assert_eq!(
+        implicit.wait_for(1, WAIT)[0]["rcpt_tos"][0],
+        "carol@nomx.example"
+    );
+}
+
+#[test]
+fn each_recipient_gets_its_own_outcome_and_failures_one_dsn() {
+    let dns = TestDns::start();
+    let port = free_port();
+    dns.mx("remote.example", 10, "mx.remote.example");
+    dns.ip("mx.remote.example", ip(7));
+    let peer = Peer::start(at(7, port), &[]);
+    let s = sender(&dns, port, "");
+    let id = send(
+        &s,
+        "alice@example.com",
+        &[
+            "ok@remote.example",
+            "defer@remote.example",
+            "reject@remote.example",
+        ],
+        "Subject: three\n\nbody\n",
+    );
+    assert_eq!(
+        peer.wait_for(1, WAIT)[0]["rcpt_tos"],
+        serde_json::json!(["ok@remote.example"])
+    );
+    // The refusal comes back to alice as one DSN, delivered to her mailbox.
+    let dsn = wait_maildir(&s, "example.com", "alice", 1);
+    let parsed = parse_dsn(&s, &dsn[0]);
+    assert!(
+        parsed.contains("type: multipart/report delivery-status"),
+        "{parsed}"
+    );
+    assert!(parsed.contains("return-path: <>"), "{parsed}");
+    assert!(
+        parsed.contains("subject: Undelivered Mail Returned to Sender"),
+        "{parsed}"
+    );
+    assert!(
+        parsed.contains("parts: text/plain,message/delivery-status,message/rfc822"),
+        "{parsed}"
+    );
+    assert!(
+        parsed.contains(
+            "<reject@remote.example>: the receiving server said the mailbox does not exist."
+        ),
+        "{parsed}"
+    );
+    assert!(
+        parsed.contains("field: Final-Recipient: rfc822; reject@remote.example"),
+        "{parsed}"
+    );
+    assert!(
+        parsed.contains("field: Action: failed") && parsed.contains("field: Status: 5.1.1"),
+        "{parsed}"
+    );
+    assert!(
+        parsed.contains("field: Diagnostic-Code: smtp; 550 5.1.1"),
+        "{parsed}"
+    );
+    assert!(
+        !parsed.contains("ok@remote.example") && !parsed.contains("defer@"),
+        "only the failed recipient: {parsed}"
+    );
+    // The deferred one waits in the queue with its reason.
+    let m: serde_json::Value =
+        serde_json::from_str(&s.cli_ok(&["queue", "show", &id, "--json"])).expect("json");
+    let rcpts = m["recipients"].as_array().expect("array");
+    let deferred = rcpts
+        .iter()
+        .find(|r| r["address"] == "defer@remote.example")
+        .expect("deferred recipient");
+    assert_eq!(deferred["status"], "queued");
+    assert!(deferred["attempts"].as_u64() >= Some(1));
+    assert!(
+        deferred["last_reply"]
+            .as_str()
+            .expect("reply")
+            .contains("451 4.2.0 Try again later"),
+        "{deferred}"
+    );
+    assert!(
+        rcpts
+            .iter()
+            .all(|r| r["address"] == "defer@remote.example" || r["status"] != "queued")
+    );
+}
+
+#[test]
+fn null_mx_and_missing_domains_fail_at_once() {
+    let dns = TestDns::start();
+    dns.null_mx("nomail.example");
+    let s = sender(&dns, free_port(), "");
+    send(
+        &s,
+        "alice@example.com",
+        &["x@nomail.example"],
+        "Subject: n\n\nx\n",
+    );
+    send(
+        &s,
+        "alice@example.com",
+        &["x@missing.example"],
+        "Subject: m\n\nx\n",
+    );
+    let dsns = wait_maildir(&s, "example.com", "alice", 2);
+    let all = dsns.join("\n");
+    assert!(
+        all.contains("does not accept mail (it publishes a null MX, RFC 7505)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("the domain missing.example does not exist"),
+        "{all}"
+    );
+    wait_queue(&s, 0);
+}
+
+#[test]
+fn deferred_mail_is_retried_and_queue_retry_makes_it_due_now() {
+    let dns = TestDns::start();
+    let port = free_port();
+    dns.mx("remote.example", 10, "mx.remote.example");
+    dns.ip("mx.remote.example", ip(8));
+    let s = sender(&dns, port, "");
+    let id = send(
+        &s,
+        "app@example.com",
+        &["bob@remote.example"],
+        "Subject: later\n\nx\n",
+    );
+    // Nothing listens yet: the attempt fails and is deferred.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !s.log().contains("event=\"deferred\"") {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let show = s.cli_ok(&["queue", "show", &id]);
+    assert!(
+        show.contains("could be reached") && show.contains("1 attempts"),
+        "{show}"
+    );
+    let peer = Peer::start(at(8, port), &[]);
+    assert!(s.cli_ok(&["queue", "retry", &id]).contains("due now"));
+    peer.wait_for(1, WAIT);
+    wait_queue(&s, 0);
+}
+
+#[test]
+fn a_message_that_outlives_its_lifetime_bounces_with_the_reason() {
+    let dns = TestDns::start();
+    dns.mx("remote.example", 10, "mx.remote.example");
+    dns.ip("mx.remote.example", ip(9));
+    let s = sender(&dns, free_port(), "max_lifetime = 3\n");
+    send(
+        &s,
+        "alice@example.com",
+        &["bob@remote.example"],
+        "Subject: old\n\nx\n",
+    );
+    let dsn = wait_maildir(&s, "example.com", "alice", 1);
+    let parsed = parse_dsn(&s, &dsn[0]);
+    assert!(parsed.contains("field: Status: 4.4.7"), "{parsed}");
+    assert!(
+        parsed.contains("no server of remote.example could be reached on port"),
+        "{parsed}"
+    );
+    assert!(parsed.contains("outbound port may be blocked"), "{parsed}");
+    assert!(s.log().contains("event=\"expired\""));
+}
+
+#[test]
+fn a_connection_cut_during_data_is_tried_again() {
+    let dns = TestDns::start();
+    let port = free_port();
+    dns.mx("remote.example", 10, "mx.remote.example");
+    dns.ip("mx.remote.example", ip(10));
+    let dropper = Peer::start(at(10, port), &["--mode", "drop-data"]);
+    let s = sender(&dns, port, "");
+    send(
+        &s,
+        "app@example.com",
+        &["bob@remote.example"],
+        "Subject: cut\n\nx\n",
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while !s.log().contains("event=\"deferred\"") {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(dropper);
+    let peer = Peer::start(at(10, port), &[]);
+    peer.wait_for(1, WAIT);
+    wait_queue(&s, 0);
+}
+
+#[test]
+fn size_and_smtputf8_limits_of_the_receiver_bounce_plainly() {
+    let dns = TestDns::start();
+    let port = free_port();
+    dns.mx("small.example", 10, "mx.small.example");
+    dns.ip("mx.small.example", ip(11));
+    dns.mx("ascii.example", 10, "mx.ascii.example");
+    dns.ip("mx.ascii.example", ip(12));
+    let _small = Peer::start(at(11, port), &["--size", "300"]);
+    let _ascii = Peer::start(at(12, port), &["--no-utf8"]);
+    let s = sender(&dns, port, "");
+    send(
+        &s,
+        "alice@example.com",
+        &["x@small.example"],
+        &format!("Subject: big\n\n{}\n", "y".repeat(600)),
+    );
+    let (mut c, _) = Raw::connect(s.addr("mta"));
+    c.cmd("EHLO client.test");
+    assert_eq!(code(&c.cmd("MAIL FROM:<alice@example.com> SMTPUTF8")), 250);
+    assert_eq!(code(&c.cmd("RCPT TO:<jörg@ascii.example>")), 250);
+    c.cmd("DATA");
+    c.send(b"Subject: utf8\r\n\r\nx\r\n.\r\n");
+    assert!(c.reply().starts_with("250"));
+    let all = wait_maildir(&s, "example.com", "alice", 2).join("\n");
+    assert!(
+        all.contains("is larger than mx.small.example accepts (300 octets)"),
+        "{all}"
+    );
+    assert!(
+        all.contains(
+            "needs SMTPUTF8 (international addresses), which mx.ascii.example does not support"
+        ),
+        "{all}"
+    );
+}
+
+#[test]
+fn smarthost_with_required_starttls_and_auth() {
+    let dns = TestDns::start();
+    let port = free_port();
+    let certs = tempfile::tempdir().expect("dir");
+    let (cert, key) = self_signed(certs.path(), &["relay.test"]);
+    dns.ip("relay.test", ip(13));
+    let relay = Peer::start(
+        at(13, port),
+        &[
+            "--cert",
+            cert.to_str().expect("p"),
+            "--key",
+            key.to_str().expect("p"),
+            "--require-tls",
+            "--auth",
+            "relayuser:relaypw",
+        ],
+    );
+    let pw = certs.path().join("relay-password");
+    std::fs::write(&pw, "relaypw\n").expect("write");
+    let s = sender(
+        &dns,
+        free_port(),
+        &format!(
+            "[relay]\nhost = \"relay.test\"\nport = {port}\ntls = \"starttls\"\ntls_verify = false\nusername = \"relayuser\"\npassword_file = \"{}\"\n",
+            pw.display()
+        ),
+    );
+    send(
+        &s,
+        "app@example.com",
+        &["bob@anywhere.example"],
+        "Subject: relayed\n\nx\n",
+    );
+    let got = relay.wait_for(1, WAIT);
+    assert_eq!(got[0]["tls"], true);
+    assert!(
+        got[0]["auth"].as_str().expect("auth").contains("relayuser"),
+        "{}",
+        got[0]
+    );
+    assert_eq!(got[0]["rcpt_tos"][0], "bob@anywhere.example");
+}
+
+#[test]
+fn routes_by_recipient_domain_and_by_sender_domain() {
+    let dns = TestDns::start();
+    let port = free_port();
+    let by_rcpt = Peer::start(at(14, port), &[]);
+    let by_sender = Peer::start(at(15, port), &[]);
+    let s = sender(
+        &dns,
+        free_port(),
+        &format!(
+            "[[route]]\ndomain = \"org.example\"\nhost = \"127.0.0.14\"\nport = {port}\ntls = \"none\"\n\
+             [[route]]\nsender_domain = \"customer.example\"\nhost = \"127.0.0.15\"\nport = {port}\ntls = \"none\"\n"
+        ),
+    );
+    send(
+        &s,
+        "a@customer.example",
+        &["x@org.example"],
+        "Subject: 1\n\nx\n",
+    );
+    send(
+        &s,
+        "a@customer.example",
+        &["y@else.example"],
+        "Subject: 2\n\nx\n",
+    );
+    assert_eq!(by_rcpt.wait_for(1, WAIT)[0]["rcpt_tos"][0], "x@org.example");
+    assert_eq!(
+        by_sender.wait_for(1, WAIT)[0]["rcpt_tos"][0],
+        "y@else.example"
+    );
+}
+
+#[test]
+fn local_mailboxes_aliases_and_catch_all() {
+    let dns = TestDns::start();
+    let port = free_port();
+    dns.mx("remote.example", 10, "mx.remote.example");
+    dns.ip("mx.remote.example", ip(16));
+    let peer = Peer::start(at(16, port), &[]);
+    let s = sender(&dns, port, "");
+    s.cli_ok(&[
+        "alias",
+        "add",
+        "sales@example.com",
+        "alice@example.com",
+        "bob@remote.example",
+    ]);
+    s.cli_ok(&["alias", "add", "@example.com", "alice@example.com"]);
+    assert!(
+        s.cli_ok(&["alias", "list"])
+            .contains("sales@example.com -> alice@example.com, bob@remote.example")
+    );
+    send(
+        &s,
+        "someone@else.example",
+        &["sales@example.com"],
+        "Subject: to sales\n\nx\n",
+    );
+    send(
+        &s,
+        "someone@else.example",
+        &["anything@example.com"],
+        "Subject: to anyone\n\nx\n",
+    );
+    let mails = wait_maildir(&s, "example.com", "alice", 2);
+    assert!(
+        mails.iter().any(|m| m.contains("Subject: to sales"))
+            && mails.iter().any(|m| m.contains("Subject: to anyone"))
+    );
+    assert!(
+        mails[0].starts_with(
+            "Return-Path: <someone@else.example>\r\nDelivered-To: alice@example.com\r\n"
+        ),
+        "{}",
+        mails[0]
+    );
+    // The forward keeps the original envelope sender.
+    let got = peer.wait_for(1, WAIT);
+    assert_eq!(got[0]["mail_from"], "someone@else.example");
+    assert_eq!(got[0]["rcpt_tos"][0], "bob@remote.example");
+}
+
+#[test]
+fn postern_to_postern_with_pipelining_tls_and_dsn_parameters() {
+    let dns = TestDns::start();
+    let port = free_port();
+    dns.mx("remote.example", 10, "mx.remote.example");
+    dns.ip("mx.remote.example", ip(17));
+    let mut b = TestServer::configure(&format!(
+        "hostname = \"mx.remote.example\"\ndata_dir = \"data\"\n[[listener]]\naddr = \"127.0.0.17:{port}\"\nrole = \"mta\"\n[delivery]\nhold = true\n"
+    ));
+    b.cli_ok(&["domain", "add", "remote.example"]);
+    b.cli_stdin_ok(
+        &["user", "add", "bob@remote.example", "--password-stdin"],
+        "pw",
+    );
+    b.spawn();
+    let a = sender(&dns, port, "");
+    let (mut c, _) = Raw::connect(a.addr("mta"));
+    c.cmd("EHLO client.test");
+    assert_eq!(
+        code(&c.cmd("MAIL FROM:<app@example.com> RET=HDRS ENVID=e-42")),
+        250
+    );
+    assert_eq!(
+        code(&c.cmd("RCPT TO:<bob@remote.example> NOTIFY=FAILURE ORCPT=rfc822;bob@remote.example")),
+        250
+    );
+    c.cmd("DATA");
+    c.send(b"Subject: a to b\r\n\r\nhello b\r\n.\r\n");
+    assert!(c.reply().starts_with("250"));
+    wait_queue(&a, 0);
+    let q = wait_queue(&b, 1);
+    assert_eq!(q[0]["sender"], "app@example.com");
+    assert_eq!(q[0]["dsn"]["ret"], "HDRS");
+    assert_eq!(q[0]["dsn"]["envid"], "e-42");
+    assert_eq!(q[0]["recipients"][0]["notify"], "FAILURE");
+    assert_eq!(q[0]["recipients"][0]["orcpt"], "rfc822;bob@remote.example");
+    let body = b.queued_body(q[0]["id"].as_str().expect("id"));
+    assert!(
+        body.contains("with ESMTPS id") && body.ends_with("Subject: a to b\r\n\r\nhello b\r\n"),
+        "{body}"
+    );
+}
+
+#[test]
+fn delivered_recipients_are_not_sent_again_after_a_restart() {
+    let dns = TestDns::start();
+    let port = free_port();
+    dns.mx("remote.example", 10, "mx.remote.example");
+    dns.ip("mx.remote.example", ip(18));
+    let peer = Peer::start(at(18, port), &[]);
+    let mut s = sender(&dns, port, "");
+    let id = send(
+        &s,
+        "app@example.com",
+        &["ok@remote.example", "defer@remote.example"],
+        "Subject: once\n\nx\n",
+    );
+    peer.wait_for(1, WAIT);
+    // Kill once the spool knows ok@ is delivered (a kill between the remote 250
+    // and that record is the duplicate RFC 5321 §6.1 accepts).
+    let deadline = std::time::Instant::now() + WAIT;
+    while !s
+        .cli_ok(&["queue", "show", &id])
+        .contains("ok@remote.example (delivered")
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.kill();
+    s.spawn();
+    // Give the restarted server a few retry rounds of the deferred recipient.
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got = peer.received();
+    assert_eq!(got.len(), 1, "ok@ was delivered once: {got:?}");
+    assert_eq!(wait_queue(&s, 1)[0]["recipients"][1]["status"], "queued");
+}
+
+#[test]
+fn a_blocked_port_25_is_noticed_and_mail_goes_through_the_fallback_relay() {
+    let dns = TestDns::start();
+    let port = free_port();
+    for (domain, last) in [("a.example", 20u8), ("b.example", 21), ("c.example", 22)] {
+        dns.mx(domain, 10, &format!("mx.{domain}"));
+        dns.ip(&format!("mx.{domain}"), ip(last));
+    }
+    // Nothing listens on the MX port of those hosts: every connection is refused,
+    // as when the network drops or rejects outbound port 25.
+    let relay_port = free_port();
+    let fallback = Peer::start(at(23, relay_port), &[]);
+    let s = sender(
+        &dns,
+        port,
+        &format!("[fallback_relay]\nhost = \"127.0.0.23\"\nport = {relay_port}\ntls = \"none\"\n"),
+    );
+    for domain in ["a.example", "b.example", "c.example"] {
+        send(
+            &s,
+            "app@example.com",
+            &[&format!("x@{domain}")],
+            "Subject: blocked\n\nx\n",
+        );
+    }
+    let got = fallback.wait_for(3, WAIT);
+    assert_eq!(got.len(), 3);
+    let log = s.log();
+    assert!(
+        log.contains(&format!("outbound port {port} appears to be blocked")),
+        "{log}"
+    );
+    let list = s.cli_ok(&["queue", "list"]);
+    assert!(
+        list.contains(&format!("warning: outbound port {port} looks blocked")),
+        "{list}"
+    );
+}

@@ -676,3 +676,63 @@ fn a_blocked_port_25_is_noticed_and_mail_goes_through_the_fallback_relay() {
         "{list}"
     );
 }
+
+#[test]
+fn ipv6_mx_hosts_are_reached() {
+    let dns = TestDns::start();
+    let port = free_port();
+    dns.mx("six.example", 10, "mx.six.example");
+    dns.ip("mx.six.example", "::1".parse().expect("ip"));
+    let peer = Peer::start(SocketAddr::new("::1".parse().expect("ip"), port), &[]);
+    let s = sender(&dns, port, "");
+    send(
+        &s,
+        "app@example.com",
+        &["x@six.example"],
+        "Subject: v6\n\nx\n",
+    );
+    assert_eq!(peer.wait_for(1, WAIT)[0]["rcpt_tos"][0], "x@six.example");
+}
+
+#[test]
+fn a_relay_certificate_is_verified_unless_told_otherwise() {
+    let dns = TestDns::start();
+    let port = free_port();
+    let certs = tempfile::tempdir().expect("dir");
+    let (cert, key) = self_signed(certs.path(), &["relay.test"]);
+    dns.ip("relay.test", ip(24));
+    let relay = Peer::start(
+        at(24, port),
+        &[
+            "--cert",
+            cert.to_str().expect("p"),
+            "--key",
+            key.to_str().expect("p"),
+        ],
+    );
+    let s = sender(
+        &dns,
+        free_port(),
+        &format!("[relay]\nhost = \"relay.test\"\nport = {port}\n"),
+    );
+    let id = send(
+        &s,
+        "app@example.com",
+        &["bob@anywhere.example"],
+        "Subject: verify\n\nx\n",
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while !s.log().contains("event=\"deferred\"") {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let show = s.cli_ok(&["queue", "show", &id]);
+    assert!(
+        show.contains("STARTTLS failed") && show.to_lowercase().contains("certificate"),
+        "{show}"
+    );
+    assert!(
+        relay.received().is_empty(),
+        "nothing goes to a relay whose certificate does not verify"
+    );
+}

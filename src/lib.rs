@@ -31,6 +31,7 @@ pub mod listener;
 pub mod local;
 pub mod outbound;
 pub mod policy;
+pub mod portecho;
 pub mod prepare;
 pub mod router;
 pub mod scheduler;

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::dns::{Dns, ResolverSetupError};
 use crate::listener::{self, ConnectionLimits, ListenerInfo};
 use crate::outbound::{Outbound, OutboundSetupError};
+use crate::portecho::EchoRegistry;
 use crate::scheduler::{self, Delivery};
 use crate::spool::{Spool, SpoolError};
 use crate::store::{Store, StoreError};
@@ -25,6 +26,8 @@ pub struct ServerContext {
     pub auth: Authenticator,
     pub tls: Arc<rustls::ServerConfig>,
     pub shutdown: CancellationToken,
+    /// Which ports saw which `postern check` probe.
+    pub echo: EchoRegistry,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +73,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         auth,
         tls,
         shutdown: shutdown.clone(),
+        echo: EchoRegistry::default(),
     });
 
     let bound = listener::bind_all(&config.listeners).await;

@@ -248,3 +248,29 @@ fn utf8_addresses_need_smtputf8_and_8bit_bodies_pass() {
     assert_eq!(m["recipients"][0]["address"], "zoë@exämple.example");
     assert!(s.queued_body(&id).contains("Grüße"));
 }
+
+#[test]
+fn port_echo_reports_the_ports_a_probe_token_reached() {
+    let s = TestServer::start("");
+    let token = "00112233445566778899aabbccddeeff";
+    for role in ["mta", "submission"] {
+        let (mut c, _) = Raw::connect(s.addr(role));
+        assert_eq!(
+            code(&c.cmd(&format!("EHLO check-{token}.postern.invalid"))),
+            250
+        );
+    }
+    let (mut c, _) = Raw::connect(s.addr("mta"));
+    let mut ports = [s.port("mta"), s.port("submission")];
+    ports.sort_unstable();
+    let r = c.cmd(&format!("NOOP postern-echo {token}"));
+    assert_eq!(
+        r,
+        format!(
+            "250 2.0.0 Ok; postern-echo ports={},{}\r\n",
+            ports[0], ports[1]
+        )
+    );
+    let r = c.cmd("NOOP postern-echo ffffffffffffffffffffffffffffffff");
+    assert_eq!(r, "250 2.0.0 Ok; postern-echo ports=none\r\n");
+}

@@ -156,6 +156,9 @@ pub async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
         let Some(slot) = limits.admit(peer.ip()) else {
             tracing::info!(event = "rejected", peer = %peer, reason = "connection limit");
             tracker.spawn(refuse(stream, ctx.config.hostname.clone()));
@@ -164,7 +167,7 @@ pub async fn accept_loop(
         let ctx = Arc::clone(&ctx);
         let role = bound.role;
         tracker.spawn(async move {
-            session::run(ctx, Box::new(stream), role, peer).await;
+            session::run(ctx, Box::new(stream), role, peer, local).await;
             drop(slot);
         });
     }

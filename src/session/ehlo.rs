@@ -7,6 +7,7 @@ use tokio_rustls::TlsAcceptor;
 use super::io::SessionEnd;
 use super::state::Greeting;
 use super::{Flow, Session, TlsInfo};
+use crate::portecho;
 use crate::smtp::reply::Reply;
 
 /// How long a TLS handshake may take before the connection is dropped.
@@ -16,6 +17,9 @@ impl Session {
     pub(super) fn ehlo(&mut self, host: String, extended: bool) -> Flow {
         // RFC 5321 §4.1.4: EHLO resets any transaction in progress.
         self.tx = None;
+        if let Some(token) = portecho::token_of_ehlo(&host) {
+            self.ctx.echo.record(token, self.local.port());
+        }
         self.greeting = Some(Greeting {
             name: host,
             extended,

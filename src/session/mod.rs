@@ -49,6 +49,8 @@ pub struct Session {
     conn: Connection,
     role: ListenerRole,
     peer: SocketAddr,
+    /// The listener's address this client connected to.
+    local: SocketAddr,
     trusted_network: bool,
     tls: Option<TlsInfo>,
     greeting: Option<Greeting>,
@@ -66,6 +68,7 @@ pub async fn run(
     stream: Box<dyn Stream>,
     role: ListenerRole,
     peer: SocketAddr,
+    local: SocketAddr,
 ) {
     let sid = SessionId::next();
     let span = tracing::info_span!("session", sid = %sid, peer = %peer, role = %role, qid = tracing::field::Empty);
@@ -82,6 +85,7 @@ pub async fn run(
             conn: Connection::new(stream),
             role,
             peer,
+            local,
             trusted_network,
             tls: None,
             greeting: None,
@@ -166,7 +170,8 @@ impl Session {
                 self.tx = None;
                 Ok(self.reply(Reply::ok()))
             }
-            Request::Noop { .. } => Ok(self.reply(Reply::ok())),
+            // smtp-proto keeps only the first word of NOOP's argument.
+            Request::Noop { .. } => Ok(self.noop(&String::from_utf8_lossy(line))),
             // RFC 5321 §3.5.3: 252 says "cannot verify" without revealing mailboxes.
             Request::Vrfy { .. } => Ok(self.reply(Reply::new(
                 252,
@@ -202,6 +207,19 @@ impl Session {
             return Flow::Close;
         }
         Flow::Continue
+    }
+
+    /// NOOP, which also answers `postern check`'s port-echo question
+    /// (`NOOP postern-echo <token>`); RFC 5321 §4.1.1.9 lets NOOP carry a string.
+    fn noop(&mut self, line: &str) -> Flow {
+        let argument = line.get(5..).unwrap_or("").trim();
+        match argument.strip_prefix("postern-echo ") {
+            Some(token) => {
+                let text = self.ctx.echo.reply_text(token.trim());
+                self.reply(Reply::new(250, (0, 0), text))
+            }
+            None => self.reply(Reply::ok()),
+        }
     }
 
     fn hostname(&self) -> &str {

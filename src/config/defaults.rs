@@ -51,3 +51,5 @@ pub const CONNECT_TIMEOUT_SECS: u64 = 30;
 /// Outbound: how long to wait for each reply. RFC 5321 §4.5.3.2 suggests up to 5
 /// minutes for some; 2 keeps a hung server from holding a slot for long.
 pub const REPLY_TIMEOUT_SECS: u64 = 120;
+/// How long a submission listener waits for a TLS ClientHello before greeting.
+pub const TLS_DETECT_MS: u64 = 300;

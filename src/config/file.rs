@@ -52,6 +52,7 @@ pub struct LimitsFile {
 #[derive(Debug, Default, Deserialize)]
 pub struct SmtpFile {
     pub bare_newlines: Option<String>,
+    pub tls_detect_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +96,8 @@ pub struct HttpFile {
     pub addr: Option<String>,
     pub tls_addr: Option<String>,
     pub submission_on_tls: Option<bool>,
+    pub imap: Option<String>,
+    pub mta_sts_mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

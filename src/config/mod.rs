@@ -28,6 +28,9 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub limits: Limits,
     pub bare_newlines: BareNewlines,
+    /// How long a submission listener waits for a TLS ClientHello before it
+    /// greets in plaintext (a client set to SSL/TLS on 587 still gets in).
+    pub tls_detect: Duration,
     pub delivery: Delivery,
     pub relay: Option<Relay>,
     pub routes: Vec<Route>,
@@ -121,11 +124,34 @@ pub struct Route {
     pub relay: Relay,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Http {
     pub addr: Option<SocketAddr>,
     pub tls_addr: Option<SocketAddr>,
     pub submission_on_tls: bool,
+    /// The incoming (IMAP over TLS) server mail clients are told about.
+    pub imap_host: String,
+    pub imap_port: u16,
+    pub mta_sts_mode: MtaStsMode,
+}
+
+/// RFC 8461 policy mode served at /.well-known/mta-sts.txt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MtaStsMode {
+    #[default]
+    Testing,
+    Enforce,
+    None,
+}
+
+impl MtaStsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MtaStsMode::Testing => "testing",
+            MtaStsMode::Enforce => "enforce",
+            MtaStsMode::None => "none",
+        }
+    }
 }
 
 impl Config {

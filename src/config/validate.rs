@@ -16,8 +16,8 @@ use toml::de::{DeTable, DeValue};
 use super::defaults as def;
 use super::file::*;
 use super::{
-    BareNewlines, Config, Delivery, Http, Limits, ListenerConfig, Relay, RelayTls, Route,
-    RouteMatch, TlsFiles,
+    BareNewlines, Config, Delivery, Http, Limits, ListenerConfig, MtaStsMode, Relay, RelayTls,
+    Route, RouteMatch, TlsFiles,
 };
 use crate::listener::ListenerRole;
 
@@ -375,7 +375,15 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         }
     });
     let limits = limits(c, raw.limits.unwrap_or_default());
-    let bare_newlines = match raw.smtp.and_then(|s| s.bare_newlines).as_deref() {
+    let smtp = raw.smtp.unwrap_or_default();
+    let tls_detect = Duration::from_millis(c.number(
+        root.key("smtp").key("tls_detect_ms"),
+        smtp.tls_detect_ms,
+        def::TLS_DETECT_MS,
+        0,
+        10_000,
+    ));
+    let bare_newlines = match smtp.bare_newlines.as_deref() {
         None | Some("reject") => BareNewlines::Reject,
         Some("normalize") => BareNewlines::Normalize,
         Some(other) => {
@@ -392,7 +400,7 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         .fallback_relay
         .and_then(|r| relay(c, root.key("fallback_relay"), r));
     let routes = routes(c, raw.route.unwrap_or_default());
-    let http = http(c, raw.http.unwrap_or_default());
+    let http = http(c, raw.http.unwrap_or_default(), &hostname);
     let store_url = raw.store.and_then(|s| s.url);
     if let Some(url) = &store_url {
         c.error(
@@ -412,6 +420,7 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         tls,
         limits,
         bare_newlines,
+        tls_detect,
         delivery,
         relay: main_relay,
         routes,
@@ -736,9 +745,40 @@ fn routes(c: &mut Checker<'_>, raw: Vec<RouteFile>) -> Vec<Route> {
     out
 }
 
-fn http(c: &mut Checker<'_>, h: HttpFile) -> Http {
+fn http(c: &mut Checker<'_>, h: HttpFile, hostname: &str) -> Http {
     let p = KeyPath::default().key("http");
+    let (imap_host, imap_port) = match h.imap.as_deref() {
+        None => (hostname.to_string(), 993),
+        Some(v) => match v
+            .rsplit_once(':')
+            .map(|(host, port)| (host, port.parse::<u16>()))
+        {
+            Some((host, Ok(port))) if is_hostname(host) => (host.to_ascii_lowercase(), port),
+            _ => {
+                c.error(
+                    &p.key("imap"),
+                    format!("{v:?} is not host:port; write e.g. \"imap.example.com:993\""),
+                );
+                (hostname.to_string(), 993)
+            }
+        },
+    };
+    let mta_sts_mode = match h.mta_sts_mode.as_deref() {
+        None | Some("testing") => MtaStsMode::Testing,
+        Some("enforce") => MtaStsMode::Enforce,
+        Some("none") => MtaStsMode::None,
+        Some(other) => {
+            c.error(
+                &p.key("mta_sts_mode"),
+                format!("{other:?} is not valid; use \"testing\", \"enforce\" or \"none\""),
+            );
+            MtaStsMode::Testing
+        }
+    };
     Http {
+        imap_host,
+        imap_port,
+        mta_sts_mode,
         addr: h.addr.and_then(|a| c.socket_addr(p.key("addr"), &a)),
         tls_addr: h
             .tls_addr

@@ -19,7 +19,7 @@ pub use role::ListenerRole;
 
 use crate::config::ListenerConfig;
 use crate::server::ServerContext;
-use crate::session;
+use crate::session::{self, Connected, TlsStart};
 
 /// A listening socket with its role.
 pub struct BoundListener {
@@ -159,6 +159,10 @@ pub async fn accept_loop(
         let Ok(local) = stream.local_addr() else {
             continue;
         };
+        // Per-port counters let an admin see a port go quiet: the server-side
+        // sign of a new ISP block.
+        metrics::counter!("postern_connections_total", "port" => local.port().to_string(), "role" => bound.role.as_str())
+            .increment(1);
         let Some(slot) = limits.admit(peer.ip()) else {
             tracing::info!(event = "rejected", peer = %peer, reason = "connection limit");
             tracker.spawn(refuse(stream, ctx.config.hostname.clone()));
@@ -167,9 +171,39 @@ pub async fn accept_loop(
         let ctx = Arc::clone(&ctx);
         let role = bound.role;
         tracker.spawn(async move {
-            session::run(ctx, Box::new(stream), role, peer, local).await;
+            let tls = detect_tls(&stream, role, ctx.config.tls_detect).await;
+            let connected = Connected {
+                role,
+                peer,
+                local,
+                tls,
+            };
+            session::run(ctx, Box::new(stream), connected).await;
             drop(slot);
         });
+    }
+}
+
+/// Submission ports take a client in whatever mode it picked: a TLS
+/// ClientHello as the first bytes means implicit TLS (a client set to SSL/TLS on
+/// 587), silence for a moment means it waits for a greeting (STARTTLS on 465).
+/// Port 25 always greets in plaintext, as servers expect.
+async fn detect_tls(stream: &TcpStream, role: ListenerRole, wait: std::time::Duration) -> TlsStart {
+    if role == ListenerRole::Mta {
+        return TlsStart::Plain;
+    }
+    // On 465 nearly every client speaks TLS first: give a slow ClientHello
+    // longer before falling back to a plaintext greeting.
+    let wait = if role == ListenerRole::Submissions {
+        wait * 10
+    } else {
+        wait
+    };
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(wait, stream.peek(&mut first)).await {
+        // 0x16: a TLS handshake record (RFC 8446 §5.1).
+        Ok(Ok(1)) if first[0] == 0x16 => TlsStart::Handshake,
+        _ => TlsStart::Plain,
     }
 }
 

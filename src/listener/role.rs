@@ -15,11 +15,6 @@ pub enum ListenerRole {
 }
 
 impl ListenerRole {
-    /// TLS starts before the greeting.
-    pub fn tls_on_connect(self) -> bool {
-        self == ListenerRole::Submissions
-    }
-
     /// MAIL is refused (530) until the client has authenticated.
     pub fn auth_required_for_mail(self) -> bool {
         self != ListenerRole::Mta

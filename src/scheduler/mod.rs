@@ -87,6 +87,7 @@ pub async fn run(delivery: Arc<Delivery>, shutdown: CancellationToken, tasks: Ta
         let blocked = delivery.outbound.port25.is_blocked();
         if reported_blocked != Some(blocked) {
             write_status(&delivery.config, blocked);
+            metrics::gauge!("postern_outbound_port25_blocked").set(if blocked { 1.0 } else { 0.0 });
             reported_blocked = Some(blocked);
         }
         let now = now_unix();

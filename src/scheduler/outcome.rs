@@ -66,6 +66,13 @@ pub fn apply(
                 (RecipientStatus::Queued, next, f.text.clone())
             }
         };
+        let counted = match (status, result) {
+            (RecipientStatus::Delivered, _) => "delivered",
+            (RecipientStatus::Queued, _) => "deferred",
+            (_, Err(f)) if f.severity == Severity::Permanent => "bounced",
+            _ => "expired",
+        };
+        metrics::counter!("postern_deliveries_total", "result" => counted).increment(1);
         updates.push(RecipientUpdate {
             idx: *idx,
             status,

@@ -68,11 +68,13 @@ impl Session {
         match outcome {
             AuthOutcome::Success(user) => {
                 tracing::info!(event = "auth_ok", user = %user);
+                metrics::counter!("postern_auth_successes_total", "port" => self.local.port().to_string()).increment(1);
                 self.identity = Some(user);
                 Ok(self.reply(Reply::new(235, (7, 0), "Authentication successful")))
             }
             AuthOutcome::Failure => {
                 tracing::info!(event = "auth_failed", user = %credentials.username);
+                metrics::counter!("postern_auth_failures_total", "port" => self.local.port().to_string()).increment(1);
                 Ok(self
                     .auth_failed(Reply::new(
                         535,

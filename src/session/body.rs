@@ -152,6 +152,7 @@ impl Session {
             Ok(()) => {
                 tracing::Span::current().record("qid", tracing::field::display(&queue_id));
                 tracing::info!(event = "queued", qid = %queue_id, from = %sender, rcpts = rcpt_count, size);
+                metrics::counter!("postern_messages_queued_total", "port" => self.local.port().to_string()).increment(1);
                 self.reply(Reply::new(250, (0, 0), format!("Ok: queued as {queue_id}")))
             }
             Err(e) => {

@@ -93,6 +93,8 @@ impl Session {
             .unwrap_or("unknown")
             .to_string();
         tracing::info!(event = "tls_started", version = %version, cipher = %cipher);
+        metrics::counter!("postern_tls_handshakes_total", "port" => self.local.port().to_string())
+            .increment(1);
         self.tls = Some(TlsInfo { version, cipher });
         self.conn.stream = Box::new(stream);
         Ok(())

@@ -63,13 +63,32 @@ pub struct Session {
 
 /// Runs a session on an accepted connection until it ends. Never panics on input;
 /// I/O errors end the session and are logged.
-pub async fn run(
-    ctx: Arc<ServerContext>,
-    stream: Box<dyn Stream>,
-    role: ListenerRole,
-    peer: SocketAddr,
-    local: SocketAddr,
-) {
+/// How TLS begins on a new connection.
+#[derive(Debug, Clone)]
+pub enum TlsStart {
+    /// Plaintext greeting; STARTTLS may follow.
+    Plain,
+    /// The client opened with a TLS ClientHello: handshake before the greeting.
+    Handshake,
+    /// The caller already ran the handshake (the HTTPS port's SMTP side).
+    Established(TlsInfo),
+}
+
+/// Who connected where, and how TLS starts.
+pub struct Connected {
+    pub role: ListenerRole,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: TlsStart,
+}
+
+pub async fn run(ctx: Arc<ServerContext>, stream: Box<dyn Stream>, connected: Connected) {
+    let Connected {
+        role,
+        peer,
+        local,
+        tls,
+    } = connected;
     let sid = SessionId::next();
     let span = tracing::info_span!("session", sid = %sid, peer = %peer, role = %role, qid = tracing::field::Empty);
     async move {
@@ -94,7 +113,7 @@ pub async fn run(
             errors: ErrorBudget::new(max_errors),
             auth_failures: 0,
         };
-        let end = session.serve().await;
+        let end = session.serve(tls).await;
         tracing::info!(event = "disconnected", reason = ?end);
     }
     .instrument(span)
@@ -102,9 +121,15 @@ pub async fn run(
 }
 
 impl Session {
-    async fn serve(&mut self) -> Result<(), SessionEnd> {
-        if self.role.tls_on_connect() && self.start_tls().await.is_err() {
-            return Err(SessionEnd::Eof);
+    async fn serve(&mut self, tls: TlsStart) -> Result<(), SessionEnd> {
+        match tls {
+            TlsStart::Plain => {}
+            TlsStart::Handshake => {
+                if self.start_tls().await.is_err() {
+                    return Err(SessionEnd::Eof);
+                }
+            }
+            TlsStart::Established(info) => self.tls = Some(info),
         }
         let banner = format!("{} ESMTP Postern", self.ctx.config.hostname);
         self.conn.queue(&Reply::plain(220, banner));

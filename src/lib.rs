@@ -22,11 +22,13 @@
 //! See docs/flow.md for the path of a message in prose.
 
 pub mod auth;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod dkim;
 pub mod dns;
 pub mod dsn;
+pub mod http;
 pub mod listener;
 pub mod local;
 pub mod outbound;

@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::dns::{Dns, ResolverSetupError};
+use crate::http;
 use crate::listener::{self, ConnectionLimits, ListenerInfo};
 use crate::outbound::{Outbound, OutboundSetupError};
 use crate::portecho::EchoRegistry;
@@ -84,7 +85,6 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         .iter()
         .filter_map(listener::BoundListener::info)
         .collect();
-    write_listeners_file(&config, &infos)?;
     for info in &infos {
         tracing::info!(event = "listening", addr = %info.addr, role = %info.role);
     }
@@ -95,6 +95,21 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     );
     let sessions = TaskTracker::new();
     let accept_loops = TaskTracker::new();
+    if config.http.addr.is_some() || config.http.tls_addr.is_some() {
+        // HTTP is a convenience: if it cannot start, mail still flows.
+        match http::start(Arc::clone(&ctx), &infos, Arc::clone(&limits), &sessions).await {
+            Ok(addrs) => {
+                for addr in &addrs {
+                    tracing::info!(event = "listening", addr = %addr, role = "http");
+                }
+                write_run_file(&config, "http.json", &addrs)?;
+            }
+            Err(e) => tracing::error!(event = "bind_failed", "{e}"),
+        }
+    }
+    // Written last: its appearance tells scripts and tests that every
+    // listener, HTTP included, is up.
+    write_run_file(&config, "listeners.json", &infos)?;
     for b in bound {
         accept_loops.spawn(listener::accept_loop(
             Arc::clone(&ctx),
@@ -136,22 +151,29 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             "sessions or deliveries still running after the grace period; stopping them"
         );
     }
-    let _ = std::fs::remove_file(config.run_dir().join("listeners.json"));
+    for name in ["listeners.json", "http.json"] {
+        let _ = std::fs::remove_file(config.run_dir().join(name));
+    }
     Ok(())
 }
 
-fn write_listeners_file(config: &Config, infos: &[ListenerInfo]) -> Result<(), ServerError> {
+/// Writes `data_dir/run/<name>` as JSON, renamed into place so a reader never
+/// sees half a file.
+fn write_run_file(
+    config: &Config,
+    name: &str,
+    value: &impl serde::Serialize,
+) -> Result<(), ServerError> {
     let dir = config.run_dir();
-    let path = dir.join("listeners.json");
+    let path = dir.join(name);
     let err = |source| ServerError::RunFile {
         path: path.display().to_string(),
         source,
     };
     std::fs::create_dir_all(&dir).map_err(err)?;
-    let tmp = dir.join("listeners.json.tmp");
-    let json = serde_json::to_vec_pretty(infos).unwrap_or_default();
+    let tmp = dir.join(format!("{name}.tmp"));
+    let json = serde_json::to_vec_pretty(value).unwrap_or_default();
     std::fs::write(&tmp, json).map_err(err)?;
-    // Renamed into place so a reader never sees half a file.
     std::fs::rename(&tmp, &path).map_err(err)
 }
 

@@ -7,6 +7,7 @@
 mod common;
 
 mod auth;
+mod autoconfig;
 mod cli;
 mod delivery;
 mod durability;

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::probe::{AuthOutcome, ConnectError, PortProbe, Security, Step, Stop};
+use super::probe::{ConnectError, PortProbe, Security, Step, Stop};
 use super::tls::{CertVerdict, TlsSession, rfc3339};
 use super::wire::WireError;
 
@@ -109,7 +109,11 @@ pub fn describe_stop(stop: &Stop) -> String {
         }
         Stop::Greeting(WireError::Io(e)) => format!("the connection failed: {e}"),
         Stop::Rejected { step, reply } => {
-            format!("the server refused {}: {}", step_words(*step), reply.summary())
+            format!(
+                "the server refused {}: {}",
+                step_words(*step),
+                reply.summary()
+            )
         }
         Stop::NoStartTls => "the server does not offer STARTTLS on this port".into(),
         Stop::Injected => "the server sent data right after agreeing to STARTTLS (a plaintext \
@@ -212,7 +216,10 @@ pub fn base(p: &PortProbe, policy: TlsPolicy, host: &str, any_connected: bool) -
                 // just does not offer SMTP here (a web server on 443).
                 return Verdict::new(
                     Status::Refused,
-                    format!("{host}'s own server answers here, but {}", describe_stop(stop)),
+                    format!(
+                        "{host}'s own server answers here, but {}",
+                        describe_stop(stop)
+                    ),
                 );
             }
             Status::Intercepted
@@ -221,10 +228,7 @@ pub fn base(p: &PortProbe, policy: TlsPolicy, host: &str, any_connected: bool) -
             step: Step::Greeting,
             ..
         } if reachable_only => {
-            return Verdict::new(
-                Status::Open,
-                format!("port open; {}", describe_stop(stop)),
-            );
+            return Verdict::new(Status::Open, format!("port open; {}", describe_stop(stop)));
         }
         Stop::Rejected {
             step: Step::StartTls,
@@ -263,11 +267,7 @@ fn completed(p: &PortProbe, policy: TlsPolicy, host: &str) -> Verdict {
         (Some(tls), _) => format!("{} ({})", tls.version, verdict_words(tls, host)),
         (None, _) => "no TLS".into(),
     };
-    let greeting = p
-        .greeting
-        .as_ref()
-        .map(|g| g.summary())
-        .unwrap_or_default();
+    let greeting = p.greeting.as_ref().map(|g| g.summary()).unwrap_or_default();
     Verdict::new(Status::Open, format!("{greeting}; {tls_words}"))
 }
 
@@ -321,48 +321,83 @@ fn identify(host: &str, probes: &[PortProbe], echo: Option<&BTreeSet<u16>>, v: &
             }
         }
     }
-    let home = home_ports(&host, probes, &answered, &confirmed);
+    by_names(&host, probes, &answered, &confirmed, echo.is_none(), v);
+}
+
+/// Without the echo's word, compares names and certificates: with the
+/// other ports (the host's server is what most of them show), and with the
+/// host itself when nothing else vouches for the answerer.
+fn by_names(
+    host: &str,
+    probes: &[PortProbe],
+    answered: &[usize],
+    confirmed: &BTreeSet<usize>,
+    no_echo: bool,
+    v: &mut [Verdict],
+) {
+    let home = home_ports(host, probes, answered, confirmed);
     let home_names: BTreeSet<String> = home
         .iter()
         .filter_map(|&i| probes.get(i))
         .flat_map(names_of)
-        .chain([host.clone()])
+        .chain([host.to_string()])
         .collect();
     let home_certs: BTreeSet<&str> = home
         .iter()
         .filter_map(|&i| probes.get(i).and_then(cert_id))
         .collect();
-    let Some(&reference) = home.first() else {
-        return;
-    };
-    let reference = probes.get(reference);
-    for &i in &answered {
+    let reference = home.first().and_then(|&i| probes.get(i));
+    let host_is_name = host.parse::<std::net::IpAddr>().is_err();
+    for &i in answered {
         let (Some(p), Some(verdict)) = (probes.get(i), v.get_mut(i)) else {
             continue;
         };
         if confirmed.contains(&i) || verdict.echo == Some(false) || cert_valid(p) {
             continue;
         }
-        let other_cert = cert_id(p).is_some_and(|id| !home_certs.is_empty() && !home_certs.contains(id));
         let names = names_of(p);
-        let other_name = !names.is_empty() && names.is_disjoint(&home_names);
-        if !(other_cert || other_name) {
-            continue;
-        }
-        let what = if other_name {
-            format!("it greets as {}", join(&names))
+        let vouched = p.tls.as_ref().is_some_and(|t| t.verdict.chain_ok());
+        let what = if cert_id(p).is_some_and(|id| !home_certs.is_empty() && !home_certs.contains(id)) {
+            "its certificate differs from the other ports'".to_string()
+        } else if !names.is_empty() && names.is_disjoint(&home_names) {
+            let home_words = reference
+                .map(|r| format!(", while port {} greets as {}", r.port, join(&names_of(r))))
+                .unwrap_or_default();
+            format!("it greets as {}{home_words}", join(&names))
+        } else if no_echo
+            && host_is_name
+            && !vouched
+            && !names.is_empty()
+            && !names.iter().any(|n| related(n, host))
+        {
+            format!(
+                "it greets as {}, a name unrelated to {host}, and no trusted certificate vouches \
+                 for it",
+                join(&names)
+            )
         } else {
-            "its certificate differs".into()
+            continue;
         };
-        let home_words = reference
-            .map(|r| format!(", while port {} greets as {}", r.port, join(&names_of(r))))
-            .unwrap_or_default();
         *verdict = Verdict {
             status: Status::Intercepted,
-            reason: format!("not {host}'s server: {what}{home_words}"),
+            reason: format!("not {host}'s server: {what}"),
             echo: verdict.echo,
         };
     }
+}
+
+/// Two names of one organisation: the same registered domain, roughly (the
+/// last two labels, three under a country's second level like co.uk).
+fn related(a: &str, b: &str) -> bool {
+    fn base(name: &str) -> Vec<&str> {
+        let labels: Vec<&str> = name.trim_end_matches('.').rsplit('.').collect();
+        let country_second = labels.first().is_some_and(|tld| tld.len() == 2)
+            && labels.get(1).is_some_and(|l| {
+                matches!(*l, "co" | "com" | "net" | "org" | "ac" | "gov" | "edu" | "ne" | "or")
+            });
+        labels.into_iter().take(if country_second { 3 } else { 2 }).collect()
+    }
+    base(&a.to_ascii_lowercase()) == base(&b.to_ascii_lowercase())
 }
 
 fn greets_as(p: &PortProbe) -> String {
@@ -408,7 +443,10 @@ fn home_ports(
     }
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for &i in answered {
-        if let Some(name) = probes.get(i).and_then(|p| p.greeting.as_ref()?.first_word()) {
+        if let Some(name) = probes
+            .get(i)
+            .and_then(|p| p.greeting.as_ref()?.first_word())
+        {
             groups.entry(name).or_default().push(i);
         }
     }
@@ -459,170 +497,6 @@ pub fn outbound_interception(targets: &[(String, PortProbe)], verdicts: &mut [Ve
                 ),
             );
         }
-    }
-}
-
-/// The settings to type into a mail client.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Settings {
-    pub server: String,
-    pub port: u16,
-    /// "SSL/TLS" or "STARTTLS", as mail clients name them.
-    pub security: String,
-}
-
-/// The closing advice, and whether a submission path works (the exit code).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recommendation {
-    pub works: bool,
-    pub settings: Option<Settings>,
-    pub text: String,
-}
-
-/// The sentence for a network that lets nothing through (fixed by the issue).
-pub const ALL_BLOCKED: &str = "every submission port is blocked from this network: use your \
-     ISP's SMTP server as the outgoing server; your address can stay you@yourdomain";
-
-/// Writes the recommendation for a user's mail client.
-pub fn recommend(
-    host: &str,
-    probes: &[PortProbe],
-    verdicts: &[Verdict],
-    unreachable: Option<&str>,
-    with_password: bool,
-) -> Recommendation {
-    let fail = |text: String| Recommendation {
-        works: false,
-        settings: None,
-        text,
-    };
-    if let Some(why) = unreachable {
-        return fail(format!(
-            "{host} cannot be reached from this network: {why}. Check the server name and the \
-             network connection."
-        ));
-    }
-    let mut open: Vec<&PortProbe> = probes
-        .iter()
-        .zip(verdicts)
-        .filter(|(p, v)| v.status == Status::Open && p.security != Security::Plain)
-        .map(|(p, _)| p)
-        .collect();
-    open.sort_by_key(|p| preference(p.port));
-    let submission: Vec<&PortProbe> = open
-        .iter()
-        .copied()
-        .filter(|p| p.ehlo.as_ref().is_some_and(|e| !e.auth.is_empty()))
-        .collect();
-    let usable: Vec<&PortProbe> = if with_password {
-        submission
-            .iter()
-            .copied()
-            .filter(|p| matches!(p.auth, Some(AuthOutcome::Accepted { .. })))
-            .collect()
-    } else {
-        submission.clone()
-    };
-    if let Some(best) = usable.first() {
-        return works(host, best, usable.get(1..).unwrap_or_default());
-    }
-    if let Some(p) = submission.first() {
-        let why = match &p.auth {
-            Some(AuthOutcome::Refused { reply }) => {
-                format!("it refused the password: {}", reply.summary())
-            }
-            Some(AuthOutcome::NotTried(why)) => why.clone(),
-            _ => "the password was not tried".into(),
-        };
-        return fail(format!(
-            "{host}'s server answers on port {} ({}), but {why}. Check the user name (your full \
-             address) and the password.",
-            p.port,
-            p.security.client_words()
-        ));
-    }
-    if let Some(p) = open.first() {
-        return fail(format!(
-            "{host}'s server answers on port {}, but offers no authentication there: it takes \
-             mail for its own domains, not from mail clients.",
-            p.port
-        ));
-    }
-    let reached = probes.iter().zip(verdicts).find(|(p, v)| {
-        v.status == Status::TlsFailed && p.greeting.is_some()
-            || v.status == Status::TlsFailed && p.tls.is_some()
-    });
-    if let Some((p, v)) = reached {
-        return fail(format!(
-            "port {} reaches {host}'s server, but {}. A mail client will refuse it or warn: {}",
-            p.port,
-            v.reason,
-            tls_fix(p, host)
-        ));
-    }
-    let mut text = ALL_BLOCKED.to_string();
-    let intercepted: Vec<String> = probes
-        .iter()
-        .zip(verdicts)
-        .filter(|(_, v)| v.status == Status::Intercepted)
-        .map(|(p, _)| p.port.to_string())
-        .collect();
-    if !intercepted.is_empty() {
-        text.push_str(&format!(
-            ". Something on the way answers in place of {host} on port {}.",
-            intercepted.join(", ")
-        ));
-    }
-    text.push_str(" If this used to work, the network has started blocking these ports.");
-    fail(text)
-}
-
-fn works(host: &str, best: &PortProbe, others: &[&PortProbe]) -> Recommendation {
-    let security = best.security.client_words();
-    let mut text = format!(
-        "Outgoing mail server (SMTP) for your mail client:\n  server:    {host}\n  port:      \
-         {}\n  security:  {security}\n  user name: your full address; authentication: normal \
-         password",
-        best.port
-    );
-    if !others.is_empty() {
-        let list: Vec<String> = others
-            .iter()
-            .map(|p| format!("{} ({})", p.port, p.security.client_words()))
-            .collect();
-        text.push_str(&format!("\nAlso working: {}.", list.join(", ")));
-    }
-    Recommendation {
-        works: true,
-        settings: Some(Settings {
-            server: host.to_string(),
-            port: best.port,
-            security: security.to_string(),
-        }),
-        text,
-    }
-}
-
-fn tls_fix(p: &PortProbe, host: &str) -> String {
-    let Some(tls) = &p.tls else {
-        return "the server's administrator must enable TLS (STARTTLS) for it.".into();
-    };
-    match &tls.verdict {
-        CertVerdict::NameMismatch => format!(
-            "use one of the certificate's names ({}) as the server name, or the administrator \
-             must install a certificate for {host}.",
-            tls.cert
-                .as_ref()
-                .map(|c| c.names.join(", "))
-                .unwrap_or_default()
-        ),
-        CertVerdict::Expired | CertVerdict::NotYetValid => {
-            "the server's administrator must renew the certificate.".into()
-        }
-        _ => format!(
-            "the server's administrator must install a certificate for {host} from a public \
-             authority (for example Let's Encrypt)."
-        ),
     }
 }
 

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use super::*;
+use crate::check::probe::AuthOutcome;
+use crate::check::recommend::*;
 use crate::check::tls::{CertInfo, TlsFailure};
 use crate::check::wire::{Ehlo, Reply};
 
@@ -74,9 +76,19 @@ fn each_dialogue_gets_one_status_and_a_reason() {
     };
     let mut http_over_tls = stopped(443, not_smtp("HTTP/1.1 400 Bad Request"));
     http_over_tls.tls = Some(tls(CertVerdict::Valid, &[HOST], "ca/1"));
-    let name_mismatch = open(26, HOST, tls(CertVerdict::NameMismatch, &["other.example"], "x"));
+    let name_mismatch = open(
+        26,
+        HOST,
+        tls(CertVerdict::NameMismatch, &["other.example"], "x"),
+    );
     let cases: Vec<(PortProbe, TlsPolicy, bool, Status, &str)> = vec![
-        (valid(587), TlsPolicy::Valid, true, Status::Open, "valid certificate"),
+        (
+            valid(587),
+            TlsPolicy::Valid,
+            true,
+            Status::Open,
+            "valid certificate",
+        ),
         (
             stopped(25, Stop::Connect(ConnectError::TimedOut)),
             TlsPolicy::Valid,
@@ -92,7 +104,10 @@ fn each_dialogue_gets_one_status_and_a_reason() {
             "RST",
         ),
         (
-            stopped(26, Stop::Connect(ConnectError::NoRoute("host unreachable".into()))),
+            stopped(
+                26,
+                Stop::Connect(ConnectError::NoRoute("host unreachable".into())),
+            ),
             TlsPolicy::Valid,
             true,
             Status::Refused,
@@ -225,7 +240,11 @@ fn each_dialogue_gets_one_status_and_a_reason() {
     ];
     for (probe, policy, any_connected, want, words) in cases {
         let got = base(&probe, policy, HOST, any_connected);
-        assert_eq!(got.status, want, "port {} {:?}: {}", probe.port, probe.stop, got.reason);
+        assert_eq!(
+            got.status, want,
+            "port {} {:?}: {}",
+            probe.port, probe.stop, got.reason
+        );
         assert!(
             got.reason.contains(words),
             "port {}: {:?} lacks {words:?}",
@@ -237,26 +256,58 @@ fn each_dialogue_gets_one_status_and_a_reason() {
 
 #[test]
 fn a_different_name_on_one_port_is_interception() {
-    let isp = open(25, "smtp.isp.example", tls(CertVerdict::SelfSigned, &["smtp.isp.example"], "isp/9"));
+    let isp = open(
+        25,
+        "smtp.isp.example",
+        tls(CertVerdict::SelfSigned, &["smtp.isp.example"], "isp/9"),
+    );
     let probes = vec![isp, valid(465), valid(587)];
     let v = classify(HOST, &probes, None);
     assert_eq!(statuses(&v), ["intercepted", "open", "open"]);
-    assert!(v[0].reason.contains("greets as smtp.isp.example"), "{}", v[0].reason);
-    assert!(v[0].reason.contains("port 465 greets as mail.example.com"), "{}", v[0].reason);
+    assert!(
+        v[0].reason.contains("greets as smtp.isp.example"),
+        "{}",
+        v[0].reason
+    );
+    assert!(
+        v[0].reason.contains("port 465 greets as mail.example.com"),
+        "{}",
+        v[0].reason
+    );
 }
 
 #[test]
 fn without_valid_certificates_the_majority_name_is_the_host() {
-    let own = |port| open(port, "mx.example.net", tls(CertVerdict::SelfSigned, &["mx.example.net"], "self/1"));
-    let isp = open(25, "relay.isp.example", tls(CertVerdict::SelfSigned, &["relay.isp.example"], "isp/2"));
+    let own = |port| {
+        open(
+            port,
+            "mx.example.net",
+            tls(CertVerdict::SelfSigned, &["mx.example.net"], "self/1"),
+        )
+    };
+    // The host is an address: only the ports can be compared.
+    let isp = open(
+        25,
+        "relay.isp.example",
+        tls(CertVerdict::SelfSigned, &["relay.isp.example"], "isp/2"),
+    );
     let probes = vec![isp, own(26), own(465), own(587)];
     let v = classify(HOST, &probes, None);
-    assert_eq!(statuses(&v), ["intercepted", "tls-failed", "tls-failed", "tls-failed"]);
+    assert_eq!(
+        statuses(&v),
+        ["intercepted", "tls-failed", "tls-failed", "tls-failed"]
+    );
 }
 
 #[test]
 fn the_same_wrong_certificate_everywhere_is_a_tls_failure_not_interception() {
-    let wrong = |port| open(port, HOST, tls(CertVerdict::NameMismatch, &["wrong.example"], "ca/7"));
+    let wrong = |port| {
+        open(
+            port,
+            HOST,
+            tls(CertVerdict::NameMismatch, &["wrong.example"], "ca/7"),
+        )
+    };
     let v = classify(HOST, &[wrong(26), wrong(465), wrong(587)], None);
     assert_eq!(statuses(&v), ["tls-failed"; 3]);
     assert!(v[0].reason.contains("wrong.example"));
@@ -267,7 +318,11 @@ fn a_different_certificate_under_the_same_name_is_interception() {
     let mimic = open(25, HOST, tls(CertVerdict::UnknownIssuer, &[HOST], "mitm/1"));
     let v = classify(HOST, &[mimic, valid(587)], None);
     assert_eq!(statuses(&v), ["intercepted", "open"]);
-    assert!(v[0].reason.contains("certificate differs"), "{}", v[0].reason);
+    assert!(
+        v[0].reason.contains("certificate differs"),
+        "{}",
+        v[0].reason
+    );
 }
 
 #[test]
@@ -280,9 +335,17 @@ fn the_port_echo_overrides_names() {
     assert_eq!(statuses(&v), ["intercepted", "open", "open"]);
     assert_eq!(v[0].echo, Some(false));
     assert_eq!(v[1].echo, Some(true));
-    assert!(v[0].reason.contains("never saw this connection"), "{}", v[0].reason);
+    assert!(
+        v[0].reason.contains("never saw this connection"),
+        "{}",
+        v[0].reason
+    );
     // A port whose name differs but which the server confirms stays open.
-    let renamed = open(2525, "other-name.example.com", tls(CertVerdict::SelfSigned, &[HOST], "s/1"));
+    let renamed = open(
+        2525,
+        "other-name.example.com",
+        tls(CertVerdict::SelfSigned, &[HOST], "s/1"),
+    );
     let seen: BTreeSet<u16> = [2525, 587].into();
     let v = classify(HOST, &[renamed, valid(587)], Some(&seen));
     assert_eq!(statuses(&v), ["tls-failed", "open"]);
@@ -290,12 +353,19 @@ fn the_port_echo_overrides_names() {
 
 #[test]
 fn echo_answers_must_include_the_port_they_were_asked_on() {
-    let cases: Vec<(Vec<(u16, Vec<u16>)>, Option<Vec<u16>>)> = vec![
+    type Answers = Vec<(u16, Vec<u16>)>;
+    let cases: Vec<(Answers, Option<Vec<u16>>)> = vec![
         (vec![], None),
         (vec![(587, vec![465, 587])], Some(vec![465, 587])),
         // An intercepting Postern on 25 saw the token on its own port 2525.
-        (vec![(25, vec![2525]), (587, vec![26, 587])], Some(vec![26, 587])),
-        (vec![(25, vec![25]), (587, vec![26, 465, 587])], Some(vec![26, 465, 587])),
+        (
+            vec![(25, vec![2525]), (587, vec![26, 587])],
+            Some(vec![26, 587]),
+        ),
+        (
+            vec![(25, vec![25]), (587, vec![26, 465, 587])],
+            Some(vec![26, 465, 587]),
+        ),
         (vec![(25, vec![])], None),
     ];
     for (answers, want) in cases {
@@ -306,8 +376,15 @@ fn echo_answers_must_include_the_port_they_were_asked_on() {
 
 #[test]
 fn unreachable_is_said_once_for_the_host() {
-    let no_route = |port| stopped(port, Stop::Connect(ConnectError::NoRoute("Network is unreachable".into())));
-    assert!(host_unreachable(&[no_route(25), no_route(587)]).is_some_and(|r| r.contains("no route")));
+    let no_route = |port| {
+        stopped(
+            port,
+            Stop::Connect(ConnectError::NoRoute("Network is unreachable".into())),
+        )
+    };
+    assert!(
+        host_unreachable(&[no_route(25), no_route(587)]).is_some_and(|r| r.contains("no route"))
+    );
     assert_eq!(host_unreachable(&[no_route(25), valid(587)]), None);
     assert_eq!(host_unreachable(&[]), None);
 }
@@ -326,17 +403,32 @@ fn the_recommendation_prefers_465_then_587_then_26() {
             security: "SSL/TLS".into()
         })
     );
-    assert!(r.text.contains("Also working: 587 (STARTTLS), 26 (STARTTLS), 25 (STARTTLS)."), "{}", r.text);
-    let probes = vec![valid(26), stopped(465, Stop::Connect(ConnectError::TimedOut))];
+    assert!(
+        r.text
+            .contains("Also working: 587 (STARTTLS), 26 (STARTTLS), 25 (STARTTLS)."),
+        "{}",
+        r.text
+    );
+    let probes = vec![
+        valid(26),
+        stopped(465, Stop::Connect(ConnectError::TimedOut)),
+    ];
     let v = classify(HOST, &probes, None);
     let r = recommend(HOST, &probes, &v, None, false);
-    assert_eq!(r.settings.map(|s| (s.port, s.security)), Some((26, "STARTTLS".into())));
+    assert_eq!(
+        r.settings.map(|s| (s.port, s.security)),
+        Some((26, "STARTTLS".into()))
+    );
 }
 
 #[test]
 fn the_recommendation_when_nothing_gets_through() {
     let probes = vec![
-        open(25, "smtp.isp.example", tls(CertVerdict::SelfSigned, &["smtp.isp.example"], "i")),
+        open(
+            25,
+            "smtp.isp.example",
+            tls(CertVerdict::SelfSigned, &["smtp.isp.example"], "i"),
+        ),
         stopped(587, Stop::Connect(ConnectError::Refused)),
         stopped(465, Stop::Connect(ConnectError::TimedOut)),
     ];
@@ -344,7 +436,11 @@ fn the_recommendation_when_nothing_gets_through() {
     let r = recommend(HOST, &probes, &v, None, false);
     assert!(!r.works && r.settings.is_none());
     assert!(r.text.starts_with(ALL_BLOCKED), "{}", r.text);
-    assert!(r.text.contains("in place of mail.example.com on port 25"), "{}", r.text);
+    assert!(
+        r.text.contains("in place of mail.example.com on port 25"),
+        "{}",
+        r.text
+    );
     let r = recommend(HOST, &probes, &v, Some("no route to the host"), false);
     assert!(r.text.contains("cannot be reached") && !r.text.contains(ALL_BLOCKED));
 }
@@ -375,7 +471,10 @@ fn the_recommendation_names_the_certificate_fix() {
     let cases = [
         (CertVerdict::SelfSigned, "Let's Encrypt"),
         (CertVerdict::Expired, "renew the certificate"),
-        (CertVerdict::NameMismatch, "use one of the certificate's names (wrong.example)"),
+        (
+            CertVerdict::NameMismatch,
+            "use one of the certificate's names (wrong.example)",
+        ),
     ];
     for (verdict, words) in cases {
         let probes = vec![open(465, HOST, tls(verdict, &["wrong.example"], "c"))];
@@ -395,7 +494,12 @@ fn the_recommendation_names_the_certificate_fix() {
 
 #[test]
 fn unrelated_mx_hosts_with_one_greeting_are_a_redirect() {
-    let mx = |host: &str, name: &str| (host.to_string(), open(25, name, tls(CertVerdict::Valid, &[name], name)));
+    let mx = |host: &str, name: &str| {
+        (
+            host.to_string(),
+            open(25, name, tls(CertVerdict::Valid, &[name], name)),
+        )
+    };
     let targets = vec![
         mx("a.example", "relay.isp.example"),
         mx("b.example", "relay.isp.example"),

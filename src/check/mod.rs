@@ -9,6 +9,7 @@
 
 pub mod classify;
 pub mod probe;
+pub mod recommend;
 pub mod report;
 pub mod tls;
 pub mod wire;
@@ -33,7 +34,9 @@ use tls::TlsSetup;
 /// Failures of the command itself, before any probe.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
-    #[error("{0:?} is not a port list: write ports as 25,587,465 (optionally 2465/tls or 2587/starttls)")]
+    #[error(
+        "{0:?} is not a port list: write ports as 25,587,465 (optionally 2465/tls or 2587/starttls)"
+    )]
     Ports(String),
     #[error("cannot read CA certificates from {path}: {reason}")]
     CaFile { path: String, reason: String },
@@ -100,7 +103,11 @@ pub async fn run(opts: Options) -> Report {
     let started = Instant::now();
     let deadline = started + opts.timeout;
     let probe_deadline = started + opts.timeout * 4 / 5;
-    let host = opts.host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = opts
+        .host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let token = format!("{:032x}", rand::random::<u128>());
     let addrs = match resolve(&host, probe_deadline).await {
         Ok(addrs) => addrs,
@@ -132,18 +139,18 @@ pub async fn run(opts: Options) -> Report {
     let echo_ctx = Arc::new(Context {
         deadline,
         progress: None,
-        ..ctx.clone_settings()
+        ..Context::clone(&ctx)
     });
-    let echo = ask_echo(&echo_ctx, &targets, &probes, &token).await;
+    let (echo_asked, echo) = ask_echo(&echo_ctx, &targets, &probes, &token).await;
     let unreachable = classify::host_unreachable(&probes);
-    let mut verdicts = classify::classify(&host, &probes, echo.as_ref().map(|e| &e.home));
+    let mut verdicts = classify::classify(&host, &probes, echo.as_ref());
     if unreachable.is_some() {
         for v in &mut verdicts {
             v.status = Status::Unreachable;
         }
     }
     let with_password = ctx.credentials.is_some();
-    let recommendation = classify::recommend(
+    let recommendation = recommend::recommend(
         &host,
         &probes,
         &verdicts,
@@ -155,7 +162,7 @@ pub async fn run(opts: Options) -> Report {
             let target = targets.iter().find(|t| t.port == best.port).cloned();
             let send_ctx = Arc::new(Context {
                 deadline: Instant::now() + opts.timeout,
-                ..ctx.clone_settings()
+                ..Context::clone(&ctx)
             });
             match target {
                 Some(t) => Some(probe::send_test(send_ctx, t, &creds.user, to).await),
@@ -176,8 +183,8 @@ pub async fn run(opts: Options) -> Report {
         addrs,
         probes,
         verdicts,
-        echo: echo.map(|e| e.home),
-        echo_asked: !postern_ports(&probes_view(&targets)).is_empty(),
+        echo,
+        echo_asked,
         unreachable,
         recommendation,
         send,
@@ -241,25 +248,14 @@ async fn probe_all(ctx: &Arc<Context>, targets: &[Target]) -> Vec<PortProbe> {
         .collect()
 }
 
-struct EchoResult {
-    home: BTreeSet<u16>,
-}
-
-fn probes_view(targets: &[Target]) -> Vec<u16> {
-    targets.iter().map(|t| t.port).collect()
-}
-
-fn postern_ports(_ports: &[u16]) -> Vec<u16> {
-    Vec::new()
-}
-
 /// Asks, on every port where a Postern greeted, which ports saw the token.
+/// Returns whether anything was asked, and the host's answer if one counts.
 async fn ask_echo(
     ctx: &Arc<Context>,
     targets: &[Target],
     probes: &[PortProbe],
     token: &str,
-) -> Option<EchoResult> {
+) -> (bool, Option<BTreeSet<u16>>) {
     let mut set = JoinSet::new();
     for (t, p) in targets.iter().zip(probes) {
         let postern = p
@@ -271,13 +267,14 @@ async fn ask_echo(
             set.spawn(async move { (t.port, probe::echo(ctx, t, token).await) });
         }
     }
+    let set_was_empty = set.is_empty();
     let mut answers = Vec::new();
     while let Some(joined) = set.join_next().await {
         if let Ok((port, Some(seen))) = joined {
             answers.push((port, seen));
         }
     }
-    classify::echo_home(&answers).map(|home| EchoResult { home })
+    (!set_was_empty, classify::echo_home(&answers))
 }
 
 /// One destination for `--outbound`.
@@ -347,7 +344,12 @@ pub async fn run_outbound(
     let pairs: Vec<(String, PortProbe)> = targets
         .iter()
         .zip(probes)
-        .map(|(t, p)| (t.host.clone(), p.unwrap_or_else(|| PortProbe::new(t.port, t.security))))
+        .map(|(t, p)| {
+            (
+                t.host.clone(),
+                p.unwrap_or_else(|| PortProbe::new(t.port, t.security)),
+            )
+        })
         .collect();
     let mut verdicts: Vec<Verdict> = targets
         .iter()
@@ -359,7 +361,10 @@ pub async fn run_outbound(
         .collect();
     let mx_pairs: Vec<(String, PortProbe)> =
         mx.iter().filter_map(|&i| pairs.get(i).cloned()).collect();
-    let mut mx_verdicts: Vec<Verdict> = mx.iter().filter_map(|&i| verdicts.get(i).cloned()).collect();
+    let mut mx_verdicts: Vec<Verdict> = mx
+        .iter()
+        .filter_map(|&i| verdicts.get(i).cloned())
+        .collect();
     classify::outbound_interception(&mx_pairs, &mut mx_verdicts);
     for (&i, v) in mx.iter().zip(mx_verdicts) {
         if let Some(slot) = verdicts.get_mut(i) {

@@ -51,6 +51,8 @@ impl Security {
 /// One place to probe.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// Position in the run's list, for progress.
+    pub index: usize,
     /// The name the user typed: used for TLS verification and the report.
     pub host: String,
     pub addrs: Vec<IpAddr>,
@@ -99,14 +101,16 @@ impl Step {
     }
 }
 
-/// A live progress event: `port` reached `step`, or finished (`None`).
+/// A live progress event: target number `index` reached `step`, or
+/// finished (`None`).
 #[derive(Debug, Clone)]
 pub struct Progress {
-    pub port: u16,
+    pub index: usize,
     pub step: Option<Step>,
 }
 
 /// What every probe of one run shares.
+#[derive(Clone)]
 pub struct Context {
     pub tls: TlsSetup,
     /// `check-<token>.postern.invalid`, or the server's own name for --outbound.
@@ -121,9 +125,9 @@ pub struct Context {
 }
 
 impl Context {
-    fn report(&self, port: u16, step: Option<Step>) {
+    fn report(&self, index: usize, step: Option<Step>) {
         if let Some(tx) = &self.progress {
-            let _ = tx.send(Progress { port, step });
+            let _ = tx.send(Progress { index, step });
         }
     }
 
@@ -154,20 +158,30 @@ pub enum Stop {
     /// Connected, but no usable greeting (silence, noise, close, too long).
     Greeting(WireError),
     /// The server answered a step with a failure code.
-    Rejected { step: Step, reply: Reply },
+    Rejected {
+        step: Step,
+        reply: Reply,
+    },
     NoStartTls,
     /// Octets after the 220 to STARTTLS: a plaintext injection (RFC 3207 §6).
     Injected,
     Tls(TlsFailure),
     /// Timeout, close or garbage after the greeting.
-    Wire { step: Step, error: WireError },
+    Wire {
+        step: Step,
+        error: WireError,
+    },
 }
 
 /// The result of AUTH on one port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthOutcome {
-    Accepted { mechanism: String },
-    Refused { reply: Reply },
+    Accepted {
+        mechanism: String,
+    },
+    Refused {
+        reply: Reply,
+    },
     /// Not tried, and why.
     NotTried(String),
 }
@@ -217,13 +231,13 @@ pub async fn probe(ctx: Arc<Context>, target: Target) -> PortProbe {
         Err(stop) => probe.stop = Some(stop),
         Ok(mut conn) => {
             if let Some(creds) = &ctx.credentials {
-                ctx.report(target.port, Some(Step::Auth));
+                ctx.report(target.index, Some(Step::Auth));
                 probe.auth = Some(authenticate(&ctx, &probe, &mut conn, creds).await);
             }
             quit(conn).await;
         }
     }
-    ctx.report(target.port, None);
+    ctx.report(target.index, None);
     probe
 }
 
@@ -236,7 +250,7 @@ async fn dialogue(
     nudge: bool,
 ) -> Result<Conn, Stop> {
     let port = target.port;
-    ctx.report(port, Some(Step::Connect));
+    ctx.report(target.index, Some(Step::Connect));
     let (tcp, ip, latency) = connect(&target.addrs, port, ctx.deadline)
         .await
         .map_err(Stop::Connect)?;
@@ -244,7 +258,7 @@ async fn dialogue(
     probe.latency = Some(latency);
     let mut io: Box<dyn Io> = Box::new(tcp);
     if target.security == Security::Implicit {
-        ctx.report(port, Some(Step::Tls));
+        ctx.report(target.index, Some(Step::Tls));
         let (tls_io, session) = ctx
             .tls
             .handshake(io, &target.host, ctx.deadline)
@@ -254,7 +268,7 @@ async fn dialogue(
         probe.tls = Some(session);
     }
     let mut conn = Conn::new(io);
-    ctx.report(port, Some(Step::Greeting));
+    ctx.report(target.index, Some(Step::Greeting));
     let mut ehlo_sent = false;
     let spoke = conn
         .peek(if nudge { ctx.nudge_at() } else { ctx.deadline })
@@ -267,7 +281,10 @@ async fn dialogue(
         ehlo_sent = true;
         probe.token_sent = true;
     }
-    let greeting = conn.read_reply(ctx.deadline).await.map_err(Stop::Greeting)?;
+    let greeting = conn
+        .read_reply(ctx.deadline)
+        .await
+        .map_err(Stop::Greeting)?;
     probe.greeting = Some(greeting.clone());
     if greeting.code / 100 != 2 {
         return Err(Stop::Rejected {
@@ -275,7 +292,7 @@ async fn dialogue(
             reply: greeting,
         });
     }
-    ctx.report(port, Some(Step::Ehlo));
+    ctx.report(target.index, Some(Step::Ehlo));
     let ehlo = if ehlo_sent {
         conn.read_reply(ctx.deadline).await
     } else {
@@ -290,7 +307,7 @@ async fn dialogue(
     if !ehlo.starttls {
         return Err(Stop::NoStartTls);
     }
-    ctx.report(port, Some(Step::StartTls));
+    ctx.report(target.index, Some(Step::StartTls));
     let reply = conn
         .command("STARTTLS", ctx.deadline)
         .await
@@ -307,7 +324,7 @@ async fn dialogue(
     if conn.buffered() > 0 {
         return Err(Stop::Injected);
     }
-    ctx.report(port, Some(Step::Tls));
+    ctx.report(target.index, Some(Step::Tls));
     let (io, session) = ctx
         .tls
         .handshake(conn.into_inner(), &target.host, ctx.deadline)
@@ -404,7 +421,11 @@ async fn authenticate(
             "the password was not sent: no TLS with a valid certificate on this port".into(),
         );
     }
-    let offered = probe.ehlo.as_ref().map(|e| e.auth.clone()).unwrap_or_default();
+    let offered = probe
+        .ehlo
+        .as_ref()
+        .map(|e| e.auth.clone())
+        .unwrap_or_default();
     let result = if offered.iter().any(|m| m == "PLAIN") {
         let token = B64.encode(format!("\0{}\0{}", creds.user, creds.password));
         conn.command(&format!("AUTH PLAIN {token}"), ctx.deadline)
@@ -424,7 +445,11 @@ async fn authenticate(
     }
 }
 
-async fn auth_login(ctx: &Context, conn: &mut Conn, creds: &Credentials) -> Result<Reply, WireError> {
+async fn auth_login(
+    ctx: &Context,
+    conn: &mut Conn,
+    creds: &Credentials,
+) -> Result<Reply, WireError> {
     let reply = conn.command("AUTH LOGIN", ctx.deadline).await?;
     if reply.code != 334 {
         return Ok(reply);
@@ -513,7 +538,7 @@ pub async fn send_test(ctx: Arc<Context>, target: Target, from: &str, to: &str) 
             }
         }
     }
-    ctx.report(port, Some(Step::Mail));
+    ctx.report(target.index, Some(Step::Mail));
     match transaction(&ctx, &mut conn, from, to).await {
         Ok(reply) => {
             outcome.accepted = reply.code == 250;
@@ -523,11 +548,16 @@ pub async fn send_test(ctx: Arc<Context>, target: Target, from: &str, to: &str) 
         Err(detail) => outcome.detail = detail,
     }
     quit(conn).await;
-    ctx.report(port, None);
+    ctx.report(target.index, None);
     outcome
 }
 
-async fn transaction(ctx: &Context, conn: &mut Conn, from: &str, to: &str) -> Result<Reply, String> {
+async fn transaction(
+    ctx: &Context,
+    conn: &mut Conn,
+    from: &str,
+    to: &str,
+) -> Result<Reply, String> {
     let message = test_message(from, to, &ctx.ehlo_name);
     let steps = [
         (format!("MAIL FROM:<{from}>"), 250),

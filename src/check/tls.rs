@@ -19,6 +19,7 @@ use super::wire::Io;
 
 /// The verifier's material, built once per run: loading the system roots
 /// reads a few hundred files.
+#[derive(Clone)]
 pub struct TlsSetup {
     provider: Arc<CryptoProvider>,
     webpki: Option<Arc<WebPkiServerVerifier>>,
@@ -136,7 +137,10 @@ impl CertInfo {
         }
         if names.is_empty() {
             let cn = cert.subject().iter_common_name().next();
-            names.extend(cn.and_then(|cn| cn.as_str().ok()).map(str::to_ascii_lowercase));
+            names.extend(
+                cn.and_then(|cn| cn.as_str().ok())
+                    .map(str::to_ascii_lowercase),
+            );
         }
         let issuer = cert
             .issuer()
@@ -280,12 +284,15 @@ impl TlsFailure {
     }
 }
 
+/// The end-entity certificate (DER) and webpki's verdict on it.
+type Seen = (Vec<u8>, Result<(), rustls::Error>);
+
 /// Accepts every certificate, and remembers it with webpki's verdict.
 #[derive(Debug)]
 struct Recorder {
     webpki: Option<Arc<WebPkiServerVerifier>>,
     algorithms: WebPkiSupportedAlgorithms,
-    seen: Mutex<Option<(Vec<u8>, Result<(), rustls::Error>)>>,
+    seen: Mutex<Option<Seen>>,
 }
 
 impl ServerCertVerifier for Recorder {

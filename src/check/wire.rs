@@ -223,7 +223,8 @@ impl Conn {
             Ok(Err(e)) => Err(WireError::Io(e.to_string())),
             Ok(Ok(0)) => Err(WireError::Closed),
             Ok(Ok(n)) => {
-                self.buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                self.buf
+                    .extend_from_slice(chunk.get(..n).unwrap_or_default());
                 Ok(())
             }
         }
@@ -448,10 +449,7 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(parse_echo(&reply(250, &[text])), want, "{text}");
         }
-        assert_eq!(
-            parse_echo(&reply(502, &["postern-echo ports=25"])),
-            None
-        );
+        assert_eq!(parse_echo(&reply(502, &["postern-echo ports=25"])), None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! file; `anyhow` is used here and in main.rs only.
 
 mod alias;
+mod check;
 mod config_check;
 mod domain;
 mod queue;
@@ -53,6 +54,9 @@ enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(config_check::ConfigCommand),
+    /// Which ports reach a mail server from this network, and what to type
+    /// into a mail client (or, with --outbound, this machine's way out).
+    Check(check::Args),
 }
 
 /// Failures the user must act on (exit 1), as opposed to usage errors (exit 2,
@@ -65,6 +69,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Alias(cmd) => alias::run(cmd).await,
         Command::Queue(cmd) => queue::run(cmd).await,
         Command::Config(cmd) => config_check::run(cmd),
+        Command::Check(args) => check::run(args).await,
     }
 }
 

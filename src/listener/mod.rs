@@ -117,7 +117,7 @@ impl ConnectionLimits {
     }
 
     /// A slot for a new connection from `ip`, or `None` when a cap is reached.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
         let permit = Arc::clone(&self.total).try_acquire_owned().ok()?;
         let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(ip).or_insert(0);

@@ -81,21 +81,11 @@ impl Session {
                 return Err(SessionEnd::Timeout);
             }
         };
-        let (_, server) = stream.get_ref();
-        let version = server
-            .protocol_version()
-            .and_then(|v| v.as_str())
-            .unwrap_or("TLS")
-            .replace('_', ".");
-        let cipher = server
-            .negotiated_cipher_suite()
-            .and_then(|s| s.suite().as_str())
-            .unwrap_or("unknown")
-            .to_string();
-        tracing::info!(event = "tls_started", version = %version, cipher = %cipher);
+        let info = TlsInfo::of(stream.get_ref().1);
+        tracing::info!(event = "tls_started", version = %info.version, cipher = %info.cipher);
         metrics::counter!("postern_tls_handshakes_total", "port" => self.local.port().to_string())
             .increment(1);
-        self.tls = Some(TlsInfo { version, cipher });
+        self.tls = Some(info);
         self.conn.stream = Box::new(stream);
         Ok(())
     }

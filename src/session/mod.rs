@@ -44,6 +44,23 @@ pub struct TlsInfo {
     pub cipher: String,
 }
 
+impl TlsInfo {
+    /// The negotiated version and cipher suite of a finished handshake.
+    pub fn of(connection: &rustls::ServerConnection) -> TlsInfo {
+        let version = connection
+            .protocol_version()
+            .and_then(|v| v.as_str())
+            .unwrap_or("TLS")
+            .replace('_', ".");
+        let cipher = connection
+            .negotiated_cipher_suite()
+            .and_then(|s| s.suite().as_str())
+            .unwrap_or("unknown")
+            .to_string();
+        TlsInfo { version, cipher }
+    }
+}
+
 pub struct Session {
     ctx: Arc<ServerContext>,
     conn: Connection,

@@ -158,6 +158,13 @@ impl TestServer {
             .0
     }
 
+    /// The `[http]` addresses the server bound: `[plain, tls]` as configured.
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        let text =
+            std::fs::read_to_string(self.data_dir().join("run/http.json")).expect("run/http.json");
+        serde_json::from_str(&text).expect("http.json")
+    }
+
     pub fn port(&self, role: &str) -> u16 {
         self.addr(role).port()
     }

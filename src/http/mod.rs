@@ -1,0 +1,321 @@
+//! The HTTP side of `postern serve` (off unless `[http]` sets an address): mail
+//! client autoconfiguration (Thunderbird, Autodiscover, Apple), the MTA-STS
+//! policy, Prometheus metrics and the port echo of `postern check`. On
+//! `tls_addr` it speaks HTTPS with the server's certificate and, with
+//! `submission_on_tls`, also takes SMTP submission (see `tls.rs`).
+//!
+//! Every reply is generated from the live configuration and store; a domain
+//! that is not hosted here gets 404, so nothing is said about other domains.
+
+mod autoconfig;
+mod autodiscover;
+pub mod endpoints;
+mod mobileconfig;
+mod tls;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+use crate::listener::{ConnectionLimits, ListenerInfo, ListenerRole};
+use crate::server::ServerContext;
+use crate::smtp::address::{Mailbox, normalize_domain};
+use endpoints::{SubmissionEndpoint, submission_endpoints};
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for HTTP on {addr}: {source}")]
+pub struct HttpSetupError {
+    addr: SocketAddr,
+    source: std::io::Error,
+}
+
+struct HttpState {
+    ctx: Arc<ServerContext>,
+    endpoints: Vec<SubmissionEndpoint>,
+    metrics: PrometheusHandle,
+    /// The port echo must stay cheap: a global cap on questions per second.
+    echo_limit: DefaultDirectRateLimiter,
+}
+
+/// Escapes text for XML element content and attribute values.
+pub fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+/// Binds `[http] addr` and `tls_addr` (when set) and serves them until shutdown
+/// on `tasks`. `listeners` are the bound SMTP listeners, for the port lists.
+pub async fn start(
+    ctx: Arc<ServerContext>,
+    listeners: &[ListenerInfo],
+    limits: Arc<ConnectionLimits>,
+    tasks: &TaskTracker,
+) -> Result<Vec<SocketAddr>, HttpSetupError> {
+    let http = ctx.config.http.clone();
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| HttpSetupError { addr, source })
+    };
+    let plain = match http.addr {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let secure = match http.tls_addr {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let https_submission = match &secure {
+        Some(l) if http.submission_on_tls => l.local_addr().ok().map(|a| a.port()),
+        _ => None,
+    };
+    let ports: Vec<(u16, ListenerRole)> =
+        listeners.iter().map(|l| (l.addr.port(), l.role)).collect();
+    let per_second = NonZeroU32::new(50).unwrap_or(NonZeroU32::MIN);
+    let state = Arc::new(HttpState {
+        ctx: Arc::clone(&ctx),
+        endpoints: submission_endpoints(&ports, https_submission),
+        metrics: crate::telemetry::metrics(),
+        echo_limit: RateLimiter::direct(Quota::per_second(per_second)),
+    });
+    let app = router(state);
+    let mut bound = Vec::new();
+    if let Some(listener) = plain {
+        bound.extend(listener.local_addr().ok());
+        let (app, stop) = (app.clone(), ctx.shutdown.clone());
+        tasks.spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(event = "http_failed", error = %e);
+            }
+        });
+    }
+    if let Some(listener) = secure {
+        bound.extend(listener.local_addr().ok());
+        let split = tls::SplitListener::start(
+            listener,
+            Arc::clone(&ctx),
+            http.submission_on_tls,
+            limits,
+            tasks.clone(),
+        );
+        let stop = ctx.shutdown.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(split, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(event = "https_failed", error = %e);
+            }
+        });
+    }
+    Ok(bound)
+}
+
+fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route(
+            "/.well-known/autoconfig/mail/config-v1.1.xml",
+            get(thunderbird),
+        )
+        .route("/mail/config-v1.1.xml", get(thunderbird))
+        .route(
+            "/autodiscover/autodiscover.xml",
+            get(autodiscover_get).post(autodiscover_post),
+        )
+        .route(
+            "/Autodiscover/Autodiscover.xml",
+            get(autodiscover_get).post(autodiscover_post),
+        )
+        .route("/apple/{file}", get(apple))
+        .route("/.well-known/mta-sts.txt", get(mta_sts))
+        .route("/.well-known/postern/echo/{token}", get(echo))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// The hosted domain a request is about: the domain of `?emailaddress=` when
+/// given, else the Host header without its `autoconfig.`, `autodiscover.` or
+/// `mta-sts.` label (the names clients look up; a reverse proxy keeps Host).
+async fn hosted_domain(
+    state: &HttpState,
+    headers: &HeaderMap,
+    email: Option<&str>,
+) -> Result<String, StatusCode> {
+    let domain = match email {
+        Some(address) => {
+            Mailbox::parse(address, true)
+                .map_err(|_| StatusCode::NOT_FOUND)?
+                .domain
+        }
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .ok_or(StatusCode::NOT_FOUND)?;
+            let host = host
+                .rsplit_once(':')
+                .filter(|(_, p)| p.parse::<u16>().is_ok())
+                .map_or(host, |(h, _)| h);
+            let bare = ["autoconfig.", "autodiscover.", "mta-sts."]
+                .iter()
+                .find_map(|p| host.strip_prefix(p))
+                .unwrap_or(host);
+            normalize_domain(bare).ok_or(StatusCode::NOT_FOUND)?
+        }
+    };
+    match state.ctx.store.is_hosted_domain(&domain).await {
+        Ok(true) => Ok(domain),
+        Ok(false) => Err(StatusCode::NOT_FOUND),
+        Err(e) => {
+            tracing::error!(event = "store_error", error = %e);
+            Err(StatusCode::SERVICE_UNAVAILABLE)
+        }
+    }
+}
+
+fn typed(content_type: &'static str, body: String) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response()
+}
+
+fn imap(state: &HttpState) -> (&str, u16) {
+    (
+        &state.ctx.config.http.imap_host,
+        state.ctx.config.http.imap_port,
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct EmailQuery {
+    emailaddress: Option<String>,
+}
+
+async fn thunderbird(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    Query(q): Query<EmailQuery>,
+) -> Response {
+    match hosted_domain(&state, &headers, q.emailaddress.as_deref()).await {
+        Ok(domain) => typed(
+            "text/xml; charset=utf-8",
+            autoconfig::render(
+                &domain,
+                &state.ctx.config.hostname,
+                imap(&state),
+                &state.endpoints,
+            ),
+        ),
+        Err(status) => status.into_response(),
+    }
+}
+
+async fn autodiscover_reply(
+    state: &HttpState,
+    headers: &HeaderMap,
+    address: Option<String>,
+) -> Response {
+    let Some(address) = address else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    match hosted_domain(state, headers, Some(&address)).await {
+        Ok(_) => typed(
+            "application/xml; charset=utf-8",
+            autodiscover::render(
+                &address,
+                &state.ctx.config.hostname,
+                imap(state),
+                &state.endpoints,
+            ),
+        ),
+        Err(status) => status.into_response(),
+    }
+}
+
+async fn autodiscover_post(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    autodiscover_reply(&state, &headers, autodiscover::requested_address(&body)).await
+}
+
+async fn autodiscover_get(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    Query(q): Query<EmailQuery>,
+) -> Response {
+    autodiscover_reply(&state, &headers, q.emailaddress).await
+}
+
+async fn apple(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    Path(file): Path<String>,
+) -> Response {
+    let Some(address) = file.strip_suffix(".mobileconfig") else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if let Err(status) = hosted_domain(&state, &headers, Some(address)).await {
+        return status.into_response();
+    }
+    let Some(first) = state.endpoints.first() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let body = mobileconfig::render(address, &state.ctx.config.hostname, imap(&state), *first);
+    let mut response = typed("application/x-apple-aspen-config", body);
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"{}.mobileconfig\"",
+        address.replace('"', "")
+    )) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, v);
+    }
+    response
+}
+
+/// RFC 8461 §3.2: served on `mta-sts.<domain>`.
+async fn mta_sts(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+    match hosted_domain(&state, &headers, None).await {
+        Ok(_) => typed(
+            "text/plain; charset=utf-8",
+            format!(
+                "version: STSv1\r\nmode: {}\r\nmx: {}\r\nmax_age: 604800\r\n",
+                state.ctx.config.http.mta_sts_mode.as_str(),
+                state.ctx.config.hostname
+            ),
+        ),
+        Err(status) => status.into_response(),
+    }
+}
+
+async fn echo(State(state): State<Arc<HttpState>>, Path(token): Path<String>) -> Response {
+    if state.echo_limit.check().is_err() {
+        return StatusCode::TOO_MANY_REQUESTS.into_response();
+    }
+    let ports = state.ctx.echo.ports(&token);
+    axum::Json(serde_json::json!({ "token": token, "ports": ports })).into_response()
+}
+
+async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
+    typed("text/plain; version=0.0.4", state.metrics.render())
+}

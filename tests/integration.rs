@@ -10,6 +10,7 @@ mod auth;
 mod autoconfig;
 mod cli;
 mod delivery;
+mod dns_records;
 mod durability;
 mod mta_inbound;
 mod protocol;

@@ -4,6 +4,7 @@
 mod alias;
 mod check;
 mod config_check;
+mod dns;
 mod domain;
 mod queue;
 mod serve;
@@ -45,6 +46,8 @@ enum Command {
     /// Manage aliases and catch-alls.
     #[command(subcommand)]
     Alias(alias::AliasCommand),
+    /// The DNS records a hosted domain should publish; --check looks them up.
+    Dns(dns::Args),
     /// Manage hosted domains.
     #[command(subcommand)]
     Domain(domain::DomainCommand),
@@ -67,6 +70,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => user::run(cmd).await,
         Command::Domain(cmd) => domain::run(cmd).await,
         Command::Alias(cmd) => alias::run(cmd).await,
+        Command::Dns(args) => dns::run(args).await,
         Command::Queue(cmd) => queue::run(cmd).await,
         Command::Config(cmd) => config_check::run(cmd),
         Command::Check(args) => check::run(args).await,

@@ -46,3 +46,26 @@ pub fn ensure_key(data_dir: &Path, domain: &str) -> Result<PathBuf, DkimError> {
     std::fs::rename(&tmp, &path).map_err(write)?;
     Ok(path)
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum DkimKeyError {
+    #[error("no DKIM key for {domain} at {path}; `postern domain add {domain}` makes one")]
+    Missing { domain: String, path: PathBuf },
+    #[error("the DKIM key {0} cannot be read: {1}")]
+    Unreadable(PathBuf, String),
+}
+
+/// The TXT record value that publishes the domain's public key (RFC 6376 §3.6.1).
+pub fn public_record(data_dir: &Path, domain: &str) -> Result<String, DkimKeyError> {
+    use base64::Engine;
+    use rcgen::PublicKeyData;
+    let path = key_path(data_dir, domain);
+    let pem = std::fs::read_to_string(&path).map_err(|_| DkimKeyError::Missing {
+        domain: domain.to_string(),
+        path: path.clone(),
+    })?;
+    let key = rcgen::KeyPair::from_pem(&pem)
+        .map_err(|e| DkimKeyError::Unreadable(path, e.to_string()))?;
+    let spki = base64::engine::general_purpose::STANDARD.encode(key.subject_public_key_info());
+    Ok(format!("v=DKIM1; k=rsa; p={spki}"))
+}

@@ -2,6 +2,8 @@
 //! (the system resolver when empty), and the two questions delivery asks: the
 //! MX hosts of a domain, and the addresses of a host.
 
+pub mod publish;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -9,7 +11,7 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::proto::rr::RData;
+use hickory_resolver::proto::rr::{RData, RecordType};
 
 /// Why a lookup gave no usable answer.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -103,6 +105,50 @@ impl Dns {
             }
             Err(e) => negative(domain, &e).map(|()| MxAnswer::Implicit),
         }
+    }
+
+    /// The records of `kind` at `name`, each rendered as zone-file data (a TXT
+    /// record's strings joined, as they are meant to be read). An empty list
+    /// when there are none or the name does not exist.
+    pub async fn lookup_values(
+        &self,
+        name: &str,
+        kind: RecordType,
+    ) -> Result<Vec<String>, DnsError> {
+        let fqdn = format!("{}.", name.trim_end_matches('.'));
+        let lookup = match self.resolver.lookup(fqdn.as_str(), kind).await {
+            Ok(l) => l,
+            Err(e) => {
+                return negative(name, &e)
+                    .or_else(|e| match e {
+                        DnsError::NoSuchDomain(_) => Ok(()),
+                        other => Err(other),
+                    })
+                    .map(|()| Vec::new());
+            }
+        };
+        Ok(lookup
+            .answers()
+            .iter()
+            .filter(|r| r.data.record_type() == kind)
+            .map(|r| match &r.data {
+                RData::TXT(txt) => txt
+                    .txt_data
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect::<String>(),
+                RData::MX(mx) => format!("{} {}", mx.preference, mx.exchange.to_ascii()),
+                RData::SRV(srv) => format!(
+                    "{} {} {} {}",
+                    srv.priority,
+                    srv.weight,
+                    srv.port,
+                    srv.target.to_ascii()
+                ),
+                RData::CNAME(c) => c.0.to_ascii(),
+                other => other.to_string(),
+            })
+            .collect())
     }
 
     /// IPv6 and IPv4 addresses of a host (IPv6 first).

@@ -293,16 +293,21 @@ async fn apple(
     response
 }
 
-/// RFC 8461 §3.2: served on `mta-sts.<domain>`.
+/// The MTA-STS policy (RFC 8461 §3.2); `postern dns` derives the record id from it.
+pub fn mta_sts_policy(config: &crate::config::Config) -> String {
+    format!(
+        "version: STSv1\r\nmode: {}\r\nmx: {}\r\nmax_age: 604800\r\n",
+        config.http.mta_sts_mode.as_str(),
+        config.hostname
+    )
+}
+
+/// Served on `mta-sts.<domain>`.
 async fn mta_sts(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
     match hosted_domain(&state, &headers, None).await {
         Ok(_) => typed(
             "text/plain; charset=utf-8",
-            format!(
-                "version: STSv1\r\nmode: {}\r\nmx: {}\r\nmax_age: 604800\r\n",
-                state.ctx.config.http.mta_sts_mode.as_str(),
-                state.ctx.config.hostname
-            ),
+            mta_sts_policy(&state.ctx.config),
         ),
         Err(status) => status.into_response(),
     }

@@ -1,5 +1,5 @@
 //! A real DNS server on a loopback UDP port, answering from a zone the test
-//! edits while it runs: MX, A, AAAA, null MX; names it does not know get
+//! edits while it runs: MX, A, AAAA, TXT, SRV, CNAME, null MX; names it does not know get
 //! NXDOMAIN. Postern reaches it through `[delivery] nameservers`.
 
 use std::collections::HashMap;
@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
-use hickory_resolver::proto::rr::rdata::{A, AAAA, MX};
+use hickory_resolver::proto::rr::rdata::{A, AAAA, CNAME, MX, SRV, TXT};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 
 type Zone = HashMap<String, Vec<RData>>;
@@ -68,6 +68,33 @@ impl TestDns {
             IpAddr::V4(v4) => self.add(host, RData::A(A(v4))),
             IpAddr::V6(v6) => self.add(host, RData::AAAA(AAAA(v6))),
         }
+    }
+
+    /// A TXT record; each string is one character-string of the record.
+    pub fn txt(&self, name: &str, strings: &[&str]) {
+        self.add(
+            name,
+            RData::TXT(TXT::new(strings.iter().map(ToString::to_string).collect())),
+        );
+    }
+
+    pub fn srv(&self, name: &str, priority: u16, port: u16, target: &str) {
+        self.add(
+            name,
+            RData::SRV(SRV::new(
+                priority,
+                1,
+                port,
+                Name::from_ascii(format!("{target}.")).expect("name"),
+            )),
+        );
+    }
+
+    pub fn cname(&self, name: &str, target: &str) {
+        self.add(
+            name,
+            RData::CNAME(CNAME(Name::from_ascii(format!("{target}.")).expect("name"))),
+        );
     }
 
     /// The `[delivery]` lines that point Postern at this server.

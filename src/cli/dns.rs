@@ -1,0 +1,133 @@
+//! `postern dns DOMAIN [--check] [--json]`: the records to publish, ready to
+//! paste into a zone, and with --check what the DNS says about each.
+
+use std::io::Write;
+
+use hickory_resolver::proto::rr::RecordType;
+
+use super::ConfigArg;
+use crate::dkim;
+use crate::dns::Dns;
+use crate::dns::publish::{self, Finding, Record};
+use crate::http::endpoints::submission_endpoints;
+use crate::store::Store;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    domain: String,
+    /// Look each record up and say what is missing or wrong (exit 1 if any).
+    #[arg(long)]
+    check: bool,
+    /// JSON instead of zone-file lines.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+fn kind(record: &Record) -> RecordType {
+    match record.kind {
+        "MX" => RecordType::MX,
+        "SRV" => RecordType::SRV,
+        "CNAME" => RecordType::CNAME,
+        _ => RecordType::TXT,
+    }
+}
+
+async fn find(dns: &Dns, record: &Record) -> anyhow::Result<Finding> {
+    let found = dns.lookup_values(&record.name, kind(record)).await?;
+    let finding = publish::compare(record, &found);
+    if finding == Finding::Missing && record.kind == "CNAME" {
+        // An address record instead of the alias serves as well.
+        let v4 = dns.lookup_values(&record.name, RecordType::A).await?;
+        let v6 = dns.lookup_values(&record.name, RecordType::AAAA).await?;
+        if !v4.is_empty() || !v6.is_empty() {
+            return Ok(Finding::Ok);
+        }
+    }
+    Ok(finding)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.config.load()?;
+    let store = Store::open(&config.data_dir).await?;
+    let domain = args.domain.trim_end_matches('.').to_lowercase();
+    anyhow::ensure!(
+        store.is_hosted_domain(&domain).await?,
+        "domain {domain} is not hosted here; add it first with `postern domain add {domain}`"
+    );
+    let mut ports: Vec<_> = config
+        .listeners
+        .iter()
+        .map(|l| (l.addr.port(), l.role))
+        .collect();
+    ports.dedup();
+    let https = config
+        .http
+        .tls_addr
+        .filter(|_| config.http.submission_on_tls)
+        .map(|a| a.port());
+    let endpoints = submission_endpoints(&ports, https);
+    let dkim = dkim::public_record(&config.data_dir, &domain)?;
+    let records = publish::records(
+        &domain,
+        &config.hostname,
+        &dkim,
+        &endpoints,
+        &crate::http::mta_sts_policy(&config),
+    );
+
+    let findings = if args.check {
+        let dns = Dns::new(&config.delivery.nameservers)?;
+        let mut out = Vec::with_capacity(records.len());
+        for r in &records {
+            out.push(Some(find(&dns, r).await?));
+        }
+        out
+    } else {
+        vec![None; records.len()]
+    };
+
+    let mut out = std::io::stdout();
+    if args.json {
+        let items: Vec<serde_json::Value> = records
+            .iter()
+            .zip(&findings)
+            .map(|(r, f)| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                if let (Some(f), Some(obj)) = (f, v.as_object_mut())
+                    && let Ok(serde_json::Value::Object(finding)) = serde_json::to_value(f)
+                {
+                    obj.extend(finding);
+                }
+                v
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&items)?)?;
+    } else {
+        writeln!(
+            out,
+            "; DNS records for {domain}, served by {}\n",
+            config.hostname
+        )?;
+        for (r, f) in records.iter().zip(&findings) {
+            writeln!(out, "{}", r.zone_line())?;
+            match f {
+                Some(Finding::Ok) => writeln!(out, ";   check: ok")?,
+                Some(Finding::Missing) => writeln!(out, ";   check: MISSING")?,
+                Some(Finding::Wrong(found)) => writeln!(out, ";   check: WRONG, found: {found}")?,
+                None => {}
+            }
+        }
+    }
+    let problems = findings
+        .iter()
+        .filter(|f| matches!(f, Some(Finding::Missing | Finding::Wrong(_))))
+        .count();
+    anyhow::ensure!(
+        problems == 0,
+        "{problems} record{} missing or wrong",
+        if problems == 1 { " is" } else { "s are" }
+    );
+    Ok(())
+}

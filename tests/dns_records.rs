@@ -1,0 +1,136 @@
+//! `postern dns`: the records to publish, and `--check` against a DNS server the
+//! test runs with a zone that is partly right and partly wrong.
+
+use crate::common::*;
+
+fn records(s: &TestServer, extra: &[&str]) -> (Vec<serde_json::Value>, Option<i32>) {
+    let mut args = vec!["dns", "example.com", "--json"];
+    args.extend(extra);
+    let out = s.cli(&args);
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("json: {}", text(&out)));
+    (v.as_array().expect("array").clone(), out.status.code())
+}
+
+fn find<'a>(all: &'a [serde_json::Value], name: &str, kind: &str) -> Vec<&'a serde_json::Value> {
+    all.iter()
+        .filter(|r| r["name"] == name && r["type"] == kind)
+        .collect()
+}
+
+fn config(dns: &TestDns) -> String {
+    format!(
+        "hostname = \"mx.example.com\"\ndata_dir = \"data\"\n\
+         [[listener]]\naddr = \"127.0.0.1:25\"\nrole = \"mta\"\n\
+         [[listener]]\naddr = \"127.0.0.1:587\"\nrole = \"submission\"\n\
+         [[listener]]\naddr = \"127.0.0.1:26\"\nrole = \"submission\"\n\
+         [[listener]]\naddr = \"127.0.0.1:465\"\nrole = \"submissions\"\n\
+         [delivery]\n{}",
+        dns.config()
+    )
+}
+
+#[test]
+fn prints_every_record_ready_to_paste() {
+    let dns = TestDns::start();
+    let s = TestServer::configure(&config(&dns));
+    s.cli_ok(&["domain", "add", "example.com"]);
+    let zone = s.cli_ok(&["dns", "example.com"]);
+    for line in [
+        "example.com.                             3600 IN MX    10 mx.example.com.",
+        "example.com.                             3600 IN TXT   \"v=spf1 mx ~all\"",
+        "_submissions._tcp.example.com.           3600 IN SRV   0 1 465 mx.example.com.",
+        "_submission._tcp.example.com.            3600 IN SRV   10 1 587 mx.example.com.",
+        "_submission._tcp.example.com.            3600 IN SRV   20 1 26 mx.example.com.",
+        "autoconfig.example.com.                  3600 IN CNAME mx.example.com.",
+        "_autodiscover._tcp.example.com.          3600 IN SRV   0 1 443 mx.example.com.",
+        "_smtp._tls.example.com.                  3600 IN TXT   \"v=TLSRPTv1; rua=mailto:postmaster@example.com\"",
+    ] {
+        assert!(zone.contains(line), "missing {line:?} in\n{zone}");
+    }
+    // Each record has its one-line comment, and the RSA key is split into
+    // strings of at most 255 octets.
+    let dkim = zone
+        .lines()
+        .find(|l| l.starts_with("postern._domainkey.example.com."))
+        .expect("dkim line");
+    let strings: Vec<&str> = dkim.split('"').skip(1).step_by(2).collect();
+    assert!(
+        strings.len() >= 2 && strings.iter().all(|s| s.len() <= 255),
+        "{dkim}"
+    );
+    assert!(
+        strings.concat().starts_with("v=DKIM1; k=rsa; p=MII"),
+        "{dkim}"
+    );
+    assert_eq!(
+        zone.lines().filter(|l| l.starts_with("; ")).count(),
+        zone.lines().filter(|l| l.contains(" 3600 IN ")).count() + 1
+    );
+    let out = s.cli(&["dns", "unknown.example"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("domain unknown.example is not hosted here"));
+}
+
+#[test]
+fn check_says_what_is_missing_or_wrong() {
+    let dns = TestDns::start();
+    let s = TestServer::configure(&config(&dns));
+    s.cli_ok(&["domain", "add", "example.com"]);
+    let (all, _) = records(&s, &[]);
+    // Right: MX, SPF (any SPF will do), the DKIM key as published (split), 465 SRV, autoconfig.
+    dns.mx("example.com", 10, "mx.example.com");
+    dns.txt("example.com", &["v=spf1 include:_spf.example.net -all"]);
+    let dkim = find(&all, "postern._domainkey.example.com.", "TXT")[0]["value"]
+        .as_str()
+        .expect("value")
+        .to_string();
+    let (a, b) = dkim.split_at(200);
+    dns.txt("postern._domainkey.example.com", &[a, b]);
+    dns.srv("_submissions._tcp.example.com", 0, 465, "mx.example.com");
+    dns.cname("autoconfig.example.com", "mx.example.com");
+    // Wrong: DMARC is fine to differ, but the 587 SRV points elsewhere.
+    dns.txt("_dmarc.example.com", &["v=DMARC1; p=none"]);
+    dns.srv(
+        "_submission._tcp.example.com",
+        10,
+        587,
+        "old-mail.example.net",
+    );
+    let (checked, code) = records(&s, &["--check"]);
+    assert_eq!(code, Some(1), "problems make exit 1");
+    let status = |name: &str, kind: &str| {
+        find(&checked, name, kind)
+            .iter()
+            .map(|r| r["status"].as_str().expect("status").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(status("example.com.", "MX"), ["ok"]);
+    assert_eq!(status("example.com.", "TXT"), ["ok"]);
+    assert_eq!(status("postern._domainkey.example.com.", "TXT"), ["ok"]);
+    assert_eq!(status("_dmarc.example.com.", "TXT"), ["ok"]);
+    assert_eq!(status("_submissions._tcp.example.com.", "SRV"), ["ok"]);
+    assert_eq!(
+        status("_submission._tcp.example.com.", "SRV"),
+        ["wrong", "wrong"]
+    );
+    let wrong = find(&checked, "_submission._tcp.example.com.", "SRV")[0];
+    assert!(
+        wrong["found"]
+            .as_str()
+            .expect("found")
+            .contains("old-mail.example.net"),
+        "{wrong}"
+    );
+    assert_eq!(status("autoconfig.example.com.", "CNAME"), ["ok"]);
+    assert_eq!(status("autodiscover.example.com.", "CNAME"), ["missing"]);
+    assert_eq!(status("_mta-sts.example.com.", "TXT"), ["missing"]);
+    let human = s.cli(&["dns", "example.com", "--check"]);
+    let t = text(&human);
+    assert!(
+        t.contains(";   check: WRONG, found: 10 1 587 old-mail.example.net.")
+            && t.contains(";   check: MISSING"),
+        "{t}"
+    );
+    assert!(t.contains("records are missing or wrong"), "{t}");
+}

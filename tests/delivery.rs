@@ -736,3 +736,31 @@ fn a_relay_certificate_is_verified_unless_told_otherwise() {
         "nothing goes to a relay whose certificate does not verify"
     );
 }
+
+#[test]
+fn one_connection_carries_several_messages_to_the_same_server() {
+    let dns = TestDns::start();
+    let port = free_port();
+    dns.mx("remote.example", 10, "mx.remote.example");
+    dns.ip("mx.remote.example", ip(19));
+    let peer = Peer::start(at(19, port), &[]);
+    let s = sender(&dns, port, "destination_concurrency = 1\n");
+    for n in 0..4 {
+        send(
+            &s,
+            "app@example.com",
+            &["bob@remote.example"],
+            &format!("Subject: {n}\n\nx\n"),
+        );
+    }
+    let got = peer.wait_for(4, WAIT);
+    let ports: std::collections::HashSet<u64> = got
+        .iter()
+        .map(|m| m["peer_port"].as_u64().expect("port"))
+        .collect();
+    assert!(
+        ports.len() < 4,
+        "four messages used {} connections: {ports:?}",
+        ports.len()
+    );
+}

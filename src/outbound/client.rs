@@ -3,7 +3,7 @@
 //! MAIL/RCPT (pipelined when offered) and DATA, with an outcome per recipient.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mail_send::{Credentials, SmtpClient};
 use smtp_proto::{
@@ -11,6 +11,8 @@ use smtp_proto::{
     Response,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::smtp::Stream;
 use tokio_rustls::TlsConnector;
 
 use super::failure::{DeliveryFailure, Scope, Severity, render};
@@ -70,29 +72,29 @@ pub struct ConnectFailure {
     pub tcp_failed: bool,
 }
 
-/// Runs one session. `Err` means this host could not take the message (try the
-/// next); `Ok` carries a result for each recipient.
-pub async fn deliver(
-    endpoint: &Endpoint<'_>,
-    ehlo_name: &str,
-    env: &Envelope<'_>,
-) -> Result<Vec<RecipientResult>, ConnectFailure> {
+/// An open, greeted (and, as the endpoint asks, encrypted and authenticated)
+/// SMTP session, ready for MAIL; kept between messages by `cache.rs`.
+pub struct Connection {
+    pub client: SmtpClient<Box<dyn Stream>>,
+    pub caps: EhloResponse<String>,
+    pub opened: Instant,
+}
+
+/// Connects to `endpoint`: greeting, EHLO, TLS as asked, AUTH when credentials
+/// are given. `Err` means this host cannot be used now (try the next).
+pub async fn open(endpoint: &Endpoint<'_>, ehlo_name: &str) -> Result<Connection, ConnectFailure> {
     let host = endpoint.host;
-    let tcp = match SmtpClient::connect(endpoint.addr, endpoint.connect_timeout).await {
-        Ok(c) => c,
-        Err(e) => {
-            let failure = DeliveryFailure::from_client_error(
+    let tcp = SmtpClient::connect(endpoint.addr, endpoint.connect_timeout)
+        .await
+        .map_err(|e| ConnectFailure {
+            failure: DeliveryFailure::from_client_error(
                 Scope::Host,
                 host,
                 &format!("connecting to {}", endpoint.addr),
                 &e,
-            );
-            return Err(ConnectFailure {
-                failure,
-                tcp_failed: true,
-            });
-        }
-    };
+            ),
+            tcp_failed: true,
+        })?;
     let mut tcp = SmtpClient {
         stream: tcp.stream,
         timeout: endpoint.reply_timeout,
@@ -101,8 +103,8 @@ pub async fn deliver(
         failure,
         tcp_failed: false,
     };
-    if endpoint.tls == TlsMode::Implicit {
-        let mut tls = tcp.into_tls(endpoint.connector, host).await.map_err(|e| {
+    let mut conn = if endpoint.tls == TlsMode::Implicit {
+        let tls = tcp.into_tls(endpoint.connector, host).await.map_err(|e| {
             host_failure(DeliveryFailure::from_client_error(
                 Scope::Host,
                 host,
@@ -110,49 +112,85 @@ pub async fn deliver(
                 &e,
             ))
         })?;
-        greeting(&mut tls, host).await.map_err(host_failure)?;
-        let caps = ehlo(&mut tls, host, ehlo_name)
+        let mut client = boxed(tls);
+        greeting(&mut client, host).await.map_err(host_failure)?;
+        let caps = ehlo(&mut client, host, ehlo_name)
             .await
             .map_err(host_failure)?;
-        return transaction(&mut tls, endpoint, &caps, env)
+        Connection {
+            client,
+            caps,
+            opened: Instant::now(),
+        }
+    } else {
+        greeting(&mut tcp, host).await.map_err(host_failure)?;
+        let caps = ehlo(&mut tcp, host, ehlo_name)
             .await
-            .map_err(host_failure);
-    }
-    greeting(&mut tcp, host).await.map_err(host_failure)?;
-    let caps = ehlo(&mut tcp, host, ehlo_name)
-        .await
-        .map_err(host_failure)?;
-    let use_tls = match endpoint.tls {
-        TlsMode::Off => false,
-        TlsMode::Opportunistic => caps.has_capability(EXT_START_TLS),
-        TlsMode::Required if caps.has_capability(EXT_START_TLS) => true,
-        TlsMode::Required | TlsMode::Implicit => {
-            return Err(host_failure(DeliveryFailure::new(
-                Severity::Transient,
-                Scope::Host,
-                format!("{host} does not offer STARTTLS, which this relay requires"),
-            )));
+            .map_err(host_failure)?;
+        let use_tls = match endpoint.tls {
+            TlsMode::Off => false,
+            TlsMode::Opportunistic => caps.has_capability(EXT_START_TLS),
+            TlsMode::Required if caps.has_capability(EXT_START_TLS) => true,
+            TlsMode::Required | TlsMode::Implicit => {
+                return Err(host_failure(DeliveryFailure::new(
+                    Severity::Transient,
+                    Scope::Host,
+                    format!("{host} does not offer STARTTLS, which this relay requires"),
+                )));
+            }
+        };
+        if use_tls {
+            let tls = tcp.start_tls(endpoint.connector, host).await.map_err(|e| {
+                host_failure(DeliveryFailure::from_client_error(
+                    Scope::Host,
+                    host,
+                    "STARTTLS",
+                    &e,
+                ))
+            })?;
+            let mut client = boxed(tls);
+            let caps = ehlo(&mut client, host, ehlo_name)
+                .await
+                .map_err(host_failure)?;
+            Connection {
+                client,
+                caps,
+                opened: Instant::now(),
+            }
+        } else {
+            Connection {
+                client: boxed(tcp),
+                caps,
+                opened: Instant::now(),
+            }
         }
     };
-    if !use_tls {
-        return transaction(&mut tcp, endpoint, &caps, env)
+    if let Some(credentials) = endpoint.credentials {
+        conn.client
+            .authenticate(credentials, &conn.caps)
             .await
-            .map_err(host_failure);
+            .map_err(|e| {
+                host_failure(DeliveryFailure::from_client_error(
+                    Scope::Host,
+                    host,
+                    "AUTH",
+                    &e,
+                ))
+            })?;
     }
-    let mut tls = tcp.start_tls(endpoint.connector, host).await.map_err(|e| {
-        host_failure(DeliveryFailure::from_client_error(
-            Scope::Host,
-            host,
-            "STARTTLS",
-            &e,
-        ))
-    })?;
-    let caps = ehlo(&mut tls, host, ehlo_name)
-        .await
-        .map_err(host_failure)?;
-    transaction(&mut tls, endpoint, &caps, env)
-        .await
-        .map_err(host_failure)
+    Ok(conn)
+}
+
+fn boxed<T: Stream + 'static>(c: SmtpClient<T>) -> SmtpClient<Box<dyn Stream>> {
+    SmtpClient {
+        stream: Box::new(c.stream),
+        timeout: c.timeout,
+    }
+}
+
+/// Ends a session politely; errors do not matter any more.
+pub async fn quit(mut conn: Connection) {
+    let _ = conn.client.cmd("QUIT\r\n").await;
 }
 
 async fn greeting<T: AsyncRead + AsyncWrite + Unpin>(
@@ -272,18 +310,15 @@ fn check_capabilities(
     Ok(())
 }
 
-async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
-    c: &mut SmtpClient<T>,
-    endpoint: &Endpoint<'_>,
-    caps: &EhloResponse<String>,
+/// One mail transaction on an open connection. `Ok` carries a result per
+/// recipient and whether the connection may carry another message; `Err`
+/// means the connection failed before any recipient was settled.
+pub async fn transaction(
+    conn: &mut Connection,
+    host: &str,
     env: &Envelope<'_>,
-) -> Result<Vec<RecipientResult>, DeliveryFailure> {
-    let host = endpoint.host;
-    if let Some(credentials) = endpoint.credentials {
-        c.authenticate(credentials, caps)
-            .await
-            .map_err(|e| DeliveryFailure::from_client_error(Scope::Host, host, "AUTH", &e))?;
-    }
+) -> Result<(Vec<RecipientResult>, bool), DeliveryFailure> {
+    let (c, caps) = (&mut conn.client, &conn.caps);
     let everyone = |f: DeliveryFailure| {
         env.recipients
             .iter()
@@ -291,7 +326,7 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
             .collect::<Vec<_>>()
     };
     if let Err(f) = check_capabilities(host, caps, env) {
-        return Ok(everyone(f));
+        return Ok((everyone(f), true));
     }
     let mut commands = vec![mail_command(env, caps)];
     commands.extend(env.recipients.iter().map(|r| rcpt_command(r, caps)));
@@ -317,8 +352,8 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
         return data(c, host, env, &replies[1..]).await;
     };
     let failure = DeliveryFailure::from_reply(Scope::Message, host, "MAIL FROM", mail);
-    let _ = c.rset().await;
-    Ok(everyone(failure))
+    let reusable = c.rset().await.is_ok();
+    Ok((everyone(failure), reusable))
 }
 
 async fn data<T: AsyncRead + AsyncWrite + Unpin>(
@@ -326,7 +361,7 @@ async fn data<T: AsyncRead + AsyncWrite + Unpin>(
     host: &str,
     env: &Envelope<'_>,
     rcpt_replies: &[Response<String>],
-) -> Result<Vec<RecipientResult>, DeliveryFailure> {
+) -> Result<(Vec<RecipientResult>, bool), DeliveryFailure> {
     let mut results: Vec<RecipientResult> = Vec::with_capacity(env.recipients.len());
     let mut accepted = Vec::new();
     for (r, reply) in env.recipients.iter().zip(rcpt_replies) {
@@ -345,37 +380,39 @@ async fn data<T: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     if accepted.is_empty() {
-        let _ = c.rset().await;
-        let _ = c.cmd("QUIT\r\n").await;
-        return Ok(results);
+        let reusable = c.rset().await.is_ok();
+        return Ok((results, reusable));
     }
     let reply = match c.cmd("DATA\r\n").await {
         Ok(r) if r.code == 354 => send_body(c, env.body).await,
         Ok(r) => Ok(r),
         Err(e) => Err(e),
     };
-    let outcome = match reply {
-        Ok(r) if r.code < 400 => Ok(format!("{host} said: {}", render(&r))),
-        Ok(r) => Err(DeliveryFailure::from_reply(
-            Scope::Message,
-            host,
-            "DATA",
-            &r,
-        )),
+    let (outcome, reusable) = match reply {
+        Ok(r) if r.code < 400 => (Ok(format!("{host} said: {}", render(&r))), true),
+        Ok(r) => (
+            Err(DeliveryFailure::from_reply(
+                Scope::Message,
+                host,
+                "DATA",
+                &r,
+            )),
+            false,
+        ),
         // A connection cut in the middle of DATA: nobody knows whether the
         // message arrived, so it is tried again (RFC 5321 §6.1).
-        Err(e) => Err(DeliveryFailure::from_client_error(
-            Scope::Message,
-            host,
-            "DATA",
-            &e,
-        )),
+        Err(e) => (
+            Err(DeliveryFailure::from_client_error(
+                Scope::Message,
+                host,
+                "DATA",
+                &e,
+            )),
+            false,
+        ),
     };
-    if outcome.is_ok() {
-        let _ = c.cmd("QUIT\r\n").await;
-    }
     results.extend(accepted.into_iter().map(|idx| (idx, outcome.clone())));
-    Ok(results)
+    Ok((results, reusable))
 }
 
 async fn send_body<T: AsyncRead + AsyncWrite + Unpin>(

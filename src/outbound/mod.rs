@@ -3,6 +3,7 @@
 //! a domain's MX hosts), tries each host address in order until one takes the
 //! transaction, and returns a result per recipient.
 
+mod cache;
 mod client;
 pub mod failure;
 mod mx;
@@ -36,6 +37,7 @@ pub struct Outbound {
     /// Smarthosts: the certificate must chain to the system's roots.
     verified: TlsConnector,
     pub port25: Port25Monitor,
+    cache: cache::ConnectionCache,
 }
 
 impl Outbound {
@@ -45,12 +47,14 @@ impl Outbound {
             mail_send::smtp::tls::build_tls_connector(true).map_err(OutboundSetupError)?;
         let verified =
             mail_send::smtp::tls::build_tls_connector(false).map_err(OutboundSetupError)?;
+        let cache = cache::ConnectionCache::new(config.delivery.destination_concurrency);
         Ok(Outbound {
             config,
             dns,
             unverified,
             verified,
             port25: Port25Monitor::default(),
+            cache,
         })
     }
 
@@ -80,6 +84,62 @@ impl Outbound {
                 .map(|r| (r.idx, Err(f.clone())))
                 .collect()
         })
+    }
+
+    /// Delivers over a kept connection to this endpoint when there is one (a
+    /// stale one is dropped and a new connection made), else over a new one;
+    /// keeps the connection afterwards when it is still good.
+    async fn try_endpoint(
+        &self,
+        endpoint: &Endpoint<'_>,
+        env: &Envelope<'_>,
+    ) -> Result<Vec<RecipientResult>, ConnectFailure> {
+        let key = format!(
+            "{}|{}|{:?}|{}",
+            endpoint.addr,
+            endpoint.host,
+            endpoint.tls,
+            endpoint.credentials.map_or("", |c| match c {
+                Credentials::Plain { username, .. } => username.as_str(),
+                _ => "",
+            })
+        );
+        if let Some(mut conn) = self.cache.take(&key) {
+            if let Ok((results, reusable)) =
+                client::transaction(&mut conn, endpoint.host, env).await
+            {
+                self.keep_or_close(key, conn, reusable);
+                return Ok(results);
+            }
+        }
+        let mut conn = client::open(endpoint, &self.config.hostname).await?;
+        let (results, reusable) = client::transaction(&mut conn, endpoint.host, env)
+            .await
+            .map_err(|failure| ConnectFailure {
+                failure,
+                tcp_failed: false,
+            })?;
+        self.keep_or_close(key, conn, reusable);
+        Ok(results)
+    }
+
+    fn keep_or_close(&self, key: String, conn: client::Connection, reusable: bool) {
+        let surplus = if reusable {
+            self.cache.put(key, conn)
+        } else {
+            Some(conn)
+        };
+        if let Some(conn) = surplus {
+            tokio::spawn(client::quit(conn));
+        }
+    }
+
+    /// Closes kept connections that have idled too long; the scheduler calls
+    /// this every time it looks at the queue.
+    pub fn close_idle(&self) {
+        for conn in self.cache.expired() {
+            tokio::spawn(client::quit(conn));
+        }
     }
 
     async fn to_relay(
@@ -130,7 +190,7 @@ impl Outbound {
                 connect_timeout: self.config.delivery.connect_timeout,
                 reply_timeout: self.config.delivery.timeout,
             };
-            match client::deliver(&endpoint, &self.config.hostname, env).await {
+            match self.try_endpoint(&endpoint, env).await {
                 Ok(results) => return Ok(results),
                 Err(ConnectFailure { failure, .. }) => last = Some(failure),
             }
@@ -174,7 +234,7 @@ impl Outbound {
                     connect_timeout: self.config.delivery.connect_timeout,
                     reply_timeout: self.config.delivery.timeout,
                 };
-                match client::deliver(&endpoint, &self.config.hostname, env).await {
+                match self.try_endpoint(&endpoint, env).await {
                     Ok(results) => {
                         self.port25.record_success();
                         return Ok(results);

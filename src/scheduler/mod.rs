@@ -90,6 +90,7 @@ pub async fn run(delivery: Arc<Delivery>, shutdown: CancellationToken, tasks: Ta
             metrics::gauge!("postern_outbound_port25_blocked").set(if blocked { 1.0 } else { 0.0 });
             reported_blocked = Some(blocked);
         }
+        delivery.outbound.close_idle();
         let now = now_unix();
         let mut claimed_full_batch = false;
         match delivery.spool.claim_due(now, LEASE_SECS, CLAIM_BATCH).await {

@@ -4,16 +4,13 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::smtp::data::BodyReader;
 use crate::smtp::reply::Reply;
 
-/// A byte stream a session can run over: TCP, TLS over TCP, or an in-memory
-/// duplex in tests.
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
+pub use crate::smtp::Stream;
 
 /// Why a session stops reading.
 #[derive(Debug)]

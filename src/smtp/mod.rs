@@ -4,3 +4,9 @@
 pub mod address;
 pub mod data;
 pub mod reply;
+
+/// A byte stream SMTP runs over: TCP, TLS over TCP, or an in-memory duplex in
+/// tests. Sessions and the outbound client box it so that STARTTLS can swap
+/// the stream underneath without changing types.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync> Stream for T {}

@@ -53,7 +53,7 @@ class Handler:
                 "mail_from": envelope.mail_from, "mail_options": envelope.mail_options,
                 "rcpt_tos": envelope.rcpt_tos, "rcpt_options": envelope.rcpt_options,
                 "data": envelope.original_content.decode("utf-8", "replace"),
-                "tls": session.ssl is not None, "auth": str(session.auth_data or ""),
+                "tls": session.ssl is not None, "peer_port": session.peer[1], "auth": str(session.auth_data or ""),
             }) + "\n")
         return "250 2.0.0 Ok: queued by peer"
 

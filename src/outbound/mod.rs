@@ -104,13 +104,12 @@ impl Outbound {
                 _ => "",
             })
         );
-        if let Some(mut conn) = self.cache.take(&key) {
-            if let Ok((results, reusable)) =
+        if let Some(mut conn) = self.cache.take(&key)
+            && let Ok((results, reusable)) =
                 client::transaction(&mut conn, endpoint.host, env).await
-            {
-                self.keep_or_close(key, conn, reusable);
-                return Ok(results);
-            }
+        {
+            self.keep_or_close(key, conn, reusable);
+            return Ok(results);
         }
         let mut conn = client::open(endpoint, &self.config.hostname).await?;
         let (results, reusable) = client::transaction(&mut conn, endpoint.host, env)

@@ -87,7 +87,9 @@ impl BodyReader {
     /// CRLF.CRLF ends at `input[n - 1]`, leaving the rest for the command reader;
     /// `None` when all of `input` was body.
     pub fn feed(&mut self, input: &[u8]) -> Option<usize> {
-        for (i, &b) in input.iter().enumerate() {
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
             match self.state {
                 State::LineStart if self.dot_stuffed && b == b'.' => {
                     self.state = State::Dot;
@@ -97,7 +99,7 @@ impl BodyReader {
                 State::Dot => {
                     // RFC 5321 §4.5.2: the leading dot was stuffing; drop it.
                     self.state = State::InLine;
-                    self.content(b);
+                    continue;
                 }
                 State::DotCr if b == b'\n' => {
                     self.state = State::LineStart;
@@ -106,47 +108,50 @@ impl BodyReader {
                 State::DotCr => {
                     self.flag(BodyViolation::BareCr);
                     self.state = State::InLine;
-                    self.content(b);
+                    continue;
                 }
                 State::Cr if b == b'\n' => self.end_line(true),
                 State::Cr => {
                     self.flag(BodyViolation::BareCr);
-                    self.push(b'\r');
+                    self.push(b"\r");
                     self.state = State::InLine;
-                    self.content(b);
+                    continue;
                 }
                 State::LineStart | State::LineStartAfterBareLf | State::InLine => {
                     self.state = State::InLine;
-                    self.content(b);
+                    match b {
+                        b'\r' => self.state = State::Cr,
+                        b'\n' => {
+                            if self.bare == BareNewlines::Reject {
+                                self.flag(BodyViolation::BareLf);
+                            }
+                            self.end_line(false);
+                        }
+                        _ => {
+                            // The common case, a run of ordinary octets up to the
+                            // next CR or LF, is copied in one piece.
+                            let run = input[i..]
+                                .iter()
+                                .position(|&c| c == b'\r' || c == b'\n')
+                                .unwrap_or(input.len() - i);
+                            self.line_len += run;
+                            if self.line_len > self.max_line {
+                                self.flag(BodyViolation::LineTooLong);
+                            }
+                            self.push(&input[i..i + run]);
+                            i += run;
+                            continue;
+                        }
+                    }
                 }
             }
+            i += 1;
         }
         None
     }
 
-    fn content(&mut self, b: u8) {
-        match b {
-            b'\r' => self.state = State::Cr,
-            b'\n' => match self.bare {
-                BareNewlines::Reject => {
-                    self.flag(BodyViolation::BareLf);
-                    self.end_line(false);
-                }
-                BareNewlines::Normalize => self.end_line(false),
-            },
-            _ => {
-                self.line_len += 1;
-                if self.line_len > self.max_line {
-                    self.flag(BodyViolation::LineTooLong);
-                }
-                self.push(b);
-            }
-        }
-    }
-
     fn end_line(&mut self, real_crlf: bool) {
-        self.push(b'\r');
-        self.push(b'\n');
+        self.push(b"\r\n");
         self.line_len = 0;
         self.state = if real_crlf {
             State::LineStart
@@ -155,17 +160,17 @@ impl BodyReader {
         };
     }
 
-    fn push(&mut self, b: u8) {
+    fn push(&mut self, bytes: &[u8]) {
         if self.violation.is_some() {
             // The message is refused anyway; keep reading to the end without
             // holding what would be thrown away.
             return;
         }
-        if self.body.len() as u64 >= self.max_size {
+        if self.body.len() as u64 + bytes.len() as u64 > self.max_size {
             self.flag(BodyViolation::TooBig);
             return;
         }
-        self.body.push(b);
+        self.body.extend_from_slice(bytes);
     }
 
     fn flag(&mut self, v: BodyViolation) {

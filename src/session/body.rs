@@ -130,6 +130,9 @@ impl Session {
             submission: self.role != ListenerRole::Mta || self.identity.is_some(),
         };
         let stored = prepare::finish(&arrival, &body);
+        // The stored copy replaces the received one: do not hold both while
+        // the spool commits.
+        drop(body);
         let sender = tx.sender_text();
         let recipients = match self.expand_aliases(tx.recipients).await {
             Ok(r) => r,

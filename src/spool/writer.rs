@@ -69,7 +69,9 @@ pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Reque
                 Err(_) => break,
             }
         }
-        let result = commit(&mut conn, &batch).await.map_err(|e| e.to_string());
+        let result = commit(&mut conn, &mut batch)
+            .await
+            .map_err(|e| e.to_string());
         if let Err(e) = &result {
             tracing::error!(event = "spool_commit_failed", error = %e, writes = batch.len());
         }
@@ -79,11 +81,13 @@ pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Reque
     }
 }
 
-async fn commit(conn: &mut SqliteConnection, batch: &[Request]) -> Result<(), sqlx::Error> {
+/// Commits the batch in one transaction. Bodies are moved into the statements
+/// (not copied): once the batch is committed or failed they are not needed.
+async fn commit(conn: &mut SqliteConnection, batch: &mut [Request]) -> Result<(), sqlx::Error> {
     let now = now_unix();
     let mut tx = conn.begin().await?;
-    for req in batch {
-        match &req.write {
+    for req in batch.iter_mut() {
+        match &mut req.write {
             Write::Put { id, message } => insert(&mut tx, id, message, now).await?,
             Write::Outcomes {
                 id,
@@ -123,9 +127,10 @@ async fn commit(conn: &mut SqliteConnection, batch: &[Request]) -> Result<(), sq
 async fn insert(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     id: &QueueId,
-    m: &NewMessage,
+    m: &mut NewMessage,
     now: i64,
 ) -> Result<(), sqlx::Error> {
+    let size = m.body.len() as i64;
     sqlx::query(
         "INSERT INTO message (id, created, sender, size, auth_user, smtputf8, dsn_ret, dsn_envid, body) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -133,12 +138,12 @@ async fn insert(
     .bind(id.as_str())
     .bind(now)
     .bind(&m.sender)
-    .bind(m.body.len() as i64)
+    .bind(size)
     .bind(&m.auth_user)
     .bind(i64::from(m.smtputf8))
     .bind(&m.dsn.ret)
     .bind(&m.dsn.envid)
-    .bind(&m.body)
+    .bind(std::mem::take(&mut m.body))
     .execute(&mut **tx)
     .await?;
     for (idx, r) in m.recipients.iter().enumerate() {

@@ -8,6 +8,7 @@ mod common;
 
 mod auth;
 mod autoconfig;
+mod check;
 mod cli;
 mod delivery;
 mod dns_records;

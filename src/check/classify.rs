@@ -357,13 +357,13 @@ fn by_names(
         }
         let names = names_of(p);
         let vouched = p.tls.as_ref().is_some_and(|t| t.verdict.chain_ok());
-        let what = if cert_id(p).is_some_and(|id| !home_certs.is_empty() && !home_certs.contains(id)) {
-            "its certificate differs from the other ports'".to_string()
-        } else if !names.is_empty() && names.is_disjoint(&home_names) {
+        let what = if !names.is_empty() && names.is_disjoint(&home_names) {
             let home_words = reference
                 .map(|r| format!(", while port {} greets as {}", r.port, join(&names_of(r))))
                 .unwrap_or_default();
             format!("it greets as {}{home_words}", join(&names))
+        } else if cert_id(p).is_some_and(|id| !home_certs.is_empty() && !home_certs.contains(id)) {
+            "its certificate differs from the other ports'".to_string()
         } else if no_echo
             && host_is_name
             && !vouched
@@ -393,9 +393,15 @@ fn related(a: &str, b: &str) -> bool {
         let labels: Vec<&str> = name.trim_end_matches('.').rsplit('.').collect();
         let country_second = labels.first().is_some_and(|tld| tld.len() == 2)
             && labels.get(1).is_some_and(|l| {
-                matches!(*l, "co" | "com" | "net" | "org" | "ac" | "gov" | "edu" | "ne" | "or")
+                matches!(
+                    *l,
+                    "co" | "com" | "net" | "org" | "ac" | "gov" | "edu" | "ne" | "or"
+                )
             });
-        labels.into_iter().take(if country_second { 3 } else { 2 }).collect()
+        labels
+            .into_iter()
+            .take(if country_second { 3 } else { 2 })
+            .collect()
     }
     base(&a.to_ascii_lowercase()) == base(&b.to_ascii_lowercase())
 }

@@ -278,25 +278,62 @@ fn a_different_name_on_one_port_is_interception() {
 
 #[test]
 fn without_valid_certificates_the_majority_name_is_the_host() {
-    let own = |port| {
+    let own = |port, name: &str| open(port, name, tls(CertVerdict::SelfSigned, &[name], "self/1"));
+    let isp = || {
         open(
-            port,
-            "mx.example.net",
-            tls(CertVerdict::SelfSigned, &["mx.example.net"], "self/1"),
+            25,
+            "relay.isp.example",
+            tls(CertVerdict::SelfSigned, &["relay.isp.example"], "isp/2"),
         )
     };
     // The host is an address: only the ports can be compared.
-    let isp = open(
-        25,
-        "relay.isp.example",
-        tls(CertVerdict::SelfSigned, &["relay.isp.example"], "isp/2"),
-    );
-    let probes = vec![isp, own(26), own(465), own(587)];
+    let probes = vec![isp(), own(26, "mx.example.net"), own(465, "mx.example.net")];
+    let v = classify("192.0.2.1", &probes, None);
+    assert_eq!(statuses(&v), ["intercepted", "tls-failed", "tls-failed"]);
+    // A name of the host's own domain is the host's server.
+    let probes = vec![
+        isp(),
+        own(26, "mx1.example.com"),
+        own(465, "mx1.example.com"),
+    ];
     let v = classify(HOST, &probes, None);
-    assert_eq!(
-        statuses(&v),
-        ["intercepted", "tls-failed", "tls-failed", "tls-failed"]
+    assert_eq!(statuses(&v), ["intercepted", "tls-failed", "tls-failed"]);
+    // A lone answerer with an unrelated name and nothing to vouch for it.
+    let v = classify(HOST, &[isp()], None);
+    assert_eq!(statuses(&v), ["intercepted"]);
+    assert!(
+        v[0].reason.contains("unrelated to mail.example.com"),
+        "{}",
+        v[0].reason
     );
+    // ... but a trusted certificate for its own name is a hosted server
+    // reached by another name: a name mismatch to fix, not interception.
+    let hosted = open(
+        465,
+        "smtp.provider.example",
+        tls(
+            CertVerdict::NameMismatch,
+            &["smtp.provider.example"],
+            "ca/3",
+        ),
+    );
+    let v = classify(HOST, &[hosted], None);
+    assert_eq!(statuses(&v), ["tls-failed"]);
+}
+
+#[test]
+fn related_names() {
+    let cases = [
+        ("mail.example.com", "mx1.example.com", true),
+        ("example.com", "mail.example.com", true),
+        ("mail.example.co.uk", "mx.example.co.uk", true),
+        ("mail.example.co.uk", "mx.other.co.uk", false),
+        ("mail.example.com", "mx.example.net", false),
+        ("MAIL.Example.COM.", "smtp.example.com", true),
+    ];
+    for (a, b, want) in cases {
+        assert_eq!(related(a, b), want, "{a} {b}");
+    }
 }
 
 #[test]

@@ -170,7 +170,7 @@ pub async fn run(opts: Options) -> Report {
             }
         }
         (Some(_), _, _) => Some(SendOutcome {
-            port: 0,
+            port: None,
             accepted: false,
             queue_id: None,
             detail: "not sent: no port works for sending from this network".into(),

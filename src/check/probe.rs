@@ -500,7 +500,8 @@ pub async fn echo(ctx: Arc<Context>, target: Target, token: String) -> Option<Ve
 /// The outcome of `--send-to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendOutcome {
-    pub port: u16,
+    /// The port used; `None` when no port could be tried.
+    pub port: Option<u16>,
     pub accepted: bool,
     pub queue_id: Option<String>,
     /// The last reply, or why there was none.
@@ -512,7 +513,7 @@ pub struct SendOutcome {
 pub async fn send_test(ctx: Arc<Context>, target: Target, from: &str, to: &str) -> SendOutcome {
     let port = target.port;
     let mut outcome = SendOutcome {
-        port,
+        port: Some(port),
         accepted: false,
         queue_id: None,
         detail: String::new(),
@@ -521,7 +522,7 @@ pub async fn send_test(ctx: Arc<Context>, target: Target, from: &str, to: &str) 
     let mut conn = match dialogue(&ctx, &target, &mut probe, false).await {
         Ok(conn) => conn,
         Err(stop) => {
-            outcome.detail = format!("the connection failed: {stop:?}");
+            outcome.detail = super::classify::describe_stop(&stop);
             return outcome;
         }
     };

@@ -96,7 +96,8 @@ pub fn recommend(
     let reached = probes
         .iter()
         .zip(verdicts)
-        .find(|(_, v)| v.status == Status::TlsFailed);
+        .filter(|(_, v)| v.status == Status::TlsFailed)
+        .min_by_key(|(p, _)| preference(p.port));
     if let Some((p, v)) = reached {
         return fail(format!(
             "port {} reaches {host}'s server, but {}. A mail client will refuse it or warn: {}",

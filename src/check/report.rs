@@ -94,7 +94,8 @@ pub struct AuthReport {
 
 #[derive(Debug, Serialize)]
 pub struct SendReport {
-    pub port: u16,
+    /// Null when no port could be tried.
+    pub port: Option<u16>,
     pub accepted: bool,
     pub queue_id: Option<String>,
     pub reply: String,
@@ -274,9 +275,10 @@ impl Report {
             echo_line(&mut out, &self.echo);
         }
         if let Some(s) = &self.send {
+            let port = s.port.unwrap_or_default();
             let what = match (&s.queue_id, s.accepted) {
-                (Some(id), true) => format!("accepted on port {}, queue id {id}", s.port),
-                (None, true) => format!("accepted on port {} ({})", s.port, s.reply),
+                (Some(id), true) => format!("accepted on port {port}, queue id {id}"),
+                (None, true) => format!("accepted on port {port} ({})", s.reply),
                 _ => format!("not accepted: {}", s.reply),
             };
             let _ = writeln!(out, "Test message: {what}\n");

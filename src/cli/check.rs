@@ -71,7 +71,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
     /// Check this machine's way out instead: port 25 of well-known mail
-    /// servers, and the configured [relay] and [fallback_relay].
+    /// servers, and the configured `[relay]` and `[fallback_relay]`.
     #[arg(long, conflicts_with_all = ["host", "ports", "user", "send_to"])]
     outbound: bool,
     /// With --outbound: the mail servers to try on port 25 (HOST or HOST:PORT).
@@ -269,21 +269,27 @@ fn progress(
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
     let task = tokio::spawn(async move {
-        let mut steps: Vec<&'static str> = vec!["waiting"; labels.len()];
+        let mut steps: Vec<Option<&'static str>> = vec![Some("waiting"); labels.len()];
         while let Some(event) = rx.recv().await {
             if let Some(slot) = steps.get_mut(event.index) {
-                *slot = event.step.map_or("done", |s| s.word());
+                *slot = event.step.map(|s| s.word());
             }
-            let line: Vec<String> = labels
+            let done = steps.iter().filter(|s| s.is_none()).count();
+            // Only the ports still running, so the line stays short.
+            let running: Vec<String> = labels
                 .iter()
                 .zip(&steps)
-                .map(|(l, s)| format!("{l} {s}"))
+                .filter_map(|(l, s)| s.map(|s| format!("{l} {s}")))
                 .collect();
             // One line that never wraps, or "\r" could not redraw it.
-            let text: String = format!("{title}: {}", line.join(" · "))
-                .chars()
-                .take(79)
-                .collect();
+            let text: String = format!(
+                "{title} [{done}/{} done] {}",
+                labels.len(),
+                running.join(" · ")
+            )
+            .chars()
+            .take(79)
+            .collect();
             let mut out = std::io::stdout().lock();
             let _ = write!(out, "\r\x1b[2K{text}");
             let _ = out.flush();

@@ -86,6 +86,12 @@ impl TestServer {
 
     /// Starts `postern serve` and waits until its listeners are bound.
     pub fn spawn(&mut self) {
+        self.spawn_in(None);
+    }
+
+    /// Like `spawn`, inside network namespace `netns` (`ip netns exec`, which
+    /// execs the binary, so the PID is still the server's).
+    pub fn spawn_in(&mut self, netns: Option<&str>) {
         let listeners_file = self.data_dir().join("run/listeners.json");
         let _ = std::fs::remove_file(&listeners_file);
         let log = std::fs::OpenOptions::new()
@@ -93,7 +99,15 @@ impl TestServer {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(BIN)
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = command
             .args(["serve", "--config"])
             .arg(&self.config)
             .current_dir(self.dir.path())

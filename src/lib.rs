@@ -17,6 +17,9 @@
 //!   `local`: Maildir delivery.
 //! - `store`: accounts, hosted domains and aliases; `dkim`: per-domain keys.
 //! - `server`: wires the above together and drains on SIGTERM.
+//! - `http`: client autoconfiguration, MTA-STS, metrics, SMTP on the HTTPS port.
+//! - `check`: the port-block diagnostic run from a user's network (`postern check`);
+//!   `portecho`: the server's half of its interception test.
 //! - `cli`: the command line of DESIGN.md; `config`: the validated configuration.
 //!
 //! See docs/flow.md for the path of a message in prose.

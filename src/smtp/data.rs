@@ -1,7 +1,7 @@
 //! The message body as it arrives after DATA (dot-stuffed, ended by CRLF.CRLF) or
 //! in BDAT chunks (RFC 3030). Written by hand rather than with smtp-proto's
 //! DataReceiver because the smuggling defence needs what that reader does not do:
-//! only a real <CRLF>.<CRLF> ends DATA, bare CR and bare LF are found (and refused
+//! only a real `<CRLF>.<CRLF>` ends DATA, bare CR and bare LF are found (and refused
 //! or normalised), over-long lines and the size limit are enforced while reading.
 
 use crate::config::BareNewlines;

@@ -4,7 +4,6 @@
 //! test message, `--outbound`, and the exit codes.
 
 mod fakes;
-mod lab;
 
 use std::io::Write;
 use std::path::Path;
@@ -13,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::common::netlab::{HOST, ISP_IP, Lab, SERVER_IP};
 use crate::common::{BIN, PASSWORD, TestServer, run_with_stdin};
 use fakes::{MIMIC, ca_signed, fake, hold, http_400};
-use lab::{HOST, ISP_IP, Lab, SERVER_IP};
 
 /// The real server in the server namespace: mail.test.example on 25, 26,
 /// 465, 587 and 2525, with a CA-signed certificate for `cert_names`, the

@@ -764,3 +764,64 @@ fn one_connection_carries_several_messages_to_the_same_server() {
         ports.len()
     );
 }
+
+/// The realistic case: this server sits in a network whose provider silently
+/// drops outbound port 25 (nftables in the "ISP" namespace), while port 2525
+/// to a relay still works. Recipients are address literals of three unrelated
+/// hosts beyond the ISP, so no DNS is needed inside the namespaces.
+#[test]
+fn a_provider_that_drops_port_25_is_noticed_and_the_fallback_relay_used() {
+    use crate::common::netlab::Lab;
+    let lab = Lab::new();
+    for extra in ["10.77.1.3/24", "10.77.1.4/24"] {
+        lab.sh(&lab.server, &format!("ip addr add {extra} dev in0"));
+    }
+    lab.isp_rules(&["tcp dport 25 drop"], &[]);
+    let relay = Peer::start_in(
+        Some(&lab.server),
+        "10.77.1.2:2525".parse().expect("addr"),
+        &[],
+    );
+    let mut s = TestServer::configure(
+        "hostname = \"mx.test.example\"\ndata_dir = \"data\"\ntrusted_networks = [\"127.0.0.1/32\"]\n\
+         [[listener]]\naddr = \"127.0.0.1:0\"\nrole = \"mta\"\n\
+         [delivery]\nretry_min = 1\nretry_max = 2\nconnect_timeout = 2\ntimeout = 5\n\
+         [fallback_relay]\nhost = \"10.77.1.2\"\nport = 2525\ntls = \"none\"\n",
+    );
+    s.spawn_in(Some(&lab.client));
+    let port = s.port("mta").to_string();
+    for host in ["10.77.1.2", "10.77.1.3", "10.77.1.4"] {
+        let out = run_with_stdin(
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &lab.client, "python3", "-c", SMTPLIB_SEND])
+                .args([
+                    "plain",
+                    "127.0.0.1",
+                    &port,
+                    "",
+                    "",
+                    "app@example.com",
+                    &format!("x@[{host}]"),
+                    "Subject: through the side gate\n\nx\n",
+                ]),
+            "",
+        );
+        assert!(text(&out).starts_with("250 "), "{}", text(&out));
+    }
+    let got = relay.wait_for(3, Duration::from_secs(60));
+    let mut rcpts: Vec<&str> = got
+        .iter()
+        .map(|m| m["rcpt_tos"][0].as_str().expect("rcpt"))
+        .collect();
+    rcpts.sort_unstable();
+    assert_eq!(rcpts, ["x@[10.77.1.2]", "x@[10.77.1.3]", "x@[10.77.1.4]"]);
+    let log = s.log();
+    assert!(
+        log.contains("outbound port 25 appears to be blocked"),
+        "{log}"
+    );
+    assert!(
+        log.contains("timed out during connecting to 10.77.1."),
+        "the drop shows as timeouts: {log}"
+    );
+}

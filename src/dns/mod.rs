@@ -153,11 +153,17 @@ impl Dns {
 
     /// IPv6 and IPv4 addresses of a host (IPv6 first).
     pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
-        if let Ok(ip) = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-        {
+        if let Some(literal) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            let bare = literal
+                .get(..5)
+                .filter(|t| t.eq_ignore_ascii_case("ipv6:"))
+                .map_or(literal, |_| &literal[5..]);
+            return bare
+                .parse::<IpAddr>()
+                .map(|ip| vec![ip])
+                .map_err(|_| DnsError::NoSuchDomain(host.to_string()));
+        }
+        if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![ip]);
         }
         let fqdn = format!("{}.", host.trim_end_matches('.'));

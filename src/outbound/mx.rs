@@ -8,6 +8,10 @@ use super::failure::{DeliveryFailure, Scope, Severity};
 use crate::dns::{Dns, DnsError, MxAnswer};
 
 pub async fn hosts(dns: &Dns, domain: &str) -> Result<Vec<String>, DeliveryFailure> {
+    // An address literal names the host itself (RFC 5321 §4.1.3): no MX lookup.
+    if domain.starts_with('[') {
+        return Ok(vec![domain.to_string()]);
+    }
     match dns.mx(domain).await {
         Ok(MxAnswer::Hosts(mut records)) => {
             // Shuffle first, then a stable sort by preference: equal preferences

@@ -189,8 +189,8 @@ impl Session {
 
     /// Parses and runs one command line.
     async fn command(&mut self, line: &[u8]) -> Result<Flow, SessionEnd> {
-        let request = match RequestReceiver::default().ingest(&mut line.iter()) {
-            Ok(request) => request.into_owned(),
+        let request = match parse_command(line) {
+            Ok(request) => request,
             Err(e) => return Ok(self.reply(parse_error_reply(&e))),
         };
         match request {
@@ -269,6 +269,44 @@ impl Session {
     }
 }
 
+/// Parses a command line with smtp-proto, which does not accept address
+/// literals (`user@[192.0.2.1]`, RFC 5321 §4.1.3) in MAIL and RCPT: the literal
+/// is swapped for a placeholder domain for parsing and put back after.
+fn parse_command(line: &[u8]) -> Result<Request<String>, smtp_proto::Error> {
+    const PLACEHOLDER: &str = "address-literal.invalid";
+    let literal = std::str::from_utf8(line).ok().filter(|t| {
+        let verb = t.get(..5).unwrap_or("");
+        verb.eq_ignore_ascii_case("MAIL ") || verb.eq_ignore_ascii_case("RCPT ")
+    });
+    let Some((text, start, end)) = literal.and_then(|t| {
+        let start = t.find("@[")? + 1;
+        let end = start + t[start..].find(']')? + 1;
+        Some((t, start, end))
+    }) else {
+        return RequestReceiver::default()
+            .ingest(&mut line.iter())
+            .map(Request::into_owned);
+    };
+    let swapped = format!("{}{PLACEHOLDER}{}", &text[..start], &text[end..]);
+    let restore = |address: String| address.replace(PLACEHOLDER, &text[start..end]);
+    Ok(
+        match RequestReceiver::default()
+            .ingest(&mut swapped.as_bytes().iter())?
+            .into_owned()
+        {
+            Request::Mail { mut from } => {
+                from.address = restore(from.address);
+                Request::Mail { from }
+            }
+            Request::Rcpt { mut to } => {
+                to.address = restore(to.address);
+                Request::Rcpt { to }
+            }
+            other => other,
+        },
+    )
+}
+
 fn starts_with_auth(line: &[u8]) -> bool {
     line.get(..5)
         .is_some_and(|p| p.eq_ignore_ascii_case(b"AUTH "))
@@ -301,5 +339,30 @@ fn parse_error_reply(e: &smtp_proto::Error) -> Reply {
         }
         E::ResponseTooLong => Reply::line_too_long(),
         E::NeedsMoreData { .. } | E::InvalidResponse { .. } => Reply::syntax("Syntax error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_literals_parse_in_mail_and_rcpt() {
+        let Ok(Request::Rcpt { to }) = parse_command(b"RCPT TO:<x@[192.0.2.1]> NOTIFY=NEVER\r\n")
+        else {
+            panic!("RCPT with a literal must parse");
+        };
+        assert_eq!(to.address, "x@[192.0.2.1]");
+        assert_eq!(to.flags, smtp_proto::RCPT_NOTIFY_NEVER);
+        let Ok(Request::Mail { from }) =
+            parse_command(b"mail from:<a@[IPv6:2001:db8::1]> SIZE=10\r\n")
+        else {
+            panic!("MAIL with a literal must parse");
+        };
+        assert_eq!(
+            (from.address.as_str(), from.size),
+            ("a@[IPv6:2001:db8::1]", 10)
+        );
+        assert!(parse_command(b"RCPT TO:<x@[unclosed>\r\n").is_err());
     }
 }

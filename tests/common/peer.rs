@@ -85,6 +85,11 @@ pub struct Peer {
 impl Peer {
     /// Starts a receiver on `addr` with extra options (`--mode defer`, …).
     pub fn start(addr: SocketAddr, options: &[&str]) -> Peer {
+        Peer::start_in(None, addr, options)
+    }
+
+    /// Like `start`, inside network namespace `ns` when given.
+    pub fn start_in(ns: Option<&str>, addr: SocketAddr, options: &[&str]) -> Peer {
         require_tool("python3");
         let check = Command::new("python3")
             .args(["-c", "import aiosmtpd"])
@@ -96,7 +101,15 @@ impl Peer {
         );
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("received.jsonl");
-        let mut child = Command::new("python3")
+        let mut command = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "python3"]);
+                c
+            }
+            None => Command::new("python3"),
+        };
+        let mut child = command
             .args([
                 "-c",
                 PEER,

@@ -1,4 +1,5 @@
-//! A small internet in network namespaces for `postern check` tests:
+//! A small internet in network namespaces, for `postern check` and for the
+//! blocked-port-25 delivery test:
 //!
 //! ```text
 //!  client ns               isp ns                         server ns

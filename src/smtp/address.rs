@@ -70,15 +70,16 @@ impl fmt::Display for Mailbox {
 /// Lower-cases a domain and strips one trailing dot; `None` if it is neither a
 /// host name (ASCII or UTF-8 labels) nor an address literal.
 pub fn normalize_domain(domain: &str) -> Option<String> {
-    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    // Lower-case before checking: lower-casing can lengthen a label or produce
+    // a combining mark (U+0130 becomes "i\u{307}"), and what is stored must
+    // pass the same check when it is read back.
+    let domain = domain.strip_suffix('.').unwrap_or(domain).to_lowercase();
     if let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
-        let ok = match literal.get(..5) {
-            Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => {
-                literal[5..].parse::<std::net::Ipv6Addr>().is_ok()
-            }
-            _ => literal.parse::<std::net::Ipv4Addr>().is_ok(),
+        let ok = match literal.strip_prefix("ipv6:") {
+            Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => literal.parse::<std::net::Ipv4Addr>().is_ok(),
         };
-        return ok.then(|| domain.to_ascii_lowercase());
+        return ok.then_some(domain);
     }
     let valid = !domain.is_empty()
         && domain.len() <= 255
@@ -89,7 +90,7 @@ pub fn normalize_domain(domain: &str) -> Option<String> {
                 && !label.ends_with('-')
                 && label.chars().all(|c| c.is_alphanumeric() || c == '-')
         });
-    valid.then(|| domain.to_lowercase())
+    valid.then_some(domain)
 }
 
 #[cfg(test)]

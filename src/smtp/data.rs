@@ -189,7 +189,11 @@ impl BodyReader {
             return Err(v);
         }
         if !self.body.is_empty() && !self.body.ends_with(b"\r\n") {
-            // A BDAT body may end without CRLF; a message on disk always ends a line.
+            // A BDAT body may end without CRLF; a message on disk always ends a
+            // line, and the CRLF counts against the size limit too.
+            if self.body.len() as u64 + 2 > self.max_size {
+                return Err(BodyViolation::TooBig);
+            }
             self.body.extend_from_slice(b"\r\n");
         }
         Ok(self.body)
@@ -294,6 +298,13 @@ mod tests {
         let mut r = BodyReader::bdat(1 << 20, 1000, BareNewlines::Reject);
         r.feed(b"x\r");
         assert_eq!(r.finish(), Err(BodyViolation::BareCr));
+        // The CRLF that ends an unterminated BDAT body counts against the limit.
+        let mut r = BodyReader::bdat(10, 1000, BareNewlines::Reject);
+        r.feed(b"12345678");
+        assert_eq!(r.finish().map(|b| b.len()), Ok(10));
+        let mut r = BodyReader::bdat(10, 1000, BareNewlines::Reject);
+        r.feed(b"123456789");
+        assert_eq!(r.finish(), Err(BodyViolation::TooBig));
     }
 
     proptest! {

@@ -29,8 +29,6 @@ use crate::store::Store;
 /// The longest sleep: changes made by `postern queue retry` in another process
 /// are seen within this time.
 const POLL: Duration = Duration::from_secs(2);
-/// How long a claimed recipient stays leased to this process.
-const LEASE_SECS: i64 = 3600;
 /// Recipients claimed per look at the spool.
 const CLAIM_BATCH: u32 = 256;
 
@@ -93,7 +91,7 @@ pub async fn run(delivery: Arc<Delivery>, shutdown: CancellationToken, tasks: Ta
         delivery.outbound.close_idle();
         let now = now_unix();
         let mut claimed_full_batch = false;
-        match delivery.spool.claim_due(now, LEASE_SECS, CLAIM_BATCH).await {
+        match delivery.spool.claim_due(now, CLAIM_BATCH).await {
             Ok(messages) => {
                 claimed_full_batch = messages.iter().map(|m| m.recipients.len()).sum::<usize>()
                     >= CLAIM_BATCH as usize;
@@ -106,7 +104,7 @@ pub async fn run(delivery: Arc<Delivery>, shutdown: CancellationToken, tasks: Ta
         let wait = if claimed_full_batch {
             Duration::ZERO
         } else {
-            match delivery.spool.next_due().await {
+            match delivery.spool.next_due(now).await {
                 Ok(Some(due)) => {
                     Duration::from_secs(due.saturating_sub(now_unix()).max(0) as u64).min(POLL)
                 }
@@ -154,9 +152,14 @@ fn write_status(config: &Config, port25_blocked: bool) {
 async fn deliver_message(delivery: Arc<Delivery>, message: QueuedMessage) {
     let body = match delivery.spool.body(&message.id).await {
         Ok(Some(body)) => Arc::new(body),
-        Ok(None) => return,
-        Err(e) => {
-            tracing::error!(event = "spool_error", qid = %message.id, error = %e);
+        other => {
+            if let Err(e) = other {
+                tracing::error!(event = "spool_error", qid = %message.id, error = %e);
+            }
+            // Deleted meanwhile, or unreadable now: the claims go back.
+            delivery
+                .spool
+                .release(&message.id, message.recipients.iter().map(|r| r.idx));
             return;
         }
     };
@@ -217,6 +220,10 @@ async fn deliver_message(delivery: Arc<Delivery>, message: QueuedMessage) {
     {
         tracing::error!(event = "spool_error", qid = %message.id, error = %e);
     }
+    // Recipients whose delivery task failed have no result: let them be due again.
+    delivery
+        .spool
+        .release(&message.id, message.recipients.iter().map(|r| r.idx));
 }
 
 async fn route(

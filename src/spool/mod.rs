@@ -12,9 +12,9 @@ mod envelope;
 mod id;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -51,6 +51,8 @@ pub struct Spool {
     pool: SqlitePool,
     writer: mpsc::Sender<Request>,
     queued: Arc<Notify>,
+    /// Recipients claimed for delivery and not yet recorded: (queue id, idx).
+    in_flight: Arc<Mutex<HashSet<(String, u32)>>>,
 }
 
 pub fn now_unix() -> i64 {
@@ -84,15 +86,11 @@ impl Spool {
         sqlx::migrate!("./migrations/spool").run(&pool).await?;
         let conn = SqliteConnection::connect_with(&options).await?;
         let (writer, rx) = mpsc::channel(4096);
-        // A lease left by a process that died is void: this process is the only
-        // one delivering from this spool.
-        sqlx::query("UPDATE recipient SET lease_until = 0 WHERE lease_until != 0")
-            .execute(&pool)
-            .await?;
         tokio::spawn(writer::run(conn, rx));
         Ok(Spool {
             pool,
             writer,
+            in_flight: Arc::default(),
             queued: Arc::new(Notify::new()),
         })
     }
@@ -119,12 +117,16 @@ impl Spool {
         bounce: Option<(QueueId, NewMessage)>,
     ) -> Result<(), SpoolError> {
         let queued_bounce = bounce.is_some();
-        self.write(Write::Outcomes {
-            id: id.clone(),
-            updates,
-            bounce,
-        })
-        .await?;
+        let idxs: Vec<u32> = updates.iter().map(|u| u.idx).collect();
+        let written = self
+            .write(Write::Outcomes {
+                id: id.clone(),
+                updates,
+                bounce,
+            })
+            .await;
+        self.release(id, idxs);
+        written?;
         if queued_bounce {
             self.queued.notify_one();
         }
@@ -143,52 +145,70 @@ impl Spool {
             .map_err(SpoolError::Commit)
     }
 
-    /// Leases up to `limit` recipients that are due at `now` for `lease` seconds
-    /// and returns them grouped by message (with each message's envelope).
-    pub async fn claim_due(
-        &self,
-        now: i64,
-        lease: i64,
-        limit: u32,
-    ) -> Result<Vec<QueuedMessage>, SpoolError> {
+    /// Claims up to `limit` recipients that are due at `now` and not already
+    /// being delivered, grouped by message (with each message's envelope). A
+    /// claim is held in memory until `record` or `release`: only this process
+    /// delivers from this spool, and a crash releases every claim with it.
+    pub async fn claim_due(&self, now: i64, limit: u32) -> Result<Vec<QueuedMessage>, SpoolError> {
+        let busy = self.in_flight().len();
         let rows = sqlx::query(
-            "UPDATE recipient SET lease_until = ? WHERE rowid IN (SELECT rowid FROM recipient \
-             WHERE status = 'queued' AND next_attempt <= ? AND lease_until <= ? ORDER BY next_attempt LIMIT ?) \
-             RETURNING message_id, idx, address, orcpt, notify, status, attempts, next_attempt, last_reply",
+            "SELECT message_id, idx, address, orcpt, notify, status, attempts, next_attempt, last_reply \
+             FROM recipient WHERE status = 'queued' AND next_attempt <= ? ORDER BY next_attempt LIMIT ?",
         )
-        .bind(now + lease)
         .bind(now)
-        .bind(now)
-        .bind(i64::from(limit))
+        .bind(i64::from(limit) + busy as i64)
         .fetch_all(&self.pool)
         .await?;
         let mut by_message: HashMap<String, Vec<QueuedRecipient>> = HashMap::new();
-        for row in &rows {
-            by_message
-                .entry(row.get("message_id"))
-                .or_default()
-                .push(recipient_from_row(row));
+        {
+            let mut in_flight = self.in_flight();
+            for row in &rows {
+                let id: String = row.get("message_id");
+                let r = recipient_from_row(row);
+                if in_flight.len() >= busy + limit as usize
+                    || !in_flight.insert((id.clone(), r.idx))
+                {
+                    continue;
+                }
+                by_message.entry(id).or_default().push(r);
+            }
         }
         let mut out = Vec::with_capacity(by_message.len());
         for (id, mut recipients) in by_message {
-            let Some(id) = QueueId::parse(&id) else {
+            let Some(qid) = QueueId::parse(&id) else {
                 continue;
             };
-            if let Some(mut m) = self.get(&id).await? {
-                recipients.sort_by_key(|r| r.idx);
-                m.recipients = recipients;
-                out.push(m);
+            match self.get(&qid).await? {
+                Some(mut m) => {
+                    recipients.sort_by_key(|r| r.idx);
+                    m.recipients = recipients;
+                    out.push(m);
+                }
+                None => self.release(&qid, recipients.iter().map(|r| r.idx)),
             }
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
 
-    /// When the next recipient falls due (unix seconds), if any is queued.
-    pub async fn next_due(&self) -> Result<Option<i64>, SpoolError> {
+    /// Gives up claims without recording anything (the recipients stay due).
+    pub fn release(&self, id: &QueueId, idxs: impl IntoIterator<Item = u32>) {
+        let mut in_flight = self.in_flight();
+        for idx in idxs {
+            in_flight.remove(&(id.as_str().to_string(), idx));
+        }
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<(String, u32)>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When the next recipient falls due after `now` (unix seconds), if any.
+    pub async fn next_due(&self, now: i64) -> Result<Option<i64>, SpoolError> {
         Ok(sqlx::query_scalar(
-            "SELECT MIN(MAX(next_attempt, lease_until)) FROM recipient WHERE status = 'queued'",
+            "SELECT MIN(next_attempt) FROM recipient WHERE status = 'queued' AND next_attempt > ?",
         )
+        .bind(now)
         .fetch_one(&self.pool)
         .await?)
     }
@@ -401,5 +421,62 @@ mod tests {
         assert!(spool.delete(&ids[7]).await.expect("delete"));
         assert!(!spool.delete(&ids[7]).await.expect("delete again"));
         assert_eq!(spool.list().await.expect("list").len(), 199);
+    }
+
+    #[tokio::test]
+    async fn a_recipient_is_claimed_once_until_recorded_or_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path()).await.expect("open");
+        let id = QueueId::generate();
+        spool.put(id.clone(), message(1)).await.expect("put");
+        let now = now_unix();
+        let first = spool.claim_due(now, 10).await.expect("claim");
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].recipients.len(), 2);
+        assert!(
+            spool.claim_due(now, 10).await.expect("claim").is_empty(),
+            "claimed once"
+        );
+        // Another handle on the same spool (as the CLI opens it) changes nothing.
+        let other = Spool::open(dir.path()).await.expect("open again");
+        assert_eq!(other.list().await.expect("list").len(), 1);
+        assert!(spool.claim_due(now, 10).await.expect("claim").is_empty());
+        let later = now + 300;
+        let updates = vec![
+            RecipientUpdate {
+                idx: 0,
+                status: RecipientStatus::Delivered,
+                next_attempt: now,
+                reply: "250 ok".into(),
+            },
+            RecipientUpdate {
+                idx: 1,
+                status: RecipientStatus::Queued,
+                next_attempt: later,
+                reply: "451 later".into(),
+            },
+        ];
+        spool.record(&id, updates, None).await.expect("record");
+        assert!(
+            spool.claim_due(now, 10).await.expect("claim").is_empty(),
+            "deferred until later"
+        );
+        assert_eq!(spool.next_due(now).await.expect("next"), Some(later));
+        assert_eq!(spool.retry(Some(&id)).await.expect("retry"), 1);
+        let again = spool.claim_due(now_unix(), 10).await.expect("claim");
+        assert_eq!(
+            again[0]
+                .recipients
+                .iter()
+                .map(|r| r.idx)
+                .collect::<Vec<_>>(),
+            [1]
+        );
+        spool.release(&id, [1]);
+        assert_eq!(
+            spool.claim_due(now_unix(), 10).await.expect("claim").len(),
+            1,
+            "released claims come back"
+        );
     }
 }

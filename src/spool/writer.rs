@@ -100,7 +100,7 @@ async fn commit(conn: &mut SqliteConnection, batch: &mut [Request]) -> Result<()
                 for u in updates {
                     sqlx::query(
                         "UPDATE recipient SET status = ?, attempts = attempts + 1, next_attempt = ?, \
-                         last_reply = ?, lease_until = 0 WHERE message_id = ? AND idx = ?",
+                         last_reply = ? WHERE message_id = ? AND idx = ?",
                     )
                     .bind(u.status.as_str())
                     .bind(u.next_attempt)

@@ -95,6 +95,10 @@ pub async fn open(endpoint: &Endpoint<'_>, ehlo_name: &str) -> Result<Connection
             ),
             tcp_failed: true,
         })?;
+    // Commands and small messages are written in pieces and answered at once:
+    // with Nagle's algorithm on, each piece may wait for the peer's delayed ACK
+    // (tens of milliseconds per message).
+    let _ = tcp.stream.set_nodelay(true);
     let mut tcp = SmtpClient {
         stream: tcp.stream,
         timeout: endpoint.reply_timeout,

@@ -90,19 +90,29 @@ pub async fn run(delivery: Arc<Delivery>, shutdown: CancellationToken, tasks: Ta
         }
         delivery.outbound.close_idle();
         let now = now_unix();
-        let mut claimed_full_batch = false;
-        match delivery.spool.claim_due(now, CLAIM_BATCH).await {
-            Ok(messages) => {
-                claimed_full_batch = messages.iter().map(|m| m.recipients.len()).sum::<usize>()
-                    >= CLAIM_BATCH as usize;
-                for message in messages {
-                    tasks.spawn(deliver_message(Arc::clone(&delivery), message));
+        // Claimed recipients wait for a delivery slot; bound how many wait, so
+        // that a large backlog is not all in memory at once.
+        let room =
+            (delivery.config.delivery.concurrency * 4).saturating_sub(delivery.spool.claimed());
+        let mut more_due = false;
+        if room > 0 {
+            let batch = CLAIM_BATCH.min(room as u32);
+            match delivery.spool.claim_due(now, batch).await {
+                Ok(messages) => {
+                    more_due = messages.iter().map(|m| m.recipients.len()).sum::<usize>()
+                        >= batch as usize;
+                    for message in messages {
+                        tasks.spawn(deliver_message(Arc::clone(&delivery), message));
+                    }
                 }
+                Err(e) => tracing::error!(event = "spool_error", error = %e),
             }
-            Err(e) => tracing::error!(event = "spool_error", error = %e),
         }
-        let wait = if claimed_full_batch {
+        // With no room, a finished delivery (which signals `queued`) makes room.
+        let wait = if more_due && room > CLAIM_BATCH as usize {
             Duration::ZERO
+        } else if room == 0 {
+            POLL
         } else {
             match delivery.spool.next_due(now).await {
                 Ok(Some(due)) => {
@@ -150,19 +160,6 @@ fn write_status(config: &Config, port25_blocked: bool) {
 
 /// One delivery round for one message: every destination of its due recipients.
 async fn deliver_message(delivery: Arc<Delivery>, message: QueuedMessage) {
-    let body = match delivery.spool.body(&message.id).await {
-        Ok(Some(body)) => Arc::new(body),
-        other => {
-            if let Err(e) = other {
-                tracing::error!(event = "spool_error", qid = %message.id, error = %e);
-            }
-            // Deleted meanwhile, or unreadable now: the claims go back.
-            delivery
-                .spool
-                .release(&message.id, message.recipients.iter().map(|r| r.idx));
-            return;
-        }
-    };
     let message = Arc::new(message);
     let mut groups: HashMap<String, (Destination, Vec<u32>)> = HashMap::new();
     for rcpt in &message.recipients {
@@ -173,26 +170,38 @@ async fn deliver_message(delivery: Arc<Delivery>, message: QueuedMessage) {
             .1
             .push(rcpt.idx);
     }
+    let attempt = message
+        .recipients
+        .iter()
+        .map(|r| r.attempts)
+        .max()
+        .unwrap_or(0)
+        + 1;
     let mut set = JoinSet::new();
     for (key, (destination, idxs)) in groups {
-        let (delivery, message, body) = (
-            Arc::clone(&delivery),
-            Arc::clone(&message),
-            Arc::clone(&body),
-        );
-        let attempt = message
-            .recipients
-            .iter()
-            .map(|r| r.attempts)
-            .max()
-            .unwrap_or(0)
-            + 1;
+        let (delivery, message) = (Arc::clone(&delivery), Arc::clone(&message));
         let span = tracing::info_span!("delivery", qid = %message.id, dest = %key, attempt);
         set.spawn(
             async move {
                 let global = Arc::clone(&delivery.global).acquire_owned().await;
                 let local = delivery.destination_slots(&key).acquire_owned().await;
-                let results = deliver_group(&delivery, &message, &body, &destination, &idxs).await;
+                // Loaded only once a delivery slot is free: claimed messages
+                // waiting for a slot hold no body in memory.
+                let results = match delivery.spool.body(&message.id).await {
+                    Ok(Some(body)) => {
+                        deliver_group(&delivery, &message, &body, &destination, &idxs).await
+                    }
+                    // Deleted meanwhile: nothing to do, the claims are released below.
+                    Ok(None) => Vec::new(),
+                    Err(e) => {
+                        let f = DeliveryFailure::new(
+                            Severity::Transient,
+                            Scope::Message,
+                            format!("cannot read the spool: {e}"),
+                        );
+                        idxs.iter().map(|idx| (*idx, Err(f.clone()))).collect()
+                    }
+                };
                 drop((global, local));
                 results
             }
@@ -208,6 +217,18 @@ async fn deliver_message(delivery: Arc<Delivery>, message: QueuedMessage) {
             }
         }
     }
+    // The original is needed again only for a DSN.
+    let body = if results.iter().any(|(_, r)| r.is_err()) {
+        delivery
+            .spool
+            .body(&message.id)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let applied = outcome::apply(&delivery.config, &message, &body, &results, now_unix());
     let bounce = applied.bounce.map(|b| (QueueId::generate(), b));
     if let Some((id, _)) = &bounce {

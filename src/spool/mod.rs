@@ -78,7 +78,10 @@ impl Spool {
             // FULL: every commit syncs the WAL; this is what "accepted" rests on.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(10));
+            .busy_timeout(std::time::Duration::from_secs(10))
+            // 256 KiB of page cache per connection instead of SQLite's 2 MB: the
+            // hot pages are few, and every pooled connection has its own cache.
+            .pragma("cache_size", "-256");
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(options.clone())
@@ -116,7 +119,6 @@ impl Spool {
         updates: Vec<RecipientUpdate>,
         bounce: Option<(QueueId, NewMessage)>,
     ) -> Result<(), SpoolError> {
-        let queued_bounce = bounce.is_some();
         let idxs: Vec<u32> = updates.iter().map(|u| u.idx).collect();
         let written = self
             .write(Write::Outcomes {
@@ -127,9 +129,8 @@ impl Spool {
             .await;
         self.release(id, idxs);
         written?;
-        if queued_bounce {
-            self.queued.notify_one();
-        }
+        // A bounce is new work; finished claims make room for more.
+        self.queued.notify_one();
         Ok(())
     }
 
@@ -199,6 +200,11 @@ impl Spool {
         }
     }
 
+    /// How many recipients are claimed and not yet recorded or released.
+    pub fn claimed(&self) -> usize {
+        self.in_flight().len()
+    }
+
     fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<(String, u32)>> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -235,7 +241,7 @@ impl Spool {
         Ok(done.rows_affected())
     }
 
-    /// Woken after every `put`, for the scheduler.
+    /// Woken after every `put` and `record`, for the scheduler.
     pub fn queued_signal(&self) -> Arc<Notify> {
         self.queued.clone()
     }

@@ -269,3 +269,20 @@ fn any_mode_on_any_port_and_smtp_on_the_https_port() {
     assert!(body.contains("<clientConfig"), "{body}");
     assert_eq!(s.queue().len(), 3);
 }
+
+#[test]
+fn alpn_smtp_on_the_https_port_gets_a_greeting_at_once() {
+    let s = TestServer::start(HTTP);
+    let tls = s.http_addrs()[1];
+    let out = s_client(
+        tls,
+        &["-alpn", "smtp", "-quiet"],
+        "EHLO client.test\r\nQUIT\r\n",
+    );
+    let t = text(&out);
+    assert!(t.contains("220 mx.test.example ESMTP Postern"), "{t}");
+    assert!(
+        t.contains("250-AUTH PLAIN LOGIN") || t.contains("250 AUTH PLAIN LOGIN"),
+        "AUTH is offered: the session knows it is encrypted: {t}"
+    );
+}

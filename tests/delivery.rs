@@ -825,3 +825,28 @@ fn a_provider_that_drops_port_25_is_noticed_and_the_fallback_relay_used() {
         "the drop shows as timeouts: {log}"
     );
 }
+
+#[test]
+fn a_server_that_never_answers_is_left_behind_for_the_next_mx() {
+    let dns = TestDns::start();
+    let port = free_port();
+    dns.mx("remote.example", 10, "mx1.remote.example");
+    dns.mx("remote.example", 20, "mx2.remote.example");
+    dns.ip("mx1.remote.example", ip(25));
+    dns.ip("mx2.remote.example", ip(26));
+    let _hang = Peer::start(at(25, port), &["--mode", "hang"]);
+    let second = Peer::start(at(26, port), &[]);
+    // timeout = 5 in `sender`: the hung greeting costs five seconds, then mx2.
+    let s = sender(&dns, port, "");
+    send(
+        &s,
+        "app@example.com",
+        &["bob@remote.example"],
+        "Subject: hang\n\nx\n",
+    );
+    assert_eq!(
+        second.wait_for(1, WAIT)[0]["rcpt_tos"][0],
+        "bob@remote.example"
+    );
+    assert!(s.log().contains("no greeting"), "{}", s.log());
+}

@@ -274,3 +274,13 @@ fn port_echo_reports_the_ports_a_probe_token_reached() {
     let r = c.cmd("NOOP postern-echo ffffffffffffffffffffffffffffffff");
     assert_eq!(r, "250 2.0.0 Ok; postern-echo ports=none\r\n");
 }
+
+#[test]
+fn connections_in_total_at_the_limit() {
+    let s = TestServer::start("[limits]\nmax_connections = 2\n");
+    let (_a, ga) = Raw::connect(s.addr("mta"));
+    let (_b, gb) = Raw::connect(s.addr("submission"));
+    assert!(ga.starts_with("220") && gb.starts_with("220"));
+    let (_c, gc) = Raw::connect(s.addr("submissions"));
+    assert!(gc.starts_with("421 4.7.0"), "{gc}");
+}

@@ -152,41 +152,36 @@ impl Spool {
     /// delivers from this spool, and a crash releases every claim with it.
     pub async fn claim_due(&self, now: i64, limit: u32) -> Result<Vec<QueuedMessage>, SpoolError> {
         let busy = self.in_flight().len();
+        // One query for recipients and their envelopes: this runs for every
+        // message the server relays.
         let rows = sqlx::query(
-            "SELECT message_id, idx, address, orcpt, notify, status, attempts, next_attempt, last_reply \
-             FROM recipient WHERE status = 'queued' AND next_attempt <= ? ORDER BY next_attempt LIMIT ?",
+            "SELECT r.message_id, r.idx, r.address, r.orcpt, r.notify, r.status, r.attempts, r.next_attempt, \
+             r.last_reply, m.id, m.created, m.sender, m.size, m.auth_user, m.smtputf8, m.dsn_ret, m.dsn_envid \
+             FROM recipient r JOIN message m ON m.id = r.message_id \
+             WHERE r.status = 'queued' AND r.next_attempt <= ? ORDER BY r.next_attempt LIMIT ?",
         )
         .bind(now)
         .bind(i64::from(limit) + busy as i64)
         .fetch_all(&self.pool)
         .await?;
-        let mut by_message: HashMap<String, Vec<QueuedRecipient>> = HashMap::new();
-        {
-            let mut in_flight = self.in_flight();
-            for row in &rows {
-                let id: String = row.get("message_id");
-                let r = recipient_from_row(row);
-                if in_flight.len() >= busy + limit as usize
-                    || !in_flight.insert((id.clone(), r.idx))
-                {
-                    continue;
-                }
-                by_message.entry(id).or_default().push(r);
-            }
-        }
-        let mut out = Vec::with_capacity(by_message.len());
-        for (id, mut recipients) in by_message {
-            let Some(qid) = QueueId::parse(&id) else {
+        let mut by_message: HashMap<String, QueuedMessage> = HashMap::new();
+        let mut in_flight = self.in_flight();
+        for row in &rows {
+            let id: String = row.get("message_id");
+            let r = recipient_from_row(row);
+            if in_flight.len() >= busy + limit as usize || !in_flight.insert((id.clone(), r.idx)) {
                 continue;
-            };
-            match self.get(&qid).await? {
-                Some(mut m) => {
-                    recipients.sort_by_key(|r| r.idx);
-                    m.recipients = recipients;
-                    out.push(m);
-                }
-                None => self.release(&qid, recipients.iter().map(|r| r.idx)),
             }
+            by_message
+                .entry(id)
+                .or_insert_with(|| message_from_row(row, Vec::new()))
+                .recipients
+                .push(r);
+        }
+        drop(in_flight);
+        let mut out: Vec<QueuedMessage> = by_message.into_values().collect();
+        for m in &mut out {
+            m.recipients.sort_by_key(|r| r.idx);
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)

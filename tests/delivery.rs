@@ -59,6 +59,19 @@ fn wait_queue(s: &TestServer, n: usize) -> Vec<serde_json::Value> {
     }
 }
 
+/// Waits until the server's log contains `needle`.
+fn wait_log(s: &TestServer, needle: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !s.log().contains(needle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} in the log:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Messages delivered into a local Maildir, oldest first.
 fn maildir(s: &TestServer, domain: &str, user: &str) -> Vec<String> {
     let dir = s
@@ -329,11 +342,7 @@ fn deferred_mail_is_retried_and_queue_retry_makes_it_due_now() {
         "Subject: later\n\nx\n",
     );
     // Nothing listens yet: the attempt fails and is deferred.
-    let deadline = std::time::Instant::now() + WAIT;
-    while !s.log().contains("event=\"deferred\"") {
-        assert!(std::time::Instant::now() < deadline, "{}", s.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_log(&s, "event=\"deferred\"");
     let show = s.cli_ok(&["queue", "show", &id]);
     assert!(
         show.contains("could be reached") && show.contains("1 attempts"),
@@ -382,11 +391,7 @@ fn a_connection_cut_during_data_is_tried_again() {
         &["bob@remote.example"],
         "Subject: cut\n\nx\n",
     );
-    let deadline = std::time::Instant::now() + WAIT;
-    while !s.log().contains("event=\"deferred\"") {
-        assert!(std::time::Instant::now() < deadline, "{}", s.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_log(&s, "event=\"deferred\"");
     drop(dropper);
     let peer = Peer::start(at(10, port), &[]);
     peer.wait_for(1, WAIT);
@@ -721,11 +726,7 @@ fn a_relay_certificate_is_verified_unless_told_otherwise() {
         &["bob@anywhere.example"],
         "Subject: verify\n\nx\n",
     );
-    let deadline = std::time::Instant::now() + WAIT;
-    while !s.log().contains("event=\"deferred\"") {
-        assert!(std::time::Instant::now() < deadline, "{}", s.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_log(&s, "event=\"deferred\"");
     let show = s.cli_ok(&["queue", "show", &id]);
     assert!(
         show.contains("STARTTLS failed") && show.to_lowercase().contains("certificate"),

@@ -121,11 +121,7 @@ pub async fn open(endpoint: &Endpoint<'_>, ehlo_name: &str) -> Result<Connection
         let caps = ehlo(&mut client, host, ehlo_name)
             .await
             .map_err(host_failure)?;
-        Connection {
-            client,
-            caps,
-            opened: Instant::now(),
-        }
+        Connection::new(client, caps)
     } else {
         greeting(&mut tcp, host).await.map_err(host_failure)?;
         let caps = ehlo(&mut tcp, host, ehlo_name)
@@ -156,17 +152,9 @@ pub async fn open(endpoint: &Endpoint<'_>, ehlo_name: &str) -> Result<Connection
             let caps = ehlo(&mut client, host, ehlo_name)
                 .await
                 .map_err(host_failure)?;
-            Connection {
-                client,
-                caps,
-                opened: Instant::now(),
-            }
+            Connection::new(client, caps)
         } else {
-            Connection {
-                client: boxed(tcp),
-                caps,
-                opened: Instant::now(),
-            }
+            Connection::new(boxed(tcp), caps)
         }
     };
     if let Some(credentials) = endpoint.credentials {
@@ -183,6 +171,16 @@ pub async fn open(endpoint: &Endpoint<'_>, ehlo_name: &str) -> Result<Connection
             })?;
     }
     Ok(conn)
+}
+
+impl Connection {
+    fn new(client: SmtpClient<Box<dyn Stream>>, caps: EhloResponse<String>) -> Connection {
+        Connection {
+            client,
+            caps,
+            opened: Instant::now(),
+        }
+    }
 }
 
 fn boxed<T: Stream + 'static>(c: SmtpClient<T>) -> SmtpClient<Box<dyn Stream>> {

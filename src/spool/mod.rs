@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -71,17 +71,7 @@ impl Spool {
             path: dir.display().to_string(),
             source,
         })?;
-        let options = SqliteConnectOptions::new()
-            .filename(dir.join("queue.sqlite"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: every commit syncs the WAL; this is what "accepted" rests on.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(10))
-            // 256 KiB of page cache per connection instead of SQLite's 2 MB: the
-            // hot pages are few, and every pooled connection has its own cache.
-            .pragma("cache_size", "-256");
+        let options = crate::store::sqlite_options(&dir.join("queue.sqlite"));
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(options.clone())

@@ -45,22 +45,29 @@ pub struct Store {
     pool: SqlitePool,
 }
 
+/// How Postern opens each of its SQLite databases (this store and the spool):
+/// WAL with `synchronous=FULL`, so a committed transaction survives a crash.
+pub fn sqlite_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL: every commit syncs the WAL; this is what "accepted" rests on.
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(std::time::Duration::from_secs(10))
+        // 256 KiB of page cache per connection instead of SQLite's 2 MB: the
+        // hot pages are few, and every pooled connection has its own cache.
+        .pragma("cache_size", "-256")
+}
+
 impl Store {
     pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
             path: data_dir.display().to_string(),
             source,
         })?;
-        let options = SqliteConnectOptions::new()
-            .filename(data_dir.join("store.sqlite"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(10))
-            // 256 KiB of page cache per connection instead of SQLite's 2 MB: the
-            // hot pages are few, and every pooled connection has its own cache.
-            .pragma("cache_size", "-256");
+        let options = sqlite_options(&data_dir.join("store.sqlite"));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)

@@ -224,20 +224,7 @@ fn mta_sts_metrics_and_port_echo() {
 #[test]
 fn any_mode_on_any_port_and_smtp_on_the_https_port() {
     let s = TestServer::start(HTTP);
-    let auth = [
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        "alice@example.com",
-        "--auth-password",
-        PASSWORD,
-        "--from",
-        "alice@example.com",
-        "--to",
-        "bob@remote.example",
-        "--header",
-        "From: alice@example.com",
-    ];
+    let auth = alice_to_bob("PLAIN");
     // "SSL/TLS" chosen on the STARTTLS port, and "STARTTLS" chosen on 465.
     let implicit_on_587 = swaks(s.addr("submission"), &[&["--tlsc"], &auth[..]].concat());
     assert!(

@@ -105,21 +105,7 @@ fn authenticated_relay_on_port_25_after_tls() {
     );
     let out = swaks(
         s.addr("mta"),
-        &[
-            "--tls",
-            "--auth",
-            "LOGIN",
-            "--auth-user",
-            "alice@example.com",
-            "--auth-password",
-            PASSWORD,
-            "--from",
-            "alice@example.com",
-            "--to",
-            "bob@remote.example",
-            "--header",
-            "From: alice@example.com",
-        ],
+        &[&["--tls"], &alice_to_bob("LOGIN")[..]].concat(),
     );
     assert!(
         text(&out).contains("250 2.0.0 Ok: queued as"),

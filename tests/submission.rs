@@ -10,21 +10,7 @@ fn swaks_starttls_auth_plain_on_submission() {
     let s = TestServer::start("");
     let out = swaks(
         s.addr("submission"),
-        &[
-            "--tls",
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "alice@example.com",
-            "--auth-password",
-            PASSWORD,
-            "--from",
-            "alice@example.com",
-            "--to",
-            "bob@remote.example",
-            "--header",
-            "From: alice@example.com",
-        ],
+        &[&["--tls"], &alice_to_bob("PLAIN")[..]].concat(),
     );
     let t = text(&out);
     assert!(out.status.success(), "{t}");
@@ -180,40 +166,29 @@ fn a_user_sends_only_as_itself() {
 #[test]
 fn accounts_added_while_running_work_at_once() {
     let s = TestServer::start("");
+    let carol_sends = |password: &str| {
+        smtplib_send(
+            "starttls",
+            s.addr("submission"),
+            Some(("carol@example.com", password)),
+            "carol@example.com",
+            "x@remote.example",
+            "From: carol@example.com\n\nhi\n",
+        )
+    };
     s.cli_stdin_ok(
         &["user", "add", "carol@example.com", "--password-stdin"],
         "carol-pw",
     );
-    let r = smtplib_send(
-        "starttls",
-        s.addr("submission"),
-        Some(("carol@example.com", "carol-pw")),
-        "carol@example.com",
-        "x@remote.example",
-        "From: carol@example.com\n\nhi\n",
-    );
+    let r = carol_sends("carol-pw");
     assert!(r.starts_with("250 "), "{r}");
     s.cli_stdin_ok(
         &["user", "passwd", "carol@example.com", "--password-stdin"],
         "new-pw",
     );
-    let r = smtplib_send(
-        "starttls",
-        s.addr("submission"),
-        Some(("carol@example.com", "carol-pw")),
-        "carol@example.com",
-        "x@remote.example",
-        "From: carol@example.com\n\nhi\n",
-    );
+    let r = carol_sends("carol-pw");
     assert!(r.starts_with("535 "), "{r}");
     s.cli_ok(&["user", "del", "carol@example.com"]);
-    let r = smtplib_send(
-        "starttls",
-        s.addr("submission"),
-        Some(("carol@example.com", "new-pw")),
-        "carol@example.com",
-        "x@remote.example",
-        "From: carol@example.com\n\nhi\n",
-    );
+    let r = carol_sends("new-pw");
     assert!(r.starts_with("535 "), "{r}");
 }

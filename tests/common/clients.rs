@@ -34,6 +34,25 @@ pub fn swaks(addr: SocketAddr, args: &[&str]) -> Output {
     cmd.output().expect("run swaks")
 }
 
+/// swaks arguments for alice@example.com authenticating with `mechanism` and
+/// sending, as herself, to bob@remote.example (the caller adds the TLS mode).
+pub fn alice_to_bob(mechanism: &'static str) -> Vec<&'static str> {
+    vec![
+        "--auth",
+        mechanism,
+        "--auth-user",
+        "alice@example.com",
+        "--auth-password",
+        super::PASSWORD,
+        "--from",
+        "alice@example.com",
+        "--to",
+        "bob@remote.example",
+        "--header",
+        "From: alice@example.com",
+    ]
+}
+
 /// Runs a Python 3 script with arguments; stdout is the script's result.
 pub fn python(script: &str, args: &[&str]) -> Output {
     require_tool("python3");

@@ -2,7 +2,10 @@
 //! CLI writes here while the server runs; the server reads on every lookup, so a
 //! change is seen at once without a restart.
 
+use std::collections::HashSet;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -43,7 +46,16 @@ const MAX_ALIAS_DEPTH: usize = 8;
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// The hosted domains, asked for on every RCPT, alias expansion and
+    /// routing decision: read from the database at most once per
+    /// `HOSTED_TTL`, so a domain added by the CLI is seen within that time.
+    hosted: Arc<Mutex<Option<DomainSnapshot>>>,
 }
+
+const HOSTED_TTL: Duration = Duration::from_secs(1);
+
+/// The hosted domains as read at some instant.
+type DomainSnapshot = (Instant, Arc<HashSet<String>>);
 
 /// How Postern opens each of its SQLite databases (this store and the spool):
 /// WAL with `synchronous=FULL`, so a committed transaction survives a crash.
@@ -73,7 +85,10 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/store").run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            hosted: Arc::default(),
+        })
     }
 
     pub async fn add_domain(&self, domain: &str) -> Result<String, StoreError> {
@@ -83,6 +98,7 @@ impl Store {
             .bind(now_unix())
             .execute(&self.pool)
             .await?;
+        self.domains_changed();
         if done.rows_affected() == 0 {
             return Err(StoreError::DomainExists(name));
         }
@@ -96,6 +112,7 @@ impl Store {
             .bind(&name)
             .execute(&self.pool)
             .await?;
+        self.domains_changed();
         if done.rows_affected() == 0 {
             return Err(StoreError::NoSuchDomain(name));
         }
@@ -109,13 +126,31 @@ impl Store {
     }
 
     pub async fn is_hosted_domain(&self, domain: &str) -> Result<bool, StoreError> {
-        Ok(
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM domain WHERE name = ?")
-                .bind(domain)
-                .fetch_one(&self.pool)
-                .await?
-                > 0,
-        )
+        let cached = {
+            let guard = self.hosted.lock().unwrap_or_else(|p| p.into_inner());
+            guard
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < HOSTED_TTL)
+                .map(|(_, set)| Arc::clone(set))
+        };
+        let set = match cached {
+            Some(set) => set,
+            None => {
+                let names: Vec<String> = sqlx::query_scalar("SELECT name FROM domain")
+                    .fetch_all(&self.pool)
+                    .await?;
+                let set = Arc::new(names.into_iter().collect::<HashSet<String>>());
+                *self.hosted.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((Instant::now(), Arc::clone(&set)));
+                set
+            }
+        };
+        Ok(set.contains(domain))
+    }
+
+    /// Forgets the cached domain list after this process changed it.
+    fn domains_changed(&self) {
+        *self.hosted.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Checks that `address` could be added as a new account (valid, in a hosted

@@ -2,6 +2,7 @@
 //! as `Arc<Config>`. Built from a TOML file (or the built-in defaults) by
 //! `load`; all errors of a file are collected and each names file, line and key.
 
+mod checker;
 pub mod defaults;
 mod file;
 mod validate;
@@ -14,7 +15,7 @@ use ipnet::IpNet;
 
 use crate::listener::ListenerRole;
 
-pub use validate::{ConfigError, ConfigErrors};
+pub use checker::{ConfigError, ConfigErrors};
 
 /// The whole server configuration after validation.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{NewMessage, QueueId, RecipientStatus, now_unix};
+use super::{NewMessage, NewRecipient, QueueId, RecipientStatus, now_unix};
 
 /// Most requests committed in one transaction; bounds a batch's latency.
 const MAX_BATCH: usize = 512;
@@ -86,78 +86,133 @@ pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Reque
 async fn commit(conn: &mut SqliteConnection, batch: &mut [Request]) -> Result<(), sqlx::Error> {
     let now = now_unix();
     let mut tx = conn.begin().await?;
-    for req in batch.iter_mut() {
-        match &mut req.write {
-            Write::Put { id, message } => insert(&mut tx, id, message, now).await?,
-            Write::Outcomes {
-                id,
-                updates,
-                bounce,
-            } => {
-                if let Some((bounce_id, bounce)) = bounce {
-                    insert(&mut tx, bounce_id, bounce, now).await?;
-                }
-                for u in updates {
-                    sqlx::query(
-                        "UPDATE recipient SET status = ?, attempts = attempts + 1, next_attempt = ?, \
-                         last_reply = ? WHERE message_id = ? AND idx = ?",
-                    )
-                    .bind(u.status.as_str())
-                    .bind(u.next_attempt)
-                    .bind(&u.reply)
-                    .bind(id.as_str())
-                    .bind(i64::from(u.idx))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                sqlx::query(
-                    "DELETE FROM message WHERE id = ? AND NOT EXISTS \
-                     (SELECT 1 FROM recipient WHERE message_id = ? AND status = 'queued')",
-                )
-                .bind(id.as_str())
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await?;
+    {
+        // New messages (and the bounces outcomes cause) go in with a few
+        // multi-row INSERTs: sqlx runs each statement on its worker thread, so
+        // one statement per row would cost a round trip per message.
+        let mut new: Vec<(&QueueId, &mut NewMessage)> = Vec::new();
+        for req in batch.iter_mut() {
+            match &mut req.write {
+                Write::Put { id, message } => new.push((id, message)),
+                Write::Outcomes {
+                    bounce: Some((id, message)),
+                    ..
+                } => new.push((id, message)),
+                Write::Outcomes { bounce: None, .. } => {}
             }
         }
+        insert(&mut tx, &mut new, now).await?;
+    }
+    for req in batch.iter() {
+        let Write::Outcomes { id, updates, .. } = &req.write else {
+            continue;
+        };
+        for u in updates {
+            sqlx::query(
+                "UPDATE recipient SET status = ?, attempts = attempts + 1, next_attempt = ?, \
+                 last_reply = ? WHERE message_id = ? AND idx = ?",
+            )
+            .bind(u.status.as_str())
+            .bind(u.next_attempt)
+            .bind(&u.reply)
+            .bind(id.as_str())
+            .bind(i64::from(u.idx))
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "DELETE FROM message WHERE id = ? AND NOT EXISTS \
+             (SELECT 1 FROM recipient WHERE message_id = ? AND status = 'queued')",
+        )
+        .bind(id.as_str())
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await
 }
 
+/// Rows per multi-row INSERT, well under SQLite's limit of 32766 bound values.
+const MESSAGES_PER_INSERT: usize = 100;
+const RECIPIENTS_PER_INSERT: usize = 500;
+
+/// `INSERT INTO <table> (<columns>) VALUES (?, …), (?, …) …` for `rows` rows.
+fn multi_row_insert(table: &str, columns: &[&str], rows: usize) -> sqlx::AssertSqlSafe<String> {
+    let row = format!("({})", vec!["?"; columns.len()].join(", "));
+    sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {table} ({}) VALUES {}",
+        columns.join(", "),
+        vec![row; rows].join(", ")
+    ))
+}
+
 async fn insert(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    id: &QueueId,
-    m: &mut NewMessage,
+    new: &mut [(&QueueId, &mut NewMessage)],
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let size = m.body.len() as i64;
-    sqlx::query(
-        "INSERT INTO message (id, created, sender, size, auth_user, smtputf8, dsn_ret, dsn_envid, body) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(id.as_str())
-    .bind(now)
-    .bind(&m.sender)
-    .bind(size)
-    .bind(&m.auth_user)
-    .bind(i64::from(m.smtputf8))
-    .bind(&m.dsn.ret)
-    .bind(&m.dsn.envid)
-    .bind(std::mem::take(&mut m.body))
-    .execute(&mut **tx)
-    .await?;
-    for (idx, r) in m.recipients.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO recipient (message_id, idx, address, orcpt, notify, next_attempt) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(id.as_str())
-        .bind(idx as i64)
-        .bind(&r.address)
-        .bind(&r.orcpt)
-        .bind(&r.notify)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    const MESSAGE: [&str; 9] = [
+        "id",
+        "created",
+        "sender",
+        "size",
+        "auth_user",
+        "smtputf8",
+        "dsn_ret",
+        "dsn_envid",
+        "body",
+    ];
+    const RECIPIENT: [&str; 6] = [
+        "message_id",
+        "idx",
+        "address",
+        "orcpt",
+        "notify",
+        "next_attempt",
+    ];
+    for chunk in new.chunks_mut(MESSAGES_PER_INSERT) {
+        // Bodies are moved into the statement, not copied: once the batch is
+        // committed or failed they are not needed.
+        let bodies: Vec<Vec<u8>> = chunk
+            .iter_mut()
+            .map(|(_, m)| std::mem::take(&mut m.body))
+            .collect();
+        let mut query = sqlx::query(multi_row_insert("message", &MESSAGE, chunk.len()));
+        for ((id, m), body) in chunk.iter().zip(bodies) {
+            query = query
+                .bind(id.as_str())
+                .bind(now)
+                .bind(&m.sender)
+                .bind(body.len() as i64)
+                .bind(&m.auth_user)
+                .bind(i64::from(m.smtputf8))
+                .bind(&m.dsn.ret)
+                .bind(&m.dsn.envid)
+                .bind(body);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    let recipients: Vec<(&str, i64, &NewRecipient)> = new
+        .iter()
+        .flat_map(|(id, m)| {
+            m.recipients
+                .iter()
+                .enumerate()
+                .map(move |(idx, r)| (id.as_str(), idx as i64, r))
+        })
+        .collect();
+    for chunk in recipients.chunks(RECIPIENTS_PER_INSERT) {
+        let mut query = sqlx::query(multi_row_insert("recipient", &RECIPIENT, chunk.len()));
+        for (id, idx, r) in chunk {
+            query = query
+                .bind(*id)
+                .bind(*idx)
+                .bind(&r.address)
+                .bind(&r.orcpt)
+                .bind(&r.notify)
+                .bind(now);
+        }
+        query.execute(&mut **tx).await?;
     }
     Ok(())
 }

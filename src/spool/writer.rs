@@ -103,33 +103,61 @@ async fn commit(conn: &mut SqliteConnection, batch: &mut [Request]) -> Result<()
         }
         insert(&mut tx, &mut new, now).await?;
     }
-    for req in batch.iter() {
-        let Write::Outcomes { id, updates, .. } = &req.write else {
-            continue;
-        };
-        for u in updates {
-            sqlx::query(
-                "UPDATE recipient SET status = ?, attempts = attempts + 1, next_attempt = ?, \
-                 last_reply = ? WHERE message_id = ? AND idx = ?",
-            )
-            .bind(u.status.as_str())
-            .bind(u.next_attempt)
-            .bind(&u.reply)
-            .bind(id.as_str())
-            .bind(i64::from(u.idx))
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(
-            "DELETE FROM message WHERE id = ? AND NOT EXISTS \
-             (SELECT 1 FROM recipient WHERE message_id = ? AND status = 'queued')",
-        )
-        .bind(id.as_str())
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await?;
-    }
+    record_outcomes(&mut tx, batch).await?;
     tx.commit().await
+}
+
+/// Applies every outcome of the batch with one UPDATE (a VALUES list joined by
+/// UPDATE … FROM) and removes the messages left with nothing to deliver with one
+/// DELETE per chunk, rather than statements per recipient and per message.
+async fn record_outcomes(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    batch: &[Request],
+) -> Result<(), sqlx::Error> {
+    let updates: Vec<(&str, &RecipientUpdate)> = batch
+        .iter()
+        .filter_map(|req| match &req.write {
+            Write::Outcomes { id, updates, .. } => {
+                Some(updates.iter().map(move |u| (id.as_str(), u)))
+            }
+            Write::Put { .. } => None,
+        })
+        .flatten()
+        .collect();
+    for chunk in updates.chunks(RECIPIENTS_PER_INSERT) {
+        let values = vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        // SQLite names a VALUES list's columns column1, column2, …
+        let sql = format!(
+            "UPDATE recipient SET status = v.column3, attempts = attempts + 1, next_attempt = v.column4, \
+             last_reply = v.column5 FROM (VALUES {values}) AS v \
+             WHERE recipient.message_id = v.column1 AND recipient.idx = v.column2"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, u) in chunk {
+            query = query
+                .bind(*id)
+                .bind(i64::from(u.idx))
+                .bind(u.status.as_str())
+                .bind(u.next_attempt)
+                .bind(&u.reply);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    let mut ids: Vec<&str> = updates.iter().map(|(id, _)| *id).collect();
+    ids.dedup();
+    for chunk in ids.chunks(RECIPIENTS_PER_INSERT) {
+        let sql = format!(
+            "DELETE FROM message WHERE id IN ({}) AND NOT EXISTS \
+             (SELECT 1 FROM recipient WHERE recipient.message_id = message.id AND recipient.status = 'queued')",
+            vec!["?"; chunk.len()].join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Rows per multi-row INSERT, well under SQLite's limit of 32766 bound values.

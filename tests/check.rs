@@ -59,6 +59,27 @@ fn isp_relay(lab: &Lab, port: u16) -> TestServer {
     relay
 }
 
+/// The ISP sends the client's port-25 traffic to its own host's `to_port`;
+/// then the check runs over 25, 465 and 587.
+fn redirect_25_and_check(lab: &Lab, ca: &str, to_port: u16) -> Output {
+    lab.isp_rules(
+        &[],
+        &[&format!(
+            "ip daddr {SERVER_IP} tcp dport 25 dnat ip to {ISP_IP}:{to_port}"
+        )],
+    );
+    lab.check(&[
+        HOST,
+        "--json",
+        "--timeout",
+        "5",
+        "--ca-file",
+        ca,
+        "--ports",
+        "25,465,587",
+    ])
+}
+
 fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -203,22 +224,7 @@ fn isp_redirecting_25_to_its_relay_is_intercepted() {
     let mut lab = Lab::new();
     let (_server, ca) = real_server(&lab, &[HOST]);
     let _relay = isp_relay(&lab, 10025);
-    lab.isp_rules(
-        &[],
-        &[&format!(
-            "ip daddr {SERVER_IP} tcp dport 25 dnat ip to {ISP_IP}:10025"
-        )],
-    );
-    let out = lab.check(&[
-        HOST,
-        "--json",
-        "--timeout",
-        "5",
-        "--ca-file",
-        &ca,
-        "--ports",
-        "25,465,587",
-    ]);
+    let out = redirect_25_and_check(&lab, &ca, 10025);
     let r = json(&out);
     assert_eq!(status(&r, 25), "intercepted", "{r:#}");
     assert_eq!(port(&r, 25)["seen_by_server"], false);
@@ -232,22 +238,7 @@ fn isp_redirecting_25_to_its_relay_is_intercepted() {
     // A relay that copies the server's greeting and lies about the echo is
     // caught all the same: the real server never saw the token on 25.
     lab.spawn_ready(&lab.isp.clone(), "python3", &["-c", MIMIC, ISP_IP, "10026"]);
-    lab.isp_rules(
-        &[],
-        &[&format!(
-            "ip daddr {SERVER_IP} tcp dport 25 dnat ip to {ISP_IP}:10026"
-        )],
-    );
-    let out = lab.check(&[
-        HOST,
-        "--json",
-        "--timeout",
-        "5",
-        "--ca-file",
-        &ca,
-        "--ports",
-        "25,465,587",
-    ]);
+    let out = redirect_25_and_check(&lab, &ca, 10026);
     let r = json(&out);
     assert_eq!(
         port(&r, 25)["greeting"],

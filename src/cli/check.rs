@@ -121,12 +121,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     })
     .await;
     finish(shown).await;
-    let text = if args.json {
-        serde_json::to_string_pretty(&report)?
-    } else {
-        report.render()
-    };
-    print(&text)?;
+    print(&render(args.json, &report, report.render())?)?;
     anyhow::ensure!(
         report.ok,
         "no way to send mail through {} works from this network (see above)",
@@ -143,6 +138,15 @@ fn password(user: &str, from_stdin: bool) -> anyhow::Result<String> {
         .context("cannot read the password from the terminal")?;
     anyhow::ensure!(!password.is_empty(), "the password is empty");
     Ok(password)
+}
+
+/// The report as JSON with --json, else as its one-screen table.
+fn render(json: bool, report: &impl serde::Serialize, table: String) -> anyhow::Result<String> {
+    Ok(if json {
+        serde_json::to_string_pretty(report)?
+    } else {
+        table
+    })
 }
 
 fn print(text: &str) -> anyhow::Result<()> {
@@ -195,12 +199,7 @@ async fn outbound(
     )
     .await;
     finish(shown).await;
-    let text = if args.json {
-        serde_json::to_string_pretty(&report)?
-    } else {
-        report.render()
-    };
-    print(&text)?;
+    print(&render(args.json, &report, report.render())?)?;
     anyhow::ensure!(report.ok, "mail cannot leave this machine (see above)");
     Ok(())
 }

@@ -10,7 +10,7 @@ use smtp_proto::{
     EXT_8BIT_MIME, EXT_DSN, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse,
     Response,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::smtp::Stream;
 use tokio_rustls::TlsConnector;
@@ -421,15 +421,40 @@ async fn send_body<T: AsyncRead + AsyncWrite + Unpin>(
     c: &mut SmtpClient<T>,
     body: &[u8],
 ) -> mail_send::Result<Response<String>> {
-    // write_message adds CRLF.CRLF itself: without this, the recipient would
-    // see an extra empty line at the end.
-    let body = body.strip_suffix(b"\r\n").unwrap_or(body);
     tokio::time::timeout(c.timeout * 5, async {
-        c.write_message(body).await?;
+        write_dot_stuffed(&mut c.stream, body).await?;
         c.read().await
     })
     .await
     .map_err(|_| mail_send::Error::Timeout)?
+}
+
+/// Writes a spooled body (CRLF line ends, no bare CR) as DATA content: a dot
+/// doubled at the start of every line (RFC 5321 §4.5.2), then CRLF.CRLF.
+/// mail-send's `write_message` does the same by testing every octet, which was a
+/// tenth of the CPU time when relaying 100 KiB messages; memchr finds the rare
+/// line that starts with a dot, and the buffer merges the pieces and the
+/// terminator into few writes (a large run goes straight to the socket).
+async fn write_dot_stuffed<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut out = tokio::io::BufWriter::with_capacity(16 * 1024, stream);
+    let mut start = 0;
+    if body.first() == Some(&b'.') {
+        out.write_all(b".").await?;
+    }
+    for newline in memchr::memmem::find_iter(body, b"\n.") {
+        out.write_all(&body[start..=newline]).await?;
+        out.write_all(b".").await?;
+        start = newline + 1;
+    }
+    out.write_all(&body[start..]).await?;
+    if !body.is_empty() && !body.ends_with(b"\r\n") {
+        out.write_all(b"\r\n").await?;
+    }
+    out.write_all(b".\r\n").await?;
+    out.flush().await
 }
 
 #[cfg(test)]
@@ -440,5 +465,39 @@ mod tests {
     fn xtext_encodes_what_it_must() {
         assert_eq!(xtext("a+b=c d"), "a+2Bb+3Dc+20d");
         assert_eq!(xtext("plain@example.com"), "plain@example.com");
+    }
+
+    async fn on_the_wire(body: &[u8]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        write_dot_stuffed(&mut wire, body)
+            .await
+            .expect("write to a Vec");
+        wire
+    }
+
+    #[tokio::test]
+    async fn dots_at_line_starts_are_doubled_and_the_end_is_marked() {
+        assert_eq!(on_the_wire(b"a\r\nb\r\n").await, b"a\r\nb\r\n.\r\n");
+        assert_eq!(
+            on_the_wire(b".x\r\n.\r\na.b\r\n..\r\n").await,
+            b"..x\r\n..\r\na.b\r\n...\r\n.\r\n"
+        );
+        assert_eq!(on_the_wire(b"").await, b".\r\n");
+        assert_eq!(on_the_wire(b"no end").await, b"no end\r\n.\r\n");
+    }
+
+    proptest::proptest! {
+        /// Whatever the body, the receiver's unstuffing gives it back whole.
+        #[test]
+        fn the_receiver_reads_back_the_body(lines in proptest::collection::vec("[.a-z ]{0,20}", 0..20)) {
+            let body: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\r\n").into_bytes()).collect();
+            let wire = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime")
+                .block_on(on_the_wire(&body));
+            let mut reader = crate::smtp::data::BodyReader::data(1 << 20, 1000, crate::config::BareNewlines::Reject);
+            proptest::prop_assert_eq!(reader.feed(&wire), Some(wire.len()));
+            proptest::prop_assert_eq!(reader.finish().expect("valid"), body);
+        }
     }
 }

@@ -7,11 +7,13 @@
 mod backoff;
 mod outcome;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,7 +25,9 @@ use crate::outbound::failure::{DeliveryFailure, Scope, Severity};
 use crate::outbound::{Envelope, Outbound, Rcpt, RecipientResult};
 use crate::router::{self, Destination, RouteFacts};
 use crate::smtp::address::Mailbox;
-use crate::spool::{QueueId, QueuedMessage, QueuedRecipient, Spool, now_unix};
+use crate::spool::{
+    Fresh, FreshBody, QueueId, QueuedMessage, QueuedRecipient, Spool, SpoolError, now_unix,
+};
 use crate::store::Store;
 
 /// The longest sleep: changes made by `postern queue retry` in another process
@@ -80,7 +84,14 @@ pub async fn run(delivery: Arc<Delivery>, shutdown: CancellationToken, tasks: Ta
         return;
     }
     let queued = delivery.spool.queued_signal();
+    // Claimed recipients wait for a delivery slot; bound how many wait, so
+    // that a large backlog is not all in memory at once.
+    let max_claimed = delivery.config.delivery.concurrency * 4;
+    // New mail arrives here with its body; the spool is read for the rest
+    // (retries, bounces, what a restart or a full hand-off left behind).
+    let mut fresh = delivery.spool.hand_off_to(max_claimed);
     let mut reported_blocked = None;
+    let mut look_at = tokio::time::Instant::now();
     loop {
         let blocked = delivery.outbound.port25.is_blocked();
         if reported_blocked != Some(blocked) {
@@ -88,44 +99,60 @@ pub async fn run(delivery: Arc<Delivery>, shutdown: CancellationToken, tasks: Ta
             metrics::gauge!("postern_outbound_port25_blocked").set(if blocked { 1.0 } else { 0.0 });
             reported_blocked = Some(blocked);
         }
-        delivery.outbound.close_idle();
-        let now = now_unix();
-        // Claimed recipients wait for a delivery slot; bound how many wait, so
-        // that a large backlog is not all in memory at once.
-        let room =
-            (delivery.config.delivery.concurrency * 4).saturating_sub(delivery.spool.claimed());
-        let mut more_due = false;
+        let room = max_claimed.saturating_sub(delivery.spool.claimed());
+        // With no room, the backlog mark stays: a finished delivery then
+        // signals `queued`, and the look happens once there is room.
         if room > 0 {
-            let batch = CLAIM_BATCH.min(room as u32);
-            match delivery.spool.claim_due(now, batch).await {
-                Ok(messages) => {
-                    more_due = messages.iter().map(|m| m.recipients.len()).sum::<usize>()
-                        >= batch as usize;
-                    for message in messages {
-                        tasks.spawn(deliver_message(Arc::clone(&delivery), message));
-                    }
-                }
-                Err(e) => tracing::error!(event = "spool_error", error = %e),
+            let timer = tokio::time::Instant::now() >= look_at;
+            let backlog = delivery.spool.take_backlog();
+            if timer || backlog {
+                look_at = tokio::time::Instant::now() + claim_pass(&delivery, &tasks, room).await;
             }
         }
-        // With no room, a finished delivery (which signals `queued`) makes room.
-        let wait = if more_due && room > CLAIM_BATCH as usize {
-            Duration::ZERO
-        } else if room == 0 {
-            POLL
-        } else {
-            match delivery.spool.next_due(now).await {
-                Ok(Some(due)) => {
-                    Duration::from_secs(due.saturating_sub(now_unix()).max(0) as u64).min(POLL)
-                }
-                _ => POLL,
-            }
-        };
         tokio::select! {
             () = shutdown.cancelled() => return,
+            Some(new) = recv(&mut fresh) => {
+                let body = Some(Arc::new(new.body));
+                tasks.spawn(deliver_message(Arc::clone(&delivery), new.message, body));
+            }
             () = queued.notified() => {}
-            () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep_until(look_at) => {}
         }
+    }
+}
+
+async fn recv(fresh: &mut Option<UnboundedReceiver<Fresh>>) -> Option<Fresh> {
+    match fresh {
+        Some(from) => from.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Claims what is due in the spool and starts delivering it; returns how long
+/// until the next look.
+async fn claim_pass(delivery: &Arc<Delivery>, tasks: &TaskTracker, room: usize) -> Duration {
+    delivery.outbound.close_idle();
+    let now = now_unix();
+    let batch = CLAIM_BATCH.min(room as u32);
+    match delivery.spool.claim_due(now, batch).await {
+        Ok(messages) => {
+            let claimed: usize = messages.iter().map(|m| m.recipients.len()).sum();
+            for message in messages {
+                tasks.spawn(deliver_message(Arc::clone(delivery), message, None));
+            }
+            if claimed >= batch as usize {
+                // Perhaps more is due than there was room for: look again as
+                // soon as there is room.
+                delivery.spool.mark_backlog();
+            }
+        }
+        Err(e) => tracing::error!(event = "spool_error", error = %e),
+    }
+    match delivery.spool.next_due(now).await {
+        Ok(Some(due)) => {
+            Duration::from_secs(due.saturating_sub(now_unix()).max(0) as u64).min(POLL)
+        }
+        _ => POLL,
     }
 }
 
@@ -158,8 +185,13 @@ fn write_status(config: &Config, port25_blocked: bool) {
     }
 }
 
-/// One delivery round for one message: every destination of its due recipients.
-async fn deliver_message(delivery: Arc<Delivery>, message: QueuedMessage) {
+/// One delivery round for one message: every destination of its due
+/// recipients. `fresh` is the body when the message was handed over new.
+async fn deliver_message(
+    delivery: Arc<Delivery>,
+    message: QueuedMessage,
+    fresh: Option<Arc<FreshBody>>,
+) {
     let message = Arc::new(message);
     let mut groups: HashMap<String, (Destination, Vec<u32>)> = HashMap::new();
     for rcpt in &message.recipients {
@@ -179,7 +211,8 @@ async fn deliver_message(delivery: Arc<Delivery>, message: QueuedMessage) {
         + 1;
     let mut set = JoinSet::new();
     for (key, (destination, idxs)) in groups {
-        let (delivery, message) = (Arc::clone(&delivery), Arc::clone(&message));
+        let (delivery, message, fresh) =
+            (Arc::clone(&delivery), Arc::clone(&message), fresh.clone());
         let span = tracing::info_span!("delivery", qid = %message.id, dest = %key, attempt);
         set.spawn(
             async move {
@@ -187,7 +220,7 @@ async fn deliver_message(delivery: Arc<Delivery>, message: QueuedMessage) {
                 let local = delivery.destination_slots(&key).acquire_owned().await;
                 // Loaded only once a delivery slot is free: claimed messages
                 // waiting for a slot hold no body in memory.
-                let results = match delivery.spool.body(&message.id).await {
+                let results = match body_of(&delivery, &message.id, fresh.as_deref()).await {
                     Ok(Some(body)) => {
                         deliver_group(&delivery, &message, &body, &destination, &idxs).await
                     }
@@ -219,15 +252,13 @@ async fn deliver_message(delivery: Arc<Delivery>, message: QueuedMessage) {
     }
     // The original is needed again only for a DSN.
     let body = if results.iter().any(|(_, r)| r.is_err()) {
-        delivery
-            .spool
-            .body(&message.id)
+        body_of(&delivery, &message.id, fresh.as_deref())
             .await
             .ok()
             .flatten()
             .unwrap_or_default()
     } else {
-        Vec::new()
+        Cow::Borrowed(&[][..])
     };
     let applied = outcome::apply(&delivery.config, &message, &body, &results, now_unix());
     let bounce = applied.bounce.map(|b| (QueueId::generate(), b));
@@ -245,6 +276,19 @@ async fn deliver_message(delivery: Arc<Delivery>, message: QueuedMessage) {
     delivery
         .spool
         .release(&message.id, message.recipients.iter().map(|r| r.idx));
+}
+
+/// The body handed over with a fresh message, else the one in the spool
+/// (`None` if the message was deleted meanwhile).
+async fn body_of<'a>(
+    delivery: &Delivery,
+    id: &QueueId,
+    fresh: Option<&'a FreshBody>,
+) -> Result<Option<Cow<'a, [u8]>>, SpoolError> {
+    match fresh {
+        Some(body) => Ok(Some(Cow::Borrowed(&body[..]))),
+        None => Ok(delivery.spool.body(id).await?.map(Cow::Owned)),
+    }
 }
 
 async fn route(

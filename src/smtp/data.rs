@@ -130,9 +130,7 @@ impl BodyReader {
                         _ => {
                             // The common case, a run of ordinary octets up to the
                             // next CR or LF, is copied in one piece.
-                            let run = input[i..]
-                                .iter()
-                                .position(|&c| c == b'\r' || c == b'\n')
+                            let run = memchr::memchr2(b'\r', b'\n', &input[i..])
                                 .unwrap_or(input.len() - i);
                             self.line_len += run;
                             if self.line_len > self.max_line {

@@ -8,19 +8,23 @@
 //! the messages of all concurrent sessions together (group commit), so one sync
 //! covers a whole batch. The SQL is plain enough to move to PostgreSQL as is.
 
+mod claims;
 mod envelope;
 mod id;
 mod writer;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use claims::Claims;
+pub use claims::{Fresh, FreshBody};
 pub use envelope::{
     DsnEnvelope, NewMessage, NewRecipient, QueuedMessage, QueuedRecipient, RecipientStatus,
 };
@@ -51,8 +55,11 @@ pub struct Spool {
     pool: SqlitePool,
     writer: mpsc::Sender<Request>,
     queued: Arc<Notify>,
-    /// Recipients claimed for delivery and not yet recorded: (queue id, idx).
-    in_flight: Arc<Mutex<HashSet<(String, u32)>>>,
+    claims: Claims,
+    /// The spool may hold due recipients that nobody has claimed: set when a
+    /// message or bounce is queued without being handed over, taken by the
+    /// scheduler before it looks.
+    backlog: Arc<AtomicBool>,
 }
 
 pub fn now_unix() -> i64 {
@@ -83,8 +90,10 @@ impl Spool {
         Ok(Spool {
             pool,
             writer,
-            in_flight: Arc::default(),
             queued: Arc::new(Notify::new()),
+            claims: Claims::default(),
+            // Whatever a previous run left is due for a look.
+            backlog: Arc::new(AtomicBool::new(true)),
         })
     }
 
@@ -94,10 +103,36 @@ impl Spool {
     /// Cancel safety: if the future is dropped after the request was handed to the
     /// writer, the message may still be committed; the client then never saw 250
     /// and will resend, the duplicate RFC 5321 §6.1 accepts.
+    ///
+    /// Then, while the scheduler takes fresh messages ([`Spool::hand_off_to`])
+    /// and has room, the message is claimed and handed to it with its body;
+    /// otherwise the scheduler finds it in the spool.
     pub async fn put(&self, id: QueueId, message: NewMessage) -> Result<(), SpoolError> {
+        let fresh = self.claims.prepare(&id, &message, now_unix());
         self.write(Write::Put { id, message }).await?;
-        self.queued.notify_one();
+        if !fresh.is_some_and(|f| self.claims.hand_off(f)) {
+            self.mark_backlog();
+        }
         Ok(())
+    }
+
+    /// Fresh messages from `put`, for the scheduler, while fewer than
+    /// `max_claimed` recipients are claimed. Only the first caller gets them.
+    pub fn hand_off_to(&self, max_claimed: usize) -> Option<mpsc::UnboundedReceiver<Fresh>> {
+        self.claims.hand_off_to(max_claimed)
+    }
+
+    /// Marks the spool as holding due recipients nobody has claimed, and wakes
+    /// the scheduler.
+    pub fn mark_backlog(&self) {
+        self.backlog.store(true, Ordering::SeqCst);
+        self.queued.notify_one();
+    }
+
+    /// Whether the spool may hold due recipients nobody has claimed; clears
+    /// the mark, so a claim pass that follows sees everything queued before.
+    pub fn take_backlog(&self) -> bool {
+        self.backlog.swap(false, Ordering::SeqCst)
     }
 
     /// Records delivery outcomes for recipients of message `id`, together with
@@ -110,6 +145,7 @@ impl Spool {
         bounce: Option<(QueueId, NewMessage)>,
     ) -> Result<(), SpoolError> {
         let idxs: Vec<u32> = updates.iter().map(|u| u.idx).collect();
+        let bounced = bounce.is_some();
         let written = self
             .write(Write::Outcomes {
                 id: id.clone(),
@@ -119,8 +155,12 @@ impl Spool {
             .await;
         self.release(id, idxs);
         written?;
-        // A bounce is new work; finished claims make room for more.
-        self.queued.notify_one();
+        if bounced {
+            self.mark_backlog();
+        } else if self.backlog.load(Ordering::SeqCst) {
+            // Finished claims make room for what waits in the spool.
+            self.queued.notify_one();
+        }
         Ok(())
     }
 
@@ -140,10 +180,11 @@ impl Spool {
     /// being delivered, grouped by message (with each message's envelope). A
     /// claim is held in memory until `record` or `release`: only this process
     /// delivers from this spool, and a crash releases every claim with it.
+    /// One caller at a time (the scheduler).
     pub async fn claim_due(&self, now: i64, limit: u32) -> Result<Vec<QueuedMessage>, SpoolError> {
-        let busy = self.in_flight().len();
-        // One query for recipients and their envelopes: this runs for every
-        // message the server relays.
+        let busy = self.claims.count();
+        self.claims.begin_pass();
+        // One query for recipients and their envelopes.
         let rows = sqlx::query(
             "SELECT r.message_id, r.idx, r.address, r.orcpt, r.notify, r.status, r.attempts, r.next_attempt, \
              r.last_reply, m.id, m.created, m.sender, m.size, m.auth_user, m.smtputf8, m.dsn_ret, m.dsn_envid \
@@ -153,22 +194,32 @@ impl Spool {
         .bind(now)
         .bind(i64::from(limit) + busy as i64)
         .fetch_all(&self.pool)
-        .await?;
-        let mut by_message: HashMap<String, QueuedMessage> = HashMap::new();
-        let mut in_flight = self.in_flight();
-        for row in &rows {
-            let id: String = row.get("message_id");
-            let r = recipient_from_row(row);
-            if in_flight.len() >= busy + limit as usize || !in_flight.insert((id.clone(), r.idx)) {
-                continue;
+        .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.claims.finish_pass(Vec::new(), 0);
+                return Err(e.into());
             }
+        };
+        let mut envelopes: HashMap<String, &sqlx::sqlite::SqliteRow> = HashMap::new();
+        let read = rows
+            .iter()
+            .map(|row| {
+                let id: String = row.get("message_id");
+                envelopes.entry(id.clone()).or_insert(row);
+                (id, recipient_from_row(row))
+            })
+            .collect();
+        let mut by_message: HashMap<String, QueuedMessage> = HashMap::new();
+        for (id, r) in self.claims.finish_pass(read, limit as usize) {
+            let envelope = envelopes[&id];
             by_message
                 .entry(id)
-                .or_insert_with(|| message_from_row(row, Vec::new()))
+                .or_insert_with(|| message_from_row(envelope, Vec::new()))
                 .recipients
                 .push(r);
         }
-        drop(in_flight);
         let mut out: Vec<QueuedMessage> = by_message.into_values().collect();
         for m in &mut out {
             m.recipients.sort_by_key(|r| r.idx);
@@ -179,19 +230,12 @@ impl Spool {
 
     /// Gives up claims without recording anything (the recipients stay due).
     pub fn release(&self, id: &QueueId, idxs: impl IntoIterator<Item = u32>) {
-        let mut in_flight = self.in_flight();
-        for idx in idxs {
-            in_flight.remove(&(id.as_str().to_string(), idx));
-        }
+        self.claims.release(id, idxs);
     }
 
     /// How many recipients are claimed and not yet recorded or released.
     pub fn claimed(&self) -> usize {
-        self.in_flight().len()
-    }
-
-    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<(String, u32)>> {
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+        self.claims.count()
     }
 
     /// When the next recipient falls due after `now` (unix seconds), if any.
@@ -223,6 +267,7 @@ impl Spool {
                     .await?
             }
         };
+        self.mark_backlog();
         Ok(done.rows_affected())
     }
 
@@ -412,6 +457,65 @@ mod tests {
         assert!(spool.delete(&ids[7]).await.expect("delete"));
         assert!(!spool.delete(&ids[7]).await.expect("delete again"));
         assert_eq!(spool.list().await.expect("list").len(), 199);
+    }
+
+    #[tokio::test]
+    async fn a_fresh_message_is_handed_over_claimed_and_the_rest_waits_in_the_spool() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path()).await.expect("open");
+        // Room for the two recipients of one message only.
+        let mut fresh = spool.hand_off_to(2).expect("first subscriber");
+        assert!(spool.hand_off_to(2).is_none(), "one subscriber");
+        assert!(spool.take_backlog(), "a new spool is looked at once");
+        let first = QueueId::generate();
+        spool.put(first.clone(), message(1)).await.expect("put");
+        let handed = fresh.try_recv().expect("handed over");
+        assert_eq!(handed.message.id, first);
+        assert_eq!(handed.message.recipients.len(), 2);
+        assert_eq!(&handed.body[..], b"Subject: 1\r\n\r\nbody\r\n");
+        assert_eq!(spool.claimed(), 2);
+        assert!(!spool.take_backlog(), "nothing waits in the spool");
+        // No room left: the next one is only in the spool, and marked so.
+        let second = QueueId::generate();
+        spool.put(second.clone(), message(2)).await.expect("put");
+        assert!(fresh.try_recv().is_err());
+        assert!(spool.take_backlog());
+        let claimed = spool.claim_due(now_unix(), 10).await.expect("claim");
+        assert_eq!(
+            claimed.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
+            [second],
+            "the handed-over message is not claimed twice"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_claim_pass_does_not_take_what_was_released_while_it_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path()).await.expect("open");
+        let id = QueueId::generate();
+        spool.put(id.clone(), message(1)).await.expect("put");
+        spool.claims.begin_pass();
+        // As if its delivery finished while the pass's rows were read: those
+        // rows predate the outcome.
+        let stale = vec![(id.as_str().to_string(), recipient(0))];
+        spool.release(&id, [0]);
+        assert!(spool.claims.finish_pass(stale, 10).is_empty());
+        spool.claims.begin_pass();
+        let current = vec![(id.as_str().to_string(), recipient(0))];
+        assert_eq!(spool.claims.finish_pass(current, 10).len(), 1);
+    }
+
+    fn recipient(idx: u32) -> QueuedRecipient {
+        QueuedRecipient {
+            idx,
+            address: "a@example.org".into(),
+            orcpt: None,
+            notify: None,
+            status: RecipientStatus::Queued,
+            attempts: 0,
+            next_attempt: 0,
+            last_reply: None,
+        }
     }
 
     #[tokio::test]

@@ -189,7 +189,7 @@ pub fn bounce(
         dsn: DsnEnvelope::default(),
         auth_user: None,
         smtputf8: original.smtputf8,
-        body,
+        body: body.into(),
     })
 }
 

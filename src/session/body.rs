@@ -147,7 +147,7 @@ impl Session {
             dsn: tx.dsn,
             auth_user: self.identity.clone(),
             smtputf8: tx.smtputf8,
-            body: stored,
+            body: stored.into(),
         };
         let size = message.body.len();
         let rcpt_count = message.recipients.len();

@@ -50,7 +50,7 @@ pub struct Fresh {
 
 /// A fresh message's body; its octets count against `FRESH_BYTES` until dropped.
 pub struct FreshBody {
-    bytes: Vec<u8>,
+    bytes: bytes::Bytes,
     fresh_bytes: Arc<AtomicUsize>,
 }
 
@@ -86,8 +86,8 @@ impl Claims {
     }
 
     /// What `put` would hand over for `message`, if anyone takes fresh
-    /// messages and there is room for its body. Made before the commit, since
-    /// the commit consumes the body.
+    /// messages and there is room for its body (shared, not copied). Made
+    /// before the commit, which takes the message.
     pub fn prepare(&self, id: &QueueId, message: &NewMessage, now: i64) -> Option<Fresh> {
         self.hand_off.get()?;
         let len = message.body.len();

@@ -16,7 +16,9 @@ pub struct NewMessage {
     /// The authenticated user who submitted it, if any.
     pub auth_user: Option<String>,
     pub smtputf8: bool,
-    pub body: Vec<u8>,
+    /// Shared, not copied, between the spool's writer and the hand-off to the
+    /// scheduler.
+    pub body: bytes::Bytes,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]

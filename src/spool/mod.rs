@@ -421,7 +421,7 @@ mod tests {
             },
             auth_user: None,
             smtputf8: false,
-            body: format!("Subject: {n}\r\n\r\nbody\r\n").into_bytes(),
+            body: format!("Subject: {n}\r\n\r\nbody\r\n").into(),
         }
     }
 

@@ -69,9 +69,7 @@ pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Reque
                 Err(_) => break,
             }
         }
-        let result = commit(&mut conn, &mut batch)
-            .await
-            .map_err(|e| e.to_string());
+        let result = commit(&mut conn, &batch).await.map_err(|e| e.to_string());
         if let Err(e) = &result {
             tracing::error!(event = "spool_commit_failed", error = %e, writes = batch.len());
         }
@@ -81,28 +79,25 @@ pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Reque
     }
 }
 
-/// Commits the batch in one transaction. Bodies are moved into the statements
-/// (not copied): once the batch is committed or failed they are not needed.
-async fn commit(conn: &mut SqliteConnection, batch: &mut [Request]) -> Result<(), sqlx::Error> {
+/// Commits the batch in one transaction.
+async fn commit(conn: &mut SqliteConnection, batch: &[Request]) -> Result<(), sqlx::Error> {
     let now = now_unix();
     let mut tx = conn.begin().await?;
-    {
-        // New messages (and the bounces outcomes cause) go in with a few
-        // multi-row INSERTs: sqlx runs each statement on its worker thread, so
-        // one statement per row would cost a round trip per message.
-        let mut new: Vec<(&QueueId, &mut NewMessage)> = Vec::new();
-        for req in batch.iter_mut() {
-            match &mut req.write {
-                Write::Put { id, message } => new.push((id, message)),
-                Write::Outcomes {
-                    bounce: Some((id, message)),
-                    ..
-                } => new.push((id, message)),
-                Write::Outcomes { bounce: None, .. } => {}
-            }
-        }
-        insert(&mut tx, &mut new, now).await?;
-    }
+    // New messages (and the bounces outcomes cause) go in with a few multi-row
+    // INSERTs: sqlx runs each statement on its worker thread, so one statement
+    // per row would cost a round trip per message.
+    let new: Vec<(&QueueId, &NewMessage)> = batch
+        .iter()
+        .filter_map(|req| match &req.write {
+            Write::Put { id, message }
+            | Write::Outcomes {
+                bounce: Some((id, message)),
+                ..
+            } => Some((id, message)),
+            Write::Outcomes { bounce: None, .. } => None,
+        })
+        .collect();
+    insert(&mut tx, &new, now).await?;
     record_outcomes(&mut tx, batch).await?;
     tx.commit().await
 }
@@ -163,6 +158,9 @@ async fn record_outcomes(
 /// Rows per multi-row INSERT, well under SQLite's limit of 32766 bound values.
 const MESSAGES_PER_INSERT: usize = 100;
 const RECIPIENTS_PER_INSERT: usize = 500;
+/// Body octets per INSERT: sqlx and SQLite each copy every bound body for the
+/// time of the statement, so this bounds that extra memory, not the batch.
+const BODY_BYTES_PER_INSERT: usize = 1 << 20;
 
 /// `INSERT INTO <table> (<columns>) VALUES (?, …), (?, …) …` for `rows` rows.
 fn multi_row_insert(table: &str, columns: &[&str], rows: usize) -> sqlx::AssertSqlSafe<String> {
@@ -176,7 +174,7 @@ fn multi_row_insert(table: &str, columns: &[&str], rows: usize) -> sqlx::AssertS
 
 async fn insert(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    new: &mut [(&QueueId, &mut NewMessage)],
+    new: &[(&QueueId, &NewMessage)],
     now: i64,
 ) -> Result<(), sqlx::Error> {
     const MESSAGE: [&str; 9] = [
@@ -198,25 +196,31 @@ async fn insert(
         "notify",
         "next_attempt",
     ];
-    for chunk in new.chunks_mut(MESSAGES_PER_INSERT) {
-        // Bodies are moved into the statement, not copied: once the batch is
-        // committed or failed they are not needed.
-        let bodies: Vec<Vec<u8>> = chunk
-            .iter_mut()
-            .map(|(_, m)| std::mem::take(&mut m.body))
-            .collect();
+    let mut rest = new;
+    while !rest.is_empty() {
+        let mut rows = 0;
+        let mut bytes = 0;
+        while rows < rest.len()
+            && rows < MESSAGES_PER_INSERT
+            && (rows == 0 || bytes + rest[rows].1.body.len() <= BODY_BYTES_PER_INSERT)
+        {
+            bytes += rest[rows].1.body.len();
+            rows += 1;
+        }
+        let (chunk, later) = rest.split_at(rows);
+        rest = later;
         let mut query = sqlx::query(multi_row_insert("message", &MESSAGE, chunk.len()));
-        for ((id, m), body) in chunk.iter().zip(bodies) {
+        for (id, m) in chunk {
             query = query
                 .bind(id.as_str())
                 .bind(now)
                 .bind(&m.sender)
-                .bind(body.len() as i64)
+                .bind(m.body.len() as i64)
                 .bind(&m.auth_user)
                 .bind(i64::from(m.smtputf8))
                 .bind(&m.dsn.ret)
                 .bind(&m.dsn.envid)
-                .bind(body);
+                .bind(&m.body[..]);
         }
         query.execute(&mut **tx).await?;
     }

@@ -19,7 +19,8 @@ def client(n):
         i = 0
         while True:
             token = f"tok-{n}-{i}"
-            body = f"Subject: {token}\r\n\r\n{token}\r\n" + ("filler line\r\n" * 20)
+            # Every other body is large enough for a segment file.
+            body = f"Subject: {token}\r\n\r\n{token}\r\n" + ("filler line\r\n" * (20 if i % 2 else 800))
             s.mail("load@remote.example")
             s.rcpt("alice@example.com")
             code, msg = s.data(body.encode())
@@ -34,12 +35,18 @@ for t in ts: t.start()
 for t in ts: t.join()
 "#;
 
-/// Reads every queued body straight from the spool database with Python's
-/// sqlite3, and prints `queue-id token` per message.
+/// Reads every queued body straight from the spool (the database with Python's
+/// sqlite3, large bodies from their segment files), and prints `queue-id
+/// token` per message.
 const READ_SPOOL: &str = r#"
-import sqlite3, sys, re
+import sqlite3, sys, re, os
 db = sqlite3.connect(sys.argv[1])
-for qid, body in db.execute("SELECT id, body FROM message"):
+bodies = os.path.join(os.path.dirname(sys.argv[1]), "bodies")
+for qid, body, segment, offset, size in db.execute("SELECT id, body, segment, segment_offset, size FROM message"):
+    if segment is not None:
+        with open(os.path.join(bodies, "%016x" % segment), "rb") as f:
+            f.seek(offset)
+            body = f.read(size)
     m = re.search(rb"Subject: (tok-\d+-\d+)\r\n\r\n(tok-\d+-\d+)\r\n", body)
     ok = m and m.group(1) == m.group(2) and body.endswith(b"filler line\r\n" * 20)
     print(qid, m.group(1).decode() if ok else "CORRUPT")
@@ -97,6 +104,10 @@ fn every_accepted_message_survives_sigkill_once_and_intact() {
         !stored.values().any(|t| t == "CORRUPT"),
         "a stored message is damaged"
     );
+    let segments = std::fs::read_dir(s.data_dir().join("spool/bodies"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(segments > 0, "the large bodies are not in segment files");
     let mut tokens: Vec<&String> = stored.values().collect();
     tokens.sort();
     let before = tokens.len();

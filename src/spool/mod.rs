@@ -6,15 +6,18 @@
 //! commit appends to the WAL and syncs it (and the directory when the WAL is new),
 //! so a committed message survives a crash or SIGKILL. One writer task commits
 //! the messages of all concurrent sessions together (group commit), so one sync
-//! covers a whole batch. The SQL is plain enough to move to PostgreSQL as is.
+//! covers a whole batch. Bodies of 8 KiB and more are appended to segment
+//! files instead, synced before the commit that refers to them
+//! (`segments.rs`). The SQL is plain enough to move to PostgreSQL as is.
 
 mod claims;
 mod envelope;
 mod id;
+mod segments;
 mod writer;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -45,6 +48,8 @@ pub enum SpoolError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("spool commit failed: {0}")]
     Commit(String),
+    #[error("cannot read a message body from the spool: {0}")]
+    Body(std::io::Error),
     #[error("the spool writer has stopped")]
     WriterGone,
 }
@@ -56,6 +61,8 @@ pub struct Spool {
     writer: mpsc::Sender<Request>,
     queued: Arc<Notify>,
     claims: Claims,
+    /// Where segment files with large bodies are.
+    bodies: PathBuf,
     /// The spool may hold due recipients that nobody has claimed: set when a
     /// message or bounce is queued without being handed over, taken by the
     /// scheduler before it looks.
@@ -86,12 +93,13 @@ impl Spool {
         sqlx::migrate!("./migrations/spool").run(&pool).await?;
         let conn = SqliteConnection::connect_with(&options).await?;
         let (writer, rx) = mpsc::channel(4096);
-        tokio::spawn(writer::run(conn, rx));
+        tokio::spawn(writer::run(conn, rx, dir.clone()));
         Ok(Spool {
             pool,
             writer,
             queued: Arc::new(Notify::new()),
             claims: Claims::default(),
+            bodies: segments::dir(&dir),
             // Whatever a previous run left is due for a look.
             backlog: Arc::new(AtomicBool::new(true)),
         })
@@ -312,10 +320,29 @@ impl Spool {
 
     /// The stored message text, exactly as it will be relayed.
     pub async fn body(&self, id: &QueueId) -> Result<Option<Vec<u8>>, SpoolError> {
-        Ok(sqlx::query_scalar("SELECT body FROM message WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?)
+        let mut moved = None;
+        // Twice at most: a body can move from its segment into its row (and the
+        // segment go) between reading the row and reading the segment.
+        for _ in 0..2 {
+            let row =
+                sqlx::query("SELECT body, segment, segment_offset, size FROM message WHERE id = ?")
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?;
+            let Some(row) = row else { return Ok(None) };
+            let Some(segment) = row.get::<Option<i64>, _>("segment") else {
+                return Ok(Some(row.get("body")));
+            };
+            let (offset, size): (i64, i64) = (row.get("segment_offset"), row.get("size"));
+            match segments::read(&self.bodies, segment, offset, size as usize).await {
+                Ok(body) => return Ok(Some(body)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => moved = Some(e),
+                Err(e) => return Err(SpoolError::Body(e)),
+            }
+        }
+        Err(SpoolError::Body(
+            moved.unwrap_or_else(|| std::io::ErrorKind::NotFound.into()),
+        ))
     }
 
     /// Removes a message and its recipients; false if there was none.
@@ -503,6 +530,114 @@ mod tests {
         spool.claims.begin_pass();
         let current = vec![(id.as_str().to_string(), recipient(0))];
         assert_eq!(spool.claims.finish_pass(current, 10).len(), 1);
+    }
+
+    fn large(n: usize) -> NewMessage {
+        let mut m = message(n);
+        m.body = format!(
+            "Subject: {n}\r\n\r\n{}",
+            format!("line {n}\r\n").repeat(2000)
+        )
+        .into();
+        m
+    }
+
+    fn segment_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join("spool/bodies")).map_or(0, |d| d.count())
+    }
+
+    fn outcome(idx: u32, status: RecipientStatus) -> RecipientUpdate {
+        RecipientUpdate {
+            idx,
+            status,
+            next_attempt: now_unix() + 300,
+            reply: "250 or 451".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn large_bodies_go_to_a_segment_and_the_segment_goes_when_nothing_refers_to_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path()).await.expect("open");
+        let (delivered, deferred, small) = (
+            QueueId::generate(),
+            QueueId::generate(),
+            QueueId::generate(),
+        );
+        spool.put(delivered.clone(), large(1)).await.expect("put");
+        spool.put(deferred.clone(), large(2)).await.expect("put");
+        spool.put(small.clone(), message(3)).await.expect("put");
+        assert_eq!(segment_files(dir.path()), 1);
+        for (id, n) in [(&delivered, 1), (&deferred, 2)] {
+            assert_eq!(
+                spool.body(id).await.expect("body").expect("present"),
+                &large(n).body[..],
+                "read back from the segment"
+            );
+        }
+        let everything = [0, 1];
+        spool
+            .record(
+                &delivered,
+                everything
+                    .map(|i| outcome(i, RecipientStatus::Delivered))
+                    .to_vec(),
+                None,
+            )
+            .await
+            .expect("record");
+        // Waiting for a retry: the body moves into its row.
+        spool
+            .record(
+                &deferred,
+                everything
+                    .map(|i| outcome(i, RecipientStatus::Queued))
+                    .to_vec(),
+                None,
+            )
+            .await
+            .expect("record");
+        drop(spool);
+        // After a restart the old segment is finished; the first write after
+        // it lists it, and the next sweep finds nothing refers to it.
+        let spool = Spool::open(dir.path()).await.expect("reopen");
+        assert_eq!(
+            segment_files(dir.path()),
+            1,
+            "a CLI-like open removes nothing"
+        );
+        spool
+            .put(QueueId::generate(), message(4))
+            .await
+            .expect("put");
+        spool
+            .record(
+                &small,
+                everything
+                    .map(|i| outcome(i, RecipientStatus::Delivered))
+                    .to_vec(),
+                None,
+            )
+            .await
+            .expect("record");
+        let mut left = segment_files(dir.path());
+        for _ in 0..50 {
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            left = segment_files(dir.path());
+        }
+        assert_eq!(
+            left, 0,
+            "the segment outlived every row that referred to it"
+        );
+        assert_eq!(
+            spool.body(&deferred).await.expect("body").expect("present"),
+            &large(2).body[..],
+            "the deferred body is whole in its row"
+        );
+        assert!(spool.body(&delivered).await.expect("body").is_none());
     }
 
     fn recipient(idx: u32) -> QueuedRecipient {

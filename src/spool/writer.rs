@@ -4,9 +4,13 @@
 //! (group commit), then answers each sender. While it commits, new requests
 //! queue up and form the next batch.
 
-use sqlx::{Connection, SqliteConnection};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
+use super::segments::{Placement, Segments};
 use super::{NewMessage, NewRecipient, QueueId, RecipientStatus, now_unix};
 
 /// Most requests committed in one transaction; bounds a batch's latency.
@@ -56,8 +60,24 @@ pub(super) struct Request {
     pub done: oneshot::Sender<Result<(), String>>,
 }
 
-pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Request>) {
-    while let Some(first) = rx.recv().await {
+/// After this long without writes, finished segments are looked at once more.
+const IDLE: Duration = Duration::from_secs(1);
+
+pub(super) async fn run(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<Request>,
+    spool_dir: PathBuf,
+) {
+    let mut segments = Segments::new(&spool_dir);
+    loop {
+        let first = match tokio::time::timeout(IDLE, rx.recv()).await {
+            Ok(Some(first)) => first,
+            Ok(None) => return,
+            Err(_) => {
+                sweep(&mut segments, &mut conn, true).await;
+                continue;
+            }
+        };
         let mut bytes = first.write.bytes();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
@@ -69,20 +89,38 @@ pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Reque
                 Err(_) => break,
             }
         }
-        let result = commit(&mut conn, &batch).await.map_err(|e| e.to_string());
+        let result = commit(&mut conn, &mut segments, &batch)
+            .await
+            .map_err(|e| e.to_string());
         if let Err(e) = &result {
             tracing::error!(event = "spool_commit_failed", error = %e, writes = batch.len());
         }
+        let outcomes = batch
+            .iter()
+            .any(|req| matches!(req.write, Write::Outcomes { .. }));
         for req in batch {
             let _ = req.done.send(result.clone());
+        }
+        if outcomes {
+            sweep(&mut segments, &mut conn, false).await;
         }
     }
 }
 
-/// Commits the batch in one transaction.
-async fn commit(conn: &mut SqliteConnection, batch: &[Request]) -> Result<(), sqlx::Error> {
+async fn sweep(segments: &mut Segments, conn: &mut SqliteConnection, now: bool) {
+    if let Err(e) = segments.sweep(conn, now).await {
+        tracing::warn!(event = "segment_sweep_failed", error = %e);
+    }
+}
+
+/// Commits the batch in one transaction, after the large bodies among its new
+/// messages are durable in a segment.
+async fn commit(
+    conn: &mut SqliteConnection,
+    segments: &mut Segments,
+    batch: &[Request],
+) -> Result<(), sqlx::Error> {
     let now = now_unix();
-    let mut tx = conn.begin().await?;
     // New messages (and the bounces outcomes cause) go in with a few multi-row
     // INSERTs: sqlx runs each statement on its worker thread, so one statement
     // per row would cost a round trip per message.
@@ -97,8 +135,13 @@ async fn commit(conn: &mut SqliteConnection, batch: &[Request]) -> Result<(), sq
             Write::Outcomes { bounce: None, .. } => None,
         })
         .collect();
-    insert(&mut tx, &new, now).await?;
-    record_outcomes(&mut tx, batch).await?;
+    segments.start()?;
+    let placement = segments
+        .append(new.iter().map(|(_, m)| m.body.clone()).collect())
+        .await?;
+    let mut tx = conn.begin().await?;
+    insert(&mut tx, &new, &placement, now).await?;
+    record_outcomes(&mut tx, segments, batch).await?;
     tx.commit().await
 }
 
@@ -107,6 +150,7 @@ async fn commit(conn: &mut SqliteConnection, batch: &[Request]) -> Result<(), sq
 /// DELETE per chunk, rather than statements per recipient and per message.
 async fn record_outcomes(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    segments: &Segments,
     batch: &[Request],
 ) -> Result<(), sqlx::Error> {
     let updates: Vec<(&str, &RecipientUpdate)> = batch
@@ -152,6 +196,47 @@ async fn record_outcomes(
         }
         query.execute(&mut **tx).await?;
     }
+    let deferred: Vec<&str> = updates
+        .iter()
+        .filter(|(_, u)| u.status == RecipientStatus::Queued)
+        .map(|(id, _)| *id)
+        .collect();
+    move_into_rows(tx, segments, &deferred).await
+}
+
+/// Moves the bodies of messages that wait for a retry from their segments into
+/// their rows, so that the segments can go.
+async fn move_into_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    segments: &Segments,
+    ids: &[&str],
+) -> Result<(), sqlx::Error> {
+    for chunk in ids.chunks(RECIPIENTS_PER_INSERT) {
+        let sql = format!(
+            "SELECT id, segment, segment_offset, size FROM message WHERE segment IS NOT NULL AND id IN ({})",
+            vec!["?"; chunk.len()].join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            let body = segments
+                .read(
+                    row.get("segment"),
+                    row.get("segment_offset"),
+                    row.get::<i64, _>("size") as usize,
+                )
+                .await?;
+            sqlx::query(
+                "UPDATE message SET body = ?, segment = NULL, segment_offset = NULL WHERE id = ?",
+            )
+            .bind(body)
+            .bind(row.get::<String, _>("id"))
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
     Ok(())
 }
 
@@ -175,9 +260,10 @@ fn multi_row_insert(table: &str, columns: &[&str], rows: usize) -> sqlx::AssertS
 async fn insert(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     new: &[(&QueueId, &NewMessage)],
+    placement: &Placement,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    const MESSAGE: [&str; 9] = [
+    const MESSAGE: [&str; 11] = [
         "id",
         "created",
         "sender",
@@ -187,6 +273,8 @@ async fn insert(
         "dsn_ret",
         "dsn_envid",
         "body",
+        "segment",
+        "segment_offset",
     ];
     const RECIPIENT: [&str; 6] = [
         "message_id",
@@ -196,21 +284,26 @@ async fn insert(
         "notify",
         "next_attempt",
     ];
-    let mut rest = new;
-    while !rest.is_empty() {
-        let mut rows = 0;
+    // A body stays in its row unless it went to a segment.
+    let in_row = |i: usize| match placement[i] {
+        Some(_) => &[][..],
+        None => &new[i].1.body[..],
+    };
+    let mut start = 0;
+    while start < new.len() {
+        let mut end = start;
         let mut bytes = 0;
-        while rows < rest.len()
-            && rows < MESSAGES_PER_INSERT
-            && (rows == 0 || bytes + rest[rows].1.body.len() <= BODY_BYTES_PER_INSERT)
+        while end < new.len()
+            && end - start < MESSAGES_PER_INSERT
+            && (end == start || bytes + in_row(end).len() <= BODY_BYTES_PER_INSERT)
         {
-            bytes += rest[rows].1.body.len();
-            rows += 1;
+            bytes += in_row(end).len();
+            end += 1;
         }
-        let (chunk, later) = rest.split_at(rows);
-        rest = later;
-        let mut query = sqlx::query(multi_row_insert("message", &MESSAGE, chunk.len()));
-        for (id, m) in chunk {
+        let mut query = sqlx::query(multi_row_insert("message", &MESSAGE, end - start));
+        for i in start..end {
+            let (id, m) = new[i];
+            let at = placement[i];
             query = query
                 .bind(id.as_str())
                 .bind(now)
@@ -220,9 +313,12 @@ async fn insert(
                 .bind(i64::from(m.smtputf8))
                 .bind(&m.dsn.ret)
                 .bind(&m.dsn.envid)
-                .bind(&m.body[..]);
+                .bind(in_row(i))
+                .bind(at.map(|(segment, _)| segment))
+                .bind(at.map(|(_, offset)| offset));
         }
         query.execute(&mut **tx).await?;
+        start = end;
     }
     let recipients: Vec<(&str, i64, &NewRecipient)> = new
         .iter()

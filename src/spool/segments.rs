@@ -1,0 +1,232 @@
+//! Large bodies live outside SQLite, in append-only segment files under
+//! `spool/bodies/`, while their rows say where (segment, offset; the length is
+//! the message's size).
+//!
+//! Why: a body in a SQLite row is copied at bind time, written to the WAL,
+//! written again by the checkpoint, and its overflow chain is read back page by
+//! page to delete it. Relaying 100 KiB messages, that was two fifths of the
+//! server's CPU time. Appended to a segment, a body is written once, and the
+//! whole batch is made durable with one fdatasync before the SQLite commit that
+//! refers to it, so the group commit stays one step. Small bodies (most mail)
+//! stay in their rows, where they cost little.
+//!
+//! A segment is removed once no row refers to it: delivered messages go, and a
+//! message that must wait for a retry has its body moved into its row (see
+//! `writer`), so a slow recipient cannot keep a whole segment alive for days.
+//! Only the process that writes segments (the server's spool writer) removes
+//! them; what a crash left behind goes at the next start.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::Write as _;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sqlx::SqliteConnection;
+
+/// Bodies at least this large go to a segment; smaller ones stay in their row.
+pub(super) const MIN_BODY: usize = 8 * 1024;
+/// A segment takes new bodies until it is this large.
+const SEGMENT_BYTES: u64 = 16 << 20;
+/// Least time between two looks for segments nobody refers to.
+const SWEEP_EVERY: Duration = Duration::from_millis(200);
+
+pub(super) fn dir(spool_dir: &Path) -> PathBuf {
+    spool_dir.join("bodies")
+}
+
+fn path(dir: &Path, segment: i64) -> PathBuf {
+    dir.join(format!("{segment:016x}"))
+}
+
+/// Reads `len` octets at `offset` of `segment`.
+pub(super) async fn read(
+    dir: &Path,
+    segment: i64,
+    offset: i64,
+    len: usize,
+) -> std::io::Result<Vec<u8>> {
+    let path = path(dir, segment);
+    let offset = u64::try_from(offset).map_err(std::io::Error::other)?;
+    tokio::task::spawn_blocking(move || {
+        let mut body = vec![0; len];
+        File::open(path)?.read_exact_at(&mut body, offset)?;
+        Ok(body)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+struct Current {
+    segment: i64,
+    file: File,
+    len: u64,
+}
+
+/// The writer's side: where the next bodies go, and which segments may be
+/// removable.
+pub(super) struct Segments {
+    dir: PathBuf,
+    current: Option<Current>,
+    /// Segments no longer written to, each removed once no row refers to it.
+    done: BTreeSet<i64>,
+    next: i64,
+    last_sweep: Option<Instant>,
+    /// Set up on the first write, so that a CLI command opening the spool
+    /// (which writes nothing) never lists, let alone removes, the server's
+    /// segments.
+    started: bool,
+}
+
+/// Where each body of a batch goes: `Some((segment, offset))`, or `None` to
+/// stay in its row.
+pub(super) type Placement = Vec<Option<(i64, i64)>>;
+
+impl Segments {
+    pub fn new(spool_dir: &Path) -> Segments {
+        Segments {
+            dir: dir(spool_dir),
+            current: None,
+            done: BTreeSet::new(),
+            next: 0,
+            last_sweep: None,
+            started: false,
+        }
+    }
+
+    /// Lists what earlier runs left, once; called before the first write.
+    pub fn start(&mut self) -> std::io::Result<()> {
+        if self.started {
+            return Ok(());
+        }
+        if !self.dir.exists() {
+            std::fs::create_dir_all(&self.dir)?;
+            if let Some(spool_dir) = self.dir.parent() {
+                File::open(spool_dir)?.sync_all()?;
+            }
+        }
+        // Whatever is here is from an earlier run: never appended to again,
+        // removed by the next sweep if nothing refers to it.
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            if let Some(segment) = name.to_str().and_then(|n| i64::from_str_radix(n, 16).ok()) {
+                self.done.insert(segment);
+                self.next = self.next.max(segment + 1);
+            }
+        }
+        self.started = true;
+        Ok(())
+    }
+
+    /// Appends the large bodies among `bodies` to the current segment (opening
+    /// a new one when needed) and makes them durable; returns where each went.
+    /// Runs the file work on a blocking thread.
+    pub async fn append(&mut self, bodies: Vec<Bytes>) -> std::io::Result<Placement> {
+        if bodies.iter().all(|b| b.len() < MIN_BODY) {
+            return Ok(vec![None; bodies.len()]);
+        }
+        self.start()?;
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.len >= SEGMENT_BYTES)
+            && let Some(full) = self.current.take()
+        {
+            self.done.insert(full.segment);
+        }
+        let current = self.current.take();
+        let (segment, next, dir) = (
+            current.as_ref().map_or(self.next, |c| c.segment),
+            self.next,
+            self.dir.clone(),
+        );
+        let written = tokio::task::spawn_blocking(move || {
+            let mut current = match current {
+                Some(c) => c,
+                None => Current {
+                    segment: next,
+                    file: File::options()
+                        .append(true)
+                        .create_new(true)
+                        .open(path(&dir, next))?,
+                    len: 0,
+                },
+            };
+            let created = current.len == 0;
+            let mut placement = Vec::with_capacity(bodies.len());
+            for body in &bodies {
+                if body.len() < MIN_BODY {
+                    placement.push(None);
+                    continue;
+                }
+                placement.push(Some((current.segment, current.len as i64)));
+                current.file.write_all(body)?;
+                current.len += body.len() as u64;
+            }
+            current.file.sync_data()?;
+            if created {
+                // The new file's name must survive a crash too.
+                File::open(&dir)?.sync_all()?;
+            }
+            Ok::<_, std::io::Error>((current, placement))
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        match written {
+            Ok((current, placement)) => {
+                self.next = self.next.max(current.segment + 1);
+                self.current = Some(current);
+                Ok(placement)
+            }
+            Err(e) => {
+                // The segment may hold a partial write: start a fresh one.
+                self.done.insert(segment);
+                self.next = self.next.max(segment + 1);
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes finished segments that no committed row refers to any more. At
+    /// most every `SWEEP_EVERY` unless `now` is set.
+    pub async fn sweep(
+        &mut self,
+        conn: &mut SqliteConnection,
+        now: bool,
+    ) -> Result<(), sqlx::Error> {
+        let recent = self.last_sweep.is_some_and(|t| t.elapsed() < SWEEP_EVERY);
+        if self.done.is_empty() || (recent && !now) {
+            return Ok(());
+        }
+        self.last_sweep = Some(Instant::now());
+        let live: Vec<i64> =
+            sqlx::query_scalar("SELECT DISTINCT segment FROM message WHERE segment IS NOT NULL")
+                .fetch_all(&mut *conn)
+                .await?;
+        let dead: Vec<i64> = self
+            .done
+            .iter()
+            .copied()
+            .filter(|s| !live.contains(s))
+            .collect();
+        for segment in dead {
+            match std::fs::remove_file(path(&self.dir, segment)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(event = "segment_remove_failed", segment, error = %e);
+                    continue;
+                }
+            }
+            self.done.remove(&segment);
+        }
+        Ok(())
+    }
+
+    /// Reads a body this writer (or an earlier run) put in a segment.
+    pub async fn read(&self, segment: i64, offset: i64, len: usize) -> std::io::Result<Vec<u8>> {
+        read(&self.dir, segment, offset, len).await
+    }
+}

@@ -59,6 +59,12 @@ pub(super) async fn read(
     .map_err(std::io::Error::other)?
 }
 
+/// A segment write in progress on a blocking thread.
+pub(super) struct Appending {
+    segment: i64,
+    job: tokio::task::JoinHandle<std::io::Result<Current>>,
+}
+
 struct Current {
     segment: i64,
     file: File,
@@ -120,12 +126,16 @@ impl Segments {
         Ok(())
     }
 
-    /// Appends the large bodies among `bodies` to the current segment (opening
-    /// a new one when needed) and makes them durable; returns where each went.
-    /// Runs the file work on a blocking thread.
-    pub async fn append(&mut self, bodies: Vec<Bytes>) -> std::io::Result<Placement> {
+    /// Starts appending the large bodies among `bodies` to the current segment
+    /// (a new one when needed) on a blocking thread, and says at once where
+    /// each will be, so that their rows are written meanwhile. Commit only after
+    /// [`Segments::finish_append`]: then they are durable.
+    pub fn append(
+        &mut self,
+        bodies: Vec<Bytes>,
+    ) -> std::io::Result<(Placement, Option<Appending>)> {
         if bodies.iter().all(|b| b.len() < MIN_BODY) {
-            return Ok(vec![None; bodies.len()]);
+            return Ok((vec![None; bodies.len()], None));
         }
         self.start()?;
         if self
@@ -137,31 +147,34 @@ impl Segments {
             self.done.insert(full.segment);
         }
         let current = self.current.take();
-        let (segment, next, dir) = (
-            current.as_ref().map_or(self.next, |c| c.segment),
-            self.next,
-            self.dir.clone(),
-        );
-        let written = tokio::task::spawn_blocking(move || {
+        let segment = current.as_ref().map_or(self.next, |c| c.segment);
+        self.next = self.next.max(segment + 1);
+        let mut end = current.as_ref().map_or(0, |c| c.len);
+        let placement = bodies
+            .iter()
+            .map(|body| {
+                (body.len() >= MIN_BODY).then(|| {
+                    let at = (segment, end as i64);
+                    end += body.len() as u64;
+                    at
+                })
+            })
+            .collect();
+        let dir = self.dir.clone();
+        let job = tokio::task::spawn_blocking(move || {
             let mut current = match current {
                 Some(c) => c,
                 None => Current {
-                    segment: next,
+                    segment,
                     file: File::options()
                         .append(true)
                         .create_new(true)
-                        .open(path(&dir, next))?,
+                        .open(path(&dir, segment))?,
                     len: 0,
                 },
             };
             let created = current.len == 0;
-            let mut placement = Vec::with_capacity(bodies.len());
-            for body in &bodies {
-                if body.len() < MIN_BODY {
-                    placement.push(None);
-                    continue;
-                }
-                placement.push(Some((current.segment, current.len as i64)));
+            for body in bodies.iter().filter(|b| b.len() >= MIN_BODY) {
                 current.file.write_all(body)?;
                 current.len += body.len() as u64;
             }
@@ -170,20 +183,27 @@ impl Segments {
                 // The new file's name must survive a crash too.
                 File::open(&dir)?.sync_all()?;
             }
-            Ok::<_, std::io::Error>((current, placement))
-        })
-        .await
-        .map_err(std::io::Error::other)?;
-        match written {
-            Ok((current, placement)) => {
-                self.next = self.next.max(current.segment + 1);
+            Ok(current)
+        });
+        Ok((placement, Some(Appending { segment, job })))
+    }
+
+    /// Waits for an append to be durable.
+    pub async fn finish_append(&mut self, appending: Appending) -> std::io::Result<()> {
+        match appending
+            .job
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+        {
+            Ok(current) => {
                 self.current = Some(current);
-                Ok(placement)
+                Ok(())
             }
             Err(e) => {
-                // The segment may hold a partial write: start a fresh one.
-                self.done.insert(segment);
-                self.next = self.next.max(segment + 1);
+                // The segment may hold a partial write: the next append starts
+                // a fresh one, and this one goes once nothing refers to it.
+                self.done.insert(appending.segment);
                 Err(e)
             }
         }

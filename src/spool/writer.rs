@@ -136,13 +136,21 @@ async fn commit(
         })
         .collect();
     segments.start()?;
-    let placement = segments
-        .append(new.iter().map(|(_, m)| m.body.clone()).collect())
-        .await?;
-    let mut tx = conn.begin().await?;
-    insert(&mut tx, &new, &placement, now).await?;
-    record_outcomes(&mut tx, segments, batch).await?;
-    tx.commit().await
+    let (placement, appending) =
+        segments.append(new.iter().map(|(_, m)| m.body.clone()).collect())?;
+    let rows = async {
+        let mut tx = conn.begin().await?;
+        insert(&mut tx, &new, &placement, now).await?;
+        record_outcomes(&mut tx, segments, batch).await?;
+        Ok::<_, sqlx::Error>(tx)
+    }
+    .await;
+    // Whatever became of the rows, the segment write is waited for: it holds
+    // the current segment.
+    if let Some(appending) = appending {
+        segments.finish_append(appending).await?;
+    }
+    rows?.commit().await
 }
 
 /// Applies every outcome of the batch with one UPDATE (a VALUES list joined by

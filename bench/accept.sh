@@ -274,7 +274,10 @@ HOLD_KEY=0
 # Postfix opens up to default_destination_concurrency_limit (20) connections to
 # its relayhost; Postern's per-destination default is 4. The same limit on both
 # sides, so the figure compares the servers and not two settings.
-SAME_CONCURRENCY="destination_concurrency = $(postconf -h default_destination_concurrency_limit 2>/dev/null || echo 20)"
+# MATCH_POSTFIX_CONCURRENCY=0 keeps Postern's own default instead.
+SAME_CONCURRENCY=""
+[ "${MATCH_POSTFIX_CONCURRENCY:-1}" = 1 ] &&
+    SAME_CONCURRENCY="destination_concurrency = $(postconf -h default_destination_concurrency_limit 2>/dev/null || echo 20)"
 mkdir -p "$WORKROOT/hold-check"
 printf 'hostname = "bench.postern.test"\ndata_dir = "%s"\n[delivery]\nhold = true\n' "$WORKROOT/hold-check/data" > "$WORKROOT/hold-check/postern.toml"
 if "$BIN" config check --config "$WORKROOT/hold-check/postern.toml" > /dev/null 2>&1; then

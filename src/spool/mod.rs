@@ -640,6 +640,29 @@ mod tests {
         assert!(spool.body(&delivered).await.expect("body").is_none());
     }
 
+    #[tokio::test]
+    async fn a_quiet_spool_removes_the_segment_of_delivered_mail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path()).await.expect("open");
+        let id = QueueId::generate();
+        spool.put(id.clone(), large(1)).await.expect("put");
+        let delivered = [0, 1].map(|i| outcome(i, RecipientStatus::Delivered));
+        spool
+            .record(&id, delivered.to_vec(), None)
+            .await
+            .expect("record");
+        assert_eq!(segment_files(dir.path()), 1, "still the current segment");
+        let mut left = 1;
+        for _ in 0..60 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            left = segment_files(dir.path());
+            if left == 0 {
+                break;
+            }
+        }
+        assert_eq!(left, 0, "the idle writer kept a segment nothing refers to");
+    }
+
     fn recipient(idx: u32) -> QueuedRecipient {
         QueuedRecipient {
             idx,

@@ -60,7 +60,8 @@ pub(super) struct Request {
     pub done: oneshot::Sender<Result<(), String>>,
 }
 
-/// After this long without writes, finished segments are looked at once more.
+/// After this long without writes, the current segment is retired and finished
+/// segments are looked at once more.
 const IDLE: Duration = Duration::from_secs(1);
 
 pub(super) async fn run(
@@ -74,6 +75,7 @@ pub(super) async fn run(
             Ok(Some(first)) => first,
             Ok(None) => return,
             Err(_) => {
+                segments.retire_current();
                 sweep(&mut segments, &mut conn, true).await;
                 continue;
             }

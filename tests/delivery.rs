@@ -606,6 +606,144 @@ fn postern_to_postern_with_pipelining_tls_and_dsn_parameters() {
     );
 }
 
+/// RFC 2920 with a receiver that pipelines (another Postern): MAIL, RCPT and
+/// DATA go in one group, each recipient keeps its own outcome, and a
+/// transaction whose recipients were all refused leaves the connection fit
+/// for the next message.
+#[test]
+fn pipelined_transactions_settle_each_recipient_and_keep_the_connection() {
+    let dns = TestDns::start();
+    let port = free_port();
+    dns.mx("remote.example", 10, "mx.remote.example");
+    dns.ip("mx.remote.example", ip(23));
+    let mut b = TestServer::configure(&format!(
+        "hostname = \"mx.remote.example\"\ndata_dir = \"data\"\n[[listener]]\naddr = \"127.0.0.23:{port}\"\nrole = \"mta\"\n[delivery]\nhold = true\n"
+    ));
+    b.cli_ok(&["domain", "add", "remote.example"]);
+    b.cli_stdin_ok(
+        &["user", "add", "bob@remote.example", "--password-stdin"],
+        "pw",
+    );
+    b.spawn();
+    let a = sender(&dns, port, "destination_concurrency = 1\n");
+    send(
+        &a,
+        "alice@example.com",
+        &["bob@remote.example", "nobody@remote.example"],
+        "Subject: one\n\nfirst\n",
+    );
+    send(
+        &a,
+        "alice@example.com",
+        &["ghost@remote.example"],
+        "Subject: two\n\nsecond\n",
+    );
+    send(
+        &a,
+        "alice@example.com",
+        &["bob@remote.example"],
+        "Subject: three\n\nthird\n",
+    );
+    let q = wait_queue(&b, 2);
+    let subjects: Vec<String> = q
+        .iter()
+        .map(|m| {
+            assert_eq!(m["recipients"].as_array().map(Vec::len), Some(1), "{m}");
+            assert_eq!(m["recipients"][0]["address"], "bob@remote.example");
+            let body = b.queued_body(m["id"].as_str().expect("id"));
+            body.lines()
+                .find(|l| l.starts_with("Subject:"))
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(subjects, ["Subject: one", "Subject: three"]);
+    // Both refusals come back to alice, each in its own DSN.
+    let dsns = wait_maildir(&a, "example.com", "alice", 2);
+    let parsed: Vec<String> = dsns.iter().map(|d| parse_dsn(&a, d)).collect();
+    for who in ["nobody", "ghost"] {
+        let field = format!("field: Final-Recipient: rfc822; {who}@remote.example");
+        assert!(
+            parsed
+                .iter()
+                .any(|p| p.contains(&field) && p.contains("field: Action: failed")),
+            "no DSN for {who}: {parsed:?}"
+        );
+    }
+    wait_queue(&a, 0);
+}
+
+/// A receiver that answers a pipelined DATA with 354 although it refused every
+/// recipient (RFC 2920 says it should not) gets an empty message, then RSET;
+/// the recipient bounces with the RCPT refusal. The receiver is a few lines of
+/// Python that log what they read.
+#[test]
+fn a_receiver_taking_data_without_recipients_gets_an_empty_message() {
+    const RECEIVER: &str = r#"
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(4)
+print("READY", flush=True)
+c, _ = s.accept(); f = c.makefile("rb"); log = open(sys.argv[3], "w")
+c.sendall(b"220 careless.test ESMTP\r\n")
+for line in f:
+    cmd = line.decode().strip(); log.write(cmd + "\n"); log.flush()
+    verb = cmd.split(" ")[0].upper()
+    if verb == "EHLO": c.sendall(b"250-careless.test\r\n250 PIPELINING\r\n")
+    elif verb == "MAIL": c.sendall(b"250 ok\r\n")
+    elif verb == "RCPT": c.sendall(b"550 5.1.1 no such user\r\n")
+    elif verb == "DATA": c.sendall(b"354 go ahead anyway\r\n")
+    elif cmd == ".": c.sendall(b"554 5.5.1 no valid recipients\r\n")
+    elif verb == "RSET": c.sendall(b"250 reset\r\n")
+    elif verb == "QUIT": c.sendall(b"221 bye\r\n"); break
+    else: c.sendall(b"500 what\r\n")
+"#;
+    require_tool("python3");
+    let dns = TestDns::start();
+    let port = free_port();
+    dns.mx("remote.example", 10, "mx.remote.example");
+    dns.ip("mx.remote.example", ip(24));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("commands");
+    let mut receiver = std::process::Command::new("python3")
+        .args(["-c", RECEIVER, "127.0.0.24", &port.to_string()])
+        .arg(&log)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("receiver");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(receiver.stdout.take().expect("stdout")),
+        &mut ready,
+    )
+    .expect("ready line");
+    assert_eq!(ready.trim(), "READY");
+    let a = sender(&dns, port, "");
+    send(
+        &a,
+        "alice@example.com",
+        &["ghost@remote.example"],
+        "Subject: x\n\nbody\n",
+    );
+    let dsn = wait_maildir(&a, "example.com", "alice", 1);
+    let parsed = parse_dsn(&a, &dsn[0]);
+    assert!(
+        parsed.contains("field: Diagnostic-Code: smtp; 550 5.1.1"),
+        "{parsed}"
+    );
+    let commands = std::fs::read_to_string(&log).expect("command log");
+    let after_data: Vec<&str> = commands
+        .lines()
+        .skip_while(|l| *l != "DATA")
+        .skip(1)
+        .take(2)
+        .collect();
+    assert_eq!(after_data, [".", "RSET"], "{commands}");
+    assert!(!commands.contains("body"), "the body was sent: {commands}");
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+}
+
 #[test]
 fn delivered_recipients_are_not_sent_again_after_a_restart() {
     let dns = TestDns::start();

@@ -332,8 +332,12 @@ pub async fn transaction(
     }
     let mut commands = vec![mail_command(env, caps)];
     commands.extend(env.recipients.iter().map(|r| rcpt_command(r, caps)));
-    let replies: Vec<Response<String>> = if caps.has_capability(EXT_PIPELINING) {
-        c.cmds(&commands)
+    let pipelining = caps.has_capability(EXT_PIPELINING);
+    let replies: Vec<Response<String>> = if pipelining {
+        // DATA may end the group (RFC 2920 §3.1): one round trip for the
+        // envelope, and one for the body.
+        commands.push("DATA\r\n".to_string());
+        pipeline(c, &commands)
             .await
             .map_err(|e| DeliveryFailure::from_client_error(Scope::Host, host, "MAIL FROM", &e))?
     } else {
@@ -350,12 +354,53 @@ pub async fn transaction(
         }
         replies
     };
+    let (rcpt_replies, data_reply) = if pipelining {
+        let (data, rest) = replies.split_last().unzip();
+        (rest.and_then(|r| r.get(1..)).unwrap_or(&[]), data.cloned())
+    } else {
+        (replies.get(1..).unwrap_or(&[]), None)
+    };
     let Some(mail) = replies.first().filter(|r| r.code >= 400) else {
-        return data(c, host, env, &replies[1..]).await;
+        return data(c, host, env, rcpt_replies, data_reply).await;
     };
     let failure = DeliveryFailure::from_reply(Scope::Message, host, "MAIL FROM", mail);
-    let reusable = c.rset().await.is_ok();
+    let reusable = abandon(c, data_reply.as_ref()).await;
     Ok((everyone(failure), reusable))
+}
+
+/// Sends a group of commands in one write and reads a reply to each.
+async fn pipeline<T: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut SmtpClient<T>,
+    commands: &[String],
+) -> mail_send::Result<Vec<Response<String>>> {
+    let group = commands.concat();
+    tokio::time::timeout(c.timeout, async {
+        c.stream.write_all(group.as_bytes()).await?;
+        c.stream.flush().await?;
+        c.read_many(commands.len()).await
+    })
+    .await
+    .map_err(|_| mail_send::Error::Timeout)?
+}
+
+/// Ends a transaction that will carry no message: a pipelined DATA that the
+/// server took anyway (354) gets an empty body, then RSET. Whether the
+/// connection can carry another message.
+async fn abandon<T: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut SmtpClient<T>,
+    data_reply: Option<&Response<String>>,
+) -> bool {
+    if data_reply.is_some_and(|r| r.code == 354) {
+        let ended = tokio::time::timeout(c.timeout, async {
+            write_dot_stuffed(&mut c.stream, b"").await?;
+            c.read().await
+        })
+        .await;
+        if !matches!(ended, Ok(Ok(_))) {
+            return false;
+        }
+    }
+    c.rset().await.is_ok()
 }
 
 async fn data<T: AsyncRead + AsyncWrite + Unpin>(
@@ -363,6 +408,7 @@ async fn data<T: AsyncRead + AsyncWrite + Unpin>(
     host: &str,
     env: &Envelope<'_>,
     rcpt_replies: &[Response<String>],
+    data_reply: Option<Response<String>>,
 ) -> Result<(Vec<RecipientResult>, bool), DeliveryFailure> {
     let mut results: Vec<RecipientResult> = Vec::with_capacity(env.recipients.len());
     let mut accepted = Vec::new();
@@ -382,10 +428,14 @@ async fn data<T: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     if accepted.is_empty() {
-        let reusable = c.rset().await.is_ok();
+        let reusable = abandon(c, data_reply.as_ref()).await;
         return Ok((results, reusable));
     }
-    let reply = match c.cmd("DATA\r\n").await {
+    let data_reply = match data_reply {
+        Some(reply) => Ok(reply),
+        None => c.cmd("DATA\r\n").await,
+    };
+    let reply = match data_reply {
         Ok(r) if r.code == 354 => send_body(c, env.body).await,
         Ok(r) => Ok(r),
         Err(e) => Err(e),

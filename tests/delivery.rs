@@ -615,9 +615,9 @@ fn pipelined_transactions_settle_each_recipient_and_keep_the_connection() {
     let dns = TestDns::start();
     let port = free_port();
     dns.mx("remote.example", 10, "mx.remote.example");
-    dns.ip("mx.remote.example", ip(23));
+    dns.ip("mx.remote.example", ip(41));
     let mut b = TestServer::configure(&format!(
-        "hostname = \"mx.remote.example\"\ndata_dir = \"data\"\n[[listener]]\naddr = \"127.0.0.23:{port}\"\nrole = \"mta\"\n[delivery]\nhold = true\n"
+        "hostname = \"mx.remote.example\"\ndata_dir = \"data\"\n[[listener]]\naddr = \"127.0.0.41:{port}\"\nrole = \"mta\"\n[delivery]\nhold = true\n"
     ));
     b.cli_ok(&["domain", "add", "remote.example"]);
     b.cli_stdin_ok(
@@ -702,11 +702,11 @@ for line in f:
     let dns = TestDns::start();
     let port = free_port();
     dns.mx("remote.example", 10, "mx.remote.example");
-    dns.ip("mx.remote.example", ip(24));
+    dns.ip("mx.remote.example", ip(42));
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("commands");
     let mut receiver = std::process::Command::new("python3")
-        .args(["-c", RECEIVER, "127.0.0.24", &port.to_string()])
+        .args(["-c", RECEIVER, "127.0.0.42", &port.to_string()])
         .arg(&log)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -742,6 +742,49 @@ for line in f:
     assert!(!commands.contains("body"), "the body was sent: {commands}");
     let _ = receiver.kill();
     let _ = receiver.wait();
+}
+
+/// With every claim held by deliveries stuck on a receiver that never
+/// answers, the scheduler waits instead of spinning.
+#[test]
+fn a_full_set_of_claims_does_not_make_the_scheduler_spin() {
+    let dns = TestDns::start();
+    let port = free_port();
+    dns.mx("remote.example", 10, "mx.remote.example");
+    dns.ip("mx.remote.example", ip(43));
+    let _peer = Peer::start(at(43, port), &["--mode", "hang"]);
+    // One delivery at a time, so four claims fill the scheduler.
+    let s = sender(&dns, port, "concurrency = 1\n");
+    for n in 0..6 {
+        send(
+            &s,
+            "app@example.com",
+            &["bob@remote.example"],
+            &format!("Subject: {n}\n\nx\n"),
+        );
+    }
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", s.pid())).expect("stat");
+        let fields: Vec<u64> = stat
+            .rsplit(") ")
+            .next()
+            .expect("fields")
+            .split(' ')
+            .skip(11)
+            .take(2)
+            .map(|f| f.parse().expect("ticks"))
+            .collect();
+        fields.iter().sum::<u64>()
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu();
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu() - before;
+    // Clock ticks are 1/100 s: a spinning loop would use ~200 here.
+    assert!(
+        used < 40,
+        "the server used {used} ticks of CPU in 2 s while waiting"
+    );
 }
 
 #[test]

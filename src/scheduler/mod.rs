@@ -100,14 +100,17 @@ pub async fn run(delivery: Arc<Delivery>, shutdown: CancellationToken, tasks: Ta
             reported_blocked = Some(blocked);
         }
         let room = max_claimed.saturating_sub(delivery.spool.claimed());
-        // With no room, the backlog mark stays: a finished delivery then
-        // signals `queued`, and the look happens once there is room.
+        let timer = tokio::time::Instant::now() >= look_at;
         if room > 0 {
-            let timer = tokio::time::Instant::now() >= look_at;
             let backlog = delivery.spool.take_backlog();
             if timer || backlog {
                 look_at = tokio::time::Instant::now() + claim_pass(&delivery, &tasks, room).await;
             }
+        } else if timer {
+            // No room: the backlog mark stays, so a finished delivery signals
+            // `queued` and the look happens then; the timer must not fire
+            // again at once, or this loop would spin.
+            look_at = tokio::time::Instant::now() + POLL;
         }
         tokio::select! {
             () = shutdown.cancelled() => return,

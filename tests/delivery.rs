@@ -563,14 +563,14 @@ fn local_mailboxes_aliases_and_catch_all() {
     assert_eq!(got[0]["rcpt_tos"][0], "bob@remote.example");
 }
 
-#[test]
-fn postern_to_postern_with_pipelining_tls_and_dsn_parameters() {
-    let dns = TestDns::start();
-    let port = free_port();
+/// A second Postern as the MX of remote.example on 127.0.0.`last`:`port`,
+/// hosting bob@remote.example and keeping what it accepts.
+fn receiving_postern(dns: &TestDns, last: u8, port: u16) -> TestServer {
     dns.mx("remote.example", 10, "mx.remote.example");
-    dns.ip("mx.remote.example", ip(17));
+    dns.ip("mx.remote.example", ip(last));
     let mut b = TestServer::configure(&format!(
-        "hostname = \"mx.remote.example\"\ndata_dir = \"data\"\n[[listener]]\naddr = \"127.0.0.17:{port}\"\nrole = \"mta\"\n[delivery]\nhold = true\n"
+        "hostname = \"mx.remote.example\"\ndata_dir = \"data\"\n[[listener]]\naddr = \"{}\"\nrole = \"mta\"\n[delivery]\nhold = true\n",
+        at(last, port)
     ));
     b.cli_ok(&["domain", "add", "remote.example"]);
     b.cli_stdin_ok(
@@ -578,6 +578,14 @@ fn postern_to_postern_with_pipelining_tls_and_dsn_parameters() {
         "pw",
     );
     b.spawn();
+    b
+}
+
+#[test]
+fn postern_to_postern_with_pipelining_tls_and_dsn_parameters() {
+    let dns = TestDns::start();
+    let port = free_port();
+    let b = receiving_postern(&dns, 17, port);
     let a = sender(&dns, port, "");
     let (mut c, _) = Raw::connect(a.addr("mta"));
     c.cmd("EHLO client.test");
@@ -614,17 +622,7 @@ fn postern_to_postern_with_pipelining_tls_and_dsn_parameters() {
 fn pipelined_transactions_settle_each_recipient_and_keep_the_connection() {
     let dns = TestDns::start();
     let port = free_port();
-    dns.mx("remote.example", 10, "mx.remote.example");
-    dns.ip("mx.remote.example", ip(41));
-    let mut b = TestServer::configure(&format!(
-        "hostname = \"mx.remote.example\"\ndata_dir = \"data\"\n[[listener]]\naddr = \"127.0.0.41:{port}\"\nrole = \"mta\"\n[delivery]\nhold = true\n"
-    ));
-    b.cli_ok(&["domain", "add", "remote.example"]);
-    b.cli_stdin_ok(
-        &["user", "add", "bob@remote.example", "--password-stdin"],
-        "pw",
-    );
-    b.spawn();
+    let b = receiving_postern(&dns, 41, port);
     let a = sender(&dns, port, "destination_concurrency = 1\n");
     send(
         &a,

@@ -2,21 +2,21 @@
 //! file (Stalwart's Config.errors) instead of stopping at the first, through the
 //! `Checker` of checker.rs, which names file, line and key for each.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use toml::de::DeTable;
 
-use super::checker::{Checker, ConfigError, ConfigErrors, KeyPath, valid_keys};
-use super::defaults as def;
-use super::file::*;
-use super::{
-    BareNewlines, Config, Delivery, Http, Limits, ListenerConfig, MtaStsMode, Relay, RelayTls,
-    Route, RouteMatch, TlsFiles,
-};
+use crate::config::checker::{Checker, ConfigError, ConfigErrors, KeyPath, valid_keys};
+use crate::config::defaults as def;
+use crate::config::file::*;
+use crate::config::{BareNewlines, Config, Http, Limits, ListenerConfig, MtaStsMode, TlsFiles};
 use crate::listener::ListenerRole;
+
+mod delivery;
+use delivery::{delivery, relay, routes};
 
 pub(super) fn from_text(text: &str, file: Option<&Path>) -> Result<Config, ConfigErrors> {
     let doc = match DeTable::parse(text) {
@@ -306,175 +306,6 @@ fn limits(c: &mut Checker<'_>, l: LimitsFile) -> Limits {
     }
 }
 
-fn delivery(c: &mut Checker<'_>, d: DeliveryFile) -> Delivery {
-    let p = KeyPath::default().key("delivery");
-    let mut nameservers = Vec::new();
-    for (i, ns) in d.nameservers.unwrap_or_default().iter().enumerate() {
-        match ns
-            .parse::<SocketAddr>()
-            .or_else(|_| ns.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-        {
-            Ok(a) => nameservers.push(a),
-            Err(_) => c.error(
-                &p.key("nameservers").index(i),
-                format!(
-                    "{ns:?} is not a nameserver address; write \"192.0.2.53\" or \"127.0.0.1:5353\""
-                ),
-            ),
-        }
-    }
-    Delivery {
-        mx_port: c.number(p.key("mx_port"), d.mx_port, def::MX_PORT.into(), 1, 65535) as u16,
-        nameservers,
-        max_lifetime: Duration::from_secs(c.number(
-            p.key("max_lifetime"),
-            d.max_lifetime,
-            def::MAX_LIFETIME_SECS,
-            1,
-            60 * 24 * 3600,
-        )),
-        retry_min: Duration::from_secs(c.number(
-            p.key("retry_min"),
-            d.retry_min,
-            def::RETRY_MIN_SECS,
-            1,
-            86_400,
-        )),
-        retry_max: Duration::from_secs(c.number(
-            p.key("retry_max"),
-            d.retry_max,
-            def::RETRY_MAX_SECS,
-            1,
-            7 * 86_400,
-        )),
-        concurrency: c.number(
-            p.key("concurrency"),
-            d.concurrency,
-            def::CONCURRENCY,
-            1,
-            10_000,
-        ) as usize,
-        destination_concurrency: c.number(
-            p.key("destination_concurrency"),
-            d.destination_concurrency,
-            def::DESTINATION_CONCURRENCY,
-            1,
-            1000,
-        ) as usize,
-        hold: d.hold.unwrap_or(false),
-        connect_timeout: Duration::from_secs(c.number(
-            p.key("connect_timeout"),
-            d.connect_timeout,
-            def::CONNECT_TIMEOUT_SECS,
-            1,
-            600,
-        )),
-        timeout: Duration::from_secs(c.number(
-            p.key("timeout"),
-            d.timeout,
-            def::REPLY_TIMEOUT_SECS,
-            1,
-            3600,
-        )),
-    }
-}
-
-struct RelayKeys {
-    host: Option<String>,
-    port: Option<u64>,
-    tls: Option<String>,
-    tls_verify: Option<bool>,
-    username: Option<String>,
-    password_file: Option<String>,
-}
-
-impl From<RelayFile> for RelayKeys {
-    fn from(r: RelayFile) -> Self {
-        RelayKeys {
-            host: r.host,
-            port: r.port,
-            tls: r.tls,
-            tls_verify: r.tls_verify,
-            username: r.username,
-            password_file: r.password_file,
-        }
-    }
-}
-
-fn relay(c: &mut Checker<'_>, path: KeyPath, r: impl Into<RelayKeys>) -> Option<Relay> {
-    let r = r.into();
-    let tls = match r.tls.as_deref() {
-        None | Some("starttls") => RelayTls::StartTls,
-        Some("implicit") => RelayTls::Implicit,
-        Some("none") => RelayTls::None,
-        Some(other) => {
-            c.error(
-                &path.key("tls"),
-                format!("{other:?} is not valid; use \"starttls\", \"implicit\" or \"none\""),
-            );
-            RelayTls::StartTls
-        }
-    };
-    let default_port = match tls {
-        RelayTls::StartTls => 587,
-        RelayTls::Implicit => 465,
-        RelayTls::None => 25,
-    };
-    let port = c.number(path.key("port"), r.port, default_port, 1, 65535) as u16;
-    let password_file = r
-        .password_file
-        .map(|f| c.existing_file(path.key("password_file"), &f));
-    if r.username.is_some() != password_file.is_some() {
-        c.error(&path, "username and password_file go together: set both to authenticate to the relay, or neither");
-    }
-    let Some(host) = r.host else {
-        c.error(
-            &path,
-            "needs host, the relay's name, e.g. host = \"smtp.isp.example\"",
-        );
-        return None;
-    };
-    Some(Relay {
-        host,
-        port,
-        tls,
-        tls_verify: r.tls_verify.unwrap_or(true),
-        username: r.username,
-        password_file,
-    })
-}
-
-fn routes(c: &mut Checker<'_>, raw: Vec<RouteFile>) -> Vec<Route> {
-    let base = KeyPath::default().key("route");
-    let mut out = Vec::new();
-    for (i, r) in raw.into_iter().enumerate() {
-        let path = base.index(i);
-        let matches = match (r.domain.clone(), r.sender_domain.clone()) {
-            (Some(d), None) => Some(RouteMatch::RecipientDomain(d.to_ascii_lowercase())),
-            (None, Some(d)) => Some(RouteMatch::SenderDomain(d.to_ascii_lowercase())),
-            _ => {
-                c.error(
-                    &path,
-                    "needs exactly one of domain (recipient's domain) or sender_domain",
-                );
-                None
-            }
-        };
-        let keys = RelayKeys {
-            host: r.host,
-            port: r.port,
-            tls: r.tls,
-            tls_verify: r.tls_verify,
-            username: r.username,
-            password_file: r.password_file,
-        };
-        if let (Some(matches), Some(relay)) = (matches, relay(c, path, keys)) {
-            out.push(Route { matches, relay });
-        }
-    }
-    out
-}
-
 fn http(c: &mut Checker<'_>, h: HttpFile, hostname: &str) -> Http {
     let p = KeyPath::default().key("http");
     let (imap_host, imap_port) = match h.imap.as_deref() {
@@ -551,6 +382,7 @@ fn system_hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{RelayTls, RouteMatch};
 
     fn errors(text: &str) -> Vec<String> {
         match from_text(text, Some(Path::new("p.toml"))) {

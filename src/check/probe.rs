@@ -308,19 +308,11 @@ async fn dialogue(
         return Err(Stop::NoStartTls);
     }
     ctx.report(target.index, Some(Step::StartTls));
-    let reply = conn
-        .command("STARTTLS", ctx.deadline)
-        .await
-        .map_err(|error| Stop::Wire {
-            step: Step::StartTls,
-            error,
-        })?;
-    if reply.code != 220 {
-        return Err(Stop::Rejected {
-            step: Step::StartTls,
-            reply,
-        });
-    }
+    expect(
+        conn.command("STARTTLS", ctx.deadline).await,
+        Step::StartTls,
+        220,
+    )?;
     if conn.buffered() > 0 {
         return Err(Stop::Injected);
     }
@@ -340,17 +332,17 @@ async fn dialogue(
     Ok(conn)
 }
 
-fn ehlo_reply(reply: Result<Reply, WireError>, probe: &mut PortProbe) -> Result<Ehlo, Stop> {
-    let reply = reply.map_err(|error| Stop::Wire {
-        step: Step::Ehlo,
-        error,
-    })?;
-    if reply.code != 250 {
-        return Err(Stop::Rejected {
-            step: Step::Ehlo,
-            reply,
-        });
+/// The reply to the command of `step`, if it has the expected code.
+fn expect(reply: Result<Reply, WireError>, step: Step, code: u16) -> Result<Reply, Stop> {
+    let reply = reply.map_err(|error| Stop::Wire { step, error })?;
+    if reply.code != code {
+        return Err(Stop::Rejected { step, reply });
     }
+    Ok(reply)
+}
+
+fn ehlo_reply(reply: Result<Reply, WireError>, probe: &mut PortProbe) -> Result<Ehlo, Stop> {
+    let reply = expect(reply, Step::Ehlo, 250)?;
     let ehlo = wire::parse_ehlo(&reply);
     probe.ehlo_names.extend(ehlo.name.clone());
     probe.ehlo = Some(ehlo.clone());

@@ -206,11 +206,12 @@ async fn record_outcomes(
         }
         query.execute(&mut **tx).await?;
     }
-    let deferred: Vec<&str> = updates
+    let mut deferred: Vec<&str> = updates
         .iter()
         .filter(|(_, u)| u.status == RecipientStatus::Queued)
         .map(|(id, _)| *id)
         .collect();
+    deferred.dedup();
     move_into_rows(tx, segments, &deferred).await
 }
 

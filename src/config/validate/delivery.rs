@@ -82,30 +82,7 @@ pub(super) fn delivery(c: &mut Checker<'_>, d: DeliveryFile) -> Delivery {
     }
 }
 
-pub(super) struct RelayKeys {
-    host: Option<String>,
-    port: Option<u64>,
-    tls: Option<String>,
-    tls_verify: Option<bool>,
-    username: Option<String>,
-    password_file: Option<String>,
-}
-
-impl From<RelayFile> for RelayKeys {
-    fn from(r: RelayFile) -> Self {
-        RelayKeys {
-            host: r.host,
-            port: r.port,
-            tls: r.tls,
-            tls_verify: r.tls_verify,
-            username: r.username,
-            password_file: r.password_file,
-        }
-    }
-}
-
-pub(super) fn relay(c: &mut Checker<'_>, path: KeyPath, r: impl Into<RelayKeys>) -> Option<Relay> {
-    let r = r.into();
+pub(super) fn relay(c: &mut Checker<'_>, path: KeyPath, r: RelayFile) -> Option<Relay> {
     let tls = match r.tls.as_deref() {
         None | Some("starttls") => RelayTls::StartTls,
         Some("implicit") => RelayTls::Implicit,
@@ -163,7 +140,7 @@ pub(super) fn routes(c: &mut Checker<'_>, raw: Vec<RouteFile>) -> Vec<Route> {
                 None
             }
         };
-        let keys = RelayKeys {
+        let keys = RelayFile {
             host: r.host,
             port: r.port,
             tls: r.tls,

@@ -213,6 +213,18 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// `number`, as a duration in seconds.
+    pub(super) fn seconds(
+        &mut self,
+        path: KeyPath,
+        value: Option<u64>,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> std::time::Duration {
+        std::time::Duration::from_secs(self.number(path, value, default, min, max))
+    }
+
     pub(super) fn socket_addr(&mut self, path: KeyPath, value: &str) -> Option<SocketAddr> {
         match value.parse::<SocketAddr>() {
             Ok(a) => Some(a),

@@ -2,7 +2,6 @@
 //! and `[[route]]`.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 use crate::config::checker::{Checker, KeyPath};
 use crate::config::defaults as def;
@@ -29,27 +28,27 @@ pub(super) fn delivery(c: &mut Checker<'_>, d: DeliveryFile) -> Delivery {
     Delivery {
         mx_port: c.number(p.key("mx_port"), d.mx_port, def::MX_PORT.into(), 1, 65535) as u16,
         nameservers,
-        max_lifetime: Duration::from_secs(c.number(
+        max_lifetime: c.seconds(
             p.key("max_lifetime"),
             d.max_lifetime,
             def::MAX_LIFETIME_SECS,
             1,
             60 * 24 * 3600,
-        )),
-        retry_min: Duration::from_secs(c.number(
+        ),
+        retry_min: c.seconds(
             p.key("retry_min"),
             d.retry_min,
             def::RETRY_MIN_SECS,
             1,
             86_400,
-        )),
-        retry_max: Duration::from_secs(c.number(
+        ),
+        retry_max: c.seconds(
             p.key("retry_max"),
             d.retry_max,
             def::RETRY_MAX_SECS,
             1,
             7 * 86_400,
-        )),
+        ),
         concurrency: c.number(
             p.key("concurrency"),
             d.concurrency,
@@ -65,20 +64,20 @@ pub(super) fn delivery(c: &mut Checker<'_>, d: DeliveryFile) -> Delivery {
             1000,
         ) as usize,
         hold: d.hold.unwrap_or(false),
-        connect_timeout: Duration::from_secs(c.number(
+        connect_timeout: c.seconds(
             p.key("connect_timeout"),
             d.connect_timeout,
             def::CONNECT_TIMEOUT_SECS,
             1,
             600,
-        )),
-        timeout: Duration::from_secs(c.number(
+        ),
+        timeout: c.seconds(
             p.key("timeout"),
             d.timeout,
             def::REPLY_TIMEOUT_SECS,
             1,
             3600,
-        )),
+        ),
     }
 }
 

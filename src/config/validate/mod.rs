@@ -216,7 +216,6 @@ fn listeners(c: &mut Checker<'_>, raw: Option<Vec<ListenerFile>>) -> Vec<Listene
 
 fn limits(c: &mut Checker<'_>, l: LimitsFile) -> Limits {
     let p = KeyPath::default().key("limits");
-    let secs = |v: u64| Duration::from_secs(v);
     Limits {
         max_message_size: c.number(
             p.key("max_message_size"),
@@ -268,20 +267,20 @@ fn limits(c: &mut Checker<'_>, l: LimitsFile) -> Limits {
             1,
             1_000_000,
         ) as usize,
-        command_timeout: secs(c.number(
+        command_timeout: c.seconds(
             p.key("command_timeout"),
             l.command_timeout,
             def::COMMAND_TIMEOUT_SECS,
             1,
             3600,
-        )),
-        data_timeout: secs(c.number(
+        ),
+        data_timeout: c.seconds(
             p.key("data_timeout"),
             l.data_timeout,
             def::DATA_TIMEOUT_SECS,
             1,
             3600,
-        )),
+        ),
         auth_failures_per_connection: c.number(
             p.key("auth_failures_per_connection"),
             l.auth_failures_per_connection,
@@ -296,13 +295,13 @@ fn limits(c: &mut Checker<'_>, l: LimitsFile) -> Limits {
             1,
             100_000,
         ) as u32,
-        shutdown_grace: secs(c.number(
+        shutdown_grace: c.seconds(
             p.key("shutdown_grace"),
             l.shutdown_grace,
             def::SHUTDOWN_GRACE_SECS,
             0,
             3600,
-        )),
+        ),
     }
 }
 

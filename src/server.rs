@@ -56,7 +56,9 @@ pub enum ServerError {
 pub async fn run(config: Config) -> Result<(), ServerError> {
     let config = Arc::new(config);
     let store = Store::open(&config.data_dir).await?;
-    let spool = Spool::open(&config.data_dir).await?;
+    let spool = Spool::open(&config.data_dir)
+        .await?
+        .with_free_space_floor(&config.data_dir, config.limits.min_free_space);
     let tls = tls::server_config(&config)?;
     let auth = Authenticator::new(store.clone(), config.limits.auth_failures_per_ip_per_hour);
     let outbound = Outbound::new(Arc::clone(&config), Dns::new(&config.delivery.nameservers)?)?;

@@ -35,6 +35,12 @@ pub const AUTH_FAILURES_PER_CONNECTION: u32 = 3;
 pub const AUTH_FAILURES_PER_IP_PER_HOUR: u32 = 20;
 /// How long SIGTERM waits for open sessions before it stops them.
 pub const SHUTDOWN_GRACE_SECS: u64 = 30;
+/// The free-space floor in `data_dir`: room for two messages of the largest
+/// size and 100 MiB besides, so that what is accepted can still be committed,
+/// bounced and logged.
+pub fn min_free_space(max_message_size: u64) -> u64 {
+    2 * max_message_size + (100 << 20)
+}
 
 pub const MX_PORT: u16 = 25;
 pub const MAX_LIFETIME_SECS: u64 = 5 * 24 * 3600;

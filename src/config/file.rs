@@ -47,6 +47,7 @@ pub struct LimitsFile {
     pub auth_failures_per_connection: Option<u64>,
     pub auth_failures_per_ip_per_hour: Option<u64>,
     pub shutdown_grace: Option<u64>,
+    pub min_free_space: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

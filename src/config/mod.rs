@@ -67,6 +67,9 @@ pub struct Limits {
     pub auth_failures_per_connection: u32,
     pub auth_failures_per_ip_per_hour: u32,
     pub shutdown_grace: Duration,
+    /// Below this many free octets in `data_dir`, new mail is refused at MAIL
+    /// (Postfix's queue_minfree); 0 turns the floor off.
+    pub min_free_space: u64,
 }
 
 /// What to do with a bare CR or LF inside a message (SMTP smuggling, CVE-2023-51764).

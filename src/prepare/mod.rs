@@ -39,6 +39,17 @@ pub fn header_from_addresses(body: &[u8]) -> Vec<String> {
 
 /// Returns the message as it will be stored: new headers, then the body.
 pub fn finish(arrival: &Arrival<'_>, body: &[u8]) -> Vec<u8> {
+    let head = trace_headers(arrival, body);
+    let mut out = Vec::with_capacity(head.len() + body.len());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(body);
+    out
+}
+
+/// The headers this server puts on top of the message: Received:, and for
+/// submitted mail a missing Date: or Message-ID:. `body` need only hold the
+/// message's header section (a large body is on disk while this runs).
+pub fn trace_headers(arrival: &Arrival<'_>, body: &[u8]) -> Vec<u8> {
     let date = DateTime::from_timestamp(now_unix()).to_rfc822();
     let mut head = String::with_capacity(512);
     head.push_str(&format!(
@@ -76,10 +87,7 @@ pub fn finish(arrival: &Arrival<'_>, body: &[u8]) -> Vec<u8> {
             ));
         }
     }
-    let mut out = Vec::with_capacity(head.len() + body.len());
-    out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(body);
-    out
+    head.into_bytes()
 }
 
 /// Keeps client-chosen text (the HELO name, an address) from breaking the header:

@@ -1,7 +1,8 @@
 //! DATA and BDAT (RFC 5321 §4.1.1.4, RFC 3030), and the end of a transaction:
 //! the body is checked, prepared and made durable before the 250.
 
-use super::io::SessionEnd;
+use super::incoming::{IncomingBody, Unreceived};
+use super::io::{BodyPace, SessionEnd};
 use super::{Flow, Session};
 use crate::listener::ListenerRole;
 use crate::policy::Verdict;
@@ -9,7 +10,7 @@ use crate::policy::sender::check_header_from;
 use crate::prepare::{self, Arrival};
 use crate::smtp::data::{BodyReader, BodyViolation};
 use crate::smtp::reply::Reply;
-use crate::spool::{NewMessage, NewRecipient, QueueId};
+use crate::spool::{NewMessage, NewRecipient, QueueId, SpillFile, SpoolError, WriteError};
 use crate::store::StoreError;
 
 impl Session {
@@ -33,21 +34,21 @@ impl Session {
         self.conn
             .queue(&Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
         let limits = &self.ctx.config.limits;
-        let mut reader = BodyReader::data(
+        let reader = BodyReader::data(
             limits.max_message_size,
             limits.max_text_line,
             self.ctx.config.bare_newlines,
         );
-        self.conn
-            .read_data(&mut reader, limits.data_timeout)
-            .await?;
-        Ok(self.finish_body(reader).await)
+        let mut body = IncomingBody::new(reader, self.ctx.spool.clone());
+        let mut pace = BodyPace::new(limits.data_timeout);
+        self.conn.read_data(&mut body, &mut pace).await?;
+        Ok(self.finish_body(body).await)
     }
 
     pub(super) async fn bdat(&mut self, size: usize, last: bool) -> Result<Flow, SessionEnd> {
-        let timeout = self.ctx.config.limits.data_timeout;
+        let mut pace = BodyPace::new(self.ctx.config.limits.data_timeout);
         if let Err(reply) = self.check_body_start() {
-            self.conn.read_chunk(size, None, timeout).await?;
+            self.conn.read_chunk(size, None, &mut pace).await?;
             return Ok(self.reply(reply));
         }
         let (max, line, bare) = {
@@ -58,40 +59,45 @@ impl Session {
                 c.bare_newlines,
             )
         };
+        let spool = self.ctx.spool.clone();
         let Some(tx) = &mut self.tx else {
             return Ok(Flow::Continue);
         };
-        let reader = tx
+        let body = tx
             .chunks
-            .get_or_insert_with(|| BodyReader::bdat(max, line, bare));
-        self.conn.read_chunk(size, Some(reader), timeout).await?;
+            .get_or_insert_with(|| IncomingBody::new(BodyReader::bdat(max, line, bare), spool));
+        self.conn.read_chunk(size, Some(body), &mut pace).await?;
         if !last {
             return Ok(self.reply(Reply::new(250, (0, 0), format!("{size} octets received"))));
         }
-        let reader = self.tx.as_mut().and_then(|tx| tx.chunks.take());
-        match reader {
-            Some(reader) => Ok(self.finish_body(reader).await),
+        let body = self.tx.as_mut().and_then(|tx| tx.chunks.take());
+        match body {
+            Some(body) => Ok(self.finish_body(body).await),
             None => Ok(Flow::Continue),
         }
     }
 
     /// Ends the transaction: refuses a bad body, else prepares and spools it.
-    async fn finish_body(&mut self, reader: BodyReader) -> Flow {
+    async fn finish_body(&mut self, body: IncomingBody) -> Flow {
         let Some(tx) = self.tx.take() else {
             return Flow::Continue;
         };
-        let body = match reader.finish() {
-            Ok(body) => body,
-            Err(violation) => {
+        let received = match body.finish().await {
+            Ok(received) => received,
+            Err(Unreceived::Violation(violation)) => {
                 return self.reply(violation_reply(
                     violation,
                     self.ctx.config.limits.max_message_size,
                 ));
             }
+            Err(Unreceived::Storage(e)) => {
+                tracing::error!(event = "spool_failed", error = %e);
+                return self.reply(storage_reply(&WriteError::of_io(&e)));
+            }
         };
         if let Some(user) = &self.identity
             && let Verdict::Reject(reply) =
-                check_header_from(user, &prepare::header_from_addresses(&body))
+                check_header_from(user, &prepare::header_from_addresses(&received.head))
         {
             tracing::info!(event = "rejected", reply = %reply);
             return self.reply(reply);
@@ -129,10 +135,14 @@ impl Session {
             },
             submission: self.role != ListenerRole::Mta || self.identity.is_some(),
         };
-        let stored = prepare::finish(&arrival, &body);
-        // The stored copy replaces the received one: do not hold both while
-        // the spool commits.
-        drop(body);
+        let trace = prepare::trace_headers(&arrival, &received.head);
+        // A body held in memory is stored after the new headers, in one piece
+        // (the received copy goes at once); a spilled one stays where it is,
+        // and only the new headers go with the envelope.
+        let (stored, file) = match received.file {
+            None => ([trace, received.head].concat(), None),
+            Some(file) => (trace, Some(file)),
+        };
         let sender = tx.sender_text();
         let recipients = match self.expand_aliases(tx.recipients).await {
             Ok(r) => r,
@@ -149,9 +159,14 @@ impl Session {
             smtputf8: tx.smtputf8,
             body: stored.into(),
         };
-        let size = message.body.len();
+        let size = message.body.len() as u64 + file.as_ref().map_or(0, SpillFile::len);
         let rcpt_count = message.recipients.len();
-        match self.ctx.spool.put(queue_id.clone(), message).await {
+        let spool = &self.ctx.spool;
+        let queued = match file {
+            None => spool.put(queue_id.clone(), message).await,
+            Some(file) => spool.put_spilled(queue_id.clone(), message, file).await,
+        };
+        match queued {
             Ok(()) => {
                 tracing::Span::current().record("qid", tracing::field::display(&queue_id));
                 tracing::info!(event = "queued", qid = %queue_id, from = %sender, rcpts = rcpt_count, size);
@@ -160,9 +175,20 @@ impl Session {
             }
             Err(e) => {
                 tracing::error!(event = "spool_failed", error = %e);
-                self.reply(Reply::local_error())
+                self.reply(match &e {
+                    SpoolError::Write(w) => storage_reply(w),
+                    _ => Reply::queue_write_error(),
+                })
             }
         }
+    }
+}
+
+/// The answer to a message the spool could not take.
+fn storage_reply(e: &WriteError) -> Reply {
+    match e {
+        WriteError::Full => Reply::insufficient_storage(),
+        _ => Reply::queue_write_error(),
     }
 }
 

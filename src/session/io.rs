@@ -2,12 +2,12 @@
 //! are flushed only when no complete command is waiting in the input, so a
 //! pipelined group (RFC 2920) gets its replies in one write.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::smtp::data::BodyReader;
+use super::incoming::IncomingBody;
 use crate::smtp::reply::Reply;
 
 pub use crate::smtp::Stream;
@@ -31,14 +31,18 @@ pub struct Connection {
     pub stream: Box<dyn Stream>,
     input: Vec<u8>,
     output: Vec<u8>,
+    /// How long replies may take to be written: a client that sends and never
+    /// reads would otherwise hold its session forever.
+    write_timeout: Duration,
 }
 
 impl Connection {
-    pub fn new(stream: Box<dyn Stream>) -> Connection {
+    pub fn new(stream: Box<dyn Stream>, write_timeout: Duration) -> Connection {
         Connection {
             stream,
             input: Vec::with_capacity(4096),
             output: Vec::with_capacity(1024),
+            write_timeout,
         }
     }
 
@@ -48,11 +52,14 @@ impl Connection {
 
     pub async fn flush(&mut self) -> Result<(), SessionEnd> {
         if !self.output.is_empty() {
-            self.stream
-                .write_all(&self.output)
+            let write = async {
+                self.stream.write_all(&self.output).await?;
+                self.stream.flush().await
+            };
+            tokio::time::timeout(self.write_timeout, write)
                 .await
+                .map_err(|_| SessionEnd::Timeout)?
                 .map_err(SessionEnd::Io)?;
-            self.stream.flush().await.map_err(SessionEnd::Io)?;
             self.output.clear();
         }
         Ok(())
@@ -70,16 +77,16 @@ impl Connection {
         std::mem::replace(&mut self.stream, Box::new(tokio::io::duplex(1).0))
     }
 
-    /// Reads more input, flushing pending replies first. `stop` ends the wait
-    /// early (server shutdown) when given.
+    /// Reads more input, flushing pending replies first; gives up at
+    /// `deadline`. `stop` ends the wait early (server shutdown) when given.
     async fn fill(
         &mut self,
-        timeout: Duration,
+        deadline: Instant,
         stop: Option<&CancellationToken>,
     ) -> Result<(), SessionEnd> {
         self.flush().await?;
         let mut chunk = [0u8; 16 * 1024];
-        let read = tokio::time::timeout(timeout, self.stream.read(&mut chunk));
+        let read = tokio::time::timeout_at(deadline.into(), self.stream.read(&mut chunk));
         let n = match stop {
             Some(token) => tokio::select! {
                 r = read => r,
@@ -98,12 +105,15 @@ impl Connection {
 
     /// Reads one line of at most `max` octets. A longer line is consumed up to
     /// its LF and reported as `TooLong`, so its tail is never taken for a command.
+    /// The whole line must arrive within `timeout`: a client that sends a
+    /// byte now and then does not hold its session past it (slowloris).
     pub async fn read_line(
         &mut self,
         max: usize,
         timeout: Duration,
         stop: Option<&CancellationToken>,
     ) -> Result<Line, SessionEnd> {
+        let deadline = Instant::now() + timeout;
         let mut too_long = false;
         loop {
             if let Some(pos) = self.input.iter().position(|&b| b == b'\n') {
@@ -118,47 +128,81 @@ impl Connection {
                 too_long = true;
                 self.input.clear();
             }
-            self.fill(timeout, stop).await?;
+            self.fill(deadline, stop).await?;
         }
     }
 
-    /// Feeds DATA input to `reader` until the terminating CRLF.CRLF; what
+    /// Feeds DATA input to `body` until the terminating CRLF.CRLF; what
     /// follows it stays buffered for the next command.
     pub async fn read_data(
         &mut self,
-        reader: &mut BodyReader,
-        timeout: Duration,
+        body: &mut IncomingBody,
+        pace: &mut BodyPace,
     ) -> Result<(), SessionEnd> {
         loop {
-            if let Some(end) = reader.feed(&self.input) {
+            if let Some(end) = body.feed(&self.input) {
                 self.input.drain(..end);
                 return Ok(());
             }
+            pace.received(self.input.len());
             self.input.clear();
-            self.fill(timeout, None).await?;
+            body.absorb().await;
+            self.fill(pace.deadline(), None).await?;
         }
     }
 
-    /// Reads exactly `size` octets of a BDAT chunk into `reader`, or reads and
-    /// drops them when `reader` is `None` (a refused BDAT must still consume its
+    /// Reads exactly `size` octets of a BDAT chunk into `body`, or reads and
+    /// drops them when `body` is `None` (a refused BDAT must still consume its
     /// chunk, RFC 3030 §4, or the chunk would be read as commands).
     pub async fn read_chunk(
         &mut self,
         mut size: usize,
-        mut reader: Option<&mut BodyReader>,
-        timeout: Duration,
+        mut body: Option<&mut IncomingBody>,
+        pace: &mut BodyPace,
     ) -> Result<(), SessionEnd> {
         loop {
             let take = size.min(self.input.len());
-            if let Some(r) = reader.as_deref_mut() {
-                r.feed(&self.input[..take]);
+            if let Some(b) = body.as_deref_mut() {
+                b.feed(&self.input[..take]);
+                b.absorb().await;
             }
+            pace.received(take);
             self.input.drain(..take);
             size -= take;
             if size == 0 {
                 return Ok(());
             }
-            self.fill(timeout, None).await?;
+            self.fill(pace.deadline(), None).await?;
         }
+    }
+}
+
+/// The least average rate of a message body in octets per second, after its
+/// first `data_timeout` (Postfix's smtpd_min_data_rate): a client that sends
+/// a byte now and then is dropped instead of holding its session for days.
+const MIN_DATA_RATE: u64 = 500;
+
+/// When the next part of a body must have arrived: within `data_timeout` of
+/// the last (RFC 5321 §4.5.3.2.6), and no later than the minimum rate allows
+/// for the whole body so far.
+pub struct BodyPace {
+    idle: Duration,
+    overall: Instant,
+}
+
+impl BodyPace {
+    pub fn new(data_timeout: Duration) -> BodyPace {
+        BodyPace {
+            idle: data_timeout,
+            overall: Instant::now() + data_timeout,
+        }
+    }
+
+    fn received(&mut self, octets: usize) {
+        self.overall += Duration::from_millis(octets as u64 * 1000 / MIN_DATA_RATE);
+    }
+
+    fn deadline(&self) -> Instant {
+        self.overall.min(Instant::now() + self.idle)
     }
 }

@@ -7,6 +7,7 @@ mod auth;
 mod body;
 mod ehlo;
 mod envelope;
+mod incoming;
 pub mod io;
 mod state;
 
@@ -116,9 +117,10 @@ pub async fn run(ctx: Arc<ServerContext>, stream: Box<dyn Stream>, connected: Co
             .iter()
             .any(|n| n.contains(&peer.ip()));
         let max_errors = ctx.config.limits.max_errors;
+        let write_timeout = ctx.config.limits.command_timeout;
         let mut session = Session {
             ctx,
-            conn: Connection::new(stream),
+            conn: Connection::new(stream, write_timeout),
             role,
             peer,
             local,
@@ -180,8 +182,15 @@ impl Session {
                 Err(e) => return Err(e),
             };
             tracing::trace!(line = %String::from_utf8_lossy(&redact_auth(&line)), "command");
-            if self.command(&line).await? == Flow::Close {
-                break;
+            match self.command(&line).await {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Close) => break,
+                // A body or an AUTH answer that stopped coming.
+                Err(SessionEnd::Timeout) => {
+                    self.conn.queue(&Reply::timeout(&self.ctx.config.hostname));
+                    break;
+                }
+                Err(e) => return Err(e),
             }
         }
         self.conn.flush().await

@@ -2,11 +2,10 @@
 //! from the session (OpenSMTPD's smtp_tx) so RSET, EHLO and STARTTLS reset it by
 //! dropping one value.
 
+use super::incoming::IncomingBody;
 use crate::smtp::address::Mailbox;
-use crate::smtp::data::BodyReader;
 use crate::spool::{DsnEnvelope, NewRecipient};
 
-#[derive(Debug)]
 pub struct Transaction {
     /// `None` is the null reverse-path `<>`.
     pub sender: Option<Mailbox>,
@@ -14,7 +13,7 @@ pub struct Transaction {
     pub dsn: DsnEnvelope,
     pub recipients: Vec<NewRecipient>,
     /// BDAT chunks received so far; `None` until the first BDAT.
-    pub chunks: Option<BodyReader>,
+    pub chunks: Option<IncomingBody>,
 }
 
 impl Transaction {

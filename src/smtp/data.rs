@@ -41,7 +41,10 @@ pub struct BodyReader {
     bare: BareNewlines,
     state: State,
     line_len: usize,
+    /// Octets not yet taken by `take_held`.
     body: Vec<u8>,
+    /// Octets of body produced so far, taken or not.
+    total: u64,
     violation: Option<BodyViolation>,
 }
 
@@ -70,17 +73,30 @@ impl BodyReader {
             state: State::LineStart,
             line_len: 0,
             body: Vec::with_capacity(4096),
+            total: 0,
             violation: None,
         }
     }
 
-    /// Octets of body kept so far (after unstuffing).
-    pub fn len(&self) -> usize {
-        self.body.len()
+    /// Octets of body produced so far (after unstuffing), taken or not.
+    pub fn len(&self) -> u64 {
+        self.total
     }
 
     pub fn is_empty(&self) -> bool {
-        self.body.is_empty()
+        self.total == 0
+    }
+
+    /// Octets produced and not yet taken.
+    pub fn held(&self) -> usize {
+        self.body.len()
+    }
+
+    /// Takes the octets produced so far, for a caller that keeps a large
+    /// body elsewhere (on disk) as it arrives; `finish` then returns only
+    /// what came after. Nothing is held once the body is refused.
+    pub fn take_held(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.body)
     }
 
     /// Consumes input. For DATA, returns `Some(n)` when the terminating
@@ -164,10 +180,11 @@ impl BodyReader {
             // holding what would be thrown away.
             return;
         }
-        if self.body.len() as u64 + bytes.len() as u64 > self.max_size {
+        if self.total + bytes.len() as u64 > self.max_size {
             self.flag(BodyViolation::TooBig);
             return;
         }
+        self.total += bytes.len() as u64;
         self.body.extend_from_slice(bytes);
     }
 
@@ -178,7 +195,8 @@ impl BodyReader {
         }
     }
 
-    /// The finished body, ending in CRLF, or why it is refused.
+    /// The finished body (what `take_held` did not take), ending in CRLF,
+    /// or why it is refused.
     pub fn finish(mut self) -> Result<Vec<u8>, BodyViolation> {
         if self.state == State::Cr {
             self.flag(BodyViolation::BareCr);
@@ -186,10 +204,13 @@ impl BodyReader {
         if let Some(v) = self.violation {
             return Err(v);
         }
-        if !self.body.is_empty() && !self.body.ends_with(b"\r\n") {
+        // A line in progress is an unterminated last line: only BDAT ends so
+        // (DATA ends after a CRLF).
+        let mid_line = !matches!(self.state, State::LineStart | State::LineStartAfterBareLf);
+        if self.total > 0 && mid_line {
             // A BDAT body may end without CRLF; a message on disk always ends a
             // line, and the CRLF counts against the size limit too.
-            if self.body.len() as u64 + 2 > self.max_size {
+            if self.total + 2 > self.max_size {
                 return Err(BodyViolation::TooBig);
             }
             self.body.extend_from_slice(b"\r\n");
@@ -316,6 +337,34 @@ mod tests {
             let s_end = split.feed(&input[..cut]).or_else(|| split.feed(&input[cut..]).map(|n| n + cut));
             prop_assert_eq!(w_end, s_end);
             prop_assert_eq!(whole.finish(), split.finish());
+        }
+
+        #[test]
+        fn taking_what_is_held_on_the_way_loses_nothing(body in proptest::collection::vec(any::<u8>(), 0..300), cuts in proptest::collection::vec(0usize..300, 0..4), bdat in any::<bool>()) {
+            let input = if bdat { body.clone() } else { [body.clone(), b"\r\n.\r\n".to_vec()].concat() };
+            let new = || if bdat {
+                BodyReader::bdat(1 << 20, 1000, BareNewlines::Normalize)
+            } else {
+                BodyReader::data(1 << 20, 1000, BareNewlines::Normalize)
+            };
+            let mut whole = new();
+            whole.feed(&input);
+            let mut taken = new();
+            let mut got = Vec::new();
+            let mut at = 0;
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            for cut in cuts.into_iter().map(|c| c.min(input.len())).chain([input.len()]) {
+                if cut >= at && taken.feed(&input[at..cut]).is_none() {
+                    got.extend(taken.take_held());
+                }
+                at = at.max(cut);
+            }
+            prop_assert_eq!(taken.len(), whole.len());
+            match (whole.finish(), taken.finish()) {
+                (Ok(w), Ok(rest)) => prop_assert_eq!(w, [got, rest].concat()),
+                (w, t) => prop_assert_eq!(w.err(), t.err()),
+            }
         }
 
         #[test]

@@ -104,6 +104,18 @@ impl Reply {
             "Error: local error in processing, try again later",
         )
     }
+    /// The spool could not make the message durable (Postfix's wording).
+    pub fn queue_write_error() -> Reply {
+        Reply::new(
+            451,
+            (3, 0),
+            "Error: queue file write error, try again later",
+        )
+    }
+    /// RFC 3463 X.3.1: the spool's disk is too full to take the message.
+    pub fn insufficient_storage() -> Reply {
+        Reply::new(452, (3, 1), "Insufficient system storage")
+    }
     pub fn auth_required() -> Reply {
         Reply::new(530, (7, 0), "Authentication required")
     }

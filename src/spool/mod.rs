@@ -14,6 +14,8 @@ mod claims;
 mod envelope;
 mod id;
 mod segments;
+mod space;
+mod spill;
 mod writer;
 
 use std::collections::HashMap;
@@ -32,8 +34,11 @@ pub use envelope::{
     DsnEnvelope, NewMessage, NewRecipient, QueuedMessage, QueuedRecipient, RecipientStatus,
 };
 pub use id::QueueId;
-pub use writer::RecipientUpdate;
-use writer::{Request, Write};
+pub use space::LowSpace;
+use space::SpaceFloor;
+pub use spill::SpillFile;
+use writer::{DatabaseFile, Request, Write};
+pub use writer::{RecipientUpdate, WriteError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -46,8 +51,8 @@ pub enum SpoolError {
     Database(#[from] sqlx::Error),
     #[error("spool migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("spool commit failed: {0}")]
-    Commit(String),
+    #[error(transparent)]
+    Write(#[from] WriteError),
     #[error("cannot read a message body from the spool: {0}")]
     Body(std::io::Error),
     #[error("the spool writer has stopped")]
@@ -63,6 +68,8 @@ pub struct Spool {
     claims: Claims,
     /// Where segment files with large bodies are.
     bodies: PathBuf,
+    numbers: segments::Numbers,
+    space: Arc<SpaceFloor>,
     /// The spool may hold due recipients that nobody has claimed: set when a
     /// message or bounce is queued without being handed over, taken by the
     /// scheduler before it looks.
@@ -85,24 +92,50 @@ impl Spool {
             path: dir.display().to_string(),
             source,
         })?;
-        let options = crate::store::sqlite_options(&dir.join("queue.sqlite"));
+        let path = dir.join("queue.sqlite");
+        let options = crate::store::sqlite_options(&path);
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/spool").run(&pool).await?;
         let conn = SqliteConnection::connect_with(&options).await?;
+        let database = DatabaseFile::identify(path, options);
+        let bodies = segments::dir(&dir);
+        let numbers = segments::Numbers::after_existing(&bodies);
         let (writer, rx) = mpsc::channel(4096);
-        tokio::spawn(writer::run(conn, rx, dir.clone()));
+        tokio::spawn(writer::run(
+            conn,
+            database,
+            rx,
+            dir.clone(),
+            numbers.clone(),
+        ));
         Ok(Spool {
             pool,
             writer,
+            numbers,
+            space: Arc::new(SpaceFloor::new(data_dir.to_path_buf(), 0)),
             queued: Arc::new(Notify::new()),
             claims: Claims::default(),
-            bodies: segments::dir(&dir),
+            bodies,
             // Whatever a previous run left is due for a look.
             backlog: Arc::new(AtomicBool::new(true)),
         })
+    }
+
+    /// Refuses new mail below `min_free` free octets in `data_dir` (see
+    /// [`Spool::has_room_for`]); 0 turns the floor off.
+    pub fn with_free_space_floor(mut self, data_dir: &Path, min_free: u64) -> Spool {
+        self.space = Arc::new(SpaceFloor::new(data_dir.to_path_buf(), min_free));
+        self
+    }
+
+    /// Whether a new message of `size` octets (0: not declared) may come in:
+    /// it must leave the free-space floor free. Logs the start and end of a
+    /// low-space episode once each.
+    pub fn has_room_for(&self, size: u64) -> Result<(), LowSpace> {
+        self.space.check(size)
     }
 
     /// Makes `message` durable under `id`. When this returns `Ok`, the
@@ -117,10 +150,42 @@ impl Spool {
     /// otherwise the scheduler finds it in the spool.
     pub async fn put(&self, id: QueueId, message: NewMessage) -> Result<(), SpoolError> {
         let fresh = self.claims.prepare(&id, &message, now_unix());
-        self.write(Write::Put { id, message }).await?;
+        self.write(Write::Put {
+            id,
+            message,
+            spilled: None,
+        })
+        .await?;
         if !fresh.is_some_and(|f| self.claims.hand_off(f)) {
             self.mark_backlog();
         }
+        Ok(())
+    }
+
+    /// A new file for a body too large to hold in memory while it arrives.
+    pub async fn spill(&self) -> std::io::Result<SpillFile> {
+        SpillFile::create(self.bodies.clone(), self.numbers.take()).await
+    }
+
+    /// `put` for a message whose body was spilled: `message.body` holds what
+    /// precedes the spilled octets (the new trace headers), and `body` must
+    /// be finished. The message waits in the spool for the scheduler rather
+    /// than being handed over in memory.
+    pub async fn put_spilled(
+        &self,
+        id: QueueId,
+        message: NewMessage,
+        body: SpillFile,
+    ) -> Result<(), SpoolError> {
+        let spilled = Some(body.spilled());
+        body.keep();
+        self.write(Write::Put {
+            id,
+            message,
+            spilled,
+        })
+        .await?;
+        self.mark_backlog();
         Ok(())
     }
 
@@ -181,7 +246,7 @@ impl Spool {
         committed
             .await
             .map_err(|_| SpoolError::WriterGone)?
-            .map_err(SpoolError::Commit)
+            .map_err(SpoolError::Write)
     }
 
     /// Claims up to `limit` recipients that are due at `now` and not already
@@ -330,12 +395,19 @@ impl Spool {
                     .fetch_optional(&self.pool)
                     .await?;
             let Some(row) = row else { return Ok(None) };
+            let mut body: Vec<u8> = row.get("body");
             let Some(segment) = row.get::<Option<i64>, _>("segment") else {
-                return Ok(Some(row.get("body")));
+                return Ok(Some(body));
             };
+            // The row holds what precedes the segment's part (a spilled
+            // body's trace headers), or nothing.
             let (offset, size): (i64, i64) = (row.get("segment_offset"), row.get("size"));
-            match segments::read(&self.bodies, segment, offset, size as usize).await {
-                Ok(body) => return Ok(Some(body)),
+            let tail = (size as usize).saturating_sub(body.len());
+            match segments::read(&self.bodies, segment, offset, tail).await {
+                Ok(rest) => {
+                    body.extend_from_slice(&rest);
+                    return Ok(Some(body));
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => moved = Some(e),
                 Err(e) => return Err(SpoolError::Body(e)),
             }

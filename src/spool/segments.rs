@@ -21,6 +21,8 @@ use std::fs::File;
 use std::io::Write as _;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -37,8 +39,53 @@ pub(super) fn dir(spool_dir: &Path) -> PathBuf {
     spool_dir.join("bodies")
 }
 
-fn path(dir: &Path, segment: i64) -> PathBuf {
+pub(super) fn path(dir: &Path, segment: i64) -> PathBuf {
     dir.join(format!("{segment:016x}"))
+}
+
+/// Creates the segment directory if needed, durably.
+pub(super) fn ensure_dir(dir: &Path) -> std::io::Result<()> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)?;
+        if let Some(spool_dir) = dir.parent() {
+            File::open(spool_dir)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
+/// Hands out segment numbers to the writer and to sessions that spill a body
+/// (`spill.rs`). Numbers below `first_new` belong to files an earlier run left.
+#[derive(Clone)]
+pub(super) struct Numbers {
+    first_new: i64,
+    next: Arc<AtomicI64>,
+}
+
+impl Numbers {
+    /// Starts after the highest segment in `dir` (none yet: 0). Only lists.
+    pub fn after_existing(dir: &Path) -> Numbers {
+        let highest = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| segment_of(&e.ok()?.file_name()))
+                    .max()
+                    .unwrap_or(-1)
+            })
+            .unwrap_or(-1);
+        Numbers {
+            first_new: highest + 1,
+            next: Arc::new(AtomicI64::new(highest + 1)),
+        }
+    }
+
+    pub fn take(&self) -> i64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+fn segment_of(name: &std::ffi::OsStr) -> Option<i64> {
+    name.to_str().and_then(|n| i64::from_str_radix(n, 16).ok())
 }
 
 /// Reads `len` octets at `offset` of `segment`.
@@ -78,7 +125,7 @@ pub(super) struct Segments {
     current: Option<Current>,
     /// Segments no longer written to, each removed once no row refers to it.
     done: BTreeSet<i64>,
-    next: i64,
+    numbers: Numbers,
     last_sweep: Option<Instant>,
     /// Set up on the first write, so that a CLI command opening the spool
     /// (which writes nothing) never lists, let alone removes, the server's
@@ -91,12 +138,12 @@ pub(super) struct Segments {
 pub(super) type Placement = Vec<Option<(i64, i64)>>;
 
 impl Segments {
-    pub fn new(spool_dir: &Path) -> Segments {
+    pub fn new(spool_dir: &Path, numbers: Numbers) -> Segments {
         Segments {
             dir: dir(spool_dir),
             current: None,
             done: BTreeSet::new(),
-            next: 0,
+            numbers,
             last_sweep: None,
             started: false,
         }
@@ -107,19 +154,15 @@ impl Segments {
         if self.started {
             return Ok(());
         }
-        if !self.dir.exists() {
-            std::fs::create_dir_all(&self.dir)?;
-            if let Some(spool_dir) = self.dir.parent() {
-                File::open(spool_dir)?.sync_all()?;
-            }
-        }
-        // Whatever is here is from an earlier run: never appended to again,
-        // removed by the next sweep if nothing refers to it.
+        ensure_dir(&self.dir)?;
+        // What an earlier run left is never appended to again, and removed
+        // by the next sweep if nothing refers to it. Newer numbers are this
+        // run's: bodies that sessions are spilling right now among them.
         for entry in std::fs::read_dir(&self.dir)? {
-            let name = entry?.file_name();
-            if let Some(segment) = name.to_str().and_then(|n| i64::from_str_radix(n, 16).ok()) {
+            if let Some(segment) = segment_of(&entry?.file_name())
+                && segment < self.numbers.first_new
+            {
                 self.done.insert(segment);
-                self.next = self.next.max(segment + 1);
             }
         }
         self.started = true;
@@ -147,8 +190,9 @@ impl Segments {
             self.done.insert(full.segment);
         }
         let current = self.current.take();
-        let segment = current.as_ref().map_or(self.next, |c| c.segment);
-        self.next = self.next.max(segment + 1);
+        let segment = current
+            .as_ref()
+            .map_or_else(|| self.numbers.take(), |c| c.segment);
         let mut end = current.as_ref().map_or(0, |c| c.len);
         let placement = bodies
             .iter()
@@ -207,6 +251,13 @@ impl Segments {
                 Err(e)
             }
         }
+    }
+
+    /// Takes charge of a segment a session spilled a body into, once the
+    /// commit that refers to it is done (or failed): it goes when no row
+    /// refers to it.
+    pub fn adopt(&mut self, segment: i64) {
+        self.done.insert(segment);
     }
 
     /// Stops appending to the current segment, so that it can go once nothing

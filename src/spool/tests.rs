@@ -279,3 +279,138 @@ async fn a_recipient_is_claimed_once_until_recorded_or_released() {
         "released claims come back"
     );
 }
+
+/// Why the writer opens a new connection after a failed commit (issue #9):
+/// when SQLite ends a transaction by itself (it does on SQLITE_FULL and
+/// SQLITE_IOERR), sqlx still counts it as open, because its ROLLBACK then
+/// fails. Its next `begin` is a SAVEPOINT; after a statement fails inside
+/// that one, sqlx's ROLLBACK TO leaves SQLite's transaction open, and from then
+/// on every "commit" only releases a nested savepoint: the writer reports
+/// success for rows that never reach the disk. A raw ROLLBACK stands in for
+/// the full disk here.
+#[tokio::test]
+async fn sqlx_loses_commits_after_sqlite_ends_a_transaction_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = crate::store::sqlite_options(&dir.path().join("t.sqlite"));
+    let mut conn = SqliteConnection::connect_with(&options)
+        .await
+        .expect("open");
+    sqlx::query("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+        .execute(&mut conn)
+        .await
+        .expect("create");
+    let mut tx = conn.begin().await.expect("begin");
+    // SQLite rolls back on its own, as after a failed commit on a full disk.
+    sqlx::query("ROLLBACK")
+        .execute(&mut *tx)
+        .await
+        .expect("rollback");
+    drop(tx);
+    // A statement fails inside the next transaction, with only the statement undone.
+    let mut tx = conn.begin().await.expect("begin");
+    sqlx::query("INSERT INTO t VALUES (1)")
+        .execute(&mut *tx)
+        .await
+        .expect("insert");
+    assert!(
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut *tx)
+            .await
+            .is_err()
+    );
+    drop(tx);
+    // From here on, commits succeed and nothing is committed.
+    let mut tx = conn.begin().await.expect("begin");
+    sqlx::query("INSERT INTO t VALUES (2)")
+        .execute(&mut *tx)
+        .await
+        .expect("insert");
+    tx.commit().await.expect("sqlx reports the commit as done");
+    let mut other = SqliteConnection::connect_with(&options)
+        .await
+        .expect("open");
+    let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+        .fetch_one(&mut other)
+        .await
+        .expect("count");
+    assert_eq!(
+        seen, 0,
+        "if sqlx now commits here, the reconnect in writer.rs is only a safeguard"
+    );
+}
+
+/// A spilled body: written by a "session" to its own segment, then queued
+/// with only the new headers in its row.
+async fn spill(spool: &Spool, text: &[u8]) -> SpillFile {
+    let mut file = spool.spill().await.expect("spill");
+    for part in text.chunks(1000) {
+        file.write(part).await.expect("write");
+    }
+    file.finish().await.expect("finish");
+    file
+}
+
+#[tokio::test]
+async fn a_spilled_body_is_queued_in_place_and_goes_with_its_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path()).await.expect("open");
+    let received = "x".repeat(300_000) + "\r\n";
+    let file = spill(&spool, received.as_bytes()).await;
+    let mut new = message(1);
+    new.body = "Received: by test\r\n".into();
+    let id = QueueId::generate();
+    spool.put_spilled(id.clone(), new, file).await.expect("put");
+    drop(spool);
+    let spool = Spool::open(dir.path()).await.expect("reopen");
+    let stored = spool.body(&id).await.expect("body").expect("present");
+    assert_eq!(
+        stored,
+        [b"Received: by test\r\n", received.as_bytes()].concat()
+    );
+    let listed = spool.get(&id).await.expect("get").expect("present");
+    assert_eq!(listed.size, stored.len() as u64);
+    // Deferred, it stays in its segment (nothing would be freed by moving it).
+    spool
+        .put(QueueId::generate(), message(2))
+        .await
+        .expect("put");
+    record_both(&spool, &id, RecipientStatus::Queued).await;
+    assert_eq!(segment_files(dir.path()), 1);
+    assert_eq!(spool.body(&id).await.expect("body"), Some(stored));
+    record_both(&spool, &id, RecipientStatus::Delivered).await;
+    assert_eq!(segments_left_after_waiting(dir.path()).await, 0);
+}
+
+#[tokio::test]
+async fn a_spill_that_is_not_queued_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path()).await.expect("open");
+    // The client left, or the message was refused after it arrived.
+    drop(spill(&spool, b"refused\r\n").await);
+    assert_eq!(segment_files(dir.path()), 0);
+    // A crash in the middle leaves a file: the next run removes it, and
+    // never a spill that a session of that run is writing.
+    let left = spill(&spool, b"crashed\r\n").await;
+    std::mem::forget(left);
+    drop(spool);
+    let spool = Spool::open(dir.path()).await.expect("reopen");
+    let mut writing = spool.spill().await.expect("spill");
+    writing.write(b"in progress\r\n").await.expect("write");
+    let id = QueueId::generate();
+    spool.put(id.clone(), large(1)).await.expect("put");
+    record_both(&spool, &id, RecipientStatus::Delivered).await;
+    for _ in 0..60 {
+        if segment_files(dir.path()) == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        segment_files(dir.path()),
+        1,
+        "only the spill in progress is left"
+    );
+    writing.write(b"more\r\n").await.expect("still writable");
+    drop(writing);
+    assert_eq!(segment_files(dir.path()), 0);
+}

@@ -7,10 +7,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::segments::{Placement, Segments};
+use super::segments::{Numbers, Placement, Segments};
+use super::spill::Spilled;
 use super::{NewMessage, NewRecipient, QueueId, RecipientStatus, now_unix};
 
 /// Most requests committed in one transaction; bounds a batch's latency.
@@ -31,6 +33,9 @@ pub(super) enum Write {
     Put {
         id: QueueId,
         message: NewMessage,
+        /// The body's tail, already on disk in a segment of its own; `message`
+        /// then holds only what comes before it.
+        spilled: Option<Spilled>,
     },
     /// Outcomes for some recipients of one message, with the bounce they cause
     /// (committed together, so a failure is never recorded without its DSN);
@@ -57,26 +62,109 @@ impl Write {
 
 pub(super) struct Request {
     pub write: Write,
-    pub done: oneshot::Sender<Result<(), String>>,
+    pub done: oneshot::Sender<Result<(), WriteError>>,
+}
+
+/// Why a batch was not committed; every request of the batch gets it, and
+/// none of them was written.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// ENOSPC, a quota, or SQLITE_FULL.
+    #[error("no space left on the spool's disk")]
+    Full,
+    #[error(
+        "the spool database {0} was removed or replaced while the server runs; restart the server"
+    )]
+    DatabaseGone(String),
+    #[error("the spool could not be written: {0}")]
+    Failed(String),
+}
+
+impl WriteError {
+    /// A failed write of spool data, by what it means for the client.
+    pub fn of_io(e: &std::io::Error) -> WriteError {
+        // EDQUOT (122): a quota is a full disk to this user.
+        if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(122) {
+            WriteError::Full
+        } else {
+            WriteError::Failed(e.to_string())
+        }
+    }
+
+    fn of(e: &sqlx::Error) -> WriteError {
+        match e {
+            sqlx::Error::Io(io) => WriteError::of_io(io),
+            // SQLITE_FULL is 13, also as the primary code of an extended one.
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .is_some_and(|c| c & 0xff == 13) =>
+            {
+                WriteError::Full
+            }
+            other => WriteError::Failed(other.to_string()),
+        }
+    }
 }
 
 /// After this long without writes, the current segment is retired and finished
 /// segments are looked at once more.
 const IDLE: Duration = Duration::from_secs(1);
 
+/// The database file as the writer opened it: a batch is committed only while
+/// the file at `path` is still that one. SQLite goes on writing to a file that
+/// was removed or replaced under it, and what it "commits" there is gone at
+/// the next start.
+pub(super) struct DatabaseFile {
+    pub path: PathBuf,
+    pub options: SqliteConnectOptions,
+    pub identity: Option<(u64, u64)>,
+}
+
+impl DatabaseFile {
+    pub fn identify(path: PathBuf, options: SqliteConnectOptions) -> DatabaseFile {
+        let identity = identity(&path);
+        DatabaseFile {
+            path,
+            options,
+            identity,
+        }
+    }
+
+    fn still_there(&self) -> Result<(), WriteError> {
+        if identity(&self.path) == self.identity {
+            Ok(())
+        } else {
+            Err(WriteError::DatabaseGone(self.path.display().to_string()))
+        }
+    }
+}
+
+fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 pub(super) async fn run(
-    mut conn: SqliteConnection,
+    conn: SqliteConnection,
+    database: DatabaseFile,
     mut rx: mpsc::Receiver<Request>,
     spool_dir: PathBuf,
+    numbers: Numbers,
 ) {
-    let mut segments = Segments::new(&spool_dir);
+    let mut segments = Segments::new(&spool_dir, numbers);
+    // `None` after a failed commit until a new connection is open.
+    let mut conn = Some(conn);
     loop {
         let first = match tokio::time::timeout(IDLE, rx.recv()).await {
             Ok(Some(first)) => first,
             Ok(None) => return,
             Err(_) => {
                 segments.retire_current();
-                sweep(&mut segments, &mut conn, true).await;
+                if let Some(conn) = conn.as_mut() {
+                    sweep(&mut segments, conn, true).await;
+                }
                 continue;
             }
         };
@@ -91,11 +179,27 @@ pub(super) async fn run(
                 Err(_) => break,
             }
         }
-        let result = commit(&mut conn, &mut segments, &batch)
-            .await
-            .map_err(|e| e.to_string());
+        if conn.is_none() {
+            conn = reconnect(&database).await;
+        }
+        let result = match (conn.as_mut(), database.still_there()) {
+            (_, Err(gone)) => Err(gone),
+            (None, _) => Err(WriteError::Failed(
+                "cannot open the spool database".to_string(),
+            )),
+            (Some(c), Ok(())) => commit(c, &mut segments, &batch).await,
+        };
         if let Err(e) = &result {
             tracing::error!(event = "spool_commit_failed", error = %e, writes = batch.len());
+            // SQLite may have ended the transaction itself (it does on a full
+            // disk) while sqlx still counts it as open; from then on sqlx's
+            // "commits" would only release savepoints of a transaction that
+            // never ends (see the test sqlx_loses_commits_...). Closing the
+            // connection rolls back whatever is open, and the next batch gets
+            // a fresh one.
+            if let Some(old) = conn.take() {
+                let _ = old.close().await;
+            }
         }
         let outcomes = batch
             .iter()
@@ -103,8 +207,18 @@ pub(super) async fn run(
         for req in batch {
             let _ = req.done.send(result.clone());
         }
-        if outcomes {
-            sweep(&mut segments, &mut conn, false).await;
+        if outcomes && let Some(conn) = conn.as_mut() {
+            sweep(&mut segments, conn, false).await;
+        }
+    }
+}
+
+async fn reconnect(database: &DatabaseFile) -> Option<SqliteConnection> {
+    match SqliteConnection::connect_with(&database.options).await {
+        Ok(conn) => Some(conn),
+        Err(e) => {
+            tracing::error!(event = "spool_open_failed", error = %e);
+            None
         }
     }
 }
@@ -121,25 +235,56 @@ async fn commit(
     conn: &mut SqliteConnection,
     segments: &mut Segments,
     batch: &[Request],
+) -> Result<(), WriteError> {
+    write_batch(conn, segments, batch)
+        .await
+        .map_err(|e| WriteError::of(&e))
+}
+
+async fn write_batch(
+    conn: &mut SqliteConnection,
+    segments: &mut Segments,
+    batch: &[Request],
 ) -> Result<(), sqlx::Error> {
     let now = now_unix();
     // New messages (and the bounces outcomes cause) go in with a few multi-row
     // INSERTs: sqlx runs each statement on its worker thread, so one statement
     // per row would cost a round trip per message.
-    let new: Vec<(&QueueId, &NewMessage)> = batch
+    let new: Vec<New<'_>> = batch
         .iter()
         .filter_map(|req| match &req.write {
-            Write::Put { id, message }
-            | Write::Outcomes {
+            Write::Put {
+                id,
+                message,
+                spilled,
+            } => Some((id, message, *spilled)),
+            Write::Outcomes {
                 bounce: Some((id, message)),
                 ..
-            } => Some((id, message)),
+            } => Some((id, message, None)),
             Write::Outcomes { bounce: None, .. } => None,
         })
         .collect();
     segments.start()?;
-    let (placement, appending) =
-        segments.append(new.iter().map(|(_, m)| m.body.clone()).collect())?;
+    // A spilled body has its segment already; its row holds what precedes it.
+    for (_, _, spilled) in &new {
+        if let Some(s) = spilled {
+            segments.adopt(s.segment);
+        }
+    }
+    let (mut placement, appending) = segments.append(
+        new.iter()
+            .map(|(_, m, spilled)| match spilled {
+                Some(_) => bytes::Bytes::new(),
+                None => m.body.clone(),
+            })
+            .collect(),
+    )?;
+    for (at, (_, _, spilled)) in placement.iter_mut().zip(&new) {
+        if let Some(s) = spilled {
+            *at = Some((s.segment, 0));
+        }
+    }
     let rows = async {
         let mut tx = conn.begin().await?;
         insert(&mut tx, &new, &placement, now).await?;
@@ -224,7 +369,10 @@ async fn move_into_rows(
 ) -> Result<(), sqlx::Error> {
     for chunk in ids.chunks(RECIPIENTS_PER_INSERT) {
         let sql = format!(
-            "SELECT id, segment, segment_offset, size FROM message WHERE segment IS NOT NULL AND id IN ({})",
+            // A row with a prefix owns its segment alone (a spilled body):
+            // moving it would free nothing.
+            "SELECT id, segment, segment_offset, size FROM message \
+             WHERE segment IS NOT NULL AND length(body) = 0 AND id IN ({})",
             vec!["?"; chunk.len()].join(", ")
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -268,9 +416,12 @@ fn multi_row_insert(table: &str, columns: &[&str], rows: usize) -> sqlx::AssertS
     ))
 }
 
+/// A message of the batch to insert, with its spilled tail if it has one.
+type New<'a> = (&'a QueueId, &'a NewMessage, Option<Spilled>);
+
 async fn insert(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    new: &[(&QueueId, &NewMessage)],
+    new: &[New<'_>],
     placement: &Placement,
     now: i64,
 ) -> Result<(), sqlx::Error> {
@@ -295,10 +446,11 @@ async fn insert(
         "notify",
         "next_attempt",
     ];
-    // A body stays in its row unless it went to a segment.
-    let in_row = |i: usize| match placement[i] {
-        Some(_) => &[][..],
-        None => &new[i].1.body[..],
+    // A body stays in its row unless it went to a segment; a spilled one
+    // keeps in its row what precedes its segment.
+    let in_row = |i: usize| match (placement[i], new[i].2) {
+        (Some(_), None) => &[][..],
+        _ => &new[i].1.body[..],
     };
     let mut start = 0;
     while start < new.len() {
@@ -313,13 +465,14 @@ async fn insert(
         }
         let mut query = sqlx::query(multi_row_insert("message", &MESSAGE, end - start));
         for i in start..end {
-            let (id, m) = new[i];
+            let (id, m, spilled) = new[i];
             let at = placement[i];
+            let size = m.body.len() as u64 + spilled.map_or(0, |s| s.len);
             query = query
                 .bind(id.as_str())
                 .bind(now)
                 .bind(&m.sender)
-                .bind(m.body.len() as i64)
+                .bind(size as i64)
                 .bind(&m.auth_user)
                 .bind(i64::from(m.smtputf8))
                 .bind(&m.dsn.ret)
@@ -333,7 +486,7 @@ async fn insert(
     }
     let recipients: Vec<(&str, i64, &NewRecipient)> = new
         .iter()
-        .flat_map(|(id, m)| {
+        .flat_map(|(id, m, _)| {
             m.recipients
                 .iter()
                 .enumerate()

@@ -205,6 +205,11 @@ impl Raw {
         self.reply()
     }
 
+    /// The socket itself, for a test that goes on writing by hand.
+    pub fn into_stream(self) -> TcpStream {
+        self.writer
+    }
+
     /// Whether the server has closed the connection.
     pub fn closed(&mut self) -> bool {
         let mut b = [0u8; 1];

@@ -4,15 +4,19 @@
 pub mod certs;
 pub mod clients;
 pub mod dns;
+pub mod load;
 pub mod netlab;
 pub mod peer;
 pub mod server;
+pub mod tmpfs;
 
 pub use certs::*;
 pub use clients::*;
 pub use dns::*;
+pub use load::*;
 pub use peer::*;
 pub use server::*;
+pub use tmpfs::*;
 
 /// Fails loudly when a tool the tests need is missing, with the install hint;
 /// a test never skips quietly.

@@ -39,12 +39,18 @@ impl TestServer {
     /// keeps what it accepts in the queue (`[delivery] hold`, unless `extra` has
     /// its own `[delivery]`), so tests can look at it there.
     pub fn start(extra: &str) -> TestServer {
+        TestServer::with_config(&TestServer::config_for(extra))
+    }
+
+    /// The configuration `start(extra)` runs with, for a test that sets up
+    /// more (`configure`, then `add_alice` and `spawn`) before the server starts.
+    pub fn config_for(extra: &str) -> String {
         let hold = if extra.contains("[delivery]") {
             ""
         } else {
             "[delivery]\nhold = true\n"
         };
-        TestServer::with_config(&format!("{HEAD}{extra}{LISTENERS}{hold}"))
+        format!("{HEAD}{extra}{LISTENERS}{hold}")
     }
 
     /// Like `start`, but delivering.
@@ -54,13 +60,18 @@ impl TestServer {
 
     fn with_config(toml: &str) -> TestServer {
         let mut s = TestServer::configure(toml);
-        s.cli_ok(&["domain", "add", "example.com"]);
-        s.cli_stdin_ok(
+        s.add_alice();
+        s.spawn();
+        s
+    }
+
+    /// Hosts example.com with the user alice@example.com (password `PASSWORD`).
+    pub fn add_alice(&self) {
+        self.cli_ok(&["domain", "add", "example.com"]);
+        self.cli_stdin_ok(
             &["user", "add", "alice@example.com", "--password-stdin"],
             PASSWORD,
         );
-        s.spawn();
-        s
     }
 
     /// Writes the config and data dir without starting the server.

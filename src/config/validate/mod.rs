@@ -216,13 +216,21 @@ fn listeners(c: &mut Checker<'_>, raw: Option<Vec<ListenerFile>>) -> Vec<Listene
 
 fn limits(c: &mut Checker<'_>, l: LimitsFile) -> Limits {
     let p = KeyPath::default().key("limits");
+    let max_message_size = c.number(
+        p.key("max_message_size"),
+        l.max_message_size,
+        def::MAX_MESSAGE_SIZE,
+        1024,
+        1 << 31,
+    );
     Limits {
-        max_message_size: c.number(
-            p.key("max_message_size"),
-            l.max_message_size,
-            def::MAX_MESSAGE_SIZE,
-            1024,
-            1 << 31,
+        max_message_size,
+        min_free_space: c.number(
+            p.key("min_free_space"),
+            l.min_free_space,
+            def::min_free_space(max_message_size),
+            0,
+            1 << 50,
         ),
         max_recipients: c.number(
             p.key("max_recipients"),

@@ -1,0 +1,116 @@
+//! A message body while it arrives: the DATA/BDAT reader's output is held in
+//! memory up to `SPILL_AT`, and past it written to a spool file as it comes,
+//! so that a session holds about that much whatever the message size. The
+//! first `SPILL_AT` octets stay in memory too: the header checks need them.
+
+use crate::smtp::data::{BodyReader, BodyViolation};
+use crate::spool::{SpillFile, Spool};
+
+/// Bodies larger than this go to disk while they arrive (256 KiB: a header
+/// section is far smaller, and most mail fits).
+pub const SPILL_AT: usize = 256 * 1024;
+
+pub struct IncomingBody {
+    reader: BodyReader,
+    spool: Spool,
+    /// Set once the body went to disk: the first `SPILL_AT` octets, and the file.
+    spilled: Option<(Vec<u8>, SpillFile)>,
+    /// Writing the spill failed: the rest is read and dropped, and the
+    /// message refused with 4xx at the end.
+    failed: Option<std::io::Error>,
+}
+
+/// A whole body as received.
+pub struct ReceivedBody {
+    /// The whole body, or its first `SPILL_AT` octets when it is on disk.
+    pub head: Vec<u8>,
+    /// The whole body on disk (durable), for a large one.
+    pub file: Option<SpillFile>,
+}
+
+/// Why a received body cannot be queued.
+pub enum Unreceived {
+    Violation(BodyViolation),
+    /// The disk would not take it.
+    Storage(std::io::Error),
+}
+
+impl IncomingBody {
+    pub fn new(reader: BodyReader, spool: Spool) -> IncomingBody {
+        IncomingBody {
+            reader,
+            spool,
+            spilled: None,
+            failed: None,
+        }
+    }
+
+    /// See [`BodyReader::feed`].
+    pub fn feed(&mut self, input: &[u8]) -> Option<usize> {
+        self.reader.feed(input)
+    }
+
+    /// Moves what the reader holds to disk once the body has outgrown memory.
+    /// A write error is kept for `finish`; reading goes on to the end of the
+    /// body either way, so the client gets its answer in sequence.
+    pub async fn absorb(&mut self) {
+        if self.failed.is_some() {
+            let _ = self.reader.take_held();
+            return;
+        }
+        if self.spilled.is_none() && self.reader.held() <= SPILL_AT {
+            return;
+        }
+        if let Err(e) = self.spill().await {
+            self.failed = Some(e);
+            self.spilled = None;
+        }
+    }
+
+    async fn spill(&mut self) -> std::io::Result<()> {
+        let held = self.reader.take_held();
+        match &mut self.spilled {
+            Some((_, file)) => file.write(&held).await,
+            None => {
+                let mut file = self.spool.spill().await?;
+                file.write(&held).await?;
+                let mut head = held;
+                head.truncate(SPILL_AT);
+                head.shrink_to_fit();
+                self.spilled = Some((head, file));
+                Ok(())
+            }
+        }
+    }
+
+    /// The body, durable on disk if it was spilled, or why not.
+    pub async fn finish(self) -> Result<ReceivedBody, Unreceived> {
+        let IncomingBody {
+            reader,
+            spilled,
+            failed,
+            ..
+        } = self;
+        let rest = reader.finish().map_err(Unreceived::Violation)?;
+        if let Some(e) = failed {
+            return Err(Unreceived::Storage(e));
+        }
+        match spilled {
+            None => Ok(ReceivedBody {
+                head: rest,
+                file: None,
+            }),
+            Some((head, mut file)) => {
+                let written = async {
+                    file.write(&rest).await?;
+                    file.finish().await
+                };
+                written.await.map_err(Unreceived::Storage)?;
+                Ok(ReceivedBody {
+                    head,
+                    file: Some(file),
+                })
+            }
+        }
+    }
+}

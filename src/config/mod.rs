@@ -61,6 +61,7 @@ pub struct Limits {
     pub max_text_line: usize,
     pub max_errors: u32,
     pub max_connections: usize,
+    /// Per client address; `trusted_networks` count only in `max_connections`.
     pub max_connections_per_ip: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,

@@ -1,6 +1,6 @@
 //! Binds every configured listener and accepts connections: caps connections in
-//! total and per client address (421 beyond), then hands each stream to a new
-//! session task. A port that cannot be bound is reported in one line and the
+//! total and per client address (421 beyond; trusted networks only count in the
+//! total), then hands each stream to a new session task. A port that cannot be bound is reported in one line and the
 //! others keep serving.
 
 mod role;
@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+use ipnet::IpNet;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -86,39 +87,56 @@ pub struct ConnectionLimits {
     total: Arc<Semaphore>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     max_per_ip: usize,
+    /// Not capped per address: a local relay or a web application may open
+    /// many connections at once (Postfix exempts mynetworks the same way).
+    exempt: Vec<IpNet>,
 }
 
 /// Held for the life of a connection; releases its slots on drop.
 pub struct ConnectionSlot {
     _permit: OwnedSemaphorePermit,
     limits: Arc<ConnectionLimits>,
-    ip: IpAddr,
+    /// The address counted against the per-client cap; `None` when exempt.
+    ip: Option<IpAddr>,
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
+        let Some(ip) = self.ip else {
+            return;
+        };
         let mut map = self.limits.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
+        if let Some(n) = map.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
-                map.remove(&self.ip);
+                map.remove(&ip);
             }
         }
     }
 }
 
 impl ConnectionLimits {
-    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<ConnectionLimits> {
+    /// Caps of `max_total` connections and `max_per_ip` from one client
+    /// address; addresses in `exempt` count only in the total.
+    pub fn new(max_total: usize, max_per_ip: usize, exempt: Vec<IpNet>) -> Arc<ConnectionLimits> {
         Arc::new(ConnectionLimits {
             total: Arc::new(Semaphore::new(max_total)),
             per_ip: Mutex::new(HashMap::new()),
             max_per_ip,
+            exempt,
         })
     }
 
     /// A slot for a new connection from `ip`, or `None` when a cap is reached.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
         let permit = Arc::clone(&self.total).try_acquire_owned().ok()?;
+        if self.exempt.iter().any(|net| net.contains(&ip)) {
+            return Some(ConnectionSlot {
+                _permit: permit,
+                limits: Arc::clone(self),
+                ip: None,
+            });
+        }
         let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(ip).or_insert(0);
         if *n >= self.max_per_ip {
@@ -128,7 +146,7 @@ impl ConnectionLimits {
         Some(ConnectionSlot {
             _permit: permit,
             limits: Arc::clone(self),
-            ip,
+            ip: Some(ip),
         })
     }
 }

@@ -480,6 +480,59 @@ fn smarthost_with_required_starttls_and_auth() {
     assert_eq!(got[0]["rcpt_tos"][0], "bob@anywhere.example");
 }
 
+/// Issue #9 item 12: a relay reached without TLS gets the password only when
+/// `allow_plaintext_auth` says the link is private; a `starttls` relay that
+/// does not offer STARTTLS gets no AUTH and no mail.
+#[test]
+fn relay_auth_in_clear_only_when_allowed() {
+    let dns = TestDns::start();
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("dir");
+    let pw = dir.path().join("relay-password");
+    std::fs::write(&pw, "relaypw\n").expect("write");
+    let auth = format!(
+        "username = \"relayuser\"\npassword_file = \"{}\"\n",
+        pw.display()
+    );
+    let plain = Peer::start(at(61, port), &["--auth", "relayuser:relaypw"]);
+    let s = sender(
+        &dns,
+        free_port(),
+        &format!(
+            "[relay]\nhost = \"127.0.0.61\"\nport = {port}\ntls = \"none\"\nallow_plaintext_auth = true\n{auth}"
+        ),
+    );
+    send(
+        &s,
+        "app@example.com",
+        &["bob@anywhere.example"],
+        "Subject: clear\n\nx\n",
+    );
+    let got = plain.wait_for(1, WAIT);
+    assert_eq!(got[0]["tls"], false);
+    assert!(
+        got[0]["auth"].as_str().expect("auth").contains("relayuser"),
+        "{}",
+        got[0]
+    );
+
+    let no_starttls = Peer::start(at(62, port), &["--auth", "relayuser:relaypw"]);
+    let s = sender(
+        &dns,
+        free_port(),
+        &format!("[relay]\nhost = \"127.0.0.62\"\nport = {port}\ntls = \"starttls\"\n{auth}"),
+    );
+    send(
+        &s,
+        "app@example.com",
+        &["bob@anywhere.example"],
+        "Subject: kept\n\nx\n",
+    );
+    wait_log(&s, "does not offer STARTTLS, which this relay requires");
+    assert!(no_starttls.received().is_empty());
+    assert_eq!(wait_queue(&s, 1)[0]["recipients"][0]["status"], "queued");
+}
+
 #[test]
 fn routes_by_recipient_domain_and_by_sender_domain() {
     let dns = TestDns::start();

@@ -77,6 +77,7 @@ pub struct RelayFile {
     pub tls_verify: Option<bool>,
     pub username: Option<String>,
     pub password_file: Option<String>,
+    pub allow_plaintext_auth: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,6 +90,7 @@ pub struct RouteFile {
     pub tls_verify: Option<bool>,
     pub username: Option<String>,
     pub password_file: Option<String>,
+    pub allow_plaintext_auth: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

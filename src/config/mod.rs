@@ -111,6 +111,9 @@ pub struct Relay {
     pub tls_verify: bool,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// AUTH over a connection without TLS (`tls = "none"`); off unless set,
+    /// since the password then crosses the network in clear.
+    pub allow_plaintext_auth: bool,
 }
 
 /// Which mail a `[[route]]` takes.

@@ -473,4 +473,38 @@ mod tests {
             "{errs:?}"
         );
     }
+
+    /// Issue #9 item 12: a relay password never goes over a plaintext link
+    /// unless the operator says the link is private.
+    #[test]
+    fn plaintext_auth_to_a_relay_needs_an_explicit_yes() {
+        let pw = tempfile::NamedTempFile::new().expect("temp file");
+        let auth = format!(
+            "host = \"r\"\ntls = \"none\"\nusername = \"u\"\npassword_file = \"{}\"\n",
+            pw.path().display()
+        );
+        let text = format!(
+            "[relay]\n{auth}[fallback_relay]\n{auth}[[route]]\ndomain = \"d.example\"\n{auth}"
+        );
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        for (err, key) in errs
+            .iter()
+            .zip(["relay.tls", "fallback_relay.tls", "route[0].tls"])
+        {
+            assert!(
+                err.contains(&format!("{key}: \"none\" would send the relay password in clear text; set tls = \"starttls\" or \"implicit\", or allow_plaintext_auth = true if the link is private")),
+                "{err}"
+            );
+        }
+        let allowed = text.replace(
+            "tls = \"none\"\n",
+            "tls = \"none\"\nallow_plaintext_auth = true\n",
+        );
+        let c = from_text(&allowed, None).expect("allowed explicitly");
+        assert!(c.relay.expect("relay").allow_plaintext_auth);
+        assert!(c.routes[0].relay.allow_plaintext_auth);
+        // Without a username there is no password to protect.
+        assert!(errors("[relay]\nhost = \"r\"\ntls = \"none\"\n").is_empty());
+    }
 }

@@ -354,6 +354,36 @@ fn deferred_mail_is_retried_and_queue_retry_makes_it_due_now() {
     wait_queue(&s, 0);
 }
 
+/// Issue #9 item 8: a remote server's reply is shown escaped in the log and
+/// in `postern queue show`.
+#[test]
+fn a_remote_reply_with_terminal_escapes_is_shown_escaped() {
+    let dns = TestDns::start();
+    let port = free_port();
+    dns.mx("remote.example", 10, "mx.remote.example");
+    dns.ip("mx.remote.example", ip(63));
+    let _peer = Peer::start(at(63, port), &[]);
+    let s = sender(&dns, port, "");
+    let id = send(
+        &s,
+        "app@example.com",
+        &["escape@remote.example"],
+        "Subject: x\n\nx\n",
+    );
+    wait_log(&s, "event=\"deferred\"");
+    let escaped = r"451 4.2.0 \x1b[31mred\x1b[0m\x07\x7f\u{9b}2J try later";
+    let show = s.cli_ok(&["queue", "show", &id]);
+    assert!(show.contains(escaped), "{show}");
+    let log = s.log();
+    assert!(log.contains(escaped), "{log}");
+    for text in [show, log] {
+        assert!(
+            !text.contains(['\x1b', '\x07', '\x7f', '\u{9b}']),
+            "{text:?}"
+        );
+    }
+}
+
 #[test]
 fn a_message_that_outlives_its_lifetime_bounces_with_the_reason() {
     let dns = TestDns::start();

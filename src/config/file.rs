@@ -100,6 +100,10 @@ pub struct HttpFile {
     pub submission_on_tls: Option<bool>,
     pub imap: Option<String>,
     pub mta_sts_mode: Option<String>,
+    pub metrics_from: Option<Vec<String>>,
+    pub request_timeout: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub max_connections_per_ip: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -138,6 +138,14 @@ pub struct Http {
     pub imap_host: String,
     pub imap_port: u16,
     pub mta_sts_mode: MtaStsMode,
+    /// Clients that may read `/metrics` (others get 403); by default loopback
+    /// and `trusted_networks`.
+    pub metrics_from: Vec<IpNet>,
+    /// The time a client has for a request's head, and again for the rest.
+    pub request_timeout: Duration,
+    /// Caps over both HTTP listeners; `trusted_networks` count only in the total.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
 }
 
 /// RFC 8461 policy mode served at /.well-known/mta-sts.txt.

@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use role::ListenerRole;
@@ -130,7 +131,7 @@ impl ConnectionLimits {
     /// A slot for a new connection from `ip`, or `None` when a cap is reached.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
         let permit = Arc::clone(&self.total).try_acquire_owned().ok()?;
-        if self.exempt.iter().any(|net| net.contains(&ip)) {
+        if in_networks(&self.exempt, ip) {
             return Some(ConnectionSlot {
                 _permit: permit,
                 limits: Arc::clone(self),
@@ -151,6 +152,35 @@ impl ConnectionLimits {
     }
 }
 
+/// Whether `ip` is in one of `networks`; an IPv4 client on a dual-stack
+/// socket (`::ffff:192.0.2.1`) counts as its IPv4 address.
+pub fn in_networks(networks: &[IpNet], ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    networks.iter().any(|net| net.contains(&ip))
+}
+
+/// Accepts on `tcp` until `stop`, handing each connection to `on_accept`.
+pub async fn accept_each(
+    tcp: &TcpListener,
+    stop: &CancellationToken,
+    mut on_accept: impl FnMut(TcpStream, SocketAddr),
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = tcp.accept() => a,
+            () = stop.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => on_accept(stream, peer),
+            Err(e) => {
+                // EMFILE and friends: wait a little instead of spinning.
+                tracing::warn!(event = "accept_failed", error = %e);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// Accepts until shutdown, spawning a session per connection on `tracker`.
 pub async fn accept_loop(
     ctx: Arc<ServerContext>,
@@ -159,23 +189,10 @@ pub async fn accept_loop(
     tracker: TaskTracker,
 ) {
     let stop = ctx.shutdown.clone();
-    loop {
-        let accepted = tokio::select! {
-            a = bound.listener.accept() => a,
-            () = stop.cancelled() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // EMFILE and friends: wait a little instead of spinning.
-                tracing::warn!(event = "accept_failed", error = %e);
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    accept_each(&bound.listener, &stop, |stream, peer| {
         let _ = stream.set_nodelay(true);
         let Ok(local) = stream.local_addr() else {
-            continue;
+            return;
         };
         // Per-port counters let an admin see a port go quiet: the server-side
         // sign of a new ISP block.
@@ -184,7 +201,7 @@ pub async fn accept_loop(
         let Some(slot) = limits.admit(peer.ip()) else {
             tracing::info!(event = "rejected", peer = %peer, reason = "connection limit");
             tracker.spawn(refuse(stream, ctx.config.hostname.clone()));
-            continue;
+            return;
         };
         let ctx = Arc::clone(&ctx);
         let role = bound.role;
@@ -199,7 +216,8 @@ pub async fn accept_loop(
             session::run(ctx, Box::new(stream), connected).await;
             drop(slot);
         });
-    }
+    })
+    .await;
 }
 
 /// Submission ports take a client in whatever mode it picked: a TLS

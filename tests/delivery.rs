@@ -494,14 +494,20 @@ fn smarthost_with_required_starttls_and_auth() {
             pw.display()
         ),
     );
+    relayed_after_auth(&s, &relay, true);
+}
+
+/// Sends a message through `s` and checks that `relay` got it, after AUTH as
+/// relayuser, over TLS or not as `tls` says.
+fn relayed_after_auth(s: &TestServer, relay: &Peer, tls: bool) {
     send(
-        &s,
+        s,
         "app@example.com",
         &["bob@anywhere.example"],
         "Subject: relayed\n\nx\n",
     );
     let got = relay.wait_for(1, WAIT);
-    assert_eq!(got[0]["tls"], true);
+    assert_eq!(got[0]["tls"], tls);
     assert!(
         got[0]["auth"].as_str().expect("auth").contains("relayuser"),
         "{}",
@@ -532,19 +538,7 @@ fn relay_auth_in_clear_only_when_allowed() {
             "[relay]\nhost = \"127.0.0.61\"\nport = {port}\ntls = \"none\"\nallow_plaintext_auth = true\n{auth}"
         ),
     );
-    send(
-        &s,
-        "app@example.com",
-        &["bob@anywhere.example"],
-        "Subject: clear\n\nx\n",
-    );
-    let got = plain.wait_for(1, WAIT);
-    assert_eq!(got[0]["tls"], false);
-    assert!(
-        got[0]["auth"].as_str().expect("auth").contains("relayuser"),
-        "{}",
-        got[0]
-    );
+    relayed_after_auth(&s, &plain, false);
 
     let no_starttls = Peer::start(at(62, port), &["--auth", "relayuser:relaypw"]);
     let s = sender(

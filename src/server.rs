@@ -94,6 +94,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let limits = ConnectionLimits::new(
         config.limits.max_connections,
         config.limits.max_connections_per_ip,
+        config.trusted_networks.clone(),
     );
     let sessions = TaskTracker::new();
     let accept_loops = TaskTracker::new();

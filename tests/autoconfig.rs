@@ -184,6 +184,30 @@ fn apple_profile_is_a_valid_plist() {
     );
 }
 
+/// Issue #9 item 7: the profile's file name is the validated address in its
+/// canonical form, never the request path echoed.
+#[test]
+fn apple_profile_file_name_is_the_canonical_address() {
+    let s = TestServer::start(HTTP);
+    let tls = s.http_addrs()[1];
+    require_tool("curl");
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-D", "-", "--max-time", "20"])
+        .arg(format!(
+            "https://{tls}/apple/Alice%5C%22%3Bx=1@Example.COM..mobileconfig"
+        ))
+        .output()
+        .expect("curl");
+    let headers = String::from_utf8_lossy(&out.stdout);
+    assert!(headers.starts_with("HTTP/1.1 200"), "{headers}");
+    assert!(
+        headers.contains(
+            "content-disposition: attachment; filename=\"alice___x_1@example.com.mobileconfig\"\r\n"
+        ),
+        "{headers}"
+    );
+}
+
 #[test]
 fn mta_sts_metrics_and_port_echo() {
     let s = TestServer::start(&format!("{HTTP}mta_sts_mode = \"enforce\"\n"));

@@ -354,6 +354,36 @@ fn deferred_mail_is_retried_and_queue_retry_makes_it_due_now() {
     wait_queue(&s, 0);
 }
 
+/// Issue #9 item 8: a remote server's reply is shown escaped in the log and
+/// in `postern queue show`.
+#[test]
+fn a_remote_reply_with_terminal_escapes_is_shown_escaped() {
+    let dns = TestDns::start();
+    let port = free_port();
+    dns.mx("remote.example", 10, "mx.remote.example");
+    dns.ip("mx.remote.example", ip(63));
+    let _peer = Peer::start(at(63, port), &[]);
+    let s = sender(&dns, port, "");
+    let id = send(
+        &s,
+        "app@example.com",
+        &["escape@remote.example"],
+        "Subject: x\n\nx\n",
+    );
+    wait_log(&s, "event=\"deferred\"");
+    let escaped = r"451 4.2.0 \x1b[31mred\x1b[0m\x07\x7f\u{9b}2J try later";
+    let show = s.cli_ok(&["queue", "show", &id]);
+    assert!(show.contains(escaped), "{show}");
+    let log = s.log();
+    assert!(log.contains(escaped), "{log}");
+    for text in [show, log] {
+        assert!(
+            !text.contains(['\x1b', '\x07', '\x7f', '\u{9b}']),
+            "{text:?}"
+        );
+    }
+}
+
 #[test]
 fn a_message_that_outlives_its_lifetime_bounces_with_the_reason() {
     let dns = TestDns::start();
@@ -464,20 +494,67 @@ fn smarthost_with_required_starttls_and_auth() {
             pw.display()
         ),
     );
+    relayed_after_auth(&s, &relay, true);
+}
+
+/// Sends a message through `s` and checks that `relay` got it, after AUTH as
+/// relayuser, over TLS or not as `tls` says.
+fn relayed_after_auth(s: &TestServer, relay: &Peer, tls: bool) {
     send(
-        &s,
+        s,
         "app@example.com",
         &["bob@anywhere.example"],
         "Subject: relayed\n\nx\n",
     );
     let got = relay.wait_for(1, WAIT);
-    assert_eq!(got[0]["tls"], true);
+    assert_eq!(got[0]["tls"], tls);
     assert!(
         got[0]["auth"].as_str().expect("auth").contains("relayuser"),
         "{}",
         got[0]
     );
     assert_eq!(got[0]["rcpt_tos"][0], "bob@anywhere.example");
+}
+
+/// Issue #9 item 12: a relay reached without TLS gets the password only when
+/// `allow_plaintext_auth` says the link is private; a `starttls` relay that
+/// does not offer STARTTLS gets no AUTH and no mail.
+#[test]
+fn relay_auth_in_clear_only_when_allowed() {
+    let dns = TestDns::start();
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("dir");
+    let pw = dir.path().join("relay-password");
+    std::fs::write(&pw, "relaypw\n").expect("write");
+    let auth = format!(
+        "username = \"relayuser\"\npassword_file = \"{}\"\n",
+        pw.display()
+    );
+    let plain = Peer::start(at(61, port), &["--auth", "relayuser:relaypw"]);
+    let s = sender(
+        &dns,
+        free_port(),
+        &format!(
+            "[relay]\nhost = \"127.0.0.61\"\nport = {port}\ntls = \"none\"\nallow_plaintext_auth = true\n{auth}"
+        ),
+    );
+    relayed_after_auth(&s, &plain, false);
+
+    let no_starttls = Peer::start(at(62, port), &["--auth", "relayuser:relaypw"]);
+    let s = sender(
+        &dns,
+        free_port(),
+        &format!("[relay]\nhost = \"127.0.0.62\"\nport = {port}\ntls = \"starttls\"\n{auth}"),
+    );
+    send(
+        &s,
+        "app@example.com",
+        &["bob@anywhere.example"],
+        "Subject: kept\n\nx\n",
+    );
+    wait_log(&s, "does not offer STARTTLS, which this relay requires");
+    assert!(no_starttls.received().is_empty());
+    assert_eq!(wait_queue(&s, 1)[0]["recipients"][0]["status"], "queued");
 }
 
 #[test]

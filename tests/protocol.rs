@@ -284,3 +284,24 @@ fn connections_in_total_at_the_limit() {
     let (_c, gc) = Raw::connect(s.addr("submissions"));
     assert!(gc.starts_with("421 4.7.0"), "{gc}");
 }
+
+/// Issue #9 item 13: trusted networks are exempt from the per-client cap (as
+/// Postfix exempts mynetworks), but not from the total.
+#[test]
+fn trusted_networks_are_exempt_from_the_per_client_cap() {
+    let s = TestServer::start(
+        "trusted_networks = [\"127.0.0.1/32\"]\n[limits]\nmax_connections_per_ip = 3\nmax_connections = 10\n",
+    );
+    let held: Vec<(Raw, String)> = (0..10).map(|_| Raw::connect(s.addr("mta"))).collect();
+    for (i, (_, greeting)) in held.iter().enumerate() {
+        assert!(greeting.starts_with("220"), "connection {i}: {greeting}");
+    }
+    let (_over, g) = Raw::connect(s.addr("mta"));
+    assert!(g.starts_with("421 4.7.0"), "the total cap still holds: {g}");
+
+    let s = TestServer::start("[limits]\nmax_connections_per_ip = 3\n");
+    let held: Vec<(Raw, String)> = (0..3).map(|_| Raw::connect(s.addr("mta"))).collect();
+    assert!(held.iter().all(|(_, g)| g.starts_with("220")));
+    let (_fourth, g) = Raw::connect(s.addr("mta"));
+    assert!(g.starts_with("421 4.7.0"), "{g}");
+}

@@ -1,6 +1,8 @@
 //! `postern queue list|show|delete`: works on the spool directly, so it works
-//! whether or not the server is running.
+//! whether or not the server is running. Addresses and remote replies came
+//! from outside and are printed escaped (`telemetry::printable`).
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use anyhow::Context;
@@ -8,6 +10,7 @@ use anyhow::Context;
 use super::ConfigArg;
 use crate::scheduler::DeliveryStatus;
 use crate::spool::{QueueId, QueuedMessage, Spool, now_unix};
+use crate::telemetry::printable;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum QueueCommand {
@@ -65,8 +68,12 @@ fn age(created: i64) -> String {
     }
 }
 
-fn sender(m: &QueuedMessage) -> &str {
-    if m.sender.is_empty() { "<>" } else { &m.sender }
+fn sender(m: &QueuedMessage) -> Cow<'_, str> {
+    if m.sender.is_empty() {
+        Cow::Borrowed("<>")
+    } else {
+        printable(&m.sender)
+    }
 }
 
 pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
@@ -94,7 +101,8 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
                 "id", "size", "age", "state", "sender"
             )?;
             for m in &messages {
-                let rcpts: Vec<&str> = m.recipients.iter().map(|r| r.address.as_str()).collect();
+                let rcpts: Vec<Cow<'_, str>> =
+                    m.recipients.iter().map(|r| printable(&r.address)).collect();
                 writeln!(
                     out,
                     "{:<14}  {:>8}  {:>5}  {:<8}  {:<30}  {}",
@@ -141,18 +149,18 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
                 m.state()
             )?;
             if let Some(user) = &m.auth_user {
-                writeln!(out, "auth:     {user}")?;
+                writeln!(out, "auth:     {}", printable(user))?;
             }
             for r in &m.recipients {
                 write!(
                     out,
                     "rcpt:     {} ({}, {} attempts",
-                    r.address,
+                    printable(&r.address),
                     r.status.as_str(),
                     r.attempts
                 )?;
                 if let Some(reply) = &r.last_reply {
-                    write!(out, ", last reply: {reply}")?;
+                    write!(out, ", last reply: {}", printable(reply))?;
                 }
                 writeln!(out, ")")?;
             }

@@ -1,6 +1,10 @@
 //! Every built-in default in one place (Postfix's DEF_* table, without globals).
 //! `validate.rs` reads these when a key is absent; the README's reference repeats them.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
 use crate::listener::ListenerRole;
 
 pub const DATA_DIR: &str = "./postern-data";
@@ -59,3 +63,17 @@ pub const CONNECT_TIMEOUT_SECS: u64 = 30;
 pub const REPLY_TIMEOUT_SECS: u64 = 120;
 /// How long a submission listener waits for a TLS ClientHello before greeting.
 pub const TLS_DETECT_MS: u64 = 300;
+
+/// HTTP: how long a client may take to send a request's head (and, again, the
+/// rest of the request); also how long an idle keep-alive connection stays.
+pub const HTTP_REQUEST_TIMEOUT_SECS: u64 = 10;
+/// HTTP connections at once, over both HTTP listeners. The pages are small and
+/// quick; these caps only have to stop a client from holding many sockets.
+pub const HTTP_MAX_CONNECTIONS: u64 = 256;
+/// HTTP connections at once from one client address (a browser opens up to 6).
+pub const HTTP_MAX_CONNECTIONS_PER_IP: u64 = 16;
+/// Who may read `/metrics` without `metrics_from`: this host, and `trusted_networks`.
+pub const METRICS_FROM: [IpNet; 2] = [
+    IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
+    IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::LOCALHOST, 128)),
+];

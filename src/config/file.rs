@@ -78,6 +78,7 @@ pub struct RelayFile {
     pub tls_verify: Option<bool>,
     pub username: Option<String>,
     pub password_file: Option<String>,
+    pub allow_plaintext_auth: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,6 +91,7 @@ pub struct RouteFile {
     pub tls_verify: Option<bool>,
     pub username: Option<String>,
     pub password_file: Option<String>,
+    pub allow_plaintext_auth: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +101,10 @@ pub struct HttpFile {
     pub submission_on_tls: Option<bool>,
     pub imap: Option<String>,
     pub mta_sts_mode: Option<String>,
+    pub metrics_from: Option<Vec<String>>,
+    pub request_timeout: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub max_connections_per_ip: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

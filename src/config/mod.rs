@@ -61,6 +61,7 @@ pub struct Limits {
     pub max_text_line: usize,
     pub max_errors: u32,
     pub max_connections: usize,
+    /// Per client address; `trusted_networks` count only in `max_connections`.
     pub max_connections_per_ip: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
@@ -113,6 +114,9 @@ pub struct Relay {
     pub tls_verify: bool,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// AUTH over a connection without TLS (`tls = "none"`); off unless set,
+    /// since the password then crosses the network in clear.
+    pub allow_plaintext_auth: bool,
 }
 
 /// Which mail a `[[route]]` takes.
@@ -137,6 +141,14 @@ pub struct Http {
     pub imap_host: String,
     pub imap_port: u16,
     pub mta_sts_mode: MtaStsMode,
+    /// Clients that may read `/metrics` (others get 403); by default loopback
+    /// and `trusted_networks`.
+    pub metrics_from: Vec<IpNet>,
+    /// The time a client has for a request's head, and again for the rest.
+    pub request_timeout: Duration,
+    /// Caps over both HTTP listeners; `trusted_networks` count only in the total.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
 }
 
 /// RFC 8461 policy mode served at /.well-known/mta-sts.txt.

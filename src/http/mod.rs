@@ -6,11 +6,14 @@
 //!
 //! Every reply is generated from the live configuration and store; a domain
 //! that is not hosted here gets 404, so nothing is said about other domains.
+//! Connections are capped and timed (`serve.rs`); `/metrics` is only for
+//! `metrics_from`.
 
 mod autoconfig;
 mod autodiscover;
 pub mod endpoints;
 mod mobileconfig;
+mod serve;
 mod tls;
 
 use std::net::SocketAddr;
@@ -18,7 +21,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -27,10 +30,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
-use crate::listener::{ConnectionLimits, ListenerInfo, ListenerRole};
+use crate::listener::{ConnectionLimits, ListenerInfo, ListenerRole, in_networks};
 use crate::server::ServerContext;
 use crate::smtp::address::{Mailbox, normalize_domain};
 use endpoints::{SubmissionEndpoint, submission_endpoints};
+use serve::HttpServer;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen for HTTP on {addr}: {source}")]
@@ -57,7 +61,8 @@ pub fn xml_escape(s: &str) -> String {
 }
 
 /// Binds `[http] addr` and `tls_addr` (when set) and serves them until shutdown
-/// on `tasks`. `listeners` are the bound SMTP listeners, for the port lists.
+/// on `tasks`. `listeners` are the bound SMTP listeners, for the port lists;
+/// `limits` are the SMTP connection caps, for submission on `tls_addr`.
 pub async fn start(
     ctx: Arc<ServerContext>,
     listeners: &[ListenerInfo],
@@ -91,38 +96,27 @@ pub async fn start(
         metrics: crate::telemetry::metrics(),
         echo_limit: RateLimiter::direct(Quota::per_second(per_second)),
     });
-    let app = router(state);
+    let server = HttpServer::new(
+        router(state),
+        &http,
+        ctx.config.trusted_networks.clone(),
+        ctx.shutdown.clone(),
+    );
     let mut bound = Vec::new();
     if let Some(listener) = plain {
         bound.extend(listener.local_addr().ok());
-        let (app, stop) = (app.clone(), ctx.shutdown.clone());
-        tasks.spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(event = "http_failed", error = %e);
-            }
-        });
+        tasks.spawn(Arc::clone(&server).accept_plain(listener, tasks.clone()));
     }
     if let Some(listener) = secure {
         bound.extend(listener.local_addr().ok());
-        let split = tls::SplitListener::start(
+        tls::start(
             listener,
             Arc::clone(&ctx),
             http.submission_on_tls,
             limits,
+            server,
             tasks.clone(),
         );
-        let stop = ctx.shutdown.clone();
-        tasks.spawn(async move {
-            let served = axum::serve(split, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(event = "https_failed", error = %e);
-            }
-        });
     }
     Ok(bound)
 }
@@ -146,6 +140,7 @@ fn router(state: Arc<HttpState>) -> Router {
         .route("/.well-known/mta-sts.txt", get(mta_sts))
         .route("/.well-known/postern/echo/{token}", get(echo))
         .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(serve::MAX_BODY))
         .with_state(state)
 }
 
@@ -271,26 +266,43 @@ async fn apple(
     headers: HeaderMap,
     Path(file): Path<String>,
 ) -> Response {
-    let Some(address) = file.strip_suffix(".mobileconfig") else {
+    let Some(mailbox) = file
+        .strip_suffix(".mobileconfig")
+        .and_then(|a| Mailbox::parse(a, true).ok())
+    else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    if let Err(status) = hosted_domain(&state, &headers, Some(address)).await {
+    let address = mailbox.canonical();
+    if let Err(status) = hosted_domain(&state, &headers, Some(&address)).await {
         return status.into_response();
     }
     let Some(first) = state.endpoints.first() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let body = mobileconfig::render(address, &state.ctx.config.hostname, imap(&state), *first);
+    let body = mobileconfig::render(&address, &state.ctx.config.hostname, imap(&state), *first);
     let mut response = typed("application/x-apple-aspen-config", body);
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"{}.mobileconfig\"",
-        address.replace('"', "")
-    )) {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_DISPOSITION, v);
-    }
     response
+        .headers_mut()
+        .insert(header::CONTENT_DISPOSITION, attachment(&address));
+    response
+}
+
+/// `Content-Disposition` for a profile named after `address` (canonical, so
+/// never the request path): whatever is not a letter, digit or `.@_+-`
+/// becomes `_`, which leaves nothing to quote or escape in the header.
+fn attachment(address: &str) -> HeaderValue {
+    let name: String = address
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".@_+-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    HeaderValue::from_str(&format!("attachment; filename=\"{name}.mobileconfig\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
 /// The MTA-STS policy (RFC 8461 §3.2); `postern dns` derives the record id from it.
@@ -321,6 +333,12 @@ async fn echo(State(state): State<Arc<HttpState>>, Path(token): Path<String>) ->
     axum::Json(serde_json::json!({ "token": token, "ports": ports })).into_response()
 }
 
-async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
+async fn metrics(
+    State(state): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    if !in_networks(&state.ctx.config.http.metrics_from, peer.ip()) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
     typed("text/plain; version=0.0.4", state.metrics.render())
 }

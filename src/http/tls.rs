@@ -2,8 +2,8 @@
 //! every mail port (`submission_on_tls`). After the TLS handshake a
 //! connection is SMTP when the client asked for ALPN `smtp`, or when it sends
 //! nothing for a moment (a mail client waits for the greeting, a browser
-//! speaks first); otherwise it is HTTP and goes to axum with whatever bytes
-//! were already read put back in front.
+//! speaks first); otherwise it is HTTP and is served (`serve.rs`) with
+//! whatever bytes were already read put back in front.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,12 +14,11 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 use tokio_util::task::TaskTracker;
 
-use crate::listener::{ConnectionLimits, ListenerRole};
+use super::serve::HttpServer;
+use crate::listener::{self, ConnectionLimits, ConnectionSlot, ListenerRole};
 use crate::server::ServerContext;
 use crate::session::{self, Connected, TlsInfo, TlsStart};
 
@@ -65,94 +64,55 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 }
 
-type HttpConnection = (Prefixed<TlsStream<TcpStream>>, SocketAddr);
-
-/// What axum serves: the HTTP connections the splitter lets through.
-pub struct SplitListener {
-    rx: mpsc::Receiver<HttpConnection>,
-    local: SocketAddr,
-}
-
 struct Splitter {
     ctx: Arc<ServerContext>,
     acceptor: TlsAcceptor,
     smtp: bool,
+    /// The SMTP connection caps, for submission sessions.
     limits: Arc<ConnectionLimits>,
+    http: Arc<HttpServer>,
+}
+
+/// Accepts on the HTTPS port until shutdown, each connection on `tasks`:
+/// first under the HTTP caps (the handshake is work too), then HTTP goes to
+/// `http` and SMTP submission moves to the SMTP caps.
+pub fn start(
+    tcp: TcpListener,
+    ctx: Arc<ServerContext>,
+    smtp: bool,
+    limits: Arc<ConnectionLimits>,
+    http: Arc<HttpServer>,
     tasks: TaskTracker,
-    http: mpsc::Sender<HttpConnection>,
-}
-
-impl SplitListener {
-    pub fn start(
-        tcp: TcpListener,
-        ctx: Arc<ServerContext>,
-        smtp: bool,
-        limits: Arc<ConnectionLimits>,
-        tasks: TaskTracker,
-    ) -> SplitListener {
-        let local = tcp
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let mut config = (*ctx.tls).clone();
-        config.alpn_protocols = if smtp {
-            vec![b"http/1.1".to_vec(), b"smtp".to_vec()]
-        } else {
-            vec![b"http/1.1".to_vec()]
-        };
-        let (http, rx) = mpsc::channel(64);
-        let splitter = Arc::new(Splitter {
-            ctx,
-            acceptor: TlsAcceptor::from(Arc::new(config)),
-            smtp,
-            limits,
-            tasks: tasks.clone(),
-            http,
-        });
-        tasks.spawn(accept_loop(tcp, splitter));
-        SplitListener { rx, local }
-    }
-}
-
-impl axum::serve::Listener for SplitListener {
-    type Io = Prefixed<TlsStream<TcpStream>>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(conn) => conn,
-            // The accept loop has stopped (shutdown): axum stops on its own signal.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
-    }
-}
-
-async fn accept_loop(tcp: TcpListener, splitter: Arc<Splitter>) {
-    let stop = splitter.ctx.shutdown.clone();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = tcp.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(event = "accept_failed", error = %e);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = stop.cancelled() => return,
-        };
-        let s = Arc::clone(&splitter);
-        splitter
-            .tasks
-            .spawn(async move { s.split(stream, peer).await });
-    }
+) {
+    let mut config = (*ctx.tls).clone();
+    config.alpn_protocols = if smtp {
+        vec![b"http/1.1".to_vec(), b"smtp".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    let splitter = Arc::new(Splitter {
+        ctx,
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        smtp,
+        limits,
+        http,
+    });
+    let spawner = tasks.clone();
+    tasks.spawn(async move {
+        let stop = splitter.ctx.shutdown.clone();
+        listener::accept_each(&tcp, &stop, |stream, peer| {
+            let Some(slot) = splitter.http.admit(peer) else {
+                return;
+            };
+            let s = Arc::clone(&splitter);
+            spawner.spawn(async move { s.split(stream, peer, slot).await });
+        })
+        .await;
+    });
 }
 
 impl Splitter {
-    async fn split(&self, stream: TcpStream, peer: SocketAddr) {
+    async fn split(&self, stream: TcpStream, peer: SocketAddr, http_slot: ConnectionSlot) {
         let Ok(local) = stream.local_addr() else {
             return;
         };
@@ -180,19 +140,16 @@ impl Splitter {
         };
         match prefix {
             Some(prefix) => {
-                let _ = self
-                    .http
-                    .send((
-                        Prefixed {
-                            prefix,
-                            offset: 0,
-                            inner: tls,
-                        },
-                        peer,
-                    ))
-                    .await;
+                let io = Prefixed {
+                    prefix,
+                    offset: 0,
+                    inner: tls,
+                };
+                self.http.serve(io, peer).await;
+                drop(http_slot);
             }
             None => {
+                drop(http_slot);
                 let Some(slot) = self.limits.admit(peer.ip()) else {
                     return;
                 };

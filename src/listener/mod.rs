@@ -1,6 +1,6 @@
 //! Binds every configured listener and accepts connections: caps connections in
-//! total and per client address (421 beyond), then hands each stream to a new
-//! session task. A port that cannot be bound is reported in one line and the
+//! total and per client address (421 beyond; trusted networks only count in the
+//! total), then hands each stream to a new session task. A port that cannot be bound is reported in one line and the
 //! others keep serving.
 
 mod role;
@@ -9,10 +9,12 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+use ipnet::IpNet;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use role::ListenerRole;
@@ -86,39 +88,56 @@ pub struct ConnectionLimits {
     total: Arc<Semaphore>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     max_per_ip: usize,
+    /// Not capped per address: a local relay or a web application may open
+    /// many connections at once (Postfix exempts mynetworks the same way).
+    exempt: Vec<IpNet>,
 }
 
 /// Held for the life of a connection; releases its slots on drop.
 pub struct ConnectionSlot {
     _permit: OwnedSemaphorePermit,
     limits: Arc<ConnectionLimits>,
-    ip: IpAddr,
+    /// The address counted against the per-client cap; `None` when exempt.
+    ip: Option<IpAddr>,
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
+        let Some(ip) = self.ip else {
+            return;
+        };
         let mut map = self.limits.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
+        if let Some(n) = map.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
-                map.remove(&self.ip);
+                map.remove(&ip);
             }
         }
     }
 }
 
 impl ConnectionLimits {
-    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<ConnectionLimits> {
+    /// Caps of `max_total` connections and `max_per_ip` from one client
+    /// address; addresses in `exempt` count only in the total.
+    pub fn new(max_total: usize, max_per_ip: usize, exempt: Vec<IpNet>) -> Arc<ConnectionLimits> {
         Arc::new(ConnectionLimits {
             total: Arc::new(Semaphore::new(max_total)),
             per_ip: Mutex::new(HashMap::new()),
             max_per_ip,
+            exempt,
         })
     }
 
     /// A slot for a new connection from `ip`, or `None` when a cap is reached.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
         let permit = Arc::clone(&self.total).try_acquire_owned().ok()?;
+        if in_networks(&self.exempt, ip) {
+            return Some(ConnectionSlot {
+                _permit: permit,
+                limits: Arc::clone(self),
+                ip: None,
+            });
+        }
         let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(ip).or_insert(0);
         if *n >= self.max_per_ip {
@@ -128,8 +147,37 @@ impl ConnectionLimits {
         Some(ConnectionSlot {
             _permit: permit,
             limits: Arc::clone(self),
-            ip,
+            ip: Some(ip),
         })
+    }
+}
+
+/// Whether `ip` is in one of `networks`; an IPv4 client on a dual-stack
+/// socket (`::ffff:192.0.2.1`) counts as its IPv4 address.
+pub fn in_networks(networks: &[IpNet], ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    networks.iter().any(|net| net.contains(&ip))
+}
+
+/// Accepts on `tcp` until `stop`, handing each connection to `on_accept`.
+pub async fn accept_each(
+    tcp: &TcpListener,
+    stop: &CancellationToken,
+    mut on_accept: impl FnMut(TcpStream, SocketAddr),
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = tcp.accept() => a,
+            () = stop.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => on_accept(stream, peer),
+            Err(e) => {
+                // EMFILE and friends: wait a little instead of spinning.
+                tracing::warn!(event = "accept_failed", error = %e);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
     }
 }
 
@@ -141,23 +189,10 @@ pub async fn accept_loop(
     tracker: TaskTracker,
 ) {
     let stop = ctx.shutdown.clone();
-    loop {
-        let accepted = tokio::select! {
-            a = bound.listener.accept() => a,
-            () = stop.cancelled() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // EMFILE and friends: wait a little instead of spinning.
-                tracing::warn!(event = "accept_failed", error = %e);
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    accept_each(&bound.listener, &stop, |stream, peer| {
         let _ = stream.set_nodelay(true);
         let Ok(local) = stream.local_addr() else {
-            continue;
+            return;
         };
         // Per-port counters let an admin see a port go quiet: the server-side
         // sign of a new ISP block.
@@ -166,7 +201,7 @@ pub async fn accept_loop(
         let Some(slot) = limits.admit(peer.ip()) else {
             tracing::info!(event = "rejected", peer = %peer, reason = "connection limit");
             tracker.spawn(refuse(stream, ctx.config.hostname.clone()));
-            continue;
+            return;
         };
         let ctx = Arc::clone(&ctx);
         let role = bound.role;
@@ -181,7 +216,8 @@ pub async fn accept_loop(
             session::run(ctx, Box::new(stream), connected).await;
             drop(slot);
         });
-    }
+    })
+    .await;
 }
 
 /// Submission ports take a client in whatever mode it picked: a TLS

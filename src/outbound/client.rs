@@ -37,6 +37,9 @@ pub struct Endpoint<'a> {
     pub tls: TlsMode,
     pub connector: &'a TlsConnector,
     pub credentials: Option<&'a Credentials<String>>,
+    /// Whether `credentials` may be sent over a connection without TLS
+    /// (`allow_plaintext_auth`).
+    pub plaintext_auth: bool,
     pub connect_timeout: Duration,
     /// How long each reply may take; the end of DATA gets five times as long
     /// (RFC 5321 §4.5.3.2.6 allows 10 minutes there).
@@ -107,7 +110,8 @@ pub async fn open(endpoint: &Endpoint<'_>, ehlo_name: &str) -> Result<Connection
         failure,
         tcp_failed: false,
     };
-    let mut conn = if endpoint.tls == TlsMode::Implicit {
+    // Whether the session ends up encrypted: AUTH depends on it below.
+    let (mut conn, encrypted) = if endpoint.tls == TlsMode::Implicit {
         let tls = tcp.into_tls(endpoint.connector, host).await.map_err(|e| {
             host_failure(DeliveryFailure::from_client_error(
                 Scope::Host,
@@ -121,7 +125,7 @@ pub async fn open(endpoint: &Endpoint<'_>, ehlo_name: &str) -> Result<Connection
         let caps = ehlo(&mut client, host, ehlo_name)
             .await
             .map_err(host_failure)?;
-        Connection::new(client, caps)
+        (Connection::new(client, caps), true)
     } else {
         greeting(&mut tcp, host).await.map_err(host_failure)?;
         let caps = ehlo(&mut tcp, host, ehlo_name)
@@ -152,12 +156,24 @@ pub async fn open(endpoint: &Endpoint<'_>, ehlo_name: &str) -> Result<Connection
             let caps = ehlo(&mut client, host, ehlo_name)
                 .await
                 .map_err(host_failure)?;
-            Connection::new(client, caps)
+            (Connection::new(client, caps), true)
         } else {
-            Connection::new(boxed(tcp), caps)
+            (Connection::new(boxed(tcp), caps), false)
         }
     };
     if let Some(credentials) = endpoint.credentials {
+        // The config check already refuses this combination; this keeps a
+        // password off the wire whatever path led here.
+        if !encrypted && !endpoint.plaintext_auth {
+            return Err(host_failure(DeliveryFailure::new(
+                Severity::Transient,
+                Scope::Host,
+                format!(
+                    "{host}: the connection is not encrypted, so the password is not sent \
+                     (allow_plaintext_auth = true permits it on a private link)"
+                ),
+            )));
+        }
         conn.client
             .authenticate(credentials, &conn.caps)
             .await
@@ -510,6 +526,78 @@ async fn write_dot_stuffed<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A scripted server without STARTTLS that offers AUTH; returns what the
+    /// client sent, once it hangs up.
+    async fn plaintext_server() -> (SocketAddr, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            write.write_all(b"220 fake ESMTP\r\n").await.expect("write");
+            let mut seen = String::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let reply: &[u8] = if line.starts_with("EHLO") {
+                    b"250-fake\r\n250 AUTH PLAIN LOGIN\r\n"
+                } else if line.starts_with("AUTH") {
+                    b"235 2.7.0 ok\r\n"
+                } else {
+                    b"250 ok\r\n"
+                };
+                seen.push_str(&line);
+                seen.push('\n');
+                write.write_all(reply).await.expect("write");
+            }
+            seen
+        });
+        (addr, server)
+    }
+
+    /// Issue #9 item 12, defence in depth behind the config check: a password
+    /// goes over a connection without TLS only when the relay allows it.
+    #[tokio::test]
+    async fn no_auth_in_clear_unless_the_relay_allows_it() {
+        crate::tls::install_crypto_provider();
+        let connector = mail_send::smtp::tls::build_tls_connector(true).expect("connector");
+        let credentials = Credentials::new("relayuser".to_string(), "secret".to_string());
+        for plaintext_auth in [false, true] {
+            let (addr, server) = plaintext_server().await;
+            let endpoint = Endpoint {
+                host: "relay.test",
+                addr,
+                tls: TlsMode::Off,
+                connector: &connector,
+                credentials: Some(&credentials),
+                plaintext_auth,
+                connect_timeout: Duration::from_secs(5),
+                reply_timeout: Duration::from_secs(5),
+            };
+            let opened = open(&endpoint, "client.test").await;
+            let failure = opened.as_ref().err().map(|f| f.failure.clone());
+            drop(opened);
+            let seen = server.await.expect("server");
+            if plaintext_auth {
+                assert!(failure.is_none(), "{failure:?}");
+                assert!(seen.contains("AUTH"), "{seen}");
+            } else {
+                let failure = failure.expect("refused");
+                assert_eq!(failure.severity, Severity::Transient);
+                assert!(
+                    failure.text.contains(
+                        "relay.test: the connection is not encrypted, so the password is not sent"
+                    ),
+                    "{}",
+                    failure.text
+                );
+                assert!(!seen.contains("AUTH"), "{seen}");
+            }
+        }
+    }
 
     #[test]
     fn xtext_encodes_what_it_must() {

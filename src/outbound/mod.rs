@@ -186,6 +186,7 @@ impl Outbound {
                 tls,
                 connector,
                 credentials: credentials.as_ref(),
+                plaintext_auth: relay.allow_plaintext_auth,
                 connect_timeout: self.config.delivery.connect_timeout,
                 reply_timeout: self.config.delivery.timeout,
             };
@@ -230,6 +231,7 @@ impl Outbound {
                     tls: TlsMode::Opportunistic,
                     connector: &self.unverified,
                     credentials: None,
+                    plaintext_auth: false,
                     connect_timeout: self.config.delivery.connect_timeout,
                     reply_timeout: self.config.delivery.timeout,
                 };

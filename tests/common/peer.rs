@@ -1,6 +1,6 @@
 //! Receiving SMTP servers for delivery tests, written with Python's aiosmtpd
 //! (nobody on the team wrote it): each records what it receives as JSON lines
-//! and can be told to defer, reject, hang, drop the connection during DATA,
+//! and can be told to defer, reject (or answer with terminal escapes), hang, drop the connection during DATA,
 //! require STARTTLS and AUTH, or announce a SIZE limit.
 
 use std::io::{BufRead, BufReader};
@@ -41,6 +41,8 @@ class Handler:
             return "451 4.2.0 Try again later"
         if local.startswith("reject"):
             return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+        if local.startswith("escape"):
+            return "451 4.2.0 \x1b[31mred\x1b[0m\x07\x7f\u009b2J try later"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.append(rcpt_options)
         return "250 2.1.5 OK"

@@ -126,7 +126,6 @@ impl TestServer {
                 "RUST_LOG",
                 std::env::var("POSTERN_TEST_LOG").unwrap_or_else(|_| "postern=trace,info".into()),
             )
-            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -106,6 +106,13 @@ pub(super) fn relay(c: &mut Checker<'_>, path: KeyPath, r: RelayFile) -> Option<
     if r.username.is_some() != password_file.is_some() {
         c.error(&path, "username and password_file go together: set both to authenticate to the relay, or neither");
     }
+    let allow_plaintext_auth = r.allow_plaintext_auth.unwrap_or(false);
+    if tls == RelayTls::None && r.username.is_some() && !allow_plaintext_auth {
+        c.error(
+            &path.key("tls"),
+            "\"none\" would send the relay password in clear text; set tls = \"starttls\" or \"implicit\", or allow_plaintext_auth = true if the link is private",
+        );
+    }
     let Some(host) = r.host else {
         c.error(
             &path,
@@ -120,6 +127,7 @@ pub(super) fn relay(c: &mut Checker<'_>, path: KeyPath, r: RelayFile) -> Option<
         tls_verify: r.tls_verify.unwrap_or(true),
         username: r.username,
         password_file,
+        allow_plaintext_auth,
     })
 }
 
@@ -146,6 +154,7 @@ pub(super) fn routes(c: &mut Checker<'_>, raw: Vec<RouteFile>) -> Vec<Route> {
             tls_verify: r.tls_verify,
             username: r.username,
             password_file: r.password_file,
+            allow_plaintext_auth: r.allow_plaintext_auth,
         };
         if let (Some(matches), Some(relay)) = (matches, relay(c, path, keys)) {
             out.push(Route { matches, relay });

@@ -79,16 +79,11 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
     };
     let data_dir = PathBuf::from(raw.data_dir.as_deref().unwrap_or(def::DATA_DIR));
 
-    let mut trusted_networks = Vec::new();
-    for (i, net) in raw.trusted_networks.unwrap_or_default().iter().enumerate() {
-        match parse_network(net) {
-            Some(n) => trusted_networks.push(n),
-            None => c.error(
-                &root.key("trusted_networks").index(i),
-                format!("{net:?} is not a network; write an address or CIDR such as \"127.0.0.1/32\" or \"::1\""),
-            ),
-        }
-    }
+    let trusted_networks = networks(
+        c,
+        &root.key("trusted_networks"),
+        raw.trusted_networks.unwrap_or_default(),
+    );
 
     let listeners = listeners(c, raw.listener);
     let tls = raw.tls.and_then(|t| {
@@ -130,7 +125,12 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         .fallback_relay
         .and_then(|r| relay(c, root.key("fallback_relay"), r));
     let routes = routes(c, raw.route.unwrap_or_default());
-    let http = http(c, raw.http.unwrap_or_default(), &hostname);
+    let http = http(
+        c,
+        raw.http.unwrap_or_default(),
+        &hostname,
+        &trusted_networks,
+    );
     let store_url = raw.store.and_then(|s| s.url);
     if let Some(url) = &store_url {
         c.error(
@@ -313,8 +313,15 @@ fn limits(c: &mut Checker<'_>, l: LimitsFile) -> Limits {
     }
 }
 
-fn http(c: &mut Checker<'_>, h: HttpFile, hostname: &str) -> Http {
+fn http(c: &mut Checker<'_>, h: HttpFile, hostname: &str, trusted: &[IpNet]) -> Http {
     let p = KeyPath::default().key("http");
+    let metrics_from = match h.metrics_from {
+        Some(list) => networks(c, &p.key("metrics_from"), list),
+        None => def::METRICS_FROM
+            .into_iter()
+            .chain(trusted.iter().copied())
+            .collect(),
+    };
     let (imap_host, imap_port) = match h.imap.as_deref() {
         None => (hostname.to_string(), 993),
         Some(v) => match v
@@ -352,7 +359,44 @@ fn http(c: &mut Checker<'_>, h: HttpFile, hostname: &str) -> Http {
             .tls_addr
             .and_then(|a| c.socket_addr(p.key("tls_addr"), &a)),
         submission_on_tls: h.submission_on_tls.unwrap_or(false),
+        metrics_from,
+        request_timeout: c.seconds(
+            p.key("request_timeout"),
+            h.request_timeout,
+            def::HTTP_REQUEST_TIMEOUT_SECS,
+            1,
+            300,
+        ),
+        max_connections: c.number(
+            p.key("max_connections"),
+            h.max_connections,
+            def::HTTP_MAX_CONNECTIONS,
+            1,
+            100_000,
+        ) as usize,
+        max_connections_per_ip: c.number(
+            p.key("max_connections_per_ip"),
+            h.max_connections_per_ip,
+            def::HTTP_MAX_CONNECTIONS_PER_IP,
+            1,
+            100_000,
+        ) as usize,
     }
+}
+
+/// A list of networks (`trusted_networks`, `metrics_from`): CIDR or a single address.
+fn networks(c: &mut Checker<'_>, path: &KeyPath, list: Vec<String>) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    for (i, net) in list.iter().enumerate() {
+        match parse_network(net) {
+            Some(n) => out.push(n),
+            None => c.error(
+                &path.index(i),
+                format!("{net:?} is not a network; write an address or CIDR such as \"127.0.0.1/32\" or \"::1\""),
+            ),
+        }
+    }
+    out
 }
 
 fn parse_network(s: &str) -> Option<IpNet> {
@@ -459,6 +503,32 @@ mod tests {
     }
 
     #[test]
+    fn metrics_are_for_loopback_and_trusted_networks_by_default() {
+        let c = from_text("trusted_networks = [\"192.0.2.0/24\"]\n", None).expect("valid");
+        let may = |ip: [u8; 4]| {
+            c.http
+                .metrics_from
+                .iter()
+                .any(|n| n.contains(&IpAddr::from(ip)))
+        };
+        assert!(may([127, 0, 0, 1]) && may([127, 9, 9, 9]) && may([192, 0, 2, 7]));
+        assert!(!may([198, 51, 100, 1]));
+        assert!(
+            c.http
+                .metrics_from
+                .iter()
+                .any(|n| n.contains(&IpAddr::from(std::net::Ipv6Addr::LOCALHOST)))
+        );
+        let c = from_text("[http]\nmetrics_from = []\n", None).expect("valid");
+        assert!(c.http.metrics_from.is_empty());
+        let errs = errors("[http]\nmetrics_from = [\"nope\"]\n");
+        assert!(
+            errs[0].contains("http.metrics_from[0]: \"nope\" is not a network"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn limits_are_checked_at_the_limit() {
         assert!(errors("[limits]\nmax_command_line = 512\nmax_text_line = 1000\n").is_empty());
         assert_eq!(errors("[limits]\nmax_command_line = 511\n").len(), 1);
@@ -480,5 +550,39 @@ mod tests {
             errs[0].contains("route[0]: needs exactly one of domain"),
             "{errs:?}"
         );
+    }
+
+    /// Issue #9 item 12: a relay password never goes over a plaintext link
+    /// unless the operator says the link is private.
+    #[test]
+    fn plaintext_auth_to_a_relay_needs_an_explicit_yes() {
+        let pw = tempfile::NamedTempFile::new().expect("temp file");
+        let auth = format!(
+            "host = \"r\"\ntls = \"none\"\nusername = \"u\"\npassword_file = \"{}\"\n",
+            pw.path().display()
+        );
+        let text = format!(
+            "[relay]\n{auth}[fallback_relay]\n{auth}[[route]]\ndomain = \"d.example\"\n{auth}"
+        );
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        for (err, key) in errs
+            .iter()
+            .zip(["relay.tls", "fallback_relay.tls", "route[0].tls"])
+        {
+            assert!(
+                err.contains(&format!("{key}: \"none\" would send the relay password in clear text; set tls = \"starttls\" or \"implicit\", or allow_plaintext_auth = true if the link is private")),
+                "{err}"
+            );
+        }
+        let allowed = text.replace(
+            "tls = \"none\"\n",
+            "tls = \"none\"\nallow_plaintext_auth = true\n",
+        );
+        let c = from_text(&allowed, None).expect("allowed explicitly");
+        assert!(c.relay.expect("relay").allow_plaintext_auth);
+        assert!(c.routes[0].relay.allow_plaintext_auth);
+        // Without a username there is no password to protect.
+        assert!(errors("[relay]\nhost = \"r\"\ntls = \"none\"\n").is_empty());
     }
 }

@@ -251,3 +251,25 @@ async fn refuse(mut stream: TcpStream, hostname: String) {
     )
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv4_client_on_a_dual_stack_socket_is_in_its_ipv4_network() {
+        let nets: Vec<IpNet> = vec![
+            "127.0.0.1/32".parse().expect("net"),
+            "2001:db8::/32".parse().expect("net"),
+        ];
+        for (ip, inside) in [
+            ("127.0.0.1", true),
+            ("::ffff:127.0.0.1", true),
+            ("::ffff:127.0.0.2", false),
+            ("2001:db8::5", true),
+            ("::1", false),
+        ] {
+            assert_eq!(in_networks(&nets, ip.parse().expect("ip")), inside, "{ip}");
+        }
+    }
+}

@@ -111,11 +111,7 @@ pub async fn run(ctx: Arc<ServerContext>, stream: Box<dyn Stream>, connected: Co
     let span = tracing::info_span!("session", sid = %sid, peer = %peer, role = %role, qid = tracing::field::Empty);
     async move {
         tracing::info!(event = "connected");
-        let trusted_network = ctx
-            .config
-            .trusted_networks
-            .iter()
-            .any(|n| n.contains(&peer.ip()));
+        let trusted_network = crate::listener::in_networks(&ctx.config.trusted_networks, peer.ip());
         let max_errors = ctx.config.limits.max_errors;
         let write_timeout = ctx.config.limits.command_timeout;
         let mut session = Session {

@@ -56,6 +56,7 @@ class Handler:
                 "rcpt_tos": envelope.rcpt_tos, "rcpt_options": envelope.rcpt_options,
                 "data": envelope.original_content.decode("utf-8", "replace"),
                 "tls": session.ssl is not None, "peer_port": session.peer[1], "auth": str(session.auth_data or ""),
+                "time": time.time(),
             }) + "\n")
         return "250 2.0.0 Ok: queued by peer"
 
@@ -188,4 +189,92 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
+}
+
+/// A relay that breaks in one way, written as a bare socket server because
+/// no real server fails on purpose: `421` greets with 421 and hangs up;
+/// `hang-after-data` takes the whole message and never answers the final dot;
+/// `drop-mid-body` hangs up halfway through the body.
+const BROKEN: &str = r#"
+import socket, sys, threading
+host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, port)); s.listen(64)
+print("READY", flush=True)
+held = []
+def serve(c):
+    f = c.makefile("rb")
+    def say(line):
+        c.sendall(line.encode() + b"\r\n")
+    if mode == "421":
+        say("421 4.3.2 broken.test Service not available"); c.close(); return
+    say("220 broken.test ESMTP")
+    while True:
+        line = f.readline()
+        if not line:
+            return
+        verb = line[:4].upper()
+        if verb in (b"EHLO", b"HELO"):
+            say("250-broken.test"); say("250 8BITMIME")
+        elif verb == b"DATA":
+            say("354 go ahead")
+            received = 0
+            while True:
+                body = f.readline()
+                if not body:
+                    return
+                received += len(body)
+                if mode == "drop-mid-body" and received > 200:
+                    c.close(); return
+                if body == b".\r\n":
+                    break
+            held.append(c)
+            return
+        elif verb == b"QUIT":
+            say("221 bye"); c.close(); return
+        else:
+            say("250 ok")
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// A relay that fails in the way `mode` names (see `BROKEN`).
+pub struct BrokenPeer {
+    child: Child,
+}
+
+impl BrokenPeer {
+    pub fn start(addr: SocketAddr, mode: &str) -> BrokenPeer {
+        require_tool("python3");
+        let mut child = Command::new("python3")
+            .args([
+                "-c",
+                BROKEN,
+                &addr.ip().to_string(),
+                &addr.port().to_string(),
+                mode,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start broken peer");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("broken peer output");
+        assert!(
+            line.starts_with("READY"),
+            "broken peer did not start: {line}"
+        );
+        BrokenPeer { child }
+    }
+}
+
+impl Drop for BrokenPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

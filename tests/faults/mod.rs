@@ -4,4 +4,6 @@
 //! sink or in the spool what got a 250 against what is there.
 
 mod disk;
+mod kill;
+mod peers;
 mod slow_clients;

@@ -98,6 +98,15 @@ pub struct LoadResult {
     pub unanswered: HashSet<String>,
 }
 
+impl LoadResult {
+    /// Adds what another load (or round) got.
+    pub fn absorb(&mut self, other: LoadResult) {
+        self.accepted.extend(other.accepted);
+        self.refused.extend(other.refused);
+        self.unanswered.extend(other.unanswered);
+    }
+}
+
 impl Load {
     pub fn start(spec: &LoadSpec<'_>) -> Load {
         require_tool("python3");

@@ -252,6 +252,25 @@ impl TestServer {
             .clone()
     }
 
+    /// Waits until every message has left the queue (delivered or bounced).
+    pub fn wait_until_queue_empty(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = self.queue();
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} messages still queued: {:?}\n{}",
+                left.len(),
+                left.iter().map(|m| &m["id"]).collect::<Vec<_>>(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The stored message text of one queued message.
     pub fn queued_body(&self, id: &str) -> String {
         self.cli_ok(&["queue", "show", id, "--body"])

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -44,24 +44,8 @@ fn release_to(s: &mut TestServer, sink: &Peer) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(&s.config).expect("config");
     std::fs::write(&s.config, text.replace("hold = true", "hold = false")).expect("config");
     s.spawn();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !s.queue().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the queue did not drain: {} left\n{}",
-            s.queue().len(),
-            s.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    s.wait_until_queue_empty(Duration::from_secs(90));
     sink.received()
-}
-
-fn merge(mut a: LoadResult, b: LoadResult) -> LoadResult {
-    a.accepted.extend(b.accepted);
-    a.refused.extend(b.refused);
-    a.unanswered.extend(b.unanswered);
-    a
 }
 
 /// Runs a load, breaks the spool's storage with `fault` for three seconds,
@@ -100,7 +84,8 @@ fn survives_a_storage_fault(fault: impl Fn(&Path) -> Box<dyn FnOnce()>) {
         after.refused,
         s.log()
     );
-    let result = merge(during, after);
+    let mut result = during;
+    result.absorb(after);
     let sink = Peer::start(SocketAddr::from(([127, 0, 0, 1], sink_port)), &[]);
     let received = release_to(&mut s, &sink);
     let texts: Vec<&str> = received

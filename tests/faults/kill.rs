@@ -4,7 +4,7 @@
 //! was under way when the server was killed (RFC 5321 §6.1).
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::common::*;
 
@@ -53,20 +53,10 @@ fn ten_sigkills_under_tls_auth_load_lose_nothing() {
                 .collect::<Vec<_>>()
                 .join("\n")
         );
-        result.accepted.extend(got.accepted);
-        result.refused.extend(got.refused);
-        result.unanswered.extend(got.unanswered);
+        result.absorb(got);
         s.spawn();
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !s.queue().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the queue did not drain:\n{}",
-            s.log()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    s.wait_until_queue_empty(Duration::from_secs(120));
     let received = sink.received();
     let tally = tally(
         &tokens_in(received.iter().map(|m| m["data"].as_str().unwrap_or(""))),

@@ -60,11 +60,7 @@ fn survives_a_broken_relay(mode: Option<&str>, attempts: u64) {
     drop(broken);
     let sink = Peer::start(addr, &[]);
     let received = sink.wait_for(MESSAGES, Duration::from_secs(60));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !s.queue().is_empty() {
-        assert!(Instant::now() < deadline, "still queued: {:?}", s.queue());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    s.wait_until_queue_empty(Duration::from_secs(30));
     let tokens = tokens_in(received.iter().map(|m| m["data"].as_str().unwrap_or("")));
     assert_eq!(tokens.len(), MESSAGES, "{tokens:?}");
     assert!(

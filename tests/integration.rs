@@ -13,6 +13,7 @@ mod cli;
 mod delivery;
 mod dns_records;
 mod durability;
+mod envelope;
 mod fuzz_regressions;
 mod mta_inbound;
 mod protocol;

@@ -218,13 +218,15 @@ impl Store {
         )
     }
 
-    /// The stored hash for a login name, if the account exists.
-    pub async fn password_hash(&self, address: &str) -> Result<Option<String>, StoreError> {
+    /// The account a login name (in any case, with or without a trailing dot
+    /// after the domain) names, if it exists: its address as stored, which is
+    /// the identity of an authenticated session, and its password hash.
+    pub async fn login(&self, address: &str) -> Result<Option<(String, String)>, StoreError> {
         let Ok(canonical) = canonical(address) else {
             return Ok(None);
         };
         Ok(
-            sqlx::query_scalar("SELECT password_hash FROM account WHERE address = ?")
+            sqlx::query_as("SELECT address, password_hash FROM account WHERE address = ?")
                 .bind(canonical)
                 .fetch_optional(&self.pool)
                 .await?,
@@ -417,12 +419,8 @@ mod tests {
             Err(StoreError::UserExists(_))
         ));
         assert_eq!(
-            store
-                .password_hash("ALICE@example.com")
-                .await
-                .expect("q")
-                .as_deref(),
-            Some("h1")
+            store.login("ALICE@Example.com.").await.expect("q"),
+            Some(("alice@example.com".into(), "h1".into()))
         );
         store
             .set_password("alice@example.com", "h2")
@@ -430,9 +428,10 @@ mod tests {
             .expect("passwd");
         assert_eq!(
             store
-                .password_hash("alice@example.com")
+                .login("alice@example.com")
                 .await
                 .expect("q")
+                .map(|(_, hash)| hash)
                 .as_deref(),
             Some("h2")
         );

@@ -4,6 +4,20 @@
 
 use crate::common::*;
 
+/// EHLO and MAIL on the MTA port as a trusted client; the MAIL reply.
+fn mail(s: &TestServer, from: &str) -> (Raw, String) {
+    let (mut c, _) = Raw::connect(s.addr("mta"));
+    c.cmd("EHLO client.test");
+    let r = c.cmd(&format!("MAIL FROM:{from}"));
+    (c, r)
+}
+
+fn data(c: &mut Raw) -> String {
+    assert_eq!(code(&c.cmd("DATA")), 354);
+    c.send(b"Subject: envelope\r\n\r\nx\r\n.\r\n");
+    c.reply()
+}
+
 #[test]
 fn issue_9_auth_in_any_case_with_a_trailing_dot_sends_as_the_account() {
     let s = TestServer::start("");
@@ -33,4 +47,40 @@ fn issue_9_auth_in_any_case_with_a_trailing_dot_sends_as_the_account() {
     let q = s.queue();
     assert_eq!(q[0]["auth_user"], "alice@example.com", "{q:?}");
     assert!(s.log().contains("event=\"auth_ok\" user=alice@example.com"));
+}
+
+#[test]
+fn issue_9_accounts_under_the_servers_own_host_name_receive_mail() {
+    let s = TestServer::delivering("");
+    s.cli_ok(&["domain", "add", "mx.test.example"]);
+    s.cli_stdin_ok(
+        &["user", "add", "bob@mx.test.example", "--password-stdin"],
+        "pw",
+    );
+    s.cli_ok(&[
+        "alias",
+        "add",
+        "team@mx.test.example",
+        "bob@mx.test.example",
+    ]);
+    // The store's domain list is cached for a second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (mut c, r) = mail(&s, "<someone@remote.example>");
+    assert_eq!(code(&r), 250);
+    for rcpt in ["Bob@MX.test.example.", "team@mx.test.example", "postmaster"] {
+        let r = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+        assert_eq!(code(&r), 250, "{rcpt}: {r}");
+    }
+    let r = c.cmd("RCPT TO:<nobody@mx.test.example>");
+    assert!(r.starts_with("550 5.1.1"), "{r}");
+    assert!(data(&mut c).starts_with("250 "));
+    let new = s.data_dir().join("mail/mx.test.example/bob/new");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(&new).map_or(0, Iterator::count) < 1 {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // bob by name and through the alias: one copy.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(std::fs::read_dir(&new).map_or(0, Iterator::count), 1);
 }

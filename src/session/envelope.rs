@@ -183,10 +183,12 @@ impl Session {
         rcpt: &Mailbox,
     ) -> Result<RecipientFacts, crate::store::StoreError> {
         let store = &self.ctx.store;
-        // The bare postmaster (and postmaster@our host name) is always ours.
-        let own_host = rcpt.domain == self.hostname();
-        let hosted_domain = own_host || store.is_hosted_domain(&rcpt.domain).await?;
-        let mailbox_exists = hosted_domain && !own_host && store.accepts(rcpt).await?;
+        let in_store = store.is_hosted_domain(&rcpt.domain).await?;
+        // The bare postmaster (and postmaster@our host name) is always ours,
+        // also when the host name is not a hosted domain; when it is, its
+        // accounts and aliases are looked up like any hosted domain's.
+        let hosted_domain = in_store || rcpt.domain == self.hostname();
+        let mailbox_exists = in_store && store.accepts(rcpt).await?;
         Ok(RecipientFacts {
             hosted_domain,
             mailbox_exists,

@@ -1,6 +1,8 @@
 //! DATA and BDAT (RFC 5321 §4.1.1.4, RFC 3030), and the end of a transaction:
 //! the body is checked, prepared and made durable before the 250.
 
+use std::collections::HashSet;
+
 use super::io::SessionEnd;
 use super::{Flow, Session};
 use crate::listener::ListenerRole;
@@ -169,31 +171,37 @@ impl Session {
 impl Session {
     /// Replaces recipients that are aliases by their targets (Postfix's virtual
     /// alias step, done before queueing so each target has its own delivery
-    /// state); the original address is kept as ORCPT for DSNs.
+    /// state); the original address is kept as ORCPT for DSNs. A recipient
+    /// reached twice (named twice, or through two aliases) is kept once.
     async fn expand_aliases(
         &self,
         recipients: Vec<NewRecipient>,
     ) -> Result<Vec<NewRecipient>, StoreError> {
         let mut out: Vec<NewRecipient> = Vec::with_capacity(recipients.len());
+        let mut seen = HashSet::new();
         for r in recipients {
             let targets = self.ctx.store.expand(&r.address).await?;
-            if targets.len() == 1 && targets[0].eq_ignore_ascii_case(&r.address) {
-                out.push(r);
+            if let [only] = targets.as_slice()
+                && only.address.to_lowercase() == r.address.to_lowercase()
+            {
+                // No alias: the recipient keeps its own spelling.
+                if seen.insert(only.address.clone()) {
+                    out.push(r);
+                }
                 continue;
             }
-            for address in targets {
-                if out.iter().any(|o| o.address.eq_ignore_ascii_case(&address)) {
-                    continue;
+            let orcpt = r
+                .orcpt
+                .clone()
+                .or_else(|| Some(format!("rfc822;{}", r.address)));
+            for target in targets {
+                if seen.insert(target.address.clone()) {
+                    out.push(NewRecipient {
+                        address: target.address,
+                        orcpt: orcpt.clone(),
+                        notify: r.notify.clone(),
+                    });
                 }
-                let orcpt = r
-                    .orcpt
-                    .clone()
-                    .or_else(|| Some(format!("rfc822;{}", r.address)));
-                out.push(NewRecipient {
-                    address,
-                    orcpt,
-                    notify: r.notify.clone(),
-                });
             }
         }
         Ok(out)

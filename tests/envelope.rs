@@ -84,3 +84,83 @@ fn issue_9_accounts_under_the_servers_own_host_name_receive_mail() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(std::fs::read_dir(&new).map_or(0, Iterator::count), 1);
 }
+
+#[test]
+fn issue_9_a_recipient_named_twice_is_stored_once() {
+    let s = TestServer::start("trusted_networks = [\"127.0.0.1/32\"]\n");
+    s.cli_ok(&["alias", "add", "sales@example.com", "alice@example.com"]);
+    let (mut c, r) = mail(&s, "<someone@remote.example>");
+    assert_eq!(code(&r), 250);
+    for rcpt in [
+        "alice@example.com",
+        "Alice@EXAMPLE.com.",
+        "sales@example.com",
+        "bob@remote.example",
+        "bob@REMOTE.example",
+        // A remote server may tell local parts apart by case (RFC 5321 §2.4).
+        "Bob@remote.example",
+    ] {
+        let r = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+        assert_eq!(code(&r), 250, "{rcpt}: {r}");
+    }
+    assert!(data(&mut c).starts_with("250 "));
+    let q = s.queue();
+    let rcpts: Vec<&str> = q[0]["recipients"]
+        .as_array()
+        .expect("recipients")
+        .iter()
+        .map(|r| r["address"].as_str().expect("address"))
+        .collect();
+    assert_eq!(
+        rcpts,
+        [
+            "alice@example.com",
+            "bob@remote.example",
+            "Bob@remote.example"
+        ]
+    );
+}
+
+#[test]
+fn issue_9_the_recipient_limit_counts_distinct_recipients() {
+    let s =
+        TestServer::start("trusted_networks = [\"127.0.0.1/32\"]\n[limits]\nmax_recipients = 2\n");
+    let (mut c, _) = mail(&s, "<someone@remote.example>");
+    for rcpt in ["a@remote.example", "a@remote.example", "b@remote.example"] {
+        assert_eq!(code(&c.cmd(&format!("RCPT TO:<{rcpt}>"))), 250, "{rcpt}");
+    }
+    assert_eq!(code(&c.cmd("RCPT TO:<c@remote.example>")), 452);
+}
+
+#[test]
+fn issue_9_envid_and_orcpt_are_decoded_and_controls_refused() {
+    let s = TestServer::start("");
+    for bad in [
+        "ENVID=e+0D+0ABcc:+20victim@example.org",
+        "ENVID=e+00",
+        "ENVID=e+1B[2J",
+        "ENVID=e+ZZ",
+        "ENVID=e+4",
+    ] {
+        let (_, r) = mail(&s, &format!("<someone@remote.example> {bad}"));
+        assert!(r.starts_with("501 5.5.4 "), "{bad}: {r}");
+    }
+    let (mut c, r) = mail(&s, "<someone@remote.example>");
+    assert_eq!(code(&r), 250);
+    for bad in [
+        "ORCPT=rfc822;alice@example.com+0D+0AX-Evil:+201",
+        "ORCPT=rfc822;alice+7F@example.com",
+        "ORCPT=rfc822;alice+Z@example.com",
+    ] {
+        let r = c.cmd(&format!("RCPT TO:<alice@example.com> {bad}"));
+        assert!(r.starts_with("501 5.5.4 "), "{bad}: {r}");
+    }
+    let (mut c, r) = mail(&s, "<someone@remote.example> ENVID=a+2Bb+3Dc+20d");
+    assert_eq!(code(&r), 250, "{r}");
+    let r = c.cmd("RCPT TO:<alice@example.com> ORCPT=rfc822;Alice+2Bx@example.com");
+    assert_eq!(code(&r), 250, "{r}");
+    assert!(data(&mut c).starts_with("250 "));
+    let q = s.queue();
+    assert_eq!(q[0]["dsn"]["envid"], "a+b=c d");
+    assert_eq!(q[0]["recipients"][0]["orcpt"], "rfc822;Alice+x@example.com");
+}

@@ -14,6 +14,7 @@ mod delivery;
 mod dns_records;
 mod durability;
 mod envelope;
+mod forwarding;
 mod fuzz_regressions;
 mod mta_inbound;
 mod protocol;

@@ -203,3 +203,36 @@ fn issue_9_a_duplicate_recipient_gets_one_copy_and_a_hostile_reply_is_defused() 
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(peer.received().len(), 1);
 }
+
+/// One sender gets at most 20 DSNs an hour: the 21st bounce is dropped,
+/// logged and counted in /metrics.
+#[test]
+fn issue_9_bounces_to_one_sender_stop_at_the_hourly_cap() {
+    let dns = TestDns::start();
+    dns.null_mx("nomail.example");
+    let s = sender(&dns, free_port(), "[http]\naddr = \"127.0.0.1:0\"\n");
+    for i in 0..21 {
+        send(
+            &s,
+            "alice@example.com",
+            &["x@nomail.example"],
+            &format!("Subject: fails {i}\n\nx\n"),
+        );
+    }
+    wait_log(&s, "event=\"dsn_suppressed\"");
+    wait_maildir(&s, "example.com", "alice", 20);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(wait_maildir(&s, "example.com", "alice", 20).len(), 20);
+    assert_eq!(count(&s, "event=\"dsn_suppressed\""), 1);
+    require_tool("curl");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "20"])
+        .arg(format!("http://{}/metrics", s.http_addrs()[0]))
+        .output()
+        .expect("curl");
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        metrics.contains("postern_dsn_suppressed_total 1"),
+        "{metrics}"
+    );
+}

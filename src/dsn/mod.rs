@@ -4,6 +4,10 @@
 //! machine-readable status per recipient, and the original headers or message
 //! (per RET). A message from the null sender is never bounced.
 
+mod budget;
+
+pub use budget::{DsnBudget, MAX_DSN_PER_SENDER_PER_HOUR};
+
 use mail_builder::MessageBuilder;
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::mime::MimePart;

@@ -164,3 +164,30 @@ fn issue_9_envid_and_orcpt_are_decoded_and_controls_refused() {
     assert_eq!(q[0]["dsn"]["envid"], "a+b=c d");
     assert_eq!(q[0]["recipients"][0]["orcpt"], "rfc822;Alice+x@example.com");
 }
+
+/// An alias may reach 1000 addresses; one more defers the message with a
+/// reason instead of making 1001 copies.
+#[test]
+fn issue_9_an_alias_expands_to_at_most_1000_addresses() {
+    let s = TestServer::start("");
+    let targets: Vec<String> = (0..1000).map(|i| format!("t{i}@remote.example")).collect();
+    let mut args = vec!["alias", "add", "big@example.com"];
+    args.extend(targets.iter().map(String::as_str));
+    s.cli_ok(&args);
+    let (mut c, _) = mail(&s, "<someone@remote.example>");
+    assert_eq!(code(&c.cmd("RCPT TO:<big@example.com>")), 250);
+    assert!(data(&mut c).starts_with("250 "));
+    assert_eq!(
+        s.queue()[0]["recipients"].as_array().map(Vec::len),
+        Some(1000)
+    );
+    s.cli_ok(&["alias", "add", "big@example.com", "one.more@remote.example"]);
+    let (mut c, _) = mail(&s, "<someone@remote.example>");
+    assert_eq!(code(&c.cmd("RCPT TO:<big@example.com>")), 250);
+    let r = data(&mut c);
+    assert!(
+        r.starts_with("451 4.3.0 <big@example.com>: alias expands to more than 1000 addresses"),
+        "{r}"
+    );
+    assert!(s.log().contains("event=\"alias_too_large\""));
+}

@@ -3,6 +3,7 @@
 //! DSN parameters ENVID and ORCPT as clients encode them.
 
 use crate::common::*;
+use crate::delivery::wait_maildir;
 
 /// EHLO and MAIL on the MTA port as a trusted client; the MAIL reply.
 fn mail(s: &TestServer, from: &str) -> (Raw, String) {
@@ -74,15 +75,10 @@ fn issue_9_accounts_under_the_servers_own_host_name_receive_mail() {
     let r = c.cmd("RCPT TO:<nobody@mx.test.example>");
     assert!(r.starts_with("550 5.1.1"), "{r}");
     assert!(data(&mut c).starts_with("250 "));
-    let new = s.data_dir().join("mail/mx.test.example/bob/new");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::fs::read_dir(&new).map_or(0, Iterator::count) < 1 {
-        assert!(std::time::Instant::now() < deadline, "{}", s.log());
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_maildir(&s, "mx.test.example", "bob", 1);
     // bob by name and through the alias: one copy.
     std::thread::sleep(std::time::Duration::from_millis(500));
-    assert_eq!(std::fs::read_dir(&new).map_or(0, Iterator::count), 1);
+    assert_eq!(wait_maildir(&s, "mx.test.example", "bob", 1).len(), 1);
 }
 
 #[test]

@@ -6,18 +6,18 @@ use std::time::Duration;
 
 use crate::common::*;
 
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
-fn ip(last: u8) -> IpAddr {
+pub(crate) fn ip(last: u8) -> IpAddr {
     IpAddr::from([127, 0, 0, last])
 }
 
-fn at(last: u8, port: u16) -> SocketAddr {
+pub(crate) fn at(last: u8, port: u16) -> SocketAddr {
     SocketAddr::new(ip(last), port)
 }
 
 /// A delivering server that asks `dns` and reaches MX hosts on `port`.
-fn sender(dns: &TestDns, port: u16, extra: &str) -> TestServer {
+pub(crate) fn sender(dns: &TestDns, port: u16, extra: &str) -> TestServer {
     TestServer::delivering(&format!(
         "trusted_networks = [\"127.0.0.1/32\"]\n[delivery]\nmx_port = {port}\n{}retry_min = 1\nretry_max = 2\ntimeout = 5\nconnect_timeout = 3\n{extra}",
         dns.config()
@@ -25,7 +25,7 @@ fn sender(dns: &TestDns, port: u16, extra: &str) -> TestServer {
 }
 
 /// Sends one message through the server's MTA port as a trusted client.
-fn send(s: &TestServer, from: &str, to: &[&str], body: &str) -> String {
+pub(crate) fn send(s: &TestServer, from: &str, to: &[&str], body: &str) -> String {
     let (mut c, _) = Raw::connect(s.addr("mta"));
     c.cmd("EHLO client.test");
     assert_eq!(code(&c.cmd(&format!("MAIL FROM:<{from}>"))), 250);
@@ -42,7 +42,7 @@ fn send(s: &TestServer, from: &str, to: &[&str], body: &str) -> String {
 }
 
 /// Waits until the queue holds exactly `n` messages.
-fn wait_queue(s: &TestServer, n: usize) -> Vec<serde_json::Value> {
+pub(crate) fn wait_queue(s: &TestServer, n: usize) -> Vec<serde_json::Value> {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let q = s.queue();
@@ -60,7 +60,7 @@ fn wait_queue(s: &TestServer, n: usize) -> Vec<serde_json::Value> {
 }
 
 /// Waits until the server's log contains `needle`.
-fn wait_log(s: &TestServer, needle: &str) {
+pub(crate) fn wait_log(s: &TestServer, needle: &str) {
     let deadline = std::time::Instant::now() + WAIT;
     while !s.log().contains(needle) {
         assert!(
@@ -90,7 +90,7 @@ fn maildir(s: &TestServer, domain: &str, user: &str) -> Vec<String> {
         .collect()
 }
 
-fn wait_maildir(s: &TestServer, domain: &str, user: &str, n: usize) -> Vec<String> {
+pub(crate) fn wait_maildir(s: &TestServer, domain: &str, user: &str, n: usize) -> Vec<String> {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let m = maildir(s, domain, user);
@@ -123,7 +123,7 @@ for block in status.get_payload():
         print("field:", k + ":", v)
 "#;
 
-fn parse_dsn(s: &TestServer, text: &str) -> String {
+pub(crate) fn parse_dsn(s: &TestServer, text: &str) -> String {
     let path = s.dir.path().join("dsn.eml");
     std::fs::write(&path, text).expect("write dsn");
     let out = python(PARSE_DSN, &[path.to_str().expect("path")]);

@@ -21,6 +21,8 @@ mod sasl;
 mod smtp_command;
 #[path = "../fuzz/checks/smtp_data.rs"]
 mod smtp_data;
+#[path = "../fuzz/checks/xtext.rs"]
+mod xtext;
 
 /// Runs `check` on each input of `target` and fails naming every input that panics.
 fn replay(target: &str, check: fn(&[u8])) {
@@ -89,4 +91,9 @@ fn replay_message() {
 #[test]
 fn replay_queue_id() {
     replay("queue_id", queue_id::check);
+}
+
+#[test]
+fn replay_xtext() {
+    replay("xtext", xtext::check);
 }

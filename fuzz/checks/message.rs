@@ -1,9 +1,10 @@
 //! A submitted message as `prepare` reads it: the From: addresses for the sender
-//! policy, then the trace and missing headers put on top. The input is HELO name
-//! NUL recipient NUL message. Checks: no panic; the message follows the added
-//! lines byte for byte; client text cannot break or start a header line.
+//! policy and the Delivered-To: marks, then the trace and missing headers put
+//! on top. The input is HELO name NUL recipient NUL message. Checks: no panic;
+//! the message follows the added lines byte for byte; client text cannot break
+//! or start a header line.
 
-use postern::prepare::{Arrival, finish, header_from_addresses};
+use postern::prepare::{Arrival, delivered_to, finish, header_from_addresses};
 use postern::spool::QueueId;
 
 pub fn check(input: &[u8]) {
@@ -26,7 +27,9 @@ pub fn check(input: &[u8]) {
         queue_id: &id,
         single_recipient: Some(rcpt),
         submission: true,
+        delivered_to: &[],
     };
+    let _ = delivered_to(body);
     let out = finish(&arrival, body);
     let added = out.strip_suffix(body).map(String::from_utf8_lossy);
     let Some(lines) = added.as_deref().and_then(|a| a.strip_suffix("\r\n")) else {

@@ -106,16 +106,19 @@ impl Authenticator {
         if self.is_blocked(ip) {
             return Ok(AuthOutcome::Throttled);
         }
-        let stored = self.store.password_hash(username).await?;
-        let known = stored.is_some();
-        let hash = stored.unwrap_or_else(|| decoy_hash().to_string());
+        let (account, hash) = match self.store.login(username).await? {
+            Some((address, hash)) => (Some(address), hash),
+            None => (None, decoy_hash().to_string()),
+        };
         let password = password.to_string();
         // Argon2 takes tens of milliseconds of CPU: keep it off the async workers.
         let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
             .await
             .map_err(|e| AuthError::Hash(e.to_string()))?;
-        if known && matches {
-            Ok(AuthOutcome::Success(username.to_lowercase()))
+        if let Some(address) = account.filter(|_| matches) {
+            // The store's spelling, not the login's: `Alice@Example.COM.`
+            // logs in as alice@example.com and sends as that address.
+            Ok(AuthOutcome::Success(address))
         } else {
             self.record_failure(ip);
             Ok(AuthOutcome::Failure)
@@ -163,7 +166,7 @@ mod tests {
             AuthOutcome::Throttled
         );
         assert_eq!(
-            auth.verify(other, "A@example.com", "right")
+            auth.verify(other, "A@Example.COM.", "right")
                 .await
                 .expect("v"),
             AuthOutcome::Success("a@example.com".into())

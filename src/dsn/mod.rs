@@ -4,6 +4,10 @@
 //! machine-readable status per recipient, and the original headers or message
 //! (per RET). A message from the null sender is never bounced.
 
+mod budget;
+
+pub use budget::{DsnBudget, MAX_DSN_PER_SENDER_PER_HOUR};
+
 use mail_builder::MessageBuilder;
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::mime::MimePart;
@@ -80,6 +84,16 @@ pub fn explain(f: &FailedRecipient<'_>, lifetime_days: u64) -> String {
     format!("{}.", f.text)
 }
 
+/// Text from outside (the client's ENVID and ORCPT, a remote server's reply,
+/// addresses) as it may appear in the report: a CR or LF would start a field
+/// of the sender's or the remote's choosing, and other controls reach a
+/// reader's terminal; each becomes a space.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// Builds the DSN for `failed` recipients of `original`, or `None` when nobody
 /// should get one (null sender, or NOTIFY without FAILURE for all of them).
 pub fn bounce(
@@ -106,8 +120,8 @@ pub fn bounce(
     for f in &failed {
         human.push_str(&format!(
             "  <{}>: {}\r\n",
-            f.recipient.address,
-            explain(f, lifetime_days)
+            printable(&f.recipient.address),
+            printable(&explain(f, lifetime_days))
         ));
     }
     human.push_str("\r\nThe technical details and the original message's headers follow.\r\n");
@@ -118,25 +132,27 @@ pub fn bounce(
         DateTime::from_timestamp(original.created).to_rfc822()
     );
     if let Some(envid) = &original.dsn.envid {
-        status.push_str(&format!("Original-Envelope-Id: {envid}\r\n"));
+        status.push_str(&format!("Original-Envelope-Id: {}\r\n", printable(envid)));
     }
     for f in &failed {
         status.push_str(&format!(
             "\r\nFinal-Recipient: rfc822; {}\r\n",
-            f.recipient.address
+            printable(&f.recipient.address)
         ));
         if let Some(orcpt) = &f.recipient.orcpt {
             status.push_str(&format!(
                 "Original-Recipient: {}\r\n",
-                orcpt.replacen(';', "; ", 1)
+                printable(&orcpt.replacen(';', "; ", 1))
             ));
         }
         status.push_str(&format!("Action: failed\r\nStatus: {}\r\n", status_code(f)));
         match f.reply {
-            Some(reply) => status.push_str(&format!("Diagnostic-Code: smtp; {reply}\r\n")),
+            Some(reply) => {
+                status.push_str(&format!("Diagnostic-Code: smtp; {}\r\n", printable(reply)))
+            }
             None => status.push_str(&format!(
                 "Diagnostic-Code: x-postern; {}\r\n",
-                f.text.replace(['\r', '\n'], " ")
+                printable(f.text)
             )),
         }
     }
@@ -270,6 +286,67 @@ mod tests {
         assert!(text.contains("Original-Envelope-Id: env-1"));
         assert!(
             text.contains("Content-Type: message/rfc822") && text.contains("the body"),
+            "{text}"
+        );
+    }
+
+    /// Whatever the client and the remote server sent, the report's fields
+    /// are whole lines of printable text and parse as the values given.
+    #[test]
+    fn hostile_text_cannot_add_fields_or_controls() {
+        let mut r = rcpt("bob@remote.example", None);
+        r.orcpt = Some("rfc822;orig@example.org\r\nX-Evil: orcpt".into());
+        let mut message = original("a@example.com", None);
+        message.dsn.envid = Some("env\r\nBcc: victim@example.org".into());
+        let failed = [
+            FailedRecipient {
+                recipient: &r,
+                text: "mx said: 550 5.1.1 x",
+                reply: Some("550 5.1.1 no\x1b]0;owned\x07 such\0user\r\nX-Evil: reply"),
+                expired: false,
+            },
+            FailedRecipient {
+                recipient: &r,
+                text: "local\nX-Evil: text\x1b[2J",
+                reply: None,
+                expired: false,
+            },
+        ];
+        let dsn = bounce(
+            "mx.example.com",
+            &message,
+            b"Subject: o\r\n\r\nb\r\n",
+            &failed,
+            5,
+        )
+        .expect("dsn");
+        let text = String::from_utf8_lossy(&dsn.body);
+        for line in text.split("\r\n") {
+            assert!(
+                !line.contains(|c: char| c.is_control() && c != '\t'),
+                "{line:?}"
+            );
+            assert!(
+                !line.starts_with("X-Evil") && !line.starts_with("Bcc"),
+                "{line:?}"
+            );
+        }
+        assert!(
+            text.contains("Original-Envelope-Id: env  Bcc: victim@example.org\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "Diagnostic-Code: smtp; 550 5.1.1 no ]0;owned  such user  X-Evil: reply\r\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Original-Recipient: rfc822; orig@example.org  X-Evil: orcpt\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Diagnostic-Code: x-postern; local X-Evil: text [2J\r\n"),
             "{text}"
         );
     }

@@ -13,6 +13,7 @@ use smtp_proto::{
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::smtp::Stream;
+use crate::smtp::xtext;
 use tokio_rustls::TlsConnector;
 
 use super::failure::{DeliveryFailure, Scope, Severity, render};
@@ -247,20 +248,6 @@ async fn ehlo<T: AsyncRead + AsyncWrite + Unpin>(
     })
 }
 
-/// Encodes a DSN value as xtext (RFC 3461 §4).
-fn xtext(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| {
-            if (33..=126).contains(&b) && b != b'+' && b != b'=' {
-                (b as char).to_string()
-            } else {
-                format!("+{b:02X}")
-            }
-        })
-        .collect()
-}
-
 fn mail_command(env: &Envelope<'_>, caps: &EhloResponse<String>) -> String {
     let mut cmd = format!("MAIL FROM:<{}>", env.sender);
     if caps.has_capability(EXT_SIZE) {
@@ -277,7 +264,7 @@ fn mail_command(env: &Envelope<'_>, caps: &EhloResponse<String>) -> String {
             cmd.push_str(&format!(" RET={ret}"));
         }
         if let Some(envid) = env.envid {
-            cmd.push_str(&format!(" ENVID={}", xtext(envid)));
+            cmd.push_str(&format!(" ENVID={}", xtext::encode(envid)));
         }
     }
     cmd.push_str("\r\n");
@@ -292,7 +279,7 @@ fn rcpt_command(r: &Rcpt<'_>, caps: &EhloResponse<String>) -> String {
         }
         if let Some(orcpt) = r.orcpt {
             let (kind, addr) = orcpt.split_once(';').unwrap_or(("rfc822", orcpt));
-            cmd.push_str(&format!(" ORCPT={kind};{}", xtext(addr)));
+            cmd.push_str(&format!(" ORCPT={kind};{}", xtext::encode(addr)));
         }
     }
     cmd.push_str("\r\n");
@@ -597,12 +584,6 @@ mod tests {
                 assert!(!seen.contains("AUTH"), "{seen}");
             }
         }
-    }
-
-    #[test]
-    fn xtext_encodes_what_it_must() {
-        assert_eq!(xtext("a+b=c d"), "a+2Bb+3Dc+20d");
-        assert_eq!(xtext("plain@example.com"), "plain@example.com");
     }
 
     async fn on_the_wire(body: &[u8]) -> Vec<u8> {

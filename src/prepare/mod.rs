@@ -21,6 +21,9 @@ pub struct Arrival<'a> {
     /// does not reveal the other (Bcc) recipients.
     pub single_recipient: Option<&'a str>,
     pub submission: bool,
+    /// Aliases of ours this message passes through to other servers: each
+    /// gets a `Delivered-To:`, so that a copy coming back is recognised.
+    pub delivered_to: &'a [String],
 }
 
 /// The addresses in the header From:, as the sender policy needs them.
@@ -35,6 +38,25 @@ pub fn header_from_addresses(body: &[u8]) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The addresses in the message's `Delivered-To:` fields, lower-cased: the
+/// marks forwarding servers (Postfix's local, us) leave against loops.
+pub fn delivered_to(body: &[u8]) -> Vec<String> {
+    let Some(msg) = MessageParser::default().parse_headers(body) else {
+        return Vec::new();
+    };
+    msg.headers()
+        .iter()
+        .filter(|h| h.name == HeaderName::DeliveredTo)
+        .filter_map(|h| body.get(h.offset_start as usize..h.offset_end as usize))
+        .map(|raw| {
+            let text = String::from_utf8_lossy(raw);
+            let text = text.trim();
+            let text = text.strip_prefix('<').unwrap_or(text);
+            text.strip_suffix('>').unwrap_or(text).to_lowercase()
+        })
+        .collect()
 }
 
 /// Returns the message as it will be stored: new headers, then the body.
@@ -52,6 +74,11 @@ pub fn finish(arrival: &Arrival<'_>, body: &[u8]) -> Vec<u8> {
 pub fn trace_headers(arrival: &Arrival<'_>, body: &[u8]) -> Vec<u8> {
     let date = DateTime::from_timestamp(now_unix()).to_rfc822();
     let mut head = String::with_capacity(512);
+    // On top, as Postfix's local delivery puts it. The addresses passed
+    // Mailbox::parse, which refuses controls and spaces.
+    for alias in arrival.delivered_to {
+        head.push_str(&format!("Delivered-To: {alias}\r\n"));
+    }
     head.push_str(&format!(
         "Received: from {} ([{}])\r\n",
         sanitize(arrival.helo),
@@ -119,6 +146,7 @@ mod tests {
             queue_id: id,
             single_recipient: Some("bob@example.org"),
             submission,
+            delivered_to: &[],
         }
     }
 
@@ -152,6 +180,32 @@ mod tests {
         .expect("utf8");
         assert_eq!(out.matches("Date:").count(), 1);
         assert_eq!(out.matches("Message-ID:").count(), 1);
+    }
+
+    #[test]
+    fn delivered_to_marks_are_written_and_read_back() {
+        let id = QueueId::generate();
+        let marks = ["sales@example.com".to_string(), "info@example.com".into()];
+        let arrival = Arrival {
+            delivered_to: &marks,
+            ..arrival(&id, false)
+        };
+        let out = finish(
+            &arrival,
+            b"Delivered-To: <Old@Example.org>\r\nSubject: x\r\n\r\nhi\r\n",
+        );
+        assert!(
+            out.starts_with(
+                b"Delivered-To: sales@example.com\r\nDelivered-To: info@example.com\r\nReceived: "
+            ),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        assert_eq!(
+            delivered_to(&out),
+            ["sales@example.com", "info@example.com", "old@example.org"]
+        );
+        assert!(delivered_to(b"Subject: none\r\n\r\nDelivered-To: x@y\r\n").is_empty());
     }
 
     #[test]

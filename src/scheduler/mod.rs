@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::Config;
+use crate::dsn::{DsnBudget, MAX_DSN_PER_SENDER_PER_HOUR};
 use crate::local::maildir;
 use crate::outbound::failure::{DeliveryFailure, Scope, Severity};
 use crate::outbound::{Envelope, Outbound, Rcpt, RecipientResult};
@@ -44,6 +45,7 @@ pub struct Delivery {
     pub outbound: Outbound,
     global: Arc<Semaphore>,
     per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
+    dsn_budget: DsnBudget,
 }
 
 impl Delivery {
@@ -56,7 +58,21 @@ impl Delivery {
             outbound,
             global,
             per_destination: Mutex::new(HashMap::new()),
+            dsn_budget: DsnBudget::new(MAX_DSN_PER_SENDER_PER_HOUR),
         }
+    }
+
+    /// Whether `message`'s sender may get one more DSN now; when not, the
+    /// bounce is dropped with a `dsn_suppressed` line and a count.
+    fn dsn_allowed(&self, message: &QueuedMessage) -> bool {
+        let allowed = self
+            .dsn_budget
+            .allow(&message.sender, std::time::Instant::now());
+        if !allowed {
+            tracing::warn!(event = "dsn_suppressed", qid = %message.id, to = %message.sender, limit_per_hour = MAX_DSN_PER_SENDER_PER_HOUR);
+            metrics::counter!("postern_dsn_suppressed_total").increment(1);
+        }
+        allowed
     }
 
     fn destination_slots(&self, key: &str) -> Arc<Semaphore> {
@@ -264,7 +280,10 @@ async fn deliver_message(
         Cow::Borrowed(&[][..])
     };
     let applied = outcome::apply(&delivery.config, &message, &body, &results, now_unix());
-    let bounce = applied.bounce.map(|b| (QueueId::generate(), b));
+    let bounce = applied
+        .bounce
+        .filter(|_| delivery.dsn_allowed(&message))
+        .map(|b| (QueueId::generate(), b));
     if let Some((id, _)) = &bounce {
         tracing::info!(event = "dsn_queued", qid = %message.id, dsn = %id);
     }

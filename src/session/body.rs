@@ -1,6 +1,8 @@
 //! DATA and BDAT (RFC 5321 §4.1.1.4, RFC 3030), and the end of a transaction:
 //! the body is checked, prepared and made durable before the 250.
 
+use std::collections::HashSet;
+
 use super::incoming::{IncomingBody, Unreceived};
 use super::io::{BodyPace, SessionEnd};
 use super::{Flow, Session};
@@ -10,8 +12,10 @@ use crate::policy::sender::check_header_from;
 use crate::prepare::{self, Arrival};
 use crate::smtp::data::{BodyReader, BodyViolation};
 use crate::smtp::reply::Reply;
-use crate::spool::{NewMessage, NewRecipient, QueueId, SpillFile, SpoolError, WriteError};
-use crate::store::StoreError;
+use crate::spool::{
+    DsnEnvelope, NewMessage, NewRecipient, QueueId, SpillFile, SpoolError, WriteError,
+};
+use crate::store::{MAX_ALIAS_EXPANSION, StoreError};
 
 impl Session {
     fn check_body_start(&self) -> Result<(), Reply> {
@@ -102,6 +106,11 @@ impl Session {
             tracing::info!(event = "rejected", reply = %reply);
             return self.reply(reply);
         }
+        let marks = prepare::delivered_to(&received.head);
+        let expanded = match self.expand_aliases(&tx.recipients, &marks).await {
+            Ok(e) => e,
+            Err(reply) => return self.reply(reply),
+        };
         let queue_id = QueueId::generate();
         let protocol = match (
             self.greeting.as_ref().is_some_and(|g| g.extended),
@@ -134,6 +143,7 @@ impl Session {
                 _ => None,
             },
             submission: self.role != ListenerRole::Mta || self.identity.is_some(),
+            delivered_to: &expanded.forwarded,
         };
         let trace = prepare::trace_headers(&arrival, &received.head);
         // A body held in memory is stored after the new headers, in one piece
@@ -144,17 +154,10 @@ impl Session {
             Some(file) => (trace, Some(file)),
         };
         let sender = tx.sender_text();
-        let recipients = match self.expand_aliases(tx.recipients).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(event = "store_error", error = %e);
-                return self.reply(Reply::local_error());
-            }
-        };
         let message = NewMessage {
             sender: sender.clone(),
-            recipients,
-            dsn: tx.dsn,
+            dsn: expanded.dsn(tx.dsn),
+            recipients: expanded.recipients,
             auth_user: self.identity.clone(),
             smtputf8: tx.smtputf8,
             body: stored.into(),
@@ -192,36 +195,109 @@ fn storage_reply(e: &WriteError) -> Reply {
     }
 }
 
+/// The recipients of a transaction after alias expansion.
+struct Expanded {
+    recipients: Vec<NewRecipient>,
+    /// Recipients that are aliases forwarding (at least in part) to other
+    /// domains, canonical: the stored message gets a `Delivered-To:` for each.
+    /// All recipients share one stored copy (one commit behind one 250), so
+    /// every copy, local ones included, carries every mark: a Bcc'd alias is
+    /// then visible in the others' copies, a smaller harm than a loop.
+    forwarded: Vec<String>,
+    /// The DSN of a failed forward returns the headers only (see `dsn`).
+    headers_only: bool,
+}
+
+impl Expanded {
+    /// The message's DSN parameters, with RET=HDRS forced where asked: this
+    /// is where the queued message gets it.
+    fn dsn(&self, mut dsn: DsnEnvelope) -> DsnEnvelope {
+        if self.headers_only {
+            dsn.ret = Some("HDRS".to_string());
+        }
+        dsn
+    }
+}
+
 impl Session {
     /// Replaces recipients that are aliases by their targets (Postfix's virtual
     /// alias step, done before queueing so each target has its own delivery
-    /// state); the original address is kept as ORCPT for DSNs.
+    /// state); the original address is kept as ORCPT for DSNs. A recipient
+    /// reached twice (named twice, or through two aliases) is kept once. An
+    /// alias the message's `Delivered-To:` fields (`marks`) already name is a
+    /// forwarding loop: the message came back, and is refused.
     async fn expand_aliases(
         &self,
-        recipients: Vec<NewRecipient>,
-    ) -> Result<Vec<NewRecipient>, StoreError> {
-        let mut out: Vec<NewRecipient> = Vec::with_capacity(recipients.len());
+        recipients: &[NewRecipient],
+        marks: &[String],
+    ) -> Result<Expanded, Reply> {
+        let mut out = Expanded {
+            recipients: Vec::with_capacity(recipients.len()),
+            forwarded: Vec::new(),
+            headers_only: false,
+        };
+        let mut seen = HashSet::new();
         for r in recipients {
-            let targets = self.ctx.store.expand(&r.address).await?;
-            if targets.len() == 1 && targets[0].eq_ignore_ascii_case(&r.address) {
-                out.push(r);
+            let targets = match self.ctx.store.expand(&r.address).await {
+                Ok(t) => t,
+                Err(StoreError::AliasTooLarge(alias)) => {
+                    tracing::error!(event = "alias_too_large", rcpt = %alias, limit = MAX_ALIAS_EXPANSION);
+                    // Postfix defers too: the administrator can mend the alias.
+                    return Err(Reply::new(
+                        451,
+                        (3, 0),
+                        format!(
+                            "<{alias}>: alias expands to more than {MAX_ALIAS_EXPANSION} addresses; try again later"
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!(event = "store_error", error = %e);
+                    return Err(Reply::local_error());
+                }
+            };
+            let key = r.address.to_lowercase();
+            if let [only] = targets.as_slice()
+                && only.address.to_lowercase() == key
+            {
+                // No alias: the recipient keeps its own spelling.
+                if seen.insert(only.address.clone()) {
+                    out.recipients.push(r.clone());
+                }
                 continue;
             }
-            for address in targets {
-                if out.iter().any(|o| o.address.eq_ignore_ascii_case(&address)) {
-                    continue;
+            // An alias is in a hosted domain, where the key is the lower case.
+            if marks.contains(&key) {
+                tracing::info!(event = "rejected", rcpt = %r.address, reason = "forwarding loop");
+                return Err(Reply::new(
+                    554,
+                    (4, 6),
+                    format!("mail forwarding loop for <{}>", r.address),
+                ));
+            }
+            if targets.iter().any(|t| !t.hosted) {
+                out.forwarded.push(key);
+            }
+            let orcpt = r
+                .orcpt
+                .clone()
+                .or_else(|| Some(format!("rfc822;{}", r.address)));
+            for target in targets {
+                if seen.insert(target.address.clone()) {
+                    out.recipients.push(NewRecipient {
+                        address: target.address,
+                        orcpt: orcpt.clone(),
+                        notify: r.notify.clone(),
+                    });
                 }
-                let orcpt = r
-                    .orcpt
-                    .clone()
-                    .or_else(|| Some(format!("rfc822;{}", r.address)));
-                out.push(NewRecipient {
-                    address,
-                    orcpt,
-                    notify: r.notify.clone(),
-                });
             }
         }
+        // No backscatter: anonymous mail from another server to an alias
+        // that forwards elsewhere is often spam with a forged sender; should
+        // the forward fail for good, the bounce to that sender (and any the
+        // next hop makes) carries the headers only.
+        out.headers_only =
+            !out.forwarded.is_empty() && self.role == ListenerRole::Mta && self.identity.is_none();
         Ok(out)
     }
 }

@@ -1,6 +1,8 @@
 //! MAIL FROM and RCPT TO: the envelope of a transaction, with the ESMTP
 //! parameters we announce (SIZE, BODY, SMTPUTF8, DSN's RET/ENVID/NOTIFY/ORCPT).
 
+use std::collections::HashSet;
+
 use smtp_proto::{
     MAIL_BODY_BINARYMIME, MAIL_BY_NOTIFY, MAIL_BY_RETURN, MAIL_BY_TRACE, MAIL_CONPERM,
     MAIL_REQUIRETLS, MAIL_RET_FULL, MAIL_RET_HDRS, MAIL_SMTPUTF8, MailFrom, RCPT_CONNEG,
@@ -16,6 +18,7 @@ use crate::policy::relay::{ClientStanding, RecipientFacts, check_recipient};
 use crate::policy::sender::check_envelope_sender;
 use crate::smtp::address::Mailbox;
 use crate::smtp::reply::Reply;
+use crate::smtp::xtext;
 use crate::spool::{DsnEnvelope, NewRecipient};
 
 /// Parameters smtp-proto understands but we do not announce: using one is a 555.
@@ -87,9 +90,17 @@ impl Session {
         Ok(sender)
     }
 
-    pub(super) async fn mail(&mut self, from: MailFrom<String>) -> Flow {
+    pub(super) async fn mail(&mut self, from: MailFrom<String>, line: &[u8]) -> Flow {
         let sender = match self.check_mail(&from) {
             Ok(s) => s,
+            Err(reply) => return self.reply(reply),
+        };
+        let envid = match from
+            .env_id
+            .map(|_| dsn_parameter(line, "ENVID"))
+            .transpose()
+        {
+            Ok(envid) => envid,
             Err(reply) => return self.reply(reply),
         };
         let ret = if from.flags & MAIL_RET_FULL != 0 {
@@ -102,11 +113,9 @@ impl Session {
         self.tx = Some(Transaction {
             sender,
             smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
-            dsn: DsnEnvelope {
-                ret,
-                envid: from.env_id,
-            },
+            dsn: DsnEnvelope { ret, envid },
             recipients: Vec::new(),
+            recipient_keys: HashSet::new(),
             chunks: None,
         });
         self.reply(Reply::new(250, (1, 0), "Ok"))
@@ -155,6 +164,10 @@ impl Session {
             Ok(r) => r,
             Err(reply) => return self.reply(reply),
         };
+        let orcpt = match to.orcpt.map(|_| dsn_parameter(line, "ORCPT")).transpose() {
+            Ok(orcpt) => orcpt,
+            Err(reply) => return self.reply(reply),
+        };
         let facts = match self.recipient_facts(&rcpt).await {
             Ok(f) => f,
             Err(e) => {
@@ -170,12 +183,17 @@ impl Session {
             tracing::info!(event = "rejected", rcpt = %rcpt, reply = %reply);
             return self.reply(reply);
         }
-        if let Some(tx) = &mut self.tx {
-            // smtp-proto keeps only the address of ORCPT; rfc822 is the only
-            // address type it accepts, so the stored form names it again.
+        // A recipient named twice gets its 250 again but one copy.
+        if let Some(tx) = &mut self.tx
+            && tx
+                .recipient_keys
+                .insert(rcpt.recipient_key(facts.hosted_domain))
+        {
+            // rfc822 is the only address type smtp-proto accepts in ORCPT, so
+            // the stored form names it again.
             tx.recipients.push(NewRecipient {
                 address: rcpt.to_string(),
-                orcpt: to.orcpt.map(|a| format!("rfc822;{a}")),
+                orcpt: orcpt.map(|a| format!("rfc822;{a}")),
                 notify: notify_text(to.flags),
             });
         }
@@ -187,15 +205,36 @@ impl Session {
         rcpt: &Mailbox,
     ) -> Result<RecipientFacts, crate::store::StoreError> {
         let store = &self.ctx.store;
-        // The bare postmaster (and postmaster@our host name) is always ours.
-        let own_host = rcpt.domain == self.hostname();
-        let hosted_domain = own_host || store.is_hosted_domain(&rcpt.domain).await?;
-        let mailbox_exists = hosted_domain && !own_host && store.accepts(rcpt).await?;
+        let in_store = store.is_hosted_domain(&rcpt.domain).await?;
+        // The bare postmaster (and postmaster@our host name) is always ours,
+        // also when the host name is not a hosted domain; when it is, its
+        // accounts and aliases are looked up like any hosted domain's.
+        let hosted_domain = in_store || rcpt.domain == self.hostname();
+        let mailbox_exists = in_store && store.accepts(rcpt).await?;
         Ok(RecipientFacts {
             hosted_domain,
             mailbox_exists,
         })
     }
+}
+
+/// The value of a DSN parameter smtp-proto accepted, decoded again from the
+/// client's own text (see `smtp::xtext`): 501 5.5.4 when it is malformed or
+/// stands for a control character, as Postfix answers.
+fn dsn_parameter(line: &[u8], name: &str) -> Result<String, Reply> {
+    let refuse = |why: &dyn std::fmt::Display| {
+        Reply::new(501, (5, 4), format!("Bad {name} parameter syntax: {why}"))
+    };
+    let raw = std::str::from_utf8(line)
+        .ok()
+        .and_then(|l| xtext::parameter(l, name))
+        .ok_or_else(|| refuse(&"it cannot be read"))?;
+    // ORCPT is `addr-type;xtext`; the type was checked by smtp-proto.
+    let encoded = match name {
+        "ORCPT" => raw.split_once(';').map_or(raw, |(_, address)| address),
+        _ => raw,
+    };
+    xtext::decode(encoded).map_err(|e| refuse(&e))
 }
 
 /// Whether the RCPT line's path is `<postmaster>` in any case.

@@ -206,7 +206,7 @@ impl Session {
                 mechanism,
                 initial_response,
             } => self.auth(mechanism, initial_response).await,
-            Request::Mail { from } => Ok(self.mail(from).await),
+            Request::Mail { from } => Ok(self.mail(from, line).await),
             Request::Rcpt { to } => Ok(self.rcpt(to, line).await),
             Request::Data => self.data().await,
             Request::Bdat {

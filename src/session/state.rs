@@ -2,6 +2,8 @@
 //! from the session (OpenSMTPD's smtp_tx) so RSET, EHLO and STARTTLS reset it by
 //! dropping one value.
 
+use std::collections::HashSet;
+
 use super::incoming::IncomingBody;
 use crate::smtp::address::Mailbox;
 use crate::spool::{DsnEnvelope, NewRecipient};
@@ -12,6 +14,8 @@ pub struct Transaction {
     pub smtputf8: bool,
     pub dsn: DsnEnvelope,
     pub recipients: Vec<NewRecipient>,
+    /// `Mailbox::recipient_key` of each recipient, to keep a duplicate out.
+    pub recipient_keys: HashSet<String>,
     /// BDAT chunks received so far; `None` until the first BDAT.
     pub chunks: Option<IncomingBody>,
 }

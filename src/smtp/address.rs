@@ -55,6 +55,19 @@ impl Mailbox {
         format!("{}@{}", self.local.to_lowercase(), self.domain)
     }
 
+    /// What tells two recipients of one message apart: in a domain hosted
+    /// here, the canonical form, since our mailboxes ignore case. Elsewhere the
+    /// local part as given, with the lower-case domain: RFC 5321 §2.4 leaves it
+    /// to the receiving server whether `Bob` and `bob` are one mailbox, and
+    /// two copies for one mailbox beat no copy for one of two.
+    pub fn recipient_key(&self, hosted: bool) -> String {
+        if hosted {
+            self.canonical()
+        } else {
+            self.to_string()
+        }
+    }
+
     /// Whether this is the domain's postmaster (RFC 5321 §4.5.1), in any case.
     pub fn is_postmaster(&self) -> bool {
         self.local.eq_ignore_ascii_case("postmaster")

@@ -4,6 +4,7 @@
 pub mod address;
 pub mod data;
 pub mod reply;
+pub mod xtext;
 
 /// A byte stream SMTP runs over: TCP, TLS over TCP, or an in-memory duplex in
 /// tests. Sessions and the outbound client box it so that STARTTLS can swap

@@ -1,7 +1,9 @@
 //! Receiving SMTP servers for delivery tests, written with Python's aiosmtpd
 //! (nobody on the team wrote it): each records what it receives as JSON lines
-//! and can be told to defer, reject (or answer with terminal escapes), hang, drop the connection during DATA,
-//! require STARTTLS and AUTH, or announce a SIZE limit.
+//! and can be told to defer, reject (or answer with terminal escapes), hang,
+//! drop the connection during DATA, require STARTTLS and AUTH, announce a
+//! SIZE limit, or send each message back (`--return-to host,port,rcpt`, as a
+//! forwarding server would).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -23,7 +25,21 @@ p.add_argument("--require-tls", action="store_true")
 p.add_argument("--auth")
 p.add_argument("--size", type=int, default=0)
 p.add_argument("--no-utf8", action="store_true")
+p.add_argument("--return-to")
 a = p.parse_args()
+
+def send_back(envelope):
+    import smtplib
+    host, port, rcpt = a.return_to.split(",")
+    try:
+        with smtplib.SMTP(host, int(port), timeout=20) as s:
+            s.sendmail(envelope.mail_from, [rcpt], envelope.original_content)
+        return {"returned": 250}
+    except smtplib.SMTPResponseException as e:
+        return {"returned": e.smtp_code, "reply": e.smtp_error.decode()}
+    except smtplib.SMTPRecipientsRefused as e:
+        code, text = list(e.recipients.values())[0]
+        return {"returned": code, "reply": text.decode()}
 
 if a.mode == "hang":
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -43,6 +59,8 @@ class Handler:
             return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
         if local.startswith("escape"):
             return "451 4.2.0 \x1b[31mred\x1b[0m\x07\x7f\u009b2J try later"
+        if local.startswith("hostile"):
+            return "550 5.1.1 no\x1b]0;owned\x07 such\x00user"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.append(rcpt_options)
         return "250 2.1.5 OK"
@@ -50,14 +68,18 @@ class Handler:
         if a.mode == "drop-data":
             server.transport.abort()
             return "451 never sent"
+        record = {
+            "mail_from": envelope.mail_from, "mail_options": envelope.mail_options,
+            "rcpt_tos": envelope.rcpt_tos, "rcpt_options": envelope.rcpt_options,
+            "data": envelope.original_content.decode("utf-8", "replace"),
+            "tls": session.ssl is not None, "peer_port": session.peer[1], "auth": str(session.auth_data or ""),
+            "time": time.time(),
+        }
+        if a.return_to:
+            loop = asyncio.get_running_loop()
+            record.update(await loop.run_in_executor(None, send_back, envelope))
         with open(a.log, "a") as f:
-            f.write(json.dumps({
-                "mail_from": envelope.mail_from, "mail_options": envelope.mail_options,
-                "rcpt_tos": envelope.rcpt_tos, "rcpt_options": envelope.rcpt_options,
-                "data": envelope.original_content.decode("utf-8", "replace"),
-                "tls": session.ssl is not None, "peer_port": session.peer[1], "auth": str(session.auth_data or ""),
-                "time": time.time(),
-            }) + "\n")
+            f.write(json.dumps(record) + "\n")
         return "250 2.0.0 Ok: queued by peer"
 
 def authenticator(server, session, envelope, mechanism, auth_data):
@@ -148,9 +170,11 @@ impl Peer {
 
     /// Everything received so far, one JSON object per message.
     pub fn received(&self) -> Vec<serde_json::Value> {
+        // Only whole lines: the peer may be writing the last one right now.
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
-            .lines()
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
             .map(|l| serde_json::from_str(l).expect("json"))
             .collect()
     }

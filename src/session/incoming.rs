@@ -9,6 +9,8 @@ use crate::spool::{SpillFile, Spool};
 /// Bodies larger than this go to disk while they arrive (256 KiB: a header
 /// section is far smaller, and most mail fits).
 pub const SPILL_AT: usize = 256 * 1024;
+/// The most one read of the connection adds before `absorb` runs.
+const READ_AHEAD: usize = 32 * 1024;
 
 pub struct IncomingBody {
     reader: BodyReader,
@@ -36,7 +38,11 @@ pub enum Unreceived {
 }
 
 impl IncomingBody {
-    pub fn new(reader: BodyReader, spool: Spool) -> IncomingBody {
+    pub fn new(mut reader: BodyReader, spool: Spool) -> IncomingBody {
+        // The reader holds up to SPILL_AT and one read more before `absorb`
+        // takes it; without the room, its buffer would double to 512 KiB on
+        // the way.
+        reader.reserve(SPILL_AT + READ_AHEAD);
         IncomingBody {
             reader,
             spool,
@@ -70,13 +76,11 @@ impl IncomingBody {
     async fn spill(&mut self) -> std::io::Result<()> {
         let held = self.reader.take_held();
         match &mut self.spilled {
-            Some((_, file)) => file.write(&held).await,
+            Some((_, file)) => file.write(held).await,
             None => {
                 let mut file = self.spool.spill().await?;
-                file.write(&held).await?;
-                let mut head = held;
-                head.truncate(SPILL_AT);
-                head.shrink_to_fit();
+                let head = held[..SPILL_AT.min(held.len())].to_vec();
+                file.write(held).await?;
                 self.spilled = Some((head, file));
                 Ok(())
             }
@@ -102,7 +106,7 @@ impl IncomingBody {
             }),
             Some((head, mut file)) => {
                 let written = async {
-                    file.write(&rest).await?;
+                    file.write(rest).await?;
                     file.finish().await
                 };
                 written.await.map_err(Unreceived::Storage)?;

@@ -87,6 +87,13 @@ impl BodyReader {
         self.total == 0
     }
 
+    /// Makes room for `octets` more without reallocating: a caller that takes
+    /// what is held at a threshold avoids a doubling past it (the untouched
+    /// part of the room costs address space, not memory).
+    pub fn reserve(&mut self, octets: usize) {
+        self.body.reserve(octets);
+    }
+
     /// Octets produced and not yet taken.
     pub fn held(&self) -> usize {
         self.body.len()

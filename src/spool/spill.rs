@@ -10,9 +10,9 @@
 //! it, the writer's sweep removes it once nothing refers to it (a crash's
 //! leftovers go at the next start).
 
+use std::fs::File;
+use std::io::Write;
 use std::path::PathBuf;
-
-use tokio::io::AsyncWriteExt;
 
 use super::segments;
 
@@ -28,7 +28,8 @@ pub struct Spilled {
 pub struct SpillFile {
     path: PathBuf,
     segment: i64,
-    file: Option<tokio::fs::File>,
+    /// `None` while a write runs on a blocking thread, and once finished.
+    file: Option<File>,
     len: u64,
     kept: bool,
 }
@@ -37,45 +38,50 @@ impl SpillFile {
     pub(super) async fn create(dir: PathBuf, segment: i64) -> std::io::Result<SpillFile> {
         let path = segments::path(&dir, segment);
         let create = path.clone();
-        let file = tokio::task::spawn_blocking(move || {
+        let file = blocking(move || {
             segments::ensure_dir(&dir)?;
-            std::fs::File::options()
-                .write(true)
-                .create_new(true)
-                .open(create)
+            File::options().write(true).create_new(true).open(create)
         })
-        .await
-        .map_err(std::io::Error::other)??;
+        .await?;
         Ok(SpillFile {
             path,
             segment,
-            file: Some(tokio::fs::File::from_std(file)),
+            file: Some(file),
             len: 0,
             kept: false,
         })
     }
 
-    /// Appends the next octets of the body.
-    pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let file = self.file.as_mut().ok_or_else(closed)?;
-        file.write_all(bytes).await?;
-        self.len += bytes.len() as u64;
+    /// Appends the next octets of the body. Takes them by value: they are
+    /// written from where they are and freed, with no copy kept in a buffer
+    /// (tokio's File keeps one as large as the largest write, per session).
+    pub async fn write(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        let mut file = self.file.take().ok_or_else(closed)?;
+        let len = bytes.len() as u64;
+        self.file = Some(
+            blocking(move || {
+                file.write_all(&bytes)?;
+                Ok(file)
+            })
+            .await?,
+        );
+        self.len += len;
         Ok(())
     }
 
     /// Makes the whole body durable (data, then the file's name in its
     /// directory) and closes it; the commit may refer to it after this.
     pub async fn finish(&mut self) -> std::io::Result<()> {
-        let mut file = self.file.take().ok_or_else(closed)?;
-        file.flush().await?;
-        file.sync_data().await?;
+        let file = self.file.take().ok_or_else(closed)?;
         let dir = self.path.parent().map(PathBuf::from);
-        tokio::task::spawn_blocking(move || match dir {
-            Some(dir) => std::fs::File::open(dir)?.sync_all(),
-            None => Ok(()),
+        blocking(move || {
+            file.sync_data()?;
+            match dir {
+                Some(dir) => File::open(dir)?.sync_all(),
+                None => Ok(()),
+            }
         })
         .await
-        .map_err(std::io::Error::other)?
     }
 
     /// Where the body is, for the commit.
@@ -97,10 +103,7 @@ impl SpillFile {
 
     /// Reads the whole body back, for the rare message that must be
     /// rewritten after it arrived.
-    pub async fn read_all(&mut self) -> std::io::Result<Vec<u8>> {
-        if let Some(file) = self.file.as_mut() {
-            file.flush().await?;
-        }
+    pub async fn read_all(&self) -> std::io::Result<Vec<u8>> {
         tokio::fs::read(&self.path).await
     }
 
@@ -110,6 +113,14 @@ impl SpillFile {
     pub(super) fn keep(mut self) {
         self.kept = true;
     }
+}
+
+async fn blocking<T: Send + 'static>(
+    job: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 fn closed() -> std::io::Error {

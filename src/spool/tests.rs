@@ -344,7 +344,7 @@ async fn sqlx_loses_commits_after_sqlite_ends_a_transaction_itself() {
 async fn spill(spool: &Spool, text: &[u8]) -> SpillFile {
     let mut file = spool.spill().await.expect("spill");
     for part in text.chunks(1000) {
-        file.write(part).await.expect("write");
+        file.write(part.to_vec()).await.expect("write");
     }
     file.finish().await.expect("finish");
     file
@@ -395,7 +395,10 @@ async fn a_spill_that_is_not_queued_leaves_nothing() {
     drop(spool);
     let spool = Spool::open(dir.path()).await.expect("reopen");
     let mut writing = spool.spill().await.expect("spill");
-    writing.write(b"in progress\r\n").await.expect("write");
+    writing
+        .write(b"in progress\r\n".to_vec())
+        .await
+        .expect("write");
     let id = QueueId::generate();
     spool.put(id.clone(), large(1)).await.expect("put");
     record_both(&spool, &id, RecipientStatus::Delivered).await;
@@ -410,7 +413,10 @@ async fn a_spill_that_is_not_queued_leaves_nothing() {
         1,
         "only the spill in progress is left"
     );
-    writing.write(b"more\r\n").await.expect("still writable");
+    writing
+        .write(b"more\r\n".to_vec())
+        .await
+        .expect("still writable");
     drop(writing);
     assert_eq!(segment_files(dir.path()), 0);
 }

@@ -14,6 +14,7 @@ mod delivery;
 mod dns_records;
 mod durability;
 mod fuzz_regressions;
+mod headers;
 mod mta_inbound;
 mod protocol;
 mod smuggling;

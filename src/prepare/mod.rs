@@ -1,6 +1,10 @@
 //! An accepted transaction becomes a spool-ready message here (Postfix's
 //! "cleanup"): the Received: trace header goes on top and, for submitted mail,
 //! Date: and Message-ID: are added when the client left them out (RFC 6409 §8).
+//! `headers` reads the header section for the checks made before that.
+
+pub mod headers;
+pub mod mailbox_list;
 
 use mail_parser::{DateTime, HeaderName, MessageParser};
 
@@ -21,20 +25,6 @@ pub struct Arrival<'a> {
     /// does not reveal the other (Bcc) recipients.
     pub single_recipient: Option<&'a str>,
     pub submission: bool,
-}
-
-/// The addresses in the header From:, as the sender policy needs them.
-pub fn header_from_addresses(body: &[u8]) -> Vec<String> {
-    let Some(msg) = MessageParser::default().parse_headers(body) else {
-        return Vec::new();
-    };
-    msg.from()
-        .map(|from| {
-            from.iter()
-                .filter_map(|a| a.address().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Returns the message as it will be stored: new headers, then the body.
@@ -144,14 +134,5 @@ mod tests {
         .expect("utf8");
         assert_eq!(out.matches("Date:").count(), 1);
         assert_eq!(out.matches("Message-ID:").count(), 1);
-    }
-
-    #[test]
-    fn from_addresses() {
-        assert_eq!(
-            header_from_addresses(b"From: A <a@x.org>, b@y.org\r\n\r\n"),
-            ["a@x.org", "b@y.org"]
-        );
-        assert!(header_from_addresses(b"Subject: none\r\n\r\n").is_empty());
     }
 }

@@ -5,7 +5,9 @@ use super::io::SessionEnd;
 use super::{Flow, Session};
 use crate::listener::ListenerRole;
 use crate::policy::Verdict;
-use crate::policy::sender::check_header_from;
+use crate::policy::limits::check_hop_count;
+use crate::policy::sender::check_sender_headers;
+use crate::prepare::headers::{HeaderFacts, header_section};
 use crate::prepare::{self, Arrival};
 use crate::smtp::data::{BodyReader, BodyViolation};
 use crate::smtp::reply::Reply;
@@ -89,10 +91,12 @@ impl Session {
                 ));
             }
         };
-        if let Some(user) = &self.identity
-            && let Verdict::Reject(reply) =
-                check_header_from(user, &prepare::header_from_addresses(&body))
-        {
+        let facts = HeaderFacts::scan(header_section(&body));
+        let verdict = match (check_hop_count(facts.received), &self.identity) {
+            (Verdict::Accept, Some(user)) => check_sender_headers(user, &facts),
+            (verdict, _) => verdict,
+        };
+        if let Verdict::Reject(reply) = verdict {
             tracing::info!(event = "rejected", reply = %reply);
             return self.reply(reply);
         }

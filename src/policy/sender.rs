@@ -4,6 +4,7 @@
 
 use super::Verdict;
 use crate::prepare::headers::{HeaderFacts, SenderHeader};
+use crate::prepare::mailbox_list::MailboxListError;
 use crate::smtp::address::Mailbox;
 use crate::smtp::reply::Reply;
 
@@ -49,6 +50,12 @@ pub fn check_sender_headers(user: &str, facts: &HeaderFacts) -> Verdict {
         }
         let mailboxes = match &field.mailboxes {
             Ok(m) => m,
+            Err(MailboxListError::UnquotedAt(shown)) => {
+                return reject(match other_address(user, shown) {
+                    Some(other) => looks_like(name, &other),
+                    None => format!("{name}: display name has an @ outside quotes"),
+                });
+            }
             Err(e) => return reject(format!("{name}: header has no usable address: {e}")),
         };
         for mailbox in mailboxes {
@@ -60,18 +67,23 @@ pub fn check_sender_headers(user: &str, facts: &HeaderFacts) -> Verdict {
                 ));
             }
             if let Some(other) = mailbox.shown.iter().find_map(|s| other_address(user, s)) {
-                return reject(format!(
-                    "{name}: display name looks like another address ({})",
-                    printable(&other)
-                ));
+                return reject(looks_like(name, &other));
             }
         }
     }
     Verdict::Accept
 }
 
-/// The first thing in `shown` that reads as an address `user` does not own.
-/// Look-alike at signs count, and spaces around an at sign do not hide it.
+fn looks_like(header: &str, other: &str) -> String {
+    format!(
+        "{header}: display name looks like another address ({})",
+        printable(other)
+    )
+}
+
+/// The first thing in `shown` that reads as an address `user` does not own:
+/// any at sign must belong to one of the user's own addresses. Look-alike at
+/// signs count, and spaces around an at sign do not hide it.
 fn other_address(user: &str, shown: &str) -> Option<String> {
     let mut text = String::with_capacity(shown.len());
     for c in shown.chars() {
@@ -86,10 +98,7 @@ fn other_address(user: &str, shown: &str) -> Option<String> {
     }
     text.split(|c: char| c.is_whitespace() || "<>()[]\",;:'`".contains(c))
         .map(|t| t.trim_matches(|c: char| c.is_ascii_punctuation() && c != '@'))
-        .filter(|t| {
-            t.split_once('@')
-                .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
-        })
+        .filter(|t| t.contains('@'))
         .find(|t| !Mailbox::parse(t, true).is_ok_and(|m| owns(user, &m)))
         .map(str::to_string)
 }
@@ -267,6 +276,14 @@ mod tests {
                 "<\"bob\"@example.com> is not owned",
             ),
             ("From: alice@example.com.evil\r\n", "is not owned"),
+            (
+                "From: alice@example.com <alice@example.com>\r\n",
+                "From: display name has an @ outside quotes",
+            ),
+            (
+                "From: \"@\" <alice@example.com>\r\n",
+                "looks like another address (@)",
+            ),
         ] {
             let got = verdict(header).unwrap_or_else(|| panic!("accepted: {header:?}"));
             assert!(got.contains(why), "{header:?}: {got}");

@@ -15,6 +15,7 @@ mod dns_records;
 mod durability;
 mod fuzz_regressions;
 mod headers;
+mod long_lines;
 mod mta_inbound;
 mod protocol;
 mod smuggling;

@@ -2,15 +2,18 @@
 //! and hop checks, then the trace and missing headers put on top. The input is
 //! HELO name NUL recipient NUL message. Checks: no panic; when the sender check
 //! accepts the message for the user named by its first From: address, there is
-//! one From: and mail-parser also sees only that user as sender; the message
-//! follows the added lines byte for byte; client text cannot break or start a
-//! header line.
+//! one From: and mail-parser also sees only that user as sender; re-encoding
+//! long lines leaves no more long lines than before, and re-encoding its own
+//! output changes nothing; the message follows the added lines byte for byte;
+//! client text cannot break or start a header line.
 
 use postern::policy::Verdict;
 use postern::policy::sender::check_sender_headers;
 use postern::prepare::headers::{HeaderFacts, SenderHeader, header_section};
+use postern::prepare::reencode::reencode_long_lines;
 use postern::prepare::{Arrival, finish};
 use postern::smtp::address::Mailbox;
+use postern::smtp::data::MAX_MESSAGE_LINE;
 use postern::spool::QueueId;
 
 pub fn check(input: &[u8]) {
@@ -22,6 +25,7 @@ pub fn check(input: &[u8]) {
         return;
     };
     check_sender(body);
+    check_reencode(body);
 
     let id = QueueId::parse("01J0ABCDEFGHJK").expect("a valid queue id");
     let arrival = Arrival {
@@ -81,4 +85,21 @@ fn check_sender(message: &[u8]) {
             );
         }
     }
+}
+
+fn check_reencode(message: &[u8]) {
+    let Some(out) = reencode_long_lines(message) else {
+        return;
+    };
+    let long = |m: &[u8]| {
+        m.split(|&b| b == b'\n')
+            .filter(|l| l.strip_suffix(b"\r").unwrap_or(l).len() > MAX_MESSAGE_LINE)
+            .count()
+    };
+    assert!(long(&out) < long(message), "no long line went");
+    assert_eq!(
+        reencode_long_lines(&out),
+        None,
+        "a second pass changed {out:?}"
+    );
 }

@@ -99,9 +99,17 @@ impl HeaderFacts {
 /// The header section of `message`: everything before the first empty line
 /// (the whole message when there is none), line ends included.
 pub fn header_section(message: &[u8]) -> &[u8] {
+    &message[..split(message).0]
+}
+
+/// Where the header section of `message` ends, and where its body starts
+/// (after the empty line; the end of the message when there is none).
+pub(crate) fn split(message: &[u8]) -> (usize, usize) {
     lines(message)
         .find(|l| l.content.is_empty())
-        .map_or(message, |l| &message[..l.content.start])
+        .map_or((message.len(), message.len()), |l| {
+            (l.content.start, l.next)
+        })
 }
 
 /// One line: its text and where the next line starts.

@@ -5,6 +5,7 @@
 
 pub mod headers;
 pub mod mailbox_list;
+pub mod reencode;
 
 use mail_parser::{DateTime, HeaderName, MessageParser};
 

@@ -3,11 +3,13 @@
 
 use super::io::SessionEnd;
 use super::{Flow, Session};
+use crate::config::Limits;
 use crate::listener::ListenerRole;
 use crate::policy::Verdict;
 use crate::policy::limits::check_hop_count;
 use crate::policy::sender::check_sender_headers;
 use crate::prepare::headers::{HeaderFacts, header_section};
+use crate::prepare::reencode::reencode_long_lines;
 use crate::prepare::{self, Arrival};
 use crate::smtp::data::{BodyReader, BodyViolation};
 use crate::smtp::reply::Reply;
@@ -82,13 +84,11 @@ impl Session {
         let Some(tx) = self.tx.take() else {
             return Flow::Continue;
         };
+        let long_lines = reader.has_long_lines();
         let body = match reader.finish() {
             Ok(body) => body,
             Err(violation) => {
-                return self.reply(violation_reply(
-                    violation,
-                    self.ctx.config.limits.max_message_size,
-                ));
+                return self.reply(violation_reply(violation, &self.ctx.config.limits));
             }
         };
         let facts = HeaderFacts::scan(header_section(&body));
@@ -100,6 +100,14 @@ impl Session {
             tracing::info!(event = "rejected", reply = %reply);
             return self.reply(reply);
         }
+        // The one point where a submitted message's text may change: after the
+        // header checks, before anything adds headers or signs. Text parts with
+        // lines over 998 octets become quoted-printable; mail from other
+        // servers is kept byte for byte.
+        let body = match (&self.identity, long_lines) {
+            (Some(_), true) => reencode_long_lines(&body).unwrap_or(body),
+            _ => body,
+        };
         let queue_id = QueueId::generate();
         let protocol = match (
             self.greeting.as_ref().is_some_and(|g| g.extended),
@@ -204,17 +212,23 @@ impl Session {
     }
 }
 
-fn violation_reply(v: BodyViolation, max: u64) -> Reply {
+fn violation_reply(v: BodyViolation, limits: &Limits) -> Reply {
     match v {
         BodyViolation::TooBig => Reply::new(
             552,
             (3, 4),
-            format!("Message size exceeds fixed limit of {max} octets"),
+            format!(
+                "Message size exceeds fixed limit of {} octets",
+                limits.max_message_size
+            ),
         ),
         BodyViolation::LineTooLong => Reply::new(
             550,
             (6, 0),
-            "Message rejected: a line is longer than 1000 octets (RFC 5321 §4.5.3.1.6)",
+            format!(
+                "Message rejected: a line is longer than {} octets",
+                limits.max_text_line
+            ),
         ),
         BodyViolation::BareLf => Reply::new(
             550,

@@ -3,7 +3,7 @@
 //! Resent-From:, Resent-Sender:), as a mail reader would show them.
 
 use super::Verdict;
-use crate::prepare::headers::{HeaderFacts, SenderHeader};
+use crate::prepare::headers::{HeaderFacts, MAX_SENDER_FIELDS, SenderHeader};
 use crate::prepare::mailbox_list::MailboxListError;
 use crate::smtp::address::Mailbox;
 use crate::smtp::reply::Reply;
@@ -36,6 +36,11 @@ pub fn check_sender_headers(user: &str, facts: &HeaderFacts) -> Verdict {
     if let Some(line) = facts.malformed_line {
         return reject(format!(
             "line {line} of the header section is not a header field"
+        ));
+    }
+    if facts.senders_left_out > 0 {
+        return reject(format!(
+            "more than {MAX_SENDER_FIELDS} From:, Sender: and Resent- header fields"
         ));
     }
     match facts.fields(SenderHeader::From).count() {
@@ -369,6 +374,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn sender_fields_at_the_limit() {
+        let header = |n: usize| {
+            let resent = "Resent-From: alice@example.com\r\n".repeat(n - 1);
+            format!("From: alice@example.com\r\n{resent}")
+        };
+        assert_eq!(verdict(&header(MAX_SENDER_FIELDS)), None);
+        let refused = verdict(&header(MAX_SENDER_FIELDS + 1)).expect("refused");
+        assert!(
+            refused.contains("more than 32 From:, Sender: and Resent-"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -52,11 +52,17 @@ pub struct SenderField {
     pub mailboxes: Result<Vec<HeaderMailbox>, MailboxListError>,
 }
 
+/// Sender fields kept by `HeaderFacts::scan`; more are only counted, so a
+/// hostile header section costs no more memory than this many fields.
+pub const MAX_SENDER_FIELDS: usize = 32;
+
 /// What the end-of-data checks need to know about a header section.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderFacts {
-    /// Every sender header field, in order.
+    /// The sender header fields, in order, up to `MAX_SENDER_FIELDS`.
     pub senders: Vec<SenderField>,
+    /// Sender header fields past `MAX_SENDER_FIELDS`, not read.
+    pub senders_left_out: usize,
     /// Received: fields: one per hop the message has made (a loop shows as many).
     pub received: usize,
     /// The first line (from 1) that is neither a header field nor the
@@ -78,6 +84,10 @@ impl HeaderFacts {
                     if field.name.eq_ignore_ascii_case(b"Received") {
                         facts.received += 1;
                     } else if let Some(header) = SenderHeader::of(field.name) {
+                        if facts.senders.len() == MAX_SENDER_FIELDS {
+                            facts.senders_left_out += 1;
+                            continue;
+                        }
                         facts.senders.push(SenderField {
                             header,
                             space_before_colon: field.space_before_colon,
@@ -260,6 +270,22 @@ mod tests {
         assert!(facts.senders[2].space_before_colon && !facts.senders[0].space_before_colon);
         assert_eq!(facts.fields(From).count(), 2);
         assert_eq!(facts.malformed_line, None);
+    }
+
+    #[test]
+    fn sender_fields_past_the_cap_are_only_counted() {
+        let at = "Sender: a@x.org\r\n".repeat(MAX_SENDER_FIELDS);
+        let facts = HeaderFacts::scan(at.as_bytes());
+        assert_eq!(
+            (facts.senders.len(), facts.senders_left_out),
+            (MAX_SENDER_FIELDS, 0)
+        );
+        let over = format!("{at}From: b@x.org\r\n");
+        let facts = HeaderFacts::scan(over.as_bytes());
+        assert_eq!(
+            (facts.senders.len(), facts.senders_left_out),
+            (MAX_SENDER_FIELDS, 1)
+        );
     }
 
     #[test]

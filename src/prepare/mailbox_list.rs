@@ -35,8 +35,15 @@ pub enum MailboxListError {
     UnquotedAt(String),
 }
 
+/// No sender field of a real message comes near this; a longer one is not
+/// read, so that a hostile one costs no more than its own size.
+pub const MAX_VALUE: usize = 8192;
+
 /// Parses an unfolded field value (the bytes after the colon).
 pub fn parse(value: &[u8]) -> Result<Vec<HeaderMailbox>, MailboxListError> {
+    if value.len() > MAX_VALUE {
+        return Err(MailboxListError::Syntax("longer than 8192 octets"));
+    }
     let value = std::str::from_utf8(value).map_err(|_| MailboxListError::NotUtf8)?;
     if value.chars().any(|c| c.is_control() && c != '\t') {
         return Err(MailboxListError::ControlCharacter);
@@ -393,9 +400,14 @@ mod tests {
             (b" (just a comment)", MailboxListError::Empty),
             (b" a@x.org\0", MailboxListError::ControlCharacter),
             (b" \xff <a@x.org>", MailboxListError::NotUtf8),
+            (
+                &[&b" a@x.org"[..], &[b' '; MAX_VALUE - 7]].concat(),
+                MailboxListError::Syntax("longer than 8192 octets"),
+            ),
         ] {
             assert_eq!(parse(value), Err(err), "{}", String::from_utf8_lossy(value));
         }
+        assert!(parse(&[&b" a@x.org"[..], &[b' '; MAX_VALUE - 8]].concat()).is_ok());
         for value in [
             " Alice",
             " alice@x.org bob@y.org",

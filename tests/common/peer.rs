@@ -1,7 +1,8 @@
 //! Receiving SMTP servers for delivery tests, written with Python's aiosmtpd
 //! (nobody on the team wrote it): each records what it receives as JSON lines
 //! and can be told to defer, reject, hang, drop the connection during DATA,
-//! require STARTTLS and AUTH, or announce a SIZE limit.
+//! require STARTTLS and AUTH, or announce a SIZE limit. Like aiosmtpd itself,
+//! it refuses a message with a line over 1001 octets ("500 Line too long").
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -241,7 +241,7 @@ const TABLE: &[(&[u8], Option<&str>)] = &[
     ),
     (
         b"From: alice@example.com\rFrom: bob@example.com\r\n",
-        Some("more than one From: header"),
+        Some("line 1 of the header section"),
     ),
     (
         b"From: alice@example.com\nFrom: bob@example.com\n",

@@ -107,7 +107,9 @@ impl HeaderFacts {
 }
 
 /// The header section of `message`: everything before the first empty line
-/// (the whole message when there is none), line ends included.
+/// (the whole message when there is none), line ends included. An "empty
+/// line" made by a lone CR does not end it: not every reader sees a line there,
+/// and what follows is checked (and found malformed) rather than skipped.
 pub fn header_section(message: &[u8]) -> &[u8] {
     &message[..split(message).0]
 }
@@ -116,7 +118,7 @@ pub fn header_section(message: &[u8]) -> &[u8] {
 /// (after the empty line; the end of the message when there is none).
 pub(crate) fn split(message: &[u8]) -> (usize, usize) {
     lines(message)
-        .find(|l| l.content.is_empty())
+        .find(|l| l.content.is_empty() && !l.lone_cr)
         .map_or((message.len(), message.len()), |l| {
             (l.content.start, l.next)
         })
@@ -127,6 +129,9 @@ pub(crate) fn split(message: &[u8]) -> (usize, usize) {
 pub(crate) struct Line {
     pub content: Range<usize>,
     pub next: usize,
+    /// Ended by a CR alone, which some readers take for a line end and others
+    /// do not.
+    pub lone_cr: bool,
 }
 
 /// The lines of `bytes`. CRLF, a lone CR and a lone LF each end a line, as in
@@ -142,13 +147,16 @@ pub(crate) fn lines(bytes: &[u8]) -> impl Iterator<Item = Line> + '_ {
             None => Line {
                 content: start..bytes.len(),
                 next: bytes.len(),
+                lone_cr: false,
             },
             Some(i) => {
                 let end = start + i;
-                let crlf = bytes[end] == b'\r' && bytes.get(end + 1) == Some(&b'\n');
+                let cr = bytes[end] == b'\r';
+                let crlf = cr && bytes.get(end + 1) == Some(&b'\n');
                 Line {
                     content: start..end,
                     next: end + if crlf { 2 } else { 1 },
+                    lone_cr: cr && !crlf,
                 }
             }
         };
@@ -195,13 +203,14 @@ pub(crate) fn entries(header: &[u8]) -> impl Iterator<Item = Entry<'_>> + '_ {
     std::iter::from_fn(move || {
         let (number, line) = lines.next()?;
         let text = &header[line.content.clone()];
-        let Some(field) = field_start(header, text, line.content.start) else {
+        let field = field_start(header, text, line.content.start).filter(|_| !line.lone_cr);
+        let Some(field) = field else {
             return Some(Entry::Malformed { line: number + 1 });
         };
         let mut end = line.next;
-        while let Some((_, next)) =
-            lines.next_if(|(_, l)| matches!(header.get(l.content.start), Some(b' ' | b'\t')))
-        {
+        while let Some((_, next)) = lines.next_if(|(_, l)| {
+            matches!(header.get(l.content.start), Some(b' ' | b'\t')) && !l.lone_cr
+        }) {
             end = next.next;
         }
         Some(Entry::Field(Field {
@@ -254,8 +263,14 @@ mod tests {
         assert_eq!(header_section(b"A: 1\n\nbody"), b"A: 1\n");
         assert_eq!(header_section(b"\r\nbody"), b"");
         assert_eq!(header_section(b"A: 1\r\n"), b"A: 1\r\n");
-        // A lone CR ends a line for some readers, so it ends one here.
-        assert_eq!(header_section(b"A: 1\r\rFrom: b@x\r\n"), b"A: 1\r");
+        // A lone CR is a line end for some readers and not for others: it
+        // never ends the header section, and its line is malformed.
+        let message = b"A: 1\r\n\rFrom: b@x\r\n\r\nbody";
+        assert_eq!(header_section(message), b"A: 1\r\n\rFrom: b@x\r\n");
+        assert_eq!(
+            HeaderFacts::scan(header_section(message)).malformed_line,
+            Some(2)
+        );
     }
 
     #[test]
@@ -310,6 +325,8 @@ mod tests {
             (b"Fr\xc3\xb6m: a@x\r\n", 1),
             (b": a@x\r\n", 1),
             (b"From alice@x Mon Jan 1 00:00:00 2024\r\n", 1),
+            (b"From: a@x\r\n (c)\rX: bob@y\r\n", 2),
+            (b"From: a@x\rX: 1\r\n", 1),
         ] {
             assert_eq!(
                 HeaderFacts::scan(header).malformed_line,

@@ -150,14 +150,18 @@ impl BodyReader {
                             // next CR or LF, is copied in one piece.
                             let run = memchr::memchr2(b'\r', b'\n', &input[i..])
                                 .unwrap_or(input.len() - i);
-                            self.line_len += run;
-                            if self.line_len > self.max_line {
+                            // Whichever limit a byte crosses first is the
+                            // reason, so the answer does not depend on how the
+                            // stream was cut into reads.
+                            let within = self.max_line.saturating_sub(self.line_len).min(run);
+                            self.push(&input[i..i + within]);
+                            if within < run {
                                 self.flag(BodyViolation::LineTooLong);
                             }
+                            self.line_len += run;
                             if self.line_len - usize::from(self.stuffed) > MAX_MESSAGE_LINE {
                                 self.long_lines = true;
                             }
-                            self.push(&input[i..i + run]);
                             i += run;
                             continue;
                         }
@@ -331,6 +335,30 @@ mod tests {
         r.feed(&[b'x'; 500]);
         r.feed(&[b'x'; 499]);
         assert!(r.has_long_lines());
+    }
+
+    #[test]
+    fn the_first_limit_crossed_is_the_reason_however_the_stream_is_cut() {
+        // 10 octets of body allowed, lines of 8 (10 with the CRLF).
+        for (input, reason) in [
+            (&b"123456789\r\n.\r\n"[..], BodyViolation::LineTooLong),
+            (b"12345678901\r\n.\r\n", BodyViolation::LineTooLong),
+            // The 11th octet of body comes before the 9th of the line.
+            (b"1234\r\n123456789\r\n.\r\n", BodyViolation::TooBig),
+            (b"1234567\r\n1234\r\n.\r\n", BodyViolation::TooBig),
+        ] {
+            for cut in 0..input.len() {
+                let mut r = BodyReader::data(10, 10, BareNewlines::Reject);
+                assert_eq!(r.feed(&input[..cut]), None);
+                assert!(r.feed(&input[cut..]).is_some());
+                assert_eq!(
+                    r.finish(),
+                    Err(reason),
+                    "{:?} cut at {cut}",
+                    String::from_utf8_lossy(input)
+                );
+            }
+        }
     }
 
     #[test]

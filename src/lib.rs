@@ -7,7 +7,9 @@
 //! - `session`: the SMTP state machine (the only code that talks to a client);
 //!   `tls` for STARTTLS/465, `auth` for AUTH, `policy` for every accept/refuse.
 //! - `smtp`: wire types with no I/O: replies, addresses, the DATA/BDAT reader.
-//! - `prepare`: Received:, and Date/Message-ID for submitted mail.
+//! - `prepare`: reads the header section once (sender headers, hop count),
+//!   re-encodes long lines of submitted text, adds Received:, and Date and
+//!   Message-ID for submitted mail.
 //! - `spool`: makes the message durable (group commit) before the 250.
 //! - `scheduler`: decides when: claims due recipients, retries with backoff,
 //!   applies outcomes and queues DSNs (`dsn`).

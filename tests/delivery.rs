@@ -1107,3 +1107,49 @@ fn a_server_that_never_answers_is_left_behind_for_the_next_mx() {
     );
     assert!(s.log().contains("no greeting"), "{}", s.log());
 }
+
+#[test]
+fn long_lines_go_out_reencoded_or_bounce_with_the_reason() {
+    let dns = TestDns::start();
+    let port = free_port();
+    dns.mx("remote.example", 10, "mx.remote.example");
+    dns.ip("mx.remote.example", ip(13));
+    // aiosmtpd refuses lines over 1001 octets (RFC 5321's limit with a
+    // stuffing dot), as some real servers do.
+    let peer = Peer::start(at(13, port), &[]);
+    let s = sender(&dns, port, "");
+    let line = "0123456789 ".repeat(500);
+    // Submitted mail is re-encoded before it is queued, so the receiver takes it.
+    let r = alice_submits(
+        s.addr("submission"),
+        &format!("From: alice@example.com\nSubject: wide\n\n{line}\n"),
+    );
+    assert!(r.starts_with("250 "), "{r}");
+    let got = peer.wait_for(1, WAIT);
+    let data = got[0]["data"].as_str().expect("data");
+    assert!(
+        data.contains("Content-Transfer-Encoding: quoted-printable")
+            && data
+                .lines()
+                .all(|l| l.len() <= 76 || l.starts_with("Received:")),
+        "{data}"
+    );
+    // Mail from another server goes on as it came; the refusal comes back
+    // to the sender in plain words.
+    send(
+        &s,
+        "alice@example.com",
+        &["bob@remote.example"],
+        &format!("Subject: wide\n\n{line}\n"),
+    );
+    let dsn = wait_maildir(&s, "example.com", "alice", 1);
+    let parsed = parse_dsn(&s, &dsn[0]);
+    assert!(
+        parsed.contains("<bob@remote.example>: the message had lines longer than 998 characters, which the receiving server refused."),
+        "{parsed}"
+    );
+    assert!(
+        parsed.contains("field: Diagnostic-Code: smtp; 500 Line too long"),
+        "{parsed}"
+    );
+}

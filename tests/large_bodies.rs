@@ -155,3 +155,23 @@ fn a_client_that_leaves_in_the_middle_of_a_large_body_leaves_nothing() {
     }
     assert!(s.queue().is_empty());
 }
+
+#[test]
+fn a_header_section_larger_than_what_a_session_holds_is_refused() {
+    let s = TestServer::start("");
+    let (mut c, _) = Raw::connect(s.addr("mta"));
+    c.cmd("EHLO peer.test");
+    c.cmd("MAIL FROM:<a@remote.example>");
+    c.cmd("RCPT TO:<alice@example.com>");
+    assert_eq!(code(&c.cmd("DATA")), 354);
+    // The header checks read what is held in memory: 256 KiB of it.
+    let filler = format!("X-Filler: {}\r\n", "f".repeat(70));
+    c.send(filler.repeat((300 << 10) / filler.len()).as_bytes());
+    c.send(b"From: a@remote.example\r\n\r\nbody\r\n.\r\n");
+    let r = c.reply();
+    assert!(
+        r.starts_with("552 5.3.4 Message header section exceeds"),
+        "{r}"
+    );
+    assert_eq!(segment_files(&s), 0);
+}

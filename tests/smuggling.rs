@@ -1,5 +1,5 @@
 //! SMTP smuggling (CVE-2023-51764 and siblings): only <CRLF>.<CRLF> ends DATA,
-//! bare CR and LF never reach the spool, long lines are refused.
+//! bare CR and LF never reach the spool, lines past `max_text_line` are refused.
 
 use crate::common::*;
 
@@ -61,13 +61,20 @@ fn bare_lf_is_normalised_when_configured() {
 
 #[test]
 fn text_lines_at_the_limit() {
-    let s = TestServer::start("");
-    let ok = format!("Subject: long\r\n\r\n{}\r\n.\r\n", "x".repeat(998));
-    assert!(data(&s, ok.as_bytes()).1.starts_with("250 2.0.0"));
-    let long = format!("Subject: long\r\n\r\n{}\r\n.\r\n", "x".repeat(999));
-    let r = data(&s, long.as_bytes()).1;
-    assert!(
-        r.starts_with("550 5.6.0 Message rejected: a line is longer than 1000 octets"),
-        "{r}"
-    );
+    // The default bound (65536 octets with the CRLF) and a configured one; the
+    // refusal names the limit in force.
+    for (extra, limit) in [("", 65_536), ("[limits]\nmax_text_line = 2000\n", 2000)] {
+        let s = TestServer::start(extra);
+        let ok = format!("Subject: long\r\n\r\n{}\r\n.\r\n", "x".repeat(limit - 2));
+        let r = data(&s, ok.as_bytes()).1;
+        assert!(r.starts_with("250 2.0.0"), "{limit}: {r}");
+        let long = format!("Subject: long\r\n\r\n{}\r\n.\r\n", "x".repeat(limit - 1));
+        let r = data(&s, long.as_bytes()).1;
+        assert!(
+            r.starts_with(&format!(
+                "550 5.6.0 Message rejected: a line is longer than {limit} octets"
+            )),
+            "{r}"
+        );
+    }
 }

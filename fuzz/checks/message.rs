@@ -1,10 +1,20 @@
-//! A submitted message as `prepare` reads it: the From: addresses for the sender
-//! policy and the Delivered-To: marks, then the trace and missing headers put
-//! on top. The input is HELO name NUL recipient NUL message. Checks: no panic;
-//! the message follows the added lines byte for byte; client text cannot break
-//! or start a header line.
+//! A submitted message as `prepare` reads it: the header facts for the sender
+//! and hop checks and the Delivered-To: marks, then the trace and missing
+//! headers put on top. The input is
+//! HELO name NUL recipient NUL message. Checks: no panic; when the sender check
+//! accepts the message for the user named by its first From: address, there is
+//! one From: and mail-parser also sees only that user as sender; re-encoding
+//! long lines leaves no more long lines than before, and re-encoding its own
+//! output changes nothing; the message follows the added lines byte for byte;
+//! client text cannot break or start a header line.
 
-use postern::prepare::{Arrival, delivered_to, finish, header_from_addresses};
+use postern::policy::Verdict;
+use postern::policy::sender::check_sender_headers;
+use postern::prepare::headers::{HeaderFacts, SenderHeader, header_section};
+use postern::prepare::reencode::reencode_long_lines;
+use postern::prepare::{Arrival, delivered_to, finish};
+use postern::smtp::address::Mailbox;
+use postern::smtp::data::MAX_MESSAGE_LINE;
 use postern::spool::QueueId;
 
 pub fn check(input: &[u8]) {
@@ -15,7 +25,8 @@ pub fn check(input: &[u8]) {
     let (Ok(helo), Ok(rcpt)) = (std::str::from_utf8(helo), std::str::from_utf8(rcpt)) else {
         return;
     };
-    let _ = header_from_addresses(body);
+    check_sender(body);
+    check_reencode(body);
 
     let id = QueueId::parse("01J0ABCDEFGHJK").expect("a valid queue id");
     let arrival = Arrival {
@@ -43,4 +54,55 @@ pub fn check(input: &[u8]) {
         assert!(known.iter().any(|h| line.starts_with(h)), "{line:?}");
     }
     assert_eq!(received, 1);
+}
+
+/// Sends the message as the owner of its first From: address: if that passes,
+/// every reader must see that owner alone.
+fn check_sender(message: &[u8]) {
+    let facts = HeaderFacts::scan(header_section(message));
+    assert!(facts.received <= message.len());
+    let Some(user) = facts
+        .fields(SenderHeader::From)
+        .find_map(|f| f.mailboxes.as_ref().ok()?.first())
+        .and_then(|m| Mailbox::parse(&m.address, true).ok())
+        .map(|m| m.canonical())
+    else {
+        return;
+    };
+    if check_sender_headers(&user, &facts) != Verdict::Accept {
+        return;
+    }
+    assert_eq!(facts.fields(SenderHeader::From).count(), 1);
+    let parsed = mail_parser::MessageParser::default().parse_headers(message);
+    let Some(parsed) = parsed else {
+        return;
+    };
+    for list in [parsed.from(), parsed.sender()].into_iter().flatten() {
+        for a in list.iter() {
+            let address = a
+                .address()
+                .map(|x| Mailbox::parse(x, true).map(|m| m.canonical()));
+            assert!(
+                matches!(&address, Some(Ok(x)) if *x == user),
+                "{user} passed but mail-parser shows {a:?}"
+            );
+        }
+    }
+}
+
+fn check_reencode(message: &[u8]) {
+    let Some(out) = reencode_long_lines(message) else {
+        return;
+    };
+    let long = |m: &[u8]| {
+        m.split(|&b| b == b'\n')
+            .filter(|l| l.strip_suffix(b"\r").unwrap_or(l).len() > MAX_MESSAGE_LINE)
+            .count()
+    };
+    assert!(long(&out) < long(message), "no long line went");
+    assert_eq!(
+        reencode_long_lines(&out),
+        None,
+        "a second pass changed {out:?}"
+    );
 }

@@ -2,11 +2,12 @@
 //! bit 1: normalise bare LF), the size limit, the line limit and where to split
 //! the rest, which is the stream. Checks: feeding in two pieces is the same as
 //! feeding whole; DATA ends exactly after the first CRLF.CRLF (or a leading
-//! ".\r\n"), BDAT never ends; an accepted body has no bare CR or LF and keeps
-//! to the size limit.
+//! ".\r\n"), BDAT never ends; an accepted body has no bare CR or LF, keeps
+//! to the size limit, and has a line over 998 octets exactly when the reader
+//! said so.
 
 use postern::config::BareNewlines;
-use postern::smtp::data::BodyReader;
+use postern::smtp::data::{BodyReader, MAX_MESSAGE_LINE};
 
 pub fn check(input: &[u8]) {
     let Some((&[mode, size, line, cut], stream)) = input.split_first_chunk::<4>() else {
@@ -26,6 +27,7 @@ pub fn check(input: &[u8]) {
 
     let mut whole = reader();
     let end = whole.feed(stream);
+    let long_lines = whole.has_long_lines();
     let body = whole.finish();
     let mut split = reader();
     let split_end = split
@@ -55,5 +57,10 @@ pub fn check(input: &[u8]) {
         }
         // The CRLF finish() may add to end a BDAT body's last line counts too.
         assert!(body.len() as u64 <= max_size, "{} > {max_size}", body.len());
+        let longest = body
+            .split(|&b| b == b'\n')
+            .map(|l| l.len().saturating_sub(1))
+            .max();
+        assert_eq!(long_lines, longest.unwrap_or(0) > MAX_MESSAGE_LINE);
     }
 }

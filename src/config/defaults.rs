@@ -22,8 +22,10 @@ pub const MAX_MESSAGE_SIZE: u64 = 26_214_400;
 pub const MAX_RECIPIENTS: usize = 100;
 /// RFC 5321 §4.5.3.1.4: 512 octets including the CRLF.
 pub const MAX_COMMAND_LINE: usize = 512;
-/// RFC 5321 §4.5.3.1.6: 1000 octets including the CRLF.
-pub const MAX_TEXT_LINE: usize = 1000;
+/// RFC 5321 §4.5.3.1.6 sets 1000 octets including the CRLF, but scripts, HTML
+/// generators and PHP's mail() write longer lines and Postfix takes them; this
+/// only bounds what one line may cost (submitted text is re-encoded).
+pub const MAX_TEXT_LINE: usize = 65_536;
 /// Postfix's smtpd_hard_error_limit is 20; a client that makes ten errors is
 /// broken or probing, so we stop listening sooner.
 pub const MAX_ERRORS: u32 = 10;

@@ -13,6 +13,7 @@ use mail_builder::headers::content_type::ContentType;
 use mail_builder::mime::MimePart;
 use mail_parser::DateTime;
 
+use crate::smtp::data::MAX_MESSAGE_LINE;
 use crate::spool::{DsnEnvelope, NewMessage, NewRecipient, QueuedMessage, QueuedRecipient};
 
 /// Above this size the DSN carries only the original headers.
@@ -94,6 +95,30 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
+const LONG_LINES: &str =
+    "the message had lines longer than 998 characters, which the receiving server refused.";
+
+/// Whether a line of `body` is longer than RFC 5322 §2.1.1 allows. Such mail
+/// is accepted from other servers and kept byte for byte, and some next hops
+/// refuse it.
+fn has_long_lines(body: &[u8]) -> bool {
+    body.split(|&b| b == b'\n')
+        .any(|l| l.strip_suffix(b"\r").unwrap_or(l).len() > MAX_MESSAGE_LINE)
+}
+
+/// A refusal of the message itself at the end of DATA, other than for policy
+/// (5.7.x) unless it speaks of lines: for a message with long lines, the
+/// likely reason.
+fn refused_after_data(f: &FailedRecipient<'_>) -> bool {
+    let Some(reply) = f.reply else {
+        return false;
+    };
+    let reply = reply.to_ascii_lowercase();
+    !f.expired
+        && f.text.contains(" after DATA: ")
+        && (reply.contains("line") || !reply.contains(" 5.7."))
+}
+
 /// Builds the DSN for `failed` recipients of `original`, or `None` when nobody
 /// should get one (null sender, or NOTIFY without FAILURE for all of them).
 pub fn bounce(
@@ -117,11 +142,17 @@ pub fn bounce(
         "This is the mail system at {hostname}.\r\n\r\nYour message could not be delivered to {} of its recipients:\r\n\r\n",
         failed.len()
     );
+    let long_lines = has_long_lines(original_body);
     for f in &failed {
+        let why = if long_lines && refused_after_data(f) {
+            LONG_LINES.to_string()
+        } else {
+            explain(f, lifetime_days)
+        };
         human.push_str(&format!(
             "  <{}>: {}\r\n",
             printable(&f.recipient.address),
-            printable(&explain(f, lifetime_days))
+            printable(&why)
         ));
     }
     human.push_str("\r\nThe technical details and the original message's headers follow.\r\n");
@@ -348,6 +379,68 @@ mod tests {
         assert!(
             text.contains("Diagnostic-Code: x-postern; local X-Evil: text [2J\r\n"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_refused_message_with_long_lines_is_explained() {
+        let r = rcpt("bob@remote.example", None);
+        let refused = |reply: &'static str, text: &'static str| FailedRecipient {
+            recipient: &r,
+            text,
+            reply: Some(reply),
+            expired: false,
+        };
+        let human = |body: &[u8], f: FailedRecipient<'_>| {
+            let dsn = bounce(
+                "mx.example.com",
+                &original("a@example.com", None),
+                body,
+                &[f],
+                5,
+            )
+            .expect("dsn");
+            let parsed = MessageParser::default().parse(&dsn.body).expect("parses");
+            parsed.body_text(0).expect("text part").into_owned()
+        };
+        let long = format!("Subject: x\r\n\r\n{}\r\n", "y".repeat(999));
+        let at_limit = format!("Subject: x\r\n\r\n{}\r\n", "y".repeat(998));
+        let data = "mx.remote.example said after DATA: 554 5.6.0 Invalid message content";
+        let words =
+            "the message had lines longer than 998 characters, which the receiving server refused";
+        assert!(
+            human(
+                long.as_bytes(),
+                refused("554 5.6.0 Invalid message content", data)
+            )
+            .contains(words)
+        );
+        let short = human(
+            at_limit.as_bytes(),
+            refused("554 5.6.0 Invalid message content", data),
+        );
+        assert!(
+            !short.contains(words) && short.contains("refused the message"),
+            "{short}"
+        );
+        // A refusal for policy, or at RCPT, keeps its own words.
+        let spam = human(
+            long.as_bytes(),
+            refused("550 5.7.1 Spam", "mx said after DATA: 550 5.7.1 Spam"),
+        );
+        assert!(spam.contains("because of its policy"), "{spam}");
+        let lines = "mx said after DATA: 550 5.7.0 Line too long";
+        assert!(human(long.as_bytes(), refused("550 5.7.0 Line too long", lines)).contains(words));
+        let rcpt_refused = human(
+            long.as_bytes(),
+            refused(
+                "550 5.1.1 no such user",
+                "mx said after RCPT TO: 550 5.1.1 no such user",
+            ),
+        );
+        assert!(
+            rcpt_refused.contains("mailbox does not exist"),
+            "{rcpt_refused}"
         );
     }
 

@@ -1,4 +1,4 @@
-//! Size and recipient limits and the per-session error budget.
+//! Size, recipient and hop limits, and the per-session error budget.
 
 use super::Verdict;
 use crate::smtp::reply::Reply;
@@ -25,6 +25,19 @@ pub fn check_recipient_count(already: usize, max: usize) -> Verdict {
             (5, 3),
             format!("Error: too many recipients (at most {max} per message)"),
         ))
+    } else {
+        Verdict::Accept
+    }
+}
+
+/// Postfix's hopcount_limit: a message with this many Received: lines is in a
+/// loop, or close enough.
+pub const MAX_HOPS: usize = 50;
+
+/// Refuses a message that has already made `MAX_HOPS` hops (its Received: lines).
+pub fn check_hop_count(received: usize) -> Verdict {
+    if received >= MAX_HOPS {
+        Verdict::Reject(Reply::new(554, (4, 6), "Too many hops"))
     } else {
         Verdict::Accept
     }
@@ -59,6 +72,11 @@ mod tests {
         assert!(matches!(check_declared_size(101, 100), Verdict::Reject(r) if r.code == 552));
         assert_eq!(check_recipient_count(99, 100), Verdict::Accept);
         assert!(matches!(check_recipient_count(100, 100), Verdict::Reject(r) if r.code == 452));
+        assert_eq!(check_hop_count(MAX_HOPS - 1), Verdict::Accept);
+        let Verdict::Reject(r) = check_hop_count(MAX_HOPS) else {
+            panic!("50 hops must be refused");
+        };
+        assert_eq!(r.to_string(), "554 5.4.6 Too many hops");
         let mut b = ErrorBudget::new(3);
         assert!(!b.spend());
         assert!(!b.spend());

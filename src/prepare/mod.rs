@@ -1,6 +1,11 @@
 //! An accepted transaction becomes a spool-ready message here (Postfix's
 //! "cleanup"): the Received: trace header goes on top and, for submitted mail,
 //! Date: and Message-ID: are added when the client left them out (RFC 6409 §8).
+//! `headers` reads the header section for the checks made before that.
+
+pub mod headers;
+pub mod mailbox_list;
+pub mod reencode;
 
 use mail_parser::{DateTime, HeaderName, MessageParser};
 
@@ -24,20 +29,6 @@ pub struct Arrival<'a> {
     /// Aliases of ours this message passes through to other servers: each
     /// gets a `Delivered-To:`, so that a copy coming back is recognised.
     pub delivered_to: &'a [String],
-}
-
-/// The addresses in the header From:, as the sender policy needs them.
-pub fn header_from_addresses(body: &[u8]) -> Vec<String> {
-    let Some(msg) = MessageParser::default().parse_headers(body) else {
-        return Vec::new();
-    };
-    msg.from()
-        .map(|from| {
-            from.iter()
-                .filter_map(|a| a.address().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The addresses in the message's `Delivered-To:` fields, lower-cased: the
@@ -206,14 +197,5 @@ mod tests {
             ["sales@example.com", "info@example.com", "old@example.org"]
         );
         assert!(delivered_to(b"Subject: none\r\n\r\nDelivered-To: x@y\r\n").is_empty());
-    }
-
-    #[test]
-    fn from_addresses() {
-        assert_eq!(
-            header_from_addresses(b"From: A <a@x.org>, b@y.org\r\n\r\n"),
-            ["a@x.org", "b@y.org"]
-        );
-        assert!(header_from_addresses(b"Subject: none\r\n\r\n").is_empty());
     }
 }

@@ -3,12 +3,16 @@
 
 use std::collections::HashSet;
 
-use super::incoming::{IncomingBody, Unreceived};
+use super::incoming::{IncomingBody, ReceivedBody, SPILL_AT, Unreceived};
 use super::io::{BodyPace, SessionEnd};
 use super::{Flow, Session};
+use crate::config::Limits;
 use crate::listener::ListenerRole;
 use crate::policy::Verdict;
-use crate::policy::sender::check_header_from;
+use crate::policy::limits::check_hop_count;
+use crate::policy::sender::check_sender_headers;
+use crate::prepare::headers::{HeaderFacts, header_section, header_section_ends};
+use crate::prepare::reencode::reencode_long_lines;
 use crate::prepare::{self, Arrival};
 use crate::smtp::data::{BodyReader, BodyViolation};
 use crate::smtp::reply::Reply;
@@ -89,23 +93,45 @@ impl Session {
         let received = match body.finish().await {
             Ok(received) => received,
             Err(Unreceived::Violation(violation)) => {
-                return self.reply(violation_reply(
-                    violation,
-                    self.ctx.config.limits.max_message_size,
-                ));
+                return self.reply(violation_reply(violation, &self.ctx.config.limits));
             }
             Err(Unreceived::Storage(e)) => {
                 tracing::error!(event = "spool_failed", error = %e);
                 return self.reply(storage_reply(&WriteError::of_io(&e)));
             }
         };
-        if let Some(user) = &self.identity
-            && let Verdict::Reject(reply) =
-                check_header_from(user, &prepare::header_from_addresses(&received.head))
-        {
+        // The checks read the header section from the part of the body held
+        // in memory: a spilled body's section must end there.
+        if received.file.is_some() && !header_section_ends(&received.head) {
+            return self.reply(Reply::new(
+                552,
+                (3, 4),
+                format!("Message header section exceeds {SPILL_AT} octets"),
+            ));
+        }
+        let facts = HeaderFacts::scan(header_section(&received.head));
+        let verdict = match (check_hop_count(facts.received), &self.identity) {
+            (Verdict::Accept, Some(user)) => check_sender_headers(user, &facts),
+            (verdict, _) => verdict,
+        };
+        if let Verdict::Reject(reply) = verdict {
             tracing::info!(event = "rejected", reply = %reply);
             return self.reply(reply);
         }
+        // The one point where a submitted message's text may change: after the
+        // header checks, before anything adds headers or signs. Text parts with
+        // lines over 998 octets become quoted-printable; mail from other
+        // servers is kept byte for byte.
+        let received = match (&self.identity, received.long_lines) {
+            (Some(_), true) => match reencoded(received).await {
+                Ok(received) => received,
+                Err(e) => {
+                    tracing::error!(event = "spool_failed", error = %e);
+                    return self.reply(Reply::queue_write_error());
+                }
+            },
+            _ => received,
+        };
         let marks = prepare::delivered_to(&received.head);
         let expanded = match self.expand_aliases(&tx.recipients, &marks).await {
             Ok(e) => e,
@@ -185,6 +211,21 @@ impl Session {
             }
         }
     }
+}
+
+/// The body with its over-long text lines re-encoded. A spilled body is read
+/// back for it: only authenticated senders get here, so the memory it takes
+/// is bounded by who may log in, not by who may connect.
+async fn reencoded(mut received: ReceivedBody) -> std::io::Result<ReceivedBody> {
+    let whole = match &received.file {
+        Some(file) => file.read_all().await?,
+        None => std::mem::take(&mut received.head),
+    };
+    Ok(ReceivedBody {
+        head: reencode_long_lines(&whole).unwrap_or(whole),
+        file: None,
+        long_lines: false,
+    })
 }
 
 /// The answer to a message the spool could not take.
@@ -302,17 +343,23 @@ impl Session {
     }
 }
 
-fn violation_reply(v: BodyViolation, max: u64) -> Reply {
+fn violation_reply(v: BodyViolation, limits: &Limits) -> Reply {
     match v {
         BodyViolation::TooBig => Reply::new(
             552,
             (3, 4),
-            format!("Message size exceeds fixed limit of {max} octets"),
+            format!(
+                "Message size exceeds fixed limit of {} octets",
+                limits.max_message_size
+            ),
         ),
         BodyViolation::LineTooLong => Reply::new(
             550,
             (6, 0),
-            "Message rejected: a line is longer than 1000 octets (RFC 5321 §4.5.3.1.6)",
+            format!(
+                "Message rejected: a line is longer than {} octets",
+                limits.max_text_line
+            ),
         ),
         BodyViolation::BareLf => Reply::new(
             550,

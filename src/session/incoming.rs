@@ -28,6 +28,8 @@ pub struct ReceivedBody {
     pub head: Vec<u8>,
     /// The whole body on disk (durable), for a large one.
     pub file: Option<SpillFile>,
+    /// A line is longer than RFC 5322 allows (998 octets).
+    pub long_lines: bool,
 }
 
 /// Why a received body cannot be queued.
@@ -95,6 +97,7 @@ impl IncomingBody {
             failed,
             ..
         } = self;
+        let long_lines = reader.has_long_lines();
         let rest = reader.finish().map_err(Unreceived::Violation)?;
         if let Some(e) = failed {
             return Err(Unreceived::Storage(e));
@@ -103,6 +106,7 @@ impl IncomingBody {
             None => Ok(ReceivedBody {
                 head: rest,
                 file: None,
+                long_lines,
             }),
             Some((head, mut file)) => {
                 let written = async {
@@ -113,6 +117,7 @@ impl IncomingBody {
                 Ok(ReceivedBody {
                     head,
                     file: Some(file),
+                    long_lines,
                 })
             }
         }

@@ -6,6 +6,11 @@
 
 use crate::config::BareNewlines;
 
+/// RFC 5322 §2.1.1: a line of a message is at most 998 octets, CRLF excluded.
+/// Longer lines are accepted up to `max_text_line`, but noted: some servers
+/// refuse them, so a submitted message gets its text re-encoded.
+pub const MAX_MESSAGE_LINE: usize = 998;
+
 /// What was wrong with a body; the whole message is refused with this reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyViolation {
@@ -41,6 +46,10 @@ pub struct BodyReader {
     bare: BareNewlines,
     state: State,
     line_len: usize,
+    /// The current line began with a dot that was stuffing, not content.
+    stuffed: bool,
+    /// Some line of the message was longer than `MAX_MESSAGE_LINE`.
+    long_lines: bool,
     /// Octets not yet taken by `take_held`.
     body: Vec<u8>,
     /// Octets of body produced so far, taken or not.
@@ -72,6 +81,8 @@ impl BodyReader {
             bare,
             state: State::LineStart,
             line_len: 0,
+            stuffed: false,
+            long_lines: false,
             body: Vec::with_capacity(4096),
             total: 0,
             violation: None,
@@ -106,6 +117,12 @@ impl BodyReader {
         std::mem::take(&mut self.body)
     }
 
+    /// Whether a line of the message (after unstuffing) was longer than
+    /// `MAX_MESSAGE_LINE` octets, found while reading.
+    pub fn has_long_lines(&self) -> bool {
+        self.long_lines
+    }
+
     /// Consumes input. For DATA, returns `Some(n)` when the terminating
     /// CRLF.CRLF ends at `input[n - 1]`, leaving the rest for the command reader;
     /// `None` when all of `input` was body.
@@ -122,6 +139,7 @@ impl BodyReader {
                 State::Dot => {
                     // RFC 5321 §4.5.2: the leading dot was stuffing; drop it.
                     self.state = State::InLine;
+                    self.stuffed = true;
                     continue;
                 }
                 State::DotCr if b == b'\n' => {
@@ -155,11 +173,18 @@ impl BodyReader {
                             // next CR or LF, is copied in one piece.
                             let run = memchr::memchr2(b'\r', b'\n', &input[i..])
                                 .unwrap_or(input.len() - i);
-                            self.line_len += run;
-                            if self.line_len > self.max_line {
+                            // Whichever limit a byte crosses first is the
+                            // reason, so the answer does not depend on how the
+                            // stream was cut into reads.
+                            let within = self.max_line.saturating_sub(self.line_len).min(run);
+                            self.push(&input[i..i + within]);
+                            if within < run {
                                 self.flag(BodyViolation::LineTooLong);
                             }
-                            self.push(&input[i..i + run]);
+                            self.line_len += run;
+                            if self.line_len - usize::from(self.stuffed) > MAX_MESSAGE_LINE {
+                                self.long_lines = true;
+                            }
                             i += run;
                             continue;
                         }
@@ -174,6 +199,7 @@ impl BodyReader {
     fn end_line(&mut self, real_crlf: bool) {
         self.push(b"\r\n");
         self.line_len = 0;
+        self.stuffed = false;
         self.state = if real_crlf {
             State::LineStart
         } else {
@@ -303,6 +329,64 @@ mod tests {
         // A stuffed dot counts on the wire line, as the peer will send it again.
         let dotted = [b".".to_vec(), vec![b'x'; 998], b"\r\n.\r\n".to_vec()].concat();
         assert_eq!(data(&dotted).1, Err(BodyViolation::LineTooLong));
+    }
+
+    #[test]
+    fn long_lines_are_noted_at_998_octets() {
+        let read = |body: &[u8], dot_stuffed: bool| {
+            let mut r = if dot_stuffed {
+                BodyReader::data(1 << 20, 65536, BareNewlines::Reject)
+            } else {
+                BodyReader::bdat(1 << 20, 65536, BareNewlines::Reject)
+            };
+            r.feed(body);
+            (r.has_long_lines(), r.finish().is_ok())
+        };
+        let line = |n: usize| [vec![b'x'; n], b"\r\n".to_vec()].concat();
+        assert_eq!(
+            read(&[line(998), b".\r\n".to_vec()].concat(), true),
+            (false, true)
+        );
+        assert_eq!(
+            read(&[line(999), b".\r\n".to_vec()].concat(), true),
+            (true, true)
+        );
+        // The stuffing dot is not part of the message's line.
+        let dotted = [b".".to_vec(), line(998), b".\r\n".to_vec()].concat();
+        assert_eq!(read(&dotted, true), (false, true));
+        assert_eq!(
+            read(&[b"a\r\n".to_vec(), line(999), line(3)].concat(), false),
+            (true, true)
+        );
+        // Split across chunks, a line still counts whole.
+        let mut r = BodyReader::bdat(1 << 20, 65536, BareNewlines::Reject);
+        r.feed(&[b'x'; 500]);
+        r.feed(&[b'x'; 499]);
+        assert!(r.has_long_lines());
+    }
+
+    #[test]
+    fn the_first_limit_crossed_is_the_reason_however_the_stream_is_cut() {
+        // 10 octets of body allowed, lines of 8 (10 with the CRLF).
+        for (input, reason) in [
+            (&b"123456789\r\n.\r\n"[..], BodyViolation::LineTooLong),
+            (b"12345678901\r\n.\r\n", BodyViolation::LineTooLong),
+            // The 11th octet of body comes before the 9th of the line.
+            (b"1234\r\n123456789\r\n.\r\n", BodyViolation::TooBig),
+            (b"1234567\r\n1234\r\n.\r\n", BodyViolation::TooBig),
+        ] {
+            for cut in 0..input.len() {
+                let mut r = BodyReader::data(10, 10, BareNewlines::Reject);
+                assert_eq!(r.feed(&input[..cut]), None);
+                assert!(r.feed(&input[cut..]).is_some());
+                assert_eq!(
+                    r.finish(),
+                    Err(reason),
+                    "{:?} cut at {cut}",
+                    String::from_utf8_lossy(input)
+                );
+            }
+        }
     }
 
     #[test]

@@ -111,6 +111,19 @@ pub fn smtplib_send(
     text(&out).trim().to_string()
 }
 
+/// alice@example.com submits `body` to bob@remote.example with smtplib over
+/// STARTTLS; returns the final reply.
+pub fn alice_submits(submission: SocketAddr, body: &str) -> String {
+    smtplib_send(
+        "starttls",
+        submission,
+        Some(("alice@example.com", super::PASSWORD)),
+        "alice@example.com",
+        "bob@remote.example",
+        body,
+    )
+}
+
 /// curl's SMTP client; `scheme` is "smtp" (with --ssl-reqd for STARTTLS) or "smtps".
 pub fn curl_send(
     scheme: &str,

@@ -3,7 +3,8 @@
 //! and can be told to defer, reject (or answer with terminal escapes), hang,
 //! drop the connection during DATA, require STARTTLS and AUTH, announce a
 //! SIZE limit, or send each message back (`--return-to host,port,rcpt`, as a
-//! forwarding server would).
+//! forwarding server would). Like aiosmtpd itself, it refuses a message with a
+//! line over 1001 octets ("500 Line too long").
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -10,7 +10,8 @@
 //! - `prepare`: reads the header section once (sender headers, hop count),
 //!   re-encodes long lines of submitted text, adds Received:, and Date and
 //!   Message-ID for submitted mail.
-//! - `spool`: makes the message durable (group commit) before the 250.
+//! - `spool`: makes the message durable (group commit) before the 250, takes
+//!   large bodies to disk while they arrive, and keeps the free-space floor.
 //! - `scheduler`: decides when: claims due recipients, retries with backoff,
 //!   applies outcomes and queues DSNs (`dsn`).
 //! - `router`: decides where: local mailbox, a route, the relay, or MX (with the

@@ -114,6 +114,9 @@ fn a_body_sent_a_byte_at_a_time_is_timed_out() {
 
 #[test]
 fn five_thousand_connections_at_once_get_421_beyond_the_cap_and_the_server_recovers() {
+    // This process holds 5,000 sockets and the server (which inherits the
+    // limit) as many: a default soft limit of 1,024 would not do.
+    raise_open_file_limit(12_000);
     let s = TestServer::start("[limits]\nmax_connections = 1000\nmax_connections_per_ip = 10000\n");
     let addr = s.addr("mta");
     let mut open = Vec::with_capacity(5000);
@@ -146,4 +149,27 @@ fn five_thousand_connections_at_once_get_421_beyond_the_cap_and_the_server_recov
         &["--from", "a@remote.example", "--to", "alice@example.com"],
     );
     assert!(text(&out).contains("queued as"), "{}", text(&out));
+}
+
+/// Raises this process's soft limit on open files to at least `want`, up to
+/// the hard limit; fails the test, saying why, if the hard limit is lower.
+fn raise_open_file_limit(want: u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some_and(|c| c >= want) {
+        return;
+    }
+    assert!(
+        limit.maximum.is_none_or(|m| m >= want),
+        "the hard limit on open files is {:?}, below {want}: raise it (ulimit -Hn)",
+        limit.maximum
+    );
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(want),
+            maximum: limit.maximum,
+        },
+    )
+    .expect("raise the open-file limit");
 }

@@ -29,6 +29,9 @@ pub struct ServerContext {
     pub shutdown: CancellationToken,
     /// Which ports saw which `postern check` probe.
     pub echo: EchoRegistry,
+    /// Large submitted bodies being rewritten at once (long lines
+    /// re-encoded): each holds the message twice in memory meanwhile.
+    pub rewrites: tokio::sync::Semaphore,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +80,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         tls,
         shutdown: shutdown.clone(),
         echo: EchoRegistry::default(),
+        rewrites: tokio::sync::Semaphore::new(2),
     });
 
     let bound = listener::bind_all(&config.listeners).await;
@@ -122,6 +126,19 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         ));
     }
     accept_loops.close();
+    // The free-space floor is checked at every MAIL; this keeps /metrics and
+    // the end of a low-space episode current on a quiet server too.
+    let floor = (ctx.spool.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let (spool, stop) = floor;
+        loop {
+            let _ = spool.has_room_for(0);
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+            }
+        }
+    });
     let deliveries = TaskTracker::new();
     let scheduler = tokio::spawn(scheduler::run(
         delivery,

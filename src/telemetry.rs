@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::FormatFields;
-use tracing_subscriber::fmt::format::{DefaultFields, Writer};
+use tracing_subscriber::fmt::format::Writer;
 
 /// Starts the log subscriber: human-readable lines on stderr, level from
 /// `RUST_LOG` (default `info`), JSON when `POSTERN_LOG_FORMAT=json`; colours
@@ -82,25 +82,71 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// The human format's fields, laid out by tracing-subscriber's `DefaultFields`
-/// but written through `write_escaped`. tracing-subscriber 0.3.23 escapes ESC,
-/// BEL, BS, FF, DEL and C1 in the message only, leaving CR and LF, and every
-/// `%field` value, raw. Field names lose their italics on a terminal: their
-/// escape codes would be escaped too.
+/// The human format's fields: `name=value`, space-separated, the message
+/// bare. Every value goes through `write_escaped` (tracing-subscriber 0.3.23
+/// escapes ESC, BEL, BS, FF, DEL and C1 in the message only, leaving CR and
+/// LF, and every `%field` value, raw), and a value with a space, `=`, a quote
+/// or a backslash is quoted: otherwise a user name such as
+/// `x peer=203.0.113.9:1` would read as two fields to a log parser (fail2ban).
+/// String fields keep the quotes they always had.
 struct EscapedFields;
 
 impl<'w> FormatFields<'w> for EscapedFields {
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
-        let mut escaping = Escaping(&mut writer);
-        DefaultFields::new().format_fields(Writer::new(&mut escaping), fields)
+        let mut visitor = FieldWriter {
+            out: &mut writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
     }
 }
 
-struct Escaping<'a, 'w>(&'a mut Writer<'w>);
+struct FieldWriter<'a, 'w> {
+    out: &'a mut Writer<'w>,
+    first: bool,
+    result: fmt::Result,
+}
 
-impl fmt::Write for Escaping<'_, '_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        write_escaped(self.0, s)
+impl FieldWriter<'_, '_> {
+    fn write(&mut self, name: &str, value: &str, quote: bool) -> fmt::Result {
+        if !std::mem::take(&mut self.first) {
+            self.out.write_char(' ')?;
+        }
+        if name == "message" {
+            return write_escaped(self.out, value);
+        }
+        write!(self.out, "{}=", name.trim_start_matches("r#"))?;
+        if !quote && !value.is_empty() && !value.contains([' ', '=', '"', '\\']) {
+            return write_escaped(self.out, value);
+        }
+        self.out.write_char('"')?;
+        for part in value.split_inclusive(['"', '\\']) {
+            match part.strip_suffix(['"', '\\']) {
+                Some(head) => {
+                    write_escaped(self.out, head)?;
+                    self.out.write_char('\\')?;
+                    self.out.write_str(&part[head.len()..])?;
+                }
+                None => write_escaped(self.out, part)?,
+            }
+        }
+        self.out.write_char('"')
+    }
+}
+
+impl tracing::field::Visit for FieldWriter<'_, '_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if self.result.is_ok() {
+            self.result = self.write(field.name(), value, true);
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        if self.result.is_ok() {
+            self.result = self.write(field.name(), &format!("{value:?}"), false);
+        }
     }
 }
 
@@ -195,6 +241,8 @@ mod tests {
         let span = tracing::info_span!("session", peer = %HOSTILE);
         let _entered = span.enter();
         tracing::info!(event = "auth_failed", user = %HOSTILE, "said {HOSTILE}");
+        // A field of its own, as a log parser reads `key=value`.
+        tracing::info!(event = "auth_failed", user = %"x peer=203.0.113.9:1 \"q\" \\", id = %"plain");
     }
 
     fn text(buffer: &Buffer) -> String {
@@ -211,15 +259,20 @@ mod tests {
             .fmt_fields(EscapedFields)
             .finish();
         tracing::subscriber::with_default(subscriber, log_hostile);
-        let line = text(&buffer);
-        let line = line.strip_suffix('\n').expect("one line");
+        let lines = text(&buffer);
+        let (line, forged) = lines.trim_end().split_once('\n').expect("two lines");
         assert!(!line.chars().any(must_escape), "{line:?}");
         assert!(
-            line.contains(&format!("session{{peer={ESCAPED}}}")),
+            line.contains(&format!("session{{peer=\"{ESCAPED}\"}}")),
             "{line}"
         );
         assert!(line.contains(&format!("said {ESCAPED}")), "{line}");
-        assert!(line.contains(&format!("user={ESCAPED}")), "{line}");
+        assert!(line.contains(&format!("user=\"{ESCAPED}\"")), "{line}");
+        assert!(
+            forged
+                .ends_with(r#"event="auth_failed" user="x peer=203.0.113.9:1 \"q\" \\" id=plain"#),
+            "{forged}"
+        );
     }
 
     #[test]
@@ -231,9 +284,15 @@ mod tests {
             .json()
             .finish();
         tracing::subscriber::with_default(subscriber, log_hostile);
-        let line = text(&buffer);
-        let line = line.strip_suffix('\n').expect("one line");
-        assert!(!line.chars().any(must_escape), "{line:?}");
+        let lines = text(&buffer);
+        let line = lines.lines().next().expect("a line");
+        assert!(
+            !lines
+                .trim_end()
+                .chars()
+                .any(|c| c != '\n' && must_escape(c)),
+            "{lines:?}"
+        );
         let v: serde_json::Value = serde_json::from_str(line).expect("json");
         assert_eq!(v["fields"]["user"], HOSTILE);
         assert_eq!(v["span"]["peer"], HOSTILE);

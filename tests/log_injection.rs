@@ -55,7 +55,8 @@ fn client_text_is_escaped_in_the_log_and_in_queue_show() {
         r"EHLO evil\x1b[31m\u{9b}.example",
         r"MAIL FROM:<a\x1b[2Jb@remote.example>",
         r"from=\u{202e}evil@remote.example",
-        r"user=evil\r\nFAKE event=auth_ok\x1b[2J\x07",
+        // Quoted, having a space and an `=`: one field to a log parser.
+        r#"user="evil\r\nFAKE event=auth_ok\x1b[2J\x07""#,
     ] {
         assert!(log.contains(escaped), "no {escaped} in:\n{log}");
     }

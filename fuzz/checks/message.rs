@@ -1,18 +1,18 @@
 //! A submitted message as `prepare` reads it: the header facts for the sender
 //! and hop checks and the Delivered-To: marks, then the trace and missing
-//! headers put on top. The input is
+//! headers put on top of it. The input is
 //! HELO name NUL recipient NUL message. Checks: no panic; when the sender check
 //! accepts the message for the user named by its first From: address, there is
 //! one From: and mail-parser also sees only that user as sender; re-encoding
 //! long lines leaves no more long lines than before, and re-encoding its own
-//! output changes nothing; the message follows the added lines byte for byte;
-//! client text cannot break or start a header line.
+//! output changes nothing; the added headers are whole lines; client text
+//! cannot break or start a header line.
 
 use postern::policy::Verdict;
 use postern::policy::sender::check_sender_headers;
 use postern::prepare::headers::{HeaderFacts, SenderHeader, header_section};
 use postern::prepare::reencode::reencode_long_lines;
-use postern::prepare::{Arrival, delivered_to, finish};
+use postern::prepare::{Arrival, trace_headers};
 use postern::smtp::address::Mailbox;
 use postern::smtp::data::MAX_MESSAGE_LINE;
 use postern::spool::QueueId;
@@ -40,11 +40,10 @@ pub fn check(input: &[u8]) {
         submission: true,
         delivered_to: &[],
     };
-    let _ = delivered_to(body);
-    let out = finish(&arrival, body);
-    let added = out.strip_suffix(body).map(String::from_utf8_lossy);
-    let Some(lines) = added.as_deref().and_then(|a| a.strip_suffix("\r\n")) else {
-        panic!("the message does not follow whole added lines: {out:?}");
+    let added = trace_headers(&arrival, body);
+    let added = String::from_utf8_lossy(&added);
+    let Some(lines) = added.strip_suffix("\r\n") else {
+        panic!("the added headers are not whole lines: {added:?}");
     };
     let mut received = 0;
     for line in lines.split("\r\n") {

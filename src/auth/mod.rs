@@ -65,6 +65,10 @@ pub struct Authenticator {
     failures: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     blocked: Arc<Mutex<HashMap<IpAddr, Instant>>>,
     block_for: Duration,
+    /// Argon2 checks running at once. Each takes argon2's memory (19 MiB by
+    /// default): a thousand clients starting AUTH together would otherwise
+    /// take gigabytes. More than the cores could not run faster anyway.
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl Authenticator {
@@ -77,6 +81,9 @@ impl Authenticator {
             failures: Arc::new(RateLimiter::keyed(Quota::per_hour(per_hour))),
             blocked: Arc::new(Mutex::new(HashMap::new())),
             block_for: Duration::from_secs(3600) / per_hour.get(),
+            hashing: Arc::new(tokio::sync::Semaphore::new(
+                2 * std::thread::available_parallelism().map_or(2, usize::from),
+            )),
         }
     }
 
@@ -111,10 +118,19 @@ impl Authenticator {
             None => (None, decoy_hash().to_string()),
         };
         let password = password.to_string();
-        // Argon2 takes tens of milliseconds of CPU: keep it off the async workers.
-        let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        // Argon2 takes tens of milliseconds of CPU: keep it off the async
+        // workers, a few at a time.
+        let slot = Arc::clone(&self.hashing)
+            .acquire_owned()
             .await
             .map_err(|e| AuthError::Hash(e.to_string()))?;
+        let matches = tokio::task::spawn_blocking(move || {
+            let matches = verify_password(&password, &hash);
+            drop(slot);
+            matches
+        })
+        .await
+        .map_err(|e| AuthError::Hash(e.to_string()))?;
         if let Some(address) = account.filter(|_| matches) {
             // The store's spelling, not the login's: `Alice@Example.COM.`
             // logs in as alice@example.com and sends as that address.

@@ -12,30 +12,49 @@ pub const MAX_DSN_PER_SENDER_PER_HOUR: usize = 20;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// How often addresses without a DSN in the last hour are forgotten: often
+/// enough to bound the map, rarely enough that a flood of bounces to distinct
+/// forged senders does not make each one walk all the others.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
 /// The DSNs sent to each address in the last hour.
 pub struct DsnBudget {
     per_hour: usize,
-    sent: Mutex<HashMap<String, VecDeque<Instant>>>,
+    sent: Mutex<Sent>,
+}
+
+struct Sent {
+    by_address: HashMap<String, VecDeque<Instant>>,
+    pruned: Option<Instant>,
 }
 
 impl DsnBudget {
     pub fn new(per_hour: usize) -> DsnBudget {
         DsnBudget {
             per_hour,
-            sent: Mutex::new(HashMap::new()),
+            sent: Mutex::new(Sent {
+                by_address: HashMap::new(),
+                pruned: None,
+            }),
         }
     }
 
-    /// Whether one more DSN may go to `recipient` at `now`; a yes counts it.
-    /// Addresses are compared in lower case, so that changing the case of a
-    /// forged sender does not buy more bounces.
+    /// Whether one more DSN may go to `recipient` at `now`; a yes counts it
+    /// (see `refund` when the DSN is not queued after all). Addresses are
+    /// compared in lower case, so that changing the case of a forged sender
+    /// does not buy more bounces.
     pub fn allow(&self, recipient: &str, now: Instant) -> bool {
         let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
         let recent = |t: &Instant| now.saturating_duration_since(*t) < HOUR;
-        // DSNs are rare next to deliveries: a walk over every address is
-        // cheap, and keeps only addresses with a DSN in the last hour.
-        sent.retain(|_, times| times.back().is_some_and(recent));
-        let times = sent.entry(recipient.to_lowercase()).or_default();
+        if sent
+            .pruned
+            .is_none_or(|at| now.saturating_duration_since(at) >= PRUNE_EVERY)
+        {
+            sent.by_address
+                .retain(|_, times| times.back().is_some_and(recent));
+            sent.pruned = Some(now);
+        }
+        let times = sent.by_address.entry(recipient.to_lowercase()).or_default();
         while times.front().is_some_and(|t| !recent(t)) {
             times.pop_front();
         }
@@ -44,6 +63,17 @@ impl DsnBudget {
         }
         times.push_back(now);
         true
+    }
+
+    /// Gives back what `allow` counted at `at`: the DSN was not queued (the
+    /// commit failed, and the failure will be bounced again on the retry).
+    pub fn refund(&self, recipient: &str, at: Instant) {
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(times) = sent.by_address.get_mut(&recipient.to_lowercase())
+            && let Some(i) = times.iter().rposition(|t| *t == at)
+        {
+            times.remove(i);
+        }
     }
 }
 
@@ -76,9 +106,16 @@ mod tests {
             assert!(budget.allow("victim@example.org", all_old), "{i}");
         }
         assert_eq!(
-            budget.sent.lock().expect("lock").len(),
+            budget.sent.lock().expect("lock").by_address.len(),
             1,
             "quiet addresses are forgotten"
         );
+        // A DSN that was not queued after all does not count.
+        let later = all_old + HOUR * 2;
+        for _ in 0..MAX_DSN_PER_SENDER_PER_HOUR {
+            assert!(budget.allow("x@example.org", later));
+            budget.refund("x@example.org", later);
+        }
+        assert!(budget.allow("x@example.org", later));
     }
 }

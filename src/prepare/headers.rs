@@ -1,6 +1,7 @@
 //! The header section of a message, read once at the end of DATA for the checks
 //! that need it: who the message says it is from (From:, Sender:, Resent-From:,
-//! Resent-Sender:, every occurrence) and how many Received: lines it carries.
+//! Resent-Sender:, every occurrence), how many Received: lines it carries, and
+//! the Delivered-To: marks forwarding servers leave against loops.
 //! Works on the header bytes alone, so the body never has to be in memory.
 
 use std::ops::Range;
@@ -65,6 +66,9 @@ pub struct HeaderFacts {
     pub senders_left_out: usize,
     /// Received: fields: one per hop the message has made (a loop shows as many).
     pub received: usize,
+    /// The addresses of its Delivered-To: fields, lower-cased, without angle
+    /// brackets: where forwarding servers (Postfix's local, us) passed it on.
+    pub delivered_to: Vec<String>,
     /// The first line (from 1) that is neither a header field nor the
     /// continuation of one. Readers disagree on where such a header section
     /// ends, so the fields after it may or may not be shown.
@@ -83,6 +87,14 @@ impl HeaderFacts {
                 Entry::Field(field) => {
                     if field.name.eq_ignore_ascii_case(b"Received") {
                         facts.received += 1;
+                    } else if field.name.eq_ignore_ascii_case(b"Delivered-To") {
+                        let value = field.value();
+                        let text = String::from_utf8_lossy(&value);
+                        let text = text.trim();
+                        let text = text.strip_prefix('<').unwrap_or(text);
+                        facts
+                            .delivered_to
+                            .push(text.strip_suffix('>').unwrap_or(text).to_lowercase());
                     } else if let Some(header) = SenderHeader::of(field.name) {
                         if facts.senders.len() == MAX_SENDER_FIELDS {
                             facts.senders_left_out += 1;

@@ -31,34 +31,6 @@ pub struct Arrival<'a> {
     pub delivered_to: &'a [String],
 }
 
-/// The addresses in the message's `Delivered-To:` fields, lower-cased: the
-/// marks forwarding servers (Postfix's local, us) leave against loops.
-pub fn delivered_to(body: &[u8]) -> Vec<String> {
-    let Some(msg) = MessageParser::default().parse_headers(body) else {
-        return Vec::new();
-    };
-    msg.headers()
-        .iter()
-        .filter(|h| h.name == HeaderName::DeliveredTo)
-        .filter_map(|h| body.get(h.offset_start as usize..h.offset_end as usize))
-        .map(|raw| {
-            let text = String::from_utf8_lossy(raw);
-            let text = text.trim();
-            let text = text.strip_prefix('<').unwrap_or(text);
-            text.strip_suffix('>').unwrap_or(text).to_lowercase()
-        })
-        .collect()
-}
-
-/// Returns the message as it will be stored: new headers, then the body.
-pub fn finish(arrival: &Arrival<'_>, body: &[u8]) -> Vec<u8> {
-    let head = trace_headers(arrival, body);
-    let mut out = Vec::with_capacity(head.len() + body.len());
-    out.extend_from_slice(&head);
-    out.extend_from_slice(body);
-    out
-}
-
 /// The headers this server puts on top of the message: Received:, and for
 /// submitted mail a missing Date: or Message-ID:. `body` need only hold the
 /// message's header section (a large body is on disk while this runs).
@@ -139,6 +111,15 @@ mod tests {
             submission,
             delivered_to: &[],
         }
+    }
+
+    /// The message as it is stored: the new headers, then what came.
+    fn finish(arrival: &Arrival<'_>, body: &[u8]) -> Vec<u8> {
+        [trace_headers(arrival, body), body.to_vec()].concat()
+    }
+
+    fn delivered_to(message: &[u8]) -> Vec<String> {
+        headers::HeaderFacts::scan(headers::header_section(message)).delivered_to
     }
 
     #[test]

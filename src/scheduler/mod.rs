@@ -10,7 +10,7 @@ mod outcome;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -62,17 +62,21 @@ impl Delivery {
         }
     }
 
-    /// Whether `message`'s sender may get one more DSN now; when not, the
-    /// bounce is dropped with a `dsn_suppressed` line and a count.
-    fn dsn_allowed(&self, message: &QueuedMessage) -> bool {
-        let allowed = self
-            .dsn_budget
-            .allow(&message.sender, std::time::Instant::now());
-        if !allowed {
-            tracing::warn!(event = "dsn_suppressed", qid = %message.id, to = %message.sender, limit_per_hour = MAX_DSN_PER_SENDER_PER_HOUR);
-            metrics::counter!("postern_dsn_suppressed_total").increment(1);
+    /// Whether `message`'s sender may get one more DSN now; a suppressed one
+    /// is logged (`dsn_suppressed`) and counted. Our own authenticated users
+    /// always get their bounces: the cap is against backscatter to forged
+    /// senders, and theirs are not forged.
+    fn dsn_allowed(&self, message: &QueuedMessage) -> DsnAllowance {
+        if message.auth_user.is_some() {
+            return DsnAllowance::Exempt;
         }
-        allowed
+        let now = Instant::now();
+        if self.dsn_budget.allow(&message.sender, now) {
+            return DsnAllowance::Counted(now);
+        }
+        tracing::warn!(event = "dsn_suppressed", qid = %message.id, to = %message.sender, limit_per_hour = MAX_DSN_PER_SENDER_PER_HOUR);
+        metrics::counter!("postern_dsn_suppressed_total").increment(1);
+        DsnAllowance::Suppressed
     }
 
     fn destination_slots(&self, key: &str) -> Arc<Semaphore> {
@@ -88,6 +92,15 @@ impl Delivery {
                 .or_insert_with(|| Arc::new(Semaphore::new(limit))),
         )
     }
+}
+
+/// What the per-sender DSN cap says about one bounce.
+enum DsnAllowance {
+    /// Not capped (an authenticated sender's).
+    Exempt,
+    /// Counted at this moment: refunded if the DSN is not queued after all.
+    Counted(Instant),
+    Suppressed,
 }
 
 /// Runs until `shutdown`; deliveries run on `tasks` so the server can wait for them.
@@ -280,19 +293,29 @@ async fn deliver_message(
         Cow::Borrowed(&[][..])
     };
     let applied = outcome::apply(&delivery.config, &message, &body, &results, now_unix());
-    let bounce = applied
-        .bounce
-        .filter(|_| delivery.dsn_allowed(&message))
-        .map(|b| (QueueId::generate(), b));
-    if let Some((id, _)) = &bounce {
-        tracing::info!(event = "dsn_queued", qid = %message.id, dsn = %id);
-    }
-    if let Err(e) = delivery
+    let (bounce, counted) = match applied.bounce.map(|b| (b, delivery.dsn_allowed(&message))) {
+        Some((b, DsnAllowance::Counted(at))) => (Some((QueueId::generate(), b)), Some(at)),
+        Some((b, DsnAllowance::Exempt)) => (Some((QueueId::generate(), b)), None),
+        _ => (None, None),
+    };
+    let dsn = bounce.as_ref().map(|(id, _)| id.clone());
+    match delivery
         .spool
         .record(&message.id, applied.updates, bounce)
         .await
     {
-        tracing::error!(event = "spool_error", qid = %message.id, error = %e);
+        Ok(()) => {
+            if let Some(dsn) = dsn {
+                tracing::info!(event = "dsn_queued", qid = %message.id, dsn = %dsn);
+            }
+        }
+        Err(e) => {
+            tracing::error!(event = "spool_error", qid = %message.id, error = %e);
+            // The failure is bounced again on the retry: this one did not count.
+            if let Some(at) = counted {
+                delivery.dsn_budget.refund(&message.sender, at);
+            }
+        }
     }
     // Recipients whose delivery task failed have no result: let them be due again.
     delivery

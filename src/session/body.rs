@@ -14,6 +14,7 @@ use crate::policy::sender::check_sender_headers;
 use crate::prepare::headers::{HeaderFacts, header_section, header_section_ends};
 use crate::prepare::reencode::reencode_long_lines;
 use crate::prepare::{self, Arrival};
+use crate::server::ServerContext;
 use crate::smtp::data::{BodyReader, BodyViolation};
 use crate::smtp::reply::Reply;
 use crate::spool::{
@@ -54,8 +55,9 @@ impl Session {
     }
 
     pub(super) async fn bdat(&mut self, size: usize, last: bool) -> Result<Flow, SessionEnd> {
-        let mut pace = BodyPace::new(self.ctx.config.limits.data_timeout);
+        let data_timeout = self.ctx.config.limits.data_timeout;
         if let Err(reply) = self.check_body_start() {
+            let mut pace = BodyPace::new(data_timeout);
             self.conn.read_chunk(size, None, &mut pace).await?;
             return Ok(self.reply(reply));
         }
@@ -71,16 +73,19 @@ impl Session {
         let Some(tx) = &mut self.tx else {
             return Ok(Flow::Continue);
         };
-        let body = tx
-            .chunks
-            .get_or_insert_with(|| IncomingBody::new(BodyReader::bdat(max, line, bare), spool));
-        self.conn.read_chunk(size, Some(body), &mut pace).await?;
+        let (body, pace) = tx.chunks.get_or_insert_with(|| {
+            (
+                IncomingBody::new(BodyReader::bdat(max, line, bare), spool),
+                BodyPace::new(data_timeout),
+            )
+        });
+        self.conn.read_chunk(size, Some(body), pace).await?;
         if !last {
             return Ok(self.reply(Reply::new(250, (0, 0), format!("{size} octets received"))));
         }
         let body = self.tx.as_mut().and_then(|tx| tx.chunks.take());
         match body {
-            Some(body) => Ok(self.finish_body(body).await),
+            Some((body, _)) => Ok(self.finish_body(body).await),
             None => Ok(Flow::Continue),
         }
     }
@@ -123,7 +128,7 @@ impl Session {
         // lines over 998 octets become quoted-printable; mail from other
         // servers is kept byte for byte.
         let received = match (&self.identity, received.long_lines) {
-            (Some(_), true) => match reencoded(received).await {
+            (Some(_), true) => match reencoded(&self.ctx, received).await {
                 Ok(received) => received,
                 Err(e) => {
                     tracing::error!(event = "spool_failed", error = %e);
@@ -132,8 +137,10 @@ impl Session {
             },
             _ => received,
         };
-        let marks = prepare::delivered_to(&received.head);
-        let expanded = match self.expand_aliases(&tx.recipients, &marks).await {
+        let expanded = match self
+            .expand_aliases(&tx.recipients, &facts.delivered_to)
+            .await
+        {
             Ok(e) => e,
             Err(reply) => return self.reply(reply),
         };
@@ -203,7 +210,7 @@ impl Session {
                 self.reply(Reply::new(250, (0, 0), format!("Ok: queued as {queue_id}")))
             }
             Err(e) => {
-                tracing::error!(event = "spool_failed", error = %e);
+                tracing::error!(event = "spool_failed", qid = %queue_id, error = %e);
                 self.reply(match &e {
                     SpoolError::Write(w) => storage_reply(w),
                     _ => Reply::queue_write_error(),
@@ -213,17 +220,37 @@ impl Session {
     }
 }
 
-/// The body with its over-long text lines re-encoded. A spilled body is read
-/// back for it: only authenticated senders get here, so the memory it takes
-/// is bounded by who may log in, not by who may connect.
-async fn reencoded(mut received: ReceivedBody) -> std::io::Result<ReceivedBody> {
-    let whole = match &received.file {
-        Some(file) => file.read_all().await?,
-        None => std::mem::take(&mut received.head),
+/// The body with its over-long text lines re-encoded (unchanged when none is
+/// in a text part). A spilled body is read back for it, a few at a time
+/// (`ServerContext::rewrites`: the whole message and its new form are in
+/// memory meanwhile), and the new form goes back to disk in a new spill.
+async fn reencoded(ctx: &ServerContext, received: ReceivedBody) -> std::io::Result<ReceivedBody> {
+    let Some(file) = &received.file else {
+        return Ok(match reencode_long_lines(&received.head) {
+            Some(head) => ReceivedBody {
+                head,
+                file: None,
+                long_lines: false,
+            },
+            None => received,
+        });
     };
+    let _turn = ctx
+        .rewrites
+        .acquire()
+        .await
+        .map_err(std::io::Error::other)?;
+    let Some(new) = reencode_long_lines(&file.read_all().await?) else {
+        return Ok(received);
+    };
+    let head = new[..SPILL_AT.min(new.len())].to_vec();
+    let mut spill = ctx.spool.spill().await?;
+    spill.write(new).await?;
+    spill.finish().await?;
+    // The received form's file goes with `received`.
     Ok(ReceivedBody {
-        head: reencode_long_lines(&whole).unwrap_or(whole),
-        file: None,
+        head,
+        file: Some(spill),
         long_lines: false,
     })
 }

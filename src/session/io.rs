@@ -16,7 +16,11 @@ pub use crate::smtp::Stream;
 #[derive(Debug)]
 pub enum SessionEnd {
     Eof,
+    /// The client sent nothing (or not enough) in time.
     Timeout,
+    /// The client did not read its replies in time: nothing more can be
+    /// said to it.
+    WriteTimeout,
     Shutdown,
     Io(std::io::Error),
 }
@@ -58,7 +62,7 @@ impl Connection {
             };
             tokio::time::timeout(self.write_timeout, write)
                 .await
-                .map_err(|_| SessionEnd::Timeout)?
+                .map_err(|_| SessionEnd::WriteTimeout)?
                 .map_err(SessionEnd::Io)?;
             self.output.clear();
         }
@@ -170,7 +174,13 @@ impl Connection {
             self.input.drain(..take);
             size -= take;
             if size == 0 {
-                return Ok(());
+                // Chunks that arrive whole never wait here: the pace of the
+                // body as a whole is checked between them too.
+                return if pace.missed() {
+                    Err(SessionEnd::Timeout)
+                } else {
+                    Ok(())
+                };
             }
             self.fill(pace.deadline(), None).await?;
         }
@@ -204,5 +214,10 @@ impl BodyPace {
 
     fn deadline(&self) -> Instant {
         self.overall.min(Instant::now() + self.idle)
+    }
+
+    /// The body so far came slower than the minimum rate allows.
+    fn missed(&self) -> bool {
+        Instant::now() > self.overall
     }
 }

@@ -27,6 +27,10 @@ use crate::telemetry::SessionId;
 use io::{Connection, Line, SessionEnd, Stream};
 use state::{Greeting, Transaction};
 
+/// Commands that move no mail a session may send before each one counts as
+/// an error (Postfix's smtpd_junk_command_limit).
+const JUNK_COMMANDS: u32 = 100;
+
 /// RFC 4954 §4: an AUTH command line may be up to 12288 octets; other commands
 /// are held to `max_command_line` after reading.
 const MAX_AUTH_LINE: usize = 12_288;
@@ -77,6 +81,9 @@ pub struct Session {
     tx: Option<Transaction>,
     errors: ErrorBudget,
     auth_failures: u32,
+    /// NOOP, RSET, VRFY and HELP so far: commands that keep a session open
+    /// without moving mail.
+    junk_commands: u32,
 }
 
 /// Runs a session on an accepted connection until it ends. Never panics on input;
@@ -127,6 +134,7 @@ pub async fn run(ctx: Arc<ServerContext>, stream: Box<dyn Stream>, connected: Co
             tx: None,
             errors: ErrorBudget::new(max_errors),
             auth_failures: 0,
+            junk_commands: 0,
         };
         let end = session.serve(tls).await;
         tracing::info!(event = "disconnected", reason = ?end);
@@ -198,6 +206,13 @@ impl Session {
             Ok(request) => request,
             Err(e) => return Ok(self.reply(parse_error_reply(&e))),
         };
+        if matches!(
+            request,
+            Request::Rset | Request::Noop { .. } | Request::Vrfy { .. } | Request::Help { .. }
+        ) && self.junk() == Flow::Close
+        {
+            return Ok(Flow::Close);
+        }
         match request {
             Request::Ehlo { host } => Ok(self.ehlo(host, true)),
             Request::Helo { host } => Ok(self.ehlo(host, false)),
@@ -250,6 +265,18 @@ impl Session {
         }
         self.conn.queue(&reply);
         if counts && self.errors.spend() {
+            self.conn.queue(&Reply::too_many_errors());
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    /// Counts a command that moves no mail; past `JUNK_COMMANDS` each one is
+    /// an error too (Postfix's smtpd_junk_command_limit), so a client cannot
+    /// hold its session forever with a NOOP every few minutes.
+    fn junk(&mut self) -> Flow {
+        self.junk_commands += 1;
+        if self.junk_commands > JUNK_COMMANDS && self.errors.spend() {
             self.conn.queue(&Reply::too_many_errors());
             return Flow::Close;
         }

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use super::incoming::IncomingBody;
+use super::io::BodyPace;
 use crate::smtp::address::Mailbox;
 use crate::spool::{DsnEnvelope, NewRecipient};
 
@@ -16,8 +17,10 @@ pub struct Transaction {
     pub recipients: Vec<NewRecipient>,
     /// `Mailbox::recipient_key` of each recipient, to keep a duplicate out.
     pub recipient_keys: HashSet<String>,
-    /// BDAT chunks received so far; `None` until the first BDAT.
-    pub chunks: Option<IncomingBody>,
+    /// BDAT chunks received so far, and the pace the whole body must keep
+    /// (not each chunk: one octet per BDAT would reset it); `None` until the
+    /// first BDAT.
+    pub chunks: Option<(IncomingBody, BodyPace)>,
 }
 
 impl Transaction {

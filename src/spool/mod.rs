@@ -178,13 +178,18 @@ impl Spool {
         body: SpillFile,
     ) -> Result<(), SpoolError> {
         let spilled = Some(body.spilled());
+        let committed = self
+            .send(Write::Put {
+                id,
+                message,
+                spilled,
+            })
+            .await?;
+        // The writer has it: from here it removes the file if the commit
+        // fails. (Dropped before the send, the request never reached it, and
+        // `body` removes the file on its way out.)
         body.keep();
-        self.write(Write::Put {
-            id,
-            message,
-            spilled,
-        })
-        .await?;
+        Self::committed(committed).await?;
         self.mark_backlog();
         Ok(())
     }
@@ -238,11 +243,25 @@ impl Spool {
     }
 
     async fn write(&self, write: Write) -> Result<(), SpoolError> {
+        Self::committed(self.send(write).await?).await
+    }
+
+    /// Hands `write` to the writer; the receiver says when it is committed.
+    async fn send(
+        &self,
+        write: Write,
+    ) -> Result<oneshot::Receiver<Result<(), WriteError>>, SpoolError> {
         let (done, committed) = oneshot::channel();
         self.writer
             .send(Request { write, done })
             .await
             .map_err(|_| SpoolError::WriterGone)?;
+        Ok(committed)
+    }
+
+    async fn committed(
+        committed: oneshot::Receiver<Result<(), WriteError>>,
+    ) -> Result<(), SpoolError> {
         committed
             .await
             .map_err(|_| SpoolError::WriterGone)?

@@ -49,8 +49,8 @@ impl SpaceFloor {
         // The episode is the disk's state alone; a large declared SIZE is
         // refused without starting one, so the log does not flap with sizes.
         let low = free < self.min_free;
+        metrics::gauge!("postern_spool_low_space").set(if low { 1.0 } else { 0.0 });
         if self.low.swap(low, Ordering::Relaxed) != low {
-            metrics::gauge!("postern_spool_low_space").set(if low { 1.0 } else { 0.0 });
             if low {
                 tracing::warn!(
                     event = "low_space",

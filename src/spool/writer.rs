@@ -179,6 +179,16 @@ pub(super) async fn run(
                 Err(_) => break,
             }
         }
+        // Spilled bodies are the writer's from here on, whatever becomes of
+        // the batch: the sweep removes those no committed row refers to.
+        for req in &batch {
+            if let Write::Put {
+                spilled: Some(s), ..
+            } = &req.write
+            {
+                segments.adopt(s.segment);
+            }
+        }
         if conn.is_none() {
             conn = reconnect(&database).await;
         }
@@ -187,7 +197,10 @@ pub(super) async fn run(
             (None, _) => Err(WriteError::Failed(
                 "cannot open the spool database".to_string(),
             )),
-            (Some(c), Ok(())) => commit(c, &mut segments, &batch).await,
+            // Removed while the commit ran: what it wrote is gone with it.
+            (Some(c), Ok(())) => commit(c, &mut segments, &batch)
+                .await
+                .and_then(|()| database.still_there()),
         };
         if let Err(e) = &result {
             tracing::error!(event = "spool_commit_failed", error = %e, writes = batch.len());
@@ -214,7 +227,10 @@ pub(super) async fn run(
 }
 
 async fn reconnect(database: &DatabaseFile) -> Option<SqliteConnection> {
-    match SqliteConnection::connect_with(&database.options).await {
+    // Never a new, empty database where the spool's was removed: that would
+    // take mail into a file without the queue's tables, or without the queue.
+    let options = database.options.clone().create_if_missing(false);
+    match SqliteConnection::connect_with(&options).await {
         Ok(conn) => Some(conn),
         Err(e) => {
             tracing::error!(event = "spool_open_failed", error = %e);
@@ -267,11 +283,6 @@ async fn write_batch(
         .collect();
     segments.start()?;
     // A spilled body has its segment already; its row holds what precedes it.
-    for (_, _, spilled) in &new {
-        if let Some(s) = spilled {
-            segments.adopt(s.segment);
-        }
-    }
     let (mut placement, appending) = segments.append(
         new.iter()
             .map(|(_, m, spilled)| match spilled {

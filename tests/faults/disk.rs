@@ -24,18 +24,18 @@ fn load(addr: SocketAddr) -> Load {
 
 /// A server that relays everything to `sink_port` on 127.0.0.1, holding its
 /// mail until `release_to` rewrites the config; its data_dir is a tmpfs of
-/// `mib` MiB (`None` when the test cannot mount one). `extra` goes first.
-fn server_on_tmpfs(mib: u64, sink_port: u16, extra: &str) -> Option<(TestServer, Tmpfs)> {
+/// `mib` MiB. `extra` goes first.
+fn server_on_tmpfs(mib: u64, sink_port: u16, extra: &str) -> (TestServer, Tmpfs) {
     let extra = format!(
         "trusted_networks = [\"127.0.0.1/32\"]\n{extra}\n\
          [relay]\nhost = \"127.0.0.1\"\nport = {sink_port}\ntls = \"none\"\n\
          [delivery]\nhold = true\nretry_min = 1\nretry_max = 2\n"
     );
     let mut s = TestServer::configure(&TestServer::config_for(&extra));
-    let fs = Tmpfs::mount(&s.data_dir(), mib)?;
+    let fs = Tmpfs::mount(&s.data_dir(), mib);
     s.add_alice();
     s.spawn();
-    Some((s, fs))
+    (s, fs)
 }
 
 /// Restarts the server delivering, and waits until its queue is empty.
@@ -53,9 +53,7 @@ fn release_to(s: &mut TestServer, sink: &Peer) -> Vec<serde_json::Value> {
 /// everything to a sink: every 250 arrives there once, and no refused message.
 fn survives_a_storage_fault(fault: impl Fn(&Path) -> Box<dyn FnOnce()>) {
     let sink_port = free_port();
-    let Some((mut s, _fs)) = server_on_tmpfs(256, sink_port, "[limits]\nmin_free_space = 0") else {
-        return;
-    };
+    let (mut s, _fs) = server_on_tmpfs(256, sink_port, "[limits]\nmin_free_space = 0");
     let running = load(s.addr("mta"));
     std::thread::sleep(Duration::from_millis(1500));
     let repair = fault(&s.data_dir());
@@ -145,9 +143,7 @@ fn fill(dir: &Path) -> std::path::PathBuf {
 
 #[test]
 fn a_removed_database_is_refused_with_4xx_and_never_250() {
-    let Some((s, _fs)) = server_on_tmpfs(256, free_port(), "[limits]\nmin_free_space = 0") else {
-        return;
-    };
+    let (s, _fs) = server_on_tmpfs(256, free_port(), "[limits]\nmin_free_space = 0");
     let (mut c, _) = Raw::connect(s.addr("mta"));
     c.cmd("EHLO peer.test");
     send_one(&mut c);
@@ -192,9 +188,7 @@ fn low_space_gauge(s: &TestServer) -> String {
 fn below_the_free_space_floor_mail_is_refused_at_mail_until_space_returns() {
     const FLOOR: u64 = 64 << 20;
     let extra = format!("[limits]\nmin_free_space = {FLOOR}\n[http]\naddr = \"127.0.0.1:0\"");
-    let Some((s, fs)) = server_on_tmpfs(80, free_port(), &extra) else {
-        return;
-    };
+    let (s, fs) = server_on_tmpfs(80, free_port(), &extra);
     require_tool("curl");
     let (mut c, _) = Raw::connect(s.addr("mta"));
     c.cmd("EHLO peer.test");

@@ -173,3 +173,49 @@ fn raise_open_file_limit(want: u64) {
     )
     .expect("raise the open-file limit");
 }
+
+#[test]
+fn a_body_sent_one_octet_per_bdat_is_timed_out() {
+    let s = TestServer::start("[limits]\ndata_timeout = 2\n");
+    let (mut c, _) = Raw::connect(s.addr("mta"));
+    c.cmd("EHLO slow.test");
+    c.cmd("MAIL FROM:<a@remote.example>");
+    c.cmd("RCPT TO:<alice@example.com>");
+    let start = Instant::now();
+    let mut said = String::new();
+    while start.elapsed() < Duration::from_secs(15) {
+        c.send(b"BDAT 1\r\nx");
+        said = c.reply();
+        if !said.starts_with("250 ") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(said.starts_with("421 4.4.2"), "{said}");
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "held for {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_client_that_only_sends_noop_is_cut_off() {
+    let s = TestServer::start("");
+    let (mut c, _) = Raw::connect(s.addr("mta"));
+    c.cmd("EHLO idle.test");
+    // A hundred commands that move no mail are free (Postfix's
+    // smtpd_junk_command_limit); the real work still goes through.
+    for _ in 0..100 {
+        assert_eq!(code(&c.cmd("NOOP")), 250);
+    }
+    assert_eq!(code(&c.cmd("MAIL FROM:<a@remote.example>")), 250);
+    assert_eq!(code(&c.cmd("RSET")), 250);
+    // Past them, each is an error: the tenth error ends the session.
+    for _ in 0..8 {
+        assert_eq!(code(&c.cmd("NOOP")), 250);
+    }
+    let last = c.cmd("NOOP");
+    assert!(last.starts_with("421 "), "{last}");
+    assert!(c.closed());
+}

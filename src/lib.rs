@@ -19,18 +19,32 @@
 //! - `outbound`: the SMTP client to other servers (`dns` for MX and addresses);
 //!   `local`: Maildir delivery.
 //! - `store`: accounts, hosted domains and aliases; `dkim`: per-domain keys.
-//! - `server`: wires the above together and drains on SIGTERM.
+//! - `server`: wires the above together and drains on SIGTERM; `context`
+//!   holds what it hands every connection.
 //! - `http`: client autoconfiguration, MTA-STS, metrics, SMTP on the HTTPS port.
 //! - `check`: the port-block diagnostic run from a user's network (`postern check`);
 //!   `portecho`: the server's half of its interception test.
-//! - `cli`: the command line of DESIGN.md; `config`: the validated configuration.
+//! - `cli`: the command line of DESIGN.md (with the DNS records `postern dns`
+//!   prints); `config`: the validated configuration.
 //!
 //! See docs/flow.md for the path of a message in prose.
+//!
+//! # Layers
+//! Each module imports only from lower ones (tests/layering.rs keeps it so):
+//!
+//! 1. `clock`, `sqlite`, `smtp`, `dns`, `dkim`, `portecho`, `telemetry`: leaves.
+//! 2. `config`, `store`, `spool`, `local`, `check`.
+//! 3. `auth`, `tls`, `prepare`, `dsn`, `router`.
+//! 4. `policy`, `outbound`, `context` (`ServerContext`, what connections share).
+//! 5. `session`, `scheduler`.
+//! 6. `listener`; 7. `http`; 8. `server`; 9. `cli`.
 
 pub mod auth;
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod context;
 pub mod dkim;
 pub mod dns;
 pub mod dsn;
@@ -47,6 +61,7 @@ pub mod server;
 pub mod session;
 pub mod smtp;
 pub mod spool;
+pub mod sqlite;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::context::ServerContext;
 use crate::dns::{Dns, ResolverSetupError};
 use crate::http;
 use crate::listener::{self, ConnectionLimits, ListenerInfo};
@@ -18,21 +19,6 @@ use crate::scheduler::{self, Delivery};
 use crate::spool::{Spool, SpoolError};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsSetupError};
-
-/// Everything a session needs, built once and shared.
-pub struct ServerContext {
-    pub config: Arc<Config>,
-    pub store: Store,
-    pub spool: Spool,
-    pub auth: Authenticator,
-    pub tls: Arc<rustls::ServerConfig>,
-    pub shutdown: CancellationToken,
-    /// Which ports saw which `postern check` probe.
-    pub echo: EchoRegistry,
-    /// Large submitted bodies being rewritten at once (long lines
-    /// re-encoded): each holds the message twice in memory meanwhile.
-    pub rewrites: tokio::sync::Semaphore,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {

@@ -20,6 +20,7 @@ mod fuzz_regressions;
 mod headers;
 mod http_limits;
 mod large_bodies;
+mod layering;
 mod log_injection;
 mod long_lines;
 mod mta_inbound;

@@ -6,8 +6,7 @@
 //! to the size limit, and has a line over 998 octets exactly when the reader
 //! said so.
 
-use postern::config::BareNewlines;
-use postern::smtp::data::{BodyReader, MAX_MESSAGE_LINE};
+use postern::smtp::data::{BareNewlines, BodyReader, MAX_MESSAGE_LINE};
 
 pub fn check(input: &[u8]) {
     let Some((&[mode, size, line, cut], stream)) = input.split_first_chunk::<4>() else {

@@ -174,6 +174,7 @@ pub async fn run(opts: Options) -> Report {
             accepted: false,
             queue_id: None,
             detail: "not sent: no port works for sending from this network".into(),
+            stopped: None,
         }),
         _ => None,
     };

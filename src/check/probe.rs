@@ -498,6 +498,9 @@ pub struct SendOutcome {
     pub queue_id: Option<String>,
     /// The last reply, or why there was none.
     pub detail: String,
+    /// Where the dialogue stopped before the message, for the report to put
+    /// in words (`classify::describe_stop`): probing only measures.
+    pub stopped: Option<Stop>,
 }
 
 /// Sends one short test message from `from` to `to` through `target`,
@@ -509,12 +512,13 @@ pub async fn send_test(ctx: Arc<Context>, target: Target, from: &str, to: &str) 
         accepted: false,
         queue_id: None,
         detail: String::new(),
+        stopped: None,
     };
     let mut probe = PortProbe::new(port, target.security);
     let mut conn = match dialogue(&ctx, &target, &mut probe, false).await {
         Ok(conn) => conn,
         Err(stop) => {
-            outcome.detail = super::classify::describe_stop(&stop);
+            outcome.stopped = Some(stop);
             return outcome;
         }
     };

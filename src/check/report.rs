@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::classify::{Status, Verdict};
+use super::classify::{self, Status, Verdict};
 use super::probe::{AuthOutcome, PortProbe, Security, SendOutcome, Stop};
 use super::recommend::{Recommendation, Settings};
 use super::tls::{TlsSession, rfc3339};
 use super::wire::millis;
 use super::{OutboundTarget, recommend};
+use crate::clock::now_unix;
 
 /// The `--json` object of `postern check HOST`.
 #[derive(Debug, Serialize)]
@@ -115,13 +116,6 @@ pub struct Parts {
     pub elapsed: Duration,
 }
 
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 fn tls_mode(s: Security) -> &'static str {
     match s {
         Security::Implicit => "implicit",
@@ -215,7 +209,7 @@ impl Report {
                 port: s.port,
                 accepted: s.accepted,
                 queue_id: s.queue_id,
-                reply: s.detail,
+                reply: s.stopped.as_ref().map_or(s.detail, classify::describe_stop),
             }),
             ok: parts.recommendation.works && send_ok,
             settings: parts.recommendation.settings,

@@ -8,8 +8,9 @@ use std::io::Write;
 use anyhow::Context;
 
 use super::ConfigArg;
+use crate::clock::now_unix;
 use crate::scheduler::DeliveryStatus;
-use crate::spool::{QueueId, QueuedMessage, Spool, now_unix};
+use crate::spool::{QueueId, QueuedMessage, Spool};
 use crate::telemetry::printable;
 
 #[derive(Debug, clap::Subcommand)]

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::listener::ListenerRole;
+use crate::config::ListenerRole;
 
 pub const DATA_DIR: &str = "./postern-data";
 

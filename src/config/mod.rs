@@ -5,15 +5,18 @@
 mod checker;
 pub mod defaults;
 mod file;
+mod role;
 mod validate;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::listener::ListenerRole;
+pub use role::ListenerRole;
+
+use crate::smtp::data::BareNewlines;
 
 pub use checker::{ConfigError, ConfigErrors};
 
@@ -71,16 +74,6 @@ pub struct Limits {
     /// Below this many free octets in `data_dir`, new mail is refused at MAIL
     /// (Postfix's queue_minfree); 0 turns the floor off.
     pub min_free_space: u64,
-}
-
-/// What to do with a bare CR or LF inside a message (SMTP smuggling, CVE-2023-51764).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BareNewlines {
-    /// Refuse the whole message with a 5xx (the default).
-    Reject,
-    /// Turn a bare LF into CRLF, as Postfix 3.9's `smtpd_forbid_bare_newline = normalize`;
-    /// a bare CR is still refused.
-    Normalize,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +163,13 @@ impl MtaStsMode {
     }
 }
 
+/// Whether `ip` is in one of `networks`; an IPv4 client on a dual-stack
+/// socket (`::ffff:192.0.2.1`) counts as its IPv4 address.
+pub fn in_networks(networks: &[IpNet], ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    networks.iter().any(|net| net.contains(&ip))
+}
+
 impl Config {
     /// The configuration used when no file is given.
     pub fn builtin() -> Config {
@@ -196,5 +196,27 @@ impl Config {
     /// The spool, store and generated files live here.
     pub fn run_dir(&self) -> PathBuf {
         self.data_dir.join("run")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv4_client_on_a_dual_stack_socket_is_in_its_ipv4_network() {
+        let nets: Vec<IpNet> = vec![
+            "127.0.0.1/32".parse().expect("net"),
+            "2001:db8::/32".parse().expect("net"),
+        ];
+        for (ip, inside) in [
+            ("127.0.0.1", true),
+            ("::ffff:127.0.0.1", true),
+            ("::ffff:127.0.0.2", false),
+            ("2001:db8::5", true),
+            ("::1", false),
+        ] {
+            assert_eq!(in_networks(&nets, ip.parse().expect("ip")), inside, "{ip}");
+        }
     }
 }

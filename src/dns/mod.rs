@@ -2,8 +2,6 @@
 //! (the system resolver when empty), and the two questions delivery asks: the
 //! MX hosts of a domain, and the addresses of a host.
 
-pub mod publish;
-
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 

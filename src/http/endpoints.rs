@@ -4,7 +4,7 @@
 //! every mail port. Autoconfig, Autodiscover, the Apple profile and the SRV
 //! records of `postern dns` all use this one order. Pure.
 
-use crate::listener::ListenerRole;
+use crate::config::ListenerRole;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubmissionEndpoint {

@@ -30,8 +30,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
-use crate::listener::{ConnectionLimits, ListenerInfo, ListenerRole, in_networks};
-use crate::server::ServerContext;
+use crate::config::ListenerRole;
+use crate::config::in_networks;
+use crate::context::ServerContext;
+use crate::listener::{ConnectionLimits, ListenerInfo};
 use crate::smtp::address::{Mailbox, normalize_domain};
 use endpoints::{SubmissionEndpoint, submission_endpoints};
 use serve::HttpServer;

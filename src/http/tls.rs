@@ -18,8 +18,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use super::serve::HttpServer;
-use crate::listener::{self, ConnectionLimits, ConnectionSlot, ListenerRole};
-use crate::server::ServerContext;
+use crate::config::ListenerRole;
+use crate::context::ServerContext;
+use crate::listener::{self, ConnectionLimits, ConnectionSlot};
 use crate::session::{self, Connected, TlsInfo, TlsStart};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -3,8 +3,6 @@
 //! total), then hands each stream to a new session task. A port that cannot be bound is reported in one line and the
 //! others keep serving.
 
-mod role;
-
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -17,10 +15,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use role::ListenerRole;
-
-use crate::config::ListenerConfig;
-use crate::server::ServerContext;
+use crate::config::{ListenerConfig, ListenerRole, in_networks};
+use crate::context::ServerContext;
 use crate::session::{self, Connected, TlsStart};
 
 /// A listening socket with its role.
@@ -37,12 +33,6 @@ pub struct ListenerInfo {
     pub addr: SocketAddr,
     pub role: ListenerRole,
     pub configured: SocketAddr,
-}
-
-impl Serialize for ListenerRole {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
 }
 
 /// Binds each listener; failures are logged with the port and the reason.
@@ -152,13 +142,6 @@ impl ConnectionLimits {
     }
 }
 
-/// Whether `ip` is in one of `networks`; an IPv4 client on a dual-stack
-/// socket (`::ffff:192.0.2.1`) counts as its IPv4 address.
-pub fn in_networks(networks: &[IpNet], ip: IpAddr) -> bool {
-    let ip = ip.to_canonical();
-    networks.iter().any(|net| net.contains(&ip))
-}
-
 /// Accepts on `tcp` until `stop`, handing each connection to `on_accept`.
 pub async fn accept_each(
     tcp: &TcpListener,
@@ -250,26 +233,4 @@ async fn refuse(mut stream: TcpStream, hostname: String) {
         stream.write_all(line.as_bytes()),
     )
     .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_ipv4_client_on_a_dual_stack_socket_is_in_its_ipv4_network() {
-        let nets: Vec<IpNet> = vec![
-            "127.0.0.1/32".parse().expect("net"),
-            "2001:db8::/32".parse().expect("net"),
-        ];
-        for (ip, inside) in [
-            ("127.0.0.1", true),
-            ("::ffff:127.0.0.1", true),
-            ("::ffff:127.0.0.2", false),
-            ("2001:db8::5", true),
-            ("::1", false),
-        ] {
-            assert_eq!(in_networks(&nets, ip.parse().expect("ip")), inside, "{ip}");
-        }
-    }
 }

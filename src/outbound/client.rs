@@ -614,7 +614,7 @@ mod tests {
                 .build()
                 .expect("runtime")
                 .block_on(on_the_wire(&body));
-            let mut reader = crate::smtp::data::BodyReader::data(1 << 20, 1000, crate::config::BareNewlines::Reject);
+            let mut reader = crate::smtp::data::BodyReader::data(1 << 20, 1000, crate::smtp::data::BareNewlines::Reject);
             proptest::prop_assert_eq!(reader.feed(&wire), Some(wire.len()));
             proptest::prop_assert_eq!(reader.finish().expect("valid"), body);
         }

@@ -9,7 +9,8 @@ pub mod reencode;
 
 use mail_parser::{DateTime, HeaderName, MessageParser};
 
-use crate::spool::{QueueId, now_unix};
+use crate::clock::now_unix;
+use crate::spool::QueueId;
 
 /// What the Received: header records about how the message arrived.
 #[derive(Debug, Clone)]

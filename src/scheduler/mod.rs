@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::clock::now_unix;
 use crate::config::Config;
 use crate::dsn::{DsnBudget, MAX_DSN_PER_SENDER_PER_HOUR};
 use crate::local::maildir;
@@ -26,9 +27,7 @@ use crate::outbound::failure::{DeliveryFailure, Scope, Severity};
 use crate::outbound::{Envelope, Outbound, Rcpt, RecipientResult};
 use crate::router::{self, Destination, RouteFacts};
 use crate::smtp::address::Mailbox;
-use crate::spool::{
-    Fresh, FreshBody, QueueId, QueuedMessage, QueuedRecipient, Spool, SpoolError, now_unix,
-};
+use crate::spool::{Fresh, FreshBody, QueueId, QueuedMessage, QueuedRecipient, Spool, SpoolError};
 use crate::store::Store;
 
 /// The longest sleep: changes made by `postern queue retry` in another process

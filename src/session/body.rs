@@ -7,14 +7,14 @@ use super::incoming::{IncomingBody, ReceivedBody, SPILL_AT, Unreceived};
 use super::io::{BodyPace, SessionEnd};
 use super::{Flow, Session};
 use crate::config::Limits;
-use crate::listener::ListenerRole;
+use crate::config::ListenerRole;
+use crate::context::ServerContext;
 use crate::policy::Verdict;
 use crate::policy::limits::check_hop_count;
 use crate::policy::sender::check_sender_headers;
 use crate::prepare::headers::{HeaderFacts, header_section, header_section_ends};
 use crate::prepare::reencode::reencode_long_lines;
 use crate::prepare::{self, Arrival};
-use crate::server::ServerContext;
 use crate::smtp::data::{BodyReader, BodyViolation};
 use crate::smtp::reply::Reply;
 use crate::spool::{

@@ -19,9 +19,9 @@ use smtp_proto::Request;
 use smtp_proto::request::receiver::RequestReceiver;
 use tracing::Instrument;
 
-use crate::listener::ListenerRole;
+use crate::config::ListenerRole;
+use crate::context::ServerContext;
 use crate::policy::limits::ErrorBudget;
-use crate::server::ServerContext;
 use crate::smtp::reply::Reply;
 use crate::telemetry::SessionId;
 use io::{Connection, Line, SessionEnd, Stream};
@@ -118,7 +118,7 @@ pub async fn run(ctx: Arc<ServerContext>, stream: Box<dyn Stream>, connected: Co
     let span = tracing::info_span!("session", sid = %sid, peer = %peer, role = %role, qid = tracing::field::Empty);
     async move {
         tracing::info!(event = "connected");
-        let trusted_network = crate::listener::in_networks(&ctx.config.trusted_networks, peer.ip());
+        let trusted_network = crate::config::in_networks(&ctx.config.trusted_networks, peer.ip());
         let max_errors = ctx.config.limits.max_errors;
         let write_timeout = ctx.config.limits.command_timeout;
         let mut session = Session {

@@ -4,12 +4,20 @@
 //! only a real `<CRLF>.<CRLF>` ends DATA, bare CR and bare LF are found (and refused
 //! or normalised), over-long lines and the size limit are enforced while reading.
 
-use crate::config::BareNewlines;
-
 /// RFC 5322 §2.1.1: a line of a message is at most 998 octets, CRLF excluded.
 /// Longer lines are accepted up to `max_text_line`, but noted: some servers
 /// refuse them, so a submitted message gets its text re-encoded.
 pub const MAX_MESSAGE_LINE: usize = 998;
+
+/// What to do with a bare CR or LF inside a message (SMTP smuggling, CVE-2023-51764).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BareNewlines {
+    /// Refuse the whole message with a 5xx (the default).
+    Reject,
+    /// Turn a bare LF into CRLF, as Postfix 3.9's `smtpd_forbid_bare_newline = normalize`;
+    /// a bare CR is still refused.
+    Normalize,
+}
 
 /// What was wrong with a body; the whole message is refused with this reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,12 +22,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::clock::now_unix;
 use claims::Claims;
 pub use claims::{Fresh, FreshBody};
 pub use envelope::{
@@ -76,13 +76,6 @@ pub struct Spool {
     backlog: Arc<AtomicBool>,
 }
 
-pub fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 impl Spool {
     /// Opens (creating if needed) the spool under `data_dir` and starts its writer
     /// task. Must run inside a tokio runtime.
@@ -93,7 +86,7 @@ impl Spool {
             source,
         })?;
         let path = dir.join("queue.sqlite");
-        let options = crate::store::sqlite_options(&path);
+        let options = crate::sqlite::options(&path);
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(options.clone())

@@ -291,7 +291,7 @@ async fn a_recipient_is_claimed_once_until_recorded_or_released() {
 #[tokio::test]
 async fn sqlx_loses_commits_after_sqlite_ends_a_transaction_itself() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = crate::store::sqlite_options(&dir.path().join("t.sqlite"));
+    let options = crate::sqlite::options(&dir.path().join("t.sqlite"));
     let mut conn = SqliteConnection::connect_with(&options)
         .await
         .expect("open");

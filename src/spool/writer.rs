@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::segments::{Numbers, Placement, Segments};
 use super::spill::Spilled;
-use super::{NewMessage, NewRecipient, QueueId, RecipientStatus, now_unix};
+use super::{NewMessage, NewRecipient, QueueId, RecipientStatus};
+use crate::clock::now_unix;
 
 /// Most requests committed in one transaction; bounds a batch's latency.
 const MAX_BATCH: usize = 512;

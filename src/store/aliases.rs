@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 
 use super::{Store, StoreError, canonical};
+use crate::clock::now_unix;
 use crate::smtp::address::{Mailbox, normalize_domain};
-use crate::spool::now_unix;
 
 /// One final recipient of an alias expansion.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::SqlitePoolOptions;
 
+use crate::clock::now_unix;
 use crate::smtp::address::{Mailbox, normalize_domain};
-use crate::spool::now_unix;
 
 mod aliases;
 pub use aliases::{MAX_ALIAS_EXPANSION, Target};
@@ -60,29 +60,13 @@ const HOSTED_TTL: Duration = Duration::from_secs(1);
 /// The hosted domains as read at some instant.
 type DomainSnapshot = (Instant, Arc<HashSet<String>>);
 
-/// How Postern opens each of its SQLite databases (this store and the spool):
-/// WAL with `synchronous=FULL`, so a committed transaction survives a crash.
-pub fn sqlite_options(path: &Path) -> SqliteConnectOptions {
-    SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        // FULL: every commit syncs the WAL; this is what "accepted" rests on.
-        .synchronous(SqliteSynchronous::Full)
-        .foreign_keys(true)
-        .busy_timeout(std::time::Duration::from_secs(10))
-        // 256 KiB of page cache per connection instead of SQLite's 2 MB: the
-        // hot pages are few, and every pooled connection has its own cache.
-        .pragma("cache_size", "-256")
-}
-
 impl Store {
     pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
             path: data_dir.display().to_string(),
             source,
         })?;
-        let options = sqlite_options(&data_dir.join("store.sqlite"));
+        let options = crate::sqlite::options(&data_dir.join("store.sqlite"));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)

@@ -9,11 +9,12 @@ use std::time::Duration;
 use ipnet::IpNet;
 use toml::de::DeTable;
 
+use crate::config::ListenerRole;
 use crate::config::checker::{Checker, ConfigError, ConfigErrors, KeyPath, valid_keys};
 use crate::config::defaults as def;
 use crate::config::file::*;
-use crate::config::{BareNewlines, Config, Http, Limits, ListenerConfig, MtaStsMode, TlsFiles};
-use crate::listener::ListenerRole;
+use crate::config::{Config, Http, Limits, ListenerConfig, MtaStsMode, TlsFiles};
+use crate::smtp::data::BareNewlines;
 
 mod delivery;
 use delivery::{delivery, relay, routes};

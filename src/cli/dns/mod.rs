@@ -8,9 +8,11 @@ use hickory_resolver::proto::rr::RecordType;
 use super::ConfigArg;
 use crate::dkim;
 use crate::dns::Dns;
-use crate::dns::publish::{self, Finding, Record};
+mod publish;
+
 use crate::http::endpoints::submission_endpoints;
 use crate::store::Store;
+use publish::{Finding, Record};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

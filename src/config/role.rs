@@ -46,3 +46,9 @@ impl FromStr for ListenerRole {
         }
     }
 }
+
+impl serde::Serialize for ListenerRole {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}

@@ -19,17 +19,7 @@ SIZE_MIB=${SIZE_MIB:-20}
 SEND_SECONDS=${SEND_SECONDS:-60}
 WORK=${BENCH_WORKDIR:-/var/tmp}/postern-large-bodies.$$
 
-if [ -n "${POSTERN_REV:-}" ]; then
-  src=$(mktemp -d)
-  git archive "$POSTERN_REV" | tar -x -C "$src"
-  target=${CARGO_TARGET_DIR:-/work/bench-target}
-  (cd "$src" && CARGO_TARGET_DIR=$target cargo build --release --quiet)
-  bin="$target/release/postern"
-  cp "$bin" "$src/postern" && bin="$src/postern"
-else
-  [ -x target/release/postern ] || cargo build --release --quiet
-  bin=${POSTERN_BIN:-$PWD/target/release/postern}
-fi
+. bench/binary.sh
 
 mkdir -p "$WORK"
 trap 'kill $server 2>/dev/null || true; rm -rf "$WORK"' EXIT

@@ -1,6 +1,7 @@
 //! `ServerContext`: the services every connection shares (configuration,
-//! store, spool, authenticator, TLS), built once by `server` and handed down to
-//! `listener`, `session` and `http`, which therefore need not know `server`.
+//! store, spool and the scheduler's queue, authenticator, TLS), built once by
+//! `server` and handed down to `listener`, `session` and `http`, which
+//! therefore need not know `server`.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::portecho::EchoRegistry;
+use crate::scheduler::ActiveQueue;
 use crate::spool::Spool;
 use crate::store::Store;
 
@@ -17,6 +19,8 @@ pub struct ServerContext {
     pub config: Arc<Config>,
     pub store: Store,
     pub spool: Spool,
+    /// Where accepted mail is queued: made durable, then handed to the scheduler.
+    pub queue: ActiveQueue,
     pub auth: Authenticator,
     pub tls: Arc<rustls::ServerConfig>,
     pub shutdown: CancellationToken,

@@ -10,17 +10,20 @@
 //! - `prepare`: reads the header section once (sender headers, hop count),
 //!   re-encodes long lines of submitted text, adds Received:, and Date and
 //!   Message-ID for submitted mail.
-//! - `spool`: makes the message durable (group commit) before the 250, takes
-//!   large bodies to disk while they arrive, and keeps the free-space floor.
-//! - `scheduler`: decides when: claims due recipients, retries with backoff,
-//!   applies outcomes and queues DSNs (`dsn`).
+//! - `spool`: storage only, behind the `Storage` trait: makes the message
+//!   durable (group commit) before the 250, takes large bodies to disk while
+//!   they arrive, keeps the free-space floor, answers what is due.
+//! - `scheduler`: decides when: owns the active queue (claims, the hand-off of
+//!   new mail, wake-ups), retries with backoff, applies outcomes and queues
+//!   DSNs (`dsn`).
 //! - `router`: decides where: local mailbox, a route, the relay, or MX (with the
 //!   port-25 fallback).
 //! - `outbound`: the SMTP client to other servers (`dns` for MX and addresses);
 //!   `local`: Maildir delivery.
 //! - `store`: accounts, hosted domains and aliases; `dkim`: per-domain keys.
 //! - `server`: wires the above together and drains on SIGTERM; `context`
-//!   holds what it hands every connection.
+//!   holds what it hands every connection; `control` is the local socket
+//!   through which `postern queue` changes the queue of the running server.
 //! - `http`: client autoconfiguration, MTA-STS, metrics, SMTP on the HTTPS port.
 //! - `check`: the port-block diagnostic run from a user's network (`postern check`);
 //!   `portecho`: the server's half of its interception test.
@@ -35,9 +38,10 @@
 //! 1. `clock`, `sqlite`, `smtp`, `dns`, `dkim`, `portecho`, `telemetry`: leaves.
 //! 2. `config`, `store`, `spool`, `local`, `check`.
 //! 3. `auth`, `tls`, `prepare`, `dsn`, `router`.
-//! 4. `policy`, `outbound`, `context` (`ServerContext`, what connections share).
-//! 5. `session`, `scheduler`.
-//! 6. `listener`; 7. `http`; 8. `server`; 9. `cli`.
+//! 4. `policy`, `outbound`.
+//! 5. `scheduler`.
+//! 6. `context` (`ServerContext`, what connections share), `control`.
+//! 7. `session`; 8. `listener`; 9. `http`; 10. `server`; 11. `cli`.
 
 pub mod auth;
 pub mod check;
@@ -45,6 +49,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod context;
+pub mod control;
 pub mod dkim;
 pub mod dns;
 pub mod dsn;

@@ -1,6 +1,6 @@
-//! `run`: builds the shared services from a `Config`, binds the listeners,
-//! serves until SIGTERM or SIGINT, then drains: stop accepting, let open
-//! sessions finish (bounded by `shutdown_grace`), return.
+//! `run`: builds the shared services from a `Config`, binds the listeners and
+//! the control socket, serves until SIGTERM or SIGINT, then drains: stop
+//! accepting, let open sessions finish (bounded by `shutdown_grace`), return.
 
 use std::sync::Arc;
 
@@ -10,12 +10,13 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::context::ServerContext;
+use crate::control::{self, ControlError};
 use crate::dns::{Dns, ResolverSetupError};
 use crate::http;
 use crate::listener::{self, ConnectionLimits, ListenerInfo};
 use crate::outbound::{Outbound, OutboundSetupError};
 use crate::portecho::EchoRegistry;
-use crate::scheduler::{self, Delivery};
+use crate::scheduler::{self, ActiveQueue, Delivery};
 use crate::spool::{Spool, SpoolError};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsSetupError};
@@ -32,6 +33,8 @@ pub enum ServerError {
     Resolver(#[from] ResolverSetupError),
     #[error(transparent)]
     Outbound(#[from] OutboundSetupError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
     #[error("no listener could be bound; see the errors above")]
     NoListener,
     #[error("cannot write {path}: {source}")]
@@ -51,17 +54,22 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let tls = tls::server_config(&config)?;
     let auth = Authenticator::new(store.clone(), config.limits.auth_failures_per_ip_per_hour);
     let outbound = Outbound::new(Arc::clone(&config), Dns::new(&config.delivery.nameservers)?)?;
+    let (queue, hand_offs) = ActiveQueue::new(spool.clone(), scheduler::max_claimed(&config));
     let delivery = Arc::new(Delivery::new(
         Arc::clone(&config),
-        spool.clone(),
+        queue.clone(),
         store.clone(),
         outbound,
     ));
+    // Bound before anything is accepted: from here on the CLI changes the
+    // queue through the server.
+    let control_socket = control::bind(&control::socket_path(&config)).await?;
     let shutdown = CancellationToken::new();
     let ctx = Arc::new(ServerContext {
         config: Arc::clone(&config),
         store,
         spool,
+        queue: queue.clone(),
         auth,
         tls,
         shutdown: shutdown.clone(),
@@ -125,9 +133,11 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             }
         }
     });
+    let control = tokio::spawn(control::serve(control_socket, queue, shutdown.clone()));
     let deliveries = TaskTracker::new();
     let scheduler = tokio::spawn(scheduler::run(
         delivery,
+        hand_offs,
         shutdown.clone(),
         deliveries.clone(),
     ));
@@ -140,6 +150,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     shutdown.cancel();
     accept_loops.wait().await;
     let _ = scheduler.await;
+    let _ = control.await;
     sessions.close();
     deliveries.close();
     let drained = async {

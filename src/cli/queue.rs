@@ -1,6 +1,8 @@
-//! `postern queue list|show|delete`: works on the spool directly, so it works
-//! whether or not the server is running. Addresses and remote replies came
-//! from outside and are printed escaped (`telemetry::printable`).
+//! `postern queue`: `list` and `show` read the spool directly, whether or not
+//! the server runs; `retry`, `delete`, `hold` and `release` ask the running
+//! server over its control socket, and work on the spool themselves only when
+//! no server listens. Addresses and remote replies came from outside and are
+//! printed escaped (`telemetry::printable`).
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -9,17 +11,26 @@ use anyhow::Context;
 
 use super::ConfigArg;
 use crate::clock::now_unix;
+use crate::config::Config;
+use crate::control::{self, Request, Response};
 use crate::scheduler::DeliveryStatus;
-use crate::spool::{QueueId, QueuedMessage, Spool};
+use crate::spool::{QueueId, QueuedMessage, Spool, Summary};
 use crate::telemetry::printable;
+
+/// Destinations `list --summary` names; the rest are counted together.
+const SUMMARY_DESTINATIONS: usize = 20;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum QueueCommand {
     /// List queued messages.
     List {
-        /// One JSON array instead of a table.
+        /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Counts only: recipients by state and by destination, the oldest
+        /// message's age (fast with millions queued).
+        #[arg(long)]
+        summary: bool,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -51,6 +62,18 @@ pub enum QueueCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Keep a message in the queue without delivering it, until released.
+    Hold {
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Let a held message be delivered (due now).
+    Release {
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 fn parse_id(id: &str) -> anyhow::Result<QueueId> {
@@ -77,10 +100,18 @@ fn sender(m: &QueuedMessage) -> Cow<'_, str> {
     }
 }
 
+fn plural(n: u64, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
 pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     match cmd {
-        QueueCommand::List { json, config } => {
+        QueueCommand::List {
+            json,
+            summary,
+            config,
+        } => {
             let config = config.load()?;
             let spool = Spool::open(&config.data_dir).await?;
             if !json && DeliveryStatus::read(&config).is_some_and(|s| s.port25_blocked) {
@@ -90,6 +121,15 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
                      set [fallback_relay] or [relay] to send through a relay on another port",
                     config.delivery.mx_port
                 )?;
+            }
+            if summary {
+                let summary = spool.summary().await?;
+                if json {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
+                } else {
+                    print_summary(&mut out, &summary)?;
+                }
+                return Ok(());
             }
             let messages = spool.list().await?;
             if json {
@@ -115,12 +155,7 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
                     rcpts.join(", ")
                 )?;
             }
-            writeln!(
-                out,
-                "{} message{}",
-                messages.len(),
-                if messages.len() == 1 { "" } else { "s" }
-            )?;
+            writeln!(out, "{}", plural(messages.len() as u64, "message"))?;
         }
         QueueCommand::Show {
             id,
@@ -155,9 +190,10 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
             for r in &m.recipients {
                 write!(
                     out,
-                    "rcpt:     {} ({}, {} attempts",
+                    "rcpt:     {} ({}{}, {} attempts",
                     printable(&r.address),
                     r.status.as_str(),
+                    if r.held { ", held" } else { "" },
                     r.attempts
                 )?;
                 if let Some(reply) = &r.last_reply {
@@ -168,23 +204,80 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
         }
         QueueCommand::Retry { id, all: _, config } => {
             let id = id.as_deref().map(parse_id).transpose()?;
-            let spool = Spool::open(&config.load()?.data_dir).await?;
-            let n = spool.retry(id.as_ref()).await?;
+            let n = change(&config.load()?, Request::Retry { id: id.clone() }).await?;
             if let Some(id) = &id {
                 anyhow::ensure!(n > 0, "no queued recipient of {id} to retry");
             }
-            writeln!(
-                out,
-                "{n} recipient{} due now",
-                if n == 1 { "" } else { "s" }
-            )?;
+            writeln!(out, "{} due now", plural(n, "recipient"))?;
         }
         QueueCommand::Delete { id, config } => {
             let id = parse_id(&id)?;
-            let spool = Spool::open(&config.load()?.data_dir).await?;
-            anyhow::ensure!(spool.delete(&id).await?, "no message {id} in the queue");
+            let n = change(&config.load()?, Request::Delete { id: id.clone() }).await?;
+            anyhow::ensure!(n > 0, "no message {id} in the queue");
             writeln!(out, "deleted {id}")?;
         }
+        QueueCommand::Hold { id, config } => {
+            let id = parse_id(&id)?;
+            let n = change(&config.load()?, Request::Hold { id: id.clone() }).await?;
+            anyhow::ensure!(n > 0, "no queued recipient of {id} to hold");
+            writeln!(out, "held {id} ({})", plural(n, "recipient"))?;
+        }
+        QueueCommand::Release { id, config } => {
+            let id = parse_id(&id)?;
+            let n = change(&config.load()?, Request::Release { id: id.clone() }).await?;
+            anyhow::ensure!(n > 0, "{id} is not held");
+            writeln!(out, "released {id} ({} due now)", plural(n, "recipient"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Has the running server make a change to the queue, or makes it on the
+/// spool when no server listens; returns what it concerned (see
+/// `control::Response`).
+async fn change(config: &Config, request: Request) -> anyhow::Result<u64> {
+    match control::ask(&control::socket_path(config), &request).await? {
+        Some(Response::Done { count }) => Ok(count),
+        Some(Response::Failed { error }) => anyhow::bail!("the server could not do it: {error}"),
+        None => {
+            let spool = Spool::open(&config.data_dir).await?;
+            Ok(control::perform(&spool, None, &request).await?)
+        }
+    }
+}
+
+fn print_summary(out: &mut impl Write, s: &Summary) -> std::io::Result<()> {
+    let oldest = s.oldest.map_or_else(|| "-".to_string(), age);
+    writeln!(
+        out,
+        "{}, the oldest {oldest} old",
+        plural(s.messages, "message")
+    )?;
+    writeln!(out, "recipients to deliver:")?;
+    for (state, n) in [
+        ("queued", s.queued),
+        ("deferred", s.deferred),
+        ("held", s.held),
+    ] {
+        writeln!(out, "  {state:<30}  {n:>10}")?;
+    }
+    if s.destinations.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "by destination:")?;
+    for d in s.destinations.iter().take(SUMMARY_DESTINATIONS) {
+        let domain = if d.domain.is_empty() {
+            Cow::Borrowed("(no domain)")
+        } else {
+            printable(&d.domain)
+        };
+        writeln!(out, "  {domain:<30}  {:>10}", d.recipients)?;
+    }
+    let rest = &s.destinations[SUMMARY_DESTINATIONS.min(s.destinations.len())..];
+    if !rest.is_empty() {
+        let n: u64 = rest.iter().map(|d| d.recipients).sum();
+        let others = plural(rest.len() as u64, "other domain");
+        writeln!(out, "  {others:<30}  {n:>10}")?;
     }
     Ok(())
 }

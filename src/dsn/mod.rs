@@ -256,6 +256,7 @@ mod tests {
             attempts: 1,
             next_attempt: 0,
             last_reply: None,
+            held: false,
         }
     }
 

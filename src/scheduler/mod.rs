@@ -1,11 +1,16 @@
-//! The queue manager: the only module that decides *when*. It sleeps until the
-//! next recipient falls due (or a new message is queued, or at most `POLL`),
-//! claims due recipients from the spool, asks the router where each goes,
-//! delivers each message's destinations concurrently within the global and
-//! per-destination limits, and records the outcomes (with one DSN per round).
+//! The queue manager: the only module that decides *when*. It owns the active
+//! queue (`active.rs`: claims, hand-offs of fresh mail, wake-ups), sleeps until
+//! the next recipient falls due or it is woken (new mail, an outcome, an
+//! operator's change through the control socket), claims due recipients from
+//! the spool, asks the router where each goes, delivers each message's
+//! destinations concurrently within the global and per-destination limits, and
+//! records the outcomes (with one DSN per round).
 
+mod active;
 mod backoff;
 mod outcome;
+
+pub use active::{ActiveQueue, Fresh, FreshBody, HandOffs};
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -13,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,18 +31,23 @@ use crate::outbound::failure::{DeliveryFailure, Scope, Severity};
 use crate::outbound::{Envelope, Outbound, Rcpt, RecipientResult};
 use crate::router::{self, Destination, RouteFacts};
 use crate::smtp::address::Mailbox;
-use crate::spool::{Fresh, FreshBody, QueueId, QueuedMessage, QueuedRecipient, Spool, SpoolError};
+use crate::spool::{QueueId, QueuedMessage, QueuedRecipient, Spool, SpoolError};
 use crate::store::Store;
 
-/// The longest sleep: changes made by `postern queue retry` in another process
-/// are seen within this time.
-const POLL: Duration = Duration::from_secs(2);
 /// Recipients claimed per look at the spool.
-const CLAIM_BATCH: u32 = 256;
+const CLAIM_BATCH: usize = 256;
+
+/// How many recipients the active queue may claim under `config`: four per
+/// delivery slot, so slots never wait for a look at the spool while memory
+/// stays bounded.
+pub fn max_claimed(config: &Config) -> usize {
+    config.delivery.concurrency * 4
+}
 
 /// What deliveries share.
 pub struct Delivery {
     pub config: Arc<Config>,
+    pub queue: ActiveQueue,
     pub spool: Spool,
     pub store: Store,
     pub outbound: Outbound,
@@ -48,11 +57,17 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(config: Arc<Config>, spool: Spool, store: Store, outbound: Outbound) -> Delivery {
+    pub fn new(
+        config: Arc<Config>,
+        queue: ActiveQueue,
+        store: Store,
+        outbound: Outbound,
+    ) -> Delivery {
         let global = Arc::new(Semaphore::new(config.delivery.concurrency));
         Delivery {
             config,
-            spool,
+            spool: queue.spool().clone(),
+            queue,
             store,
             outbound,
             global,
@@ -102,8 +117,14 @@ enum DsnAllowance {
     Suppressed,
 }
 
-/// Runs until `shutdown`; deliveries run on `tasks` so the server can wait for them.
-pub async fn run(delivery: Arc<Delivery>, shutdown: CancellationToken, tasks: TaskTracker) {
+/// Runs until `shutdown`, taking fresh messages from `hand_offs`; deliveries
+/// run on `tasks` so the server can wait for them.
+pub async fn run(
+    delivery: Arc<Delivery>,
+    mut hand_offs: HandOffs,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
     if delivery.config.delivery.hold {
         tracing::warn!(
             event = "hold",
@@ -111,15 +132,11 @@ pub async fn run(delivery: Arc<Delivery>, shutdown: CancellationToken, tasks: Ta
         );
         return;
     }
-    let queued = delivery.spool.queued_signal();
-    // Claimed recipients wait for a delivery slot; bound how many wait, so
-    // that a large backlog is not all in memory at once.
-    let max_claimed = delivery.config.delivery.concurrency * 4;
-    // New mail arrives here with its body; the spool is read for the rest
-    // (retries, bounces, what a restart or a full hand-off left behind).
-    let mut fresh = delivery.spool.hand_off_to(max_claimed);
+    let queue = &delivery.queue;
     let mut reported_blocked = None;
-    let mut look_at = tokio::time::Instant::now();
+    // When the next recipient falls due; `None` while nothing is waiting for
+    // a time (the queue wakes the loop for everything else).
+    let mut look_at: Option<tokio::time::Instant> = None;
     loop {
         let blocked = delivery.outbound.port25.is_blocked();
         if reported_blocked != Some(blocked) {
@@ -127,63 +144,70 @@ pub async fn run(delivery: Arc<Delivery>, shutdown: CancellationToken, tasks: Ta
             metrics::gauge!("postern_outbound_port25_blocked").set(if blocked { 1.0 } else { 0.0 });
             reported_blocked = Some(blocked);
         }
-        let room = max_claimed.saturating_sub(delivery.spool.claimed());
-        let timer = tokio::time::Instant::now() >= look_at;
-        if room > 0 {
-            let backlog = delivery.spool.take_backlog();
-            if timer || backlog {
-                look_at = tokio::time::Instant::now() + claim_pass(&delivery, &tasks, room).await;
-            }
-        } else if timer {
-            // No room: the backlog mark stays, so a finished delivery signals
-            // `queued` and the look happens then; the timer must not fire
-            // again at once, or this loop would spin.
-            look_at = tokio::time::Instant::now() + POLL;
+        if let Some(at) = queue.take_wake_at() {
+            let at = instant_at(at);
+            look_at = Some(look_at.map_or(at, |t| t.min(at)));
+        }
+        let timer = look_at.is_some_and(|t| tokio::time::Instant::now() >= t);
+        if timer {
+            // Spent: the look happens now, or once there is room.
+            look_at = None;
+        }
+        if let Some(room) = queue.look(timer) {
+            look_at = claim_pass(&delivery, &tasks, room).await;
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            Some(new) = recv(&mut fresh) => {
-                let body = Some(Arc::new(new.body));
+            Some(new) = hand_offs.recv() => {
+                let body = new.body.map(Arc::new);
                 tasks.spawn(deliver_message(Arc::clone(&delivery), new.message, body));
             }
-            () = queued.notified() => {}
-            () = tokio::time::sleep_until(look_at) => {}
+            () = queue.woken() => {}
+            () = sleep_until(look_at) => {}
         }
     }
 }
 
-async fn recv(fresh: &mut Option<UnboundedReceiver<Fresh>>) -> Option<Fresh> {
-    match fresh {
-        Some(from) => from.recv().await,
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
 
-/// Claims what is due in the spool and starts delivering it; returns how long
-/// until the next look.
-async fn claim_pass(delivery: &Arc<Delivery>, tasks: &TaskTracker, room: usize) -> Duration {
+/// The monotonic instant of unix time `at` (whole seconds).
+fn instant_at(at: i64) -> tokio::time::Instant {
+    let wait = at.saturating_sub(now_unix()).max(0) as u64;
+    tokio::time::Instant::now() + Duration::from_secs(wait)
+}
+
+/// Claims what is due in the spool and starts delivering it; returns when the
+/// next recipient falls due.
+async fn claim_pass(
+    delivery: &Arc<Delivery>,
+    tasks: &TaskTracker,
+    room: usize,
+) -> Option<tokio::time::Instant> {
     delivery.outbound.close_idle();
     let now = now_unix();
-    let batch = CLAIM_BATCH.min(room as u32);
-    match delivery.spool.claim_due(now, batch).await {
+    let after_failure = || Some(tokio::time::Instant::now() + active::AFTER_FAILURE);
+    match delivery.queue.claim_due(now, CLAIM_BATCH.min(room)).await {
         Ok(messages) => {
-            let claimed: usize = messages.iter().map(|m| m.recipients.len()).sum();
             for message in messages {
                 tasks.spawn(deliver_message(Arc::clone(delivery), message, None));
             }
-            if claimed >= batch as usize {
-                // Perhaps more is due than there was room for: look again as
-                // soon as there is room.
-                delivery.spool.mark_backlog();
-            }
         }
-        Err(e) => tracing::error!(event = "spool_error", error = %e),
+        Err(e) => {
+            tracing::error!(event = "spool_error", error = %e);
+            return after_failure();
+        }
     }
     match delivery.spool.next_due(now).await {
-        Ok(Some(due)) => {
-            Duration::from_secs(due.saturating_sub(now_unix()).max(0) as u64).min(POLL)
+        Ok(due) => due.map(instant_at),
+        Err(e) => {
+            tracing::error!(event = "spool_error", error = %e);
+            after_failure()
         }
-        _ => POLL,
     }
 }
 
@@ -251,7 +275,13 @@ async fn deliver_message(
                 let local = delivery.destination_slots(&key).acquire_owned().await;
                 // Loaded only once a delivery slot is free: claimed messages
                 // waiting for a slot hold no body in memory.
-                let results = match body_of(&delivery, &message.id, fresh.as_deref()).await {
+                let body = if delivery.queue.is_withdrawn(&message.id) {
+                    // Held or deleted while it waited: the claims go below.
+                    Ok(None)
+                } else {
+                    body_of(&delivery, &message.id, fresh.as_deref()).await
+                };
+                let results = match body {
                     Ok(Some(body)) => {
                         deliver_group(&delivery, &message, &body, &destination, &idxs).await
                     }
@@ -299,7 +329,7 @@ async fn deliver_message(
     };
     let dsn = bounce.as_ref().map(|(id, _)| id.clone());
     match delivery
-        .spool
+        .queue
         .record(&message.id, applied.updates, bounce)
         .await
     {
@@ -318,7 +348,7 @@ async fn deliver_message(
     }
     // Recipients whose delivery task failed have no result: let them be due again.
     delivery
-        .spool
+        .queue
         .release(&message.id, message.recipients.iter().map(|r| r.idx));
 }
 

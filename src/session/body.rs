@@ -197,10 +197,10 @@ impl Session {
         };
         let size = message.body.len() as u64 + file.as_ref().map_or(0, SpillFile::len);
         let rcpt_count = message.recipients.len();
-        let spool = &self.ctx.spool;
+        let queue = &self.ctx.queue;
         let queued = match file {
-            None => spool.put(queue_id.clone(), message).await,
-            Some(file) => spool.put_spilled(queue_id.clone(), message, file).await,
+            None => queue.put(queue_id.clone(), message).await,
+            Some(file) => queue.put_spilled(queue_id.clone(), message, file).await,
         };
         match queued {
             Ok(()) => {

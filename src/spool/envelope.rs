@@ -1,8 +1,9 @@
 //! What the spool keeps about a message besides its body: the envelope as the
 //! session accepted it (with the DSN parameters of RFC 3461, kept for bounces),
-//! and one record per recipient with its delivery state.
+//! and one record per recipient with its delivery state; and the counts of
+//! `postern queue list --summary`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::QueueId;
 
@@ -66,7 +67,7 @@ impl RecipientStatus {
 }
 
 /// A recipient as stored, with its delivery state.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct QueuedRecipient {
     /// Position in the message's recipient list; names it in `record`.
     pub idx: u32,
@@ -78,10 +79,12 @@ pub struct QueuedRecipient {
     /// Unix seconds.
     pub next_attempt: i64,
     pub last_reply: Option<String>,
+    /// Kept from delivery by `postern queue hold` until released.
+    pub held: bool,
 }
 
 /// A message as stored, without its body.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct QueuedMessage {
     pub id: QueueId,
     /// Unix seconds when it was accepted.
@@ -95,14 +98,47 @@ pub struct QueuedMessage {
 }
 
 impl QueuedMessage {
-    /// One word for the whole message: queued while any recipient is pending.
+    /// A message as `put` stores it, `now`: every recipient queued and due.
+    /// The one place this state is built: the spool writes its rows from it,
+    /// and the scheduler delivers a fresh message from it.
+    pub fn accepted(id: QueueId, message: &NewMessage, size: u64, now: i64) -> QueuedMessage {
+        QueuedMessage {
+            id,
+            created: now,
+            sender: message.sender.clone(),
+            size,
+            auth_user: message.auth_user.clone(),
+            smtputf8: message.smtputf8,
+            dsn: message.dsn.clone(),
+            recipients: (0..)
+                .zip(&message.recipients)
+                .map(|(idx, r)| QueuedRecipient {
+                    idx,
+                    address: r.address.clone(),
+                    orcpt: r.orcpt.clone(),
+                    notify: r.notify.clone(),
+                    status: RecipientStatus::Queued,
+                    attempts: 0,
+                    next_attempt: now,
+                    last_reply: None,
+                    held: false,
+                })
+                .collect(),
+        }
+    }
+
+    /// One word for the whole message: queued while any recipient is pending
+    /// (held, deferred once tried), else done.
     pub fn state(&self) -> &'static str {
-        if self
+        let mut pending = self
             .recipients
             .iter()
-            .any(|r| r.status == RecipientStatus::Queued)
-        {
-            if self.recipients.iter().any(|r| r.attempts > 0) {
+            .filter(|r| r.status == RecipientStatus::Queued)
+            .peekable();
+        if pending.peek().is_some() {
+            if pending.any(|r| r.held) {
+                "held"
+            } else if self.recipients.iter().any(|r| r.attempts > 0) {
                 "deferred"
             } else {
                 "queued"
@@ -113,8 +149,49 @@ impl QueuedMessage {
     }
 }
 
+/// The domain of a recipient address as the queue counts destinations:
+/// after the last `@` (a quoted local part may hold one), lower case.
+pub fn recipient_domain(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map_or("", |(_, domain)| domain)
+        .to_lowercase()
+}
+
+/// The queue in numbers, for `postern queue list --summary`: recipients
+/// count by state and destination, since each recipient is delivered (and
+/// waits) on its own.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    pub messages: u64,
+    /// Unix seconds when the oldest message was accepted.
+    pub oldest: Option<i64>,
+    /// Recipients not yet tried.
+    pub queued: u64,
+    /// Recipients tried and waiting for their next attempt.
+    pub deferred: u64,
+    /// Recipients kept by `postern queue hold`.
+    pub held: u64,
+    /// Recipients still to deliver by domain, most first.
+    pub destinations: Vec<DomainCount>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DomainCount {
+    pub domain: String,
+    pub recipients: u64,
+}
+
 impl serde::Serialize for QueueId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for QueueId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        QueueId::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a queue id")))
     }
 }

@@ -1,6 +1,16 @@
-//! The spool's tests: durability across reopen, claims and hand-off, segments.
+//! The spool's tests: durability across reopen, what is due, hold and
+//! release, the summary, segments.
+
+use std::path::Path;
+
+use sqlx::{Connection, SqliteConnection};
 
 use super::*;
+use crate::clock::now_unix;
+
+async fn put(spool: &Spool, id: &QueueId, message: NewMessage) -> QueuedMessage {
+    spool.put(id.clone(), message, None).await.expect("put")
+}
 
 fn message(n: usize) -> NewMessage {
     NewMessage {
@@ -36,7 +46,7 @@ async fn concurrent_puts_are_all_stored_and_survive_reopen() {
         let s = spool.clone();
         tasks.push(tokio::spawn(async move {
             let id = QueueId::generate();
-            s.put(id.clone(), message(n)).await.map(|()| id)
+            s.put(id.clone(), message(n), None).await.map(|_| id)
         }));
     }
     let mut ids = Vec::new();
@@ -62,49 +72,17 @@ async fn concurrent_puts_are_all_stored_and_survive_reopen() {
 }
 
 #[tokio::test]
-async fn a_fresh_message_is_handed_over_claimed_and_the_rest_waits_in_the_spool() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Spool::open(dir.path()).await.expect("open");
-    // Room for the two recipients of one message only.
-    let mut fresh = spool.hand_off_to(2).expect("first subscriber");
-    assert!(spool.hand_off_to(2).is_none(), "one subscriber");
-    assert!(spool.take_backlog(), "a new spool is looked at once");
-    let first = QueueId::generate();
-    spool.put(first.clone(), message(1)).await.expect("put");
-    let handed = fresh.try_recv().expect("handed over");
-    assert_eq!(handed.message.id, first);
-    assert_eq!(handed.message.recipients.len(), 2);
-    assert_eq!(&handed.body[..], b"Subject: 1\r\n\r\nbody\r\n");
-    assert_eq!(spool.claimed(), 2);
-    assert!(!spool.take_backlog(), "nothing waits in the spool");
-    // No room left: the next one is only in the spool, and marked so.
-    let second = QueueId::generate();
-    spool.put(second.clone(), message(2)).await.expect("put");
-    assert!(fresh.try_recv().is_err());
-    assert!(spool.take_backlog());
-    let claimed = spool.claim_due(now_unix(), 10).await.expect("claim");
-    assert_eq!(
-        claimed.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
-        [second],
-        "the handed-over message is not claimed twice"
-    );
-}
-
-#[tokio::test]
-async fn a_claim_pass_does_not_take_what_was_released_while_it_read() {
+async fn put_returns_the_state_that_is_read_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = Spool::open(dir.path()).await.expect("open");
     let id = QueueId::generate();
-    spool.put(id.clone(), message(1)).await.expect("put");
-    spool.claims.begin_pass();
-    // As if its delivery finished while the pass's rows were read: those
-    // rows predate the outcome.
-    let stale = vec![(id.as_str().to_string(), recipient(0))];
-    spool.release(&id, [0]);
-    assert!(spool.claims.finish_pass(stale, 10).is_empty());
-    spool.claims.begin_pass();
-    let current = vec![(id.as_str().to_string(), recipient(0))];
-    assert_eq!(spool.claims.finish_pass(current, 10).len(), 1);
+    let queued = put(&spool, &id, message(1)).await;
+    assert_eq!(queued.recipients.len(), 2);
+    assert_eq!(queued.size, message(1).body.len() as u64);
+    let stored = spool.get(&id).await.expect("get").expect("present");
+    assert_eq!(stored, queued, "created, due times and all agree");
+    let due = spool.due(queued.created, 10).await.expect("due");
+    assert_eq!(due, [queued]);
 }
 
 fn large(n: usize) -> NewMessage {
@@ -154,9 +132,9 @@ async fn large_bodies_go_to_a_segment_and_the_segment_goes_when_nothing_refers_t
         QueueId::generate(),
         QueueId::generate(),
     );
-    spool.put(delivered.clone(), large(1)).await.expect("put");
-    spool.put(deferred.clone(), large(2)).await.expect("put");
-    spool.put(small.clone(), message(3)).await.expect("put");
+    put(&spool, &delivered, large(1)).await;
+    put(&spool, &deferred, large(2)).await;
+    put(&spool, &small, message(3)).await;
     assert_eq!(segment_files(dir.path()), 1);
     for (id, n) in [(&delivered, 1), (&deferred, 2)] {
         assert_eq!(
@@ -177,10 +155,7 @@ async fn large_bodies_go_to_a_segment_and_the_segment_goes_when_nothing_refers_t
         1,
         "a CLI-like open removes nothing"
     );
-    spool
-        .put(QueueId::generate(), message(4))
-        .await
-        .expect("put");
+    put(&spool, &QueueId::generate(), message(4)).await;
     record_both(&spool, &small, RecipientStatus::Delivered).await;
     assert_eq!(
         segments_left_after_waiting(dir.path()).await,
@@ -200,7 +175,7 @@ async fn a_quiet_spool_removes_the_segment_of_delivered_mail() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = Spool::open(dir.path()).await.expect("open");
     let id = QueueId::generate();
-    spool.put(id.clone(), large(1)).await.expect("put");
+    put(&spool, &id, large(1)).await;
     record_both(&spool, &id, RecipientStatus::Delivered).await;
     assert_eq!(segment_files(dir.path()), 1, "still the current segment");
     assert_eq!(
@@ -210,37 +185,17 @@ async fn a_quiet_spool_removes_the_segment_of_delivered_mail() {
     );
 }
 
-fn recipient(idx: u32) -> QueuedRecipient {
-    QueuedRecipient {
-        idx,
-        address: "a@example.org".into(),
-        orcpt: None,
-        notify: None,
-        status: RecipientStatus::Queued,
-        attempts: 0,
-        next_attempt: 0,
-        last_reply: None,
-    }
-}
-
 #[tokio::test]
-async fn a_recipient_is_claimed_once_until_recorded_or_released() {
+async fn due_recipients_come_earliest_first_until_recorded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = Spool::open(dir.path()).await.expect("open");
     let id = QueueId::generate();
-    spool.put(id.clone(), message(1)).await.expect("put");
+    put(&spool, &id, message(1)).await;
     let now = now_unix();
-    let first = spool.claim_due(now, 10).await.expect("claim");
+    let first = spool.due(now, 10).await.expect("due");
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].recipients.len(), 2);
-    assert!(
-        spool.claim_due(now, 10).await.expect("claim").is_empty(),
-        "claimed once"
-    );
-    // Another handle on the same spool (as the CLI opens it) changes nothing.
-    let other = Spool::open(dir.path()).await.expect("open again");
-    assert_eq!(other.list().await.expect("list").len(), 1);
-    assert!(spool.claim_due(now, 10).await.expect("claim").is_empty());
+    assert_eq!(spool.due(now, 1).await.expect("due")[0].recipients.len(), 1);
     let later = now + 300;
     let updates = vec![
         RecipientUpdate {
@@ -258,25 +213,124 @@ async fn a_recipient_is_claimed_once_until_recorded_or_released() {
     ];
     spool.record(&id, updates, None).await.expect("record");
     assert!(
-        spool.claim_due(now, 10).await.expect("claim").is_empty(),
+        spool.due(now, 10).await.expect("due").is_empty(),
         "deferred until later"
     );
     assert_eq!(spool.next_due(now).await.expect("next"), Some(later));
     assert_eq!(spool.retry(Some(&id)).await.expect("retry"), 1);
-    let again = spool.claim_due(now_unix(), 10).await.expect("claim");
+    let again = spool.due(now_unix(), 10).await.expect("due");
     assert_eq!(
         again[0]
             .recipients
             .iter()
-            .map(|r| r.idx)
+            .map(|r| (r.idx, r.attempts))
             .collect::<Vec<_>>(),
-        [1]
+        [(1, 1)]
     );
-    spool.release(&id, [1]);
+    // Another handle on the same spool (as the CLI opens it) sees the same.
+    let other = Spool::open(dir.path()).await.expect("open again");
     assert_eq!(
-        spool.claim_due(now_unix(), 10).await.expect("claim").len(),
-        1,
-        "released claims come back"
+        other.get(&id).await.expect("get"),
+        spool.get(&id).await.expect("get")
+    );
+}
+
+async fn state_of(spool: &Spool, id: &QueueId) -> &'static str {
+    spool.get(id).await.expect("get").expect("present").state()
+}
+
+#[tokio::test]
+async fn a_held_message_is_not_due_until_released_and_an_outcome_keeps_it_held() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path()).await.expect("open");
+    let (held, other) = (QueueId::generate(), QueueId::generate());
+    put(&spool, &held, message(1)).await;
+    put(&spool, &other, message(2)).await;
+    assert_eq!(spool.hold(&held).await.expect("hold"), 2);
+    let now = now_unix();
+    let due = spool.due(now, 10).await.expect("due");
+    assert_eq!(due.iter().map(|m| &m.id).collect::<Vec<_>>(), [&other]);
+    assert_eq!(state_of(&spool, &held).await, "held");
+    assert_eq!(spool.retry(None).await.expect("retry"), 2, "retry skips it");
+    // A delivery that was under way when the hold came defers it: still held.
+    record_both(&spool, &held, RecipientStatus::Queued).await;
+    assert!(
+        spool
+            .due(now + 600, 10)
+            .await
+            .expect("due")
+            .iter()
+            .all(|m| m.id != held)
+    );
+    assert_eq!(state_of(&spool, &held).await, "held");
+    assert_eq!(spool.release_held(&held).await.expect("release"), 2);
+    assert_eq!(
+        spool.release_held(&held).await.expect("release"),
+        0,
+        "not held"
+    );
+    let due = spool.due(now_unix(), 10).await.expect("due");
+    assert!(
+        due.iter().any(|m| m.id == held),
+        "due at once when released"
+    );
+    assert_eq!(state_of(&spool, &held).await, "deferred");
+    assert_eq!(spool.hold(&QueueId::generate()).await.expect("hold"), 0);
+}
+
+#[tokio::test]
+async fn the_summary_counts_recipients_by_state_and_domain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path()).await.expect("open");
+    assert_eq!(spool.summary().await.expect("summary"), Summary::default());
+    let ids: Vec<QueueId> = (0..4).map(|_| QueueId::generate()).collect();
+    let mut oldest = None;
+    for (n, id) in ids.iter().enumerate() {
+        let mut m = message(n);
+        m.recipients[1].address = format!("\"x@y\"@Domain{}.Example", n % 2);
+        let queued = put(&spool, id, m).await;
+        oldest = oldest.or(Some(queued.created));
+    }
+    // ids[0]: delivered to a@, deferred for the other; ids[1] held.
+    let updates = vec![
+        RecipientUpdate {
+            idx: 0,
+            status: RecipientStatus::Delivered,
+            next_attempt: 0,
+            reply: "250".into(),
+        },
+        RecipientUpdate {
+            idx: 1,
+            status: RecipientStatus::Queued,
+            next_attempt: now_unix() + 60,
+            reply: "451".into(),
+        },
+    ];
+    spool.record(&ids[0], updates, None).await.expect("record");
+    spool.hold(&ids[1]).await.expect("hold");
+    let summary = spool.summary().await.expect("summary");
+    let counts = |d: &[(&str, u64)]| {
+        d.iter()
+            .map(|(domain, recipients)| DomainCount {
+                domain: domain.to_string(),
+                recipients: *recipients,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        summary,
+        Summary {
+            messages: 4,
+            oldest,
+            queued: 4,
+            deferred: 1,
+            held: 2,
+            destinations: counts(&[
+                ("example.org", 3),
+                ("domain0.example", 2),
+                ("domain1.example", 2),
+            ]),
+        }
     );
 }
 
@@ -359,7 +413,7 @@ async fn a_spilled_body_is_queued_in_place_and_goes_with_its_message() {
     let mut new = message(1);
     new.body = "Received: by test\r\n".into();
     let id = QueueId::generate();
-    spool.put_spilled(id.clone(), new, file).await.expect("put");
+    let queued = spool.put(id.clone(), new, Some(file)).await.expect("put");
     drop(spool);
     let spool = Spool::open(dir.path()).await.expect("reopen");
     let stored = spool.body(&id).await.expect("body").expect("present");
@@ -369,11 +423,9 @@ async fn a_spilled_body_is_queued_in_place_and_goes_with_its_message() {
     );
     let listed = spool.get(&id).await.expect("get").expect("present");
     assert_eq!(listed.size, stored.len() as u64);
+    assert_eq!(listed, queued);
     // Deferred, it stays in its segment (nothing would be freed by moving it).
-    spool
-        .put(QueueId::generate(), message(2))
-        .await
-        .expect("put");
+    put(&spool, &QueueId::generate(), message(2)).await;
     record_both(&spool, &id, RecipientStatus::Queued).await;
     assert_eq!(segment_files(dir.path()), 1);
     assert_eq!(spool.body(&id).await.expect("body"), Some(stored));
@@ -400,7 +452,7 @@ async fn a_spill_that_is_not_queued_leaves_nothing() {
         .await
         .expect("write");
     let id = QueueId::generate();
-    spool.put(id.clone(), large(1)).await.expect("put");
+    put(&spool, &id, large(1)).await;
     record_both(&spool, &id, RecipientStatus::Delivered).await;
     for _ in 0..60 {
         if segment_files(dir.path()) == 1 {

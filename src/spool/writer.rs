@@ -7,14 +7,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bytes::Bytes;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::segments::{Numbers, Placement, Segments};
 use super::spill::Spilled;
-use super::{NewMessage, NewRecipient, QueueId, RecipientStatus};
-use crate::clock::now_unix;
+use super::{QueueId, QueuedMessage, QueuedRecipient, RecipientStatus, recipient_domain};
 
 /// Most requests committed in one transaction; bounds a batch's latency.
 const MAX_BATCH: usize = 512;
@@ -31,10 +31,11 @@ pub struct RecipientUpdate {
 }
 
 pub(super) enum Write {
+    /// A new message: its rows are written from `message`, as it was accepted.
     Put {
-        id: QueueId,
-        message: NewMessage,
-        /// The body's tail, already on disk in a segment of its own; `message`
+        message: QueuedMessage,
+        body: Bytes,
+        /// The body's tail, already on disk in a segment of its own; `body`
         /// then holds only what comes before it.
         spilled: Option<Spilled>,
     },
@@ -44,18 +45,18 @@ pub(super) enum Write {
     Outcomes {
         id: QueueId,
         updates: Vec<RecipientUpdate>,
-        bounce: Option<(QueueId, NewMessage)>,
+        bounce: Option<(QueuedMessage, Bytes)>,
     },
 }
 
 impl Write {
     fn bytes(&self) -> usize {
         match self {
-            Write::Put { message, .. }
+            Write::Put { body, .. }
             | Write::Outcomes {
-                bounce: Some((_, message)),
+                bounce: Some((_, body)),
                 ..
-            } => message.body.len(),
+            } => body.len(),
             Write::Outcomes { bounce: None, .. } => 0,
         }
     }
@@ -263,7 +264,6 @@ async fn write_batch(
     segments: &mut Segments,
     batch: &[Request],
 ) -> Result<(), sqlx::Error> {
-    let now = now_unix();
     // New messages (and the bounces outcomes cause) go in with a few multi-row
     // INSERTs: sqlx runs each statement on its worker thread, so one statement
     // per row would cost a round trip per message.
@@ -271,14 +271,14 @@ async fn write_batch(
         .iter()
         .filter_map(|req| match &req.write {
             Write::Put {
-                id,
                 message,
+                body,
                 spilled,
-            } => Some((id, message, *spilled)),
+            } => Some((message, body, *spilled)),
             Write::Outcomes {
-                bounce: Some((id, message)),
+                bounce: Some((message, body)),
                 ..
-            } => Some((id, message, None)),
+            } => Some((message, body, None)),
             Write::Outcomes { bounce: None, .. } => None,
         })
         .collect();
@@ -286,9 +286,9 @@ async fn write_batch(
     // A spilled body has its segment already; its row holds what precedes it.
     let (mut placement, appending) = segments.append(
         new.iter()
-            .map(|(_, m, spilled)| match spilled {
-                Some(_) => bytes::Bytes::new(),
-                None => m.body.clone(),
+            .map(|(_, body, spilled)| match spilled {
+                Some(_) => Bytes::new(),
+                None => (*body).clone(),
             })
             .collect(),
     )?;
@@ -299,7 +299,7 @@ async fn write_batch(
     }
     let rows = async {
         let mut tx = conn.begin().await?;
-        insert(&mut tx, &new, &placement, now).await?;
+        insert(&mut tx, &new, &placement).await?;
         record_outcomes(&mut tx, segments, batch).await?;
         Ok::<_, sqlx::Error>(tx)
     }
@@ -428,14 +428,16 @@ fn multi_row_insert(table: &str, columns: &[&str], rows: usize) -> sqlx::AssertS
     ))
 }
 
-/// A message of the batch to insert, with its spilled tail if it has one.
-type New<'a> = (&'a QueueId, &'a NewMessage, Option<Spilled>);
+/// A message of the batch to insert, with its body (or what precedes its
+/// spilled tail) and the spilled tail if it has one.
+type New<'a> = (&'a QueuedMessage, &'a Bytes, Option<Spilled>);
 
+/// Writes the rows of new messages from their accepted state, field by field,
+/// so that reading them back gives that state again.
 async fn insert(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     new: &[New<'_>],
     placement: &Placement,
-    now: i64,
 ) -> Result<(), sqlx::Error> {
     const MESSAGE: [&str; 11] = [
         "id",
@@ -450,19 +452,24 @@ async fn insert(
         "segment",
         "segment_offset",
     ];
-    const RECIPIENT: [&str; 6] = [
+    const RECIPIENT: [&str; 11] = [
         "message_id",
         "idx",
         "address",
         "orcpt",
         "notify",
+        "status",
+        "attempts",
         "next_attempt",
+        "last_reply",
+        "held",
+        "domain",
     ];
     // A body stays in its row unless it went to a segment; a spilled one
     // keeps in its row what precedes its segment.
     let in_row = |i: usize| match (placement[i], new[i].2) {
         (Some(_), None) => &[][..],
-        _ => &new[i].1.body[..],
+        _ => &new[i].1[..],
     };
     let mut start = 0;
     while start < new.len() {
@@ -476,15 +483,13 @@ async fn insert(
             end += 1;
         }
         let mut query = sqlx::query(multi_row_insert("message", &MESSAGE, end - start));
-        for i in start..end {
-            let (id, m, spilled) = new[i];
+        for (i, (m, _, _)) in new.iter().enumerate().take(end).skip(start) {
             let at = placement[i];
-            let size = m.body.len() as u64 + spilled.map_or(0, |s| s.len);
             query = query
-                .bind(id.as_str())
-                .bind(now)
+                .bind(m.id.as_str())
+                .bind(m.created)
                 .bind(&m.sender)
-                .bind(size as i64)
+                .bind(m.size as i64)
                 .bind(&m.auth_user)
                 .bind(i64::from(m.smtputf8))
                 .bind(&m.dsn.ret)
@@ -496,25 +501,25 @@ async fn insert(
         query.execute(&mut **tx).await?;
         start = end;
     }
-    let recipients: Vec<(&str, i64, &NewRecipient)> = new
+    let recipients: Vec<(&str, &QueuedRecipient)> = new
         .iter()
-        .flat_map(|(id, m, _)| {
-            m.recipients
-                .iter()
-                .enumerate()
-                .map(move |(idx, r)| (id.as_str(), idx as i64, r))
-        })
+        .flat_map(|(m, _, _)| m.recipients.iter().map(|r| (m.id.as_str(), r)))
         .collect();
     for chunk in recipients.chunks(RECIPIENTS_PER_INSERT) {
         let mut query = sqlx::query(multi_row_insert("recipient", &RECIPIENT, chunk.len()));
-        for (id, idx, r) in chunk {
+        for (id, r) in chunk {
             query = query
                 .bind(*id)
-                .bind(*idx)
+                .bind(i64::from(r.idx))
                 .bind(&r.address)
                 .bind(&r.orcpt)
                 .bind(&r.notify)
-                .bind(now);
+                .bind(r.status.as_str())
+                .bind(i64::from(r.attempts))
+                .bind(r.next_attempt)
+                .bind(&r.last_reply)
+                .bind(r.held)
+                .bind(recipient_domain(&r.address));
         }
         query.execute(&mut **tx).await?;
     }

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# How long `postern queue list --summary` takes with a large queue (issue #10:
+# under a second with 1,000,000 messages queued).
+#
+#   bench/queue-summary.sh                        # target/release/postern, built if missing
+#   POSTERN_REV=HEAD bench/queue-summary.sh       # git-archive that commit and build it
+#   MESSAGES=1000000 RUNS=5 bench/queue-summary.sh
+#
+# The spool is made by the binary itself (its migrations), then filled in
+# one SQLite transaction with MESSAGES messages of 1 KiB (one in three has a
+# second recipient; 1,000 destination domains, the first ones far more common;
+# a third of the recipients tried before, one message in a hundred held),
+# instead of through SMTP, which would take hours. The command then runs RUNS
+# times; the script prints each time and the median.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MESSAGES=${MESSAGES:-1000000}
+RUNS=${RUNS:-5}
+WORK=${BENCH_WORKDIR:-/var/tmp}/postern-queue-summary.$$
+
+. bench/binary.sh
+
+mkdir -p "$WORK"
+trap 'rm -rf "$WORK"' EXIT
+cat > "$WORK/postern.toml" <<EOF
+hostname = "bench.test"
+data_dir = "$WORK/data"
+EOF
+"$bin" queue list --config "$WORK/postern.toml" > /dev/null
+
+fill_start=$(date +%s.%N)
+python3 - "$WORK/data/spool/queue.sqlite" "$MESSAGES" <<'PY'
+import sqlite3, sys, time
+db, n = sys.argv[1], int(sys.argv[2])
+c = sqlite3.connect(db)
+now = int(time.time())
+c.executescript(f"""
+BEGIN;
+WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < {n} - 1)
+INSERT INTO message (id, created, sender, size, smtputf8, body)
+SELECT printf('%014d', i), {now} - 432000 + i * 432000 / {n},
+       'sender' || (i % 5000) || '@example.com', 1024, 0, randomblob(1024)
+FROM k;
+WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < {n} - 1),
+r AS (
+  SELECT i, 0 AS idx, (i * i) % 1000 * ((i * i) % 1000) / 1000 AS d FROM k
+  UNION ALL
+  SELECT i, 1, (i * 7) % 1000 FROM k WHERE i % 3 = 0
+)
+INSERT INTO recipient (message_id, idx, address, next_attempt, attempts, held, domain)
+SELECT printf('%014d', i), idx, 'user' || i || '@domain' || d || '.example',
+       {now} + (i % 3600), CASE WHEN i % 3 = 1 THEN 1 + i % 7 ELSE 0 END,
+       i % 100 = 0, 'domain' || d || '.example'
+FROM r;
+COMMIT;
+""")
+c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+c.close()
+PY
+fill_end=$(date +%s.%N)
+printf 'filled the spool with %d messages in %.0f s (%s)\n' "$MESSAGES" \
+  "$(awk "BEGIN {print $fill_end - $fill_start}")" "$(du -sh "$WORK/data/spool" | cut -f1)"
+
+times=()
+for run in $(seq "$RUNS"); do
+  start=$(date +%s.%N)
+  "$bin" queue list --summary --config "$WORK/postern.toml" > "$WORK/summary.txt"
+  end=$(date +%s.%N)
+  t=$(awk "BEGIN {print $end - $start}")
+  times+=("$t")
+  printf 'run %d: %.3f s\n' "$run" "$t"
+done
+head -n 12 "$WORK/summary.txt"
+median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+printf 'postern queue list --summary, %d messages: median %.3f s of %d runs\n' \
+  "$MESSAGES" "$median" "$RUNS"

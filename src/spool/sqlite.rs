@@ -1,0 +1,401 @@
+//! The embedded spool backend: SQLite in `data_dir/spool/queue.sqlite` (WAL,
+//! `synchronous=FULL`), so a committed message survives a crash or SIGKILL.
+//! Durable changes from the server go through the single writer task
+//! (`writer.rs`), which commits concurrent requests together; reads and the
+//! operator's changes use a small pool. Large bodies live in segment files
+//! (`segments.rs`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use sqlx::sqlite::{SqlitePoolOptions, SqliteRow};
+use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::segments;
+use super::writer::{self, DatabaseFile, Request, Write};
+use super::{
+    DomainCount, DsnEnvelope, NewMessage, QueueId, QueuedMessage, QueuedRecipient, RecipientStatus,
+    RecipientUpdate, SpillFile, SpoolError, Storage, Summary, WriteError,
+};
+use crate::clock::now_unix;
+
+/// The spool in SQLite; see the module documentation.
+pub struct SqliteSpool {
+    pool: SqlitePool,
+    writer: mpsc::Sender<Request>,
+    /// Where segment files with large bodies are.
+    bodies: PathBuf,
+    numbers: segments::Numbers,
+}
+
+/// The columns `message_from_row` reads.
+const MESSAGE_COLUMNS: &str =
+    "m.id, m.created, m.sender, m.size, m.auth_user, m.smtputf8, m.dsn_ret, m.dsn_envid";
+/// The columns `recipient_from_row` reads.
+const RECIPIENT_COLUMNS: &str = "r.message_id, r.idx, r.address, r.orcpt, r.notify, r.status, r.attempts, \
+     r.next_attempt, r.last_reply, r.held";
+
+impl SqliteSpool {
+    /// Opens (creating if needed) the spool under `data_dir` and starts its
+    /// writer task. Must run inside a tokio runtime.
+    pub async fn open(data_dir: &Path) -> Result<SqliteSpool, SpoolError> {
+        let dir = data_dir.join("spool");
+        std::fs::create_dir_all(&dir).map_err(|source| SpoolError::CreateDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let path = dir.join("queue.sqlite");
+        let options = crate::sqlite::options(&path);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/spool").run(&pool).await?;
+        let conn = SqliteConnection::connect_with(&options).await?;
+        let database = DatabaseFile::identify(path, options);
+        let bodies = segments::dir(&dir);
+        let numbers = segments::Numbers::after_existing(&bodies);
+        let (writer, rx) = mpsc::channel(4096);
+        tokio::spawn(writer::run(conn, database, rx, dir, numbers.clone()));
+        Ok(SqliteSpool {
+            pool,
+            writer,
+            bodies,
+            numbers,
+        })
+    }
+
+    async fn write(&self, write: Write) -> Result<(), SpoolError> {
+        committed(self.send(write).await?).await
+    }
+
+    /// Hands `write` to the writer; the receiver says when it is committed.
+    async fn send(
+        &self,
+        write: Write,
+    ) -> Result<oneshot::Receiver<Result<(), WriteError>>, SpoolError> {
+        let (done, committed) = oneshot::channel();
+        self.writer
+            .send(Request { write, done })
+            .await
+            .map_err(|_| SpoolError::WriterGone)?;
+        Ok(committed)
+    }
+
+    /// Every recipient of one message (or of all), by message.
+    async fn recipients(
+        &self,
+        only: Option<&QueueId>,
+    ) -> Result<HashMap<String, Vec<QueuedRecipient>>, SpoolError> {
+        let select = format!("SELECT {RECIPIENT_COLUMNS} FROM recipient r ");
+        let rows = match only {
+            Some(id) => {
+                sqlx::query(sqlx::AssertSqlSafe(
+                    select + "WHERE r.message_id = ? ORDER BY r.idx",
+                ))
+                .bind(id.as_str())
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(sqlx::AssertSqlSafe(select + "ORDER BY r.message_id, r.idx"))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        let mut out: HashMap<String, Vec<QueuedRecipient>> = HashMap::new();
+        for row in &rows {
+            out.entry(row.get("message_id"))
+                .or_default()
+                .push(recipient_from_row(row));
+        }
+        Ok(out)
+    }
+}
+
+async fn committed(committed: oneshot::Receiver<Result<(), WriteError>>) -> Result<(), SpoolError> {
+    committed
+        .await
+        .map_err(|_| SpoolError::WriterGone)?
+        .map_err(SpoolError::Write)
+}
+
+#[async_trait::async_trait]
+impl Storage for SqliteSpool {
+    async fn spill(&self) -> std::io::Result<SpillFile> {
+        SpillFile::create(self.bodies.clone(), self.numbers.take()).await
+    }
+
+    async fn put(
+        &self,
+        id: QueueId,
+        message: NewMessage,
+        spilled: Option<SpillFile>,
+    ) -> Result<QueuedMessage, SpoolError> {
+        let size = message.body.len() as u64 + spilled.as_ref().map_or(0, SpillFile::len);
+        let queued = QueuedMessage::accepted(id, &message, size, now_unix());
+        let write = Write::Put {
+            message: queued.clone(),
+            body: message.body,
+            spilled: spilled.as_ref().map(SpillFile::spilled),
+        };
+        let sent = self.send(write).await?;
+        if let Some(file) = spilled {
+            // The writer has it: from here it removes the file if the commit
+            // fails. (Dropped before the send, the request never reached it,
+            // and `file` removes itself on its way out.)
+            file.keep();
+        }
+        committed(sent).await?;
+        Ok(queued)
+    }
+
+    async fn due(&self, now: i64, limit: u32) -> Result<Vec<QueuedMessage>, SpoolError> {
+        // One query for recipients and their envelopes.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RECIPIENT_COLUMNS}, {MESSAGE_COLUMNS} \
+             FROM recipient r JOIN message m ON m.id = r.message_id \
+             WHERE r.status = 'queued' AND r.held = 0 AND r.next_attempt <= ? \
+             ORDER BY r.next_attempt LIMIT ?"
+        )))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<QueuedMessage> = Vec::new();
+        let mut at: HashMap<String, usize> = HashMap::new();
+        for row in &rows {
+            let i = *at.entry(row.get("message_id")).or_insert_with(|| {
+                out.push(message_from_row(row, Vec::new()));
+                out.len() - 1
+            });
+            out[i].recipients.push(recipient_from_row(row));
+        }
+        for m in &mut out {
+            m.recipients.sort_by_key(|r| r.idx);
+        }
+        Ok(out)
+    }
+
+    async fn next_due(&self, now: i64) -> Result<Option<i64>, SpoolError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_attempt) FROM recipient \
+             WHERE status = 'queued' AND held = 0 AND next_attempt > ?",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn record(
+        &self,
+        id: &QueueId,
+        updates: Vec<RecipientUpdate>,
+        bounce: Option<(QueueId, NewMessage)>,
+    ) -> Result<(), SpoolError> {
+        let bounce = bounce.map(|(id, m)| {
+            let size = m.body.len() as u64;
+            (QueuedMessage::accepted(id, &m, size, now_unix()), m.body)
+        });
+        self.write(Write::Outcomes {
+            id: id.clone(),
+            updates,
+            bounce,
+        })
+        .await
+    }
+
+    async fn body(&self, id: &QueueId) -> Result<Option<Vec<u8>>, SpoolError> {
+        let mut moved = None;
+        // Twice at most: a body can move from its segment into its row (and the
+        // segment go) between reading the row and reading the segment.
+        for _ in 0..2 {
+            let row =
+                sqlx::query("SELECT body, segment, segment_offset, size FROM message WHERE id = ?")
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?;
+            let Some(row) = row else { return Ok(None) };
+            let mut body: Vec<u8> = row.get("body");
+            let Some(segment) = row.get::<Option<i64>, _>("segment") else {
+                return Ok(Some(body));
+            };
+            // The row holds what precedes the segment's part (a spilled
+            // body's trace headers), or nothing.
+            let (offset, size): (i64, i64) = (row.get("segment_offset"), row.get("size"));
+            let tail = (size as usize).saturating_sub(body.len());
+            match segments::read(&self.bodies, segment, offset, tail).await {
+                Ok(rest) => {
+                    body.extend_from_slice(&rest);
+                    return Ok(Some(body));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => moved = Some(e),
+                Err(e) => return Err(SpoolError::Body(e)),
+            }
+        }
+        Err(SpoolError::Body(
+            moved.unwrap_or_else(|| std::io::ErrorKind::NotFound.into()),
+        ))
+    }
+
+    async fn list(&self) -> Result<Vec<QueuedMessage>, SpoolError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM message m ORDER BY m.id"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut recipients = self.recipients(None).await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let id: String = row.get("id");
+                let rcpts = recipients.remove(&id).unwrap_or_default();
+                message_from_row(row, rcpts)
+            })
+            .collect())
+    }
+
+    async fn get(&self, id: &QueueId) -> Result<Option<QueuedMessage>, SpoolError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM message m WHERE m.id = ?"
+        )))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut recipients = self.recipients(Some(id)).await?;
+        Ok(Some(message_from_row(
+            &row,
+            recipients.remove(id.as_str()).unwrap_or_default(),
+        )))
+    }
+
+    async fn summary(&self) -> Result<Summary, SpoolError> {
+        // Both read an index only (message_created, recipient_summary),
+        // which SQLite walks in order: no table rows, no sorting.
+        let (messages, oldest): (i64, Option<i64>) =
+            sqlx::query_as("SELECT COUNT(*), MIN(created) FROM message")
+                .fetch_one(&self.pool)
+                .await?;
+        let groups = sqlx::query(
+            "SELECT domain, held, attempts, COUNT(*) AS n FROM recipient \
+             WHERE status = 'queued' GROUP BY domain, held, attempts",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut summary = Summary {
+            messages: messages as u64,
+            oldest,
+            ..Summary::default()
+        };
+        let mut by_domain: HashMap<String, u64> = HashMap::new();
+        for row in &groups {
+            let n = row.get::<i64, _>("n") as u64;
+            let state = if row.get::<bool, _>("held") {
+                &mut summary.held
+            } else if row.get::<i64, _>("attempts") > 0 {
+                &mut summary.deferred
+            } else {
+                &mut summary.queued
+            };
+            *state += n;
+            *by_domain.entry(row.get("domain")).or_default() += n;
+        }
+        summary.destinations = by_domain
+            .into_iter()
+            .map(|(domain, recipients)| DomainCount { domain, recipients })
+            .collect();
+        summary.destinations.sort_by(|a, b| {
+            b.recipients
+                .cmp(&a.recipients)
+                .then_with(|| a.domain.cmp(&b.domain))
+        });
+        Ok(summary)
+    }
+
+    async fn delete(&self, id: &QueueId) -> Result<bool, SpoolError> {
+        let done = sqlx::query("DELETE FROM message WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn retry(&self, id: Option<&QueueId>) -> Result<u64, SpoolError> {
+        let now = now_unix();
+        let done =
+            match id {
+                Some(id) => {
+                    sqlx::query(
+                        "UPDATE recipient SET next_attempt = ? \
+                 WHERE status = 'queued' AND held = 0 AND message_id = ?",
+                    )
+                    .bind(now)
+                    .bind(id.as_str())
+                    .execute(&self.pool)
+                    .await?
+                }
+                None => sqlx::query(
+                    "UPDATE recipient SET next_attempt = ? WHERE status = 'queued' AND held = 0",
+                )
+                .bind(now)
+                .execute(&self.pool)
+                .await?,
+            };
+        Ok(done.rows_affected())
+    }
+
+    async fn hold(&self, id: &QueueId) -> Result<u64, SpoolError> {
+        let done =
+            sqlx::query("UPDATE recipient SET held = 1 WHERE status = 'queued' AND message_id = ?")
+                .bind(id.as_str())
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn release_held(&self, id: &QueueId) -> Result<u64, SpoolError> {
+        let done = sqlx::query(
+            "UPDATE recipient SET held = 0, next_attempt = ? \
+             WHERE status = 'queued' AND held = 1 AND message_id = ?",
+        )
+        .bind(now_unix())
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn recipient_from_row(row: &SqliteRow) -> QueuedRecipient {
+    let status: String = row.get("status");
+    QueuedRecipient {
+        idx: row.get::<i64, _>("idx") as u32,
+        address: row.get("address"),
+        orcpt: row.get("orcpt"),
+        notify: row.get("notify"),
+        status: RecipientStatus::parse(&status).unwrap_or(RecipientStatus::Queued),
+        attempts: row.get::<i64, _>("attempts") as u32,
+        next_attempt: row.get("next_attempt"),
+        last_reply: row.get("last_reply"),
+        held: row.get("held"),
+    }
+}
+
+fn message_from_row(row: &SqliteRow, recipients: Vec<QueuedRecipient>) -> QueuedMessage {
+    let id: String = row.get("id");
+    QueuedMessage {
+        id: QueueId::parse(&id).unwrap_or_else(QueueId::generate),
+        created: row.get("created"),
+        sender: row.get("sender"),
+        size: row.get::<i64, _>("size") as u64,
+        auth_user: row.get("auth_user"),
+        smtputf8: row.get::<i64, _>("smtputf8") != 0,
+        dsn: DsnEnvelope {
+            ret: row.get("dsn_ret"),
+            envid: row.get("dsn_envid"),
+        },
+        recipients,
+    }
+}

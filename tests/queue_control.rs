@@ -1,0 +1,205 @@
+//! `postern queue retry|delete|hold|release` on a running server go through
+//! its control socket (the server makes the change and logs it with the queue
+//! id); with no server listening they work on the files. Hold keeps a message
+//! from delivery until release; `queue list --summary` counts.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use crate::common::*;
+use crate::delivery::{WAIT, at, ip, send, sender, wait_log, wait_queue};
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// The log lines about `qid` with `event`.
+fn logged(s: &TestServer, event: &str, qid: &str) -> usize {
+    s.log()
+        .lines()
+        .filter(|l| l.contains(&format!("event=\"{event}\"")) && l.contains(&format!("qid={qid}")))
+        .count()
+}
+
+fn state(s: &TestServer, id: &str) -> String {
+    s.cli_ok(&["queue", "show", id])
+        .lines()
+        .find_map(|l| l.strip_prefix("state:"))
+        .expect("a state line")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn queue_actions_go_through_the_running_server_and_are_logged() {
+    let mut s = TestServer::start("");
+    let socket = s.data_dir().join("run/control.sock");
+    assert_eq!(mode(&socket), 0o600, "the socket is the owner's only");
+    assert_eq!(mode(&s.data_dir().join("run")), 0o700);
+    let ids: Vec<String> = (0..3)
+        .map(|n| {
+            let body = format!("Subject: {n}\n\nhi\n");
+            send(&s, "x@remote.example", &["alice@example.com"], &body)
+        })
+        .collect();
+
+    assert_eq!(
+        s.cli_ok(&["queue", "hold", &ids[0]]),
+        format!("held {} (1 recipient)\n", ids[0])
+    );
+    assert_eq!(logged(&s, "queue_hold", &ids[0]), 1, "{}", s.log());
+    assert_eq!(state(&s, &ids[0]), "held");
+    assert!(
+        s.cli_ok(&["queue", "show", &ids[0]])
+            .contains("(queued, held, 0 attempts")
+    );
+    assert!(s.cli_ok(&["queue", "list"]).contains("held"));
+    let out = s.cli(&["queue", "retry", &ids[0]]);
+    assert_eq!(out.status.code(), Some(1), "a held message is not retried");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no queued recipient"),
+        "{out:?}"
+    );
+
+    assert!(
+        s.cli_ok(&["queue", "retry", "--all"])
+            .contains("2 recipients due now")
+    );
+    assert_eq!(logged(&s, "queue_retry", "all"), 1, "{}", s.log());
+    assert_eq!(
+        s.cli_ok(&["queue", "release", &ids[0]]),
+        format!("released {} (1 recipient due now)\n", ids[0])
+    );
+    assert_eq!(logged(&s, "queue_release", &ids[0]), 1);
+    assert_eq!(state(&s, &ids[0]), "queued");
+    let out = s.cli(&["queue", "release", &ids[0]]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not held"));
+
+    assert!(s.cli_ok(&["queue", "delete", &ids[1]]).contains("deleted"));
+    assert_eq!(logged(&s, "queue_delete", &ids[1]), 1);
+    assert_eq!(s.queue().len(), 2);
+    assert!(
+        s.cli_ok(&["queue", "retry", &ids[2]])
+            .contains("1 recipient due now")
+    );
+    assert_eq!(logged(&s, "queue_retry", &ids[2]), 1);
+
+    // Stopped cleanly, the server takes its socket away, and the CLI works on
+    // the files, quietly.
+    s.send_term();
+    assert!(s.wait_exit(WAIT).success());
+    assert!(!socket.exists());
+    let log_before = s.log();
+    let out = s.cli(&["queue", "hold", &ids[2]]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(state(&s, &ids[2]), "held");
+    assert!(s.cli_ok(&["queue", "delete", &ids[0]]).contains("deleted"));
+    assert_eq!(s.queue().len(), 1);
+    assert_eq!(s.log(), log_before, "no server, nothing logged");
+
+    // A socket left by a server that died: refused, so the files again; the
+    // next server replaces it.
+    s.spawn();
+    s.kill();
+    assert!(socket.exists());
+    let out = s.cli(&["queue", "release", &ids[2]]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(state(&s, &ids[2]), "queued");
+    s.spawn();
+    assert!(s.cli_ok(&["queue", "hold", &ids[2]]).contains("held"));
+    assert_eq!(logged(&s, "queue_hold", &ids[2]), 1);
+}
+
+#[test]
+fn a_second_server_on_the_same_data_dir_is_refused() {
+    let s = TestServer::start("");
+    let out = s.cli(&["serve"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another server already answers on"), "{err}");
+    // The first one still answers.
+    assert!(
+        s.cli_ok(&["queue", "retry", "--all"])
+            .contains("0 recipients due now")
+    );
+}
+
+#[test]
+fn a_held_message_is_not_delivered_until_released() {
+    let dns = TestDns::start();
+    let port = free_port();
+    dns.mx("remote.example", 10, "mx.remote.example");
+    dns.ip("mx.remote.example", ip(70));
+    let s = sender(&dns, port, "");
+    let id = send(
+        &s,
+        "app@example.com",
+        &["bob@remote.example"],
+        "Subject: held\n\nx\n",
+    );
+    // Nothing listens yet: deferred, then held.
+    wait_log(&s, "event=\"deferred\"");
+    assert!(s.cli_ok(&["queue", "hold", &id]).contains("held"));
+    let peer = Peer::start(at(70, port), &[]);
+    // Retries come every 1-2 s (retry_max = 2) and `retry` makes mail due
+    // now: neither moves a held message.
+    s.cli_ok(&["queue", "retry", "--all"]);
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(peer.received().is_empty(), "a held message was delivered");
+    assert_eq!(wait_queue(&s, 1)[0]["id"], id.as_str());
+    assert!(s.cli_ok(&["queue", "release", &id]).contains("released"));
+    peer.wait_for(1, WAIT);
+    wait_queue(&s, 0);
+}
+
+#[test]
+fn the_summary_counts_by_state_and_destination() {
+    let s = TestServer::start("trusted_networks = [\"127.0.0.1/32\"]\n");
+    let send_to = |rcpts: &[&str]| send(&s, "app@example.com", rcpts, "Subject: s\n\nx\n");
+    let held = send_to(&["a@one.example", "b@two.example"]);
+    send_to(&["c@one.example"]);
+    send_to(&["d@One.Example", "alice@example.com"]);
+    s.cli_ok(&["queue", "hold", &held]);
+    let text = s.cli_ok(&["queue", "list", "--summary"]);
+    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+    assert!(lines[0].starts_with("3 messages, the oldest "), "{text}");
+    let counts: Vec<Vec<&str>> = lines[1..]
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            vec!["recipients", "to", "deliver:"],
+            vec!["queued", "3"],
+            vec!["deferred", "0"],
+            vec!["held", "2"],
+            vec!["by", "destination:"],
+            vec!["one.example", "3"],
+            vec!["example.com", "1"],
+            vec!["two.example", "1"],
+        ],
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&s.cli_ok(&["queue", "list", "--summary", "--json"])).expect("json");
+    assert_eq!(json["messages"], 3);
+    assert_eq!(json["held"], 2);
+    assert_eq!(json["destinations"][0]["domain"], "one.example");
+    assert_eq!(json["destinations"][0]["recipients"], 3);
+}

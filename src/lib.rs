@@ -6,10 +6,12 @@
 //! - `listener`: binds every `[[listener]]`, caps connections, spawns a session.
 //! - `session`: the SMTP state machine (the only code that talks to a client);
 //!   `tls` for STARTTLS/465, `auth` for AUTH, `policy` for every accept/refuse.
-//! - `smtp`: wire types with no I/O: replies, addresses, the DATA/BDAT reader.
-//! - `prepare`: reads the header section once (sender headers, hop count),
-//!   re-encodes long lines of submitted text, adds Received:, and Date and
-//!   Message-ID for submitted mail.
+//! - `smtp`: wire types with no I/O: replies, addresses, the DATA/BDAT reader,
+//!   and the reader of a message's header section.
+//! - `prepare`: the one place an accepted transaction becomes a queued
+//!   message: checks the header section once (hop count, and sender headers
+//!   by `policy`), re-encodes long lines of submitted text, expands aliases,
+//!   adds Received:, and Date and Message-ID for submitted mail.
 //! - `spool`: makes the message durable (group commit) before the 250, takes
 //!   large bodies to disk while they arrive, and keeps the free-space floor.
 //! - `scheduler`: decides when: claims due recipients, retries with backoff,
@@ -33,11 +35,11 @@
 //! Each module imports only from lower ones (tests/layering.rs keeps it so):
 //!
 //! 1. `clock`, `sqlite`, `smtp`, `dns`, `dkim`, `portecho`, `telemetry`: leaves.
-//! 2. `config`, `store`, `spool`, `local`, `check`.
-//! 3. `auth`, `tls`, `prepare`, `dsn`, `router`.
-//! 4. `policy`, `outbound`, `context` (`ServerContext`, what connections share).
-//! 5. `session`, `scheduler`.
-//! 6. `listener`; 7. `http`; 8. `server`; 9. `cli`.
+//! 2. `config`, `store`, `spool`, `local`, `check`, `policy`.
+//! 3. `auth`, `tls`, `dsn`, `router`.
+//! 4. `outbound`, `context` (`ServerContext`, what connections share).
+//! 5. `prepare`; 6. `session`, `scheduler`.
+//! 7. `listener`; 8. `http`; 9. `server`; 10. `cli`.
 
 pub mod auth;
 pub mod check;

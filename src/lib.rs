@@ -17,9 +17,9 @@
 //! - `scheduler`: decides when: claims due recipients, retries with backoff,
 //!   applies outcomes and queues DSNs (`dsn`).
 //! - `router`: decides where: local mailbox, a route, the relay, or MX (with the
-//!   port-25 fallback).
+//!   port-25 fallback), and gathers the facts it decides on.
 //! - `outbound`: the SMTP client to other servers (`dns` for MX and addresses);
-//!   `local`: Maildir delivery.
+//!   `local`: delivery to hosted mailboxes (Maildir).
 //! - `store`: accounts, hosted domains and aliases; `dkim`: per-domain keys.
 //! - `server`: wires the above together and drains on SIGTERM; `context`
 //!   holds what it hands every connection.
@@ -35,8 +35,8 @@
 //! Each module imports only from lower ones (tests/layering.rs keeps it so):
 //!
 //! 1. `clock`, `sqlite`, `smtp`, `dns`, `dkim`, `portecho`, `telemetry`: leaves.
-//! 2. `config`, `store`, `spool`, `local`, `check`, `policy`.
-//! 3. `auth`, `tls`, `dsn`, `router`.
+//! 2. `config`, `store`, `spool`, `check`, `policy`.
+//! 3. `auth`, `tls`, `dsn`, `router`, `local`.
 //! 4. `outbound`, `context` (`ServerContext`, what connections share).
 //! 5. `prepare`; 6. `session`, `scheduler`.
 //! 7. `listener`; 8. `http`; 9. `server`; 10. `cli`.

@@ -25,6 +25,7 @@ mod log_injection;
 mod long_lines;
 mod mta_inbound;
 mod protocol;
+mod queue_id_logs;
 mod smuggling;
 mod starttls;
 mod submission;

@@ -111,6 +111,7 @@ impl Session {
             message,
             spilled,
         } = prepared;
+        tx.span.record("qid", tracing::field::display(&queue_id));
         let sender = message.sender.clone();
         let spool = &self.ctx.spool;
         let queued = match spilled {
@@ -119,7 +120,6 @@ impl Session {
         };
         match queued {
             Ok(()) => {
-                tracing::Span::current().record("qid", tracing::field::display(&queue_id));
                 tracing::info!(event = "queued", qid = %queue_id, from = %sender, rcpts, size);
                 metrics::counter!("postern_messages_queued_total", "port" => self.local.port().to_string()).increment(1);
                 self.reply(Reply::new(250, (0, 0), format!("Ok: queued as {queue_id}")))

@@ -9,6 +9,10 @@ mod ehlo;
 mod envelope;
 mod incoming;
 pub mod io;
+#[cfg(test)]
+mod protocol_tests;
+#[cfg(test)]
+mod script;
 mod state;
 
 use std::borrow::Cow;

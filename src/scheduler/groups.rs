@@ -63,7 +63,8 @@ mod tests {
     use crate::config::Config;
     use crate::dns::Dns;
     use crate::outbound::Outbound;
-    use crate::spool::{DsnEnvelope, QueueId, QueuedRecipient, RecipientStatus, Spool};
+    use crate::scheduler::testing::message;
+    use crate::spool::Spool;
     use crate::store::Store;
 
     async fn delivery(dir: &std::path::Path, extra: &str) -> Delivery {
@@ -75,29 +76,6 @@ mod tests {
         let dns = Dns::new(&[]).expect("dns");
         let outbound = Outbound::new(Arc::clone(&config), dns).expect("outbound");
         Delivery::new(config, spool, store, outbound)
-    }
-
-    fn message(sender: &str, rcpts: &[&str]) -> QueuedMessage {
-        let recipient = |(idx, address): (usize, &&str)| QueuedRecipient {
-            idx: idx as u32,
-            address: address.to_string(),
-            orcpt: None,
-            notify: None,
-            status: RecipientStatus::Queued,
-            attempts: 0,
-            next_attempt: 0,
-            last_reply: None,
-        };
-        QueuedMessage {
-            id: QueueId::generate(),
-            created: 0,
-            sender: sender.into(),
-            size: 10,
-            auth_user: None,
-            smtputf8: false,
-            dsn: DsnEnvelope::default(),
-            recipients: rcpts.iter().enumerate().map(recipient).collect(),
-        }
     }
 
     /// The groups as `key: [idx, …]`, sorted.
@@ -121,6 +99,7 @@ mod tests {
         .await;
         let m = message(
             "app@example.com",
+            0,
             &[
                 "alice@example.com",
                 "bob@remote.example",
@@ -161,6 +140,7 @@ mod tests {
         d.outbound.port25.make_probe_due();
         let m = message(
             "app@example.com",
+            0,
             &["alice@example.com", "carol@org.example"],
         );
         assert_eq!(
@@ -169,6 +149,7 @@ mod tests {
         );
         let m = message(
             "app@example.com",
+            0,
             &["bob@remote.example", "dan@remote.example"],
         );
         assert_eq!(
@@ -185,7 +166,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let d = delivery(dir.path(), "").await;
         d.store.close().await;
-        let m = message("app@example.com", &["alice@example.com"]);
+        let m = message("app@example.com", 0, &["alice@example.com"]);
         let groups = group(&d, &m).await;
         assert!(groups.groups.is_empty(), "{:?}", keys(&groups));
         let [(0, Err(f))] = groups.unrouted.as_slice() else {

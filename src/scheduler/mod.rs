@@ -7,6 +7,8 @@
 mod backoff;
 mod groups;
 mod outcome;
+#[cfg(test)]
+mod testing;
 
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -93,7 +93,7 @@ pub fn apply(
 mod tests {
     use super::*;
     use crate::outbound::failure::{DeliveryFailure, Scope};
-    use crate::spool::{DsnEnvelope, QueueId, QueuedRecipient};
+    use crate::scheduler::testing;
 
     const NOW: i64 = 1_000_000;
     const LIFETIME: i64 = 86_400;
@@ -105,32 +105,19 @@ mod tests {
         Config::from_text(&text, None).expect("config")
     }
 
-    /// A message from `sender` accepted at `created`, with one recipient per
-    /// entry of `attempts` (the attempts each has had).
+    /// A message from `sender` accepted at `created`, with one recipient
+    /// `r<idx>@remote.example` per entry of `attempts` (the attempts each has
+    /// had).
     fn message(sender: &str, created: i64, attempts: &[u32]) -> QueuedMessage {
-        QueuedMessage {
-            id: QueueId::generate(),
-            created,
-            sender: sender.into(),
-            size: 10,
-            auth_user: None,
-            smtputf8: false,
-            dsn: DsnEnvelope::default(),
-            recipients: attempts
-                .iter()
-                .enumerate()
-                .map(|(idx, &attempts)| QueuedRecipient {
-                    idx: idx as u32,
-                    address: format!("r{idx}@remote.example"),
-                    orcpt: None,
-                    notify: None,
-                    status: RecipientStatus::Queued,
-                    attempts,
-                    next_attempt: created,
-                    last_reply: None,
-                })
-                .collect(),
+        let addresses: Vec<String> = (0..attempts.len())
+            .map(|idx| format!("r{idx}@remote.example"))
+            .collect();
+        let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        let mut m = testing::message(sender, created, &addresses);
+        for (r, &attempts) in m.recipients.iter_mut().zip(attempts) {
+            r.attempts = attempts;
         }
+        m
     }
 
     fn failed(severity: Severity, text: &str) -> Result<String, DeliveryFailure> {

@@ -30,3 +30,74 @@ pub struct ServerContext {
     /// re-encoded): each holds the message twice in memory meanwhile.
     pub rewrites: tokio::sync::Semaphore,
 }
+
+/// A `ServerContext` for in-process tests (the session harness): a
+/// temporary data directory with its own store and spool.
+#[cfg(test)]
+pub mod testing {
+    use std::sync::Arc;
+
+    use super::ServerContext;
+    use crate::auth::{Authenticator, hash_password};
+    use crate::config::Config;
+    use crate::portecho::EchoRegistry;
+    use crate::scheduler::ActiveQueue;
+    use crate::spool::Spool;
+    use crate::store::Store;
+
+    /// The password of alice@example.com.
+    pub const PASSWORD: &str = "correct horse battery staple";
+
+    /// A context and the directory it lives in (removed on drop).
+    pub struct TestContext {
+        pub ctx: Arc<ServerContext>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl TestContext {
+        /// Built-in defaults with the host name mx.test.example and `extra`
+        /// TOML, hosting example.com with the user alice@example.com
+        /// (password `PASSWORD`), as the integration tests' `TestServer`.
+        pub async fn start(extra: &str) -> TestContext {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let text = format!(
+                "hostname = \"mx.test.example\"\ndata_dir = {:?}\n{extra}",
+                dir.path()
+            );
+            let config = Arc::new(Config::from_text(&text, None).expect("test config"));
+            let store = Store::open(&config.data_dir).await.expect("store");
+            store.add_domain("example.com").await.expect("domain");
+            let hash = hash_password(PASSWORD).expect("hash");
+            store
+                .add_user("alice@example.com", &hash)
+                .await
+                .expect("user");
+            let spool = Spool::open(&config.data_dir)
+                .await
+                .expect("spool")
+                .with_free_space_floor(&config.data_dir, config.limits.min_free_space);
+            // Nobody takes hand-offs: queued mail stays in the spool, where
+            // the tests look for it.
+            let (queue, _hand_offs) =
+                ActiveQueue::new(spool.clone(), crate::scheduler::max_claimed(&config));
+            let ctx = ServerContext {
+                tls: crate::tls::server_config(&config).expect("tls"),
+                auth: Authenticator::new(
+                    store.clone(),
+                    config.limits.auth_failures_per_ip_per_hour,
+                ),
+                config,
+                store,
+                spool,
+                queue,
+                shutdown: tokio_util::sync::CancellationToken::new(),
+                echo: EchoRegistry::default(),
+                rewrites: tokio::sync::Semaphore::new(2),
+            };
+            TestContext {
+                ctx: Arc::new(ctx),
+                _dir: dir,
+            }
+        }
+    }
+}

@@ -6,10 +6,12 @@
 //! - `listener`: binds every `[[listener]]`, caps connections, spawns a session.
 //! - `session`: the SMTP state machine (the only code that talks to a client);
 //!   `tls` for STARTTLS/465, `auth` for AUTH, `policy` for every accept/refuse.
-//! - `smtp`: wire types with no I/O: replies, addresses, the DATA/BDAT reader.
-//! - `prepare`: reads the header section once (sender headers, hop count),
-//!   re-encodes long lines of submitted text, adds Received:, and Date and
-//!   Message-ID for submitted mail.
+//! - `smtp`: wire types with no I/O: replies, addresses, the DATA/BDAT reader,
+//!   and the reader of a message's header section.
+//! - `prepare`: the one place an accepted transaction becomes a queued
+//!   message: checks the header section once (hop count, and sender headers
+//!   by `policy`), re-encodes long lines of submitted text, expands aliases,
+//!   adds Received:, and Date and Message-ID for submitted mail.
 //! - `spool`: storage only, behind the `Storage` trait: makes the message
 //!   durable (group commit) before the 250, takes large bodies to disk while
 //!   they arrive, keeps the free-space floor, answers what is due.
@@ -17,9 +19,9 @@
 //!   new mail, wake-ups), retries with backoff, applies outcomes and queues
 //!   DSNs (`dsn`).
 //! - `router`: decides where: local mailbox, a route, the relay, or MX (with the
-//!   port-25 fallback).
+//!   port-25 fallback), and gathers the facts it decides on.
 //! - `outbound`: the SMTP client to other servers (`dns` for MX and addresses);
-//!   `local`: Maildir delivery.
+//!   `local`: delivery to hosted mailboxes (Maildir).
 //! - `store`: accounts, hosted domains and aliases; `dkim`: per-domain keys.
 //! - `server`: wires the above together and drains on SIGTERM; `context`
 //!   holds what it hands every connection; `control` is the local socket
@@ -36,12 +38,11 @@
 //! Each module imports only from lower ones (tests/layering.rs keeps it so):
 //!
 //! 1. `clock`, `sqlite`, `smtp`, `dns`, `dkim`, `portecho`, `telemetry`: leaves.
-//! 2. `config`, `store`, `spool`, `local`, `check`.
-//! 3. `auth`, `tls`, `prepare`, `dsn`, `router`.
-//! 4. `policy`, `outbound`.
-//! 5. `scheduler`.
+//! 2. `config`, `store`, `spool`, `check`, `policy`.
+//! 3. `auth`, `tls`, `dsn`, `router`, `local`.
+//! 4. `outbound`; 5. `scheduler`.
 //! 6. `context` (`ServerContext`, what connections share), `control`.
-//! 7. `session`; 8. `listener`; 9. `http`; 10. `server`; 11. `cli`.
+//! 7. `prepare`; 8. `session`; 9. `listener`; 10. `http`; 11. `server`; 12. `cli`.
 
 pub mod auth;
 pub mod check;

@@ -5,7 +5,7 @@
 
 use postern::policy::Verdict;
 use postern::policy::sender::check_sender_headers;
-use postern::prepare::headers::{HeaderFacts, header_section};
+use postern::smtp::headers::{HeaderFacts, header_section};
 
 use crate::common::*;
 

@@ -26,6 +26,7 @@ mod long_lines;
 mod mta_inbound;
 mod protocol;
 mod queue_control;
+mod queue_id_logs;
 mod smuggling;
 mod starttls;
 mod submission;

@@ -10,11 +10,11 @@
 
 use postern::policy::Verdict;
 use postern::policy::sender::check_sender_headers;
-use postern::prepare::headers::{HeaderFacts, SenderHeader, header_section};
 use postern::prepare::reencode::reencode_long_lines;
 use postern::prepare::{Arrival, trace_headers};
 use postern::smtp::address::Mailbox;
 use postern::smtp::data::MAX_MESSAGE_LINE;
+use postern::smtp::headers::{HeaderFacts, SenderHeader, header_section};
 use postern::spool::QueueId;
 
 pub fn check(input: &[u8]) {

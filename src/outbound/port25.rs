@@ -53,6 +53,12 @@ impl Port25Monitor {
         false
     }
 
+    /// Lets the next `try_direct` be a probe, as if the interval had passed.
+    #[cfg(test)]
+    pub fn make_probe_due(&self) {
+        self.state().last_probe = None;
+    }
+
     /// A TCP connection to port 25 of an MX of `domain` failed.
     pub fn record_failure(&self, domain: &str, port: u16) {
         let mut s = self.state();

@@ -3,9 +3,9 @@
 //! Resent-From:, Resent-Sender:), as a mail reader would show them.
 
 use super::Verdict;
-use crate::prepare::headers::{HeaderFacts, MAX_SENDER_FIELDS, SenderHeader};
-use crate::prepare::mailbox_list::MailboxListError;
 use crate::smtp::address::Mailbox;
+use crate::smtp::headers::{HeaderFacts, MAX_SENDER_FIELDS, SenderHeader};
+use crate::smtp::mailbox_list::MailboxListError;
 use crate::smtp::reply::Reply;
 
 /// Whether `user` (a canonical address) owns `address`.

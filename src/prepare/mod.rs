@@ -1,16 +1,230 @@
-//! An accepted transaction becomes a spool-ready message here (Postfix's
-//! "cleanup"): the Received: trace header goes on top and, for submitted mail,
-//! Date: and Message-ID: are added when the client left them out (RFC 6409 §8).
-//! `headers` reads the header section for the checks made before that.
+//! The one place where an accepted transaction becomes a queued message
+//! (Postfix's "cleanup"). `prepare` checks the header section (hop count and,
+//! for an authenticated user, the sender headers: `policy` decides), re-encodes
+//! long lines of submitted text (`reencode`), expands aliases (`aliases`), and
+//! puts the trace headers on top: Received:, and for submitted mail Date: and
+//! Message-ID: when the client left them out (RFC 6409 §8). The session hands
+//! it the envelope and the body as received, and gets back the message for
+//! the spool, or the reply that refuses it.
 
-pub mod headers;
-pub mod mailbox_list;
+mod aliases;
 pub mod reencode;
+
+use std::net::IpAddr;
 
 use mail_parser::{DateTime, HeaderName, MessageParser};
 
 use crate::clock::now_unix;
-use crate::spool::QueueId;
+use crate::config::ListenerRole;
+use crate::context::ServerContext;
+use crate::policy::Verdict;
+use crate::policy::limits::check_hop_count;
+use crate::policy::sender::check_sender_headers;
+use crate::smtp::headers::{HeaderFacts, header_section, header_section_ends};
+use crate::smtp::reply::Reply;
+use crate::spool::{DsnEnvelope, NewMessage, NewRecipient, QueueId, SpillFile};
+use reencode::reencode_long_lines;
+
+/// Bodies larger than this go to disk while they arrive (256 KiB: a header
+/// section is far smaller, and most mail fits); the first `SPILL_AT` octets
+/// stay in memory too, for the checks here.
+pub const SPILL_AT: usize = 256 * 1024;
+
+/// A whole body as received.
+pub struct ReceivedBody {
+    /// The whole body, or its first `SPILL_AT` octets when it is on disk.
+    pub head: Vec<u8>,
+    /// The whole body on disk (durable), for a large one.
+    pub file: Option<SpillFile>,
+    /// A line is longer than RFC 5322 allows (998 octets).
+    pub long_lines: bool,
+}
+
+/// How a transaction arrived: what Received: records and the checks ask.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub role: ListenerRole,
+    pub client_ip: IpAddr,
+    /// The name EHLO or HELO gave, and whether it was EHLO.
+    pub greeting: Option<(&'a str, bool)>,
+    /// TLS version and cipher suite, when the session is encrypted.
+    pub tls: Option<(&'a str, &'a str)>,
+    /// The authenticated user's canonical address.
+    pub identity: Option<&'a str>,
+}
+
+impl Origin<'_> {
+    /// RFC 3848: SMTP, ESMTP, ESMTPS, ESMTPA or ESMTPSA.
+    pub fn protocol(&self) -> &'static str {
+        let extended = self.greeting.is_some_and(|(_, extended)| extended);
+        match (extended, self.tls.is_some(), self.identity.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
+        }
+    }
+
+    /// Submitted mail (RFC 6409) rather than mail relayed by another server.
+    fn submission(&self) -> bool {
+        self.role != ListenerRole::Mta || self.identity.is_some()
+    }
+}
+
+/// An accepted transaction: its envelope and its body as received.
+pub struct Accepted {
+    /// The reverse-path; empty for the null sender.
+    pub sender: String,
+    pub recipients: Vec<NewRecipient>,
+    pub dsn: DsnEnvelope,
+    pub smtputf8: bool,
+    pub body: ReceivedBody,
+}
+
+/// A message ready for the spool.
+pub struct Prepared {
+    pub queue_id: QueueId,
+    /// `body` is the whole message, or only the headers put on top of a
+    /// spilled body (`spilled`).
+    pub message: NewMessage,
+    /// The received body on disk, for a large message.
+    pub spilled: Option<SpillFile>,
+}
+
+impl Prepared {
+    /// The stored message's size in octets.
+    pub fn size(&self) -> u64 {
+        self.message.body.len() as u64 + self.spilled.as_ref().map_or(0, SpillFile::len)
+    }
+}
+
+/// Turns an accepted transaction into a message for the spool, or refuses it
+/// with the reply to give (a refusal is logged here). Cancel safe: a body
+/// re-encoded to disk is removed with its `SpillFile` when dropped.
+pub async fn prepare(
+    ctx: &ServerContext,
+    origin: &Origin<'_>,
+    accepted: Accepted,
+) -> Result<Prepared, Reply> {
+    let Accepted {
+        sender,
+        recipients,
+        mut dsn,
+        smtputf8,
+        body,
+    } = accepted;
+    // The checks read the header section from the part of the body held in
+    // memory: a spilled body's section must end there.
+    if body.file.is_some() && !header_section_ends(&body.head) {
+        return Err(Reply::new(
+            552,
+            (3, 4),
+            format!("Message header section exceeds {SPILL_AT} octets"),
+        ));
+    }
+    let facts = HeaderFacts::scan(header_section(&body.head));
+    let verdict = match (check_hop_count(facts.received), origin.identity) {
+        (Verdict::Accept, Some(user)) => check_sender_headers(user, &facts),
+        (verdict, _) => verdict,
+    };
+    if let Verdict::Reject(reply) = verdict {
+        tracing::info!(event = "rejected", reply = %reply);
+        return Err(reply);
+    }
+    // The one point where a submitted message's text may change: after the
+    // header checks, before anything adds headers or signs. Text parts with
+    // lines over 998 octets become quoted-printable; mail from other servers
+    // is kept byte for byte.
+    let body = match (origin.identity, body.long_lines) {
+        (Some(_), true) => reencoded(ctx, body).await.map_err(|e| {
+            tracing::error!(event = "spool_failed", error = %e);
+            Reply::queue_write_error()
+        })?,
+        _ => body,
+    };
+    let expanded = aliases::expand(&ctx.store, &recipients, &facts.delivered_to).await?;
+    // No backscatter: anonymous mail from another server to an alias that
+    // forwards elsewhere is often spam with a forged sender; should the
+    // forward fail for good, the bounce to that sender (and any the next hop
+    // makes) carries the headers only.
+    if !expanded.forwarded.is_empty()
+        && origin.role == ListenerRole::Mta
+        && origin.identity.is_none()
+    {
+        dsn.ret = Some("HDRS".to_string());
+    }
+    let queue_id = QueueId::generate();
+    let arrival = Arrival {
+        helo: origin.greeting.map_or("unknown", |(name, _)| name),
+        client_ip: origin.client_ip,
+        hostname: &ctx.config.hostname,
+        protocol: origin.protocol(),
+        tls: origin.tls,
+        queue_id: &queue_id,
+        single_recipient: match recipients.as_slice() {
+            [only] => Some(only.address.as_str()),
+            _ => None,
+        },
+        submission: origin.submission(),
+        delivered_to: &expanded.forwarded,
+    };
+    let trace = trace_headers(&arrival, &body.head);
+    // A body held in memory is stored after the new headers, in one piece (the
+    // received copy goes at once); a spilled one stays where it is, and only
+    // the new headers go with the envelope.
+    let (stored, spilled) = match body.file {
+        None => ([trace, body.head].concat(), None),
+        Some(file) => (trace, Some(file)),
+    };
+    Ok(Prepared {
+        queue_id,
+        message: NewMessage {
+            sender,
+            dsn,
+            recipients: expanded.recipients,
+            auth_user: origin.identity.map(str::to_string),
+            smtputf8,
+            body: stored.into(),
+        },
+        spilled,
+    })
+}
+
+/// The body with its over-long text lines re-encoded (unchanged when none is
+/// in a text part). A spilled body is read back for it, a few at a time
+/// (`ServerContext::rewrites`: the whole message and its new form are in
+/// memory meanwhile), and the new form goes back to disk in a new spill.
+async fn reencoded(ctx: &ServerContext, received: ReceivedBody) -> std::io::Result<ReceivedBody> {
+    let Some(file) = &received.file else {
+        return Ok(match reencode_long_lines(&received.head) {
+            Some(head) => ReceivedBody {
+                head,
+                file: None,
+                long_lines: false,
+            },
+            None => received,
+        });
+    };
+    let _turn = ctx
+        .rewrites
+        .acquire()
+        .await
+        .map_err(std::io::Error::other)?;
+    let Some(new) = reencode_long_lines(&file.read_all().await?) else {
+        return Ok(received);
+    };
+    let head = new[..SPILL_AT.min(new.len())].to_vec();
+    let mut spill = ctx.spool.spill().await?;
+    spill.write(new).await?;
+    spill.finish().await?;
+    // The received form's file goes with `received`.
+    Ok(ReceivedBody {
+        head,
+        file: Some(spill),
+        long_lines: false,
+    })
+}
 
 /// What the Received: header records about how the message arrived.
 #[derive(Debug, Clone)]
@@ -120,7 +334,33 @@ mod tests {
     }
 
     fn delivered_to(message: &[u8]) -> Vec<String> {
-        headers::HeaderFacts::scan(headers::header_section(message)).delivered_to
+        crate::smtp::headers::HeaderFacts::scan(crate::smtp::headers::header_section(message))
+            .delivered_to
+    }
+
+    #[test]
+    fn protocol_names_extended_tls_and_auth() {
+        let origin = |extended: bool, tls: bool, identity: bool| Origin {
+            role: ListenerRole::Submission,
+            client_ip: "192.0.2.7".parse().expect("ip"),
+            greeting: Some(("client", extended)),
+            tls: tls.then_some(("TLSv1.3", "TLS13_AES_256_GCM_SHA384")),
+            identity: identity.then_some("alice@example.com"),
+        };
+        for (extended, tls, identity, name) in [
+            (false, true, true, "SMTP"),
+            (true, false, false, "ESMTP"),
+            (true, true, false, "ESMTPS"),
+            (true, false, true, "ESMTPA"),
+            (true, true, true, "ESMTPSA"),
+        ] {
+            assert_eq!(origin(extended, tls, identity).protocol(), name);
+        }
+        let none = Origin {
+            greeting: None,
+            ..origin(true, false, false)
+        };
+        assert_eq!(none.protocol(), "SMTP");
     }
 
     #[test]

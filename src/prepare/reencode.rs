@@ -1,14 +1,14 @@
 //! Long lines in submitted mail: a text part with a line over 998 octets
 //! (RFC 5322 §2.1.1) is re-encoded as quoted-printable (RFC 2045 §6.7), whose
 //! lines are at most 76 characters, so that no server on the way refuses it for
-//! that. The session calls it on the whole message before anything signs it;
+//! that. `prepare` calls it on the whole message before anything signs it;
 //! the multipart structure, the boundaries and every other part stay byte for
 //! byte.
 
 use std::ops::Range;
 
-use super::headers::{Entry, entries, lines, split};
 use crate::smtp::data::MAX_MESSAGE_LINE;
+use crate::smtp::headers::{Entry, entries, lines, split};
 
 /// Nesting deeper than this is left as it is: no real message goes there, and
 /// a hostile one must not cost more.

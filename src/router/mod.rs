@@ -1,14 +1,19 @@
-//! Where a recipient's mail goes: the only place that decides. Pure: the caller
-//! says whether the domain is hosted here and whether outbound port 25 is
-//! currently blocked.
+//! Where a recipient's mail goes: the only place that decides. `route` is
+//! pure: it is told whether the domain is hosted here, and asks whether an MX
+//! delivery may go direct only when that decides it. `facts.rs` gathers those
+//! facts for the scheduler.
 //!
 //! Order (DESIGN.md): hosted domain → local mailbox; a `[[route]]` for the
 //! recipient's domain; a `[[route]]` for the sender's domain; `[relay]`; MX —
 //! through `[fallback_relay]` while port 25 is blocked.
 
+mod facts;
+
 use std::fmt;
 
 use crate::config::{Config, Relay, RouteMatch};
+
+pub use facts::destination;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
@@ -42,10 +47,14 @@ pub struct RouteFacts<'a> {
     /// `None` for the null sender.
     pub sender_domain: Option<&'a str>,
     pub hosted: bool,
-    pub port25_blocked: bool,
 }
 
-pub fn route(config: &Config, facts: RouteFacts<'_>) -> Destination {
+/// The destination of a recipient. `direct` says whether MX-bound mail may go
+/// straight to port 25 now (`outbound::port25`, which hands out one probe
+/// now and then while port 25 is blocked); it is asked only when the answer
+/// decides between MX and `[fallback_relay]`, so a recipient that goes
+/// elsewhere never uses up a probe.
+pub fn route(config: &Config, facts: RouteFacts<'_>, direct: impl FnOnce() -> bool) -> Destination {
     if facts.hosted {
         return Destination::Local;
     }
@@ -63,8 +72,8 @@ pub fn route(config: &Config, facts: RouteFacts<'_>) -> Destination {
     if let Some(relay) = &config.relay {
         return Destination::Smarthost(relay.clone());
     }
-    match (&config.fallback_relay, facts.port25_blocked) {
-        (Some(fallback), true) => Destination::Smarthost(fallback.clone()),
+    match &config.fallback_relay {
+        Some(fallback) if !direct() => Destination::Smarthost(fallback.clone()),
         _ => Destination::Mx(facts.recipient_domain.to_string()),
     }
 }
@@ -78,16 +87,12 @@ mod tests {
     }
 
     fn dest(c: &Config, rcpt: &str, sender: Option<&str>, hosted: bool, blocked: bool) -> String {
-        route(
-            c,
-            RouteFacts {
-                recipient_domain: rcpt,
-                sender_domain: sender,
-                hosted,
-                port25_blocked: blocked,
-            },
-        )
-        .key()
+        let facts = RouteFacts {
+            recipient_domain: rcpt,
+            sender_domain: sender,
+            hosted,
+        };
+        route(c, facts, || !blocked).key()
     }
 
     #[test]
@@ -130,6 +135,37 @@ mod tests {
         assert_eq!(
             dest(&c, "else.example", None, false, true),
             "relay:fb.example:2525"
+        );
+    }
+
+    /// Issue #10: the port-25 probe is asked for only where it decides
+    /// between MX and the fallback relay.
+    #[test]
+    fn port_25_is_asked_only_when_it_decides() {
+        let c = config(
+            "[fallback_relay]\nhost = \"fb.example\"\n[[route]]\ndomain = \"org.example\"\nhost = \"r1\"\n",
+        );
+        let asked = |hosted: bool, rcpt: &str, c: &Config| {
+            let mut asked = false;
+            let facts = RouteFacts {
+                recipient_domain: rcpt,
+                sender_domain: None,
+                hosted,
+            };
+            route(c, facts, || {
+                asked = true;
+                true
+            });
+            asked
+        };
+        assert!(!asked(true, "example.com", &c), "local");
+        assert!(!asked(false, "org.example", &c), "a route");
+        assert!(asked(false, "else.example", &c), "MX or the fallback");
+        let relay = config("[fallback_relay]\nhost = \"fb.example\"\n[relay]\nhost = \"r\"\n");
+        assert!(!asked(false, "else.example", &relay), "the relay");
+        assert!(
+            !asked(false, "else.example", &config("")),
+            "MX, no fallback"
         );
     }
 }

@@ -8,12 +8,16 @@
 
 mod active;
 mod backoff;
+mod groups;
 mod outcome;
+#[cfg(test)]
+mod testing;
 
 pub use active::{ActiveQueue, Fresh, FreshBody, HandOffs};
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,13 +30,13 @@ use tracing::Instrument;
 use crate::clock::now_unix;
 use crate::config::Config;
 use crate::dsn::{DsnBudget, MAX_DSN_PER_SENDER_PER_HOUR};
-use crate::local::maildir;
+use crate::local::{self, LocalError};
 use crate::outbound::failure::{DeliveryFailure, Scope, Severity};
 use crate::outbound::{Envelope, Outbound, Rcpt, RecipientResult};
-use crate::router::{self, Destination, RouteFacts};
-use crate::smtp::address::Mailbox;
+use crate::router::Destination;
 use crate::spool::{QueueId, QueuedMessage, QueuedRecipient, Spool, SpoolError};
 use crate::store::Store;
+use groups::Groups;
 
 /// Recipients claimed per look at the spool.
 const CLAIM_BATCH: usize = 256;
@@ -248,15 +252,7 @@ async fn deliver_message(
     fresh: Option<Arc<FreshBody>>,
 ) {
     let message = Arc::new(message);
-    let mut groups: HashMap<String, (Destination, Vec<u32>)> = HashMap::new();
-    for rcpt in &message.recipients {
-        let destination = route(&delivery, &message, rcpt).await;
-        groups
-            .entry(destination.key())
-            .or_insert_with(|| (destination, Vec::new()))
-            .1
-            .push(rcpt.idx);
-    }
+    let Groups { groups, unrouted } = groups::group(&delivery, &message).await;
     let attempt = message
         .recipients
         .iter()
@@ -302,7 +298,7 @@ async fn deliver_message(
             .instrument(span),
         );
     }
-    let mut results: Vec<RecipientResult> = Vec::new();
+    let mut results: Vec<RecipientResult> = unrouted;
     while let Some(joined) = set.join_next().await {
         match joined {
             Ok(r) => results.extend(r),
@@ -365,38 +361,6 @@ async fn body_of<'a>(
     }
 }
 
-async fn route(
-    delivery: &Delivery,
-    message: &QueuedMessage,
-    rcpt: &QueuedRecipient,
-) -> Destination {
-    let recipient_domain = rcpt
-        .address
-        .rsplit_once('@')
-        .map_or("", |(_, d)| d)
-        .to_lowercase();
-    let hosted = recipient_domain == delivery.config.hostname
-        || delivery
-            .store
-            .is_hosted_domain(&recipient_domain)
-            .await
-            .unwrap_or(false);
-    let sender_domain = message
-        .sender
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_lowercase());
-    let direct = hosted || delivery.config.relay.is_some() || delivery.outbound.port25.try_direct();
-    router::route(
-        &delivery.config,
-        RouteFacts {
-            recipient_domain: &recipient_domain,
-            sender_domain: sender_domain.as_deref(),
-            hosted,
-            port25_blocked: !direct,
-        },
-    )
-}
-
 async fn deliver_group(
     delivery: &Delivery,
     message: &QueuedMessage,
@@ -410,12 +374,19 @@ async fn deliver_group(
         .filter(|r| idxs.contains(&r.idx))
         .collect();
     if *destination == Destination::Local {
+        let config = &delivery.config;
         let mut out = Vec::with_capacity(recipients.len());
         for r in recipients {
-            out.push((
-                r.idx,
-                deliver_local(delivery, &message.sender, &r.address, body).await,
-            ));
+            let delivered = local::deliver(
+                &delivery.store,
+                &config.data_dir,
+                &config.hostname,
+                &message.sender,
+                &r.address,
+                body,
+            )
+            .await;
+            out.push((r.idx, local_result(delivered)));
         }
         return out;
     }
@@ -438,45 +409,21 @@ async fn deliver_group(
     delivery.outbound.deliver(destination, &env).await
 }
 
-async fn deliver_local(
-    delivery: &Delivery,
-    sender: &str,
-    address: &str,
-    body: &[u8],
-) -> Result<String, DeliveryFailure> {
-    let permanent =
-        |text: String| DeliveryFailure::new(Severity::Permanent, Scope::Recipient, text);
-    let mailbox =
-        Mailbox::parse(address, true).map_err(|e| permanent(format!("<{address}>: {e}")))?;
-    let exists =
-        delivery.store.mailbox_exists(&mailbox).await.map_err(|e| {
-            DeliveryFailure::new(Severity::Transient, Scope::Recipient, e.to_string())
-        })?;
-    if !exists && !mailbox.is_postmaster() {
-        return Err(permanent(format!(
-            "the mailbox <{address}> does not exist here"
-        )));
-    }
-    let (data_dir, hostname) = (
-        delivery.config.data_dir.clone(),
-        delivery.config.hostname.clone(),
-    );
-    let (sender, body) = (sender.to_string(), body.to_vec());
-    let written = tokio::task::spawn_blocking(move || {
-        maildir::deliver(&data_dir, &hostname, &mailbox, &sender, &body)
-    })
-    .await;
-    match written {
-        Ok(Ok(path)) => Ok(format!("delivered to maildir {}", path.display())),
-        Ok(Err(e)) => Err(DeliveryFailure::new(
-            Severity::Transient,
-            Scope::Recipient,
-            format!("cannot write the mailbox: {e}"),
-        )),
-        Err(e) => Err(DeliveryFailure::new(
-            Severity::Transient,
-            Scope::Recipient,
-            e.to_string(),
-        )),
+/// A local delivery's result as the outcome of a delivery attempt.
+fn local_result(delivered: Result<PathBuf, LocalError>) -> Result<String, DeliveryFailure> {
+    match delivered {
+        Ok(path) => Ok(format!("delivered to maildir {}", path.display())),
+        Err(e) => {
+            let severity = if e.is_permanent() {
+                Severity::Permanent
+            } else {
+                Severity::Transient
+            };
+            Err(DeliveryFailure::new(
+                severity,
+                Scope::Recipient,
+                e.to_string(),
+            ))
+        }
     }
 }

@@ -88,3 +88,139 @@ pub fn apply(
     };
     Applied { updates, bounce }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::failure::{DeliveryFailure, Scope};
+    use crate::scheduler::testing;
+
+    const NOW: i64 = 1_000_000;
+    const LIFETIME: i64 = 86_400;
+
+    fn config() -> Config {
+        let text = format!(
+            "hostname = \"mx.test.example\"\n[delivery]\nretry_min = 300\nretry_max = 3600\nmax_lifetime = {LIFETIME}\n"
+        );
+        Config::from_text(&text, None).expect("config")
+    }
+
+    /// A message from `sender` accepted at `created`, with one recipient
+    /// `r<idx>@remote.example` per entry of `attempts` (the attempts each has
+    /// had).
+    fn message(sender: &str, created: i64, attempts: &[u32]) -> QueuedMessage {
+        let addresses: Vec<String> = (0..attempts.len())
+            .map(|idx| format!("r{idx}@remote.example"))
+            .collect();
+        let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        let mut m = testing::message(sender, created, &addresses);
+        for (r, &attempts) in m.recipients.iter_mut().zip(attempts) {
+            r.attempts = attempts;
+        }
+        m
+    }
+
+    fn failed(severity: Severity, text: &str) -> Result<String, DeliveryFailure> {
+        Err(DeliveryFailure::new(severity, Scope::Recipient, text))
+    }
+
+    fn run(message: &QueuedMessage, results: &[RecipientResult]) -> Applied {
+        apply(
+            &config(),
+            message,
+            b"Subject: x\r\n\r\nhi\r\n",
+            results,
+            NOW,
+        )
+    }
+
+    #[test]
+    fn delivered_is_final_and_bounces_nothing() {
+        let m = message("app@example.com", NOW - 60, &[0]);
+        let applied = run(&m, &[(0, Ok("250 2.0.0 Ok".into()))]);
+        let [u] = applied.updates.as_slice() else {
+            panic!("one update");
+        };
+        assert_eq!(
+            (u.idx, u.status, u.next_attempt, u.reply.as_str()),
+            (0, RecipientStatus::Delivered, NOW, "250 2.0.0 Ok")
+        );
+        assert!(applied.bounce.is_none());
+    }
+
+    #[test]
+    fn a_transient_failure_is_deferred_with_backoff_within_the_lifetime() {
+        // retry_min 300 s, doubling per attempt, ±10% jitter.
+        let m = message("app@example.com", NOW - 60, &[0, 3]);
+        let results = [
+            (0, failed(Severity::Transient, "451 try later")),
+            (1, failed(Severity::Transient, "timed out")),
+        ];
+        let applied = run(&m, &results);
+        assert!(applied.bounce.is_none());
+        let waits: Vec<i64> = applied
+            .updates
+            .iter()
+            .map(|u| u.next_attempt - NOW)
+            .collect();
+        assert!((270..=330).contains(&waits[0]), "{waits:?}");
+        assert!((2160..=2640).contains(&waits[1]), "{waits:?}");
+        for u in &applied.updates {
+            assert_eq!(u.status, RecipientStatus::Queued);
+        }
+        assert_eq!(applied.updates[1].reply, "timed out");
+        // The last retry falls at the end of the lifetime, not after it.
+        let m = message("app@example.com", NOW - LIFETIME + 100, &[3]);
+        let applied = run(&m, &[(0, failed(Severity::Transient, "451"))]);
+        assert_eq!(applied.updates[0].next_attempt, NOW + 100);
+    }
+
+    #[test]
+    fn a_permanent_failure_bounces_once_to_the_sender() {
+        let m = message("app@example.com", NOW - 60, &[0, 0, 0]);
+        let results = [
+            (0, failed(Severity::Permanent, "550 5.1.1 no such user")),
+            (1, Ok("250 ok".into())),
+            (2, failed(Severity::Permanent, "554 5.7.1 refused")),
+        ];
+        let applied = run(&m, &results);
+        let statuses: Vec<RecipientStatus> = applied.updates.iter().map(|u| u.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                RecipientStatus::Failed,
+                RecipientStatus::Delivered,
+                RecipientStatus::Failed
+            ]
+        );
+        let bounce = applied.bounce.expect("a DSN");
+        assert_eq!(bounce.sender, "", "a DSN has the null sender");
+        assert_eq!(bounce.recipients.len(), 1);
+        assert_eq!(bounce.recipients[0].address, "app@example.com");
+        let text = String::from_utf8_lossy(&bounce.body);
+        assert!(
+            text.contains("r0@remote.example") && text.contains("r2@remote.example"),
+            "{text}"
+        );
+        assert!(!text.contains("r1@remote.example"), "{text}");
+        // Never a bounce to the null sender.
+        let m = message("", NOW - 60, &[0]);
+        let applied = run(&m, &[(0, failed(Severity::Permanent, "550"))]);
+        assert_eq!(applied.updates[0].status, RecipientStatus::Failed);
+        assert!(applied.bounce.is_none());
+    }
+
+    #[test]
+    fn a_transient_failure_past_the_lifetime_expires() {
+        let m = message("app@example.com", NOW - LIFETIME, &[9]);
+        let applied = run(&m, &[(0, failed(Severity::Transient, "451 still down"))]);
+        let u = &applied.updates[0];
+        assert_eq!((u.status, u.next_attempt), (RecipientStatus::Failed, NOW));
+        let bounce = applied.bounce.expect("a DSN");
+        let text = String::from_utf8_lossy(&bounce.body);
+        assert!(text.contains("4.4.7"), "delivery time expired: {text}");
+        // A result for a recipient the message does not have changes nothing.
+        let applied = run(&m, &[(7, Ok("250".into()))]);
+        assert!(applied.updates.is_empty() && applied.bounce.is_none());
+    }
+}

@@ -117,6 +117,7 @@ impl Session {
             recipients: Vec::new(),
             recipient_keys: HashSet::new(),
             chunks: None,
+            span: tracing::info_span!("transaction", qid = tracing::field::Empty),
         });
         self.reply(Reply::new(250, (1, 0), "Ok"))
     }

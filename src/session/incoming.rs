@@ -3,12 +3,10 @@
 //! so that a session holds about that much whatever the message size. The
 //! first `SPILL_AT` octets stay in memory too: the header checks need them.
 
+use crate::prepare::{ReceivedBody, SPILL_AT};
 use crate::smtp::data::{BodyReader, BodyViolation};
 use crate::spool::{SpillFile, Spool};
 
-/// Bodies larger than this go to disk while they arrive (256 KiB: a header
-/// section is far smaller, and most mail fits).
-pub const SPILL_AT: usize = 256 * 1024;
 /// The most one read of the connection adds before `absorb` runs.
 const READ_AHEAD: usize = 32 * 1024;
 
@@ -20,16 +18,6 @@ pub struct IncomingBody {
     /// Writing the spill failed: the rest is read and dropped, and the
     /// message refused with 4xx at the end.
     failed: Option<std::io::Error>,
-}
-
-/// A whole body as received.
-pub struct ReceivedBody {
-    /// The whole body, or its first `SPILL_AT` octets when it is on disk.
-    pub head: Vec<u8>,
-    /// The whole body on disk (durable), for a large one.
-    pub file: Option<SpillFile>,
-    /// A line is longer than RFC 5322 allows (998 octets).
-    pub long_lines: bool,
 }
 
 /// Why a received body cannot be queued.

@@ -9,6 +9,10 @@ mod ehlo;
 mod envelope;
 mod incoming;
 pub mod io;
+#[cfg(test)]
+mod protocol_tests;
+#[cfg(test)]
+mod script;
 mod state;
 
 use std::borrow::Cow;
@@ -115,7 +119,7 @@ pub async fn run(ctx: Arc<ServerContext>, stream: Box<dyn Stream>, connected: Co
         tls,
     } = connected;
     let sid = SessionId::next();
-    let span = tracing::info_span!("session", sid = %sid, peer = %peer, role = %role, qid = tracing::field::Empty);
+    let span = tracing::info_span!("session", sid = %sid, peer = %peer, role = %role);
     async move {
         tracing::info!(event = "connected");
         let trusted_network = crate::config::in_networks(&ctx.config.trusted_networks, peer.ip());
@@ -185,8 +189,19 @@ impl Session {
                 }
                 Err(e) => return Err(e),
             };
-            tracing::trace!(line = %String::from_utf8_lossy(&redact_auth(&line)), "command");
-            match self.command(&line).await {
+            // A transaction's commands are logged in its span, which MAIL
+            // opens and the end of the transaction closes.
+            let span = self
+                .tx
+                .as_ref()
+                .map_or_else(tracing::Span::none, |tx| tx.span.clone());
+            let handled = async {
+                tracing::trace!(line = %String::from_utf8_lossy(&redact_auth(&line)), "command");
+                self.command(&line).await
+            }
+            .instrument(span)
+            .await;
+            match handled {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Close) => break,
                 // A body or an AUTH answer that stopped coming.

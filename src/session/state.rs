@@ -21,6 +21,10 @@ pub struct Transaction {
     /// (not each chunk: one octet per BDAT would reset it); `None` until the
     /// first BDAT.
     pub chunks: Option<(IncomingBody, BodyPace)>,
+    /// The `transaction` span (a child of the session's): records the queue
+    /// id once there is one, and closes with the transaction, so the next
+    /// one in the session starts without it.
+    pub span: tracing::Span,
 }
 
 impl Transaction {

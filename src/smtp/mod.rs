@@ -1,8 +1,11 @@
 //! Wire-level SMTP types with no I/O, shared by the session (and later the
-//! outbound client). Command parsing itself is smtp-proto's.
+//! outbound client), and the header section of the message DATA carries
+//! (RFC 5322), read for the checks. Command parsing itself is smtp-proto's.
 
 pub mod address;
 pub mod data;
+pub mod headers;
+pub mod mailbox_list;
 pub mod reply;
 pub mod xtext;
 

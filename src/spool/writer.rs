@@ -300,8 +300,8 @@ async fn write_batch(
     let rows = async {
         let mut tx = conn.begin().await?;
         insert(&mut tx, &new, &placement).await?;
-        record_outcomes(&mut tx, segments, batch).await?;
-        Ok::<_, sqlx::Error>(tx)
+        let removed = record_outcomes(&mut tx, segments, batch).await?;
+        Ok::<_, sqlx::Error>((tx, removed))
     }
     .await;
     // Whatever became of the rows, the segment write is waited for: it holds
@@ -309,17 +309,23 @@ async fn write_batch(
     if let Some(appending) = appending {
         segments.finish_append(appending).await?;
     }
-    rows?.commit().await
+    let (tx, removed) = rows?;
+    tx.commit().await?;
+    for qid in removed {
+        tracing::info!(event = "removed", qid = %qid);
+    }
+    Ok(())
 }
 
 /// Applies every outcome of the batch with one UPDATE (a VALUES list joined by
 /// UPDATE … FROM) and removes the messages left with nothing to deliver with one
 /// DELETE per chunk, rather than statements per recipient and per message.
+/// Returns the ids of the messages removed.
 async fn record_outcomes(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     segments: &Segments,
     batch: &[Request],
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<String>, sqlx::Error> {
     let updates: Vec<(&str, &RecipientUpdate)> = batch
         .iter()
         .filter_map(|req| match &req.write {
@@ -351,17 +357,19 @@ async fn record_outcomes(
     }
     let mut ids: Vec<&str> = updates.iter().map(|(id, _)| *id).collect();
     ids.dedup();
+    let mut removed = Vec::new();
     for chunk in ids.chunks(RECIPIENTS_PER_INSERT) {
         let sql = format!(
             "DELETE FROM message WHERE id IN ({}) AND NOT EXISTS \
-             (SELECT 1 FROM recipient WHERE recipient.message_id = message.id AND recipient.status = 'queued')",
+             (SELECT 1 FROM recipient WHERE recipient.message_id = message.id AND recipient.status = 'queued') \
+             RETURNING id",
             vec!["?"; chunk.len()].join(", ")
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
         for id in chunk {
             query = query.bind(*id);
         }
-        query.execute(&mut **tx).await?;
+        removed.extend(query.fetch_all(&mut **tx).await?);
     }
     let mut deferred: Vec<&str> = updates
         .iter()
@@ -369,7 +377,8 @@ async fn record_outcomes(
         .map(|(id, _)| *id)
         .collect();
     deferred.dedup();
-    move_into_rows(tx, segments, &deferred).await
+    move_into_rows(tx, segments, &deferred).await?;
+    Ok(removed)
 }
 
 /// Moves the bodies of messages that wait for a retry from their segments into

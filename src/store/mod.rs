@@ -78,6 +78,13 @@ impl Store {
         })
     }
 
+    /// Closes the database: every later query fails, as a store that went
+    /// away would.
+    #[cfg(test)]
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     pub async fn add_domain(&self, domain: &str) -> Result<String, StoreError> {
         let name = normalize_domain(domain).ok_or_else(|| StoreError::BadDomain(domain.into()))?;
         let done = sqlx::query("INSERT OR IGNORE INTO domain (name, created) VALUES (?, ?)")

@@ -21,7 +21,9 @@
 //! - `router`: decides where: local mailbox, a route, the relay, or MX (with the
 //!   port-25 fallback), and gathers the facts it decides on.
 //! - `outbound`: the SMTP client to other servers (`dns` for MX and addresses);
-//!   `local`: delivery to hosted mailboxes (Maildir).
+//!   `local`: delivery to hosted mailboxes (Maildir); `failure`: what a failed
+//!   delivery means (severity, kind), stored with the outcome and explained
+//!   by the DSN and `postern queue show`.
 //! - `store`: accounts, hosted domains and aliases; `dkim`: per-domain keys.
 //! - `server`: wires the above together and drains on SIGTERM; `context`
 //!   holds what it hands every connection; `control` is the local socket
@@ -37,7 +39,8 @@
 //! # Layers
 //! Each module imports only from lower ones (tests/layering.rs keeps it so):
 //!
-//! 1. `clock`, `sqlite`, `smtp`, `dns`, `dkim`, `portecho`, `telemetry`: leaves.
+//! 1. `clock`, `sqlite`, `smtp`, `dns`, `dkim`, `portecho`, `telemetry`,
+//!    `failure`: leaves.
 //! 2. `config`, `store`, `spool`, `check`, `policy`.
 //! 3. `auth`, `tls`, `dsn`, `router`, `local`.
 //! 4. `outbound`; 5. `scheduler`.
@@ -54,6 +57,7 @@ pub mod control;
 pub mod dkim;
 pub mod dns;
 pub mod dsn;
+pub mod failure;
 pub mod http;
 pub mod listener;
 pub mod local;

@@ -374,6 +374,11 @@ fn a_remote_reply_with_terminal_escapes_is_shown_escaped() {
     let escaped = r"451 4.2.0 \x1b[31mred\x1b[0m\x07\x7f\u{9b}2J try later";
     let show = s.cli_ok(&["queue", "show", &id]);
     assert!(show.contains(escaped), "{show}");
+    // The kind of failure, stored with the outcome, in plain words.
+    assert!(
+        show.contains("why:      the other server refused it at"),
+        "{show}"
+    );
     let log = s.log();
     assert!(log.contains(escaped), "{log}");
     for text in [show, log] {
@@ -389,7 +394,8 @@ fn a_message_that_outlives_its_lifetime_bounces_with_the_reason() {
     let dns = TestDns::start();
     dns.mx("remote.example", 10, "mx.remote.example");
     dns.ip("mx.remote.example", ip(9));
-    let s = sender(&dns, free_port(), "max_lifetime = 3\n");
+    let port = free_port();
+    let s = sender(&dns, port, "max_lifetime = 3\n");
     send(
         &s,
         "alice@example.com",
@@ -403,8 +409,42 @@ fn a_message_that_outlives_its_lifetime_bounces_with_the_reason() {
         parsed.contains("no server of remote.example could be reached on port"),
         "{parsed}"
     );
-    assert!(parsed.contains("outbound port may be blocked"), "{parsed}");
+    assert!(
+        parsed.contains(&format!("outbound port {port} may be blocked")),
+        "{parsed}"
+    );
     assert!(s.log().contains("event=\"expired\""));
+}
+
+/// Issue #10 item 2: the DSN explains by the kind of failure stored with the
+/// outcome. An MX that answers, if only with 421, is not a blocked port, though
+/// no server of the domain took the message.
+#[test]
+fn an_mx_that_answers_421_until_expiry_is_not_called_a_blocked_port() {
+    let dns = TestDns::start();
+    let port = free_port();
+    dns.mx("remote.example", 10, "mx.remote.example");
+    dns.ip("mx.remote.example", ip(64));
+    let _peer = BrokenPeer::start(at(64, port), "421");
+    let s = sender(&dns, port, "max_lifetime = 4\n");
+    let id = send(
+        &s,
+        "alice@example.com",
+        &["bob@remote.example"],
+        "Subject: old\n\nx\n",
+    );
+    wait_log(&s, "event=\"deferred\"");
+    let show = s.cli_ok(&["queue", "show", &id]);
+    assert!(
+        show.contains("why:      the other server refused it at the greeting"),
+        "{show}"
+    );
+    let dsn = wait_maildir(&s, "example.com", "alice", 1);
+    let parsed = parse_dsn(&s, &dsn[0]);
+    assert!(parsed.contains("field: Status: 4.4.7"), "{parsed}");
+    assert!(parsed.contains("421 4.3.2"), "{parsed}");
+    assert!(!parsed.contains("may be blocked"), "{parsed}");
+    assert!(s.log().contains("kind=reply@greeting"), "{}", s.log());
 }
 
 #[test]

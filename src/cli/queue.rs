@@ -200,6 +200,9 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
                     write!(out, ", last reply: {}", printable(reply))?;
                 }
                 writeln!(out, ")")?;
+                if let Some(kind) = &r.last_kind {
+                    writeln!(out, "why:      {}", kind.describe())?;
+                }
             }
         }
         QueueCommand::Retry { id, all: _, config } => {

@@ -13,6 +13,7 @@ use mail_builder::headers::content_type::ContentType;
 use mail_builder::mime::MimePart;
 use mail_parser::DateTime;
 
+use crate::failure::{FailureKind, Stage};
 use crate::smtp::data::MAX_MESSAGE_LINE;
 use crate::spool::{DsnEnvelope, NewMessage, NewRecipient, QueuedMessage, QueuedRecipient};
 
@@ -22,6 +23,8 @@ const MAX_RETURNED_BODY: usize = 1 << 20;
 /// One recipient that failed, and why.
 pub struct FailedRecipient<'a> {
     pub recipient: &'a QueuedRecipient,
+    /// What kind of failure it was: chooses the explanation.
+    pub kind: FailureKind,
     /// What happened, as recorded (`... said after RCPT TO: 550 5.1.1 ...`).
     pub text: &'a str,
     /// The remote server's reply, if it gave one.
@@ -50,13 +53,13 @@ fn status_code(f: &FailedRecipient<'_>) -> String {
         .map_or_else(|| "5.0.0".to_string(), str::to_string)
 }
 
-/// What went wrong, in words a user understands.
+/// What went wrong, in words a user understands, chosen by the kind of
+/// failure.
 pub fn explain(f: &FailedRecipient<'_>, lifetime_days: u64) -> String {
-    let reply = f.reply.unwrap_or("").to_ascii_lowercase();
     if f.expired {
-        if f.text.contains("could be reached on port") {
+        if let FailureKind::Unreachable { port } = f.kind {
             return format!(
-                "{} — for {lifetime_days} days. This server's outbound port may be blocked by its network; \
+                "{} — for {lifetime_days} days. This server's outbound port {port} may be blocked by its network; \
                  the administrator can send through a relay ([relay] or [fallback_relay]).",
                 f.text
             );
@@ -66,23 +69,18 @@ pub fn explain(f: &FailedRecipient<'_>, lifetime_days: u64) -> String {
             f.text
         );
     }
-    if reply.contains("5.1.1")
-        || reply.contains("user unknown")
-        || reply.contains("does not exist")
-        || reply.contains("no such user")
-    {
-        return "the receiving server said the mailbox does not exist.".to_string();
+    match f.kind {
+        FailureKind::NoSuchMailbox => {
+            "the receiving server said the mailbox does not exist.".to_string()
+        }
+        FailureKind::MailboxFull => "the receiving server said the mailbox is full.".to_string(),
+        FailureKind::Policy { .. } => "the receiving server refused the message because of its policy (for example, it took it for spam).".to_string(),
+        FailureKind::TooLarge if f.reply.is_some() => {
+            "the receiving server said the message is too large.".to_string()
+        }
+        _ if f.reply.is_some() => "the receiving server refused the message.".to_string(),
+        _ => format!("{}.", f.text),
     }
-    if reply.contains("5.2.2") || reply.contains("quota") || reply.contains("mailbox full") {
-        return "the receiving server said the mailbox is full.".to_string();
-    }
-    if reply.contains(" 5.7.") {
-        return "the receiving server refused the message because of its policy (for example, it took it for spam).".to_string();
-    }
-    if f.reply.is_some() {
-        return "the receiving server refused the message.".to_string();
-    }
-    format!("{}.", f.text)
 }
 
 /// Text from outside (the client's ENVID and ORCPT, a remote server's reply,
@@ -107,16 +105,19 @@ fn has_long_lines(body: &[u8]) -> bool {
 }
 
 /// A refusal of the message itself at the end of DATA, other than for policy
-/// (5.7.x) unless it speaks of lines: for a message with long lines, the
+/// unless the reply speaks of lines: for a message with long lines, the
 /// likely reason.
 fn refused_after_data(f: &FailedRecipient<'_>) -> bool {
-    let Some(reply) = f.reply else {
-        return false;
+    let speaks_of_lines = || {
+        f.reply
+            .is_some_and(|r| r.to_ascii_lowercase().contains("line"))
     };
-    let reply = reply.to_ascii_lowercase();
     !f.expired
-        && f.text.contains(" after DATA: ")
-        && (reply.contains("line") || !reply.contains(" 5.7."))
+        && match f.kind {
+            FailureKind::Reply { stage: Stage::Data } => true,
+            FailureKind::Policy { stage: Stage::Data } => speaks_of_lines(),
+            _ => false,
+        }
 }
 
 /// Builds the DSN for `failed` recipients of `original`, or `None` when nobody
@@ -256,6 +257,7 @@ mod tests {
             attempts: 1,
             next_attempt: 0,
             last_reply: None,
+            last_kind: None,
             held: false,
         }
     }
@@ -281,6 +283,7 @@ mod tests {
         let r = rcpt("bob@remote.example", None);
         let failed = [FailedRecipient {
             recipient: &r,
+            kind: FailureKind::NoSuchMailbox,
             text: "mx.remote.example said after RCPT TO: 550 5.1.1 no such user",
             reply: Some("550 5.1.1 no such user"),
             expired: false,
@@ -333,12 +336,14 @@ mod tests {
         let failed = [
             FailedRecipient {
                 recipient: &r,
+                kind: FailureKind::NoSuchMailbox,
                 text: "mx said: 550 5.1.1 x",
                 reply: Some("550 5.1.1 no\x1b]0;owned\x07 such\0user\r\nX-Evil: reply"),
                 expired: false,
             },
             FailedRecipient {
                 recipient: &r,
+                kind: FailureKind::Local,
                 text: "local\nX-Evil: text\x1b[2J",
                 reply: None,
                 expired: false,
@@ -386,8 +391,30 @@ mod tests {
     #[test]
     fn a_refused_message_with_long_lines_is_explained() {
         let r = rcpt("bob@remote.example", None);
+        // The kind as outbound gives it for `reply` after `text`'s stage.
         let refused = |reply: &'static str, text: &'static str| FailedRecipient {
             recipient: &r,
+            kind: {
+                let (code, esc) = reply.split_at(4);
+                let esc: Vec<u8> = esc
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .split('.')
+                    .map(|n| n.parse().unwrap_or(0))
+                    .collect();
+                let stage = if text.contains("RCPT") {
+                    Stage::Rcpt
+                } else {
+                    Stage::Data
+                };
+                let response = smtp_proto::Response {
+                    code: code.trim().parse().expect("code"),
+                    esc: [esc[0], esc[1], esc[2]],
+                    message: String::new(),
+                };
+                FailureKind::of_reply(stage, &response)
+            },
             text,
             reply: Some(reply),
             expired: false,
@@ -450,6 +477,7 @@ mod tests {
         let r = rcpt("bob@remote.example", None);
         let expired = [FailedRecipient {
             recipient: &r,
+            kind: FailureKind::Unreachable { port: 25 },
             text: "no server of remote.example could be reached on port 25 (last error: refused)",
             reply: None,
             expired: true,
@@ -472,7 +500,7 @@ mod tests {
         let parsed = MessageParser::default().parse(&dsn.body).expect("parses");
         let human = parsed.body_text(0).expect("text part");
         assert!(
-            human.contains("for 5 days") && human.contains("outbound port may be blocked"),
+            human.contains("for 5 days") && human.contains("outbound port 25 may be blocked"),
             "{human}"
         );
         assert!(
@@ -482,6 +510,7 @@ mod tests {
         let quiet = rcpt("bob@remote.example", Some("DELAY"));
         let f = [FailedRecipient {
             recipient: &quiet,
+            kind: FailureKind::Local,
             text: "x",
             reply: None,
             expired: false,
@@ -490,5 +519,48 @@ mod tests {
             bounce("mx", &original("a@example.com", None), body, &f, 5).is_none(),
             "NOTIFY without FAILURE"
         );
+    }
+
+    #[test]
+    fn the_explanation_follows_the_kind_not_the_words() {
+        let r = rcpt("bob@remote.example", None);
+        let failed = |kind, text, reply, expired| FailedRecipient {
+            recipient: &r,
+            kind,
+            text,
+            reply,
+            expired,
+        };
+        // Servers answered, one of them slowly: not a blocked port, whatever
+        // the text says.
+        let slow = failed(
+            FailureKind::Timeout { stage: Stage::Data },
+            "no server of remote.example could be reached on port 25 (last error: timed out)",
+            None,
+            true,
+        );
+        assert!(!explain(&slow, 5).contains("may be blocked"));
+        let blocked = failed(
+            FailureKind::Unreachable { port: 2525 },
+            "connection refused",
+            None,
+            true,
+        );
+        assert!(explain(&blocked, 5).contains("outbound port 2525 may be blocked"));
+        // A mailbox that does not exist, in words no rule would recognise.
+        let gone = failed(
+            FailureKind::NoSuchMailbox,
+            "mx said after RCPT TO: 550 nope",
+            Some("550 nope"),
+            false,
+        );
+        assert!(explain(&gone, 5).contains("mailbox does not exist"));
+        let big = failed(
+            FailureKind::TooLarge,
+            "mx said after DATA: 552 5.3.4 too big",
+            Some("552 5.3.4 too big"),
+            false,
+        );
+        assert!(explain(&big, 5).contains("too large"));
     }
 }

@@ -16,7 +16,7 @@ use crate::smtp::Stream;
 use crate::smtp::xtext;
 use tokio_rustls::TlsConnector;
 
-use super::failure::{DeliveryFailure, Scope, Severity, render};
+use crate::failure::{DeliveryFailure, FailureKind, Severity, Stage, render};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsMode {
@@ -91,12 +91,7 @@ pub async fn open(endpoint: &Endpoint<'_>, ehlo_name: &str) -> Result<Connection
     let tcp = SmtpClient::connect(endpoint.addr, endpoint.connect_timeout)
         .await
         .map_err(|e| ConnectFailure {
-            failure: DeliveryFailure::from_client_error(
-                Scope::Host,
-                host,
-                &format!("connecting to {}", endpoint.addr),
-                &e,
-            ),
+            failure: DeliveryFailure::unreachable(host, endpoint.addr, &e),
             tcp_failed: true,
         })?;
     // Commands and small messages are written in pieces and answered at once:
@@ -115,9 +110,8 @@ pub async fn open(endpoint: &Endpoint<'_>, ehlo_name: &str) -> Result<Connection
     let (mut conn, encrypted) = if endpoint.tls == TlsMode::Implicit {
         let tls = tcp.into_tls(endpoint.connector, host).await.map_err(|e| {
             host_failure(DeliveryFailure::from_client_error(
-                Scope::Host,
                 host,
-                "the TLS handshake",
+                Stage::TlsHandshake,
                 &e,
             ))
         })?;
@@ -139,7 +133,7 @@ pub async fn open(endpoint: &Endpoint<'_>, ehlo_name: &str) -> Result<Connection
             TlsMode::Required | TlsMode::Implicit => {
                 return Err(host_failure(DeliveryFailure::new(
                     Severity::Transient,
-                    Scope::Host,
+                    FailureKind::Tls,
                     format!("{host} does not offer STARTTLS, which this relay requires"),
                 )));
             }
@@ -147,9 +141,8 @@ pub async fn open(endpoint: &Endpoint<'_>, ehlo_name: &str) -> Result<Connection
         if use_tls {
             let tls = tcp.start_tls(endpoint.connector, host).await.map_err(|e| {
                 host_failure(DeliveryFailure::from_client_error(
-                    Scope::Host,
                     host,
-                    "STARTTLS",
+                    Stage::StartTls,
                     &e,
                 ))
             })?;
@@ -168,7 +161,7 @@ pub async fn open(endpoint: &Endpoint<'_>, ehlo_name: &str) -> Result<Connection
         if !encrypted && !endpoint.plaintext_auth {
             return Err(host_failure(DeliveryFailure::new(
                 Severity::Transient,
-                Scope::Host,
+                FailureKind::Tls,
                 format!(
                     "{host}: the connection is not encrypted, so the password is not sent \
                      (allow_plaintext_auth = true permits it on a private link)"
@@ -178,14 +171,7 @@ pub async fn open(endpoint: &Endpoint<'_>, ehlo_name: &str) -> Result<Connection
         conn.client
             .authenticate(credentials, &conn.caps)
             .await
-            .map_err(|e| {
-                host_failure(DeliveryFailure::from_client_error(
-                    Scope::Host,
-                    host,
-                    "AUTH",
-                    &e,
-                ))
-            })?;
+            .map_err(|e| host_failure(DeliveryFailure::from_client_error(host, Stage::Auth, &e)))?;
     }
     Ok(conn)
 }
@@ -221,16 +207,18 @@ async fn greeting<T: AsyncRead + AsyncWrite + Unpin>(
         .map_err(|_| {
             DeliveryFailure::new(
                 Severity::Transient,
-                Scope::Host,
+                FailureKind::Timeout {
+                    stage: Stage::Greeting,
+                },
                 format!("{host}: no greeting"),
             )
         })?
-        .map_err(|e| DeliveryFailure::from_client_error(Scope::Host, host, "the greeting", &e))?;
+        .map_err(|e| DeliveryFailure::from_client_error(host, Stage::Greeting, &e))?;
     if reply.code == 220 {
         Ok(())
     } else {
         // A 554 greeting means "no service here": another host may do better.
-        let mut f = DeliveryFailure::from_reply(Scope::Host, host, "connecting", &reply);
+        let mut f = DeliveryFailure::from_reply(host, Stage::Greeting, &reply);
         f.severity = Severity::Transient;
         Err(f)
     }
@@ -241,11 +229,9 @@ async fn ehlo<T: AsyncRead + AsyncWrite + Unpin>(
     host: &str,
     name: &str,
 ) -> Result<EhloResponse<String>, DeliveryFailure> {
-    c.ehlo(name).await.map_err(|e| {
-        let mut f = DeliveryFailure::from_client_error(Scope::Host, host, "EHLO", &e);
-        f.scope = Scope::Host;
-        f
-    })
+    c.ehlo(name)
+        .await
+        .map_err(|e| DeliveryFailure::from_client_error(host, Stage::Ehlo, &e))
 }
 
 fn mail_command(env: &Envelope<'_>, caps: &EhloResponse<String>) -> String {
@@ -295,7 +281,7 @@ fn check_capabilities(
     if caps.has_capability(EXT_SIZE) && caps.size > 0 && env.body.len() > caps.size {
         return Err(DeliveryFailure::new(
             Severity::Permanent,
-            Scope::Message,
+            FailureKind::TooLarge,
             format!(
                 "the message ({} octets) is larger than {host} accepts ({} octets)",
                 env.body.len(),
@@ -306,7 +292,7 @@ fn check_capabilities(
     if env.smtputf8 && !caps.has_capability(EXT_SMTP_UTF8) {
         return Err(DeliveryFailure::new(
             Severity::Permanent,
-            Scope::Message,
+            FailureKind::Unsupported,
             format!(
                 "the message needs SMTPUTF8 (international addresses), which {host} does not support"
             ),
@@ -342,13 +328,14 @@ pub async fn transaction(
         commands.push("DATA\r\n".to_string());
         pipeline(c, &commands)
             .await
-            .map_err(|e| DeliveryFailure::from_client_error(Scope::Host, host, "MAIL FROM", &e))?
+            .map_err(|e| DeliveryFailure::from_client_error(host, Stage::Mail, &e))?
     } else {
         let mut replies = Vec::with_capacity(commands.len());
         for cmd in &commands {
-            let reply = c.cmd(cmd).await.map_err(|e| {
-                DeliveryFailure::from_client_error(Scope::Host, host, "MAIL FROM", &e)
-            })?;
+            let reply = c
+                .cmd(cmd)
+                .await
+                .map_err(|e| DeliveryFailure::from_client_error(host, Stage::Mail, &e))?;
             let refused_sender = replies.is_empty() && reply.code >= 400;
             replies.push(reply);
             if refused_sender {
@@ -366,7 +353,7 @@ pub async fn transaction(
     let Some(mail) = replies.first().filter(|r| r.code >= 400) else {
         return data(c, host, env, rcpt_replies, data_reply).await;
     };
-    let failure = DeliveryFailure::from_reply(Scope::Message, host, "MAIL FROM", mail);
+    let failure = DeliveryFailure::from_reply(host, Stage::Mail, mail);
     let reusable = abandon(c, data_reply.as_ref()).await;
     Ok((everyone(failure), reusable))
 }
@@ -421,12 +408,7 @@ async fn data<T: AsyncRead + AsyncWrite + Unpin>(
         } else {
             results.push((
                 r.idx,
-                Err(DeliveryFailure::from_reply(
-                    Scope::Recipient,
-                    host,
-                    "RCPT TO",
-                    reply,
-                )),
+                Err(DeliveryFailure::from_reply(host, Stage::Rcpt, reply)),
             ));
         }
     }
@@ -446,23 +428,13 @@ async fn data<T: AsyncRead + AsyncWrite + Unpin>(
     let (outcome, reusable) = match reply {
         Ok(r) if r.code < 400 => (Ok(format!("{host} said: {}", render(&r))), true),
         Ok(r) => (
-            Err(DeliveryFailure::from_reply(
-                Scope::Message,
-                host,
-                "DATA",
-                &r,
-            )),
+            Err(DeliveryFailure::from_reply(host, Stage::Data, &r)),
             false,
         ),
         // A connection cut in the middle of DATA: nobody knows whether the
         // message arrived, so it is tried again (RFC 5321 §6.1).
         Err(e) => (
-            Err(DeliveryFailure::from_client_error(
-                Scope::Message,
-                host,
-                "DATA",
-                &e,
-            )),
+            Err(DeliveryFailure::from_client_error(host, Stage::Data, &e)),
             false,
         ),
     };

@@ -5,7 +5,6 @@
 
 mod cache;
 mod client;
-pub mod failure;
 mod mx;
 pub mod port25;
 
@@ -17,11 +16,11 @@ use tokio_rustls::TlsConnector;
 
 use client::{ConnectFailure, Endpoint};
 pub use client::{Envelope, Rcpt, RecipientResult, TlsMode};
-use failure::{DeliveryFailure, Scope, Severity};
 use port25::Port25Monitor;
 
 use crate::config::{Config, Relay, RelayTls};
 use crate::dns::Dns;
+use crate::failure::{DeliveryFailure, FailureKind, Severity};
 use crate::router::Destination;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,9 +71,7 @@ impl Outbound {
         let result = match destination {
             Destination::Smarthost(relay) => self.to_relay(relay, env).await,
             Destination::Mx(domain) => self.to_mx(domain, env).await,
-            Destination::Local => Err(DeliveryFailure::new(
-                Severity::Transient,
-                Scope::Message,
+            Destination::Local => Err(DeliveryFailure::local(
                 "local mail reached the outbound client",
             )),
         };
@@ -149,14 +146,10 @@ impl Outbound {
         let credentials = match (&relay.username, &relay.password_file) {
             (Some(user), Some(file)) => {
                 let password = std::fs::read_to_string(file).map_err(|e| {
-                    DeliveryFailure::new(
-                        Severity::Transient,
-                        Scope::Message,
-                        format!(
-                            "cannot read the relay password file {}: {e}",
-                            file.display()
-                        ),
-                    )
+                    DeliveryFailure::local(format!(
+                        "cannot read the relay password file {}: {e}",
+                        file.display()
+                    ))
                 })?;
                 Some(Credentials::new(
                     user.clone(),
@@ -176,7 +169,7 @@ impl Outbound {
             &self.unverified
         };
         let addrs = self.dns.addresses(&relay.host).await.map_err(|e| {
-            DeliveryFailure::new(Severity::Transient, Scope::Message, e.to_string())
+            DeliveryFailure::new(Severity::Transient, FailureKind::Dns, e.to_string())
         })?;
         let mut last = None;
         for ip in addrs {
@@ -198,7 +191,7 @@ impl Outbound {
         Err(last.unwrap_or_else(|| {
             DeliveryFailure::new(
                 Severity::Transient,
-                Scope::Message,
+                FailureKind::Dns,
                 format!("the relay {} has no address", relay.host),
             )
         }))
@@ -212,13 +205,17 @@ impl Outbound {
         let port = self.config.delivery.mx_port;
         let hosts = mx::hosts(&self.dns, domain).await?;
         let mut last = None;
+        // Whether any server answered, and whether any connection failed: if
+        // none answered but some were tried, the destination is unreachable on
+        // this port (perhaps blocked), which the DSN says.
+        let (mut answered, mut tried) = (false, false);
         for host in &hosts {
             let addrs = match self.dns.addresses(host).await {
                 Ok(a) => a,
                 Err(e) => {
                     last = Some(DeliveryFailure::new(
                         Severity::Transient,
-                        Scope::Host,
+                        FailureKind::Dns,
                         e.to_string(),
                     ));
                     continue;
@@ -244,10 +241,12 @@ impl Outbound {
                         failure,
                         tcp_failed,
                     }) => {
+                        tried = true;
                         if tcp_failed {
                             self.port25.record_failure(domain, port);
                         } else {
                             self.port25.record_success();
+                            answered = true;
                         }
                         tracing::info!(event = "host_failed", host = %host, addr = %endpoint.addr, reason = %failure);
                         last = Some(failure);
@@ -255,13 +254,19 @@ impl Outbound {
                 }
             }
         }
+        let kind = match &last {
+            Some(f) if answered => f.kind,
+            _ if tried => FailureKind::Unreachable { port },
+            _ => FailureKind::Dns,
+        };
         let last = last
             .map(|f| f.text)
             .unwrap_or_else(|| "no address found".into());
-        Err(DeliveryFailure::new(
-            Severity::Transient,
-            Scope::Message,
-            format!("no server of {domain} could be reached on port {port} (last error: {last})"),
-        ))
+        let text = if answered {
+            format!("no server of {domain} took the message on port {port} (last error: {last})")
+        } else {
+            format!("no server of {domain} could be reached on port {port} (last error: {last})")
+        };
+        Err(DeliveryFailure::new(Severity::Transient, kind, text))
     }
 }

@@ -4,8 +4,8 @@
 
 use rand::seq::SliceRandom;
 
-use super::failure::{DeliveryFailure, Scope, Severity};
 use crate::dns::{Dns, DnsError, MxAnswer};
+use crate::failure::{DeliveryFailure, FailureKind, Severity};
 
 pub async fn hosts(dns: &Dns, domain: &str) -> Result<Vec<String>, DeliveryFailure> {
     // An address literal names the host itself (RFC 5321 §4.1.3): no MX lookup.
@@ -23,17 +23,17 @@ pub async fn hosts(dns: &Dns, domain: &str) -> Result<Vec<String>, DeliveryFailu
         Ok(MxAnswer::Implicit) => Ok(vec![domain.to_string()]),
         Ok(MxAnswer::Null) => Err(DeliveryFailure::new(
             Severity::Permanent,
-            Scope::Message,
+            FailureKind::Dns,
             format!("the domain {domain} does not accept mail (it publishes a null MX, RFC 7505)"),
         )),
         Err(e @ DnsError::NoSuchDomain(_)) => Err(DeliveryFailure::new(
             Severity::Permanent,
-            Scope::Message,
+            FailureKind::Dns,
             e.to_string(),
         )),
         Err(e @ DnsError::Temporary(..)) => Err(DeliveryFailure::new(
             Severity::Transient,
-            Scope::Message,
+            FailureKind::Dns,
             e.to_string(),
         )),
     }

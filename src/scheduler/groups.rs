@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use super::Delivery;
+use crate::failure::DeliveryFailure;
 use crate::outbound::RecipientResult;
-use crate::outbound::failure::{DeliveryFailure, Scope, Severity};
 use crate::router::{self, Destination};
 use crate::spool::QueuedMessage;
 
@@ -43,11 +43,7 @@ pub async fn group(delivery: &Delivery, message: &QueuedMessage) -> Groups {
                 .push(rcpt.idx),
             Err(e) => {
                 tracing::error!(event = "store_error", qid = %message.id, rcpt = %rcpt.address, error = %e);
-                let failure = DeliveryFailure::new(
-                    Severity::Transient,
-                    Scope::Recipient,
-                    format!("cannot tell where to deliver: {e}"),
-                );
+                let failure = DeliveryFailure::local(format!("cannot tell where to deliver: {e}"));
                 out.unrouted.push((rcpt.idx, Err(failure)));
             }
         }
@@ -62,6 +58,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::dns::Dns;
+    use crate::failure::{FailureKind, Severity};
     use crate::outbound::Outbound;
     use crate::scheduler::ActiveQueue;
     use crate::scheduler::testing::message;
@@ -174,7 +171,10 @@ mod tests {
         let [(0, Err(f))] = groups.unrouted.as_slice() else {
             panic!("not deferred: {:?}", groups.unrouted);
         };
-        assert_eq!(f.severity, Severity::Transient);
+        assert_eq!(
+            (f.severity, f.kind),
+            (Severity::Transient, FailureKind::Local)
+        );
         assert!(
             f.text.starts_with("cannot tell where to deliver: "),
             "{f:?}"

@@ -30,8 +30,8 @@ use tracing::Instrument;
 use crate::clock::now_unix;
 use crate::config::Config;
 use crate::dsn::{DsnBudget, MAX_DSN_PER_SENDER_PER_HOUR};
+use crate::failure::{DeliveryFailure, FailureKind, Severity};
 use crate::local::{self, LocalError};
-use crate::outbound::failure::{DeliveryFailure, Scope, Severity};
 use crate::outbound::{Envelope, Outbound, Rcpt, RecipientResult};
 use crate::router::Destination;
 use crate::spool::{QueueId, QueuedMessage, QueuedRecipient, Spool, SpoolError};
@@ -284,11 +284,7 @@ async fn deliver_message(
                     // Deleted meanwhile: nothing to do, the claims are released below.
                     Ok(None) => Vec::new(),
                     Err(e) => {
-                        let f = DeliveryFailure::new(
-                            Severity::Transient,
-                            Scope::Message,
-                            format!("cannot read the spool: {e}"),
-                        );
+                        let f = DeliveryFailure::local(format!("cannot read the spool: {e}"));
                         idxs.iter().map(|idx| (*idx, Err(f.clone()))).collect()
                     }
                 };
@@ -413,17 +409,11 @@ async fn deliver_group(
 fn local_result(delivered: Result<PathBuf, LocalError>) -> Result<String, DeliveryFailure> {
     match delivered {
         Ok(path) => Ok(format!("delivered to maildir {}", path.display())),
-        Err(e) => {
-            let severity = if e.is_permanent() {
-                Severity::Permanent
-            } else {
-                Severity::Transient
-            };
-            Err(DeliveryFailure::new(
-                severity,
-                Scope::Recipient,
-                e.to_string(),
-            ))
-        }
+        Err(e) if e.is_permanent() => Err(DeliveryFailure::new(
+            Severity::Permanent,
+            FailureKind::NoSuchMailbox,
+            e.to_string(),
+        )),
+        Err(e) => Err(DeliveryFailure::local(e.to_string())),
     }
 }

@@ -4,8 +4,8 @@
 
 use crate::config::Config;
 use crate::dsn::{self, FailedRecipient};
+use crate::failure::Severity;
 use crate::outbound::RecipientResult;
-use crate::outbound::failure::Severity;
 use crate::spool::{NewMessage, QueuedMessage, RecipientStatus, RecipientUpdate};
 
 use super::backoff;
@@ -42,9 +42,10 @@ pub fn apply(
                 } else {
                     "expired"
                 };
-                tracing::info!(event, qid = %message.id, rcpt = %rcpt.address, reason = %f);
+                tracing::info!(event, qid = %message.id, rcpt = %rcpt.address, kind = %f.kind.token(), reason = %f);
                 failed.push(FailedRecipient {
                     recipient: rcpt,
+                    kind: f.kind,
                     text: &f.text,
                     reply: f.reply.as_deref(),
                     expired: f.severity != Severity::Permanent,
@@ -62,7 +63,7 @@ pub fn apply(
                 let next = (now + wait.as_secs() as i64)
                     .min(message.created + lifetime)
                     .max(now + 1);
-                tracing::info!(event = "deferred", qid = %message.id, rcpt = %rcpt.address, next_attempt = next, reason = %f);
+                tracing::info!(event = "deferred", qid = %message.id, rcpt = %rcpt.address, next_attempt = next, kind = %f.kind.token(), reason = %f);
                 (RecipientStatus::Queued, next, f.text.clone())
             }
         };
@@ -78,6 +79,7 @@ pub fn apply(
             status,
             next_attempt,
             reply,
+            kind: result.as_ref().err().map(|f| f.kind),
         });
     }
     let days = (lifetime / 86_400).max(1) as u64;
@@ -92,7 +94,7 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbound::failure::{DeliveryFailure, Scope};
+    use crate::failure::{DeliveryFailure, FailureKind, Stage};
     use crate::scheduler::testing;
 
     const NOW: i64 = 1_000_000;
@@ -121,7 +123,12 @@ mod tests {
     }
 
     fn failed(severity: Severity, text: &str) -> Result<String, DeliveryFailure> {
-        Err(DeliveryFailure::new(severity, Scope::Recipient, text))
+        let stage = Stage::Rcpt;
+        Err(DeliveryFailure::new(
+            severity,
+            FailureKind::Reply { stage },
+            text,
+        ))
     }
 
     fn run(message: &QueuedMessage, results: &[RecipientResult]) -> Applied {

@@ -25,6 +25,7 @@ pub fn message(sender: &str, created: i64, recipients: &[&str]) -> QueuedMessage
                 attempts: 0,
                 next_attempt: created,
                 last_reply: None,
+                last_kind: None,
                 held: false,
             })
             .collect(),

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::QueueId;
+use crate::failure::FailureKind;
 
 /// An accepted message, ready to be made durable.
 #[derive(Debug, Clone)]
@@ -79,6 +80,8 @@ pub struct QueuedRecipient {
     /// Unix seconds.
     pub next_attempt: i64,
     pub last_reply: Option<String>,
+    /// What kind of failure the last attempt met, if it failed.
+    pub last_kind: Option<FailureKind>,
     /// Kept from delivery by `postern queue hold` until released.
     pub held: bool,
 }
@@ -121,6 +124,7 @@ impl QueuedMessage {
                     attempts: 0,
                     next_attempt: now,
                     last_reply: None,
+                    last_kind: None,
                     held: false,
                 })
                 .collect(),

@@ -52,6 +52,10 @@ pub enum SpoolError {
     Body(std::io::Error),
     #[error("the spool writer has stopped")]
     WriterGone,
+    /// A stored row that cannot be read back as what was written: the
+    /// database was changed outside Postern, or damaged.
+    #[error("message {id} in the spool is damaged: {what}")]
+    Corrupt { id: String, what: String },
 }
 
 /// What a spool backend stores and answers. Each method is one storage

@@ -19,6 +19,7 @@ use super::{
     RecipientUpdate, SpillFile, SpoolError, Storage, Summary, WriteError,
 };
 use crate::clock::now_unix;
+use crate::failure::FailureKind;
 
 /// The spool in SQLite; see the module documentation.
 pub struct SqliteSpool {
@@ -34,7 +35,7 @@ const MESSAGE_COLUMNS: &str =
     "m.id, m.created, m.sender, m.size, m.auth_user, m.smtputf8, m.dsn_ret, m.dsn_envid";
 /// The columns `recipient_from_row` reads.
 const RECIPIENT_COLUMNS: &str = "r.message_id, r.idx, r.address, r.orcpt, r.notify, r.status, r.attempts, \
-     r.next_attempt, r.last_reply, r.held";
+     r.next_attempt, r.last_reply, r.last_kind, r.held";
 
 impl SqliteSpool {
     /// Opens (creating if needed) the spool under `data_dir` and starts its
@@ -106,9 +107,9 @@ impl SqliteSpool {
         };
         let mut out: HashMap<String, Vec<QueuedRecipient>> = HashMap::new();
         for row in &rows {
-            out.entry(row.get("message_id"))
+            out.entry(column(row, "message_id", "?")?)
                 .or_default()
-                .push(recipient_from_row(row));
+                .push(recipient_from_row(row)?);
         }
         Ok(out)
     }
@@ -166,11 +167,27 @@ impl Storage for SqliteSpool {
         let mut out: Vec<QueuedMessage> = Vec::new();
         let mut at: HashMap<String, usize> = HashMap::new();
         for row in &rows {
-            let i = *at.entry(row.get("message_id")).or_insert_with(|| {
-                out.push(message_from_row(row, Vec::new()));
+            // A damaged row is left where it is, and said so: the rest of the
+            // queue is still delivered.
+            let decoded = column::<String>(row, "message_id", "?").and_then(|id| {
+                let message = match at.get(&id) {
+                    Some(_) => None,
+                    None => Some(message_from_row(row, Vec::new())?),
+                };
+                Ok((id, message, recipient_from_row(row)?))
+            });
+            let (id, message, recipient) = match decoded {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    tracing::error!(event = "spool_corrupt_row", error = %e);
+                    continue;
+                }
+            };
+            let i = *at.entry(id).or_insert_with(|| {
+                out.extend(message);
                 out.len() - 1
             });
-            out[i].recipients.push(recipient_from_row(row));
+            out[i].recipients.push(recipient);
         }
         for m in &mut out {
             m.recipients.sort_by_key(|r| r.idx);
@@ -217,13 +234,14 @@ impl Storage for SqliteSpool {
                     .fetch_optional(&self.pool)
                     .await?;
             let Some(row) = row else { return Ok(None) };
-            let mut body: Vec<u8> = row.get("body");
-            let Some(segment) = row.get::<Option<i64>, _>("segment") else {
+            let mut body: Vec<u8> = column(&row, "body", id.as_str())?;
+            let Some(segment) = column::<Option<i64>>(&row, "segment", id.as_str())? else {
                 return Ok(Some(body));
             };
             // The row holds what precedes the segment's part (a spilled
             // body's trace headers), or nothing.
-            let (offset, size): (i64, i64) = (row.get("segment_offset"), row.get("size"));
+            let offset: i64 = column(&row, "segment_offset", id.as_str())?;
+            let size: i64 = column(&row, "size", id.as_str())?;
             let tail = (size as usize).saturating_sub(body.len());
             match segments::read(&self.bodies, segment, offset, tail).await {
                 Ok(rest) => {
@@ -246,14 +264,13 @@ impl Storage for SqliteSpool {
         .fetch_all(&self.pool)
         .await?;
         let mut recipients = self.recipients(None).await?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|row| {
-                let id: String = row.get("id");
+                let id: String = column(row, "id", "?")?;
                 let rcpts = recipients.remove(&id).unwrap_or_default();
                 message_from_row(row, rcpts)
             })
-            .collect())
+            .collect()
     }
 
     async fn get(&self, id: &QueueId) -> Result<Option<QueuedMessage>, SpoolError> {
@@ -265,10 +282,7 @@ impl Storage for SqliteSpool {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let mut recipients = self.recipients(Some(id)).await?;
-        Ok(Some(message_from_row(
-            &row,
-            recipients.remove(id.as_str()).unwrap_or_default(),
-        )))
+        message_from_row(&row, recipients.remove(id.as_str()).unwrap_or_default()).map(Some)
     }
 
     async fn summary(&self) -> Result<Summary, SpoolError> {
@@ -291,16 +305,16 @@ impl Storage for SqliteSpool {
         };
         let mut by_domain: HashMap<String, u64> = HashMap::new();
         for row in &groups {
-            let n = row.get::<i64, _>("n") as u64;
-            let state = if row.get::<bool, _>("held") {
+            let n = column::<i64>(row, "n", "?")? as u64;
+            let state = if column::<bool>(row, "held", "?")? {
                 &mut summary.held
-            } else if row.get::<i64, _>("attempts") > 0 {
+            } else if column::<i64>(row, "attempts", "?")? > 0 {
                 &mut summary.deferred
             } else {
                 &mut summary.queued
             };
             *state += n;
-            *by_domain.entry(row.get("domain")).or_default() += n;
+            *by_domain.entry(column(row, "domain", "?")?).or_default() += n;
         }
         summary.destinations = by_domain
             .into_iter()
@@ -368,34 +382,78 @@ impl Storage for SqliteSpool {
     }
 }
 
-fn recipient_from_row(row: &SqliteRow) -> QueuedRecipient {
-    let status: String = row.get("status");
-    QueuedRecipient {
-        idx: row.get::<i64, _>("idx") as u32,
-        address: row.get("address"),
-        orcpt: row.get("orcpt"),
-        notify: row.get("notify"),
-        status: RecipientStatus::parse(&status).unwrap_or(RecipientStatus::Queued),
-        attempts: row.get::<i64, _>("attempts") as u32,
-        next_attempt: row.get("next_attempt"),
-        last_reply: row.get("last_reply"),
-        held: row.get("held"),
-    }
+/// Column `name` of a row of message `id`: a missing value or one of the
+/// wrong type is a damaged row, reported as such.
+fn column<'r, T>(row: &'r SqliteRow, name: &str, id: &str) -> Result<T, SpoolError>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(name).map_err(|e| SpoolError::Corrupt {
+        id: id.to_string(),
+        what: format!("column {name}: {e}"),
+    })
 }
 
-fn message_from_row(row: &SqliteRow, recipients: Vec<QueuedRecipient>) -> QueuedMessage {
-    let id: String = row.get("id");
-    QueuedMessage {
-        id: QueueId::parse(&id).unwrap_or_else(QueueId::generate),
-        created: row.get("created"),
-        sender: row.get("sender"),
-        size: row.get::<i64, _>("size") as u64,
-        auth_user: row.get("auth_user"),
-        smtputf8: row.get::<i64, _>("smtputf8") != 0,
+/// A count or index column, which cannot be negative.
+fn unsigned<T: TryFrom<i64>>(row: &SqliteRow, name: &str, id: &str) -> Result<T, SpoolError> {
+    let value: i64 = column(row, name, id)?;
+    T::try_from(value).map_err(|_| SpoolError::Corrupt {
+        id: id.to_string(),
+        what: format!("column {name}: {value} is out of range"),
+    })
+}
+
+fn recipient_from_row(row: &SqliteRow) -> Result<QueuedRecipient, SpoolError> {
+    let id: String = column(row, "message_id", "?")?;
+    let id = id.as_str();
+    let corrupt = |what: String| SpoolError::Corrupt {
+        id: id.to_string(),
+        what,
+    };
+    let status: String = column(row, "status", id)?;
+    let last_kind = match column::<Option<String>>(row, "last_kind", id)? {
+        None => None,
+        Some(token) => Some(
+            FailureKind::from_token(&token)
+                .ok_or_else(|| corrupt(format!("unknown failure kind {token:?}")))?,
+        ),
+    };
+    Ok(QueuedRecipient {
+        idx: unsigned(row, "idx", id)?,
+        address: column(row, "address", id)?,
+        orcpt: column(row, "orcpt", id)?,
+        notify: column(row, "notify", id)?,
+        status: RecipientStatus::parse(&status)
+            .ok_or_else(|| corrupt(format!("unknown status {status:?}")))?,
+        attempts: unsigned(row, "attempts", id)?,
+        next_attempt: column(row, "next_attempt", id)?,
+        last_reply: column(row, "last_reply", id)?,
+        last_kind,
+        held: column(row, "held", id)?,
+    })
+}
+
+fn message_from_row(
+    row: &SqliteRow,
+    recipients: Vec<QueuedRecipient>,
+) -> Result<QueuedMessage, SpoolError> {
+    let id: String = column(row, "id", "?")?;
+    let queue_id = QueueId::parse(&id).ok_or_else(|| SpoolError::Corrupt {
+        id: id.clone(),
+        what: "not a queue id".into(),
+    })?;
+    let id = id.as_str();
+    Ok(QueuedMessage {
+        id: queue_id,
+        created: column(row, "created", id)?,
+        sender: column(row, "sender", id)?,
+        size: unsigned(row, "size", id)?,
+        auth_user: column(row, "auth_user", id)?,
+        smtputf8: column(row, "smtputf8", id)?,
         dsn: DsnEnvelope {
-            ret: row.get("dsn_ret"),
-            envid: row.get("dsn_envid"),
+            ret: column(row, "dsn_ret", id)?,
+            envid: column(row, "dsn_envid", id)?,
         },
         recipients,
-    }
+    })
 }

@@ -7,6 +7,7 @@ use sqlx::{Connection, SqliteConnection};
 
 use super::*;
 use crate::clock::now_unix;
+use crate::failure::FailureKind;
 
 async fn put(spool: &Spool, id: &QueueId, message: NewMessage) -> QueuedMessage {
     spool.put(id.clone(), message, None).await.expect("put")
@@ -107,6 +108,7 @@ async fn record_both(spool: &Spool, id: &QueueId, status: RecipientStatus) {
             status,
             next_attempt: now_unix() + 300,
             reply: "250 or 451".into(),
+            kind: None,
         })
         .to_vec();
     spool.record(id, updates, None).await.expect("record");
@@ -203,12 +205,14 @@ async fn due_recipients_come_earliest_first_until_recorded() {
             status: RecipientStatus::Delivered,
             next_attempt: now,
             reply: "250 ok".into(),
+            kind: None,
         },
         RecipientUpdate {
             idx: 1,
             status: RecipientStatus::Queued,
             next_attempt: later,
             reply: "451 later".into(),
+            kind: Some(FailureKind::Unreachable { port: 25 }),
         },
     ];
     spool.record(&id, updates, None).await.expect("record");
@@ -226,6 +230,11 @@ async fn due_recipients_come_earliest_first_until_recorded() {
             .map(|r| (r.idx, r.attempts))
             .collect::<Vec<_>>(),
         [(1, 1)]
+    );
+    assert_eq!(
+        again[0].recipients[0].last_kind,
+        Some(FailureKind::Unreachable { port: 25 }),
+        "the kind of failure is kept with the outcome"
     );
     // Another handle on the same spool (as the CLI opens it) sees the same.
     let other = Spool::open(dir.path()).await.expect("open again");
@@ -298,12 +307,14 @@ async fn the_summary_counts_recipients_by_state_and_domain() {
             status: RecipientStatus::Delivered,
             next_attempt: 0,
             reply: "250".into(),
+            kind: None,
         },
         RecipientUpdate {
             idx: 1,
             status: RecipientStatus::Queued,
             next_attempt: now_unix() + 60,
             reply: "451".into(),
+            kind: None,
         },
     ];
     spool.record(&ids[0], updates, None).await.expect("record");
@@ -471,4 +482,57 @@ async fn a_spill_that_is_not_queued_leaves_nothing() {
         .expect("still writable");
     drop(writing);
     assert_eq!(segment_files(dir.path()), 0);
+}
+
+/// Issue #10 item 2: a row that does not read back as what was written (here
+/// changed behind Postern's back) is an error naming the message, never a
+/// panic or a made-up value; the rest of the queue is still delivered.
+#[tokio::test]
+async fn a_damaged_row_is_an_error_and_the_rest_is_still_due() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path()).await.expect("open");
+    let (good, bad, odd_id) = (
+        QueueId::generate(),
+        QueueId::generate(),
+        QueueId::generate(),
+    );
+    for id in [&good, &bad, &odd_id] {
+        put(&spool, id, message(0)).await;
+    }
+    let options = crate::sqlite::options(&dir.path().join("spool/queue.sqlite"));
+    let mut conn = SqliteConnection::connect_with(&options)
+        .await
+        .expect("open");
+    for (sql, id) in [
+        (
+            "UPDATE recipient SET status = 'lost' WHERE message_id = ? AND idx = 1",
+            &bad,
+        ),
+        (
+            "UPDATE recipient SET last_kind = 'gremlins' WHERE message_id = ? AND idx = 0",
+            &bad,
+        ),
+        ("UPDATE message SET size = 'big' WHERE id = ?", &odd_id),
+    ] {
+        sqlx::query(sql)
+            .bind(id.as_str())
+            .execute(&mut conn)
+            .await
+            .expect("damage");
+    }
+    for id in [&bad, &odd_id] {
+        match spool.get(id).await {
+            Err(SpoolError::Corrupt { id: named, what }) => {
+                assert_eq!(named, id.as_str(), "{what}");
+            }
+            other => panic!("not a damaged row: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        spool.list().await,
+        Err(SpoolError::Corrupt { .. })
+    ));
+    let due = spool.due(now_unix() + 1, 100).await.expect("due");
+    let ids: Vec<&QueueId> = due.iter().map(|m| &m.id).collect();
+    assert_eq!(ids, [&good], "only the undamaged message is due");
 }

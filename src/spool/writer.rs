@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::segments::{Numbers, Placement, Segments};
 use super::spill::Spilled;
 use super::{QueueId, QueuedMessage, QueuedRecipient, RecipientStatus, recipient_domain};
+use crate::failure::FailureKind;
 
 /// Most requests committed in one transaction; bounds a batch's latency.
 const MAX_BATCH: usize = 512;
@@ -28,6 +29,8 @@ pub struct RecipientUpdate {
     pub status: RecipientStatus,
     pub next_attempt: i64,
     pub reply: String,
+    /// What kind of failure the attempt met; `None` when it did not fail.
+    pub kind: Option<FailureKind>,
 }
 
 pub(super) enum Write {
@@ -337,11 +340,11 @@ async fn record_outcomes(
         .flatten()
         .collect();
     for chunk in updates.chunks(RECIPIENTS_PER_INSERT) {
-        let values = vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let values = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
         // SQLite names a VALUES list's columns column1, column2, …
         let sql = format!(
             "UPDATE recipient SET status = v.column3, attempts = attempts + 1, next_attempt = v.column4, \
-             last_reply = v.column5 FROM (VALUES {values}) AS v \
+             last_reply = v.column5, last_kind = v.column6 FROM (VALUES {values}) AS v \
              WHERE recipient.message_id = v.column1 AND recipient.idx = v.column2"
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -351,7 +354,8 @@ async fn record_outcomes(
                 .bind(i64::from(u.idx))
                 .bind(u.status.as_str())
                 .bind(u.next_attempt)
-                .bind(&u.reply);
+                .bind(&u.reply)
+                .bind(u.kind.map(|k| k.token()));
         }
         query.execute(&mut **tx).await?;
     }
@@ -401,18 +405,30 @@ async fn move_into_rows(
             query = query.bind(*id);
         }
         for row in query.fetch_all(&mut **tx).await? {
-            let body = segments
-                .read(
-                    row.get("segment"),
-                    row.get("segment_offset"),
-                    row.get::<i64, _>("size") as usize,
-                )
-                .await?;
+            let place = (|| {
+                let size: i64 = row.try_get("size")?;
+                Ok::<_, sqlx::Error>((
+                    row.try_get::<String, _>("id")?,
+                    row.try_get::<i64, _>("segment")?,
+                    row.try_get::<i64, _>("segment_offset")?,
+                    usize::try_from(size).map_err(|e| sqlx::Error::Decode(e.into()))?,
+                ))
+            })();
+            // A damaged row keeps its body where it is (its segment stays):
+            // the outcomes of the batch are committed all the same.
+            let (id, segment, offset, size) = match place {
+                Ok(place) => place,
+                Err(e) => {
+                    tracing::error!(event = "spool_corrupt_row", error = %e);
+                    continue;
+                }
+            };
+            let body = segments.read(segment, offset, size).await?;
             sqlx::query(
                 "UPDATE message SET body = ?, segment = NULL, segment_offset = NULL WHERE id = ?",
             )
             .bind(body)
-            .bind(row.get::<String, _>("id"))
+            .bind(id)
             .execute(&mut **tx)
             .await?;
         }
@@ -461,7 +477,7 @@ async fn insert(
         "segment",
         "segment_offset",
     ];
-    const RECIPIENT: [&str; 11] = [
+    const RECIPIENT: [&str; 12] = [
         "message_id",
         "idx",
         "address",
@@ -471,6 +487,7 @@ async fn insert(
         "attempts",
         "next_attempt",
         "last_reply",
+        "last_kind",
         "held",
         "domain",
     ];
@@ -527,6 +544,7 @@ async fn insert(
                 .bind(i64::from(r.attempts))
                 .bind(r.next_attempt)
                 .bind(&r.last_reply)
+                .bind(r.last_kind.map(|k| k.token()))
                 .bind(r.held)
                 .bind(recipient_domain(&r.address));
         }

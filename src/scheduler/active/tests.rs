@@ -42,6 +42,7 @@ fn outcome(idx: u32, status: RecipientStatus, next_attempt: i64) -> RecipientUpd
         status,
         next_attempt,
         reply: "250 or 451".into(),
+        kind: None,
     }
 }
 

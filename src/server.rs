@@ -47,6 +47,9 @@ pub enum ServerError {
 /// Serves until a termination signal, then drains and returns.
 pub async fn run(config: Config) -> Result<(), ServerError> {
     let config = Arc::new(config);
+    // First of all: the server lock keeps a second server off this data_dir,
+    // and from here on the CLI changes the queue through this server.
+    let control_socket = control::bind(&config).await?;
     let store = Store::open(&config.data_dir).await?;
     let spool = Spool::open(&config.data_dir)
         .await?
@@ -61,9 +64,6 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         store.clone(),
         outbound,
     ));
-    // Bound before anything is accepted: from here on the CLI changes the
-    // queue through the server.
-    let control_socket = control::bind(&control::socket_path(&config)).await?;
     let shutdown = CancellationToken::new();
     let ctx = Arc::new(ServerContext {
         config: Arc::clone(&config),

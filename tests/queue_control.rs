@@ -39,7 +39,6 @@ fn queue_actions_go_through_the_running_server_and_are_logged() {
     let mut s = TestServer::start("");
     let socket = s.data_dir().join("run/control.sock");
     assert_eq!(mode(&socket), 0o600, "the socket is the owner's only");
-    assert_eq!(mode(&s.data_dir().join("run")), 0o700);
     let ids: Vec<String> = (0..3)
         .map(|n| {
             let body = format!("Subject: {n}\n\nhi\n");
@@ -131,12 +130,53 @@ fn a_second_server_on_the_same_data_dir_is_refused() {
     let out = s.cli(&["serve"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("another server already answers on"), "{err}");
+    assert!(err.contains("another server runs on"), "{err}");
     // The first one still answers.
     assert!(
         s.cli_ok(&["queue", "retry", "--all"])
             .contains("0 recipients due now")
     );
+    // Its socket gone, the server still runs: the CLI says so and changes
+    // nothing behind its back, and a second server is still refused.
+    let id = send(
+        &s,
+        "x@remote.example",
+        &["alice@example.com"],
+        "Subject: s\n\nx\n",
+    );
+    std::fs::remove_file(s.data_dir().join("run/control.sock")).expect("remove the socket");
+    let out = s.cli(&["queue", "hold", &id]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("but does not answer on"), "{err}");
+    assert_eq!(state(&s, &id), "queued");
+    let out = s.cli(&["serve"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another server runs on"));
+}
+
+/// What is not a request gets an answer saying so, and is logged; the
+/// connection is not left hanging.
+#[test]
+fn the_control_socket_answers_what_is_not_a_request() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let s = TestServer::start("");
+    let socket = s.data_dir().join("run/control.sock");
+    let ask = |line: &[u8]| {
+        let mut c = UnixStream::connect(&socket).expect("connect");
+        c.set_read_timeout(Some(WAIT)).expect("timeout");
+        c.write_all(line).expect("write");
+        let mut answer = String::new();
+        BufReader::new(c).read_line(&mut answer).expect("answer");
+        answer
+    };
+    let answer = ask(b"{\"command\":\"retry\"}\n");
+    assert!(answer.contains("not a request"), "{answer}");
+    let long = [b'x'; 5000];
+    let answer = ask(&long);
+    assert!(answer.contains("at most 4096 octets"), "{answer}");
+    assert!(s.log().contains("event=\"control_refused\""), "{}", s.log());
 }
 
 #[test]

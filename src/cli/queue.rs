@@ -12,7 +12,7 @@ use anyhow::Context;
 use super::ConfigArg;
 use crate::clock::now_unix;
 use crate::config::Config;
-use crate::control::{self, Request, Response};
+use crate::control::{self, Asked, Request, Response};
 use crate::scheduler::DeliveryStatus;
 use crate::spool::{QueueId, QueuedMessage, Spool, Summary};
 use crate::telemetry::printable;
@@ -45,7 +45,7 @@ pub enum QueueCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Make deferred messages due now (a running server picks them up within seconds).
+    /// Make deferred messages due now (a running server looks at them at once).
     Retry {
         /// The message to retry.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -207,7 +207,11 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
         }
         QueueCommand::Retry { id, all: _, config } => {
             let id = id.as_deref().map(parse_id).transpose()?;
-            let n = change(&config.load()?, Request::Retry { id: id.clone() }).await?;
+            let request = match &id {
+                Some(id) => Request::Retry { id: id.clone() },
+                None => Request::RetryAll {},
+            };
+            let n = change(&config.load()?, request).await?;
             if let Some(id) = &id {
                 anyhow::ensure!(n > 0, "no queued recipient of {id} to retry");
             }
@@ -239,10 +243,12 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
 /// spool when no server listens; returns what it concerned (see
 /// `control::Response`).
 async fn change(config: &Config, request: Request) -> anyhow::Result<u64> {
-    match control::ask(&control::socket_path(config), &request).await? {
-        Some(Response::Done { count }) => Ok(count),
-        Some(Response::Failed { error }) => anyhow::bail!("the server could not do it: {error}"),
-        None => {
+    match control::ask(config, &request).await? {
+        Asked::Answer(Response::Done { count }) => Ok(count),
+        Asked::Answer(Response::Failed { error }) => {
+            anyhow::bail!("the server could not do it: {error}")
+        }
+        Asked::NoServer(_lock) => {
             let spool = Spool::open(&config.data_dir).await?;
             Ok(control::perform(&spool, None, &request).await?)
         }

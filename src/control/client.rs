@@ -1,22 +1,38 @@
-//! The CLI's side of the control socket: one request, one answer, or word
-//! that no server listens (then the CLI works on the files itself).
+//! The CLI's side of the control socket: one request, one answer; or, when
+//! no server runs, the lock that lets the CLI change the files itself.
 
-use std::path::Path;
+use std::fs::File;
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use super::{ControlError, Request, Response};
+use super::listen::Lock;
+use super::{ControlError, Request, Response, lock_path, socket_path, try_lock};
+use crate::config::Config;
 
-/// Sends `request` to the server listening at `path` and returns its answer;
-/// `Ok(None)` when no server listens there (no socket, or one left by a
-/// server that stopped).
-pub async fn ask(path: &Path, request: &Request) -> Result<Option<Response>, ControlError> {
-    let failed = |source| ControlError::Io {
-        path: path.display().to_string(),
-        source,
+/// How long the server may take to answer: a retry of a million messages
+/// is one large UPDATE.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What asking came to.
+pub enum Asked {
+    /// The running server did it, or says why not.
+    Answer(Response),
+    /// No server runs on this data directory; while this lock is held, none
+    /// starts, and the CLI may change the files itself.
+    NoServer(File),
+}
+
+/// Sends `request` to the server of `config`'s data directory.
+pub async fn ask(config: &Config, request: &Request) -> Result<Asked, ControlError> {
+    let path = socket_path(config);
+    let shown = || path.display().to_string();
+    let failed = |error| ControlError::Io {
+        path: shown(),
+        error,
     };
-    let stream = match UnixStream::connect(path).await {
+    let stream = match UnixStream::connect(&path).await {
         Ok(stream) => stream,
         Err(e)
             if matches!(
@@ -24,23 +40,47 @@ pub async fn ask(path: &Path, request: &Request) -> Result<Option<Response>, Con
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
             ) =>
         {
-            return Ok(None);
+            let lock = lock_path(config);
+            return match try_lock(&lock, Lock::Shared) {
+                Ok(Some(file)) => Ok(Asked::NoServer(file)),
+                Ok(None) => Err(ControlError::Silent {
+                    path: shown(),
+                    lock: lock.display().to_string(),
+                }),
+                Err(error) => Err(ControlError::Lock {
+                    path: lock.display().to_string(),
+                    error,
+                }),
+            };
         }
         Err(e) => return Err(failed(e)),
     };
-    let (read, mut write) = stream.into_split();
-    let mut line = serde_json::to_vec(request).unwrap_or_default();
-    line.push(b'\n');
-    write.write_all(&line).await.map_err(failed)?;
-    let mut answer = String::new();
-    BufReader::new(read)
-        .read_line(&mut answer)
+    let exchange = async {
+        let (read, mut write) = stream.into_split();
+        let mut line = serde_json::to_vec(request).unwrap_or_default();
+        line.push(b'\n');
+        write.write_all(&line).await.map_err(failed)?;
+        let mut answer = String::new();
+        BufReader::new(read)
+            .read_line(&mut answer)
+            .await
+            .map_err(failed)?;
+        if answer.is_empty() {
+            return Err(ControlError::NoAnswer { path: shown() });
+        }
+        serde_json::from_str(&answer)
+            .map(Asked::Answer)
+            .map_err(|error| ControlError::Answer {
+                path: shown(),
+                error,
+            })
+    };
+    tokio::time::timeout(ANSWER_TIMEOUT, exchange)
         .await
-        .map_err(failed)?;
-    serde_json::from_str(&answer)
-        .map(Some)
-        .map_err(|source| ControlError::Answer {
-            path: path.display().to_string(),
-            source,
+        .unwrap_or_else(|_| {
+            Err(ControlError::Timeout {
+                path: shown(),
+                seconds: ANSWER_TIMEOUT.as_secs(),
+            })
         })
 }

@@ -1,56 +1,99 @@
-//! The server's side of the control socket: binds it owner-only, answers one
-//! request per connection, logs each action with its queue id, and removes the
-//! socket when the server stops.
+//! The server's side of the control socket: holds the data directory's
+//! server lock, binds the socket owner-only, answers one request per
+//! connection, logs each action with its queue id, and removes the socket
+//! when the server stops.
 
+use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
-use super::{ControlError, Request, Response, perform};
+use super::{ControlError, Request, Response, lock_path, perform, socket_path};
+use crate::config::Config;
 use crate::scheduler::ActiveQueue;
 
 /// A request is one short line; anything longer is not one.
 const MAX_REQUEST: u64 = 4096;
+/// How often, and how far apart, the server tries to take its lock.
+const LOCK_TRIES: u32 = 30;
+const LOCK_WAIT: Duration = Duration::from_millis(100);
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The bound socket, ready to serve.
+/// The bound socket, ready to serve, and the server lock, held as long as it
+/// lives.
 pub struct ControlSocket {
     listener: UnixListener,
     path: PathBuf,
+    _lock: File,
 }
 
-/// Binds the control socket at `path`. Its directory is made owner-only
-/// (0700) before the socket exists, and the socket 0600. A socket left by a
-/// server that died is replaced; one that answers belongs to a running
-/// server, and is an error.
-pub async fn bind(path: &Path) -> Result<ControlSocket, ControlError> {
+/// Takes the server lock of `config`'s data directory and binds the control
+/// socket. The lock (an exclusive `flock` on `run/server.lock`, released by
+/// the kernel when the process ends, however it ends) is what keeps a
+/// second server off the same data directory, and what tells the CLI that a
+/// server runs. The socket is made under a temporary name, set to 0600, and
+/// only then renamed into place, so it is never reachable with looser
+/// permissions.
+pub async fn bind(config: &Config) -> Result<ControlSocket, ControlError> {
+    let path = socket_path(config);
     let shown = || path.display().to_string();
-    let failed = |source| ControlError::Bind {
+    let failed = |error| ControlError::Bind {
         path: shown(),
-        source,
+        error,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(failed)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(failed)?;
+    let lock = take_server_lock(config).await?;
+    let fresh = path.with_extension(format!("sock.{}", std::process::id()));
+    // Left by a server that died: nobody holds the lock, so nobody uses them.
+    for stale in [&path, &fresh] {
+        match std::fs::remove_file(stale) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(failed(e)),
+            _ => {}
+        }
     }
-    if UnixStream::connect(path).await.is_ok() {
-        return Err(ControlError::InUse { path: shown() });
-    }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(failed(e)),
-        _ => {}
-    }
-    let listener = UnixListener::bind(path).map_err(failed)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(failed)?;
+    let listener = UnixListener::bind(&fresh).map_err(failed)?;
+    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&fresh, &path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&fresh);
+            failed(e)
+        })?;
     Ok(ControlSocket {
         listener,
-        path: path.to_path_buf(),
+        path,
+        _lock: lock,
     })
+}
+
+/// The server lock, waited for a little: `postern queue` may hold it for
+/// a moment while it changes the files of a stopped server.
+async fn take_server_lock(config: &Config) -> Result<File, ControlError> {
+    let path = lock_path(config);
+    let failed = |error| ControlError::Lock {
+        path: path.display().to_string(),
+        error,
+    };
+    for _ in 0..LOCK_TRIES {
+        if let Some(lock) = super::try_lock(&path, Lock::Exclusive).map_err(failed)? {
+            return Ok(lock);
+        }
+        tokio::time::sleep(LOCK_WAIT).await;
+    }
+    Err(ControlError::InUse {
+        path: config.data_dir.display().to_string(),
+    })
+}
+
+/// How a lock is taken: the server's is exclusive; the CLI's, while it
+/// changes the files with no server running, shared.
+#[derive(Clone, Copy)]
+pub(super) enum Lock {
+    Exclusive,
+    Shared,
 }
 
 /// Answers requests until `shutdown`, then removes the socket. Each action is
@@ -78,21 +121,27 @@ async fn answer(stream: UnixStream, queue: ActiveQueue) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST));
-    let response = match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
+    let response = match read {
+        Ok(Ok(_)) if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST => refused(format!(
+            "a request is one line of at most {MAX_REQUEST} octets"
+        )),
         Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
             Ok(request) => act(&queue, &request).await,
-            Err(e) => Response::Failed {
-                error: format!("not a request: {e}"),
-            },
+            Err(e) => refused(format!("not a request: {e}")),
         },
-        Ok(Err(e)) => Response::Failed {
-            error: format!("cannot read the request: {e}"),
-        },
-        Err(_) => return,
+        Ok(Err(e)) => refused(format!("cannot read the request: {e}")),
+        Err(_) => refused(format!("no request within {} s", REQUEST_TIMEOUT.as_secs())),
     };
     let mut out = serde_json::to_vec(&response).unwrap_or_default();
     out.push(b'\n');
     let _ = write.write_all(&out).await;
+}
+
+/// The answer to something that is not a request, logged.
+fn refused(error: String) -> Response {
+    tracing::warn!(event = "control_refused", error = %error);
+    Response::Failed { error }
 }
 
 /// Performs `request` and logs it: `event="queue_…" qid=…` (`qid="all"` for

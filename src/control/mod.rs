@@ -6,12 +6,19 @@
 //! change on the files itself ([`perform`] without a queue).
 //!
 //! The protocol is one JSON object per line: the client sends a [`Request`],
-//! the server answers with a [`Response`] and closes the connection.
+//! the server answers with a [`Response`] (also to what is not a request)
+//! and closes the connection.
+//!
+//! Whether a server runs is told by a lock, not by the socket: the server
+//! holds `run/server.lock` for its whole life. A socket that does not answer
+//! while the lock is held is an error, never a reason to change the files
+//! behind the server's back.
 
 mod client;
 mod listen;
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +26,8 @@ use crate::config::Config;
 use crate::scheduler::ActiveQueue;
 use crate::spool::{QueueId, Spool, SpoolError};
 
-pub use client::ask;
+pub use client::{Asked, ask};
+use listen::Lock;
 pub use listen::{ControlSocket, bind, serve};
 
 /// Where the running server listens.
@@ -27,13 +35,43 @@ pub fn socket_path(config: &Config) -> PathBuf {
     config.run_dir().join("control.sock")
 }
 
+/// The file whose lock a running server holds.
+fn lock_path(config: &Config) -> PathBuf {
+    config.run_dir().join("server.lock")
+}
+
+/// Takes `how` lock on `path` (created if needed) without waiting; `None`
+/// when another process holds a conflicting one.
+fn try_lock(path: &Path, how: Lock) -> std::io::Result<Option<File>> {
+    use rustix::fs::{FlockOperation, flock};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    let operation = match how {
+        Lock::Exclusive => FlockOperation::NonBlockingLockExclusive,
+        Lock::Shared => FlockOperation::NonBlockingLockShared,
+    };
+    match flock(&file, operation) {
+        Ok(()) => Ok(Some(file)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// An action on the queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    /// Make the queued recipients of a message, or of all without `id`, due
-    /// now (held ones excepted).
-    Retry { id: Option<QueueId> },
+    /// Make the queued recipients of a message due now (held ones excepted).
+    Retry { id: QueueId },
+    /// The same for every message: a request of its own, so that a `retry`
+    /// without its id is an error, not "everything".
+    RetryAll {},
     /// Remove a message without delivering it.
     Delete { id: QueueId },
     /// Keep a message from delivery until it is released.
@@ -46,7 +84,7 @@ impl Request {
     /// The `event` the server logs for it.
     fn event(&self) -> &'static str {
         match self {
-            Request::Retry { .. } => "queue_retry",
+            Request::Retry { .. } | Request::RetryAll {} => "queue_retry",
             Request::Delete { .. } => "queue_delete",
             Request::Hold { .. } => "queue_hold",
             Request::Release { .. } => "queue_release",
@@ -56,8 +94,11 @@ impl Request {
     /// The message it is about; `None` for all of them.
     fn id(&self) -> Option<&QueueId> {
         match self {
-            Request::Retry { id } => id.as_ref(),
-            Request::Delete { id } | Request::Hold { id } | Request::Release { id } => Some(id),
+            Request::RetryAll {} => None,
+            Request::Retry { id }
+            | Request::Delete { id }
+            | Request::Hold { id }
+            | Request::Release { id } => Some(id),
         }
     }
 }
@@ -74,23 +115,30 @@ pub enum Response {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("cannot set up the control socket {path}: {source}")]
-    Bind {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("another server already answers on {path}; two servers cannot share one data_dir")]
+    #[error("cannot set up the control socket {path}: {error}")]
+    Bind { path: String, error: std::io::Error },
+    #[error("another server runs on {path}; two servers cannot share one data_dir")]
     InUse { path: String },
-    #[error("cannot talk to the server over {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("the server's answer on {path} is not understood: {source}")]
+    #[error("cannot talk to the server over {path}: {error}")]
+    Io { path: String, error: std::io::Error },
+    #[error("the server's answer on {path} is not understood: {error}")]
     Answer {
         path: String,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
+    #[error("the server closed {path} without answering")]
+    NoAnswer { path: String },
+    #[error(
+        "the server did not answer on {path} within {seconds} s; it may be stuck (see its log)"
+    )]
+    Timeout { path: String, seconds: u64 },
+    #[error(
+        "a server runs on this data_dir (it holds {lock}) but does not answer on {path}; \
+         try again once it has started, or restart it"
+    )]
+    Silent { path: String, lock: String },
+    #[error("cannot take the lock {path}: {error}")]
+    Lock { path: String, error: std::io::Error },
 }
 
 /// Performs `request` on the spool and, inside the server, tells the
@@ -103,26 +151,31 @@ pub async fn perform(
     request: &Request,
 ) -> Result<u64, SpoolError> {
     match request {
-        Request::Retry { id } => {
-            let n = spool.retry(id.as_ref()).await?;
+        Request::Retry { .. } | Request::RetryAll {} => {
+            let n = spool.retry(request.id()).await?;
             if let Some(queue) = queue {
                 queue.changed();
             }
             Ok(n)
         }
-        Request::Delete { id } => {
-            // Withdrawn first: a fresh message's delivery reads its body
-            // from memory, not from the spool it is about to leave.
-            if let Some(queue) = queue {
-                queue.withdraw(id);
-            }
-            Ok(u64::from(spool.delete(id).await?))
-        }
-        Request::Hold { id } => {
-            if let Some(queue) = queue {
-                queue.withdraw(id);
-            }
-            spool.hold(id).await
+        Request::Delete { id } | Request::Hold { id } => {
+            // Withdrawn before the change, so that a claimed message's
+            // delivery does not start meanwhile (a fresh one reads its body
+            // from memory, not from the spool it leaves), and after it, so
+            // that a claim pass that read the rows before the change does
+            // not claim the message from them.
+            let withdraw = || {
+                if let Some(queue) = queue {
+                    queue.withdraw(id);
+                }
+            };
+            withdraw();
+            let changed = match request {
+                Request::Delete { .. } => spool.delete(id).await.map(u64::from),
+                _ => spool.hold(id).await,
+            };
+            withdraw();
+            changed
         }
         Request::Release { id } => {
             let n = spool.release_held(id).await?;
@@ -143,10 +196,8 @@ mod tests {
     fn requests_and_responses_are_one_json_line_each() {
         let id = QueueId::generate();
         let requests = [
-            Request::Retry { id: None },
-            Request::Retry {
-                id: Some(id.clone()),
-            },
+            Request::RetryAll {},
+            Request::Retry { id: id.clone() },
             Request::Delete { id: id.clone() },
             Request::Hold { id: id.clone() },
             Request::Release { id: id.clone() },
@@ -167,7 +218,9 @@ mod tests {
             r#"{"command":"hold","id":"../etc"}"#,
             r#"{"command":"reboot"}"#,
             r#"{"command":"delete"}"#,
-            r#"{"command":"retry","id":null,"all":true}"#,
+            r#"{"command":"retry"}"#,
+            r#"{"command":"retry","id":null}"#,
+            r#"{"command":"retry_all","id":"x"}"#,
         ] {
             assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
         }

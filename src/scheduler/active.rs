@@ -67,9 +67,9 @@ struct Claims {
     messages: HashMap<QueueId, Claimed>,
     count: usize,
     /// While a claim pass reads the spool: messages whose claims were given up
-    /// meanwhile. Their rows may be older than the outcome just recorded, so
-    /// the pass must not claim them again.
-    released_during_pass: Option<HashSet<QueueId>>,
+    /// meanwhile, or that were held or deleted. Their rows may be older than
+    /// that change, so the pass must not claim them; it reads again instead.
+    changed_during_pass: Option<HashSet<QueueId>>,
 }
 
 #[derive(Default)]
@@ -236,10 +236,15 @@ impl ActiveQueue {
     }
 
     /// Message `id` was held or deleted: if it is claimed, a delivery of it
-    /// that has not started yet does not start.
+    /// that has not started yet does not start; if a claim pass is reading
+    /// the spool, it does not claim the message from rows read before.
     pub fn withdraw(&self, id: &QueueId) {
-        if let Some(claimed) = self.claims().messages.get_mut(id) {
+        let mut claims = self.claims();
+        if let Some(claimed) = claims.messages.get_mut(id) {
             claimed.withdrawn = true;
+        }
+        if let Some(during) = &mut claims.changed_during_pass {
+            during.insert(id.clone());
         }
     }
 
@@ -310,21 +315,22 @@ impl ActiveQueue {
     ) -> Result<Vec<QueuedMessage>, SpoolError> {
         let busy = {
             let mut claims = self.claims();
-            claims.released_during_pass = Some(HashSet::new());
+            claims.changed_during_pass = Some(HashSet::new());
             claims.count
         };
         let want = u32::try_from(limit + busy).unwrap_or(u32::MAX);
         let due = self.inner.spool.due(now, want).await;
-        let (claimed, full) = {
+        let (claimed, again) = {
             let mut claims = self.claims();
-            let released = claims.released_during_pass.take().unwrap_or_default();
-            let claimed = claims.claim(due?, limit, &released);
+            let changed = claims.changed_during_pass.take().unwrap_or_default();
+            let Claiming { claimed, skipped } = claims.claim(due?, limit, &changed);
             let n: usize = claimed.iter().map(|m| m.recipients.len()).sum();
-            (claimed, n >= limit)
+            (claimed, n >= limit || skipped)
         };
-        if full {
-            // Perhaps more is due than this pass took: look again, at once
-            // if there is room left, else once a release makes some.
+        if again {
+            // Perhaps more is due than this pass took, or a message changed
+            // while it read: look again, at once if there is room left, else
+            // once a release makes some.
             self.mark_backlog();
         }
         Ok(claimed)
@@ -385,19 +391,31 @@ impl ActiveQueue {
     }
 }
 
+/// What a claim pass took, and whether it left out a message that changed
+/// while it read (then the spool is read again).
+struct Claiming {
+    claimed: Vec<QueuedMessage>,
+    skipped: bool,
+}
+
 impl Claims {
     /// Claims what a pass read, up to `limit` new claims, skipping what is
-    /// claimed already and what was released while the pass was reading.
+    /// claimed already and what `changed` while the pass was reading.
     fn claim(
         &mut self,
         due: Vec<QueuedMessage>,
         limit: usize,
-        released: &HashSet<QueueId>,
-    ) -> Vec<QueuedMessage> {
+        changed: &HashSet<QueueId>,
+    ) -> Claiming {
         let mut out = Vec::new();
         let mut taken = 0;
+        let mut skipped = false;
         for mut message in due {
-            if taken >= limit || released.contains(&message.id) {
+            if taken >= limit {
+                continue;
+            }
+            if changed.contains(&message.id) {
+                skipped = true;
                 continue;
             }
             let claimed = self.messages.entry(message.id.clone()).or_default();
@@ -415,7 +433,10 @@ impl Claims {
         }
         self.count += taken;
         out.sort_by(|a, b| a.id.cmp(&b.id));
-        out
+        Claiming {
+            claimed: out,
+            skipped,
+        }
     }
 
     fn release(&mut self, id: &QueueId, idxs: impl IntoIterator<Item = u32>) -> usize {
@@ -429,7 +450,9 @@ impl Claims {
             }
         }
         self.count -= released;
-        if let Some(during) = &mut self.released_during_pass {
+        if released > 0
+            && let Some(during) = &mut self.changed_during_pass
+        {
             during.insert(id.clone());
         }
         released

@@ -25,13 +25,18 @@ pub async fn group(delivery: &Delivery, message: &QueuedMessage) -> Groups {
         groups: HashMap::new(),
         unrouted: Vec::new(),
     };
+    // Asked once per message, and only for a recipient bound for an MX: the
+    // occasional direct probe while port 25 is blocked takes all of a
+    // message's MX recipients with it, rather than splitting them between
+    // the direct path and the fallback relay.
+    let direct = std::sync::OnceLock::new();
     for rcpt in &message.recipients {
         let routed = router::destination(
             &delivery.config,
             &delivery.store,
             &message.sender,
             &rcpt.address,
-            || delivery.outbound.port25.try_direct(),
+            || *direct.get_or_init(|| delivery.outbound.port25.try_direct()),
         )
         .await;
         match routed {
@@ -153,8 +158,14 @@ mod tests {
         );
         assert_eq!(
             keys(&group(&d, &m).await),
-            ["mx:remote.example: [0]", "relay:fb.example:587: [1]"],
-            "the first MX recipient is the probe, the next one takes the fallback"
+            ["mx:remote.example: [0, 1]"],
+            "the probe takes the whole message direct"
+        );
+        let m = message("app@example.com", 0, &["eve@remote.example"]);
+        assert_eq!(
+            keys(&group(&d, &m).await),
+            ["relay:fb.example:587: [0]"],
+            "the next message takes the fallback"
         );
     }
 

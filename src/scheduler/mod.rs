@@ -34,7 +34,7 @@ use crate::failure::{DeliveryFailure, FailureKind, Severity};
 use crate::local::{self, LocalError};
 use crate::outbound::{Envelope, Outbound, Rcpt, RecipientResult};
 use crate::router::Destination;
-use crate::spool::{QueueId, QueuedMessage, QueuedRecipient, Spool, SpoolError};
+use crate::spool::{QueueId, QueuedMessage, QueuedRecipient, SpoolError};
 use crate::store::Store;
 use groups::Groups;
 
@@ -52,7 +52,6 @@ pub fn max_claimed(config: &Config) -> usize {
 pub struct Delivery {
     pub config: Arc<Config>,
     pub queue: ActiveQueue,
-    pub spool: Spool,
     pub store: Store,
     pub outbound: Outbound,
     global: Arc<Semaphore>,
@@ -70,7 +69,6 @@ impl Delivery {
         let global = Arc::new(Semaphore::new(config.delivery.concurrency));
         Delivery {
             config,
-            spool: queue.spool().clone(),
             queue,
             store,
             outbound,
@@ -158,7 +156,11 @@ pub async fn run(
             look_at = None;
         }
         if let Some(room) = queue.look(timer) {
-            look_at = claim_pass(&delivery, &tasks, room).await;
+            // Kept with what the pass says: a wake-up taken before it (after a
+            // failure, for recipients due already) is not in the spool's
+            // next due time.
+            let next = claim_pass(&delivery, &tasks, room).await;
+            look_at = [look_at, next].into_iter().flatten().min();
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -206,7 +208,7 @@ async fn claim_pass(
             return after_failure();
         }
     }
-    match delivery.spool.next_due(now).await {
+    match delivery.queue.spool().next_due(now).await {
         Ok(due) => due.map(instant_at),
         Err(e) => {
             tracing::error!(event = "spool_error", error = %e);
@@ -353,7 +355,7 @@ async fn body_of<'a>(
 ) -> Result<Option<Cow<'a, [u8]>>, SpoolError> {
     match fresh {
         Some(body) => Ok(Some(Cow::Borrowed(&body[..]))),
-        None => Ok(delivery.spool.body(id).await?.map(Cow::Owned)),
+        None => Ok(delivery.queue.spool().body(id).await?.map(Cow::Owned)),
     }
 }
 

@@ -86,6 +86,17 @@ pub struct QueuedRecipient {
     pub held: bool,
 }
 
+/// The new state of one recipient after a delivery attempt.
+#[derive(Debug, Clone)]
+pub struct RecipientUpdate {
+    pub idx: u32,
+    pub status: RecipientStatus,
+    pub next_attempt: i64,
+    pub reply: String,
+    /// What kind of failure the attempt met; `None` when it did not fail.
+    pub kind: Option<FailureKind>,
+}
+
 /// A message as stored, without its body.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct QueuedMessage {

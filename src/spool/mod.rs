@@ -26,14 +26,14 @@ use std::sync::Arc;
 
 pub use envelope::{
     DomainCount, DsnEnvelope, NewMessage, NewRecipient, QueuedMessage, QueuedRecipient,
-    RecipientStatus, Summary, recipient_domain,
+    RecipientStatus, RecipientUpdate, Summary, recipient_domain,
 };
 pub use id::QueueId;
 pub use space::LowSpace;
 use space::SpaceFloor;
 pub use spill::SpillFile;
 pub use sqlite::SqliteSpool;
-pub use writer::{RecipientUpdate, WriteError};
+pub use writer::WriteError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -59,8 +59,13 @@ pub enum SpoolError {
 }
 
 /// What a spool backend stores and answers. Each method is one storage
-/// operation; none keeps scheduling state (claims, wake-ups), so a backend
-/// shared by several servers can implement it as well as the embedded one.
+/// operation; none keeps scheduling state (claims, wake-ups: the scheduler's
+/// active queue holds those, in memory), so another backend, PostgreSQL say,
+/// can implement it without the scheduler changing. One server delivers from
+/// a spool (the server lock in `control` sees to it for a data directory):
+/// servers sharing one database would each claim the same recipients, and
+/// need claims kept in storage first (a lease column, or `SELECT … FOR UPDATE
+/// SKIP LOCKED`), which this interface does not have yet.
 ///
 /// Cancel safety: a write dropped after it reached the backend may still be
 /// committed (a client that never saw 250 resends; RFC 5321 §6.1 accepts the

@@ -157,7 +157,7 @@ impl Storage for SqliteSpool {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {RECIPIENT_COLUMNS}, {MESSAGE_COLUMNS} \
              FROM recipient r JOIN message m ON m.id = r.message_id \
-             WHERE r.status = 'queued' AND r.held = 0 AND r.next_attempt <= ? \
+             WHERE r.status = 'queued' AND r.held = FALSE AND r.next_attempt <= ? \
              ORDER BY r.next_attempt LIMIT ?"
         )))
         .bind(now)
@@ -198,7 +198,7 @@ impl Storage for SqliteSpool {
     async fn next_due(&self, now: i64) -> Result<Option<i64>, SpoolError> {
         Ok(sqlx::query_scalar(
             "SELECT MIN(next_attempt) FROM recipient \
-             WHERE status = 'queued' AND held = 0 AND next_attempt > ?",
+             WHERE status = 'queued' AND held = FALSE AND next_attempt > ?",
         )
         .bind(now)
         .fetch_one(&self.pool)
@@ -338,41 +338,41 @@ impl Storage for SqliteSpool {
 
     async fn retry(&self, id: Option<&QueueId>) -> Result<u64, SpoolError> {
         let now = now_unix();
-        let done =
-            match id {
-                Some(id) => {
-                    sqlx::query(
-                        "UPDATE recipient SET next_attempt = ? \
-                 WHERE status = 'queued' AND held = 0 AND message_id = ?",
-                    )
-                    .bind(now)
-                    .bind(id.as_str())
-                    .execute(&self.pool)
-                    .await?
-                }
-                None => sqlx::query(
-                    "UPDATE recipient SET next_attempt = ? WHERE status = 'queued' AND held = 0",
+        let done = match id {
+            Some(id) => {
+                sqlx::query(
+                    "UPDATE recipient SET next_attempt = ? \
+                 WHERE status = 'queued' AND held = FALSE AND message_id = ?",
                 )
                 .bind(now)
+                .bind(id.as_str())
                 .execute(&self.pool)
-                .await?,
-            };
+                .await?
+            }
+            None => sqlx::query(
+                "UPDATE recipient SET next_attempt = ? WHERE status = 'queued' AND held = FALSE",
+            )
+            .bind(now)
+            .execute(&self.pool)
+            .await?,
+        };
         Ok(done.rows_affected())
     }
 
     async fn hold(&self, id: &QueueId) -> Result<u64, SpoolError> {
-        let done =
-            sqlx::query("UPDATE recipient SET held = 1 WHERE status = 'queued' AND message_id = ?")
-                .bind(id.as_str())
-                .execute(&self.pool)
-                .await?;
+        let done = sqlx::query(
+            "UPDATE recipient SET held = TRUE WHERE status = 'queued' AND message_id = ?",
+        )
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 
     async fn release_held(&self, id: &QueueId) -> Result<u64, SpoolError> {
         let done = sqlx::query(
-            "UPDATE recipient SET held = 0, next_attempt = ? \
-             WHERE status = 'queued' AND held = 1 AND message_id = ?",
+            "UPDATE recipient SET held = FALSE, next_attempt = ? \
+             WHERE status = 'queued' AND held = TRUE AND message_id = ?",
         )
         .bind(now_unix())
         .bind(id.as_str())

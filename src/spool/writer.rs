@@ -14,24 +14,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::segments::{Numbers, Placement, Segments};
 use super::spill::Spilled;
-use super::{QueueId, QueuedMessage, QueuedRecipient, RecipientStatus, recipient_domain};
-use crate::failure::FailureKind;
+use super::{
+    QueueId, QueuedMessage, QueuedRecipient, RecipientStatus, RecipientUpdate, recipient_domain,
+};
 
 /// Most requests committed in one transaction; bounds a batch's latency.
 const MAX_BATCH: usize = 512;
 /// Most body octets committed in one transaction.
 const MAX_BATCH_BYTES: usize = 16 << 20;
-
-/// The new state of one recipient after a delivery attempt.
-#[derive(Debug, Clone)]
-pub struct RecipientUpdate {
-    pub idx: u32,
-    pub status: RecipientStatus,
-    pub next_attempt: i64,
-    pub reply: String,
-    /// What kind of failure the attempt met; `None` when it did not fail.
-    pub kind: Option<FailureKind>,
-}
 
 pub(super) enum Write {
     /// A new message: its rows are written from `message`, as it was accepted.
@@ -205,8 +195,14 @@ pub(super) async fn run(
             // Removed while the commit ran: what it wrote is gone with it.
             (Some(c), Ok(())) => commit(c, &mut segments, &batch)
                 .await
-                .and_then(|()| database.still_there()),
+                .and_then(|removed| database.still_there().map(|()| removed)),
         };
+        // Logged only once the commit is known to have reached the spool.
+        let result = result.map(|removed| {
+            for qid in removed {
+                tracing::info!(event = "removed", qid = %qid);
+            }
+        });
         if let Err(e) = &result {
             tracing::error!(event = "spool_commit_failed", error = %e, writes = batch.len());
             // SQLite may have ended the transaction itself (it does on a full
@@ -251,12 +247,13 @@ async fn sweep(segments: &mut Segments, conn: &mut SqliteConnection, now: bool) 
 }
 
 /// Commits the batch in one transaction, after the large bodies among its new
-/// messages are durable in a segment.
+/// messages are durable in a segment; returns the ids of the messages it
+/// removed (nothing left to deliver).
 async fn commit(
     conn: &mut SqliteConnection,
     segments: &mut Segments,
     batch: &[Request],
-) -> Result<(), WriteError> {
+) -> Result<Vec<String>, WriteError> {
     write_batch(conn, segments, batch)
         .await
         .map_err(|e| WriteError::of(&e))
@@ -266,7 +263,7 @@ async fn write_batch(
     conn: &mut SqliteConnection,
     segments: &mut Segments,
     batch: &[Request],
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<String>, sqlx::Error> {
     // New messages (and the bounces outcomes cause) go in with a few multi-row
     // INSERTs: sqlx runs each statement on its worker thread, so one statement
     // per row would cost a round trip per message.
@@ -314,10 +311,7 @@ async fn write_batch(
     }
     let (tx, removed) = rows?;
     tx.commit().await?;
-    for qid in removed {
-        tracing::info!(event = "removed", qid = %qid);
-    }
-    Ok(())
+    Ok(removed)
 }
 
 /// Applies every outcome of the batch with one UPDATE (a VALUES list joined by

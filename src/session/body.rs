@@ -91,7 +91,7 @@ impl Session {
             }
             Err(Unreceived::Storage(e)) => {
                 tracing::error!(event = "spool_failed", error = %e);
-                return self.reply(storage_reply(&WriteError::of_io(&e)));
+                return self.reply(storage_reply(&WriteError::of_io(e)));
             }
         };
         let accepted = Accepted {

@@ -5,6 +5,7 @@
 //! queue up and form the next batch.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -71,22 +72,24 @@ pub enum WriteError {
         "the spool database {0} was removed or replaced while the server runs; restart the server"
     )]
     DatabaseGone(String),
+    /// Another failure of the database or the disk, shared by every request
+    /// of the batch.
     #[error("the spool could not be written: {0}")]
-    Failed(String),
+    Failed(Arc<dyn std::error::Error + Send + Sync>),
 }
 
 impl WriteError {
     /// A failed write of spool data, by what it means for the client.
-    pub fn of_io(e: &std::io::Error) -> WriteError {
+    pub fn of_io(e: std::io::Error) -> WriteError {
         // EDQUOT (122): a quota is a full disk to this user.
         if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(122) {
             WriteError::Full
         } else {
-            WriteError::Failed(e.to_string())
+            WriteError::Failed(Arc::new(e))
         }
     }
 
-    fn of(e: &sqlx::Error) -> WriteError {
+    fn of(e: sqlx::Error) -> WriteError {
         match e {
             sqlx::Error::Io(io) => WriteError::of_io(io),
             // SQLITE_FULL is 13, also as the primary code of an extended one.
@@ -98,7 +101,7 @@ impl WriteError {
             {
                 WriteError::Full
             }
-            other => WriteError::Failed(other.to_string()),
+            other => WriteError::Failed(Arc::new(other)),
         }
     }
 }
@@ -184,16 +187,15 @@ pub(super) async fn run(
                 segments.adopt(s.segment);
             }
         }
-        if conn.is_none() {
-            conn = reconnect(&database).await;
-        }
-        let result = match (conn.as_mut(), database.still_there()) {
+        let mut opened = match conn.take() {
+            Some(c) => Ok(c),
+            None => reconnect(&database).await,
+        };
+        let result = match (&mut opened, database.still_there()) {
             (_, Err(gone)) => Err(gone),
-            (None, _) => Err(WriteError::Failed(
-                "cannot open the spool database".to_string(),
-            )),
+            (Err(unopened), _) => Err(unopened.clone()),
             // Removed while the commit ran: what it wrote is gone with it.
-            (Some(c), Ok(())) => commit(c, &mut segments, &batch)
+            (Ok(c), Ok(())) => commit(c, &mut segments, &batch)
                 .await
                 .and_then(|removed| database.still_there().map(|()| removed)),
         };
@@ -203,18 +205,24 @@ pub(super) async fn run(
                 tracing::info!(event = "removed", qid = %qid);
             }
         });
-        if let Err(e) = &result {
-            tracing::error!(event = "spool_commit_failed", error = %e, writes = batch.len());
-            // SQLite may have ended the transaction itself (it does on a full
-            // disk) while sqlx still counts it as open; from then on sqlx's
-            // "commits" would only release savepoints of a transaction that
-            // never ends (see the test sqlx_loses_commits_...). Closing the
-            // connection rolls back whatever is open, and the next batch gets
-            // a fresh one.
-            if let Some(old) = conn.take() {
+        conn = match (&result, opened) {
+            (Ok(()), Ok(c)) => Some(c),
+            (Err(e), Ok(old)) => {
+                tracing::error!(event = "spool_commit_failed", error = %e, writes = batch.len());
+                // SQLite may have ended the transaction itself (it does on a
+                // full disk) while sqlx still counts it as open; from then on
+                // sqlx's "commits" would only release savepoints of a
+                // transaction that never ends (see the test
+                // sqlx_loses_commits_...). Closing the connection rolls back
+                // whatever is open, and the next batch gets a fresh one.
                 let _ = old.close().await;
+                None
             }
-        }
+            (_, Err(e)) => {
+                tracing::error!(event = "spool_commit_failed", error = %e, writes = batch.len());
+                None
+            }
+        };
         let outcomes = batch
             .iter()
             .any(|req| matches!(req.write, Write::Outcomes { .. }));
@@ -227,17 +235,13 @@ pub(super) async fn run(
     }
 }
 
-async fn reconnect(database: &DatabaseFile) -> Option<SqliteConnection> {
+async fn reconnect(database: &DatabaseFile) -> Result<SqliteConnection, WriteError> {
     // Never a new, empty database where the spool's was removed: that would
     // take mail into a file without the queue's tables, or without the queue.
     let options = database.options.clone().create_if_missing(false);
-    match SqliteConnection::connect_with(&options).await {
-        Ok(conn) => Some(conn),
-        Err(e) => {
-            tracing::error!(event = "spool_open_failed", error = %e);
-            None
-        }
-    }
+    SqliteConnection::connect_with(&options)
+        .await
+        .map_err(WriteError::of)
 }
 
 async fn sweep(segments: &mut Segments, conn: &mut SqliteConnection, now: bool) {
@@ -256,7 +260,7 @@ async fn commit(
 ) -> Result<Vec<String>, WriteError> {
     write_batch(conn, segments, batch)
         .await
-        .map_err(|e| WriteError::of(&e))
+        .map_err(WriteError::of)
 }
 
 async fn write_batch(

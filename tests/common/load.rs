@@ -86,6 +86,10 @@ pub struct LoadSpec<'a> {
 /// A running load; `stop` ends it and returns what each message got.
 pub struct Load {
     child: Child,
+    /// Reads the clients' lines as they come: a pipe nobody drains fills up
+    /// (64 KiB), every client then blocks on its next line, and the line cut
+    /// by the final kill loses a token's answer.
+    output: Option<std::thread::JoinHandle<String>>,
 }
 
 /// What the load's messages got: token → queue id for each 250, the tokens
@@ -112,7 +116,7 @@ impl Load {
         require_tool("python3");
         let (user, password) = spec.login.unwrap_or(("", ""));
         let sizes: Vec<String> = spec.sizes.iter().map(ToString::to_string).collect();
-        let child = Command::new("python3")
+        let mut child = Command::new("python3")
             .args(["-c", LOAD])
             .args([
                 &spec.addr.ip().to_string(),
@@ -129,17 +133,28 @@ impl Load {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the load");
-        Load { child }
+        let mut stdout = child.stdout.take().expect("the load's stdout");
+        let output = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut out = String::new();
+            let _ = stdout.read_to_string(&mut out);
+            out
+        });
+        Load {
+            child,
+            output: Some(output),
+        }
     }
 
     /// Stops every client and collects their answers.
     pub fn stop(mut self) -> LoadResult {
-        use std::io::Read;
         let _ = self.child.kill();
-        let mut out = String::new();
-        if let Some(mut stdout) = self.child.stdout.take() {
-            let _ = stdout.read_to_string(&mut out);
-        }
+        let _ = self.child.wait();
+        let out = self
+            .output
+            .take()
+            .and_then(|reader| reader.join().ok())
+            .unwrap_or_default();
         parse(&out)
     }
 }
@@ -153,7 +168,9 @@ impl Drop for Load {
 
 fn parse(out: &str) -> LoadResult {
     let mut result = LoadResult::default();
-    for line in out.lines() {
+    // Only whole lines: the kill may cut the last one.
+    let whole = out.rfind('\n').map_or("", |end| &out[..end]);
+    for line in whole.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         if let [_, token, ..] = words.as_slice() {
             result.unanswered.remove(*token);

@@ -243,3 +243,97 @@ fn the_summary_counts_by_state_and_destination() {
     assert_eq!(json["destinations"][0]["domain"], "one.example");
     assert_eq!(json["destinations"][0]["recipients"], 3);
 }
+
+/// Issue #11 item 5: `queue list` pages through the spool; `--limit`,
+/// `--state` and `--to-domain` select in the query, and a bad value is a
+/// usage error naming it.
+#[test]
+fn the_list_takes_a_limit_a_state_and_a_domain() {
+    let s = TestServer::start("trusted_networks = [\"127.0.0.1/32\"]\n");
+    let send_to = |rcpts: &[&str]| send(&s, "app@example.com", rcpts, "Subject: s\n\nx\n");
+    let held = send_to(&["a@one.example", "b@two.example"]);
+    let second = send_to(&["c@two.example"]);
+    let third = send_to(&["d@One.Example"]);
+    s.cli_ok(&["queue", "hold", &held]);
+    let mut ids = vec![held.clone(), second.clone(), third.clone()];
+    ids.sort();
+
+    let rows = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["queue", "list"];
+        all.extend_from_slice(args);
+        let text = s.cli_ok(&all);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("id "), "{text}");
+        lines[1..lines.len() - 1]
+            .iter()
+            .map(|l| l.split_whitespace().next().expect("an id").to_string())
+            .collect()
+    };
+    assert_eq!(rows(&[]), ids);
+    assert_eq!(rows(&["--limit", "2"]), ids[..2]);
+    let text = s.cli_ok(&["queue", "list", "--limit", "2"]);
+    assert!(
+        text.ends_with("2 messages (the limit; more match)\n"),
+        "{text}"
+    );
+    assert!(s.cli_ok(&["queue", "list"]).ends_with("\n3 messages\n"));
+    assert_eq!(rows(&["--state", "held"]), [held.as_str()]);
+    let mut not_held = vec![second.clone(), third.clone()];
+    not_held.sort();
+    assert_eq!(rows(&["--state", "queued"]), not_held);
+    assert!(rows(&["--state", "deferred"]).is_empty());
+    let mut at_one = vec![held.clone(), third.clone()];
+    at_one.sort();
+    assert_eq!(rows(&["--to-domain", "ONE.example"]), at_one);
+    assert_eq!(
+        rows(&[
+            "--to-domain",
+            "one.example",
+            "--state",
+            "held",
+            "--limit",
+            "5"
+        ]),
+        [held.as_str()]
+    );
+    assert!(rows(&["--to-domain", "nowhere.example"]).is_empty());
+
+    // JSON stays one array, whatever the filter.
+    let json: serde_json::Value = serde_json::from_str(&s.cli_ok(&[
+        "queue",
+        "list",
+        "--json",
+        "--to-domain",
+        "two.example",
+        "--limit",
+        "1",
+    ]))
+    .expect("json");
+    let listed = json.as_array().expect("an array");
+    assert_eq!(listed.len(), 1);
+    let mut at_two = [held.clone(), second.clone()];
+    at_two.sort();
+    assert_eq!(listed[0]["id"], at_two[0].as_str());
+    let json: serde_json::Value =
+        serde_json::from_str(&s.cli_ok(&["queue", "list", "--json", "--state", "deferred"]))
+            .expect("json");
+    assert_eq!(json, serde_json::json!([]));
+
+    for (args, names) in [
+        (&["--state", "nonsense"][..], "nonsense"),
+        (&["--limit", "0"][..], "0"),
+        (&["--limit", "many"][..], "many"),
+        (&["--summary", "--limit", "3"][..], "--limit"),
+    ] {
+        let mut all = vec!["queue", "list"];
+        all.extend_from_slice(args);
+        let out = s.cli(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(names), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    let err =
+        String::from_utf8_lossy(&s.cli(&["queue", "list", "--state", "x"]).stderr).into_owned();
+    assert!(err.contains("queued, deferred, held"), "{err}");
+}

@@ -14,7 +14,9 @@ use crate::clock::now_unix;
 use crate::config::Config;
 use crate::control::{self, Asked, Request, Response};
 use crate::scheduler::DeliveryStatus;
-use crate::spool::{QueueId, QueuedMessage, Spool, Summary};
+use crate::spool::{
+    LIST_PAGE, ListFilter, MessageState, Pages, QueueId, QueuedMessage, Spool, Summary,
+};
 use crate::telemetry::printable;
 
 /// Destinations `list --summary` names; the rest are counted together.
@@ -29,8 +31,19 @@ pub enum QueueCommand {
         json: bool,
         /// Counts only: recipients by state and by destination, the oldest
         /// message's age (fast with millions queued).
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["limit", "state", "to_domain"])]
         summary: bool,
+        /// At most N messages, the oldest first (default: all, printed as
+        /// they are read).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+        /// Only messages in this state (as `queue show` names it).
+        #[arg(long, value_enum)]
+        state: Option<StateArg>,
+        /// Only messages with a recipient still to deliver at this domain
+        /// (any case).
+        #[arg(long, value_name = "DOMAIN")]
+        to_domain: Option<String>,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -76,6 +89,27 @@ pub enum QueueCommand {
     },
 }
 
+/// The states `list --state` selects (see `QueuedMessage::state`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum StateArg {
+    /// Not tried yet.
+    Queued,
+    /// Tried before, waiting for the next attempt.
+    Deferred,
+    /// Kept by `postern queue hold`.
+    Held,
+}
+
+impl From<StateArg> for MessageState {
+    fn from(s: StateArg) -> MessageState {
+        match s {
+            StateArg::Queued => MessageState::Queued,
+            StateArg::Deferred => MessageState::Deferred,
+            StateArg::Held => MessageState::Held,
+        }
+    }
+}
+
 fn parse_id(id: &str) -> anyhow::Result<QueueId> {
     QueueId::parse(id).with_context(|| {
         format!("{id:?} is not a queue id (14 letters and digits, as in `postern queue list`)")
@@ -110,6 +144,9 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
         QueueCommand::List {
             json,
             summary,
+            limit,
+            state,
+            to_domain,
             config,
         } => {
             let config = config.load()?;
@@ -131,31 +168,25 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
-            let messages = spool.list().await?;
-            if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&messages)?)?;
-                return Ok(());
+            let filter = ListFilter {
+                state: state.map(MessageState::from),
+                domain: to_domain,
+            };
+            let pages = spool.pages(filter, limit, LIST_PAGE);
+            // Buffered, and flushed after each page: a large queue prints as
+            // it is read, without a write per line.
+            let mut out = std::io::BufWriter::new(out.lock());
+            let printed = if json {
+                print_json(&mut out, pages).await
+            } else {
+                print_table(&mut out, pages).await
+            };
+            // `queue list | head` closes the pipe early: that ends the
+            // listing, and is no failure.
+            match printed.and_then(|()| Ok(out.flush()?)) {
+                Err(e) if broken_pipe(&e) => {}
+                other => other?,
             }
-            writeln!(
-                out,
-                "{:<14}  {:>8}  {:>5}  {:<8}  {:<30}  recipients",
-                "id", "size", "age", "state", "sender"
-            )?;
-            for m in &messages {
-                let rcpts: Vec<Cow<'_, str>> =
-                    m.recipients.iter().map(|r| printable(&r.address)).collect();
-                writeln!(
-                    out,
-                    "{:<14}  {:>8}  {:>5}  {:<8}  {:<30}  {}",
-                    m.id,
-                    m.size,
-                    age(m.created),
-                    m.state(),
-                    sender(m),
-                    rcpts.join(", ")
-                )?;
-            }
-            writeln!(out, "{}", plural(messages.len() as u64, "message"))?;
         }
         QueueCommand::Show {
             id,
@@ -235,6 +266,64 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
             anyhow::ensure!(n > 0, "{id} is not held");
             writeln!(out, "released {id} ({} due now)", plural(n, "recipient"))?;
         }
+    }
+    Ok(())
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    let kind = e
+        .downcast_ref::<std::io::Error>()
+        .map(std::io::Error::kind)
+        .or_else(|| e.downcast_ref::<serde_json::Error>()?.io_error_kind());
+    kind == Some(std::io::ErrorKind::BrokenPipe)
+}
+
+/// One JSON array, as before paging, so that scripts parse it as they did;
+/// one message per line, so that it can also be read line by line.
+async fn print_json(out: &mut impl Write, mut pages: Pages) -> anyhow::Result<()> {
+    let mut first = true;
+    write!(out, "[")?;
+    while let Some(page) = pages.next().await? {
+        for m in &page {
+            write!(out, "{}", if first { "\n" } else { ",\n" })?;
+            serde_json::to_writer(&mut *out, m)?;
+            first = false;
+        }
+        out.flush()?;
+    }
+    writeln!(out, "{}]", if first { "" } else { "\n" })?;
+    Ok(())
+}
+
+async fn print_table(out: &mut impl Write, mut pages: Pages) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "{:<14}  {:>8}  {:>5}  {:<8}  {:<30}  recipients",
+        "id", "size", "age", "state", "sender"
+    )?;
+    let mut count = 0u64;
+    while let Some(page) = pages.next().await? {
+        for m in &page {
+            let rcpts: Vec<Cow<'_, str>> =
+                m.recipients.iter().map(|r| printable(&r.address)).collect();
+            writeln!(
+                out,
+                "{:<14}  {:>8}  {:>5}  {:<8}  {:<30}  {}",
+                m.id,
+                m.size,
+                age(m.created),
+                m.state(),
+                sender(m),
+                rcpts.join(", ")
+            )?;
+        }
+        count += page.len() as u64;
+        out.flush()?;
+    }
+    if pages.more() {
+        writeln!(out, "{} (the limit; more match)", plural(count, "message"))?;
+    } else {
+        writeln!(out, "{}", plural(count, "message"))?;
     }
     Ok(())
 }

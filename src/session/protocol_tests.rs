@@ -8,7 +8,7 @@ use base64::Engine;
 use super::script::Script;
 use crate::config::ListenerRole;
 use crate::context::testing::{PASSWORD, TestContext};
-use crate::spool::{QueueId, QueuedMessage};
+use crate::spool::{LIST_PAGE, ListFilter, QueueId, QueuedMessage};
 
 fn code(reply: &str) -> u16 {
     reply.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0)
@@ -182,7 +182,16 @@ async fn size_declared_and_actual_at_the_limit() {
     c.send_raw(b"y\r\n.\r\n").await;
     let r = c.reply().await;
     assert!(r.starts_with("552 5.3.4"), "{r}");
-    assert_eq!(t.ctx.spool.list().await.expect("list").len(), 1);
+    assert_eq!(
+        t.ctx
+            .spool
+            .pages(ListFilter::default(), None, LIST_PAGE)
+            .all()
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -310,7 +319,15 @@ async fn a_submitted_message_is_checked_and_prepared() {
         let got = c.reply().await;
         assert!(got.starts_with(reply), "From: {from}: {got}");
     }
-    let (queued, body) = match t.ctx.spool.list().await.expect("list").as_slice() {
+    let (queued, body) = match t
+        .ctx
+        .spool
+        .pages(ListFilter::default(), None, LIST_PAGE)
+        .all()
+        .await
+        .expect("list")
+        .as_slice()
+    {
         [only] => queued(&t, &only.id).await,
         other => panic!("{} queued", other.len()),
     };

@@ -164,6 +164,38 @@ impl QueuedMessage {
     }
 }
 
+/// What `postern queue list --state` selects: a message in one of the states
+/// [`QueuedMessage::state`] names for a message still to deliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageState {
+    /// No recipient held, none tried yet.
+    Queued,
+    /// No recipient held, one tried before (and still some to deliver).
+    Deferred,
+    /// A recipient still to deliver is held.
+    Held,
+}
+
+impl MessageState {
+    /// The word [`QueuedMessage::state`] gives a message in this state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageState::Queued => "queued",
+            MessageState::Deferred => "deferred",
+            MessageState::Held => "held",
+        }
+    }
+}
+
+/// Which messages `list` returns; the default is every one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    pub state: Option<MessageState>,
+    /// Messages with a recipient still to deliver at this domain, as
+    /// [`recipient_domain`] writes it (the caller's case does not matter).
+    pub domain: Option<String>,
+}
+
 /// The domain of a recipient address as the queue counts destinations:
 /// after the last `@` (a quoted local part may hold one), lower case.
 pub fn recipient_domain(address: &str) -> String {

@@ -25,14 +25,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use envelope::{
-    DomainCount, DsnEnvelope, NewMessage, NewRecipient, QueuedMessage, QueuedRecipient,
-    RecipientStatus, RecipientUpdate, Summary, recipient_domain,
+    DomainCount, DsnEnvelope, ListFilter, MessageState, NewMessage, NewRecipient, QueuedMessage,
+    QueuedRecipient, RecipientStatus, RecipientUpdate, Summary, recipient_domain,
 };
 pub use id::QueueId;
 pub use space::LowSpace;
 use space::SpaceFloor;
 pub use spill::SpillFile;
 pub use sqlite::SqliteSpool;
+#[cfg(test)]
+use sqlite::list_conditions;
 pub use writer::WriteError;
 
 #[derive(Debug, thiserror::Error)]
@@ -112,8 +114,17 @@ pub trait Storage: Send + Sync {
     /// message is gone.
     async fn body(&self, id: &QueueId) -> Result<Option<Vec<u8>>, SpoolError>;
 
-    /// Every message with its recipients, oldest first.
-    async fn list(&self) -> Result<Vec<QueuedMessage>, SpoolError>;
+    /// Up to `limit` messages that match `filter`, each with all its
+    /// recipients, by id, after `after` if given: one page of the queue, so
+    /// that listing it costs memory for a page, not for the queue
+    /// ([`Spool::pages`] walks them). Ids sort by arrival, so this is also
+    /// oldest first (as far as the clock did not step back).
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        after: Option<&QueueId>,
+        limit: u32,
+    ) -> Result<Vec<QueuedMessage>, SpoolError>;
 
     /// One message without its body.
     async fn get(&self, id: &QueueId) -> Result<Option<QueuedMessage>, SpoolError>;
@@ -171,6 +182,92 @@ impl Spool {
     /// low-space episode once each.
     pub fn has_room_for(&self, size: u64) -> Result<(), LowSpace> {
         self.space.check(size)
+    }
+}
+
+/// Messages per page when listing the queue: large enough that a page's two
+/// queries cost little next to printing it, small enough that memory stays
+/// flat whatever the queue holds.
+pub const LIST_PAGE: u32 = 1000;
+
+impl Spool {
+    /// The messages matching `filter`, at most `limit` of them, a page of
+    /// `page` at a time (see [`Storage::list`]).
+    pub fn pages(&self, filter: ListFilter, limit: Option<u64>, page: u32) -> Pages {
+        Pages {
+            storage: self.storage.clone(),
+            filter,
+            after: None,
+            left: limit,
+            page: page.max(1),
+            done: limit == Some(0),
+            more: false,
+        }
+    }
+}
+
+/// The pages of a listing, from [`Spool::pages`]; each page starts after the
+/// last id of the one before (keyset paging), so a page costs the same
+/// however deep into the queue it is, and messages that come or go meanwhile
+/// neither shift nor repeat the others.
+pub struct Pages {
+    storage: Arc<dyn Storage>,
+    filter: ListFilter,
+    after: Option<QueueId>,
+    /// How many more messages the limit lets through.
+    left: Option<u64>,
+    page: u32,
+    done: bool,
+    more: bool,
+}
+
+impl Pages {
+    /// The next page, never empty; `None` once the listing is over.
+    pub async fn next(&mut self) -> Result<Option<Vec<QueuedMessage>>, SpoolError> {
+        if self.done {
+            return Ok(None);
+        }
+        // On the last page the limit allows, one message more than it lets
+        // through says whether the limit left any out.
+        let want = match self.left {
+            Some(left) if left <= u64::from(self.page) => left + 1,
+            _ => u64::from(self.page),
+        };
+        let mut page = self
+            .storage
+            .list(&self.filter, self.after.as_ref(), want as u32)
+            .await?;
+        if (page.len() as u64) < want {
+            self.done = true;
+        }
+        if let Some(left) = &mut self.left {
+            if page.len() as u64 > *left {
+                page.truncate(*left as usize);
+                self.more = true;
+                self.done = true;
+            }
+            *left -= page.len() as u64;
+        }
+        match page.last() {
+            Some(last) => self.after = Some(last.id.clone()),
+            None => return Ok(None),
+        }
+        Ok(Some(page))
+    }
+
+    /// Whether the limit left out messages that match.
+    pub fn more(&self) -> bool {
+        self.more
+    }
+
+    /// Every page in one list: for tests, and callers that know the queue is
+    /// small.
+    pub async fn all(mut self) -> Result<Vec<QueuedMessage>, SpoolError> {
+        let mut out = Vec::new();
+        while let Some(page) = self.next().await? {
+            out.extend(page);
+        }
+        Ok(out)
     }
 }
 

@@ -328,8 +328,13 @@ impl crate::spool::Storage for Gated {
     async fn body(&self, id: &QueueId) -> Result<Option<Vec<u8>>, SpoolError> {
         self.inner.body(id).await
     }
-    async fn list(&self) -> Result<Vec<QueuedMessage>, SpoolError> {
-        self.inner.list().await
+    async fn list(
+        &self,
+        filter: &crate::spool::ListFilter,
+        after: Option<&QueueId>,
+        limit: u32,
+    ) -> Result<Vec<QueuedMessage>, SpoolError> {
+        self.inner.list(filter, after, limit).await
     }
     async fn get(&self, id: &QueueId) -> Result<Option<QueuedMessage>, SpoolError> {
         self.inner.get(id).await

@@ -10,7 +10,9 @@ if [ -n "${POSTERN_REV:-}" ]; then
   (cd "$src" && CARGO_TARGET_DIR=$target cargo build --release --quiet)
   bin="$target/release/postern"
   cp "$bin" "$src/postern" && bin="$src/postern"
+elif [ -n "${POSTERN_BIN:-}" ]; then
+  bin=$POSTERN_BIN
 else
   [ -x target/release/postern ] || cargo build --release --quiet
-  bin=${POSTERN_BIN:-$PWD/target/release/postern}
+  bin=$PWD/target/release/postern
 fi

@@ -127,10 +127,7 @@ fn every_accepted_message_survives_sigkill_once_and_intact() {
 #[test]
 fn sigterm_lets_an_open_transaction_finish_then_exits_zero() {
     let mut s = TestServer::start("");
-    let (mut c, _) = Raw::connect(s.addr("mta"));
-    c.cmd("EHLO peer.test");
-    c.cmd("MAIL FROM:<a@remote.example>");
-    c.cmd("RCPT TO:<alice@example.com>");
+    let mut c = Raw::to_alice(s.addr("mta"), "peer.test");
     assert_eq!(code(&c.cmd("DATA")), 354);
     c.send(b"Subject: drain\r\n\r\nfirst half\r\n");
     s.send_term();

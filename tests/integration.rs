@@ -8,6 +8,7 @@ mod common;
 
 mod auth;
 mod autoconfig;
+mod bounces;
 mod check;
 mod cli;
 mod delivery;

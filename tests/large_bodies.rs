@@ -85,10 +85,7 @@ fn a_large_message_over_data_is_stored_byte_for_byte() {
 fn a_large_message_over_bdat_is_stored_byte_for_byte() {
     let s = TestServer::start("");
     let text = body(700 << 10);
-    let (mut c, _) = Raw::connect(s.addr("mta"));
-    c.cmd("EHLO peer.test");
-    c.cmd("MAIL FROM:<a@remote.example>");
-    c.cmd("RCPT TO:<alice@example.com>");
+    let mut c = Raw::to_alice(s.addr("mta"), "peer.test");
     let chunks: Vec<&[u8]> = text.as_bytes().chunks(200 << 10).collect();
     for (i, chunk) in chunks.iter().enumerate() {
         let last = if i + 1 == chunks.len() { " LAST" } else { "" };
@@ -136,10 +133,7 @@ fn a_spilled_message_at_the_size_limit_and_one_past_it() {
 #[test]
 fn a_client_that_leaves_in_the_middle_of_a_large_body_leaves_nothing() {
     let s = TestServer::start("");
-    let (mut c, _) = Raw::connect(s.addr("mta"));
-    c.cmd("EHLO peer.test");
-    c.cmd("MAIL FROM:<a@remote.example>");
-    c.cmd("RCPT TO:<alice@example.com>");
+    let mut c = Raw::to_alice(s.addr("mta"), "peer.test");
     assert_eq!(code(&c.cmd("DATA")), 354);
     c.send(body(1 << 20).as_bytes());
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -159,10 +153,7 @@ fn a_client_that_leaves_in_the_middle_of_a_large_body_leaves_nothing() {
 #[test]
 fn a_header_section_larger_than_what_a_session_holds_is_refused() {
     let s = TestServer::start("");
-    let (mut c, _) = Raw::connect(s.addr("mta"));
-    c.cmd("EHLO peer.test");
-    c.cmd("MAIL FROM:<a@remote.example>");
-    c.cmd("RCPT TO:<alice@example.com>");
+    let mut c = Raw::to_alice(s.addr("mta"), "peer.test");
     assert_eq!(code(&c.cmd("DATA")), 354);
     // The header checks read what is held in memory: 256 KiB of it.
     let filler = format!("X-Filler: {}\r\n", "f".repeat(70));

@@ -192,6 +192,16 @@ impl Raw {
         (raw, greeting)
     }
 
+    /// Connects as `helo` and opens a transaction from a remote sender to
+    /// alice@example.com, ready for DATA or BDAT.
+    pub fn to_alice(addr: SocketAddr, helo: &str) -> Raw {
+        let (mut c, _) = Raw::connect(addr);
+        assert_eq!(code(&c.cmd(&format!("EHLO {helo}"))), 250);
+        assert_eq!(code(&c.cmd("MAIL FROM:<a@remote.example>")), 250);
+        assert_eq!(code(&c.cmd("RCPT TO:<alice@example.com>")), 250);
+        c
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).expect("write");
     }

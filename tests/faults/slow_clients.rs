@@ -99,10 +99,7 @@ fn a_command_sent_a_byte_at_a_time_is_timed_out() {
 #[test]
 fn a_body_sent_a_byte_at_a_time_is_timed_out() {
     let s = TestServer::start("[limits]\ndata_timeout = 2\n");
-    let (mut c, _) = Raw::connect(s.addr("mta"));
-    c.cmd("EHLO slow.test");
-    c.cmd("MAIL FROM:<a@remote.example>");
-    c.cmd("RCPT TO:<alice@example.com>");
+    let mut c = Raw::to_alice(s.addr("mta"), "slow.test");
     assert_eq!(code(&c.cmd("DATA")), 354);
     let stream = c.into_stream();
     dribble(stream.try_clone().expect("clone"), b"slow body\r\n");
@@ -177,10 +174,7 @@ fn raise_open_file_limit(want: u64) {
 #[test]
 fn a_body_sent_one_octet_per_bdat_is_timed_out() {
     let s = TestServer::start("[limits]\ndata_timeout = 2\n");
-    let (mut c, _) = Raw::connect(s.addr("mta"));
-    c.cmd("EHLO slow.test");
-    c.cmd("MAIL FROM:<a@remote.example>");
-    c.cmd("RCPT TO:<alice@example.com>");
+    let mut c = Raw::to_alice(s.addr("mta"), "slow.test");
     let start = Instant::now();
     let mut said = String::new();
     while start.elapsed() < Duration::from_secs(15) {

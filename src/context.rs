@@ -11,15 +11,16 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::portecho::EchoRegistry;
 use crate::scheduler::ActiveQueue;
-use crate::spool::Spool;
 use crate::store::Store;
 
 /// Everything a session needs, built once and shared.
 pub struct ServerContext {
     pub config: Arc<Config>,
     pub store: Store,
-    pub spool: Spool,
-    /// Where accepted mail is queued: made durable, then handed to the scheduler.
+    /// Where accepted mail is queued: made durable, then handed to the
+    /// scheduler. Its spool (`queue.spool()`) serves spills and the
+    /// free-space floor; mail goes in through the queue only, so the
+    /// scheduler always hears of it.
     pub queue: ActiveQueue,
     pub auth: Authenticator,
     pub tls: Arc<rustls::ServerConfig>,
@@ -79,7 +80,7 @@ pub mod testing {
             // Nobody takes hand-offs: queued mail stays in the spool, where
             // the tests look for it.
             let (queue, _hand_offs) =
-                ActiveQueue::new(spool.clone(), crate::scheduler::max_claimed(&config));
+                ActiveQueue::new(spool, crate::scheduler::max_claimed(&config));
             let ctx = ServerContext {
                 tls: crate::tls::server_config(&config).expect("tls"),
                 auth: Authenticator::new(
@@ -88,7 +89,6 @@ pub mod testing {
                 ),
                 config,
                 store,
-                spool,
                 queue,
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 echo: EchoRegistry::default(),

@@ -57,7 +57,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let tls = tls::server_config(&config)?;
     let auth = Authenticator::new(store.clone(), config.limits.auth_failures_per_ip_per_hour);
     let outbound = Outbound::new(Arc::clone(&config), Dns::new(&config.delivery.nameservers)?)?;
-    let (queue, hand_offs) = ActiveQueue::new(spool.clone(), scheduler::max_claimed(&config));
+    let (queue, hand_offs) = ActiveQueue::new(spool, scheduler::max_claimed(&config));
     let delivery = Arc::new(Delivery::new(
         Arc::clone(&config),
         queue.clone(),
@@ -68,7 +68,6 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let ctx = Arc::new(ServerContext {
         config: Arc::clone(&config),
         store,
-        spool,
         queue: queue.clone(),
         auth,
         tls,
@@ -122,7 +121,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     accept_loops.close();
     // The free-space floor is checked at every MAIL; this keeps /metrics and
     // the end of a low-space episode current on a quiet server too.
-    let floor = (ctx.spool.clone(), shutdown.clone());
+    let floor = (ctx.queue.spool().clone(), shutdown.clone());
     tokio::spawn(async move {
         let (spool, stop) = floor;
         loop {

@@ -215,7 +215,7 @@ async fn reencoded(ctx: &ServerContext, received: ReceivedBody) -> std::io::Resu
         return Ok(received);
     };
     let head = new[..SPILL_AT.min(new.len())].to_vec();
-    let mut spill = ctx.spool.spill().await?;
+    let mut spill = ctx.queue.spool().spill().await?;
     spill.write(new).await?;
     spill.finish().await?;
     // The received form's file goes with `received`.

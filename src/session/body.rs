@@ -36,7 +36,7 @@ impl Session {
             limits.max_text_line,
             self.ctx.config.bare_newlines,
         );
-        let mut body = IncomingBody::new(reader, self.ctx.spool.clone());
+        let mut body = IncomingBody::new(reader, self.ctx.queue.spool().clone());
         let mut pace = BodyPace::new(limits.data_timeout);
         self.conn.read_data(&mut body, &mut pace).await?;
         Ok(self.finish_body(body).await)
@@ -57,7 +57,7 @@ impl Session {
                 c.bare_newlines,
             )
         };
-        let spool = self.ctx.spool.clone();
+        let spool = self.ctx.queue.spool().clone();
         let Some(tx) = &mut self.tx else {
             return Ok(Flow::Continue);
         };

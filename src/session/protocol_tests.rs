@@ -32,7 +32,7 @@ async fn mta_session(t: &TestContext) -> Script {
 }
 
 async fn queued(t: &TestContext, id: &QueueId) -> (QueuedMessage, String) {
-    let spool = &t.ctx.spool;
+    let spool = t.ctx.queue.spool();
     let message = spool.get(id).await.expect("spool").expect("queued");
     let body = spool.body(id).await.expect("spool").expect("body");
     (message, String::from_utf8(body).expect("UTF-8"))
@@ -184,7 +184,8 @@ async fn size_declared_and_actual_at_the_limit() {
     assert!(r.starts_with("552 5.3.4"), "{r}");
     assert_eq!(
         t.ctx
-            .spool
+            .queue
+            .spool()
             .pages(ListFilter::default(), None, LIST_PAGE)
             .all()
             .await
@@ -321,7 +322,8 @@ async fn a_submitted_message_is_checked_and_prepared() {
     }
     let (queued, body) = match t
         .ctx
-        .spool
+        .queue
+        .spool()
         .pages(ListFilter::default(), None, LIST_PAGE)
         .all()
         .await

@@ -26,6 +26,15 @@ pub enum Asked {
 
 /// Sends `request` to the server of `config`'s data directory.
 pub async fn ask(config: &Config, request: &Request) -> Result<Asked, ControlError> {
+    ask_within(config, request, ANSWER_TIMEOUT).await
+}
+
+/// `ask`, waiting at most `patience` for the answer.
+pub(super) async fn ask_within(
+    config: &Config,
+    request: &Request,
+    patience: Duration,
+) -> Result<Asked, ControlError> {
     let path = socket_path(config);
     let shown = || path.display().to_string();
     let failed = |error| ControlError::Io {
@@ -61,10 +70,15 @@ pub async fn ask(config: &Config, request: &Request) -> Result<Asked, ControlErr
         line.push(b'\n');
         write.write_all(&line).await.map_err(failed)?;
         let mut answer = String::new();
-        BufReader::new(read)
-            .read_line(&mut answer)
-            .await
-            .map_err(failed)?;
+        let read = BufReader::new(read).read_line(&mut answer).await;
+        // A server that closes without reading the request resets the
+        // connection: that too is no answer.
+        match read {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => {
+                other.map_err(failed)?;
+            }
+        }
         if answer.is_empty() {
             return Err(ControlError::NoAnswer { path: shown() });
         }
@@ -75,12 +89,12 @@ pub async fn ask(config: &Config, request: &Request) -> Result<Asked, ControlErr
                 error,
             })
     };
-    tokio::time::timeout(ANSWER_TIMEOUT, exchange)
+    tokio::time::timeout(patience, exchange)
         .await
         .unwrap_or_else(|_| {
             Err(ControlError::Timeout {
                 path: shown(),
-                seconds: ANSWER_TIMEOUT.as_secs(),
+                seconds: patience.as_secs(),
             })
         })
 }

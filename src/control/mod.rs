@@ -232,4 +232,64 @@ mod tests {
             done
         );
     }
+
+    /// A server that is stuck, one that hangs up without answering, and one
+    /// whose socket is gone while it holds the lock: each is an error that
+    /// says so, and none lets the CLI change the files behind it.
+    #[tokio::test]
+    async fn a_server_that_does_not_answer_is_an_error_not_a_fallback() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().expect("dir");
+        let text = format!(
+            "hostname = \"mx.test.example\"\ndata_dir = {:?}\n",
+            dir.path()
+        );
+        let config = Config::from_text(&text, None).expect("config");
+        std::fs::create_dir_all(config.run_dir()).expect("run dir");
+        let lock = try_lock(&lock_path(&config), listen::Lock::Exclusive)
+            .expect("lock")
+            .expect("free");
+        let listener = tokio::net::UnixListener::bind(socket_path(&config)).expect("bind");
+        let request = Request::RetryAll {};
+        let patience = Duration::from_millis(200);
+        // Accepts, reads, never answers.
+        let stuck = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(stream);
+            listener
+        });
+        let asked = client::ask_within(&config, &request, patience).await;
+        assert!(
+            matches!(asked, Err(ControlError::Timeout { .. })),
+            "{:?}",
+            asked.err()
+        );
+        stuck.abort();
+        // Hangs up at once.
+        let _ = std::fs::remove_file(socket_path(&config));
+        let listener = tokio::net::UnixListener::bind(socket_path(&config)).expect("bind");
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            drop(stream);
+        });
+        let asked = client::ask_within(&config, &request, patience).await;
+        assert!(
+            matches!(asked, Err(ControlError::NoAnswer { .. })),
+            "{:?}",
+            asked.err()
+        );
+        // No socket, and the lock held.
+        let _ = std::fs::remove_file(socket_path(&config));
+        let asked = client::ask_within(&config, &request, patience).await;
+        assert!(
+            matches!(asked, Err(ControlError::Silent { .. })),
+            "{:?}",
+            asked.err()
+        );
+        // The lock free: the CLI may work on the files.
+        drop(lock);
+        let asked = client::ask_within(&config, &request, patience).await;
+        assert!(matches!(asked, Ok(Asked::NoServer(_))), "{:?}", asked.err());
+    }
 }

@@ -84,7 +84,13 @@ impl Session {
             return Err(r);
         }
         // RFC 1870 §6.1: refuse before the body comes, not after.
-        if self.ctx.queue.spool().has_room_for(from.size as u64).is_err() {
+        if self
+            .ctx
+            .queue
+            .spool()
+            .has_room_for(from.size as u64)
+            .is_err()
+        {
             return Err(Reply::insufficient_storage());
         }
         Ok(sender)

@@ -139,3 +139,106 @@ fn domains_users_and_queue_commands() {
     assert!(s.queue().is_empty());
     assert_eq!(s.cli(&["queue", "delete", &id]).status.code(), Some(1));
 }
+
+/// DESIGN.md's lookup: `--config` before or after the subcommand, then
+/// `$POSTERN_CONFIG`, then (after /etc/postern/postern.toml, not touched
+/// here) `postern.toml` in the working directory; without any, the command
+/// says which data_dir the built-in defaults put it in.
+#[test]
+fn the_config_is_found_where_design_says_and_its_absence_is_said() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let here = dir.path();
+    let write = |name: &str, data_dir: &str| {
+        let path = here.join(name);
+        std::fs::write(&path, format!("data_dir = \"{data_dir}\"\n")).expect("write config");
+        path
+    };
+    let named = write("named.toml", "named-data");
+    let from_env = write("env.toml", "env-data");
+    // Which data_dir a command used: `domain add` creates it.
+    let data_dir_of = |cmd: &mut Command| {
+        let out = cmd.current_dir(here).output().expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let made: Vec<String> = ["named-data", "env-data", "local-data", "postern-data"]
+            .into_iter()
+            .filter(|d| here.join(d).exists())
+            .map(String::from)
+            .collect();
+        for d in &made {
+            std::fs::remove_dir_all(here.join(d)).expect("clean");
+        }
+        (made, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let postern = || {
+        let mut c = Command::new(BIN);
+        c.env_remove("POSTERN_CONFIG");
+        c
+    };
+
+    let (made, _) =
+        data_dir_of(
+            postern()
+                .arg("--config")
+                .arg(&named)
+                .args(["domain", "add", "a.example"]),
+        );
+    assert_eq!(made, ["named-data"], "--config before the subcommand");
+    let (made, _) = data_dir_of(
+        postern()
+            .args(["domain", "add", "a.example", "--config"])
+            .arg(&named),
+    );
+    assert_eq!(made, ["named-data"], "--config after the subcommand");
+
+    if std::path::Path::new("/etc/postern/postern.toml").exists() {
+        eprintln!("SKIPPED the no-config step: this machine has /etc/postern/postern.toml");
+    } else {
+        let (made, stderr) = data_dir_of(postern().args(["domain", "add", "a.example"]));
+        assert_eq!(
+            made,
+            ["postern-data"],
+            "nothing found: the built-in defaults"
+        );
+        assert!(
+            stderr.contains("no configuration file") && stderr.contains("data_dir ./postern-data"),
+            "{stderr}"
+        );
+    }
+
+    write("postern.toml", "local-data");
+    let (made, stderr) = data_dir_of(postern().args(["domain", "add", "a.example"]));
+    assert_eq!(made, ["local-data"], "./postern.toml");
+    assert!(!stderr.contains("no configuration file"), "{stderr}");
+
+    let (made, _) = data_dir_of(postern().env("POSTERN_CONFIG", &from_env).args([
+        "domain",
+        "add",
+        "a.example",
+    ]));
+    assert_eq!(made, ["env-data"], "$POSTERN_CONFIG before ./postern.toml");
+    let (made, _) = data_dir_of(
+        postern()
+            .env("POSTERN_CONFIG", &from_env)
+            .arg("--config")
+            .arg(&named)
+            .args(["domain", "add", "a.example"]),
+    );
+    assert_eq!(made, ["named-data"], "--config before $POSTERN_CONFIG");
+
+    let out = postern()
+        .env("POSTERN_CONFIG", here.join("missing.toml"))
+        .args(["domain", "list"])
+        .current_dir(here)
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a named file that is missing is an error"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}

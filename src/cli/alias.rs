@@ -13,31 +13,20 @@ pub enum AliasCommand {
         source: String,
         #[arg(required = true)]
         targets: Vec<String>,
-        #[command(flatten)]
-        config: ConfigArg,
     },
     /// Remove one target of an alias, or the whole alias.
     Del {
         source: String,
         target: Option<String>,
-        #[command(flatten)]
-        config: ConfigArg,
     },
     /// List aliases and their targets.
-    List {
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    List,
 }
 
-pub async fn run(cmd: AliasCommand) -> anyhow::Result<()> {
+pub async fn run(cmd: AliasCommand, config: &ConfigArg) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     match cmd {
-        AliasCommand::Add {
-            source,
-            targets,
-            config,
-        } => {
+        AliasCommand::Add { source, targets } => {
             let store = Store::open(&config.load()?.data_dir).await?;
             let source = store.add_alias(&source, &targets).await?;
             writeln!(
@@ -46,18 +35,14 @@ pub async fn run(cmd: AliasCommand) -> anyhow::Result<()> {
                 store.alias_targets(&source).await?.join(", ")
             )?;
         }
-        AliasCommand::Del {
-            source,
-            target,
-            config,
-        } => {
+        AliasCommand::Del { source, target } => {
             Store::open(&config.load()?.data_dir)
                 .await?
                 .delete_alias(&source, target.as_deref())
                 .await?;
             writeln!(out, "deleted")?;
         }
-        AliasCommand::List { config } => {
+        AliasCommand::List => {
             for (source, targets) in Store::open(&config.load()?.data_dir)
                 .await?
                 .aliases()

@@ -82,17 +82,15 @@ pub struct Args {
         requires = "outbound"
     )]
     mx_hosts: Vec<String>,
-    #[command(flatten)]
-    config: ConfigArg,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, config: &ConfigArg) -> anyhow::Result<()> {
     let extra_roots = match &args.ca_file {
         Some(path) => check::load_ca_file(path)?,
         None => Vec::new(),
     };
     if args.outbound {
-        return outbound(args, extra_roots).await;
+        return outbound(args, config, extra_roots).await;
     }
     let host = args.host.clone().unwrap_or_default();
     let credentials = match &args.user {
@@ -157,9 +155,10 @@ fn print(text: &str) -> anyhow::Result<()> {
 
 async fn outbound(
     args: Args,
+    config: &ConfigArg,
     extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
 ) -> anyhow::Result<()> {
-    let config = args.config.load()?;
+    let config = config.load_settings()?;
     let mx: Vec<String> = if args.mx_hosts.is_empty() {
         WELL_KNOWN_MX.iter().map(ToString::to_string).collect()
     } else {

@@ -7,14 +7,11 @@ use super::ConfigArg;
 #[derive(Debug, clap::Subcommand)]
 pub enum ConfigCommand {
     /// Validate a configuration file and list every error in it.
-    Check {
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    Check,
 }
 
-pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
-    let ConfigCommand::Check { config } = cmd;
+pub fn run(cmd: ConfigCommand, config: &ConfigArg) -> anyhow::Result<()> {
+    let ConfigCommand::Check = cmd;
     match config.try_load() {
         Ok(c) => {
             let name = c

@@ -9,28 +9,17 @@ use crate::store::Store;
 #[derive(Debug, clap::Subcommand)]
 pub enum DomainCommand {
     /// Host a domain here (also makes its DKIM key).
-    Add {
-        domain: String,
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    Add { domain: String },
     /// Stop hosting a domain; its accounts are removed.
-    Del {
-        domain: String,
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    Del { domain: String },
     /// List hosted domains.
-    List {
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    List,
 }
 
-pub async fn run(cmd: DomainCommand) -> anyhow::Result<()> {
+pub async fn run(cmd: DomainCommand, config: &ConfigArg) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     match cmd {
-        DomainCommand::Add { domain, config } => {
+        DomainCommand::Add { domain } => {
             let config = config.load()?;
             let store = Store::open(&config.data_dir).await?;
             let name = store.add_domain(&domain).await?;
@@ -42,7 +31,7 @@ pub async fn run(cmd: DomainCommand) -> anyhow::Result<()> {
                 dkim::SELECTOR
             )?;
         }
-        DomainCommand::Del { domain, config } => {
+        DomainCommand::Del { domain } => {
             let config = config.load()?;
             Store::open(&config.data_dir)
                 .await?
@@ -50,7 +39,7 @@ pub async fn run(cmd: DomainCommand) -> anyhow::Result<()> {
                 .await?;
             writeln!(out, "deleted domain {domain}")?;
         }
-        DomainCommand::List { config } => {
+        DomainCommand::List => {
             let config = config.load()?;
             for d in Store::open(&config.data_dir).await?.domains().await? {
                 writeln!(out, "{d}")?;

@@ -26,12 +26,20 @@ use crate::config::{Config, ConfigErrors};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
+/// Where the configuration is looked for when `--config` is not given.
+const SYSTEM_CONFIG: &str = "/etc/postern/postern.toml";
+const LOCAL_CONFIG: &str = "postern.toml";
+
+/// `--config`, accepted before or after the subcommand.
 #[derive(Debug, clap::Args)]
 pub struct ConfigArg {
-    /// Configuration file (default: postern.toml in the working directory if
-    /// present, else the built-in defaults).
+    /// Configuration file (default: $POSTERN_CONFIG, then
+    /// /etc/postern/postern.toml, then postern.toml in the working directory,
+    /// else the built-in defaults).
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
 }
@@ -39,7 +47,7 @@ pub struct ConfigArg {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(serve::Args),
+    Serve,
     /// Manage user accounts.
     #[command(subcommand)]
     User(user::UserCommand),
@@ -65,15 +73,16 @@ enum Command {
 /// Failures the user must act on (exit 1), as opposed to usage errors (exit 2,
 /// from clap).
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = &cli.config;
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
-        Command::User(cmd) => user::run(cmd).await,
-        Command::Domain(cmd) => domain::run(cmd).await,
-        Command::Alias(cmd) => alias::run(cmd).await,
-        Command::Dns(args) => dns::run(args).await,
-        Command::Queue(cmd) => queue::run(cmd).await,
-        Command::Config(cmd) => config_check::run(cmd),
-        Command::Check(args) => check::run(args).await,
+        Command::Serve => serve::run(config).await,
+        Command::User(cmd) => user::run(cmd, config).await,
+        Command::Domain(cmd) => domain::run(cmd, config).await,
+        Command::Alias(cmd) => alias::run(cmd, config).await,
+        Command::Dns(args) => dns::run(args, config).await,
+        Command::Queue(cmd) => queue::run(cmd, config).await,
+        Command::Config(cmd) => config_check::run(cmd, config),
+        Command::Check(args) => check::run(args, config).await,
     }
 }
 
@@ -84,15 +93,46 @@ impl ConfigArg {
             .map_err(|errors| anyhow::anyhow!("{errors}"))
     }
 
-    fn try_load(&self) -> Result<Config, ConfigErrors> {
-        let path = match &self.config {
-            Some(p) => Some(p.clone()),
-            None => Some(PathBuf::from("postern.toml")).filter(|p| p.exists()),
-        };
-        match path {
-            Some(p) => Config::load(&p),
+    /// `load` for a command that keeps no state (`check`, run on the users'
+    /// own machines, where no configuration is the rule): no word about a
+    /// data_dir it does not use.
+    fn load_settings(&self) -> anyhow::Result<Config> {
+        match self.path() {
+            Some(p) => Config::load(&p).map_err(|errors| anyhow::anyhow!("{errors}")),
             None => Ok(Config::builtin()),
         }
+    }
+
+    fn try_load(&self) -> Result<Config, ConfigErrors> {
+        match self.path() {
+            Some(p) => Config::load(&p),
+            None => {
+                let config = Config::builtin();
+                // Otherwise a command run in the wrong directory quietly
+                // makes and uses an empty data_dir of its own.
+                eprintln!(
+                    "postern: no configuration file ($POSTERN_CONFIG, {SYSTEM_CONFIG} and ./{LOCAL_CONFIG} \
+                     are absent): built-in defaults, data_dir {}",
+                    config.data_dir.display()
+                );
+                Ok(config)
+            }
+        }
+    }
+
+    /// `--config`, else `$POSTERN_CONFIG` (both must exist), else the first of
+    /// the system-wide and the working directory's file that exists.
+    fn path(&self) -> Option<PathBuf> {
+        if let Some(p) = &self.config {
+            return Some(p.clone());
+        }
+        if let Some(p) = std::env::var_os("POSTERN_CONFIG").filter(|p| !p.is_empty()) {
+            return Some(PathBuf::from(p));
+        }
+        [SYSTEM_CONFIG, LOCAL_CONFIG]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
     }
 }
 

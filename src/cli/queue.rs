@@ -44,8 +44,6 @@ pub enum QueueCommand {
         /// (any case).
         #[arg(long, value_name = "DOMAIN")]
         to_domain: Option<String>,
-        #[command(flatten)]
-        config: ConfigArg,
     },
     /// Show one message: envelope, recipients and their state.
     Show {
@@ -55,8 +53,6 @@ pub enum QueueCommand {
         /// Print the stored message text instead of the envelope.
         #[arg(long, conflicts_with = "json")]
         body: bool,
-        #[command(flatten)]
-        config: ConfigArg,
     },
     /// Make deferred messages due now (a running server looks at them at once).
     Retry {
@@ -66,27 +62,13 @@ pub enum QueueCommand {
         /// Retry every queued message.
         #[arg(long)]
         all: bool,
-        #[command(flatten)]
-        config: ConfigArg,
     },
     /// Delete a message from the queue without delivering it.
-    Delete {
-        id: String,
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    Delete { id: String },
     /// Keep a message in the queue without delivering it, until released.
-    Hold {
-        id: String,
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    Hold { id: String },
     /// Let a held message be delivered (due now).
-    Release {
-        id: String,
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    Release { id: String },
 }
 
 /// The states `list --state` selects (see `QueuedMessage::state`).
@@ -138,7 +120,7 @@ fn plural(n: u64, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
-pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
+pub async fn run(cmd: QueueCommand, config: &ConfigArg) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     match cmd {
         QueueCommand::List {
@@ -147,7 +129,6 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
             limit,
             state,
             to_domain,
-            config,
         } => {
             let config = config.load()?;
             let spool = Spool::open(&config.data_dir).await?;
@@ -188,12 +169,7 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
                 other => other?,
             }
         }
-        QueueCommand::Show {
-            id,
-            json,
-            body,
-            config,
-        } => {
+        QueueCommand::Show { id, json, body } => {
             let id = parse_id(&id)?;
             let spool = Spool::open(&config.load()?.data_dir).await?;
             let missing = || format!("no message {id} in the queue");
@@ -236,7 +212,7 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        QueueCommand::Retry { id, all: _, config } => {
+        QueueCommand::Retry { id, all: _ } => {
             let id = id.as_deref().map(parse_id).transpose()?;
             let request = match &id {
                 Some(id) => Request::Retry { id: id.clone() },
@@ -248,19 +224,19 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<()> {
             }
             writeln!(out, "{} due now", plural(n, "recipient"))?;
         }
-        QueueCommand::Delete { id, config } => {
+        QueueCommand::Delete { id } => {
             let id = parse_id(&id)?;
             let n = change(&config.load()?, Request::Delete { id: id.clone() }).await?;
             anyhow::ensure!(n > 0, "no message {id} in the queue");
             writeln!(out, "deleted {id}")?;
         }
-        QueueCommand::Hold { id, config } => {
+        QueueCommand::Hold { id } => {
             let id = parse_id(&id)?;
             let n = change(&config.load()?, Request::Hold { id: id.clone() }).await?;
             anyhow::ensure!(n > 0, "no queued recipient of {id} to hold");
             writeln!(out, "held {id} ({})", plural(n, "recipient"))?;
         }
-        QueueCommand::Release { id, config } => {
+        QueueCommand::Release { id } => {
             let id = parse_id(&id)?;
             let n = change(&config.load()?, Request::Release { id: id.clone() }).await?;
             anyhow::ensure!(n > 0, "{id} is not held");

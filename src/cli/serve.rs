@@ -2,14 +2,8 @@
 
 use super::ConfigArg;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    config: ConfigArg,
-}
-
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.config.load()?;
+pub async fn run(config: &ConfigArg) -> anyhow::Result<()> {
+    let config = config.load()?;
     tracing::info!(
         event = "starting",
         hostname = %config.hostname,

@@ -14,38 +14,26 @@ pub enum UserCommand {
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
-        #[command(flatten)]
-        config: ConfigArg,
     },
     /// Delete an account.
-    Del {
-        address: String,
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    Del { address: String },
     /// Change an account's password.
     Passwd {
         address: String,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
-        #[command(flatten)]
-        config: ConfigArg,
     },
     /// List accounts.
-    List {
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    List,
 }
 
-pub async fn run(cmd: UserCommand) -> anyhow::Result<()> {
+pub async fn run(cmd: UserCommand, config: &ConfigArg) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     match cmd {
         UserCommand::Add {
             address,
             password_stdin,
-            config,
         } => {
             let config = config.load()?;
             let store = Store::open(&config.data_dir).await?;
@@ -54,7 +42,7 @@ pub async fn run(cmd: UserCommand) -> anyhow::Result<()> {
             let canonical = store.add_user(&address, &hash).await?;
             writeln!(out, "added user {canonical}")?;
         }
-        UserCommand::Del { address, config } => {
+        UserCommand::Del { address } => {
             let config = config.load()?;
             Store::open(&config.data_dir)
                 .await?
@@ -65,7 +53,6 @@ pub async fn run(cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::Passwd {
             address,
             password_stdin,
-            config,
         } => {
             let config = config.load()?;
             let store = Store::open(&config.data_dir).await?;
@@ -73,7 +60,7 @@ pub async fn run(cmd: UserCommand) -> anyhow::Result<()> {
             store.set_password(&address, &hash).await?;
             writeln!(out, "changed the password of {address}")?;
         }
-        UserCommand::List { config } => {
+        UserCommand::List => {
             let config = config.load()?;
             for u in Store::open(&config.data_dir).await?.users().await? {
                 writeln!(out, "{u}")?;

@@ -23,8 +23,6 @@ pub struct Args {
     /// JSON instead of zone-file lines.
     #[arg(long)]
     json: bool,
-    #[command(flatten)]
-    config: ConfigArg,
 }
 
 fn kind(record: &Record) -> RecordType {
@@ -50,8 +48,8 @@ async fn find(dns: &Dns, record: &Record) -> anyhow::Result<Finding> {
     Ok(finding)
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.config.load()?;
+pub async fn run(args: Args, config: &ConfigArg) -> anyhow::Result<()> {
+    let config = config.load()?;
     let store = Store::open(&config.data_dir).await?;
     let domain = args.domain.trim_end_matches('.').to_lowercase();
     anyhow::ensure!(

@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // As Postfix's `umask = 077`: what the server and the CLI create (the
+    // databases with their password hashes, keys, certificates, spooled
+    // bodies, run files) is readable by its owner only. Directories that
+    // others must traverse are opened up one by one where they are made.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     // clap exits with 2 on usage errors and 0 for --help/--version.
     let cli = postern::cli::Cli::parse();
     postern::telemetry::init();

@@ -25,6 +25,7 @@ mod layering;
 mod log_injection;
 mod long_lines;
 mod mta_inbound;
+mod permissions;
 mod protocol;
 mod queue_control;
 mod queue_id_logs;

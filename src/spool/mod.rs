@@ -44,6 +44,11 @@ pub enum SpoolError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cannot make {path} readable by its owner only: {source}")]
+    Restrict {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("spool database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("spool migration failed: {0}")]

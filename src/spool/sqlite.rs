@@ -43,16 +43,22 @@ impl SqliteSpool {
     /// writer task. Must run inside a tokio runtime.
     pub async fn open(data_dir: &Path) -> Result<SqliteSpool, SpoolError> {
         let dir = data_dir.join("spool");
-        std::fs::create_dir_all(&dir).map_err(|source| SpoolError::CreateDir {
-            path: dir.display().to_string(),
-            source,
-        })?;
+        crate::sqlite::create_data_dir(data_dir)
+            .and_then(|()| std::fs::create_dir_all(&dir))
+            .map_err(|source| SpoolError::CreateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
         let path = dir.join("queue.sqlite");
         let options = crate::sqlite::options(&path);
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(options.clone())
             .await?;
+        crate::sqlite::restrict(&path).map_err(|source| SpoolError::Restrict {
+            path: path.display().to_string(),
+            source,
+        })?;
         sqlx::migrate!("./migrations/spool").run(&pool).await?;
         let conn = SqliteConnection::connect_with(&options).await?;
         let database = DatabaseFile::identify(path, options);

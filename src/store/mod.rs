@@ -24,6 +24,11 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cannot make {path} readable by its owner only: {source}")]
+    Restrict {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("store database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("store migration failed: {0}")]
@@ -62,15 +67,20 @@ type DomainSnapshot = (Instant, Arc<HashSet<String>>);
 
 impl Store {
     pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
+        crate::sqlite::create_data_dir(data_dir).map_err(|source| StoreError::CreateDir {
             path: data_dir.display().to_string(),
             source,
         })?;
-        let options = crate::sqlite::options(&data_dir.join("store.sqlite"));
+        let path = data_dir.join("store.sqlite");
+        let options = crate::sqlite::options(&path);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
+        crate::sqlite::restrict(&path).map_err(|source| StoreError::Restrict {
+            path: path.display().to_string(),
+            source,
+        })?;
         sqlx::migrate!("./migrations/store").run(&pool).await?;
         Ok(Store {
             pool,

@@ -82,7 +82,7 @@ pub mod testing {
             let (queue, _hand_offs) =
                 ActiveQueue::new(spool, crate::scheduler::max_claimed(&config));
             let ctx = ServerContext {
-                tls: crate::tls::server_config(&config).expect("tls"),
+                tls: crate::tls::server_config(&config).expect("tls").config,
                 auth: Authenticator::new(
                     store.clone(),
                     config.limits.auth_failures_per_ip_per_hour,

@@ -242,3 +242,31 @@ fn the_config_is_found_where_design_says_and_its_absence_is_said() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
 }
+
+#[test]
+fn config_check_reads_the_certificate_and_key_as_serve_would() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    std::fs::create_dir_all(&a).expect("mkdir");
+    std::fs::create_dir_all(&b).expect("mkdir");
+    let (cert_a, key_a) = self_signed(&a, &["a.example"]);
+    let (_, key_b) = self_signed(&b, &["b.example"]);
+    let check = |cert: &std::path::Path, key: &std::path::Path| {
+        let s = TestServer::configure(&format!(
+            "data_dir = \"data\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ));
+        s.cli(&["config", "check"])
+    };
+    assert!(check(&cert_a, &key_a).status.success());
+    let out = check(&cert_a, &key_b);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("do not work together"), "{err}");
+    let out = check(&key_a, &key_a);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot read certificates from"), "{err}");
+}

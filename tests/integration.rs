@@ -29,6 +29,7 @@ mod permissions;
 mod protocol;
 mod queue_control;
 mod queue_id_logs;
+mod reload;
 mod smuggling;
 mod starttls;
 mod submission;

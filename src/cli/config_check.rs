@@ -14,6 +14,11 @@ pub fn run(cmd: ConfigCommand, config: &ConfigArg) -> anyhow::Result<()> {
     let ConfigCommand::Check = cmd;
     match config.try_load() {
         Ok(c) => {
+            // As `serve` would find them: a pair that does not read, or a
+            // key that is not the certificate's, fails here, not at start.
+            if let Some(files) = &c.tls {
+                crate::tls::certificates::read(files)?;
+            }
             let name = c
                 .source
                 .as_ref()

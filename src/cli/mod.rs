@@ -48,6 +48,9 @@ pub struct ConfigArg {
 enum Command {
     /// Run the server.
     Serve,
+    /// Have the running server read its configuration and certificates again
+    /// (as SIGHUP does).
+    Reload,
     /// Manage user accounts.
     #[command(subcommand)]
     User(user::UserCommand),
@@ -76,6 +79,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = &cli.config;
     match cli.command {
         Command::Serve => serve::run(config).await,
+        Command::Reload => serve::reload(config).await,
         Command::User(cmd) => user::run(cmd, config).await,
         Command::Domain(cmd) => domain::run(cmd, config).await,
         Command::Alias(cmd) => alias::run(cmd, config).await,

@@ -313,6 +313,9 @@ async fn change(config: &Config, request: Request) -> anyhow::Result<u64> {
         Asked::Answer(Response::Failed { error }) => {
             anyhow::bail!("the server could not do it: {error}")
         }
+        Asked::Answer(Response::Reloaded { .. }) => {
+            anyhow::bail!("the server answered a queue change as a reload")
+        }
         Asked::NoServer(_lock) => {
             let spool = Spool::open(&config.data_dir).await?;
             Ok(control::perform(&spool, None, &request).await?)

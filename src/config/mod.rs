@@ -21,7 +21,7 @@ use crate::smtp::data::BareNewlines;
 pub use checker::{ConfigError, ConfigErrors};
 
 /// The whole server configuration after validation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Where the configuration came from, for messages; `None` for built-in defaults.
     pub source: Option<PathBuf>,
@@ -49,14 +49,14 @@ pub struct ListenerConfig {
     pub role: ListenerRole,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
 /// Every protocol and resource limit; each has a test at the limit.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub max_message_size: u64,
     pub max_recipients: usize,
@@ -76,7 +76,7 @@ pub struct Limits {
     pub min_free_space: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
     pub mx_port: u16,
     pub nameservers: Vec<SocketAddr>,
@@ -119,13 +119,13 @@ pub enum RouteMatch {
     SenderDomain(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub matches: RouteMatch,
     pub relay: Relay,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Http {
     pub addr: Option<SocketAddr>,
     pub tls_addr: Option<SocketAddr>,

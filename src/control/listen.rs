@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{ControlError, Request, Response, lock_path, perform, socket_path};
+use super::{ControlError, ReloadAsk, Request, Response, lock_path, perform, socket_path};
 use crate::config::Config;
 use crate::scheduler::ActiveQueue;
 
@@ -98,13 +99,18 @@ pub(super) enum Lock {
 
 /// Answers requests until `shutdown`, then removes the socket. Each action is
 /// performed on `queue`'s spool and reported to it.
-pub async fn serve(socket: ControlSocket, queue: ActiveQueue, shutdown: CancellationToken) {
+pub async fn serve(
+    socket: ControlSocket,
+    queue: ActiveQueue,
+    reloads: mpsc::Sender<ReloadAsk>,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = socket.listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(answer(stream, queue.clone()));
+                    tokio::spawn(answer(stream, queue.clone(), reloads.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(event = "control_accept_failed", error = %e);
@@ -117,7 +123,7 @@ pub async fn serve(socket: ControlSocket, queue: ActiveQueue, shutdown: Cancella
     let _ = std::fs::remove_file(&socket.path);
 }
 
-async fn answer(stream: UnixStream, queue: ActiveQueue) {
+async fn answer(stream: UnixStream, queue: ActiveQueue, reloads: mpsc::Sender<ReloadAsk>) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST));
@@ -127,6 +133,7 @@ async fn answer(stream: UnixStream, queue: ActiveQueue) {
             "a request is one line of at most {MAX_REQUEST} octets"
         )),
         Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Reload {}) => reload(&reloads).await,
             Ok(request) => act(&queue, &request).await,
             Err(e) => refused(format!("not a request: {e}")),
         },
@@ -142,6 +149,19 @@ async fn answer(stream: UnixStream, queue: ActiveQueue) {
 fn refused(error: String) -> Response {
     tracing::warn!(event = "control_refused", error = %error);
     Response::Failed { error }
+}
+
+/// Hands a reload to the server's main loop and waits for its report.
+async fn reload(reloads: &mpsc::Sender<ReloadAsk>) -> Response {
+    let (ask, answer) = oneshot::channel();
+    if reloads.send(ask).await.is_err() {
+        return refused("the server is stopping".to_string());
+    }
+    match answer.await {
+        Ok(Ok(report)) => Response::Reloaded { report },
+        Ok(Err(error)) => Response::Failed { error },
+        Err(_) => refused("the server is stopping".to_string()),
+    }
 }
 
 /// Performs `request` and logs it: `event="queue_…" qid=…` (`qid="all"` for

@@ -1,5 +1,5 @@
 //! The control socket (OpenSMTPD's smtpctl model): while the server runs,
-//! `postern queue retry|delete|hold|release` ask it over a Unix socket,
+//! `postern queue retry|delete|hold|release` and `postern reload` ask it over a Unix socket,
 //! `data_dir/run/control.sock` (owner only), and the server makes the change,
 //! tells its scheduler and logs it with the queue id; the CLI never writes the
 //! spool behind its back. With no server listening, the CLI makes the same
@@ -63,7 +63,7 @@ fn try_lock(path: &Path, how: Lock) -> std::io::Result<Option<File>> {
     }
 }
 
-/// An action on the queue.
+/// An action on the queue, or a reload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
@@ -78,6 +78,8 @@ pub enum Request {
     Hold { id: QueueId },
     /// Release a held message, due now.
     Release { id: QueueId },
+    /// Read the configuration and certificates again (`postern reload`).
+    Reload {},
 }
 
 impl Request {
@@ -88,13 +90,14 @@ impl Request {
             Request::Delete { .. } => "queue_delete",
             Request::Hold { .. } => "queue_hold",
             Request::Release { .. } => "queue_release",
+            Request::Reload {} => "reload",
         }
     }
 
     /// The message it is about; `None` for all of them.
     fn id(&self) -> Option<&QueueId> {
         match self {
-            Request::RetryAll {} => None,
+            Request::RetryAll {} | Request::Reload {} => None,
             Request::Retry { id }
             | Request::Delete { id }
             | Request::Hold { id }
@@ -111,7 +114,13 @@ pub enum Response {
     Done { count: u64 },
     /// Not done, and why.
     Failed { error: String },
+    /// The configuration was read again: what changed and what did not.
+    Reloaded { report: String },
 }
+
+/// A reload asked through the socket, for the server's main loop, which
+/// answers with its report or with why the new configuration was refused.
+pub type ReloadAsk = tokio::sync::oneshot::Sender<Result<String, String>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -185,6 +194,9 @@ pub async fn perform(
             }
             Ok(n)
         }
+        // Not a queue change: the server answers it before it gets here,
+        // and without a server there is nothing to reload.
+        Request::Reload {} => Ok(0),
     }
 }
 

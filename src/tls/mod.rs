@@ -2,16 +2,18 @@
 //! generated self-signed certificate. TLS 1.2 and 1.3 only (rustls offers
 //! nothing older).
 
+pub mod certificates;
 pub mod self_signed;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::ResolvesServerCert;
 
-use crate::config::Config;
+pub use certificates::Certificates;
+
+use crate::config::{Config, TlsFiles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
@@ -33,27 +35,30 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-/// The server-side TLS configuration every listener shares.
-pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, TlsSetupError> {
-    install_crypto_provider();
-    let files = match &config.tls {
-        Some(files) => files.clone(),
-        None => self_signed::ensure(&config.data_dir, &config.hostname)?,
-    };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsSetupError::Certificate(files.cert.clone(), e.to_string()))?;
-    if certs.is_empty() {
-        return Err(TlsSetupError::Certificate(
-            files.cert.clone(),
-            "no certificate in the file".into(),
-        ));
+/// The server-side TLS configuration every listener shares, and the
+/// certificate it serves, which can be replaced while it runs.
+pub struct ServerTls {
+    pub config: Arc<ServerConfig>,
+    pub certificates: Arc<Certificates>,
+}
+
+/// The certificate and key `config` names: `[tls]`, else the self-signed pair
+/// for `hostname` in data_dir (made if missing).
+pub fn files(config: &Config) -> Result<TlsFiles, TlsSetupError> {
+    match &config.tls {
+        Some(files) => Ok(files.clone()),
+        None => self_signed::ensure(&config.data_dir, &config.hostname),
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| TlsSetupError::Key(files.key.clone(), e.to_string()))?;
+}
+
+pub fn server_config(config: &Config) -> Result<ServerTls, TlsSetupError> {
+    install_crypto_provider();
+    let certificates = Arc::new(Certificates::load(files(config)?)?);
     let server = ServerConfig::builder()
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsSetupError::Config(e.to_string()))?;
-    Ok(Arc::new(server))
+        .with_cert_resolver(Arc::clone(&certificates) as Arc<dyn ResolvesServerCert>);
+    Ok(ServerTls {
+        config: Arc::new(server),
+        certificates,
+    })
 }

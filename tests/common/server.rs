@@ -289,6 +289,10 @@ impl TestServer {
         signal(self.pid(), "TERM");
     }
 
+    pub fn send_hup(&self) {
+        signal(self.pid(), "HUP");
+    }
+
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + within;

@@ -19,7 +19,10 @@ use crate::portecho::EchoRegistry;
 use crate::scheduler::{self, ActiveQueue, Delivery};
 use crate::spool::{Spool, SpoolError};
 use crate::store::{Store, StoreError};
-use crate::tls::{self, TlsSetupError};
+use crate::tls::{self, Certificates, TlsSetupError};
+use reload::CERTIFICATE_CHECK;
+
+mod reload;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -54,7 +57,10 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let spool = Spool::open(&config.data_dir)
         .await?
         .with_free_space_floor(&config.data_dir, config.limits.min_free_space);
-    let tls = tls::server_config(&config)?;
+    let tls::ServerTls {
+        config: tls,
+        certificates,
+    } = tls::server_config(&config)?;
     let auth = Authenticator::new(store.clone(), config.limits.auth_failures_per_ip_per_hour);
     let outbound = Outbound::new(Arc::clone(&config), Dns::new(&config.delivery.nameservers)?)?;
     let (queue, hand_offs) = ActiveQueue::new(spool, scheduler::max_claimed(&config));
@@ -132,7 +138,13 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             }
         }
     });
-    let control = tokio::spawn(control::serve(control_socket, queue, shutdown.clone()));
+    let (reloads, mut reload_asks) = tokio::sync::mpsc::channel(4);
+    let control = tokio::spawn(control::serve(
+        control_socket,
+        queue,
+        reloads,
+        shutdown.clone(),
+    ));
     let deliveries = TaskTracker::new();
     let scheduler = tokio::spawn(scheduler::run(
         delivery,
@@ -141,7 +153,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         deliveries.clone(),
     ));
 
-    wait_for_signal().await;
+    serve_until_stopped(&config, &certificates, &mut reload_asks).await;
     tracing::info!(
         event = "shutdown",
         "stopping: no new connections; open sessions may finish"
@@ -193,18 +205,38 @@ fn write_run_file(
     std::fs::rename(&tmp, &path).map_err(err)
 }
 
-async fn wait_for_signal() {
+/// Until SIGTERM or Ctrl-C: reloads on SIGHUP and on `postern reload`, and
+/// picks up a certificate replaced on disk (a renewal) without either.
+async fn serve_until_stopped(
+    config: &Config,
+    certificates: &Certificates,
+    reload_asks: &mut tokio::sync::mpsc::Receiver<control::ReloadAsk>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
+    let (mut term, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(term), Ok(hup)) => (term, hup),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM and SIGHUP; stop with Ctrl-C");
             let _ = tokio::signal::ctrl_c().await;
             return;
         }
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut certificate_check = tokio::time::interval(CERTIFICATE_CHECK);
+    certificate_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hup.recv() => {
+                let _ = reload::reload(config, certificates);
+            }
+            Some(ask) = reload_asks.recv() => {
+                let _ = ask.send(reload::reload(config, certificates));
+            }
+            _ = certificate_check.tick() => reload::certificate_if_changed(certificates),
+        }
     }
 }

@@ -1,0 +1,96 @@
+//! Reloading while the server runs (SIGHUP, `postern reload`, and a
+//! certificate renewed on disk). What it applies at once is the certificate
+//! and key: rustls reads them at each handshake, so new sessions get the new
+//! pair and open ones keep theirs. Other settings still take effect at the
+//! next start; the report names those that changed, so that an admin is never
+//! left guessing which file the server runs on.
+
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::tls::{self, Certificates};
+
+/// How often the certificate files are looked at for a renewal.
+pub const CERTIFICATE_CHECK: Duration = Duration::from_secs(30);
+
+/// Reads the configuration the server started from again. A file that no
+/// longer validates, or a certificate that does not read or match its key,
+/// is refused with the reason, and everything stays as it was.
+pub fn reload(running: &Config, certificates: &Certificates) -> Result<String, String> {
+    let outcome = read_and_apply(running, certificates);
+    match &outcome {
+        Ok(report) => tracing::info!(event = "reloaded", "{report}"),
+        Err(error) => tracing::error!(event = "reload_refused", "{error}"),
+    }
+    outcome
+}
+
+fn read_and_apply(running: &Config, certificates: &Certificates) -> Result<String, String> {
+    let new = match &running.source {
+        Some(path) => Config::load(path)
+            .map_err(|e| format!("{e}; the server keeps running on the configuration it has"))?,
+        // Built-in defaults: nothing to read but the certificate files.
+        None => running.clone(),
+    };
+    let files = tls::files(&new).map_err(|e| format!("{e}; the certificate in use stays"))?;
+    certificates
+        .replace(files.clone())
+        .map_err(|e| format!("{e}; the certificate in use stays"))?;
+    let mut report = format!("certificate {} loaded", files.cert.display());
+    let changed = changed_settings(running, &new);
+    if !changed.is_empty() {
+        report.push_str(&format!(
+            "; changed, and applied only at the next start: {}",
+            changed.join(", ")
+        ));
+    }
+    Ok(report)
+}
+
+/// The settings (top-level keys and sections) that differ, the certificate
+/// files aside.
+fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
+    let checks: [(&'static str, bool); 13] = [
+        ("hostname", running.hostname != new.hostname),
+        ("data_dir", running.data_dir != new.data_dir),
+        (
+            "trusted_networks",
+            running.trusted_networks != new.trusted_networks,
+        ),
+        ("[[listener]]", running.listeners != new.listeners),
+        ("[limits]", running.limits != new.limits),
+        ("bare_newlines", running.bare_newlines != new.bare_newlines),
+        ("tls_detect", running.tls_detect != new.tls_detect),
+        ("[delivery]", running.delivery != new.delivery),
+        ("[relay]", running.relay != new.relay),
+        ("[[route]]", running.routes != new.routes),
+        (
+            "[fallback_relay]",
+            running.fallback_relay != new.fallback_relay,
+        ),
+        ("[http]", running.http != new.http),
+        ("store_url", running.store_url != new.store_url),
+    ];
+    checks
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+}
+
+/// Replaces the certificate if its files changed on disk; a renewal written
+/// in place needs no signal.
+pub fn certificate_if_changed(certificates: &Certificates) {
+    match certificates.reload_if_changed() {
+        Ok(true) => tracing::info!(
+            event = "certificate_reloaded",
+            cert = %certificates.files().cert.display(),
+            "the certificate changed on disk; new sessions use it"
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(
+            event = "certificate_reload_failed",
+            error = %e,
+            "the certificate files changed but do not read; the one in use stays"
+        ),
+    }
+}

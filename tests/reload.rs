@@ -1,0 +1,153 @@
+//! Reloading a running server: SIGHUP and `postern reload` serve a replaced
+//! certificate to new sessions, a broken configuration is refused while the
+//! old one keeps serving, a renewal written on disk is picked up without a
+//! signal, and the report names settings that wait for a restart.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// A certificate pair for `names`, written in place of `cert` and `key` the
+/// way certbot renews: complete files renamed over the old ones.
+fn install_pair(cert: &Path, key: &Path, names: &[&str]) -> String {
+    let fresh = tempfile::tempdir_in(cert.parent().expect("dir")).expect("tempdir");
+    let (new_cert, new_key) = self_signed(fresh.path(), names);
+    let pem = std::fs::read_to_string(&new_cert).expect("read cert");
+    std::fs::rename(&new_key, key).expect("install key");
+    std::fs::rename(&new_cert, cert).expect("install cert");
+    pem
+}
+
+/// The leaf certificate a new implicit-TLS session is served, as PEM.
+fn served(s: &TestServer) -> String {
+    let out = s_client(s.addr("submissions"), &[], "QUIT\r\n");
+    let t = text(&out);
+    let begin = t
+        .find("-----BEGIN CERTIFICATE-----")
+        .unwrap_or_else(|| panic!("{t}"));
+    let end = t[begin..].find("-----END CERTIFICATE-----").expect("end") + begin;
+    t[begin..end + "-----END CERTIFICATE-----".len()].to_string()
+}
+
+fn server_with_pair() -> (TestServer, PathBuf, PathBuf, String) {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let dir = certs.keep();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let first = install_pair(&cert, &key, &["mx.test.example"]);
+    let s = TestServer::start(&format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    ));
+    (s, cert, key, first)
+}
+
+fn wait_for_log(s: &TestServer, needle: &str, within: Duration) {
+    let start = Instant::now();
+    while !s.log().contains(needle) {
+        assert!(
+            start.elapsed() < within,
+            "no {needle:?} in the log:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sighup_and_postern_reload_serve_a_new_certificate_and_refuse_a_broken_config() {
+    let (mut s, cert, key, first) = server_with_pair();
+    assert_eq!(served(&s).trim(), first.trim());
+
+    let second = install_pair(&cert, &key, &["mx.test.example", "second.test.example"]);
+    s.send_hup();
+    wait_for_log(&s, "event=\"reloaded\"", Duration::from_secs(10));
+    assert_eq!(served(&s).trim(), second.trim(), "SIGHUP: the new pair");
+
+    let third = install_pair(&cert, &key, &["mx.test.example", "third.test.example"]);
+    let report = s.cli_ok(&["reload"]);
+    assert!(
+        report.contains("certificate") && report.contains("loaded"),
+        "{report}"
+    );
+    assert_eq!(
+        served(&s).trim(),
+        third.trim(),
+        "postern reload: the new pair"
+    );
+
+    // A setting that waits for a restart is named.
+    let config = std::fs::read_to_string(&s.config).expect("config");
+    assert!(!config.contains("[limits]"));
+    std::fs::write(
+        &s.config,
+        format!("{config}\n[limits]\nmax_recipients = 7\n"),
+    )
+    .expect("write config");
+    let report = s.cli_ok(&["reload"]);
+    assert!(
+        report.contains("[limits]") && !report.contains("[delivery]"),
+        "{report}"
+    );
+
+    // Broken: refused with its errors, and the server keeps serving.
+    std::fs::write(&s.config, "hostname = \n").expect("break config");
+    let out = s.cli(&["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The command reads the file first (for the data_dir) and names the fault.
+    assert!(
+        err.contains("postern.toml:1") && err.contains("not valid TOML"),
+        "{err}"
+    );
+    s.send_hup();
+    wait_for_log(&s, "event=\"reload_refused\"", Duration::from_secs(10));
+    assert_eq!(
+        served(&s).trim(),
+        third.trim(),
+        "still serving, same certificate"
+    );
+    let (_mta, greeting) = Raw::connect(s.addr("mta"));
+    assert!(greeting.starts_with("220 "), "{greeting}");
+
+    // Not a pair: the certificate in use stays.
+    std::fs::write(&s.config, &config).expect("restore config");
+    std::fs::write(&key, "not a key\n").expect("break key");
+    let out = s.cli(&["reload"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not reloaded") && err.contains("in use stays"),
+        "{err}"
+    );
+    assert_eq!(served(&s).trim(), third.trim());
+    s.kill();
+}
+
+#[test]
+fn a_certificate_renewed_on_disk_is_served_within_a_minute_without_a_signal() {
+    let (mut s, cert, key, _first) = server_with_pair();
+    let renewed = install_pair(&cert, &key, &["mx.test.example", "renewed.test.example"]);
+    wait_for_log(
+        &s,
+        "event=\"certificate_reloaded\"",
+        Duration::from_secs(45),
+    );
+    assert_eq!(served(&s).trim(), renewed.trim());
+    s.kill();
+}
+
+#[test]
+fn postern_reload_without_a_server_says_so() {
+    let s = TestServer::configure("data_dir = \"data\"\n");
+    let out = s.cli(&["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no server runs"), "{err}");
+}

@@ -1,6 +1,7 @@
 //! Logins by clients that connect once per message (issue #11 item 4): a
 //! success is remembered for `[auth] cache_ttl`, but never past a password
-//! change or the account's removal made with the CLI while the server runs.
+//! change or the account's removal made with the CLI while the server runs;
+//! TLS sessions resume from tickets, even after many other clients.
 
 use crate::common::*;
 
@@ -111,4 +112,64 @@ fn with_cache_ttl_zero_nothing_is_remembered() {
         [235, 235]
     );
     assert_eq!(cache_hits(&s), 0);
+}
+
+/// Full TLS handshakes from other clients, each read up to the greeting.
+const OTHER_CLIENTS: &str = r#"
+import socket, ssl, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+for _ in range(n):
+    with ctx.wrap_socket(socket.create_connection((host, port), timeout=20)) as t:
+        t.recv(1000)
+print("done")
+"#;
+
+#[test]
+fn tls_sessions_resume_after_many_other_clients() {
+    let s = TestServer::start("");
+    let cases: [(&str, &[&str]); 3] = [
+        ("submission", &["-starttls", "smtp"]),
+        ("submissions", &[]),
+        ("submissions", &["-tls1_2"]),
+    ];
+    let sessions: Vec<_> = cases
+        .iter()
+        .map(|(role, args)| {
+            let file = tempfile::NamedTempFile::new().expect("session file");
+            let path = file.path().to_str().expect("path").to_string();
+            let out = s_client(
+                s.addr(role),
+                &[args, &["-sess_out", &path][..]].concat(),
+                "EHLO client.test\r\nQUIT\r\n",
+            );
+            assert!(text(&out).contains("New, TLS"), "{}", text(&out));
+            file
+        })
+        .collect();
+    // rustls's default session cache held 256 sessions, two per TLS 1.3
+    // client: these would push the first clients' sessions out of it.
+    let submissions = s.addr("submissions");
+    let out = python(
+        OTHER_CLIENTS,
+        &[
+            &submissions.ip().to_string(),
+            &submissions.port().to_string(),
+            "200",
+        ],
+    );
+    assert_eq!(text(&out).trim(), "done", "{}", text(&out));
+    for ((role, args), file) in cases.iter().zip(&sessions) {
+        let path = file.path().to_str().expect("path");
+        let out = s_client(
+            s.addr(role),
+            &[args, &["-sess_in", path][..]].concat(),
+            "EHLO client.test\r\nQUIT\r\n",
+        );
+        let t = text(&out);
+        assert!(
+            t.contains("Reused, TLS") && t.contains("250 "),
+            "{role} {args:?} did not resume: {t}"
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! TLS for the listeners: the rustls server configuration from `[tls]` or from a
 //! generated self-signed certificate. TLS 1.2 and 1.3 only (rustls offers
-//! nothing older).
+//! nothing older). Clients that reconnect resume their session from a ticket.
 
 pub mod self_signed;
 
@@ -25,6 +25,8 @@ pub enum TlsSetupError {
     Config(String),
     #[error("cannot generate a self-signed certificate: {0}")]
     Generate(String),
+    #[error("cannot make the session ticket key: {0}")]
+    Tickets(String),
 }
 
 /// Installs the one crypto provider (aws-lc-rs) for the process; safe to call
@@ -51,9 +53,19 @@ pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, TlsSetupError
     }
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| TlsSetupError::Key(files.key.clone(), e.to_string()))?;
-    let server = ServerConfig::builder()
+    let mut server = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| TlsSetupError::Config(e.to_string()))?;
+    // A client that connects per message (phones, scripts) skips the key
+    // exchange's certificate signature on every reconnect. Stateless tickets,
+    // not rustls's default session cache: that keeps 256 sessions, so a busy
+    // server forgot a client after ~128 others had connected, and holds
+    // nothing per client. The ticket key is random per process and rotates
+    // every 6 hours (tickets live 12); TLS 1.3 resumption still runs an
+    // ephemeral key exchange, so a leaked ticket key does not open recorded
+    // sessions. The session cache stays for TLS 1.2 clients without tickets.
+    server.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+        .map_err(|e| TlsSetupError::Tickets(e.to_string()))?;
     Ok(Arc::new(server))
 }

@@ -86,7 +86,8 @@ pub mod testing {
                 auth: Authenticator::new(
                     store.clone(),
                     config.limits.auth_failures_per_ip_per_hour,
-                ),
+                )
+                .with_cache(config.auth.cache_ttl, config.auth.cache_size),
                 config,
                 store,
                 queue,

@@ -94,6 +94,11 @@ fn guessing_is_cut_per_connection_and_per_address() {
     let s = TestServer::start(
         "[limits]\nauth_failures_per_connection = 2\nauth_failures_per_ip_per_hour = 3\n",
     );
+    // A success first: remembered, it must still not get a blocked address in.
+    assert_eq!(
+        auth(&s, "PLAIN", 1, &["alice@example.com", PASSWORD]),
+        ["235 2.7.0 Authentication successful"]
+    );
     let r = auth(&s, "PLAIN", 5, &["alice@example.com", "guess"]);
     assert_eq!(r[0], "535 5.7.8 Authentication credentials invalid");
     assert!(r[1].starts_with("535") || r[1].starts_with("421"), "{r:?}");

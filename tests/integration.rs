@@ -23,6 +23,7 @@ mod http_limits;
 mod large_bodies;
 mod layering;
 mod log_injection;
+mod logins;
 mod long_lines;
 mod mta_inbound;
 mod permissions;

@@ -1,7 +1,9 @@
 //! `Authenticator`: checks a user name and password against the store (argon2id
 //! hashes) and slows and cuts guessing: per client address across connections
-//! here, per connection in the session.
+//! here, per connection in the session. Successes are remembered for a short
+//! time (cache.rs), so a login per message does not cost argon2 each time.
 
+pub mod cache;
 pub mod sasl;
 
 use std::collections::HashMap;
@@ -15,6 +17,7 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash}
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::store::{Store, StoreError};
+use cache::VerifiedCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -69,6 +72,8 @@ pub struct Authenticator {
     /// default): a thousand clients starting AUTH together would otherwise
     /// take gigabytes. More than the cores could not run faster anyway.
     hashing: Arc<tokio::sync::Semaphore>,
+    /// Recent successes; `None` when `[auth] cache_ttl` is zero.
+    verified: Option<Arc<VerifiedCache>>,
 }
 
 impl Authenticator {
@@ -84,7 +89,15 @@ impl Authenticator {
             hashing: Arc::new(tokio::sync::Semaphore::new(
                 2 * std::thread::available_parallelism().map_or(2, usize::from),
             )),
+            verified: None,
         }
+    }
+
+    /// Remembers each success for `ttl` (zero: not at all), for up to
+    /// `size` users.
+    pub fn with_cache(mut self, ttl: Duration, size: usize) -> Authenticator {
+        self.verified = VerifiedCache::new(ttl, size).map(Arc::new);
+        self
     }
 
     fn is_blocked(&self, ip: IpAddr) -> bool {
@@ -117,6 +130,15 @@ impl Authenticator {
             Some((address, hash)) => (Some(address), hash),
             None => (None, decoy_hash().to_string()),
         };
+        // Checked against the hash just read: a password changed or an
+        // account deleted since the entry was made misses here.
+        if let (Some(cache), Some(address)) = (&self.verified, &account)
+            && cache.contains(address, password, &hash, Instant::now())
+        {
+            tracing::debug!(event = "auth_cache_hit", user = %address);
+            metrics::counter!("postern_auth_cache_hits_total").increment(1);
+            return Ok(AuthOutcome::Success(address.clone()));
+        }
         let password = password.to_string();
         // Argon2 takes tens of milliseconds of CPU: keep it off the async
         // workers, a few at a time.
@@ -124,14 +146,17 @@ impl Authenticator {
             .acquire_owned()
             .await
             .map_err(|e| AuthError::Hash(e.to_string()))?;
-        let matches = tokio::task::spawn_blocking(move || {
+        let (matches, password, hash) = tokio::task::spawn_blocking(move || {
             let matches = verify_password(&password, &hash);
             drop(slot);
-            matches
+            (matches, password, hash)
         })
         .await
         .map_err(|e| AuthError::Hash(e.to_string()))?;
         if let Some(address) = account.filter(|_| matches) {
+            if let Some(cache) = &self.verified {
+                cache.insert(&address, &password, &hash, Instant::now());
+            }
             // The store's spelling, not the login's: `Alice@Example.COM.`
             // logs in as alice@example.com and sends as that address.
             Ok(AuthOutcome::Success(address))
@@ -155,8 +180,8 @@ mod tests {
         assert!(!verify_password("pw", "not a hash"));
     }
 
-    #[tokio::test]
-    async fn an_address_is_throttled_after_its_failures() {
+    /// A store with a@example.com (password "right") in a temporary directory.
+    async fn store_with_a() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).await.expect("store");
         store.add_domain("example.com").await.expect("domain");
@@ -164,13 +189,32 @@ mod tests {
             .add_user("a@example.com", &hash_password("right").expect("hash"))
             .await
             .expect("user");
-        let auth = Authenticator::new(store, 2);
+        (store, dir)
+    }
+
+    fn ok() -> AuthOutcome {
+        AuthOutcome::Success("a@example.com".into())
+    }
+
+    /// With the login cache or without, failures count the same, and a
+    /// remembered success does not get a blocked address in.
+    #[tokio::test]
+    async fn an_address_is_throttled_after_its_failures() {
+        for ttl in [Duration::ZERO, Duration::from_secs(60)] {
+            throttled_after_failures(ttl).await;
+        }
+    }
+
+    async fn throttled_after_failures(cache_ttl: Duration) {
+        let (store, _dir) = store_with_a().await;
+        let auth = Authenticator::new(store, 2).with_cache(cache_ttl, 10);
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
         let other: IpAddr = "192.0.2.2".parse().expect("ip");
         assert_eq!(
             auth.verify(ip, "a@example.com", "right").await.expect("v"),
             AuthOutcome::Success("a@example.com".into())
         );
+        // The quota allows two failures; the third blocks the address.
         for _ in 0..3 {
             assert_eq!(
                 auth.verify(ip, "a@example.com", "wrong").await.expect("v"),
@@ -191,6 +235,69 @@ mod tests {
             auth.verify(other, "nobody@example.com", "right")
                 .await
                 .expect("v"),
+            AuthOutcome::Failure
+        );
+    }
+
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
+    #[tokio::test]
+    async fn a_remembered_success_skips_argon2_and_failures_never_do() {
+        let (store, _dir) = store_with_a().await;
+        let auth = Authenticator::new(store, 100).with_cache(Duration::from_secs(60), 10);
+        assert_eq!(
+            auth.verify(IP, "a@example.com", "right").await.expect("v"),
+            ok()
+        );
+        // From here on no argon2 check can run: only the cache can answer.
+        auth.hashing.close();
+        assert_eq!(
+            auth.verify(IP, "A@Example.COM.", "right").await.expect("v"),
+            ok()
+        );
+        assert!(
+            auth.verify(IP, "a@example.com", "wrong").await.is_err(),
+            "a wrong password must go to argon2"
+        );
+        assert!(auth.verify(IP, "a@example.com", "wrong").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn without_the_cache_every_login_runs_argon2() {
+        let (store, _dir) = store_with_a().await;
+        let auth = Authenticator::new(store, 100).with_cache(Duration::ZERO, 10);
+        assert_eq!(
+            auth.verify(IP, "a@example.com", "right").await.expect("v"),
+            ok()
+        );
+        auth.hashing.close();
+        assert!(auth.verify(IP, "a@example.com", "right").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_new_password_or_a_deleted_account_misses_at_once() {
+        let (store, _dir) = store_with_a().await;
+        let auth = Authenticator::new(store.clone(), 100).with_cache(Duration::from_secs(60), 10);
+        assert_eq!(
+            auth.verify(IP, "a@example.com", "right").await.expect("v"),
+            ok()
+        );
+        // As `postern user passwd` does, from another process.
+        store
+            .set_password("a@example.com", &hash_password("new").expect("hash"))
+            .await
+            .expect("passwd");
+        assert_eq!(
+            auth.verify(IP, "a@example.com", "right").await.expect("v"),
+            AuthOutcome::Failure
+        );
+        assert_eq!(
+            auth.verify(IP, "a@example.com", "new").await.expect("v"),
+            ok()
+        );
+        store.delete_user("a@example.com").await.expect("del");
+        assert_eq!(
+            auth.verify(IP, "a@example.com", "new").await.expect("v"),
             AuthOutcome::Failure
         );
     }

@@ -283,6 +283,7 @@ pub(super) fn valid_keys(table: Option<&str>) -> &'static [&'static str] {
         Some("listener") => field_names::<ListenerFile>(),
         Some("tls") => field_names::<TlsFile>(),
         Some("limits") => field_names::<LimitsFile>(),
+        Some("auth") => field_names::<AuthFile>(),
         Some("smtp") => field_names::<SmtpFile>(),
         Some("delivery") => field_names::<DeliveryFile>(),
         Some("relay" | "fallback_relay") => field_names::<RelayFile>(),

@@ -39,6 +39,12 @@ pub const DATA_TIMEOUT_SECS: u64 = 180;
 pub const AUTH_FAILURES_PER_CONNECTION: u32 = 3;
 /// Failed AUTH attempts one client address may make per hour across connections.
 pub const AUTH_FAILURES_PER_IP_PER_HOUR: u32 = 20;
+/// How long a verified password is remembered (Dovecot's auth_cache_ttl is an
+/// hour; a short time keeps a client that logs in per message off argon2 while
+/// bounding how long a verification is trusted).
+pub const AUTH_CACHE_TTL_SECS: u64 = 300;
+/// Users with a remembered verification: about 150 octets each.
+pub const AUTH_CACHE_SIZE: u64 = 10_000;
 /// How long SIGTERM waits for open sessions before it stops them.
 pub const SHUTDOWN_GRACE_SECS: u64 = 30;
 /// The free-space floor in `data_dir`: room for two messages of the largest

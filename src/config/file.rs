@@ -12,6 +12,7 @@ pub struct ConfigFile {
     pub listener: Option<Vec<ListenerFile>>,
     pub tls: Option<TlsFile>,
     pub limits: Option<LimitsFile>,
+    pub auth: Option<AuthFile>,
     pub smtp: Option<SmtpFile>,
     pub delivery: Option<DeliveryFile>,
     pub relay: Option<RelayFile>,
@@ -48,6 +49,12 @@ pub struct LimitsFile {
     pub auth_failures_per_ip_per_hour: Option<u64>,
     pub shutdown_grace: Option<u64>,
     pub min_free_space: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AuthFile {
+    pub cache_ttl: Option<u64>,
+    pub cache_size: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

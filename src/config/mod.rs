@@ -31,6 +31,7 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub tls: Option<TlsFiles>,
     pub limits: Limits,
+    pub auth: Auth,
     pub bare_newlines: BareNewlines,
     /// How long a submission listener waits for a TLS ClientHello before it
     /// greets in plaintext (a client set to SSL/TLS on 587 still gets in).
@@ -74,6 +75,16 @@ pub struct Limits {
     /// Below this many free octets in `data_dir`, new mail is refused at MAIL
     /// (Postfix's queue_minfree); 0 turns the floor off.
     pub min_free_space: u64,
+}
+
+/// `[auth]`: how successful logins are remembered (auth/cache.rs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Auth {
+    /// How long a verified password is accepted again without argon2; zero
+    /// turns the cache off.
+    pub cache_ttl: Duration,
+    /// Users remembered at once; beyond it the oldest verification goes.
+    pub cache_size: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -61,7 +61,8 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         config: tls,
         certificates,
     } = tls::server_config(&config)?;
-    let auth = Authenticator::new(store.clone(), config.limits.auth_failures_per_ip_per_hour);
+    let auth = Authenticator::new(store.clone(), config.limits.auth_failures_per_ip_per_hour)
+        .with_cache(config.auth.cache_ttl, config.auth.cache_size);
     let outbound = Outbound::new(Arc::clone(&config), Dns::new(&config.delivery.nameservers)?)?;
     let (queue, hand_offs) = ActiveQueue::new(spool, scheduler::max_claimed(&config));
     let delivery = Arc::new(Delivery::new(

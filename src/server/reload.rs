@@ -50,7 +50,7 @@ fn read_and_apply(running: &Config, certificates: &Certificates) -> Result<Strin
 /// The settings (top-level keys and sections) that differ, the certificate
 /// files aside.
 fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
-    let checks: [(&'static str, bool); 13] = [
+    let checks: [(&'static str, bool); 14] = [
         ("hostname", running.hostname != new.hostname),
         ("data_dir", running.data_dir != new.data_dir),
         (
@@ -59,6 +59,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         ),
         ("[[listener]]", running.listeners != new.listeners),
         ("[limits]", running.limits != new.limits),
+        ("[auth]", running.auth != new.auth),
         ("bare_newlines", running.bare_newlines != new.bare_newlines),
         ("tls_detect", running.tls_detect != new.tls_detect),
         ("[delivery]", running.delivery != new.delivery),

@@ -1,6 +1,6 @@
 //! TLS for the listeners: the rustls server configuration from `[tls]` or from a
 //! generated self-signed certificate. TLS 1.2 and 1.3 only (rustls offers
-//! nothing older).
+//! nothing older). Clients that reconnect resume their session from a ticket.
 
 pub mod certificates;
 pub mod self_signed;
@@ -27,6 +27,8 @@ pub enum TlsSetupError {
     Config(String),
     #[error("cannot generate a self-signed certificate: {0}")]
     Generate(String),
+    #[error("cannot make the session ticket key: {0}")]
+    Tickets(String),
 }
 
 /// Installs the one crypto provider (aws-lc-rs) for the process; safe to call
@@ -54,9 +56,21 @@ pub fn files(config: &Config) -> Result<TlsFiles, TlsSetupError> {
 pub fn server_config(config: &Config) -> Result<ServerTls, TlsSetupError> {
     install_crypto_provider();
     let certificates = Arc::new(Certificates::load(files(config)?)?);
-    let server = ServerConfig::builder()
+    let mut server = ServerConfig::builder()
         .with_no_client_auth()
         .with_cert_resolver(Arc::clone(&certificates) as Arc<dyn ResolvesServerCert>);
+    // A client that connects per message (phones, scripts) skips the key
+    // exchange's certificate signature on every reconnect. Stateless tickets,
+    // not rustls's default session cache: that keeps 256 sessions, so a busy
+    // server forgot a client after ~128 others had connected, and holds
+    // nothing per client. The ticket key is random per process and rotates
+    // every 6 hours (tickets live 12); TLS 1.3 resumption still runs an
+    // ephemeral key exchange, so a leaked ticket key does not open recorded
+    // sessions. The session cache stays for TLS 1.2 clients without tickets.
+    // A reload replaces the certificate behind the resolver, not this
+    // configuration, so tickets issued before it still resume.
+    server.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+        .map_err(|e| TlsSetupError::Tickets(e.to_string()))?;
     Ok(ServerTls {
         config: Arc::new(server),
         certificates,

@@ -13,7 +13,7 @@ use crate::config::ListenerRole;
 use crate::config::checker::{Checker, ConfigError, ConfigErrors, KeyPath, valid_keys};
 use crate::config::defaults as def;
 use crate::config::file::*;
-use crate::config::{Config, Http, Limits, ListenerConfig, MtaStsMode, TlsFiles};
+use crate::config::{Auth, Config, Http, Limits, ListenerConfig, MtaStsMode, TlsFiles};
 use crate::smtp::data::BareNewlines;
 
 mod delivery;
@@ -101,6 +101,7 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         }
     });
     let limits = limits(c, raw.limits.unwrap_or_default());
+    let auth = auth(c, raw.auth.unwrap_or_default());
     let smtp = raw.smtp.unwrap_or_default();
     let tls_detect = Duration::from_millis(c.number(
         root.key("smtp").key("tls_detect_ms"),
@@ -150,6 +151,7 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         listeners,
         tls,
         limits,
+        auth,
         bare_newlines,
         tls_detect,
         delivery,
@@ -311,6 +313,26 @@ fn limits(c: &mut Checker<'_>, l: LimitsFile) -> Limits {
             0,
             3600,
         ),
+    }
+}
+
+fn auth(c: &mut Checker<'_>, a: AuthFile) -> Auth {
+    let p = KeyPath::default().key("auth");
+    Auth {
+        cache_ttl: c.seconds(
+            p.key("cache_ttl"),
+            a.cache_ttl,
+            def::AUTH_CACHE_TTL_SECS,
+            0,
+            86_400,
+        ),
+        cache_size: c.number(
+            p.key("cache_size"),
+            a.cache_size,
+            def::AUTH_CACHE_SIZE,
+            1,
+            10_000_000,
+        ) as usize,
     }
 }
 
@@ -534,6 +556,23 @@ mod tests {
         assert!(errors("[limits]\nmax_command_line = 512\nmax_text_line = 1000\n").is_empty());
         assert_eq!(errors("[limits]\nmax_command_line = 511\n").len(), 1);
         assert_eq!(errors("[limits]\nmax_text_line = 999\n").len(), 1);
+    }
+
+    #[test]
+    fn the_login_cache_is_on_by_default_and_off_at_zero() {
+        let c = from_text("", None).expect("defaults");
+        assert_eq!(c.auth.cache_ttl, Duration::from_secs(300));
+        assert_eq!(c.auth.cache_size, 10_000);
+        let c = from_text("[auth]\ncache_ttl = 0\ncache_size = 1\n", None).expect("valid");
+        assert_eq!((c.auth.cache_ttl, c.auth.cache_size), (Duration::ZERO, 1));
+        assert!(errors("[auth]\ncache_ttl = 86400\ncache_size = 10000000\n").is_empty());
+        let errs = errors("[auth]\ncache_ttl = 86401\ncache_size = 0\ncolour = 1\n");
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        assert!(
+            errs[2]
+                .contains("auth.colour: unknown key; valid keys here are: cache_ttl, cache_size"),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ fn ten_sigkills_under_tls_auth_load_lose_nothing() {
     let mut result = LoadResult::default();
     let mut kills = Vec::new();
     for round in 0..KILLS {
+        let queued_before = s.log().matches("event=\"queued\"").count();
         let load = Load::start(&LoadSpec {
             addr: s.addr("submissions"),
             clients: 8,
@@ -40,6 +41,16 @@ fn ten_sigkills_under_tls_auth_load_lose_nothing() {
         // and deliveries all get interrupted somewhere.
         let wait = 1500 + (rand_below(1500) as u64);
         std::thread::sleep(Duration::from_millis(wait));
+        // On a loaded machine the first logins of a round can take longer
+        // than the wait: the round is about a kill under load, so load first.
+        let started = std::time::Instant::now();
+        while s.log().matches("event=\"queued\"").count() == queued_before
+            && started.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Logged as its 250 goes out: give the client time to read it.
+        std::thread::sleep(Duration::from_millis(300));
         kills.push(unix_now());
         s.kill();
         let got = load.stop();

@@ -40,6 +40,7 @@ ulimit -n "$(ulimit -Hn)"
 [ "$(ulimit -n)" -ge $((max + 200)) ] || { echo "idle.sh: open-file limit $(ulimit -n) is below $((max + 200)) (raise ulimit -Hn)" >&2; exit 1; }
 
 . bench/binary.sh
+. bench/serve.sh
 
 server=""
 started_postfix=0
@@ -236,10 +237,7 @@ command_timeout = 3600
 [delivery]
 hold = true
 EOF
-  "$bin" serve --config "$dir/postern.toml" 2>"$dir/server.log" &
-  server=$!
-  for _ in $(seq 100); do [ -s "$dir/data/run/listeners.json" ] && break; sleep 0.1; done
-  port=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["addr"].rsplit(":",1)[1])' "$dir/data/run/listeners.json")
+  start_postern "$dir/postern.toml" "$dir"
   sleep 1
   echo "# postern $role $mode: pid $server, port $port" >&2
   run_client "postern $role $mode" "$server" 0 "$port" "$mode" $STEPS

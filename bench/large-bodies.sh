@@ -20,6 +20,7 @@ SEND_SECONDS=${SEND_SECONDS:-60}
 WORK=${BENCH_WORKDIR:-/var/tmp}/postern-large-bodies.$$
 
 . bench/binary.sh
+. bench/serve.sh
 
 mkdir -p "$WORK"
 trap 'kill $server 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -36,10 +37,7 @@ max_connections = 10000
 [delivery]
 hold = true
 EOF
-"$bin" serve --config "$WORK/postern.toml" 2>"$WORK/server.log" &
-server=$!
-for _ in $(seq 100); do [ -s "$WORK/data/run/listeners.json" ] && break; sleep 0.1; done
-port=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["addr"].rsplit(":",1)[1])' "$WORK/data/run/listeners.json")
+start_postern "$WORK/postern.toml" "$WORK"
 
 # Peak PSS of the server, in KiB, sampled until the clients are done.
 (

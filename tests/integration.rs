@@ -20,6 +20,7 @@ mod forwarding;
 mod fuzz_regressions;
 mod headers;
 mod http_limits;
+mod idle_connections;
 mod large_bodies;
 mod layering;
 mod log_injection;

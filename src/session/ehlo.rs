@@ -70,7 +70,13 @@ impl Session {
     pub(super) async fn start_tls(&mut self) -> Result<(), SessionEnd> {
         let acceptor = TlsAcceptor::from(Arc::clone(&self.ctx.tls));
         let plain = self.conn.take_stream();
-        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(plain)).await {
+        // Boxed: the handshake holds a whole rustls connection, which an idle
+        // session's future would otherwise carry for its lifetime.
+        let handshake = Box::pin(tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            acceptor.accept(plain),
+        ));
+        let stream = match handshake.await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
                 tracing::info!(event = "tls_failed", error = %e);

@@ -116,7 +116,7 @@ impl Session {
         } else {
             None
         };
-        self.tx = Some(Transaction {
+        self.tx = Some(Box::new(Transaction {
             sender,
             smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
             dsn: DsnEnvelope { ret, envid },
@@ -124,7 +124,7 @@ impl Session {
             recipient_keys: HashSet::new(),
             chunks: None,
             span: tracing::info_span!("transaction", qid = tracing::field::Empty),
-        });
+        }));
         self.reply(Reply::new(250, (1, 0), "Ok"))
     }
 

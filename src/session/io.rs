@@ -1,9 +1,12 @@
 //! The session's connection: buffered input, batched output, timeouts. Replies
 //! are flushed only when no complete command is waiting in the input, so a
-//! pipelined group (RFC 2920) gets its replies in one write.
+//! pipelined group (RFC 2920) gets its replies in one write. Both buffers are
+//! sized by what they hold: an idle session keeps a small input buffer and no
+//! output buffer (issue #11: 10,000 idle sessions in about 10 KiB each).
 
 use std::time::{Duration, Instant};
 
+use bytes::BufMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +34,15 @@ pub enum Line {
     TooLong,
 }
 
+/// What one read asks for while a command is awaited: room for a command line
+/// of RFC 5321's 512 octets. Longer lines and pipelined groups grow the buffer
+/// as they arrive.
+const COMMAND_READ: usize = 512;
+
+/// What one read asks for while a body arrives: bodies come in large pieces,
+/// and a larger read means fewer calls per message.
+const BODY_READ: usize = 16 * 1024;
+
 pub struct Connection {
     pub stream: Box<dyn Stream>,
     input: Vec<u8>,
@@ -44,8 +56,8 @@ impl Connection {
     pub fn new(stream: Box<dyn Stream>, write_timeout: Duration) -> Connection {
         Connection {
             stream,
-            input: Vec::with_capacity(4096),
-            output: Vec::with_capacity(1024),
+            input: Vec::new(),
+            output: Vec::new(),
             write_timeout,
         }
     }
@@ -56,15 +68,17 @@ impl Connection {
 
     pub async fn flush(&mut self) -> Result<(), SessionEnd> {
         if !self.output.is_empty() {
+            // Given back once written: a session spends most of its life
+            // waiting for the client, and would keep the capacity meanwhile.
+            let output = std::mem::take(&mut self.output);
             let write = async {
-                self.stream.write_all(&self.output).await?;
+                self.stream.write_all(&output).await?;
                 self.stream.flush().await
             };
             tokio::time::timeout(self.write_timeout, write)
                 .await
                 .map_err(|_| SessionEnd::WriteTimeout)?
                 .map_err(SessionEnd::Io)?;
-            self.output.clear();
         }
         Ok(())
     }
@@ -81,16 +95,25 @@ impl Connection {
         std::mem::replace(&mut self.stream, Box::new(tokio::io::duplex(1).0))
     }
 
-    /// Reads more input, flushing pending replies first; gives up at
-    /// `deadline`. `stop` ends the wait early (server shutdown) when given.
+    /// Reads up to `size` more octets of input, flushing pending replies
+    /// first; gives up at `deadline`. `stop` ends the wait early (server
+    /// shutdown) when given.
     async fn fill(
         &mut self,
+        size: usize,
         deadline: Instant,
         stop: Option<&CancellationToken>,
     ) -> Result<(), SessionEnd> {
         self.flush().await?;
-        let mut chunk = [0u8; 16 * 1024];
-        let read = tokio::time::timeout_at(deadline.into(), self.stream.read(&mut chunk));
+        // The read goes straight into `input`, so the session's future holds
+        // no buffer of its own while it waits. A buffer that grew for a body
+        // or a long line is given back once it has been read out.
+        if self.input.is_empty() && self.input.capacity() > size {
+            self.input = Vec::new();
+        }
+        self.input.reserve(size);
+        let mut room = (&mut self.input).limit(size);
+        let read = tokio::time::timeout_at(deadline.into(), self.stream.read_buf(&mut room));
         let n = match stop {
             Some(token) => tokio::select! {
                 r = read => r,
@@ -103,7 +126,6 @@ impl Connection {
         if n == 0 {
             return Err(SessionEnd::Eof);
         }
-        self.input.extend_from_slice(&chunk[..n]);
         Ok(())
     }
 
@@ -132,7 +154,7 @@ impl Connection {
                 too_long = true;
                 self.input.clear();
             }
-            self.fill(deadline, stop).await?;
+            self.fill(COMMAND_READ, deadline, stop).await?;
         }
     }
 
@@ -151,7 +173,7 @@ impl Connection {
             pace.received(self.input.len());
             self.input.clear();
             body.absorb().await;
-            self.fill(pace.deadline(), None).await?;
+            self.fill(BODY_READ, pace.deadline(), None).await?;
         }
     }
 
@@ -182,7 +204,7 @@ impl Connection {
                     Ok(())
                 };
             }
-            self.fill(pace.deadline(), None).await?;
+            self.fill(BODY_READ, pace.deadline(), None).await?;
         }
     }
 }
@@ -219,5 +241,43 @@ impl BodyPace {
     /// The body so far came slower than the minimum rate allows.
     fn missed(&self) -> bool {
         Instant::now() > self.overall
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    async fn line(conn: &mut Connection) -> Vec<u8> {
+        match conn.read_line(12_288, WAIT, None).await {
+            Ok(Line::Complete(line)) => line,
+            Ok(Line::TooLong) => panic!("too long"),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    /// Issue #11: a waiting session holds one small read's room and no
+    /// reply buffer, whatever the earlier commands needed.
+    #[tokio::test]
+    async fn buffers_are_given_back_before_the_session_waits() {
+        let (server, mut client) = tokio::io::duplex(64 * 1024);
+        let mut conn = Connection::new(Box::new(server), WAIT);
+        let long = format!("NOOP {}\r\n", "x".repeat(10_000));
+        client.write_all(long.as_bytes()).await.expect("send");
+        assert_eq!(line(&mut conn).await.len(), long.len());
+        assert!(conn.input.capacity() >= long.len());
+        conn.queue(&Reply::ok());
+        client.write_all(b"QUIT\r\n").await.expect("send");
+        assert_eq!(line(&mut conn).await, b"QUIT\r\n");
+        assert!(
+            conn.input.capacity() <= COMMAND_READ,
+            "{}",
+            conn.input.capacity()
+        );
+        assert_eq!(conn.output.capacity(), 0);
     }
 }

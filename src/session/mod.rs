@@ -82,7 +82,8 @@ pub struct Session {
     greeting: Option<Greeting>,
     /// The authenticated user's canonical address.
     identity: Option<String>,
-    tx: Option<Transaction>,
+    /// Boxed: most sessions spend most of their time without one.
+    tx: Option<Box<Transaction>>,
     errors: ErrorBudget,
     auth_failures: u32,
     /// NOOP, RSET, VRFY and HELP so far: commands that keep a session open
@@ -90,8 +91,6 @@ pub struct Session {
     junk_commands: u32,
 }
 
-/// Runs a session on an accepted connection until it ends. Never panics on input;
-/// I/O errors end the session and are logged.
 /// How TLS begins on a new connection.
 #[derive(Debug, Clone)]
 pub enum TlsStart {
@@ -111,7 +110,17 @@ pub struct Connected {
     pub tls: TlsStart,
 }
 
-pub async fn run(ctx: Arc<ServerContext>, stream: Box<dyn Stream>, connected: Connected) {
+/// Runs a session on an accepted connection until it ends. Never panics on input;
+/// I/O errors end the session and are logged.
+///
+/// The session is built before the returned future, not inside it: an idle
+/// session's cost is the size of this future, and arguments moved into an
+/// async block keep their room in it for its whole life.
+pub fn run(
+    ctx: Arc<ServerContext>,
+    stream: Box<dyn Stream>,
+    connected: Connected,
+) -> impl Future<Output = ()> + Send {
     let Connected {
         role,
         peer,
@@ -120,31 +129,30 @@ pub async fn run(ctx: Arc<ServerContext>, stream: Box<dyn Stream>, connected: Co
     } = connected;
     let sid = SessionId::next();
     let span = tracing::info_span!("session", sid = %sid, peer = %peer, role = %role);
+    let trusted_network = crate::config::in_networks(&ctx.config.trusted_networks, peer.ip());
+    let max_errors = ctx.config.limits.max_errors;
+    let write_timeout = ctx.config.limits.command_timeout;
+    let mut session = Session {
+        ctx,
+        conn: Connection::new(stream, write_timeout),
+        role,
+        peer,
+        local,
+        trusted_network,
+        tls: None,
+        greeting: None,
+        identity: None,
+        tx: None,
+        errors: ErrorBudget::new(max_errors),
+        auth_failures: 0,
+        junk_commands: 0,
+    };
     async move {
         tracing::info!(event = "connected");
-        let trusted_network = crate::config::in_networks(&ctx.config.trusted_networks, peer.ip());
-        let max_errors = ctx.config.limits.max_errors;
-        let write_timeout = ctx.config.limits.command_timeout;
-        let mut session = Session {
-            ctx,
-            conn: Connection::new(stream, write_timeout),
-            role,
-            peer,
-            local,
-            trusted_network,
-            tls: None,
-            greeting: None,
-            identity: None,
-            tx: None,
-            errors: ErrorBudget::new(max_errors),
-            auth_failures: 0,
-            junk_commands: 0,
-        };
         let end = session.serve(tls).await;
         tracing::info!(event = "disconnected", reason = ?end);
     }
     .instrument(span)
-    .await;
 }
 
 impl Session {
@@ -195,11 +203,17 @@ impl Session {
                 .tx
                 .as_ref()
                 .map_or_else(tracing::Span::none, |tx| tx.span.clone());
-            let handled = async {
-                tracing::trace!(line = %String::from_utf8_lossy(&redact_auth(&line)), "command");
-                self.command(&line).await
-            }
-            .instrument(span)
+            // Boxed: a command's future (DATA's holds the body reader and the
+            // spool's write) is many times the size of the wait for the next
+            // line, and a future is as large as its largest state, so inline
+            // it would cost every idle session as much as a busy one.
+            let handled = Box::pin(
+                async {
+                    tracing::trace!(line = %String::from_utf8_lossy(&redact_auth(&line)), "command");
+                    self.command(&line).await
+                }
+                .instrument(span),
+            )
             .await;
             match handled {
                 Ok(Flow::Continue) => {}
@@ -392,6 +406,26 @@ fn parse_error_reply(e: &smtp_proto::Error) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::testing::TestContext;
+
+    /// Issue #11: an idle session costs its task, and a task is as large as
+    /// its future's largest state. Reads go into the connection's buffer and
+    /// the large states (a command's, the TLS handshake's) are boxed, so the
+    /// future stays small; with a 16 KiB read buffer on it, it took 18 KiB.
+    #[tokio::test]
+    async fn a_session_future_is_small() {
+        let t = TestContext::start("").await;
+        let (stream, _client) = tokio::io::duplex(64);
+        let connected = Connected {
+            role: ListenerRole::Mta,
+            peer: SocketAddr::from(([192, 0, 2, 1], 40000)),
+            local: SocketAddr::from(([127, 0, 0, 1], 25)),
+            tls: TlsStart::Plain,
+        };
+        let session = run(Arc::clone(&t.ctx), Box::new(stream), connected);
+        let size = std::mem::size_of_val(&session);
+        assert!(size <= 2048, "a session's future takes {size} octets");
+    }
 
     #[test]
     fn address_literals_parse_in_mail_and_rcpt() {

@@ -32,3 +32,26 @@ pub fn require_tool(tool: &str) {
         "{tool} is not installed: run `bash .ci/run` once, or `apt-get install {tool}`"
     );
 }
+
+/// Raises this process's soft limit on open files to at least `want`, up to
+/// the hard limit; fails the test, saying why, if the hard limit is lower.
+pub fn raise_open_file_limit(want: u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some_and(|c| c >= want) {
+        return;
+    }
+    assert!(
+        limit.maximum.is_none_or(|m| m >= want),
+        "the hard limit on open files is {:?}, below {want}: raise it (ulimit -Hn)",
+        limit.maximum
+    );
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(want),
+            maximum: limit.maximum,
+        },
+    )
+    .expect("raise the open-file limit");
+}

@@ -17,6 +17,8 @@ pub struct TestServer {
     child: Option<Child>,
     log: PathBuf,
     pub listeners: Vec<(SocketAddr, String)>,
+    /// Environment variables `spawn` adds for the server.
+    pub env: Vec<(String, String)>,
 }
 
 /// The listeners every test server gets, plus whatever `extra` adds.
@@ -88,6 +90,7 @@ impl TestServer {
             child: None,
             log,
             listeners: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -126,6 +129,7 @@ impl TestServer {
                 "RUST_LOG",
                 std::env::var("POSTERN_TEST_LOG").unwrap_or_else(|_| "postern=trace,info".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -148,29 +148,6 @@ fn five_thousand_connections_at_once_get_421_beyond_the_cap_and_the_server_recov
     assert!(text(&out).contains("queued as"), "{}", text(&out));
 }
 
-/// Raises this process's soft limit on open files to at least `want`, up to
-/// the hard limit; fails the test, saying why, if the hard limit is lower.
-fn raise_open_file_limit(want: u64) {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let limit = getrlimit(Resource::Nofile);
-    if limit.current.is_some_and(|c| c >= want) {
-        return;
-    }
-    assert!(
-        limit.maximum.is_none_or(|m| m >= want),
-        "the hard limit on open files is {:?}, below {want}: raise it (ulimit -Hn)",
-        limit.maximum
-    );
-    setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: Some(want),
-            maximum: limit.maximum,
-        },
-    )
-    .expect("raise the open-file limit");
-}
-
 #[test]
 fn a_body_sent_one_octet_per_bdat_is_timed_out() {
     let s = TestServer::start("[limits]\ndata_timeout = 2\n");

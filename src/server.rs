@@ -132,7 +132,12 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             }
         }
     });
-    let control = tokio::spawn(control::serve(control_socket, queue, shutdown.clone()));
+    let control = tokio::spawn(control::serve(
+        control_socket,
+        queue,
+        Arc::clone(&delivery),
+        shutdown.clone(),
+    ));
     let deliveries = TaskTracker::new();
     let scheduler = tokio::spawn(scheduler::run(
         delivery,

@@ -1,4 +1,8 @@
-//! Many destinations (issue #11 item 2): MX answers are kept for their TTL.
+//! Many destinations (issue #11 item 2): a destination whose server never
+//! answers holds up its own mail and no other, and MX answers are kept for
+//! their TTL.
+
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 use crate::delivery::{WAIT, at, ip, send};
@@ -11,6 +15,113 @@ fn sender(dns: &TestDns, port: u16, concurrency: usize, timeouts: u64) -> TestSe
          concurrency = {concurrency}\nconnect_timeout = {timeouts}\ntimeout = {timeouts}\n",
         dns.config()
     ))
+}
+
+/// Issue #11: the first messages to a domain whose MX drops connections (a
+/// listener with a full backlog: its SYNs go unanswered) and to one whose MX
+/// never greets took both delivery slots for the whole connect or reply
+/// timeout, and mail to working domains waited behind them. Now it goes out at
+/// once; each stuck destination is tried once, and its next message deferred
+/// without waiting out the timeout again.
+#[test]
+fn issue_11_dead_and_silent_destinations_hold_up_no_other_mail() {
+    const TIMEOUT: u64 = 12;
+    let dns = TestDns::start();
+    let port = free_port();
+    let domains = [
+        ("dead.example", 81),
+        ("silent.example", 82),
+        ("a.example", 83),
+        ("b.example", 84),
+        ("c.example", 85),
+    ];
+    for (domain, last) in domains {
+        dns.mx(domain, 10, &format!("mx.{domain}"));
+        dns.ip(&format!("mx.{domain}"), ip(last));
+    }
+    let _dead = Peer::start(at(81, port), &["--mode", "full-backlog"]);
+    let _silent = Peer::start(at(82, port), &["--mode", "hang"]);
+    let live: Vec<Peer> = [83, 84, 85]
+        .into_iter()
+        .map(|last| Peer::start(at(last, port), &[]))
+        .collect();
+    let s = sender(&dns, port, 2, TIMEOUT);
+    let started = Instant::now();
+    for n in 0..2 {
+        for domain in ["dead.example", "silent.example"] {
+            send(
+                &s,
+                "app@example.com",
+                &[&format!("u{n}@{domain}")],
+                "Subject: stuck\n\nx\n",
+            );
+        }
+    }
+    let sent = Instant::now();
+    for (domain, _) in &domains[2..] {
+        send(
+            &s,
+            "app@example.com",
+            &[&format!("bob@{domain}")],
+            "Subject: live\n\nx\n",
+        );
+    }
+    for peer in &live {
+        peer.wait_for(1, WAIT);
+    }
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(TIMEOUT / 2),
+        "the working domains' mail took {took:?}:\n{}",
+        s.log()
+    );
+    // All four stuck messages deferred, with the kind of failure each met,
+    // within about one timeout.
+    let deadline = Instant::now() + WAIT;
+    let kinds = loop {
+        let mut kinds: Vec<String> = s
+            .queue()
+            .iter()
+            .flat_map(|m| m["recipients"].as_array().cloned().unwrap_or_default())
+            .filter_map(|r| {
+                Some(format!(
+                    "{} {}",
+                    r["address"].as_str()?,
+                    r["last_kind"].as_str()?
+                ))
+            })
+            .collect();
+        kinds.sort();
+        if kinds.len() == 4 || Instant::now() > deadline {
+            break kinds;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        kinds,
+        [
+            format!("u0@dead.example unreachable:{port}"),
+            "u0@silent.example timeout@greeting".to_string(),
+            format!("u1@dead.example unreachable:{port}"),
+            "u1@silent.example timeout@greeting".to_string(),
+        ],
+        "{}",
+        s.log()
+    );
+    let all_deferred = started.elapsed();
+    assert!(
+        all_deferred < Duration::from_secs(TIMEOUT * 3 / 2),
+        "deferring the stuck mail took {all_deferred:?}: a second attempt waited out the timeout"
+    );
+    let log = s.log();
+    for rcpt in ["u1@dead.example", "u1@silent.example"] {
+        assert!(
+            log.lines().any(|l| l.contains(&format!("rcpt={rcpt}"))
+                && l.contains("event=\"deferred\"")
+                && l.contains("not tried: the destination failed")),
+            "{rcpt} was tried again:\n{log}"
+        );
+    }
 }
 
 /// Issue #11: with `[delivery] nameservers` set, every delivery asked for the
@@ -34,4 +145,33 @@ fn issue_11_mx_answers_are_kept_for_their_ttl() {
         peer.wait_for(n, WAIT);
     }
     assert_eq!(dns.asked("remote.example"), 1, "MX questions");
+}
+
+/// A destination taken to be down is tried again at the operator's `queue
+/// retry`, as Postfix's `postqueue -f` flushes its dead destinations: mail
+/// held back while its server was away goes out at once when it is back.
+#[test]
+fn a_retry_tries_destinations_taken_to_be_down() {
+    let dns = TestDns::start();
+    let port = free_port();
+    dns.mx("back.example", 10, "mx.back.example");
+    dns.ip("mx.back.example", ip(87));
+    // Down for retry_min, 60 s, once nothing answers at 127.0.0.87.
+    let s = sender(&dns, port, 10, 5);
+    for n in 0..2 {
+        send(
+            &s,
+            "app@example.com",
+            &[&format!("u{n}@back.example")],
+            "Subject: later\n\nx\n",
+        );
+    }
+    let deadline = Instant::now() + WAIT;
+    while s.log().matches("event=\"deferred\"").count() < 2 {
+        assert!(Instant::now() < deadline, "not deferred:\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let peer = Peer::start(at(87, port), &[]);
+    s.cli_ok(&["queue", "retry", "--all"]);
+    assert_eq!(peer.wait_for(2, Duration::from_secs(20)).len(), 2);
 }

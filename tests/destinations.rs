@@ -175,3 +175,55 @@ fn a_retry_tries_destinations_taken_to_be_down() {
     s.cli_ok(&["queue", "retry", "--all"]);
     assert_eq!(peer.wait_for(2, Duration::from_secs(20)).len(), 2);
 }
+
+/// Issue #11: with mail to many domains, the connection kept after each
+/// delivery for the next message to that server stayed open until a look at
+/// the spool closed the expired ones, which fresh mail never needs: one per
+/// server, however many. At most `concurrency` are kept now, in all.
+#[test]
+fn kept_connections_are_at_most_one_per_delivery_slot() {
+    let dns = TestDns::start();
+    let port = free_port();
+    let peers: Vec<Peer> = (0..5)
+        .map(|n| {
+            dns.mx(&format!("k{n}.example"), 10, &format!("mx.k{n}.example"));
+            dns.ip(&format!("mx.k{n}.example"), ip(90 + n));
+            Peer::start(at(90 + n, port), &[])
+        })
+        .collect();
+    let s = sender(&dns, port, 2, 5);
+    for n in 0..5 {
+        send(
+            &s,
+            "app@example.com",
+            &[&format!("bob@k{n}.example")],
+            "Subject: keep\n\nx\n",
+        );
+    }
+    for peer in &peers {
+        peer.wait_for(1, WAIT);
+    }
+    let open = || {
+        let out = std::process::Command::new("ss")
+            .args([
+                "-Htnp",
+                "state",
+                "established",
+                "dport",
+                "=",
+                &format!(":{port}"),
+            ])
+            .output()
+            .expect("ss");
+        let pid = format!("pid={},", s.pid());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&pid))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while open() > 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(open() <= 2, "{} connections kept open", open());
+}

@@ -70,7 +70,11 @@ impl Outbound {
             mail_send::smtp::tls::build_tls_connector(true).map_err(OutboundSetupError)?;
         let verified =
             mail_send::smtp::tls::build_tls_connector(false).map_err(OutboundSetupError)?;
-        let cache = cache::ConnectionCache::new(config.delivery.destination_concurrency);
+        // As many idle connections in all as there may be deliveries.
+        let cache = cache::ConnectionCache::new(
+            config.delivery.destination_concurrency,
+            config.delivery.concurrency,
+        );
         Ok(Outbound {
             config,
             dns,
@@ -239,9 +243,9 @@ impl Outbound {
         let surplus = if reusable {
             self.cache.put(key, conn)
         } else {
-            Some(conn)
+            vec![conn]
         };
-        if let Some(conn) = surplus {
+        for conn in surplus {
             tokio::spawn(client::quit(conn));
         }
     }

@@ -227,3 +227,43 @@ fn kept_connections_are_at_most_one_per_delivery_slot() {
     }
     assert!(open() <= 2, "{} connections kept open", open());
 }
+
+/// Issue #11: mail waiting for a destination that never answers stays
+/// claimed for a whole connect timeout, and with four claims per delivery
+/// slot it left no room for other mail, which then waited in the spool for
+/// the timeout too. Forty per slot: with one slot, 39 messages waiting for a
+/// dead destination and one to a working domain fill the claims exactly.
+#[test]
+fn mail_waiting_for_a_dead_destination_leaves_room_for_the_rest() {
+    const TIMEOUT: u64 = 12;
+    let dns = TestDns::start();
+    let port = free_port();
+    for (domain, last) in [("dead.example", 96), ("live.example", 97)] {
+        dns.mx(domain, 10, &format!("mx.{domain}"));
+        dns.ip(&format!("mx.{domain}"), ip(last));
+    }
+    let _dead = Peer::start(at(96, port), &["--mode", "full-backlog"]);
+    let live = Peer::start(at(97, port), &[]);
+    let s = sender(&dns, port, 1, TIMEOUT);
+    for n in 0..39 {
+        send(
+            &s,
+            "app@example.com",
+            &[&format!("u{n}@dead.example")],
+            "Subject: stuck\n\nx\n",
+        );
+    }
+    let sent = Instant::now();
+    send(
+        &s,
+        "app@example.com",
+        &["bob@live.example"],
+        "Subject: live\n\nx\n",
+    );
+    live.wait_for(1, WAIT);
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(TIMEOUT / 2),
+        "the working domain's mail took {took:?}"
+    );
+}

@@ -91,6 +91,7 @@ PEER_BENCH_DIR=${PEER_BENCH_DIR:-/work/shared/bench}
 PEERS_SETUP=$PEER_BENCH_DIR/peers-setup.sh
 PEER_BENCH=$PEER_BENCH_DIR/peer-bench.sh
 PROBE_SCRIPT=$PEER_BENCH_DIR/durability-probe.sh
+. "$HERE/postern.sh"
 
 SIZES=${SIZES:-"1024 102400"}
 CONCS=${CONCS:-"1 10 50"}
@@ -223,20 +224,8 @@ PF_PID=$(postfix_pid)
 start_postern() {
     local dir=$1
     mkdir -p "$dir"
-    cat > "$dir/postern.toml" <<EOF
-# written by bench/accept.sh
-hostname = "bench.postern.test"
-data_dir = "$dir/data"
-trusted_networks = ["127.0.0.1/32"]
-
-[[listener]]
-addr = "127.0.0.1:0"
-role = "mta"
-
-[limits]
-max_connections = 1000
-max_connections_per_ip = 200
-shutdown_grace = 2
+    { echo "# written by bench/accept.sh"; postern_toml "$dir" bench.postern.test; } > "$dir/postern.toml"
+    cat >> "$dir/postern.toml" <<EOF
 
 # Deliver like Postfix does here: everything to the harness's smtp-sink, no TLS.
 # (A Postern that does not deliver yet ignores this.) No MX lookups are needed;

@@ -16,8 +16,8 @@
 //!   durable (group commit) before the 250, takes large bodies to disk while
 //!   they arrive, keeps the free-space floor, answers what is due.
 //! - `scheduler`: decides when: owns the active queue (claims, the hand-off of
-//!   new mail, wake-ups), retries with backoff, applies outcomes and queues
-//!   DSNs (`dsn`).
+//!   new mail, wake-ups) and what it knows of each destination (concurrency,
+//!   down), retries with backoff, applies outcomes and queues DSNs (`dsn`).
 //! - `router`: decides where: local mailbox, a route, the relay, or MX (with the
 //!   port-25 fallback), and gathers the facts it decides on.
 //! - `outbound`: the SMTP client to other servers (`dns` for MX and addresses);

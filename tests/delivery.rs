@@ -691,9 +691,9 @@ fn a_full_set_of_claims_does_not_make_the_scheduler_spin() {
     dns.mx("remote.example", 10, "mx.remote.example");
     dns.ip("mx.remote.example", ip(43));
     let _peer = Peer::start(at(43, port), &["--mode", "hang"]);
-    // One delivery at a time, so four claims fill the scheduler.
+    // One delivery at a time, so forty claims fill the scheduler.
     let s = sender(&dns, port, "concurrency = 1\n");
-    for n in 0..6 {
+    for n in 0..42 {
         send(
             &s,
             "app@example.com",

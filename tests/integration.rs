@@ -12,6 +12,7 @@ mod bounces;
 mod check;
 mod cli;
 mod delivery;
+mod destinations;
 mod dns_records;
 mod durability;
 mod envelope;

@@ -92,9 +92,13 @@ pub struct Delivery {
     pub mx_port: u16,
     pub nameservers: Vec<SocketAddr>,
     pub max_lifetime: Duration,
+    /// The first retry's delay; also how long a destination that could not
+    /// be reached is left alone (`scheduler/destinations.rs`).
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// Deliveries at once; waiting for a server to answer takes none.
     pub concurrency: usize,
+    /// Deliveries at once to one destination, once it has been reached.
     pub destination_concurrency: usize,
     /// Accept and keep mail, deliver nothing (maintenance, tests).
     pub hold: bool,

@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ControlError, ReloadAsk, Request, Response, lock_path, perform, socket_path};
 use crate::config::Config;
-use crate::scheduler::ActiveQueue;
+use crate::scheduler::{ActiveQueue, Delivery};
 
 /// A request is one short line; anything longer is not one.
 const MAX_REQUEST: u64 = 4096;
@@ -98,10 +99,12 @@ pub(super) enum Lock {
 }
 
 /// Answers requests until `shutdown`, then removes the socket. Each action is
-/// performed on `queue`'s spool and reported to it.
+/// performed on `queue`'s spool and reported to it; a retry also makes
+/// `delivery` try destinations it took to be down.
 pub async fn serve(
     socket: ControlSocket,
     queue: ActiveQueue,
+    delivery: Arc<Delivery>,
     reloads: mpsc::Sender<ReloadAsk>,
     shutdown: CancellationToken,
 ) {
@@ -110,7 +113,7 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
             accepted = socket.listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(answer(stream, queue.clone(), reloads.clone()));
+                    tokio::spawn(answer(stream, queue.clone(), Arc::clone(&delivery), reloads.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(event = "control_accept_failed", error = %e);
@@ -123,7 +126,12 @@ pub async fn serve(
     let _ = std::fs::remove_file(&socket.path);
 }
 
-async fn answer(stream: UnixStream, queue: ActiveQueue, reloads: mpsc::Sender<ReloadAsk>) {
+async fn answer(
+    stream: UnixStream,
+    queue: ActiveQueue,
+    delivery: Arc<Delivery>,
+    reloads: mpsc::Sender<ReloadAsk>,
+) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST));
@@ -134,7 +142,7 @@ async fn answer(stream: UnixStream, queue: ActiveQueue, reloads: mpsc::Sender<Re
         )),
         Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
             Ok(Request::Reload {}) => reload(&reloads).await,
-            Ok(request) => act(&queue, &request).await,
+            Ok(request) => act(&queue, &delivery, &request).await,
             Err(e) => refused(format!("not a request: {e}")),
         },
         Ok(Err(e)) => refused(format!("cannot read the request: {e}")),
@@ -166,9 +174,12 @@ async fn reload(reloads: &mpsc::Sender<ReloadAsk>) -> Response {
 
 /// Performs `request` and logs it: `event="queue_…" qid=…` (`qid="all"` for
 /// a retry of everything).
-async fn act(queue: &ActiveQueue, request: &Request) -> Response {
+async fn act(queue: &ActiveQueue, delivery: &Delivery, request: &Request) -> Response {
     let event = request.event();
     let qid = request.id().map_or("all", |id| id.as_str());
+    if matches!(request, Request::Retry { .. } | Request::RetryAll {}) {
+        delivery.retry_destinations();
+    }
     match perform(queue.spool(), Some(queue), request).await {
         Ok(count) => {
             tracing::info!(event, qid = %qid, count, "done at the operator's request");

@@ -47,6 +47,23 @@ pub struct Endpoint<'a> {
     pub reply_timeout: Duration,
 }
 
+impl Endpoint<'_> {
+    /// Its name among kept connections: a connection serves another message
+    /// only to the same address, host name, TLS mode and login.
+    pub fn key(&self) -> String {
+        format!(
+            "{}|{}|{:?}|{}",
+            self.addr,
+            self.host,
+            self.tls,
+            self.credentials.map_or("", |c| match c {
+                Credentials::Plain { username, .. } => username.as_str(),
+                _ => "",
+            })
+        )
+    }
+}
+
 /// One recipient of a delivery attempt.
 pub struct Rcpt<'a> {
     pub idx: u32,

@@ -1,26 +1,31 @@
 //! Delivery to other servers: the only module that opens outbound connections.
-//! `deliver` takes one message's recipients for one destination (a smarthost or
-//! a domain's MX hosts), tries each host address in order until one takes the
-//! transaction, and returns a result per recipient.
+//! A delivery has two steps. `reach` looks up a destination's servers (a
+//! smarthost, or a domain's MX hosts) and connects to the first that answers,
+//! or takes a kept connection to it: all the waiting on the other side before
+//! a message can go, which the scheduler does before it takes a delivery slot.
+//! `deliver` then sends one message's recipients over that connection (and
+//! over the next servers if the transaction fails there) and returns a result
+//! per recipient.
 
 mod cache;
 mod client;
 mod mx;
 pub mod port25;
+mod servers;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use mail_send::Credentials;
 use tokio_rustls::TlsConnector;
 
-use client::{ConnectFailure, Endpoint};
+use client::{ConnectFailure, Connection, Endpoint};
 pub use client::{Envelope, Rcpt, RecipientResult, TlsMode};
 use port25::Port25Monitor;
+use servers::{Server, Servers};
 
 use crate::config::{Config, Relay, RelayTls};
 use crate::dns::Dns;
-use crate::failure::{DeliveryFailure, FailureKind, Severity};
+use crate::failure::DeliveryFailure;
 use crate::router::Destination;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +44,25 @@ pub struct Outbound {
     cache: cache::ConnectionCache,
 }
 
+/// How to talk to a destination's servers.
+struct Settings {
+    tls: TlsMode,
+    verify: bool,
+    credentials: Option<Credentials<String>>,
+    plaintext_auth: bool,
+}
+
+/// A destination reached: a connection ready for a transaction, and the
+/// servers left to try should it fail there.
+pub struct Reached {
+    servers: Servers,
+    settings: Settings,
+    server: Server,
+    conn: Connection,
+    /// Taken from the kept connections: it may have gone stale meanwhile.
+    kept: bool,
+}
+
 impl Outbound {
     pub fn new(config: Arc<Config>, dns: Dns) -> Result<Outbound, OutboundSetupError> {
         crate::tls::install_crypto_provider();
@@ -46,7 +70,11 @@ impl Outbound {
             mail_send::smtp::tls::build_tls_connector(true).map_err(OutboundSetupError)?;
         let verified =
             mail_send::smtp::tls::build_tls_connector(false).map_err(OutboundSetupError)?;
-        let cache = cache::ConnectionCache::new(config.delivery.destination_concurrency);
+        // As many idle connections in all as there may be deliveries.
+        let cache = cache::ConnectionCache::new(
+            config.delivery.destination_concurrency,
+            config.delivery.concurrency,
+        );
         Ok(Outbound {
             config,
             dns,
@@ -61,71 +89,163 @@ impl Outbound {
         &self.dns
     }
 
-    /// Delivers `env` to `destination` (never `Local`). Cancel safe in the sense
-    /// that dropping it only abandons this attempt.
-    pub async fn deliver(
-        &self,
-        destination: &Destination,
-        env: &Envelope<'_>,
-    ) -> Vec<RecipientResult> {
-        let result = match destination {
-            Destination::Smarthost(relay) => self.to_relay(relay, env).await,
-            Destination::Mx(domain) => self.to_mx(domain, env).await,
-            Destination::Local => Err(DeliveryFailure::local(
-                "local mail reached the outbound client",
-            )),
+    /// Finds `destination`'s servers (never `Local`) and a connection to the
+    /// first that can take a transaction: a kept one, or a new one (connect,
+    /// greeting, EHLO, TLS, AUTH). `Err` when none can: the failure every
+    /// recipient gets. Cancel safe: dropping it abandons the attempt.
+    pub async fn reach(&self, destination: &Destination) -> Result<Reached, DeliveryFailure> {
+        let (mut servers, settings) = match destination {
+            Destination::Smarthost(relay) => (
+                Servers::relay(&relay.host, relay.port),
+                self.relay_settings(relay)?,
+            ),
+            Destination::Mx(domain) => {
+                let port = self.config.delivery.mx_port;
+                let settings = Settings {
+                    tls: TlsMode::Opportunistic,
+                    verify: false,
+                    credentials: None,
+                    plaintext_auth: false,
+                };
+                let hosts = mx::hosts(&self.dns, domain).await?;
+                (Servers::mx(domain, hosts, port), settings)
+            }
+            Destination::Local => {
+                return Err(DeliveryFailure::local(
+                    "local mail reached the outbound client",
+                ));
+            }
         };
-        result.unwrap_or_else(|f| {
-            env.recipients
-                .iter()
-                .map(|r| (r.idx, Err(f.clone())))
-                .collect()
-        })
-    }
-
-    /// Delivers over a kept connection to this endpoint when there is one (a
-    /// stale one is dropped and a new connection made), else over a new one;
-    /// keeps the connection afterwards when it is still good.
-    async fn try_endpoint(
-        &self,
-        endpoint: &Endpoint<'_>,
-        env: &Envelope<'_>,
-    ) -> Result<Vec<RecipientResult>, ConnectFailure> {
-        let key = format!(
-            "{}|{}|{:?}|{}",
-            endpoint.addr,
-            endpoint.host,
-            endpoint.tls,
-            endpoint.credentials.map_or("", |c| match c {
-                Credentials::Plain { username, .. } => username.as_str(),
-                _ => "",
-            })
-        );
-        if let Some(mut conn) = self.cache.take(&key)
-            && let Ok((results, reusable)) =
-                client::transaction(&mut conn, endpoint.host, env).await
-        {
-            self.keep_or_close(key, conn, reusable);
-            return Ok(results);
+        match self.next_server(&mut servers, &settings).await {
+            Some((server, conn, kept)) => Ok(Reached {
+                servers,
+                settings,
+                server,
+                conn,
+                kept,
+            }),
+            None => Err(servers.failure()),
         }
-        let mut conn = client::open(endpoint, &self.config.hostname).await?;
-        let (results, reusable) = client::transaction(&mut conn, endpoint.host, env)
-            .await
-            .map_err(|failure| ConnectFailure {
-                failure,
-                tcp_failed: false,
-            })?;
-        self.keep_or_close(key, conn, reusable);
-        Ok(results)
     }
 
-    fn keep_or_close(&self, key: String, conn: client::Connection, reusable: bool) {
+    /// Delivers `env` over the connection `reach` made; when the transaction
+    /// fails there before any recipient is settled (a kept connection gone
+    /// stale is opened again first), the next servers are tried. Keeps the
+    /// connection afterwards when it is still good. Cancel safe in the sense
+    /// that dropping it only abandons this attempt.
+    pub async fn deliver(&self, reached: Reached, env: &Envelope<'_>) -> Vec<RecipientResult> {
+        let Reached {
+            mut servers,
+            settings,
+            mut server,
+            mut conn,
+            mut kept,
+        } = reached;
+        loop {
+            let endpoint = self.endpoint(&settings, &server);
+            match client::transaction(&mut conn, &server.host, env).await {
+                Ok((results, reusable)) => {
+                    self.keep_or_close(endpoint.key(), conn, reusable);
+                    return results;
+                }
+                Err(_) if kept => {
+                    kept = false;
+                    match self.open(&servers, &endpoint).await {
+                        Ok(fresh) => {
+                            conn = fresh;
+                            continue;
+                        }
+                        Err(f) => servers.failed(&server, f),
+                    }
+                }
+                Err(failure) => servers.failed(
+                    &server,
+                    ConnectFailure {
+                        failure,
+                        tcp_failed: false,
+                    },
+                ),
+            }
+            let Some(next) = self.next_server(&mut servers, &settings).await else {
+                let f = servers.failure();
+                return env
+                    .recipients
+                    .iter()
+                    .map(|r| (r.idx, Err(f.clone())))
+                    .collect();
+            };
+            (server, conn, kept) = next;
+        }
+    }
+
+    /// Gives back the connection of a destination reached for a message that
+    /// is not sent after all (deleted or held meanwhile, or unreadable).
+    pub fn keep(&self, reached: Reached) {
+        let key = self.endpoint(&reached.settings, &reached.server).key();
+        self.keep_or_close(key, reached.conn, true);
+    }
+
+    /// The next of `servers` that can take a transaction, with a kept
+    /// connection to it (true) or a new one.
+    async fn next_server(
+        &self,
+        servers: &mut Servers,
+        settings: &Settings,
+    ) -> Option<(Server, Connection, bool)> {
+        while let Some(server) = servers.next(&self.dns).await {
+            let endpoint = self.endpoint(settings, &server);
+            if let Some(conn) = self.cache.take(&endpoint.key()) {
+                return Some((server, conn, true));
+            }
+            match self.open(servers, &endpoint).await {
+                Ok(conn) => return Some((server, conn, false)),
+                Err(f) => servers.failed(&server, f),
+            }
+        }
+        None
+    }
+
+    /// A new connection to `endpoint`, one of `servers`; what became of it
+    /// counts for port-25 detection when they are MX hosts.
+    async fn open(
+        &self,
+        servers: &Servers,
+        endpoint: &Endpoint<'_>,
+    ) -> Result<Connection, ConnectFailure> {
+        let opened = client::open(endpoint, &self.config.hostname).await;
+        if let Some(domain) = servers.mx_domain() {
+            match &opened {
+                Err(f) if f.tcp_failed => self.port25.record_failure(domain, servers.port()),
+                _ => self.port25.record_success(),
+            }
+        }
+        opened
+    }
+
+    fn endpoint<'a>(&'a self, settings: &'a Settings, server: &'a Server) -> Endpoint<'a> {
+        Endpoint {
+            host: &server.host,
+            addr: server.addr,
+            tls: settings.tls,
+            connector: if settings.verify {
+                &self.verified
+            } else {
+                &self.unverified
+            },
+            credentials: settings.credentials.as_ref(),
+            plaintext_auth: settings.plaintext_auth,
+            connect_timeout: self.config.delivery.connect_timeout,
+            reply_timeout: self.config.delivery.timeout,
+        }
+    }
+
+    fn keep_or_close(&self, key: String, conn: Connection, reusable: bool) {
         let surplus = if reusable {
             self.cache.put(key, conn)
         } else {
-            Some(conn)
+            vec![conn]
         };
-        if let Some(conn) = surplus {
+        for conn in surplus {
             tokio::spawn(client::quit(conn));
         }
     }
@@ -138,11 +258,7 @@ impl Outbound {
         }
     }
 
-    async fn to_relay(
-        &self,
-        relay: &Relay,
-        env: &Envelope<'_>,
-    ) -> Result<Vec<RecipientResult>, DeliveryFailure> {
+    fn relay_settings(&self, relay: &Relay) -> Result<Settings, DeliveryFailure> {
         let credentials = match (&relay.username, &relay.password_file) {
             (Some(user), Some(file)) => {
                 let password = std::fs::read_to_string(file).map_err(|e| {
@@ -163,110 +279,11 @@ impl Outbound {
             RelayTls::Implicit => TlsMode::Implicit,
             RelayTls::None => TlsMode::Off,
         };
-        let connector = if relay.tls_verify {
-            &self.verified
-        } else {
-            &self.unverified
-        };
-        let addrs = self.dns.addresses(&relay.host).await.map_err(|e| {
-            DeliveryFailure::new(Severity::Transient, FailureKind::Dns, e.to_string())
-        })?;
-        let mut last = None;
-        for ip in addrs {
-            let endpoint = Endpoint {
-                host: &relay.host,
-                addr: SocketAddr::new(ip, relay.port),
-                tls,
-                connector,
-                credentials: credentials.as_ref(),
-                plaintext_auth: relay.allow_plaintext_auth,
-                connect_timeout: self.config.delivery.connect_timeout,
-                reply_timeout: self.config.delivery.timeout,
-            };
-            match self.try_endpoint(&endpoint, env).await {
-                Ok(results) => return Ok(results),
-                Err(ConnectFailure { failure, .. }) => last = Some(failure),
-            }
-        }
-        Err(last.unwrap_or_else(|| {
-            DeliveryFailure::new(
-                Severity::Transient,
-                FailureKind::Dns,
-                format!("the relay {} has no address", relay.host),
-            )
-        }))
-    }
-
-    async fn to_mx(
-        &self,
-        domain: &str,
-        env: &Envelope<'_>,
-    ) -> Result<Vec<RecipientResult>, DeliveryFailure> {
-        let port = self.config.delivery.mx_port;
-        let hosts = mx::hosts(&self.dns, domain).await?;
-        let mut last = None;
-        // Whether any server answered, and whether any connection failed: if
-        // none answered but some were tried, the destination is unreachable on
-        // this port (perhaps blocked), which the DSN says.
-        let (mut answered, mut tried) = (false, false);
-        for host in &hosts {
-            let addrs = match self.dns.addresses(host).await {
-                Ok(a) => a,
-                Err(e) => {
-                    last = Some(DeliveryFailure::new(
-                        Severity::Transient,
-                        FailureKind::Dns,
-                        e.to_string(),
-                    ));
-                    continue;
-                }
-            };
-            for ip in addrs {
-                let endpoint = Endpoint {
-                    host,
-                    addr: SocketAddr::new(ip, port),
-                    tls: TlsMode::Opportunistic,
-                    connector: &self.unverified,
-                    credentials: None,
-                    plaintext_auth: false,
-                    connect_timeout: self.config.delivery.connect_timeout,
-                    reply_timeout: self.config.delivery.timeout,
-                };
-                match self.try_endpoint(&endpoint, env).await {
-                    Ok(results) => {
-                        self.port25.record_success();
-                        return Ok(results);
-                    }
-                    Err(ConnectFailure {
-                        failure,
-                        tcp_failed,
-                    }) => {
-                        tried = true;
-                        if tcp_failed {
-                            self.port25.record_failure(domain, port);
-                        } else {
-                            self.port25.record_success();
-                            answered = true;
-                        }
-                        tracing::info!(event = "host_failed", host = %host, addr = %endpoint.addr, reason = %failure);
-                        last = Some(failure);
-                    }
-                }
-            }
-        }
-        let kind = match &last {
-            Some(f) if answered => f.kind,
-            _ if tried => FailureKind::Unreachable { port },
-            _ => FailureKind::Dns,
-        };
-        let last = last
-            .map(|f| f.text)
-            .unwrap_or_else(|| "no address found".into());
-        let text = if answered {
-            format!("no server of {domain} took the message on port {port} (last error: {last})")
-        } else {
-            format!("no server of {domain} could be reached on port {port} (last error: {last})")
-        };
-        Err(DeliveryFailure::new(Severity::Transient, kind, text))
+        Ok(Settings {
+            tls,
+            verify: relay.tls_verify,
+            credentials,
+            plaintext_auth: relay.allow_plaintext_auth,
+        })
     }
 }

@@ -31,6 +31,10 @@ use crate::spool::{
 /// memory stays bounded under any load.
 const FRESH_BYTES: usize = 4 << 20;
 
+/// A claim pass waits for at least this much room (when the claims allow
+/// so much): see `look`.
+const MIN_LOOK: usize = 256;
+
 /// How soon recipients are looked at again after their outcome could not be
 /// recorded (a spool error, a failed delivery task): they are still due, and
 /// looking at once would repeat the failure in a tight loop.
@@ -277,13 +281,22 @@ impl ActiveQueue {
             self.inner.backlog.store(true, Ordering::SeqCst);
         }
         let room = self.inner.max_claimed.saturating_sub(self.claimed());
-        if room == 0 {
+        // A pass reads every claimed row before the ones it may take, so
+        // with thousands claimed, a pass per freed slot cost thousands of
+        // rows per delivered message while a backlog drained: wait for a
+        // batch's worth of room (an eighth of the claims, at most 256).
+        if room == 0 || room < self.min_room() {
             return None;
         }
         self.inner
             .backlog
             .swap(false, Ordering::SeqCst)
             .then_some(room)
+    }
+
+    /// The least room worth a look at the spool.
+    fn min_room(&self) -> usize {
+        (self.inner.max_claimed / 8).clamp(1, MIN_LOOK)
     }
 
     /// Resolves when something happened that may call for a look: a message

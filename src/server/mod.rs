@@ -143,6 +143,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let control = tokio::spawn(control::serve(
         control_socket,
         queue,
+        Arc::clone(&delivery),
         reloads,
         shutdown.clone(),
     ));

@@ -1,9 +1,12 @@
 //! A real DNS server on a loopback UDP port, answering from a zone the test
 //! edits while it runs: MX, A, AAAA, TXT, SRV, CNAME, null MX; names it does not know get
-//! NXDOMAIN. Postern reaches it through `[delivery] nameservers`.
+//! NXDOMAIN. Answers have a TTL of one second unless the test sets another; the
+//! server counts the questions it gets per name. Postern reaches it through
+//! `[delivery] nameservers`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -16,6 +19,8 @@ type Zone = HashMap<String, Vec<RData>>;
 pub struct TestDns {
     pub addr: SocketAddr,
     zone: Arc<Mutex<Zone>>,
+    ttl: Arc<AtomicU32>,
+    asked: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 fn key(name: &str) -> String {
@@ -27,16 +32,40 @@ impl TestDns {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind dns");
         let addr = socket.local_addr().expect("addr");
         let zone: Arc<Mutex<Zone>> = Arc::default();
-        let served = Arc::clone(&zone);
+        let ttl = Arc::new(AtomicU32::new(1));
+        let asked: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let (served, ttl_served, counted) =
+            (Arc::clone(&zone), Arc::clone(&ttl), Arc::clone(&asked));
         thread::spawn(move || {
             let mut buf = [0u8; 1500];
             while let Ok((n, peer)) = socket.recv_from(&mut buf) {
-                if let Some(reply) = answer(&served, &buf[..n]) {
+                let ttl = ttl_served.load(Ordering::Relaxed);
+                if let Some(reply) = answer(&served, &counted, ttl, &buf[..n]) {
                     let _ = socket.send_to(&reply, peer);
                 }
             }
         });
-        TestDns { addr, zone }
+        TestDns {
+            addr,
+            zone,
+            ttl,
+            asked,
+        }
+    }
+
+    /// The TTL of the answers from now on, in seconds.
+    pub fn set_ttl(&self, seconds: u32) {
+        self.ttl.store(seconds, Ordering::Relaxed);
+    }
+
+    /// How many questions about `name` (of any type) the server got.
+    pub fn asked(&self, name: &str) -> usize {
+        self.asked
+            .lock()
+            .expect("counts")
+            .get(&key(name))
+            .copied()
+            .unwrap_or(0)
     }
 
     fn add(&self, name: &str, data: RData) {
@@ -103,9 +132,19 @@ impl TestDns {
     }
 }
 
-fn answer(zone: &Mutex<Zone>, packet: &[u8]) -> Option<Vec<u8>> {
+fn answer(
+    zone: &Mutex<Zone>,
+    asked: &Mutex<HashMap<String, usize>>,
+    ttl: u32,
+    packet: &[u8],
+) -> Option<Vec<u8>> {
     let request = Message::from_vec(packet).ok()?;
     let query = request.queries.first()?.clone();
+    *asked
+        .lock()
+        .ok()?
+        .entry(key(&query.name().to_ascii()))
+        .or_default() += 1;
     let mut response = Message::response(request.metadata.id, request.metadata.op_code);
     response.metadata.message_type = MessageType::Response;
     response.metadata.authoritative = true;
@@ -121,7 +160,7 @@ fn answer(zone: &Mutex<Zone>, packet: &[u8]) -> Option<Vec<u8>> {
                 .iter()
                 .filter(|d| d.record_type() == wanted || wanted == RecordType::ANY)
             {
-                response.add_answer(Record::from_rdata(query.name().clone(), 1, data.clone()));
+                response.add_answer(Record::from_rdata(query.name().clone(), ttl, data.clone()));
             }
         }
     }

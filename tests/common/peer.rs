@@ -1,7 +1,7 @@
 //! Receiving SMTP servers for delivery tests, written with Python's aiosmtpd
 //! (nobody on the team wrote it): each records what it receives as JSON lines
 //! and can be told to defer, reject (or answer with terminal escapes), hang,
-//! drop the connection during DATA, require STARTTLS and AUTH, announce a
+//! never accept a connection (`full-backlog`), drop the connection during DATA, require STARTTLS and AUTH, announce a
 //! SIZE limit, or send each message back (`--return-to host,port,rcpt`, as a
 //! forwarding server would). Like aiosmtpd itself, it refuses a message with a
 //! line over 1001 octets ("500 Line too long").
@@ -41,6 +41,17 @@ def send_back(envelope):
     except smtplib.SMTPRecipientsRefused as e:
         code, text = list(e.recipients.values())[0]
         return {"returned": code, "reply": text.decode()}
+
+if a.mode == "full-backlog":
+    # A backlog of 0 holds one connection, made here and never accepted:
+    # the SYNs of any connection after it are dropped, as by a firewall.
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((a.host, a.port)); s.listen(0)
+    filler = socket.create_connection((a.host, a.port))
+    print("READY", flush=True)
+    while True:
+        time.sleep(3600)
 
 if a.mode == "hang":
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -260,17 +260,23 @@ mod tests {
         assert!(fifth.await.is_err(), "no slot beyond the limit");
     }
 
-    #[tokio::test]
-    async fn an_unreachable_destination_is_down_and_deferred_without_trying() {
-        let out = outbound(closed_port());
-        let d = Destinations::new(4, Duration::from_secs(60));
+    /// Destinations taken to be down for `down_for`, and the failure that
+    /// put the address literal among them: its one server refused.
+    async fn refused(out: &Outbound, down_for: Duration) -> (Destinations, DeliveryFailure) {
+        let d = Destinations::new(4, down_for);
         let slot = d.enter("mx:[127.0.0.1]").await;
-        let first = slot.reach(&out, &literal()).await.err().expect("refused");
+        let first = slot.reach(out, &literal()).await.err().expect("refused");
         assert!(
             matches!(first.kind, FailureKind::Unreachable { .. }),
             "{first:?}"
         );
-        drop(slot);
+        (d, first)
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_destination_is_down_and_deferred_without_trying() {
+        let out = outbound(closed_port());
+        let (d, first) = refused(&out, Duration::from_secs(60)).await;
         let slot = d.enter("mx:[127.0.0.1]").await;
         let started = Instant::now();
         let again = slot.reach(&out, &literal()).await.err().expect("down");
@@ -291,15 +297,17 @@ mod tests {
             "{}",
             again.text
         );
+        d.forget_down();
+        let tried = slot.reach(&out, &literal()).await.err().expect("refused");
+        assert_eq!(tried.text, first.text, "tried again once forgotten");
     }
 
     #[tokio::test]
     async fn a_destination_is_down_for_a_while_only() {
         let out = outbound(closed_port());
-        let d = Destinations::new(4, Duration::from_millis(200));
-        let slot = d.enter("mx:[127.0.0.1]").await;
-        let first = slot.reach(&out, &literal()).await.err().expect("refused");
+        let (d, first) = refused(&out, Duration::from_millis(200)).await;
         tokio::time::sleep(Duration::from_millis(250)).await;
+        let slot = d.enter("mx:[127.0.0.1]").await;
         let again = slot.reach(&out, &literal()).await.err().expect("refused");
         assert_eq!(again.text, first.text, "tried again once the time is up");
     }
@@ -307,10 +315,7 @@ mod tests {
     #[tokio::test]
     async fn idle_destinations_are_forgotten_and_down_ones_kept() {
         let out = outbound(closed_port());
-        let d = Destinations::new(4, Duration::from_secs(60));
-        let slot = d.enter("mx:[127.0.0.1]").await;
-        let _ = slot.reach(&out, &literal()).await;
-        drop(slot);
+        let (d, _) = refused(&out, Duration::from_secs(60)).await;
         for n in 0..200 {
             drop(d.enter(&format!("mx:d{n}.example")).await);
         }

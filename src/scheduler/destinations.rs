@@ -6,9 +6,9 @@
 //! destination itself (the third, that waiting for a server takes no
 //! delivery slot, is the scheduler's order: destination, reach, then slot):
 //! - slow start (Postfix's, in one step): a destination gets one delivery at
-//!   a time until it has been reached once, then `destination_concurrency`;
-//!   so an unknown destination that is dead ties up one connection attempt,
-//!   not one per message;
+//!   a time until it has been reached once, then `destination_concurrency`
+//!   (local mailboxes at once); so an unknown destination that is dead ties
+//!   up one connection attempt, not one per message;
 //! - dead destinations (Postfix's queue manager throttles them likewise):
 //!   when none of a destination's servers could be used, it is taken to be
 //!   down for `retry_min`, and its mail is deferred without trying, at once,
@@ -149,21 +149,25 @@ impl Slot {
             return Err(failure);
         }
         let reached = outbound.reach(destination).await;
-        let mut health = self.state.health();
         match &reached {
-            Ok(_) => {
-                health.down = None;
-                if health.capacity < self.limit {
-                    self.state.slots.add_permits(self.limit - health.capacity);
-                    health.capacity = self.limit;
-                }
-            }
+            Ok(_) => self.up(),
             Err(f) if f.severity == Severity::Transient => {
-                health.down = Some((Instant::now() + self.down_for, f.clone()));
+                self.state.health().down = Some((Instant::now() + self.down_for, f.clone()));
             }
             Err(_) => {}
         }
         reached
+    }
+
+    /// The destination is up: it takes its full concurrency from now on.
+    /// Local mailboxes are from the start: there is nothing to probe.
+    pub fn up(&self) {
+        let mut health = self.state.health();
+        health.down = None;
+        if health.capacity < self.limit {
+            self.state.slots.add_permits(self.limit - health.capacity);
+            health.capacity = self.limit;
+        }
     }
 
     /// The failure to defer with, while the destination is down.
@@ -213,6 +217,17 @@ mod tests {
 
     fn literal() -> Destination {
         Destination::Mx("[127.0.0.1]".into())
+    }
+
+    #[tokio::test]
+    async fn a_destination_known_to_be_up_takes_its_limit_at_once() {
+        let d = Destinations::new(2, Duration::from_secs(60));
+        let first = d.enter("local").await;
+        first.up();
+        let second = tokio::time::timeout(Duration::from_millis(100), d.enter("local"));
+        let _second = second.await.expect("a second slot");
+        let third = tokio::time::timeout(Duration::from_millis(100), d.enter("local"));
+        assert!(third.await.is_err(), "no slot beyond the limit");
     }
 
     #[tokio::test]

@@ -7,6 +7,22 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use crate::delivery::{WAIT, at, ip, send};
 
+/// `domain`, with one MX host at 127.0.0.`last`.
+fn publish(dns: &TestDns, domain: &str, last: u8) {
+    dns.mx(domain, 10, &format!("mx.{domain}"));
+    dns.ip(&format!("mx.{domain}"), ip(last));
+}
+
+/// One message from app@example.com to `rcpt`.
+fn mail(s: &TestServer, rcpt: &str) {
+    send(
+        s,
+        "app@example.com",
+        &[rcpt],
+        &format!("Subject: to {rcpt}\n\nx\n"),
+    );
+}
+
 /// A delivering server with `concurrency` delivery slots and the given
 /// timeouts, asking `dns`, reaching MX hosts on `port`.
 fn sender(dns: &TestDns, port: u16, concurrency: usize, timeouts: u64) -> TestServer {
@@ -36,8 +52,7 @@ fn issue_11_dead_and_silent_destinations_hold_up_no_other_mail() {
         ("c.example", 85),
     ];
     for (domain, last) in domains {
-        dns.mx(domain, 10, &format!("mx.{domain}"));
-        dns.ip(&format!("mx.{domain}"), ip(last));
+        publish(&dns, domain, last);
     }
     let _dead = Peer::start(at(81, port), &["--mode", "full-backlog"]);
     let _silent = Peer::start(at(82, port), &["--mode", "hang"]);
@@ -49,22 +64,12 @@ fn issue_11_dead_and_silent_destinations_hold_up_no_other_mail() {
     let started = Instant::now();
     for n in 0..2 {
         for domain in ["dead.example", "silent.example"] {
-            send(
-                &s,
-                "app@example.com",
-                &[&format!("u{n}@{domain}")],
-                "Subject: stuck\n\nx\n",
-            );
+            mail(&s, &format!("u{n}@{domain}"));
         }
     }
     let sent = Instant::now();
     for (domain, _) in &domains[2..] {
-        send(
-            &s,
-            "app@example.com",
-            &[&format!("bob@{domain}")],
-            "Subject: live\n\nx\n",
-        );
+        mail(&s, &format!("bob@{domain}"));
     }
     for peer in &live {
         peer.wait_for(1, WAIT);
@@ -131,17 +136,11 @@ fn issue_11_mx_answers_are_kept_for_their_ttl() {
     let dns = TestDns::start();
     dns.set_ttl(300);
     let port = free_port();
-    dns.mx("remote.example", 10, "mx.remote.example");
-    dns.ip("mx.remote.example", ip(86));
+    publish(&dns, "remote.example", 86);
     let peer = Peer::start(at(86, port), &[]);
     let s = sender(&dns, port, 10, 5);
     for n in 1..=3 {
-        send(
-            &s,
-            "app@example.com",
-            &["bob@remote.example"],
-            "Subject: again\n\nx\n",
-        );
+        mail(&s, "bob@remote.example");
         peer.wait_for(n, WAIT);
     }
     assert_eq!(dns.asked("remote.example"), 1, "MX questions");
@@ -154,17 +153,11 @@ fn issue_11_mx_answers_are_kept_for_their_ttl() {
 fn a_retry_tries_destinations_taken_to_be_down() {
     let dns = TestDns::start();
     let port = free_port();
-    dns.mx("back.example", 10, "mx.back.example");
-    dns.ip("mx.back.example", ip(87));
+    publish(&dns, "back.example", 87);
     // Down for retry_min, 60 s, once nothing answers at 127.0.0.87.
     let s = sender(&dns, port, 10, 5);
     for n in 0..2 {
-        send(
-            &s,
-            "app@example.com",
-            &[&format!("u{n}@back.example")],
-            "Subject: later\n\nx\n",
-        );
+        mail(&s, &format!("u{n}@back.example"));
     }
     let deadline = Instant::now() + WAIT;
     while s.log().matches("event=\"deferred\"").count() < 2 {
@@ -186,19 +179,13 @@ fn kept_connections_are_at_most_one_per_delivery_slot() {
     let port = free_port();
     let peers: Vec<Peer> = (0..5)
         .map(|n| {
-            dns.mx(&format!("k{n}.example"), 10, &format!("mx.k{n}.example"));
-            dns.ip(&format!("mx.k{n}.example"), ip(90 + n));
+            publish(&dns, &format!("k{n}.example"), 90 + n);
             Peer::start(at(90 + n, port), &[])
         })
         .collect();
     let s = sender(&dns, port, 2, 5);
     for n in 0..5 {
-        send(
-            &s,
-            "app@example.com",
-            &[&format!("bob@k{n}.example")],
-            "Subject: keep\n\nx\n",
-        );
+        mail(&s, &format!("bob@k{n}.example"));
     }
     for peer in &peers {
         peer.wait_for(1, WAIT);
@@ -239,27 +226,16 @@ fn mail_waiting_for_a_dead_destination_leaves_room_for_the_rest() {
     let dns = TestDns::start();
     let port = free_port();
     for (domain, last) in [("dead.example", 96), ("live.example", 97)] {
-        dns.mx(domain, 10, &format!("mx.{domain}"));
-        dns.ip(&format!("mx.{domain}"), ip(last));
+        publish(&dns, domain, last);
     }
     let _dead = Peer::start(at(96, port), &["--mode", "full-backlog"]);
     let live = Peer::start(at(97, port), &[]);
     let s = sender(&dns, port, 1, TIMEOUT);
     for n in 0..39 {
-        send(
-            &s,
-            "app@example.com",
-            &[&format!("u{n}@dead.example")],
-            "Subject: stuck\n\nx\n",
-        );
+        mail(&s, &format!("u{n}@dead.example"));
     }
     let sent = Instant::now();
-    send(
-        &s,
-        "app@example.com",
-        &["bob@live.example"],
-        "Subject: live\n\nx\n",
-    );
+    mail(&s, "bob@live.example");
     live.wait_for(1, WAIT);
     let took = sent.elapsed();
     assert!(

@@ -6,9 +6,9 @@
 //! destination itself (the third, that waiting for a server takes no
 //! delivery slot, is the scheduler's order: destination, reach, then slot):
 //! - slow start (Postfix's, in one step): a destination gets one delivery at
-//!   a time until it has been reached once, then `destination_concurrency`;
-//!   so an unknown destination that is dead ties up one connection attempt,
-//!   not one per message;
+//!   a time until it has been reached once, then `destination_concurrency`
+//!   (local mailboxes at once); so an unknown destination that is dead ties
+//!   up one connection attempt, not one per message;
 //! - dead destinations (Postfix's queue manager throttles them likewise):
 //!   when none of a destination's servers could be used, it is taken to be
 //!   down for `retry_min`, and its mail is deferred without trying, at once,
@@ -149,21 +149,25 @@ impl Slot {
             return Err(failure);
         }
         let reached = outbound.reach(destination).await;
-        let mut health = self.state.health();
         match &reached {
-            Ok(_) => {
-                health.down = None;
-                if health.capacity < self.limit {
-                    self.state.slots.add_permits(self.limit - health.capacity);
-                    health.capacity = self.limit;
-                }
-            }
+            Ok(_) => self.up(),
             Err(f) if f.severity == Severity::Transient => {
-                health.down = Some((Instant::now() + self.down_for, f.clone()));
+                self.state.health().down = Some((Instant::now() + self.down_for, f.clone()));
             }
             Err(_) => {}
         }
         reached
+    }
+
+    /// The destination is up: it takes its full concurrency from now on.
+    /// Local mailboxes are from the start: there is nothing to probe.
+    pub fn up(&self) {
+        let mut health = self.state.health();
+        health.down = None;
+        if health.capacity < self.limit {
+            self.state.slots.add_permits(self.limit - health.capacity);
+            health.capacity = self.limit;
+        }
     }
 
     /// The failure to defer with, while the destination is down.
@@ -216,6 +220,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_destination_known_to_be_up_takes_its_limit_at_once() {
+        let d = Destinations::new(2, Duration::from_secs(60));
+        let first = d.enter("local").await;
+        first.up();
+        let second = tokio::time::timeout(Duration::from_millis(100), d.enter("local"));
+        let _second = second.await.expect("a second slot");
+        let third = tokio::time::timeout(Duration::from_millis(100), d.enter("local"));
+        assert!(third.await.is_err(), "no slot beyond the limit");
+    }
+
+    #[tokio::test]
     async fn an_unreached_destination_takes_one_delivery_at_a_time() {
         let d = Destinations::new(4, Duration::from_secs(60));
         let first = d.enter("mx:a.example").await;
@@ -260,17 +275,23 @@ mod tests {
         assert!(fifth.await.is_err(), "no slot beyond the limit");
     }
 
-    #[tokio::test]
-    async fn an_unreachable_destination_is_down_and_deferred_without_trying() {
-        let out = outbound(closed_port());
-        let d = Destinations::new(4, Duration::from_secs(60));
+    /// Destinations taken to be down for `down_for`, and the failure that
+    /// put the address literal among them: its one server refused.
+    async fn refused(out: &Outbound, down_for: Duration) -> (Destinations, DeliveryFailure) {
+        let d = Destinations::new(4, down_for);
         let slot = d.enter("mx:[127.0.0.1]").await;
-        let first = slot.reach(&out, &literal()).await.err().expect("refused");
+        let first = slot.reach(out, &literal()).await.err().expect("refused");
         assert!(
             matches!(first.kind, FailureKind::Unreachable { .. }),
             "{first:?}"
         );
-        drop(slot);
+        (d, first)
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_destination_is_down_and_deferred_without_trying() {
+        let out = outbound(closed_port());
+        let (d, first) = refused(&out, Duration::from_secs(60)).await;
         let slot = d.enter("mx:[127.0.0.1]").await;
         let started = Instant::now();
         let again = slot.reach(&out, &literal()).await.err().expect("down");
@@ -291,15 +312,17 @@ mod tests {
             "{}",
             again.text
         );
+        d.forget_down();
+        let tried = slot.reach(&out, &literal()).await.err().expect("refused");
+        assert_eq!(tried.text, first.text, "tried again once forgotten");
     }
 
     #[tokio::test]
     async fn a_destination_is_down_for_a_while_only() {
         let out = outbound(closed_port());
-        let d = Destinations::new(4, Duration::from_millis(200));
-        let slot = d.enter("mx:[127.0.0.1]").await;
-        let first = slot.reach(&out, &literal()).await.err().expect("refused");
+        let (d, first) = refused(&out, Duration::from_millis(200)).await;
         tokio::time::sleep(Duration::from_millis(250)).await;
+        let slot = d.enter("mx:[127.0.0.1]").await;
         let again = slot.reach(&out, &literal()).await.err().expect("refused");
         assert_eq!(again.text, first.text, "tried again once the time is up");
     }
@@ -307,10 +330,7 @@ mod tests {
     #[tokio::test]
     async fn idle_destinations_are_forgotten_and_down_ones_kept() {
         let out = outbound(closed_port());
-        let d = Destinations::new(4, Duration::from_secs(60));
-        let slot = d.enter("mx:[127.0.0.1]").await;
-        let _ = slot.reach(&out, &literal()).await;
-        drop(slot);
+        let (d, _) = refused(&out, Duration::from_secs(60)).await;
         for n in 0..200 {
             drop(d.enter(&format!("mx:d{n}.example")).await);
         }

@@ -282,7 +282,10 @@ async fn deliver_message(
                 // Boxed, here and below: many deliveries may wait for their
                 // destination, and each task is as large as its largest state.
                 let reached = match &destination {
-                    Destination::Local => None,
+                    Destination::Local => {
+                        slot.up();
+                        None
+                    }
                     remote => match Box::pin(slot.reach(&delivery.outbound, remote)).await {
                         Ok(reached) => Some(reached),
                         Err(f) => return idxs.iter().map(|idx| (*idx, Err(f.clone()))).collect(),

@@ -4,7 +4,7 @@
 //! queue show` says meanwhile. The delivery setup is `delivery.rs`'s.
 
 use crate::common::*;
-use crate::delivery::{WAIT, at, ip, parse_dsn, send, sender, wait_log, wait_maildir};
+use crate::delivery::{WAIT, at, ip, parse_dsn, send, sender, show_after_attempt, wait_maildir};
 
 #[test]
 fn each_recipient_gets_its_own_outcome_and_failures_one_dsn() {
@@ -106,9 +106,8 @@ fn a_remote_reply_with_terminal_escapes_is_shown_escaped() {
         &["escape@remote.example"],
         "Subject: x\n\nx\n",
     );
-    wait_log(&s, "event=\"deferred\"");
     let escaped = r"451 4.2.0 \x1b[31mred\x1b[0m\x07\x7f\u{9b}2J try later";
-    let show = s.cli_ok(&["queue", "show", &id]);
+    let show = show_after_attempt(&s, &id);
     assert!(show.contains(escaped), "{show}");
     // The kind of failure, stored with the outcome, in plain words.
     assert!(
@@ -169,8 +168,7 @@ fn an_mx_that_answers_421_until_expiry_is_not_called_a_blocked_port() {
         &["bob@remote.example"],
         "Subject: old\n\nx\n",
     );
-    wait_log(&s, "event=\"deferred\"");
-    let show = s.cli_ok(&["queue", "show", &id]);
+    let show = show_after_attempt(&s, &id);
     assert!(
         show.contains("why:      the other server refused it at the greeting"),
         "{show}"

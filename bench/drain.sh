@@ -45,6 +45,7 @@ SMTP_SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
 TIMEOUT=${TIMEOUT:-1800}
 
 . bench/binary.sh
+. bench/postern.sh
 
 [ "$(id -u)" = 0 ] || { echo "drain.sh: run as root (Postfix instance, smtp-sink)" >&2; exit 1; }
 command -v postfix > /dev/null && [ -x "$SMTP_SOURCE" ] || {
@@ -183,19 +184,9 @@ run_postfix() { # n
 # ---- Postern ----------------------------------------------------------------
 postern_config() { # dir
   mkdir -p "$1"
-  cat > "$1/postern.toml" << EOF
-hostname = "drain.postern.test"
-data_dir = "$1/data"
-trusted_networks = ["127.0.0.1/32"]
-
-[[listener]]
-addr = "127.0.0.1:0"
-role = "mta"
-
-[limits]
-max_connections = 1000
-max_connections_per_ip = 200
-shutdown_grace = 2
+  {
+    postern_toml "$1" drain.postern.test
+    cat << EOF
 
 [relay]
 host = "127.0.0.1"
@@ -206,6 +197,7 @@ tls = "none"
 nameservers = ["127.0.0.1"]
 destination_concurrency = 20
 EOF
+  } > "$1/postern.toml"
 }
 start_postern() { # dir
   "$bin" serve --config "$1/postern.toml" > "$1/postern.log" 2>&1 < /dev/null &

@@ -46,6 +46,7 @@ TIMEOUT=${TIMEOUT:-1800}
 
 . bench/binary.sh
 . bench/postern.sh
+. bench/postfix-instance.sh
 
 [ "$(id -u)" = 0 ] || { echo "drain.sh: run as root (Postfix instance, smtp-sink)" >&2; exit 1; }
 command -v postfix > /dev/null && [ -x "$SMTP_SOURCE" ] || {
@@ -117,43 +118,11 @@ fill_smtp() { # addr n
 
 # ---- Postfix ----------------------------------------------------------------
 postfix_setup() { # dir
-  local dir=$1
-  PF_CONF=$dir/conf
-  mkdir -p "$PF_CONF" "$dir/queue" "$dir/data"
-  chown postfix "$dir/data"
-  cat > "$PF_CONF/main.cf" << EOF
-compatibility_level = 3.6
-queue_directory = $dir/queue
-data_directory = $dir/data
-myhostname = drainbench.localdomain
-mydestination =
-relay_domains =
-local_recipient_maps =
-local_transport = error:local delivery disabled
-alias_maps =
-alias_database =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_recipient_restrictions = permit_mynetworks, reject
+  postfix_instance "$1" "$PF_PORT" "myhostname = drainbench.localdomain
 relayhost = [127.0.0.1]:$SINK_PORT
 smtp_dns_support_level = disabled
-smtp_host_lookup = native
-smtputf8_enable = no
-biff = no
-maillog_file = $dir/postfix.log
-EOF
-  awk -v port="$PF_PORT" '
-    /^[^#[:space:]]/ {
-      if ($1 == "smtp" && $2 == "inet") { $1 = "127.0.0.1:" port }
-      if (NF >= 8 && $5 == "y") { $5 = "n" }
-    }
-    { print }' /usr/share/postfix/master.cf.dist > "$PF_CONF/master.cf"
-  postfix -c "$PF_CONF" set-permissions > /dev/null 2>&1 || true
-  postfix -c "$PF_CONF" check
+smtp_host_lookup = native"
 }
-postfix_queued() { find "$1/queue/"{incoming,active,deferred,maildrop} -type f 2> /dev/null | wc -l; }
 postfix_deferred() { find "$1/queue/deferred" -type f 2> /dev/null | wc -l; }
 
 run_postfix() { # n

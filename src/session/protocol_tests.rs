@@ -31,6 +31,17 @@ async fn mta_session(t: &TestContext) -> Script {
     c
 }
 
+/// Every message in the spool.
+async fn all_queued(t: &TestContext) -> Vec<QueuedMessage> {
+    t.ctx
+        .queue
+        .spool()
+        .pages(ListFilter::default(), None, LIST_PAGE)
+        .all()
+        .await
+        .expect("list")
+}
+
 async fn queued(t: &TestContext, id: &QueueId) -> (QueuedMessage, String) {
     let spool = t.ctx.queue.spool();
     let message = spool.get(id).await.expect("spool").expect("queued");
@@ -182,17 +193,7 @@ async fn size_declared_and_actual_at_the_limit() {
     c.send_raw(b"y\r\n.\r\n").await;
     let r = c.reply().await;
     assert!(r.starts_with("552 5.3.4"), "{r}");
-    assert_eq!(
-        t.ctx
-            .queue
-            .spool()
-            .pages(ListFilter::default(), None, LIST_PAGE)
-            .all()
-            .await
-            .expect("list")
-            .len(),
-        1
-    );
+    assert_eq!(all_queued(&t).await.len(), 1);
 }
 
 #[tokio::test]
@@ -320,16 +321,7 @@ async fn a_submitted_message_is_checked_and_prepared() {
         let got = c.reply().await;
         assert!(got.starts_with(reply), "From: {from}: {got}");
     }
-    let (queued, body) = match t
-        .ctx
-        .queue
-        .spool()
-        .pages(ListFilter::default(), None, LIST_PAGE)
-        .all()
-        .await
-        .expect("list")
-        .as_slice()
-    {
+    let (queued, body) = match all_queued(&t).await.as_slice() {
         [only] => queued(&t, &only.id).await,
         other => panic!("{} queued", other.len()),
     };

@@ -48,34 +48,49 @@ fn read_and_apply(running: &Config, certificates: &Certificates) -> Result<Strin
 }
 
 /// The settings (top-level keys and sections) that differ, the certificate
-/// files aside.
+/// files aside. `running` is taken apart field by field, so that a setting
+/// added to `Config` does not compile until it is reported here too.
 fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
-    let checks: [(&'static str, bool); 14] = [
-        ("hostname", running.hostname != new.hostname),
-        ("data_dir", running.data_dir != new.data_dir),
+    let Config {
+        source: _,
+        tls: _,
+        hostname,
+        data_dir,
+        trusted_networks,
+        listeners,
+        limits,
+        auth,
+        bare_newlines,
+        tls_detect,
+        delivery,
+        relay,
+        routes,
+        fallback_relay,
+        http,
+        store_url,
+    } = running;
+    [
+        ("hostname", *hostname != new.hostname),
+        ("data_dir", *data_dir != new.data_dir),
         (
             "trusted_networks",
-            running.trusted_networks != new.trusted_networks,
+            *trusted_networks != new.trusted_networks,
         ),
-        ("[[listener]]", running.listeners != new.listeners),
-        ("[limits]", running.limits != new.limits),
-        ("[auth]", running.auth != new.auth),
-        ("bare_newlines", running.bare_newlines != new.bare_newlines),
-        ("tls_detect", running.tls_detect != new.tls_detect),
-        ("[delivery]", running.delivery != new.delivery),
-        ("[relay]", running.relay != new.relay),
-        ("[[route]]", running.routes != new.routes),
-        (
-            "[fallback_relay]",
-            running.fallback_relay != new.fallback_relay,
-        ),
-        ("[http]", running.http != new.http),
-        ("store_url", running.store_url != new.store_url),
-    ];
-    checks
-        .into_iter()
-        .filter_map(|(name, changed)| changed.then_some(name))
-        .collect()
+        ("[[listener]]", *listeners != new.listeners),
+        ("[limits]", *limits != new.limits),
+        ("[auth]", *auth != new.auth),
+        ("bare_newlines", *bare_newlines != new.bare_newlines),
+        ("tls_detect", *tls_detect != new.tls_detect),
+        ("[delivery]", *delivery != new.delivery),
+        ("[relay]", *relay != new.relay),
+        ("[[route]]", *routes != new.routes),
+        ("[fallback_relay]", *fallback_relay != new.fallback_relay),
+        ("[http]", *http != new.http),
+        ("store_url", *store_url != new.store_url),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
 }
 
 /// Replaces the certificate if its files changed on disk; a renewal written

@@ -91,8 +91,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 impl ConfigArg {
-    /// The configuration this command works on, per DESIGN.md's rule.
+    /// The configuration this command works on, per DESIGN.md's rule. Run
+    /// by root with `user` set, the command becomes that user first, as the
+    /// server does, so that the files it makes in data_dir are the server's.
     fn load(&self) -> anyhow::Result<Config> {
+        let config = self.load_to_serve()?;
+        crate::server::privileges::drop_root(&config)?;
+        Ok(config)
+    }
+
+    /// `load` for `serve`, which gives up root itself once its ports are bound.
+    fn load_to_serve(&self) -> anyhow::Result<Config> {
         self.try_load()
             .map_err(|errors| anyhow::anyhow!("{errors}"))
     }

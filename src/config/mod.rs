@@ -27,6 +27,9 @@ pub struct Config {
     pub source: Option<PathBuf>,
     pub hostname: String,
     pub data_dir: PathBuf,
+    /// The account the server switches to once its ports are bound, when
+    /// started as root (`user`, `group`); `None`: it stays who it is.
+    pub run_as: Option<RunAs>,
     pub trusted_networks: Vec<IpNet>,
     pub listeners: Vec<ListenerConfig>,
     pub tls: Option<TlsFiles>,
@@ -42,6 +45,15 @@ pub struct Config {
     pub fallback_relay: Option<Relay>,
     pub http: Http,
     pub store_url: Option<String>,
+}
+
+/// `user` and `group`, resolved on this host when the config is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub user: String,
+    pub uid: u32,
+    pub group: String,
+    pub gid: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,7 +22,10 @@ use crate::store::{Store, StoreError};
 use crate::tls::{self, Certificates, TlsSetupError};
 use reload::CERTIFICATE_CHECK;
 
+pub mod privileges;
 mod reload;
+
+use privileges::PrivilegeError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -38,6 +41,8 @@ pub enum ServerError {
     Outbound(#[from] OutboundSetupError),
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
     #[error("no listener could be bound; see the errors above")]
     NoListener,
     #[error("cannot write {path}: {source}")]
@@ -50,17 +55,42 @@ pub enum ServerError {
 /// Serves until a termination signal, then drains and returns.
 pub async fn run(config: Config) -> Result<(), ServerError> {
     let config = Arc::new(config);
+    crate::sqlite::create_data_dir(&config.data_dir).map_err(|source| ServerError::RunFile {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
     // First of all: the server lock keeps a second server off this data_dir,
     // and from here on the CLI changes the queue through this server.
     let control_socket = control::bind(&config).await?;
-    let store = Store::open(&config.data_dir).await?;
-    let spool = Spool::open(&config.data_dir)
-        .await?
-        .with_free_space_floor(&config.data_dir, config.limits.min_free_space);
+    // What needs root (ports below 1024, a key only root may read) comes
+    // next; then, with `user` set, the server becomes that user for good.
+    let bound = listener::bind_all(&config.listeners).await;
+    if bound.is_empty() {
+        return Err(ServerError::NoListener);
+    }
+    // HTTP is a convenience: if it cannot start, mail still flows.
+    let http_sockets = match http::bind(&config.http).await {
+        Ok(sockets) => sockets,
+        Err(e) => {
+            tracing::error!(event = "bind_failed", "{e}");
+            None
+        }
+    };
     let tls::ServerTls {
         config: tls,
         certificates,
     } = tls::server_config(&config)?;
+    privileges::drop_root(&config)?;
+    if config.run_as.is_none() && privileges::is_root() {
+        tracing::warn!(
+            event = "running_as_root",
+            "running as root; set user = \"postern\" (an unprivileged account) in the config to give up root once the ports are bound"
+        );
+    }
+    let store = Store::open(&config.data_dir).await?;
+    let spool = Spool::open(&config.data_dir)
+        .await?
+        .with_free_space_floor(&config.data_dir, config.limits.min_free_space);
     let auth = Authenticator::new(store.clone(), config.limits.auth_failures_per_ip_per_hour)
         .with_cache(config.auth.cache_ttl, config.auth.cache_size);
     let outbound = Outbound::new(Arc::clone(&config), Dns::new(&config.delivery.nameservers)?)?;
@@ -83,10 +113,6 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         rewrites: tokio::sync::Semaphore::new(2),
     });
 
-    let bound = listener::bind_all(&config.listeners).await;
-    if bound.is_empty() {
-        return Err(ServerError::NoListener);
-    }
     let infos: Vec<ListenerInfo> = bound
         .iter()
         .filter_map(listener::BoundListener::info)
@@ -102,17 +128,18 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     );
     let sessions = TaskTracker::new();
     let accept_loops = TaskTracker::new();
-    if config.http.addr.is_some() || config.http.tls_addr.is_some() {
-        // HTTP is a convenience: if it cannot start, mail still flows.
-        match http::start(Arc::clone(&ctx), &infos, Arc::clone(&limits), &sessions).await {
-            Ok(addrs) => {
-                for addr in &addrs {
-                    tracing::info!(event = "listening", addr = %addr, role = "http");
-                }
-                write_run_file(&config, "http.json", &addrs)?;
-            }
-            Err(e) => tracing::error!(event = "bind_failed", "{e}"),
+    if let Some(sockets) = http_sockets {
+        let addrs = http::start(
+            Arc::clone(&ctx),
+            sockets,
+            &infos,
+            Arc::clone(&limits),
+            &sessions,
+        );
+        for addr in &addrs {
+            tracing::info!(event = "listening", addr = %addr, role = "http");
         }
+        write_run_file(&config, "http.json", &addrs)?;
     }
     // Written last: its appearance tells scripts and tests that every
     // listener, HTTP included, is up.

@@ -35,6 +35,7 @@ mod protocol;
 mod queue_control;
 mod queue_id_logs;
 mod reload;
+mod service;
 mod smuggling;
 mod starttls;
 mod submission;

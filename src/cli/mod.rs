@@ -71,6 +71,9 @@ enum Command {
     /// Which ports reach a mail server from this network, and what to type
     /// into a mail client (or, with --outbound, this machine's way out).
     Check(check::Args),
+    /// Print the postern(8) manual page (roff), for installing.
+    #[command(hide = true)]
+    Manpage,
 }
 
 /// Failures the user must act on (exit 1), as opposed to usage errors (exit 2,
@@ -87,7 +90,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(cmd) => queue::run(cmd, config).await,
         Command::Config(cmd) => config_check::run(cmd, config),
         Command::Check(args) => check::run(args, config).await,
+        Command::Manpage => manpage(),
     }
+}
+
+/// Writes postern(8) to standard output: the command tree as clap knows it,
+/// so the manual cannot fall behind `--help`.
+fn manpage() -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .section("8")
+        .render(&mut page)?;
+    // One page for the whole tree: each command, nested ones too, follows
+    // under a heading of its own with its options.
+    fn section(page: &mut Vec<u8>, path: &str, cmd: &clap::Command) -> std::io::Result<()> {
+        for sub in cmd
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+        {
+            let path = format!("{path} {}", sub.get_name());
+            page.extend_from_slice(format!(".SH \"{}\"\n", path.to_uppercase()).as_bytes());
+            let man = clap_mangen::Man::new(sub.clone());
+            man.render_description_section(page)?;
+            man.render_options_section(page)?;
+            section(page, &path, sub)?;
+        }
+        Ok(())
+    }
+    section(&mut page, "postern", &Cli::command())?;
+    std::io::Write::write_all(&mut std::io::stdout(), &page)?;
+    Ok(())
 }
 
 impl ConfigArg {

@@ -21,6 +21,7 @@ use crate::spool::{Spool, SpoolError};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, Certificates, TlsSetupError};
 use reload::CERTIFICATE_CHECK;
+use sd_notify::NotifyState;
 
 pub mod privileges;
 mod reload;
@@ -80,7 +81,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         config: tls,
         certificates,
     } = tls::server_config(&config)?;
-    privileges::drop_root(&config)?;
+    if let Some(run_as) = privileges::drop_root(&config)? {
+        tracing::info!(event = "privileges_dropped", user = %run_as.user, uid = run_as.uid, group = %run_as.group, gid = run_as.gid);
+    }
     if config.run_as.is_none() && privileges::is_root() {
         tracing::warn!(
             event = "running_as_root",
@@ -182,7 +185,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         deliveries.clone(),
     ));
 
+    tell_systemd(NotifyState::Ready);
     serve_until_stopped(&config, &certificates, &mut reload_asks).await;
+    tell_systemd(NotifyState::Stopping);
     tracing::info!(
         event = "shutdown",
         "stopping: no new connections; open sessions may finish"
@@ -214,6 +219,14 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// Tells systemd how the server stands (the unit's Type=notify: "started"
+/// means listening, not merely forked); a no-op without `$NOTIFY_SOCKET`.
+fn tell_systemd(state: NotifyState<'_>) {
+    if let Err(e) = sd_notify::notify(&[state]) {
+        tracing::warn!(event = "notify_failed", error = %e, "cannot tell systemd the server's state");
+    }
+}
+
 /// Writes `data_dir/run/<name>` as JSON, renamed into place so a reader never
 /// sees half a file.
 fn write_run_file(
@@ -232,6 +245,14 @@ fn write_run_file(
     let json = serde_json::to_vec_pretty(value).unwrap_or_default();
     std::fs::write(&tmp, json).map_err(err)?;
     std::fs::rename(&tmp, &path).map_err(err)
+}
+
+/// `reload::reload`, with systemd told while it runs.
+fn reload(config: &Config, certificates: &Certificates) -> Result<String, String> {
+    tell_systemd(NotifyState::Reloading);
+    let outcome = reload::reload(config, certificates);
+    tell_systemd(NotifyState::Ready);
+    outcome
 }
 
 /// Until SIGTERM or Ctrl-C: reloads on SIGHUP and on `postern reload`, and
@@ -260,10 +281,10 @@ async fn serve_until_stopped(
             _ = term.recv() => return,
             _ = tokio::signal::ctrl_c() => return,
             _ = hup.recv() => {
-                let _ = reload::reload(config, certificates);
+                let _ = reload(config, certificates);
             }
             Some(ask) = reload_asks.recv() => {
-                let _ = ask.send(reload::reload(config, certificates));
+                let _ = ask.send(reload(config, certificates));
             }
             _ = certificate_check.tick() => reload::certificate_if_changed(certificates),
         }

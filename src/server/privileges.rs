@@ -106,14 +106,15 @@ fn give_root_owned(
 
 /// Becomes `config`'s user for good when running as root, giving it
 /// `data_dir` first; a process not running as root must already be that
-/// user. Without `user`, nothing changes.
-pub fn drop_root(config: &Config) -> Result<(), PrivilegeError> {
+/// user. Without `user`, nothing changes. Returns the account switched to,
+/// if there was a switch.
+pub fn drop_root(config: &Config) -> Result<Option<&RunAs>, PrivilegeError> {
     let Some(run_as) = &config.run_as else {
-        return Ok(());
+        return Ok(None);
     };
     let uid = nix::unistd::geteuid().as_raw();
     if uid == run_as.uid {
-        return Ok(());
+        return Ok(None);
     }
     if uid != 0 {
         return Err(PrivilegeError::NotRoot {
@@ -148,6 +149,5 @@ pub fn drop_root(config: &Config) -> Result<(), PrivilegeError> {
             error,
         });
     }
-    tracing::info!(event = "privileges_dropped", user = %run_as.user, uid = run_as.uid, group = %run_as.group, gid = run_as.gid);
-    Ok(())
+    Ok(Some(run_as))
 }

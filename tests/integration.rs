@@ -28,6 +28,7 @@ mod layering;
 mod log_injection;
 mod logins;
 mod long_lines;
+mod metrics;
 mod mta_inbound;
 mod permissions;
 mod privileges;

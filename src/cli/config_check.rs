@@ -19,7 +19,7 @@ pub fn run(cmd: ConfigCommand, config: &ConfigArg) -> anyhow::Result<()> {
             if let Some(files) = &c.tls {
                 use crate::tls::certificates;
                 let key = certificates::read(files)?;
-                if let Some(date) = certificates::expired_on(&key, certificates::unix_now()) {
+                if let Some(date) = certificates::expired_on(&key, crate::clock::now_unix()) {
                     anyhow::bail!(
                         "{}: the certificate expired on {date}; renew it",
                         files.cert.display()

@@ -112,7 +112,7 @@ pub fn start(
     let state = Arc::new(HttpState {
         ctx: Arc::clone(&ctx),
         endpoints: submission_endpoints(&ports, https_submission),
-        metrics: crate::telemetry::metrics(),
+        metrics: crate::prometheus::handle(),
         echo_limit: RateLimiter::direct(Quota::per_second(per_second)),
     });
     let server = HttpServer::new(
@@ -359,5 +359,6 @@ async fn metrics(
     if !in_networks(&state.ctx.config.http.metrics_from, peer.ip()) {
         return StatusCode::FORBIDDEN.into_response();
     }
+    crate::prometheus::read_queue(state.ctx.queue.spool(), crate::clock::now_unix()).await;
     typed("text/plain; version=0.0.4", state.metrics.render())
 }

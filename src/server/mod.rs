@@ -123,6 +123,14 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     for info in &infos {
         tracing::info!(event = "listening", addr = %info.addr, role = %info.role);
     }
+    let mut counted: Vec<(u16, &'static str)> = infos
+        .iter()
+        .map(|i| (i.addr.port(), i.role.as_str()))
+        .collect();
+    if let (Some(addr), true) = (config.http.tls_addr, config.http.submission_on_tls) {
+        counted.push((addr.port(), "submissions"));
+    }
+    crate::prometheus::zero(&counted);
 
     let limits = ConnectionLimits::new(
         config.limits.max_connections,

@@ -289,6 +289,9 @@ impl Session {
     fn reply(&mut self, reply: Reply) -> Flow {
         // 452 for too many recipients is normal flow control, not a client error.
         let counts = reply.code >= 400 && reply.code != 452;
+        if reply.code >= 400 {
+            crate::prometheus::rejected(reply.code, reply.enhanced);
+        }
         if counts {
             tracing::debug!(event = "rejected", reply = %reply);
         }

@@ -65,13 +65,6 @@ pub fn expired_on(key: &CertifiedKey, now: i64) -> Option<String> {
     (leaf.not_after < now).then(|| crate::check::tls::rfc3339(leaf.not_after))
 }
 
-/// Unix seconds now.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 impl Certificates {
     /// Reads `files`.
     pub fn load(files: TlsFiles) -> Result<Certificates, TlsSetupError> {
@@ -119,7 +112,7 @@ impl Loaded {
         // Stamped before reading: a change made while reading is seen next time.
         let stamp = stamp(&files);
         let key = Arc::new(read(&files)?);
-        if let Some(date) = expired_on(&key, unix_now()) {
+        if let Some(date) = expired_on(&key, crate::clock::now_unix()) {
             tracing::warn!(event = "certificate_expired", cert = %files.cert.display(), "the certificate expired on {date}; clients that check it will refuse TLS until it is renewed");
         }
         Ok(Loaded { files, key, stamp })

@@ -51,7 +51,10 @@ fn every_metric_is_described_counted_from_zero_and_clean_for_promtool() {
     ] {
         assert_eq!(value(&body, &series), Some(0.0), "{series} in {body}");
     }
-    for line in body.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in body
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let name = line.split(['{', ' ']).next().unwrap();
         let family = name
             .trim_end_matches("_bucket")

@@ -149,8 +149,13 @@ pub fn run(
     };
     async move {
         tracing::info!(event = "connected");
-        let end = session.serve(tls).await;
-        tracing::info!(event = "disconnected", reason = ?end);
+        match session.serve(tls).await {
+            Ok(()) => tracing::info!(
+                event = "disconnected",
+                reason = "closed after QUIT or a closing reply"
+            ),
+            Err(end) => tracing::info!(event = "disconnected", reason = %end),
+        }
     }
     .instrument(span)
 }

@@ -290,6 +290,9 @@ pub(super) fn valid_keys(table: Option<&str>) -> &'static [&'static str] {
         Some("route") => field_names::<RouteFile>(),
         Some("http") => field_names::<HttpFile>(),
         Some("store") => field_names::<StoreFile>(),
+        Some("local") => field_names::<LocalFile>(),
+        // `[[local.domain]]`: the only table of that name.
+        Some("domain") => field_names::<LocalDomainFile>(),
         Some(_) => &[],
     }
 }

@@ -147,3 +147,135 @@ fn every<'r, 'a: 'r>(
 ) -> Vec<RecipientResult> {
     recipients.map(|r| (r.idx, Err(f.clone()))).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::UnixListener;
+
+    use super::*;
+    use crate::failure::{FailureKind, Severity};
+
+    /// An LMTP server that refuses `bob` at RCPT and, after the body, answers
+    /// the two others in one write: saved, then over quota.
+    async fn lmtp_server(socket: &std::path::Path) -> tokio::task::JoinHandle<String> {
+        let listener = UnixListener::bind(socket).expect("bind");
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            write.write_all(b"220 fake LMTP\r\n").await.expect("write");
+            let mut seen = String::new();
+            let mut in_body = false;
+            while let Ok(Some(line)) = lines.next_line().await {
+                seen.push_str(&line);
+                seen.push('\n');
+                let reply: &[u8] = match line.as_str() {
+                    "." if in_body => {
+                        in_body = false;
+                        b"250 2.0.0 <a@example.com> saved\r\n452 4.2.2 <c@example.com> over quota\r\n"
+                    }
+                    _ if in_body => continue,
+                    l if l.starts_with("LHLO") => b"250-fake\r\n250 PIPELINING\r\n",
+                    l if l.contains("bob@") => b"550 5.1.1 <bob@example.com> no such user\r\n",
+                    "DATA" => {
+                        in_body = true;
+                        b"354 go ahead\r\n"
+                    }
+                    "QUIT" => b"221 bye\r\n",
+                    _ => b"250 ok\r\n",
+                };
+                write.write_all(reply).await.expect("write");
+            }
+            seen
+        })
+    }
+
+    fn envelope<'a>(recipients: &[&'a str]) -> Envelope<'a> {
+        Envelope {
+            sender: "s@remote.example",
+            recipients: recipients
+                .iter()
+                .zip(0..)
+                .map(|(address, idx)| Rcpt {
+                    idx,
+                    address,
+                    orcpt: None,
+                    notify: None,
+                })
+                .collect(),
+            body: b"Subject: x\r\n\r\n.dot\r\n",
+            smtputf8: false,
+            ret: None,
+            envid: None,
+        }
+    }
+
+    /// RFC 2033 §4.2: after the body, each accepted recipient has its own
+    /// reply, and that reply is its result; a refused RCPT is settled at once.
+    #[tokio::test]
+    async fn each_recipient_gets_its_own_reply_after_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("lmtp");
+        let server = lmtp_server(&socket).await;
+        let mut config = Config::builtin();
+        config.hostname = "mx.example".into();
+        let env = envelope(&["a@example.com", "bob@example.com", "c@example.com"]);
+        let mut results = deliver(&Lmtp::Unix(socket.clone()), &config, &env).await;
+        results.sort_by_key(|(idx, _)| *idx);
+        let seen = server.await.expect("server");
+        assert!(
+            seen.starts_with("LHLO mx.example\nMAIL FROM:<s@remote.example>\nRCPT TO:<a@example.com>\nRCPT TO:<bob@example.com>\nRCPT TO:<c@example.com>\nDATA\nSubject: x\n\n..dot\n.\nQUIT"),
+            "{seen}"
+        );
+        let [(0, Ok(saved)), (1, Err(bob)), (2, Err(full))] = &results[..] else {
+            panic!("{results:?}");
+        };
+        assert_eq!(
+            saved,
+            &format!(
+                "LMTP server unix:{} said: 250 2.0.0 <a@example.com> saved",
+                socket.display()
+            )
+        );
+        assert_eq!(
+            (bob.severity, bob.kind),
+            (Severity::Permanent, FailureKind::NoSuchMailbox)
+        );
+        assert_eq!(
+            (full.severity, full.kind),
+            (Severity::Transient, FailureKind::MailboxFull)
+        );
+        assert!(
+            full.text.contains("said after DATA: 452 4.2.2"),
+            "{}",
+            full.text
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_is_not_there_defers_everyone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = Lmtp::Unix(dir.path().join("no-socket"));
+        let results = deliver(
+            &missing,
+            &Config::builtin(),
+            &envelope(&["a@x.example", "b@x.example"]),
+        )
+        .await;
+        assert_eq!(results.len(), 2);
+        for (_, r) in results {
+            let f = r.expect_err("not delivered");
+            assert_eq!(
+                (f.severity, f.kind),
+                (Severity::Transient, FailureKind::Local)
+            );
+            assert!(
+                f.text
+                    .starts_with("cannot connect to the LMTP server unix:"),
+                "{}",
+                f.text
+            );
+        }
+    }
+}

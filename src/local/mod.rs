@@ -102,6 +102,10 @@ pub async fn deliver(store: &Store, config: &Config, env: &Envelope<'_>) -> Vec<
                     ..**r
                 })
                 .collect(),
+            // Dovecot's LMTP does not announce SMTPUTF8 and would refuse the
+            // parameter, yet stores UTF-8 headers as they are: this is the
+            // final delivery, with nobody after it to downgrade for.
+            smtputf8: false,
             ..*env
         };
         results.extend(lmtp::deliver(server, config, &env).await);

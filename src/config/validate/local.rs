@@ -128,10 +128,15 @@ mod tests {
 
     use crate::config::Config;
 
-    fn errors(text: &str) -> Vec<String> {
-        match Config::from_text(text, Some(Path::new("p.toml"))) {
+    /// `text` is refused with exactly these errors, in this order.
+    fn assert_errors(text: &str, want: &[&str]) {
+        let errs: Vec<String> = match Config::from_text(text, Some(Path::new("p.toml"))) {
             Ok(_) => vec![],
             Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        };
+        assert_eq!(errs.len(), want.len(), "{errs:#?}");
+        for (err, want) in errs.iter().zip(want) {
+            assert!(err.contains(want), "{err:?} does not say {want:?}");
         }
     }
 
@@ -149,22 +154,12 @@ mod tests {
         let c = Config::from_text("[local]\nowner = \"5000\"\ngroup = \"5000\"\n", None)
             .expect("numeric ids need no name");
         assert_eq!(c.local.owner.expect("owner").id.as_raw(), 5000);
-        let errs =
-            errors("[local]\nowner = \"no-such-user-here\"\ngroup = \"no-such-group-here\"\n");
-        assert_eq!(errs.len(), 2, "{errs:#?}");
-        assert!(
-            errs[0].starts_with(
-                "p.toml:2: local.owner: there is no user \"no-such-user-here\" on this host"
-            ),
-            "{}",
-            errs[0]
-        );
-        assert!(
-            errs[1].starts_with(
-                "p.toml:3: local.group: there is no group \"no-such-group-here\" on this host"
-            ),
-            "{}",
-            errs[1]
+        assert_errors(
+            "[local]\nowner = \"no-such-user-here\"\ngroup = \"no-such-group-here\"\n",
+            &[
+                "p.toml:2: local.owner: there is no user \"no-such-user-here\" on this host",
+                "p.toml:3: local.group: there is no group \"no-such-group-here\" on this host",
+            ],
         );
         assert_eq!(Config::builtin().local, Default::default());
     }
@@ -184,12 +179,9 @@ mod tests {
             ("rwx", "is not an octal mode"),
             ("", "is not an octal mode"),
         ] {
-            let errs = errors(&format!("[local]\nmode = \"{mode}\"\n"));
-            assert_eq!(errs.len(), 1, "{mode}: {errs:?}");
-            assert!(
-                errs[0].contains(&format!("local.mode: \"{mode}\" {says}")),
-                "{}",
-                errs[0]
+            assert_errors(
+                &format!("[local]\nmode = \"{mode}\"\n"),
+                &[&format!("local.mode: \"{mode}\" {says}")],
             );
         }
     }
@@ -201,50 +193,26 @@ mod tests {
             None,
         )
         .expect("valid");
-        let local = &c.local;
+        let lmtp_for = |domain| c.local.lmtp_for(domain).map(ToString::to_string);
         assert_eq!(
-            local
-                .lmtp_for("example.com")
-                .map(ToString::to_string)
-                .as_deref(),
+            lmtp_for("example.com").as_deref(),
             Some("unix:/run/dovecot/lmtp")
         );
+        assert_eq!(lmtp_for("other.example").as_deref(), Some("127.0.0.1:24"));
         assert_eq!(
-            local
-                .lmtp_for("other.example")
-                .map(ToString::to_string)
-                .as_deref(),
-            Some("127.0.0.1:24")
-        );
-        assert_eq!(
-            local.lmtp_for("files.example"),
+            lmtp_for("files.example"),
             None,
             "a domain listed without lmtp keeps the Maildir"
         );
-        let errs = errors(
-            "[local]\nlmtp = \"unix:run/lmtp\"\n[[local.domain]]\nlmtp = \"localhost\"\n[[local.domain]]\nname = \"a.example\"\ncolour = 1\n",
-        );
-        assert_eq!(errs.len(), 4, "{errs:#?}");
-        assert!(
-            errs[0].contains("local.lmtp: \"unix:run/lmtp\" is not an LMTP server"),
-            "{}",
-            errs[0]
-        );
-        assert!(
-            errs[1].contains("local.domain[0]: needs name"),
-            "{}",
-            errs[1]
-        );
-        assert!(
-            errs[2].contains("local.domain[0].lmtp: \"localhost\" is not an LMTP server"),
-            "{}",
-            errs[2]
-        );
-        assert!(
-            errs[3]
-                .contains("local.domain[1].colour: unknown key; valid keys here are: name, lmtp"),
-            "{}",
-            errs[3]
+        assert_errors(
+            "[local]\nlmtp = \"unix:run/lmtp\"\n[[local.domain]]\nlmtp = \"localhost\"\n[[local.domain]]\nname = \"a.example\"\ncolour = 1\n[[local.domain]]\nname = \"A.example\"\n",
+            &[
+                "local.lmtp: \"unix:run/lmtp\" is not an LMTP server",
+                "local.domain[0]: needs name",
+                "local.domain[0].lmtp: \"localhost\" is not an LMTP server",
+                "local.domain[1].colour: unknown key; valid keys here are: name, lmtp",
+                "local.domain[2].name: a.example is named twice",
+            ],
         );
     }
 }

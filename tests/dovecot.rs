@@ -22,9 +22,22 @@ const DOC: &str = include_str!("../docs/dovecot.md");
 const MAIL_USER: &str = "mail";
 const MAIL_UID: u32 = 8;
 
-/// Whether Dovecot and the parts the tests use are installed; if not, says
-/// that `test` is skipped.
+/// Whether this test may run as root; if not, says that `test` is skipped
+/// and `why` it needs root.
+fn as_root(test: &str, why: &str) -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root {
+        skipped(test, &format!("{why}, which needs root"));
+    }
+    root
+}
+
+/// Whether Dovecot and the parts the tests use are installed, and can run
+/// (as root); if not, says that `test` is skipped.
 fn dovecot_installed(test: &str) -> bool {
+    if !as_root(test, "Dovecot runs the mailboxes as another user") {
+        return false;
+    }
     let missing: Vec<&str> = [
         ("/usr/sbin/dovecot", "dovecot-core"),
         ("/usr/lib/dovecot/imap", "dovecot-imapd"),
@@ -364,11 +377,10 @@ fn lmtp_delivers_through_dovecot_and_sieve_files_into_a_folder() {
 /// says who it was to be given to and why not.
 #[test]
 fn a_server_that_may_not_chown_defers_and_says_why() {
-    if !rustix::process::geteuid().is_root() {
-        skipped(
-            "a_server_that_may_not_chown_defers_and_says_why",
-            "it starts the server as nobody, which needs root",
-        );
+    if !as_root(
+        "a_server_that_may_not_chown_defers_and_says_why",
+        "it starts the server as nobody",
+    ) {
         return;
     }
     let mut s = server("owner = \"mail\"\n");

@@ -9,6 +9,8 @@ use std::fs::{File, Permissions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -41,6 +43,11 @@ fn unique_name(hostname: &str) -> String {
 
 /// Writes one message into the mailbox's Maildir, made as `local` says;
 /// returns the file's path. Blocking: call from `spawn_blocking`.
+///
+/// Below `data_dir` every step is taken from the handle of the directory
+/// above, never following a symbolic link: the Maildirs may belong to
+/// another user (`[local] owner`), who must not be able to send this
+/// server, which may be root, writing or giving away files elsewhere.
 pub fn deliver(
     data_dir: &Path,
     hostname: &str,
@@ -49,48 +56,44 @@ pub fn deliver(
     sender: &str,
     body: &[u8],
 ) -> Result<PathBuf, LocalError> {
-    let mail = data_dir.join("mail");
-    let root = maildir_path(data_dir, mailbox);
-    // From mail/ down, so that the owner can reach its Maildir.
-    let mut dirs = vec![mail.clone()];
-    let mut dir = mail.clone();
-    for part in root.strip_prefix(&mail).unwrap_or(&root).components() {
-        dir.push(part);
-        dirs.push(dir.clone());
+    let relative = maildir_of(mailbox);
+    let mut path = data_dir.to_path_buf();
+    let mut dir = File::open(data_dir).map_err(LocalError::Write)?;
+    for name in std::iter::once("mail").chain(relative.split('/')) {
+        path.push(name);
+        dir = sub_dir(&dir, name, &path, local)?;
     }
-    dirs.extend(["tmp", "new", "cur"].map(|sub| root.join(sub)));
-    for dir in &dirs {
-        make_dir(dir, local)?;
-    }
+    let tmp = sub_dir(&dir, "tmp", &path.join("tmp"), local)?;
+    let new = sub_dir(&dir, "new", &path.join("new"), local)?;
+    sub_dir(&dir, "cur", &path.join("cur"), local)?;
     let name = unique_name(hostname);
-    let tmp = root.join("tmp").join(&name);
-    let new = root.join("new").join(&name);
-    let written = write_message(&tmp, local, mailbox, sender, body);
+    let written = write_message(&tmp, &name, &path.join("tmp"), local, mailbox, sender, body);
     if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = rustix::fs::unlinkat(&tmp, name.as_str(), rustix::fs::AtFlags::empty());
     }
     written?;
-    std::fs::rename(&tmp, &new).map_err(LocalError::Write)?;
+    rustix::fs::renameat(&tmp, name.as_str(), &new, name.as_str())
+        .map_err(|e| LocalError::Write(e.into()))?;
     // The rename is durable only once the directory is synced.
-    File::open(root.join("new"))
-        .and_then(|d| d.sync_all())
-        .map_err(LocalError::Write)?;
-    Ok(new)
+    new.sync_all().map_err(LocalError::Write)?;
+    Ok(path.join("new").join(name))
 }
 
 fn write_message(
-    path: &Path,
+    tmp: &File,
+    name: &str,
+    tmp_path: &Path,
     local: &Local,
     mailbox: &Mailbox,
     sender: &str,
     body: &[u8],
 ) -> Result<(), LocalError> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(LocalError::Write)?;
-    set_access(&f, path, false, local)?;
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut f = File::from(
+        rustix::fs::openat(tmp, name, flags, Mode::from_raw_mode(0o600))
+            .map_err(|e| LocalError::Write(e.into()))?,
+    );
+    set_access(&f, &tmp_path.join(name), false, local)?;
     // Return-Path records the envelope sender (RFC 5321 §4.4), Delivered-To
     // the mailbox; both are what an MDA like Dovecot's LDA would add.
     write!(f, "Return-Path: <{sender}>\r\nDelivered-To: {mailbox}\r\n")
@@ -99,18 +102,23 @@ fn write_message(
         .map_err(LocalError::Write)
 }
 
-/// Makes `dir` if it is missing, and gives it what `[local]` asks for.
-fn make_dir(dir: &Path, local: &Local) -> Result<(), LocalError> {
-    match std::fs::create_dir(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(LocalError::Write(e)),
+/// The directory `name` in `parent` (at `path`), made if it is missing and
+/// given what `[local]` asks for. A symbolic link there is refused.
+fn sub_dir(parent: &File, name: &str, path: &Path, local: &Local) -> Result<File, LocalError> {
+    match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(LocalError::Write(e.into())),
     }
-    if local.owner.is_none() && local.group.is_none() && local.mode.is_none() {
-        return Ok(());
-    }
-    let handle = File::open(dir).map_err(LocalError::Write)?;
-    set_access(&handle, dir, true, local)
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let dir = match rustix::fs::openat(parent, name, flags, Mode::empty()) {
+        Ok(fd) => File::from(fd),
+        Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
+            return Err(LocalError::NotADirectory(path.to_path_buf()));
+        }
+        Err(e) => return Err(LocalError::Write(e.into())),
+    };
+    set_access(&dir, path, true, local)?;
+    Ok(dir)
 }
 
 /// Gives `file` (at `path`) the owner, group and mode `[local]` asks for,
@@ -118,6 +126,9 @@ fn make_dir(dir: &Path, local: &Local) -> Result<(), LocalError> {
 /// bits. The one place Postern changes who owns a mailbox: a chown needs root
 /// or CAP_CHOWN, and a failed one defers the message.
 fn set_access(file: &File, path: &Path, is_dir: bool, local: &Local) -> Result<(), LocalError> {
+    if local.owner.is_none() && local.group.is_none() && local.mode.is_none() {
+        return Ok(());
+    }
     let meta = file.metadata().map_err(LocalError::Write)?;
     let uid = local
         .owner
@@ -254,5 +265,43 @@ mod tests {
             mode_and_owner(&mail.join("example.com/alice/new")),
             (0o777, 5000, 5001)
         );
+    }
+
+    /// The Maildirs may be another user's: a symbolic link put in the place
+    /// of one of its directories sends no write and no chown elsewhere.
+    #[test]
+    fn a_symbolic_link_in_a_mailbox_is_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        std::fs::create_dir(&victim).expect("mkdir");
+        let before = mode_and_owner(&victim);
+        let m = Mailbox::parse("alice@example.com", false).expect("address");
+        deliver(dir.path(), "mx", &Local::default(), &m, "", b"x\r\n").expect("delivered");
+        let local = Local {
+            owner: Some(crate::config::Named {
+                name: "vmail".into(),
+                id: nix::unistd::Uid::from_raw(5000),
+            }),
+            ..Local::default()
+        };
+        let maildir = dir.path().join("mail/example.com/alice");
+        for swapped in [maildir.join("tmp"), dir.path().join("mail/example.com")] {
+            let aside = swapped.with_extension("aside");
+            std::fs::rename(&swapped, &aside).expect("move aside");
+            std::os::unix::fs::symlink(&victim, &swapped).expect("symlink");
+            let e = deliver(dir.path(), "mx", &local, &m, "", b"x\r\n").expect_err("refused");
+            assert!(!e.is_permanent(), "{e}");
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "{} is not a directory: a symbolic link is not followed in a mailbox",
+                    swapped.display()
+                )
+            );
+            assert_eq!(mode_and_owner(&victim), before);
+            assert_eq!(std::fs::read_dir(&victim).expect("read").count(), 0);
+            std::fs::remove_file(&swapped).expect("unlink");
+            std::fs::rename(&aside, &swapped).expect("move back");
+        }
     }
 }

@@ -28,6 +28,8 @@ pub enum LocalError {
     Store(#[from] StoreError),
     #[error("cannot write the mailbox: {0}")]
     Write(std::io::Error),
+    #[error("{} is not a directory: a symbolic link is not followed in a mailbox", .0.display())]
+    NotADirectory(PathBuf),
     #[error("cannot give {} to {owner} ([local]): {reason}; the server must run as root (or with CAP_CHOWN) to set a Maildir's owner or group", path.display())]
     Owner {
         path: PathBuf,

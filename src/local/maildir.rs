@@ -59,13 +59,18 @@ pub fn deliver(
     let relative = maildir_of(mailbox);
     let mut path = data_dir.to_path_buf();
     let mut dir = File::open(data_dir).map_err(LocalError::Write)?;
-    for name in std::iter::once("mail").chain(relative.split('/')) {
+    // data_dir is the server's own, so `mail` in it may be a link its admin
+    // made (the mail on another disk); below it, in directories the
+    // Maildirs' owner may change, none is followed.
+    path.push("mail");
+    dir = sub_dir(&dir, "mail", &path, local, Links::Follow)?;
+    for name in relative.split('/') {
         path.push(name);
-        dir = sub_dir(&dir, name, &path, local)?;
+        dir = sub_dir(&dir, name, &path, local, Links::Refuse)?;
     }
-    let tmp = sub_dir(&dir, "tmp", &path.join("tmp"), local)?;
-    let new = sub_dir(&dir, "new", &path.join("new"), local)?;
-    sub_dir(&dir, "cur", &path.join("cur"), local)?;
+    let tmp = sub_dir(&dir, "tmp", &path.join("tmp"), local, Links::Refuse)?;
+    let new = sub_dir(&dir, "new", &path.join("new"), local, Links::Refuse)?;
+    sub_dir(&dir, "cur", &path.join("cur"), local, Links::Refuse)?;
     let name = unique_name(hostname);
     let written = write_message(&tmp, &name, &path.join("tmp"), local, mailbox, sender, body);
     if written.is_err() {
@@ -102,14 +107,30 @@ fn write_message(
         .map_err(LocalError::Write)
 }
 
+/// Whether a directory may be reached through a symbolic link.
+#[derive(PartialEq)]
+enum Links {
+    Follow,
+    Refuse,
+}
+
 /// The directory `name` in `parent` (at `path`), made if it is missing and
-/// given what `[local]` asks for. A symbolic link there is refused.
-fn sub_dir(parent: &File, name: &str, path: &Path, local: &Local) -> Result<File, LocalError> {
+/// given what `[local]` asks for.
+fn sub_dir(
+    parent: &File,
+    name: &str,
+    path: &Path,
+    local: &Local,
+    links: Links,
+) -> Result<File, LocalError> {
     match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
         Err(e) => return Err(LocalError::Write(e.into())),
     }
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    if links == Links::Refuse {
+        flags |= OFlags::NOFOLLOW;
+    }
     let dir = match rustix::fs::openat(parent, name, flags, Mode::empty()) {
         Ok(fd) => File::from(fd),
         Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
@@ -303,5 +324,16 @@ mod tests {
             std::fs::remove_file(&swapped).expect("unlink");
             std::fs::rename(&aside, &swapped).expect("move back");
         }
+        // data_dir is the server's: `mail` in it may be its admin's link.
+        let disk = dir.path().join("other-disk");
+        std::fs::rename(dir.path().join("mail"), &disk).expect("move");
+        std::os::unix::fs::symlink(&disk, dir.path().join("mail")).expect("symlink");
+        deliver(dir.path(), "mx", &Local::default(), &m, "", b"x\r\n").expect("delivered");
+        assert_eq!(
+            std::fs::read_dir(disk.join("example.com/alice/new"))
+                .expect("new")
+                .count(),
+            2
+        );
     }
 }

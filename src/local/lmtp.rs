@@ -43,8 +43,9 @@ pub async fn deliver(server: &Lmtp, config: &Config, env: &Envelope<'_>) -> Vec<
             };
             (r.idx, result)
         })),
-        // A session cut after the body: nobody knows which recipients have
-        // it, so all are tried again (RFC 5321 §6.1, as for SMTP).
+        // DATA refused: everyone's result. A session cut after the body:
+        // nobody knows which recipients have it, so all are tried again
+        // (RFC 5321 §6.1, as for SMTP).
         Err(f) => results.extend(every(accepted.iter().copied(), &f)),
     }
     let _ = client.cmd("QUIT\r\n").await;

@@ -21,7 +21,7 @@
 //! - `router`: decides where: local mailbox, a route, the relay, or MX (with the
 //!   port-25 fallback), and gathers the facts it decides on.
 //! - `outbound`: the SMTP client to other servers (`dns` for MX and addresses);
-//!   `local`: delivery to hosted mailboxes (Maildir); `failure`: what a failed
+//!   `local`: delivery to hosted mailboxes (Maildir, or LMTP to Dovecot); `failure`: what a failed
 //!   delivery means (severity, kind), stored with the outcome and explained
 //!   by the DSN and `postern queue show`.
 //! - `store`: accounts, hosted domains and aliases; `dkim`: per-domain keys.

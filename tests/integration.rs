@@ -14,6 +14,7 @@ mod cli;
 mod delivery;
 mod destinations;
 mod dns_records;
+mod dovecot;
 mod dual_stack;
 mod durability;
 mod envelope;

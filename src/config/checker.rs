@@ -290,6 +290,9 @@ pub(super) fn valid_keys(table: Option<&str>) -> &'static [&'static str] {
         Some("route") => field_names::<RouteFile>(),
         Some("http") => field_names::<HttpFile>(),
         Some("store") => field_names::<StoreFile>(),
+        Some("local") => field_names::<LocalFile>(),
+        // `[[local.domain]]`: the only table of that name.
+        Some("domain") => field_names::<LocalDomainFile>(),
         Some(_) => &[],
     }
 }
@@ -310,7 +313,10 @@ mod tests {
         for line in example.lines() {
             let line = line.trim_start_matches('#').trim();
             if let Some(name) = line.strip_prefix('[') {
-                section = Some(name.trim_matches(['[', ']']).to_string());
+                // `[[local.domain]]` is the table valid_keys calls "domain".
+                let name = name.trim_start_matches('[');
+                let name = name.split(']').next().unwrap_or(name);
+                section = Some(name.rsplit('.').next().unwrap_or(name).to_string());
             } else if let Some((key, _)) = line.split_once(" = ") {
                 seen.push((section.clone(), key.trim().to_string()));
             }
@@ -328,11 +334,13 @@ mod tests {
             Some("route"),
             Some("http"),
             Some("store"),
+            Some("local"),
+            Some("domain"),
         ];
         for table in tables {
             for key in valid_keys(table) {
-                // Sections ([tls], [[listener]]) are checked through their keys.
-                let section = table.is_none() && !valid_keys(Some(key)).is_empty();
+                // Sections ([tls], [[local.domain]]) are checked through their keys.
+                let section = !valid_keys(Some(key)).is_empty();
                 let documented = seen.iter().any(|(s, k)| s.as_deref() == table && k == key);
                 if !section && !documented {
                     missing.push(format!(

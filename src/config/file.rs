@@ -22,6 +22,7 @@ pub struct ConfigFile {
     pub fallback_relay: Option<RelayFile>,
     pub http: Option<HttpFile>,
     pub store: Option<StoreFile>,
+    pub local: Option<LocalFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,4 +120,19 @@ pub struct HttpFile {
 #[derive(Debug, Default, Deserialize)]
 pub struct StoreFile {
     pub url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LocalFile {
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub mode: Option<String>,
+    pub lmtp: Option<String>,
+    pub domain: Option<Vec<LocalDomainFile>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LocalDomainFile {
+    pub name: Option<String>,
+    pub lmtp: Option<String>,
 }

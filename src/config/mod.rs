@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
+use nix::unistd::{Gid, Uid};
 
 pub use role::ListenerRole;
 
@@ -45,6 +46,7 @@ pub struct Config {
     pub fallback_relay: Option<Relay>,
     pub http: Http,
     pub store_url: Option<String>,
+    pub local: Local,
 }
 
 /// `user` and `group`, resolved on this host when the config is read.
@@ -169,6 +171,64 @@ pub struct Http {
     /// Caps over both HTTP listeners; `trusted_networks` count only in the total.
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+}
+
+/// `[local]`: how mail for hosted mailboxes is stored (docs/dovecot.md).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Local {
+    /// Owner of the Maildirs Postern writes, and of the messages in them;
+    /// `None` keeps the server's own user.
+    pub owner: Option<Named<Uid>>,
+    /// Their group; `None` keeps the server's own group.
+    pub group: Option<Named<Gid>>,
+    /// Mode of the Maildir directories (0o700..=0o777); the message files get
+    /// it without the x bits. `None` leaves what the umask gives (0700, 0600).
+    pub mode: Option<u32>,
+    /// Where hosted mail goes by LMTP instead of into the Maildir.
+    pub lmtp: Option<Lmtp>,
+    /// `[[local.domain]]`: a domain's own choice, over `lmtp`.
+    pub domains: Vec<LocalDomain>,
+}
+
+impl Local {
+    /// The LMTP server that takes `domain`'s mail; `None`: the Maildir.
+    pub fn lmtp_for(&self, domain: &str) -> Option<&Lmtp> {
+        match self.domains.iter().find(|d| d.name == domain) {
+            Some(d) => d.lmtp.as_ref(),
+            None => self.lmtp.as_ref(),
+        }
+    }
+}
+
+/// A user or group named in the configuration, with the id it had when the
+/// configuration was loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named<Id> {
+    pub name: String,
+    pub id: Id,
+}
+
+/// An LMTP server (RFC 2033): a Unix socket or a TCP address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lmtp {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+impl std::fmt::Display for Lmtp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lmtp::Unix(path) => write!(f, "unix:{}", path.display()),
+            Lmtp::Tcp(addr) => write!(f, "{addr}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalDomain {
+    pub name: String,
+    /// `None`: this domain's mail is written to the Maildir, whatever `lmtp` says.
+    pub lmtp: Option<Lmtp>,
 }
 
 /// RFC 8461 policy mode served at /.well-known/mta-sts.txt.

@@ -1,11 +1,16 @@
 //! Delivery to mailboxes hosted here, for the scheduler: the mailbox must
 //! exist (`store`; the postmaster always does), then the message is written
-//! into its Maildir (`maildir.rs`).
+//! into its Maildir (`maildir.rs`), or handed to the LMTP server `[local]`
+//! names for its domain (`lmtp.rs`), one session for all its recipients.
 
+pub mod lmtp;
 pub mod maildir;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use crate::config::{Config, Lmtp};
+use crate::failure::{DeliveryFailure, FailureKind, Severity};
+use crate::outbound::{Envelope, Rcpt, RecipientResult};
 use crate::smtp::address::{AddressError, Mailbox};
 use crate::store::{Store, StoreError};
 
@@ -23,6 +28,15 @@ pub enum LocalError {
     Store(#[from] StoreError),
     #[error("cannot write the mailbox: {0}")]
     Write(std::io::Error),
+    #[error("{} is not a directory: a symbolic link is not followed in a mailbox", .0.display())]
+    NotADirectory(PathBuf),
+    #[error("cannot give {} to {owner} ([local]): {reason}; the server must run as root (or with CAP_CHOWN) to set a Maildir's owner or group", path.display())]
+    Owner {
+        path: PathBuf,
+        /// "owner vmail, group vmail"
+        owner: String,
+        reason: String,
+    },
     #[error(transparent)]
     Task(#[from] tokio::task::JoinError),
 }
@@ -37,16 +51,72 @@ impl LocalError {
     }
 }
 
-/// Delivers `body` from `sender` to the hosted mailbox `address` under
-/// `data_dir`; returns the file written. The write runs on a blocking thread.
-pub async fn deliver(
-    store: &Store,
-    data_dir: &Path,
-    hostname: &str,
-    sender: &str,
-    address: &str,
-    body: &[u8],
-) -> Result<PathBuf, LocalError> {
+impl From<LocalError> for DeliveryFailure {
+    fn from(e: LocalError) -> DeliveryFailure {
+        if e.is_permanent() {
+            DeliveryFailure::new(
+                Severity::Permanent,
+                FailureKind::NoSuchMailbox,
+                e.to_string(),
+            )
+        } else {
+            DeliveryFailure::local(e.to_string())
+        }
+    }
+}
+
+/// Delivers `env` to its recipients, all hosted here: a result per recipient.
+pub async fn deliver(store: &Store, config: &Config, env: &Envelope<'_>) -> Vec<RecipientResult> {
+    let mut results = Vec::with_capacity(env.recipients.len());
+    // Per LMTP server, its recipients, by their canonical address.
+    let mut by_lmtp: Vec<(&Lmtp, Vec<(&Rcpt<'_>, String)>)> = Vec::new();
+    for r in &env.recipients {
+        let mailbox = match hosted_mailbox(store, r.address).await {
+            Ok(mailbox) => mailbox,
+            Err(e) => {
+                results.push((r.idx, Err(e.into())));
+                continue;
+            }
+        };
+        match config.local.lmtp_for(&mailbox.domain) {
+            Some(server) => {
+                let canonical = mailbox.canonical();
+                match by_lmtp.iter_mut().find(|(s, _)| *s == server) {
+                    Some((_, rcpts)) => rcpts.push((r, canonical)),
+                    None => by_lmtp.push((server, vec![(r, canonical)])),
+                }
+            }
+            None => {
+                let written = write_maildir(config, env, mailbox).await;
+                let result = written
+                    .map(|path| format!("delivered to maildir {}", path.display()))
+                    .map_err(DeliveryFailure::from);
+                results.push((r.idx, result));
+            }
+        }
+    }
+    for (server, rcpts) in by_lmtp {
+        let env = Envelope {
+            recipients: rcpts
+                .iter()
+                .map(|(r, canonical)| Rcpt {
+                    address: canonical,
+                    ..**r
+                })
+                .collect(),
+            // Dovecot's LMTP does not announce SMTPUTF8 and would refuse the
+            // parameter, yet stores UTF-8 headers as they are: this is the
+            // final delivery, with nobody after it to downgrade for.
+            smtputf8: false,
+            ..*env
+        };
+        results.extend(lmtp::deliver(server, config, &env).await);
+    }
+    results
+}
+
+/// The hosted mailbox `address` names, if it exists here.
+async fn hosted_mailbox(store: &Store, address: &str) -> Result<Mailbox, LocalError> {
     let mailbox = Mailbox::parse(address, true).map_err(|source| LocalError::BadAddress {
         address: address.to_string(),
         source,
@@ -54,18 +124,52 @@ pub async fn deliver(
     if !store.mailbox_exists(&mailbox).await? && !mailbox.is_postmaster() {
         return Err(LocalError::NoSuchMailbox(address.to_string()));
     }
-    let (data_dir, hostname) = (data_dir.to_path_buf(), hostname.to_string());
-    let (sender, body) = (sender.to_string(), body.to_vec());
+    Ok(mailbox)
+}
+
+/// Writes the message into `mailbox`'s Maildir on a blocking thread.
+async fn write_maildir(
+    config: &Config,
+    env: &Envelope<'_>,
+    mailbox: Mailbox,
+) -> Result<PathBuf, LocalError> {
+    let (data_dir, hostname) = (config.data_dir.clone(), config.hostname.clone());
+    let local = config.local.clone();
+    let (sender, body) = (env.sender.to_string(), env.body.to_vec());
     tokio::task::spawn_blocking(move || {
-        maildir::deliver(&data_dir, &hostname, &mailbox, &sender, &body)
+        maildir::deliver(&data_dir, &hostname, &local, &mailbox, &sender, &body)
     })
     .await?
-    .map_err(LocalError::Write)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn deliver_one(
+        store: &Store,
+        config: &Config,
+        to: &str,
+    ) -> Result<String, DeliveryFailure> {
+        let env = Envelope {
+            sender: "",
+            recipients: vec![Rcpt {
+                idx: 7,
+                address: to,
+                orcpt: None,
+                notify: None,
+            }],
+            body: b"x\r\n",
+            smtputf8: false,
+            ret: None,
+            envid: None,
+        };
+        let mut results = deliver(store, config, &env).await;
+        assert_eq!(results.len(), 1);
+        let (idx, result) = results.remove(0);
+        assert_eq!(idx, 7);
+        result
+    }
 
     #[tokio::test]
     async fn only_existing_mailboxes_and_the_postmaster_receive() {
@@ -76,20 +180,29 @@ mod tests {
             .add_user("alice@example.com", "x")
             .await
             .expect("user");
-        let deliver = |to: &'static str| deliver(&store, dir.path(), "mx", "", to, b"x\r\n");
-        let path = deliver("Alice@example.com").await.expect("delivered");
-        assert!(path.starts_with(dir.path().join("mail/example.com/alice/new")));
-        assert!(deliver("postmaster@example.com").await.is_ok());
-        let refused = [
-            deliver("bob@example.com").await,
-            deliver("a b@example.com").await,
-        ];
-        for e in refused {
-            let e = e.expect_err("refused");
-            assert!(e.is_permanent(), "{e}");
+        let mut config = Config::builtin();
+        config.data_dir = dir.path().to_path_buf();
+        let delivered = deliver_one(&store, &config, "Alice@example.com")
+            .await
+            .expect("delivered");
+        let maildir = dir.path().join("mail/example.com/alice/new");
+        assert!(
+            delivered.starts_with(&format!("delivered to maildir {}", maildir.display())),
+            "{delivered}"
+        );
+        assert!(
+            deliver_one(&store, &config, "postmaster@example.com")
+                .await
+                .is_ok()
+        );
+        for to in ["bob@example.com", "a b@example.com"] {
+            let f = deliver_one(&store, &config, to).await.expect_err("refused");
+            assert_eq!(f.severity, Severity::Permanent, "{f}");
         }
         store.close().await;
-        let e = deliver("alice@example.com").await.expect_err("no store");
-        assert!(!e.is_permanent(), "{e}");
+        let f = deliver_one(&store, &config, "alice@example.com")
+            .await
+            .expect_err("no store");
+        assert_eq!(f.severity, Severity::Transient, "{f}");
     }
 }

@@ -215,7 +215,8 @@ pub async fn quit(mut conn: Connection) {
     let _ = conn.client.cmd("QUIT\r\n").await;
 }
 
-async fn greeting<T: AsyncRead + AsyncWrite + Unpin>(
+/// Reads the server's greeting: `Ok` for 220, else why this host cannot be used.
+pub(crate) async fn greeting<T: AsyncRead + AsyncWrite + Unpin>(
     c: &mut SmtpClient<T>,
     host: &str,
 ) -> Result<(), DeliveryFailure> {
@@ -251,7 +252,8 @@ async fn ehlo<T: AsyncRead + AsyncWrite + Unpin>(
         .map_err(|e| DeliveryFailure::from_client_error(host, Stage::Ehlo, &e))
 }
 
-fn mail_command(env: &Envelope<'_>, caps: &EhloResponse<String>) -> String {
+/// `MAIL FROM:<…>` with the parameters the message needs and the server offers.
+pub(crate) fn mail_command(env: &Envelope<'_>, caps: &EhloResponse<String>) -> String {
     let mut cmd = format!("MAIL FROM:<{}>", env.sender);
     if caps.has_capability(EXT_SIZE) {
         cmd.push_str(&format!(" SIZE={}", env.body.len()));
@@ -274,7 +276,8 @@ fn mail_command(env: &Envelope<'_>, caps: &EhloResponse<String>) -> String {
     cmd
 }
 
-fn rcpt_command(r: &Rcpt<'_>, caps: &EhloResponse<String>) -> String {
+/// `RCPT TO:<…>`, with the DSN parameters when the server offers DSN.
+pub(crate) fn rcpt_command(r: &Rcpt<'_>, caps: &EhloResponse<String>) -> String {
     let mut cmd = format!("RCPT TO:<{}>", r.address);
     if caps.has_capability(EXT_DSN) {
         if let Some(notify) = r.notify {
@@ -290,7 +293,7 @@ fn rcpt_command(r: &Rcpt<'_>, caps: &EhloResponse<String>) -> String {
 }
 
 /// Checks what the server announced against what the message needs.
-fn check_capabilities(
+pub(crate) fn check_capabilities(
     host: &str,
     caps: &EhloResponse<String>,
     env: &Envelope<'_>,
@@ -477,7 +480,7 @@ async fn send_body<T: AsyncRead + AsyncWrite + Unpin>(
 /// tenth of the CPU time when relaying 100 KiB messages; memchr finds the rare
 /// line that starts with a dot, and the buffer merges the pieces and the
 /// terminator into few writes (a large run goes straight to the socket).
-async fn write_dot_stuffed<W: AsyncWrite + Unpin>(
+pub(crate) async fn write_dot_stuffed<W: AsyncWrite + Unpin>(
     stream: &mut W,
     body: &[u8],
 ) -> std::io::Result<()> {

@@ -20,6 +20,10 @@ use tokio_rustls::TlsConnector;
 
 use client::{ConnectFailure, Connection, Endpoint};
 pub use client::{Envelope, Rcpt, RecipientResult, TlsMode};
+// The parts of an SMTP dialogue that LMTP delivery (local/lmtp.rs) shares.
+pub(crate) use client::{
+    check_capabilities, greeting, mail_command, rcpt_command, write_dot_stuffed,
+};
 use port25::Port25Monitor;
 use servers::{Server, Servers};
 

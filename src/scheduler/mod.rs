@@ -17,7 +17,6 @@ mod testing;
 pub use active::{ActiveQueue, Fresh, FreshBody, HandOffs};
 
 use std::borrow::Cow;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,8 +29,8 @@ use tracing::Instrument;
 use crate::clock::now_unix;
 use crate::config::Config;
 use crate::dsn::{DsnBudget, MAX_DSN_PER_SENDER_PER_HOUR};
-use crate::failure::{DeliveryFailure, FailureKind, Severity};
-use crate::local::{self, LocalError};
+use crate::failure::DeliveryFailure;
+use crate::local;
 use crate::outbound::{Envelope, Outbound, Rcpt, Reached, RecipientResult};
 use crate::router::Destination;
 use crate::spool::{QueueId, QueuedMessage, QueuedRecipient, SpoolError};
@@ -405,23 +404,6 @@ async fn deliver_group(
         .iter()
         .filter(|r| idxs.contains(&r.idx))
         .collect();
-    let Some(reached) = reached else {
-        let config = &delivery.config;
-        let mut out = Vec::with_capacity(recipients.len());
-        for r in recipients {
-            let delivered = local::deliver(
-                &delivery.store,
-                &config.data_dir,
-                &config.hostname,
-                &message.sender,
-                &r.address,
-                body,
-            )
-            .await;
-            out.push((r.idx, local_result(delivered)));
-        }
-        return out;
-    };
     let env = Envelope {
         sender: &message.sender,
         recipients: recipients
@@ -438,18 +420,8 @@ async fn deliver_group(
         ret: message.dsn.ret.as_deref(),
         envid: message.dsn.envid.as_deref(),
     };
-    delivery.outbound.deliver(reached, &env).await
-}
-
-/// A local delivery's result as the outcome of a delivery attempt.
-fn local_result(delivered: Result<PathBuf, LocalError>) -> Result<String, DeliveryFailure> {
-    match delivered {
-        Ok(path) => Ok(format!("delivered to maildir {}", path.display())),
-        Err(e) if e.is_permanent() => Err(DeliveryFailure::new(
-            Severity::Permanent,
-            FailureKind::NoSuchMailbox,
-            e.to_string(),
-        )),
-        Err(e) => Err(DeliveryFailure::local(e.to_string())),
+    match reached {
+        Some(reached) => delivery.outbound.deliver(reached, &env).await,
+        None => local::deliver(&delivery.store, &delivery.config, &env).await,
     }
 }

@@ -69,6 +69,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         fallback_relay,
         http,
         store_url,
+        local,
     } = running;
     [
         ("hostname", *hostname != new.hostname),
@@ -89,6 +90,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         ("[fallback_relay]", *fallback_relay != new.fallback_relay),
         ("[http]", *http != new.http),
         ("store_url", *store_url != new.store_url),
+        ("[local]", *local != new.local),
     ]
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))

@@ -15,7 +15,9 @@ use crate::clock::now_unix;
 use crate::smtp::address::{Mailbox, normalize_domain};
 
 mod aliases;
+mod dovecot;
 pub use aliases::{MAX_ALIAS_EXPANSION, Target};
+pub use dovecot::maildir_of;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -82,10 +84,12 @@ impl Store {
             source,
         })?;
         sqlx::migrate!("./migrations/store").run(&pool).await?;
-        Ok(Store {
+        let store = Store {
             pool,
             hosted: Arc::default(),
-        })
+        };
+        store.fill_maildirs().await?;
+        Ok(store)
     }
 
     /// Closes the database: every later query fails, as a store that went
@@ -176,11 +180,12 @@ impl Store {
     pub async fn add_user(&self, address: &str, password_hash: &str) -> Result<String, StoreError> {
         let mailbox = self.check_new_user(address).await?;
         let canonical = mailbox.canonical();
-        let done = sqlx::query("INSERT OR IGNORE INTO account (address, domain, password_hash, created) VALUES (?, ?, ?, ?)")
+        let done = sqlx::query("INSERT OR IGNORE INTO account (address, domain, password_hash, created, maildir) VALUES (?, ?, ?, ?, ?)")
             .bind(&canonical)
             .bind(&mailbox.domain)
             .bind(password_hash)
             .bind(now_unix())
+            .bind(maildir_of(&mailbox))
             .execute(&self.pool)
             .await?;
         if done.rows_affected() == 0 {

@@ -106,6 +106,21 @@ impl TestServer {
     /// Like `spawn`, inside network namespace `netns` (`ip netns exec`, which
     /// execs the binary, so the PID is still the server's).
     pub fn spawn_in(&mut self, netns: Option<&str>) {
+        match netns {
+            Some(ns) => self.spawn_with(&["ip", "netns", "exec", ns]),
+            None => self.spawn_with(&[]),
+        }
+    }
+
+    /// Like `spawn`, as the Unix user `user` and its group (`setpriv`, which
+    /// execs the binary, so the PID is still the server's). Needs root.
+    pub fn spawn_as(&mut self, user: &str, group: &str) {
+        let (reuid, regid) = (format!("--reuid={user}"), format!("--regid={group}"));
+        self.spawn_with(&["setpriv", &reuid, &regid, "--clear-groups"]);
+    }
+
+    /// Starts the binary through `wrapper` (a command that execs it).
+    fn spawn_with(&mut self, wrapper: &[&str]) {
         let listeners_file = self.data_dir().join("run/listeners.json");
         let _ = std::fs::remove_file(&listeners_file);
         let log = std::fs::OpenOptions::new()
@@ -113,10 +128,10 @@ impl TestServer {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let mut command = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, BIN]);
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
                 c
             }
             None => Command::new(BIN),

@@ -17,6 +17,7 @@ use crate::config::{Auth, Config, Http, Limits, ListenerConfig, MtaStsMode, RunA
 use crate::smtp::data::BareNewlines;
 
 mod delivery;
+mod local;
 use delivery::{delivery, relay, routes};
 
 pub(super) fn from_text(text: &str, file: Option<&Path>) -> Result<Config, ConfigErrors> {
@@ -144,6 +145,8 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         );
     }
 
+    let local = local::local(c, raw.local.unwrap_or_default());
+
     Config {
         source: file.map(Path::to_path_buf),
         hostname,
@@ -162,6 +165,7 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         fallback_relay,
         http,
         store_url,
+        local,
     }
 }
 

@@ -7,6 +7,7 @@ mod config_check;
 mod dns;
 mod domain;
 mod queue;
+mod sendmail;
 mod serve;
 mod user;
 
@@ -71,6 +72,10 @@ enum Command {
     /// Which ports reach a mail server from this network, and what to type
     /// into a mail client (or, with --outbound, this machine's way out).
     Check(check::Args),
+    /// Send the message on standard input through the running server, as
+    /// sendmail does (for PHP's mail(), cron and scripts); also when this
+    /// binary is run as `sendmail`. Exits with sendmail's codes (sysexits).
+    Sendmail(sendmail::Args),
 }
 
 /// Failures the user must act on (exit 1), as opposed to usage errors (exit 2,
@@ -87,7 +92,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(cmd) => queue::run(cmd, config).await,
         Command::Config(cmd) => config_check::run(cmd, config),
         Command::Check(args) => check::run(args, config).await,
+        Command::Sendmail(args) => sendmail::run(args, config).await,
     }
+}
+
+impl Cli {
+    /// The command line of this process: clap's, or sendmail's when the
+    /// binary was run as `sendmail` (a link such as /usr/sbin/sendmail).
+    pub fn from_env() -> Cli {
+        let mut args = std::env::args();
+        let invoked_as = args.next().unwrap_or_default();
+        if std::path::Path::new(&invoked_as)
+            .file_name()
+            .is_some_and(|name| name == "sendmail")
+        {
+            return Cli {
+                command: Command::Sendmail(sendmail::Args::from_argv(args.collect())),
+                config: ConfigArg { config: None },
+            };
+        }
+        Cli::parse()
+    }
+}
+
+/// The exit code for a failed command: sendmail's status for `postern
+/// sendmail`, else 1 (clap has already exited with 2 on a usage error).
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    error
+        .downcast_ref::<sendmail::Failed>()
+        .map_or(1, |f| f.status.code())
 }
 
 impl ConfigArg {

@@ -16,6 +16,7 @@ use ipnet::IpNet;
 
 pub use role::ListenerRole;
 
+use crate::policy::sender::SenderPattern;
 use crate::smtp::data::BareNewlines;
 
 pub use checker::{ConfigError, ConfigErrors};
@@ -42,6 +43,17 @@ pub struct Config {
     pub fallback_relay: Option<Relay>,
     pub http: Http,
     pub store_url: Option<String>,
+    /// `[[sendmail]]`: the Unix users other than root and the server's own
+    /// that may send through `postern sendmail`, and as whom.
+    pub sendmail: Vec<SendmailUser>,
+}
+
+/// One `[[sendmail]]` entry: a local Unix user and the sender addresses it
+/// may use (`senders`, each an address or `*@domain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendmailUser {
+    pub unix_user: String,
+    pub senders: Vec<SenderPattern>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

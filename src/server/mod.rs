@@ -17,6 +17,7 @@ use crate::listener::{self, ConnectionLimits, ListenerInfo};
 use crate::outbound::{Outbound, OutboundSetupError};
 use crate::portecho::EchoRegistry;
 use crate::scheduler::{self, ActiveQueue, Delivery};
+use crate::sendmail;
 use crate::spool::{Spool, SpoolError};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, Certificates, TlsSetupError};
@@ -50,9 +51,16 @@ pub enum ServerError {
 /// Serves until a termination signal, then drains and returns.
 pub async fn run(config: Config) -> Result<(), ServerError> {
     let config = Arc::new(config);
+    // Made here with its mode (other users reach the submission socket
+    // through it), before the lock's run/ would make it owner-only.
+    crate::sqlite::create_data_dir(&config.data_dir).map_err(|source| ServerError::RunFile {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
     // First of all: the server lock keeps a second server off this data_dir,
     // and from here on the CLI changes the queue through this server.
     let control_socket = control::bind(&config).await?;
+    let submit_socket = sendmail::bind(&config)?;
     let store = Store::open(&config.data_dir).await?;
     let spool = Spool::open(&config.data_dir)
         .await?
@@ -139,6 +147,11 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             }
         }
     });
+    let submissions = tokio::spawn(sendmail::serve(
+        submit_socket,
+        Arc::clone(&ctx),
+        sessions.clone(),
+    ));
     let (reloads, mut reload_asks) = tokio::sync::mpsc::channel(4);
     let control = tokio::spawn(control::serve(
         control_socket,
@@ -164,6 +177,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     accept_loops.wait().await;
     let _ = scheduler.await;
     let _ = control.await;
+    let _ = submissions.await;
     sessions.close();
     deliveries.close();
     let drained = async {

@@ -17,6 +17,7 @@ use crate::config::{Auth, Config, Http, Limits, ListenerConfig, MtaStsMode, TlsF
 use crate::smtp::data::BareNewlines;
 
 mod delivery;
+mod sendmail;
 use delivery::{delivery, relay, routes};
 
 pub(super) fn from_text(text: &str, file: Option<&Path>) -> Result<Config, ConfigErrors> {
@@ -133,6 +134,7 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         &hostname,
         &trusted_networks,
     );
+    let sendmail = sendmail::users(c, raw.sendmail.unwrap_or_default());
     let store_url = raw.store.and_then(|s| s.url);
     if let Some(url) = &store_url {
         c.error(
@@ -160,6 +162,7 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         fallback_relay,
         http,
         store_url,
+        sendmail,
     }
 }
 

@@ -33,6 +33,7 @@ mod protocol;
 mod queue_control;
 mod queue_id_logs;
 mod reload;
+mod sendmail;
 mod smuggling;
 mod starttls;
 mod submission;

@@ -64,7 +64,7 @@ pub async fn send(
     let mut c = Connection::open(config).await?;
     let path = c.path.clone();
     let exchange = async {
-        c.ask(&Request::Send(envelope)).await?;
+        c.ask(&Request::Send(envelope)).await;
         match c.read().await? {
             Answer::Proceed {} if message.len() as u64 == size => {
                 // A server that stopped reading (it refused) has said why.
@@ -87,7 +87,7 @@ pub async fn verify(config: &Config, addresses: Vec<String>) -> Result<Answer, C
     let mut c = Connection::open(config).await?;
     let path = c.path.clone();
     let exchange = async {
-        c.ask(&Request::Verify { addresses }).await?;
+        c.ask(&Request::Verify { addresses }).await;
         c.read().await
     };
     within(path, exchange).await
@@ -110,7 +110,11 @@ struct Connection {
 
 impl Connection {
     async fn open(config: &Config) -> Result<Connection, ClientError> {
+        // Absolute in what is said: a relative data_dir is taken from the
+        // working directory, which for a program calling sendmail may not
+        // be the server's.
         let path = socket_path(config);
+        let path = std::path::absolute(&path).unwrap_or(path);
         match UnixStream::connect(&path).await {
             Ok(stream) => {
                 let (read, write) = stream.into_split();
@@ -130,10 +134,13 @@ impl Connection {
         }
     }
 
-    async fn ask(&mut self, request: &Request) -> Result<(), ClientError> {
+    /// Sends the request line. A write that fails is not yet a failure:
+    /// a server that refused at once has closed, and its answer is there
+    /// to read.
+    async fn ask(&mut self, request: &Request) {
         let mut line = serde_json::to_vec(request).unwrap_or_default();
         line.push(b'\n');
-        self.write.write_all(&line).await.map_err(|e| self.io(e))
+        let _ = self.write.write_all(&line).await;
     }
 
     async fn read(&mut self) -> Result<Answer, ClientError> {

@@ -136,8 +136,13 @@ async fn answer(ctx: Arc<ServerContext>, stream: UnixStream) {
         span: span.clone(),
     };
     async {
-        let answer = match client.rights(uid, name.as_deref()) {
-            Ok(user) => client.request(&user).await,
+        // The request is read first, also from a user who is then refused:
+        // the client learns why instead of finding the socket closed.
+        let answer = match client.read_request().await {
+            Ok(request) => match client.rights(uid, name.as_deref()) {
+                Ok(user) => client.request(&user, request).await,
+                Err(reply) => Answer::Refused { reply },
+            },
             Err(reply) => Answer::Refused { reply },
         };
         if let Answer::Refused { reply } = &answer {
@@ -220,19 +225,19 @@ impl Client<'_> {
         })
     }
 
-    async fn request(&mut self, user: &LocalUser) -> Answer {
+    async fn read_request(&mut self) -> Result<Request, Reply> {
         let max = self.ctx.config.limits.max_recipients as u64;
-        let line = match self
+        let line = self
             .read_line(REQUEST_BASE + max * REQUEST_PER_RECIPIENT)
-            .await
-        {
-            Ok(line) => line,
-            Err(reply) => return Answer::Refused { reply },
-        };
-        let outcome = match serde_json::from_slice::<Request>(&line) {
-            Ok(Request::Send(envelope)) => self.send(user, envelope).await,
-            Ok(Request::Verify { addresses }) => self.verify(&addresses).await,
-            Err(e) => Err(Reply::new(501, (5, 2), format!("Not a request: {e}"))),
+            .await?;
+        serde_json::from_slice::<Request>(&line)
+            .map_err(|e| Reply::new(501, (5, 2), format!("Not a request: {e}")))
+    }
+
+    async fn request(&mut self, user: &LocalUser, request: Request) -> Answer {
+        let outcome = match request {
+            Request::Send(envelope) => self.send(user, envelope).await,
+            Request::Verify { addresses } => self.verify(&addresses).await,
         };
         outcome.unwrap_or_else(|reply| Answer::Refused { reply })
     }

@@ -40,7 +40,7 @@ fn server(peer: &Peer, extra: &str) -> TestServer {
     s
 }
 
-/// tempfile makes its directories 0700; `nobody` must get through this one.
+/// `nobody` must get through this one, whatever the umask made it.
 fn open_to_all(dir: &Path) {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
@@ -87,6 +87,12 @@ fn stderr(out: &Output) -> String {
 
 fn assert_sent(out: &Output) {
     assert_eq!(status(out), 0, "{}", stderr(out));
+}
+
+/// Refused with sendmail's `code`, saying `why` on stderr.
+fn assert_refused(out: &Output, code: i32, why: &str) {
+    assert_eq!(status(out), code, "{}", stderr(out));
+    assert!(stderr(out).contains(why), "{}", stderr(out));
 }
 
 /// A link named `sendmail` to the binary, in a directory of its own.
@@ -305,11 +311,10 @@ fn other_users_send_only_as_their_senders_and_without_an_entry_not_at_all() {
         &["-f", "shop@example.com", "bob@remote.example"],
         "Subject: x\n\nhi\n",
     );
-    assert_eq!(status(&daemon), 77, "{}", stderr(&daemon));
-    let said = stderr(&daemon);
-    assert!(
-        said.contains("Unix user daemon may not send mail: add a [[sendmail]] entry with unix_user = \"daemon\""),
-        "{said}"
+    assert_refused(
+        &daemon,
+        77,
+        "Unix user daemon may not send mail: add a [[sendmail]] entry with unix_user = \"daemon\"",
     );
     // nobody: its patterns, in the envelope and in From:.
     let ok = sendmail(
@@ -343,9 +348,7 @@ fn other_users_send_only_as_their_senders_and_without_an_entry_not_at_all() {
             "No sender address: give -f ADDRESS",
         ),
     ] {
-        let out = sendmail(&s, Some("nobody"), args, message);
-        assert_eq!(status(&out), 77, "{args:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains(why), "{}", stderr(&out));
+        assert_refused(&sendmail(&s, Some("nobody"), args, message), 77, why);
     }
     let got = peer.wait_for(2, WAIT);
     std::thread::sleep(Duration::from_millis(300));
@@ -367,15 +370,14 @@ fn a_server_that_is_not_running_is_a_temporary_failure() {
         &["-f", "shop@example.com", "bob@remote.example"],
         "Subject: x\n\nhi\n",
     );
-    assert_eq!(status(&out), 75, "{}", stderr(&out));
     let socket = s.data_dir().join("run/submit.sock");
-    assert!(
-        stderr(&out).contains(&format!(
+    assert_refused(
+        &out,
+        75,
+        &format!(
             "the mail server is not running (nothing answers on {})",
             socket.display()
-        )),
-        "{}",
-        stderr(&out)
+        ),
     );
 }
 
@@ -402,11 +404,10 @@ fn a_message_over_max_message_size_is_refused_and_not_queued() {
         &["-i", "bob@remote.example"],
         &format!("{message}z"),
     );
-    assert_eq!(status(&over), 65, "{}", stderr(&over));
-    assert!(
-        stderr(&over).contains("552 5.3.4 Message size exceeds fixed limit of 2048 octets"),
-        "{}",
-        stderr(&over)
+    assert_refused(
+        &over,
+        65,
+        "552 5.3.4 Message size exceeds fixed limit of 2048 octets",
     );
     assert_eq!(s.queue().len(), 1);
 }
@@ -425,11 +426,26 @@ fn recipients_up_to_max_recipients() {
         &[&rcpts[..], &["d@remote.example"]].concat(),
         message,
     );
-    assert_eq!(status(&over), 69, "{}", stderr(&over));
-    assert!(
-        stderr(&over).contains("Too many recipients: at most 3 per message"),
-        "{}",
-        stderr(&over)
-    );
+    assert_refused(&over, 69, "Too many recipients: at most 3 per message");
     assert_eq!(s.queue().len(), 1);
+}
+
+/// The configuration names files other users may not even look at (a key
+/// under /etc/letsencrypt, 0700): `postern sendmail` needs none of them and
+/// must not refuse to run for them.
+#[test]
+fn a_user_who_cannot_see_the_servers_key_still_sends() {
+    let keys = tempfile::tempdir().expect("dir");
+    std::fs::set_permissions(keys.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let (cert, key) = self_signed(keys.path(), &["mx.test.example"]);
+    let peer = sink();
+    let s = server(&peer, &format!("[tls]\ncert = {cert:?}\nkey = {key:?}\n"));
+    let out = sendmail(
+        &s,
+        Some("nobody"),
+        &["-f", "web@example.com", "bob@remote.example"],
+        "From: web@example.com\nSubject: x\n\nhi\n",
+    );
+    assert_sent(&out);
+    peer.wait_for(1, WAIT);
 }

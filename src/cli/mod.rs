@@ -134,8 +134,16 @@ impl ConfigArg {
     /// own machines, where no configuration is the rule): no word about a
     /// data_dir it does not use.
     fn load_settings(&self) -> anyhow::Result<Config> {
+        self.load_settings_with(Config::load)
+    }
+
+    /// `load_settings` with `load` reading the file.
+    fn load_settings_with(
+        &self,
+        load: fn(&std::path::Path) -> Result<Config, ConfigErrors>,
+    ) -> anyhow::Result<Config> {
         match self.path() {
-            Some(p) => Config::load(&p).map_err(|errors| anyhow::anyhow!("{errors}")),
+            Some(p) => load(&p).map_err(|errors| anyhow::anyhow!("{errors}")),
             None => Ok(Config::builtin()),
         }
     }

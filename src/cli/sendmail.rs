@@ -186,7 +186,9 @@ pub async fn run(args: Args, config: &ConfigArg) -> anyhow::Result<()> {
             config: config.config.clone(),
         },
     }
-    .load_settings()
+    // Only the settings: the files it names (the server's key, say) are
+    // the server's to read, and the caller may not be allowed to see them.
+    .load_settings_with(Config::load_settings_only)
     .map_err(|e| failed(Sysexit::Config, format!("{e:#}")))?;
     match options.mode {
         Mode::Deliver => deliver(&config, options).await,

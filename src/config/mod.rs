@@ -215,6 +215,16 @@ impl Config {
         validate::from_text(&text, Some(path))
     }
 
+    /// `load`, without looking at the files the configuration names
+    /// (certificate, key, password files): for `postern sendmail`, which
+    /// needs only the settings and is run by users who may not even see the
+    /// server's keys.
+    pub fn load_settings_only(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors::single(ConfigError::unreadable(path, &e)))?;
+        validate::from_text_checking(&text, Some(path), validate::Files::Skip)
+    }
+
     /// Validates TOML text; `path` is only used to name the file in errors.
     pub fn from_text(text: &str, path: Option<&Path>) -> Result<Config, ConfigErrors> {
         validate::from_text(text, path)

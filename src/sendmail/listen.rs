@@ -317,17 +317,10 @@ impl Client<'_> {
     /// is kept once. Any refusal refuses the message, so that the caller
     /// knows nothing was sent.
     async fn recipients(&self, addresses: &[String]) -> Result<Vec<NewRecipient>, Reply> {
-        let max = self.ctx.config.limits.max_recipients;
         if addresses.is_empty() {
             return Err(Reply::new(554, (5, 1), "Error: no recipients"));
         }
-        if addresses.len() > max {
-            return Err(Reply::new(
-                550,
-                (5, 3),
-                format!("Too many recipients: at most {max} per message ([limits] max_recipients)"),
-            ));
-        }
+        self.check_count(addresses)?;
         let mut out = Vec::with_capacity(addresses.len());
         let mut seen = HashSet::new();
         for address in addresses {
@@ -341,6 +334,19 @@ impl Client<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// At most `max_recipients` addresses in one request.
+    fn check_count(&self, addresses: &[String]) -> Result<(), Reply> {
+        let max = self.ctx.config.limits.max_recipients;
+        if addresses.len() > max {
+            return Err(Reply::new(
+                550,
+                (5, 3),
+                format!("Too many recipients: at most {max} per message ([limits] max_recipients)"),
+            ));
+        }
+        Ok(())
     }
 
     /// One recipient as RCPT checks it; with whether its domain is hosted.
@@ -376,14 +382,7 @@ impl Client<'_> {
 
     /// `-bv`: each address as `recipients` would take it, without sending.
     async fn verify(&self, addresses: &[String]) -> Result<Answer, Reply> {
-        let max = self.ctx.config.limits.max_recipients;
-        if addresses.len() > max {
-            return Err(Reply::new(
-                550,
-                (5, 3),
-                format!("Too many addresses: at most {max} ([limits] max_recipients)"),
-            ));
-        }
+        self.check_count(addresses)?;
         let mut results = Vec::with_capacity(addresses.len());
         for address in addresses {
             results.push(self.check_recipient(address).await.err());

@@ -17,13 +17,14 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::sender::{LocalUser, from_header, from_line, parse_sender, printable, rights};
 use super::{Answer, Envelope, Request, socket_path};
 use crate::config::{Config, ListenerRole};
 use crate::context::ServerContext;
 use crate::control::{self, ControlError};
 use crate::policy::Verdict;
 use crate::policy::relay::{ClientStanding, check_recipient};
-use crate::policy::sender::{Sender, SenderPattern, check_envelope_sender};
+use crate::policy::sender::{SenderPattern, check_envelope_sender};
 use crate::prepare::{Accepted, Origin, SPILL_AT};
 use crate::session::{IncomingBody, enqueue, received, recipient_facts};
 use crate::smtp::address::Mailbox;
@@ -139,7 +140,7 @@ async fn answer(ctx: Arc<ServerContext>, stream: UnixStream) {
         // The request is read first, also from a user who is then refused:
         // the client learns why instead of finding the socket closed.
         let answer = match client.read_request().await {
-            Ok(request) => match client.rights(uid, name.as_deref()) {
+            Ok(request) => match rights(&ctx.config, uid, name.as_deref()) {
                 Ok(user) => client.request(&user, request).await,
                 Err(reply) => Answer::Refused { reply },
             },
@@ -164,25 +165,6 @@ async fn user_name(uid: u32) -> Option<String> {
     }
 }
 
-/// A local user, and the senders it may use.
-struct LocalUser {
-    name: String,
-    uid: u32,
-    /// root and the server's own user: any address of a hosted domain.
-    trusted: bool,
-    patterns: Vec<SenderPattern>,
-}
-
-impl LocalUser {
-    fn sender<'a>(&'a self, allowed: &'a [SenderPattern]) -> Sender<'a> {
-        Sender::Local {
-            user: &self.name,
-            uid: self.uid,
-            allowed,
-        }
-    }
-}
-
 struct Client<'a> {
     ctx: &'a ServerContext,
     read: BufReader<OwnedReadHalf>,
@@ -191,40 +173,6 @@ struct Client<'a> {
 }
 
 impl Client<'_> {
-    /// Who may send as what: root and the server's own user any hosted
-    /// address (sendmail's trusted users), another user what its
-    /// `[[sendmail]]` entry says; a user without one nothing.
-    fn rights(&self, uid: u32, name: Option<&str>) -> Result<LocalUser, Reply> {
-        let refuse = |why: String| Err(Reply::new(550, (7, 1), why));
-        let Some(name) = name else {
-            return refuse(format!(
-                "Unix user id {uid} has no name in the user database, and [[sendmail]] entries name users"
-            ));
-        };
-        let trusted = uid == 0 || uid == rustix::process::getuid().as_raw();
-        let entry = self
-            .ctx
-            .config
-            .sendmail
-            .iter()
-            .find(|e| e.unix_user == name);
-        if !trusted && entry.is_none() {
-            let config = self.ctx.config.source.as_ref().map_or_else(
-                || "the configuration file".to_string(),
-                |p| p.display().to_string(),
-            );
-            return refuse(format!(
-                "Unix user {name} may not send mail: add a [[sendmail]] entry with unix_user = \"{name}\" and its senders to {config}"
-            ));
-        }
-        Ok(LocalUser {
-            name: name.to_string(),
-            uid,
-            trusted,
-            patterns: entry.map(|e| e.senders.clone()).unwrap_or_default(),
-        })
-    }
-
     async fn read_request(&mut self) -> Result<Request, Reply> {
         let max = self.ctx.config.limits.max_recipients as u64;
         let line = self
@@ -519,106 +467,5 @@ impl Client<'_> {
         let mut line = serde_json::to_vec(answer).unwrap_or_default();
         line.push(b'\n');
         let _ = self.write.write_all(&line).await;
-    }
-}
-
-/// `-f`'s address, with or without angle brackets.
-fn parse_sender(text: &str) -> Result<Mailbox, Reply> {
-    let address = text
-        .strip_prefix('<')
-        .and_then(|a| a.strip_suffix('>'))
-        .unwrap_or(text);
-    Mailbox::parse(address, true).map_err(|e| {
-        Reply::new(
-            501,
-            (1, 7),
-            format!("<{}>: Bad sender address syntax: {e}", printable(address)),
-        )
-    })
-}
-
-/// With no `-f` and no single address of its own: the address of the
-/// message's From:, when there is exactly one.
-fn from_header(facts: &HeaderFacts, user: &str) -> Result<Mailbox, Reply> {
-    let mut fields = facts.fields(SenderHeader::From);
-    let only = match (fields.next(), fields.next()) {
-        (Some(field), None) => match field.mailboxes.as_deref() {
-            Ok([mailbox]) => Mailbox::parse(&mailbox.address, true).ok(),
-            _ => None,
-        },
-        _ => None,
-    };
-    only.ok_or_else(|| {
-        Reply::new(
-            550,
-            (7, 1),
-            format!(
-                "No sender address: give -f ADDRESS, or a From: header with one address that Unix user {user} may send as"
-            ),
-        )
-    })
-}
-
-/// `From: Full Name <sender>` (the name encoded as RFC 2047 asks when it
-/// needs to be), for a message that came without one.
-fn from_line(full_name: Option<&str>, sender: &Mailbox) -> Vec<u8> {
-    use mail_builder::headers::Header;
-    use mail_builder::headers::address::Address;
-    let name = full_name
-        .map(|n| n.chars().filter(|c| !c.is_control()).collect::<String>())
-        .filter(|n| !n.trim().is_empty());
-    let mut line = b"From: ".to_vec();
-    Address::new_address(name, sender.to_string()).write_header(&mut line, 6);
-    line
-}
-
-/// Client text made safe for a reply line.
-fn printable(s: &str) -> String {
-    s.chars()
-        .take(100)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_added_from_encodes_the_full_name() {
-        let sender = Mailbox::parse("web@customer1.example", false).expect("address");
-        assert_eq!(
-            from_line(Some("Web Shop"), &sender),
-            b"From: \"Web Shop\" <web@customer1.example>\r\n"
-        );
-        assert_eq!(
-            from_line(None, &sender),
-            b"From: <web@customer1.example>\r\n"
-        );
-        let line = String::from_utf8(from_line(Some("Jörg\r\nBcc: x@y"), &sender)).expect("utf8");
-        assert!(
-            line.starts_with("From: =?utf-8?") && line.ends_with("<web@customer1.example>\r\n"),
-            "{line}"
-        );
-        assert_eq!(line.matches("\r\n").count(), 1, "{line}");
-    }
-
-    #[test]
-    fn the_sender_of_a_from_header_is_its_one_address() {
-        let facts = |h: &str| HeaderFacts::scan(h.as_bytes());
-        let one = from_header(&facts("From: Shop <shop@x.example>\r\n"), "web1").expect("one");
-        assert_eq!(one.to_string(), "shop@x.example");
-        for none in [
-            "Subject: x\r\n",
-            "From: a@x.example, b@x.example\r\n",
-            "From: a@x.example\r\nFrom: a@x.example\r\n",
-        ] {
-            let reply = from_header(&facts(none), "web1").expect_err(none);
-            assert!(
-                reply.text.contains("give -f ADDRESS") && reply.text.contains("Unix user web1"),
-                "{}",
-                reply.text
-            );
-        }
     }
 }

@@ -17,6 +17,7 @@
 pub mod client;
 pub mod input;
 mod listen;
+mod sender;
 
 use std::path::PathBuf;
 

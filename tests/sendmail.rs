@@ -449,3 +449,18 @@ fn a_user_who_cannot_see_the_servers_key_still_sends() {
     assert_sent(&out);
     peer.wait_for(1, WAIT);
 }
+
+/// Below `[limits] min_free_space` a message is refused before it comes,
+/// as MAIL refuses it, and the caller is told to try again later.
+#[test]
+fn below_the_free_space_floor_it_is_a_temporary_failure() {
+    let s = TestServer::start("[limits]\nmin_free_space = 1125899906842624\n");
+    let out = sendmail(
+        &s,
+        None,
+        &["-f", "shop@example.com", "bob@remote.example"],
+        "Subject: x\n\nhi\n",
+    );
+    assert_refused(&out, 75, "452 4.3.1 Insufficient system storage");
+    assert!(s.queue().is_empty());
+}

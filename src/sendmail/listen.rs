@@ -201,6 +201,11 @@ impl Client<'_> {
                 ),
             ));
         }
+        // As MAIL with SIZE: below the free-space floor, refused before
+        // the message comes.
+        if self.ctx.queue.spool().has_room_for(envelope.size).is_err() {
+            return Err(Reply::insufficient_storage());
+        }
         let recipients = self.recipients(&envelope.recipients).await?;
         let named = match envelope.sender.as_deref().map(str::trim) {
             None => None,

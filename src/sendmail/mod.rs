@@ -77,10 +77,9 @@ pub enum Answer {
 /// sendmail's exit codes (sysexits.h). Programs that call sendmail (PHP,
 /// cron, mail(1), scripts) read its status this way: 75 means "try again
 /// later", others "give up, and say why"; so `postern sendmail` exits with
-/// these, not with the CLI's 0/1/2.
+/// these, not with the CLI's 0/1/2 (success is 0 in both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sysexit {
-    Ok = 0,
     /// A bad command line.
     Usage = 64,
     /// A bad message or address.

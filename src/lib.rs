@@ -27,7 +27,9 @@
 //! - `store`: accounts, hosted domains and aliases; `dkim`: per-domain keys.
 //! - `server`: wires the above together and drains on SIGTERM; `context`
 //!   holds what it hands every connection; `control` is the local socket
-//!   through which `postern queue` changes the queue of the running server.
+//!   through which `postern queue` changes the queue of the running server;
+//!   `sendmail` the local socket through which programs submit mail as
+//!   their Unix user (`postern sendmail`), queued as the session queues.
 //! - `http`: client autoconfiguration, MTA-STS, metrics, SMTP on the HTTPS port.
 //! - `check`: the port-block diagnostic run from a user's network (`postern check`);
 //!   `portecho`: the server's half of its interception test.
@@ -45,7 +47,8 @@
 //! 3. `auth`, `tls`, `dsn`, `router`, `local`, `prometheus`.
 //! 4. `outbound`; 5. `scheduler`.
 //! 6. `context` (`ServerContext`, what connections share), `control`.
-//! 7. `prepare`; 8. `session`; 9. `listener`; 10. `http`; 11. `server`; 12. `cli`.
+//! 7. `prepare`; 8. `session`; 9. `listener`, `sendmail`; 10. `http`;
+//! 11. `server`; 12. `cli`.
 
 pub mod auth;
 pub mod check;
@@ -68,6 +71,7 @@ pub mod prepare;
 pub mod prometheus;
 pub mod router;
 pub mod scheduler;
+pub mod sendmail;
 pub mod server;
 pub mod session;
 pub mod smtp;

@@ -1,9 +1,8 @@
 //! The `postern` binary: parse the command line, start logging, run the command,
-//! and map the outcome to an exit code (0 ok, 1 failure to act on, 2 usage).
+//! and map the outcome to an exit code (0 ok, 1 failure to act on, 2 usage;
+//! `postern sendmail` exits with sendmail's codes instead, see cli/sendmail.rs).
 
 use std::process::ExitCode;
-
-use clap::Parser;
 
 /// jemalloc, with its background thread, instead of glibc's malloc (issue #11
 /// item 3). Sessions come and go by thousands; glibc kept every page they had
@@ -25,7 +24,7 @@ fn main() -> ExitCode {
     // others must traverse are opened up one by one where they are made.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     // clap exits with 2 on usage errors and 0 for --help/--version.
-    let cli = postern::cli::Cli::parse();
+    let cli = postern::cli::Cli::from_env();
     postern::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -41,7 +40,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("postern: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(postern::cli::exit_code(&e))
         }
     }
 }

@@ -21,15 +21,18 @@ pub fn options(path: &Path) -> SqliteConnectOptions {
         .pragma("cache_size", "-256")
 }
 
-/// Creates `data_dir` if it is missing: 0750, its owner's, and open to its
+/// Creates `data_dir` if it is missing: 0751, its owner's, open to its
 /// group for the Maildirs under it (a mail reader such as Dovecot in that
-/// group). An existing directory keeps the mode its admin gave it.
+/// group), and searchable by others, who may reach `run/submit.sock` for
+/// `postern sendmail` by its name; they cannot list it, and what is in it is
+/// the owner's (and group's) only. An existing directory keeps the mode its
+/// admin gave it.
 pub fn create_data_dir(data_dir: &Path) -> std::io::Result<()> {
     if data_dir.is_dir() {
         return Ok(());
     }
     std::fs::create_dir_all(data_dir)?;
-    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o750))
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o751))
 }
 
 /// Makes the database at `path` and its WAL and shared-memory files its

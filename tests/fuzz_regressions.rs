@@ -17,6 +17,8 @@ mod message;
 mod queue_id;
 #[path = "../fuzz/checks/sasl.rs"]
 mod sasl;
+#[path = "../fuzz/checks/sendmail_input.rs"]
+mod sendmail_input;
 #[path = "../fuzz/checks/smtp_command.rs"]
 mod smtp_command;
 #[path = "../fuzz/checks/smtp_data.rs"]
@@ -96,4 +98,9 @@ fn replay_queue_id() {
 #[test]
 fn replay_xtext() {
     replay("xtext", xtext::check);
+}
+
+#[test]
+fn replay_sendmail_input() {
+    replay("sendmail_input", sendmail_input::check);
 }

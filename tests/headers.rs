@@ -4,7 +4,7 @@
 //! hops is refused.
 
 use postern::policy::Verdict;
-use postern::policy::sender::check_sender_headers;
+use postern::policy::sender::{Sender, check_sender_headers};
 use postern::smtp::headers::{HeaderFacts, header_section};
 
 use crate::common::*;
@@ -102,7 +102,10 @@ fn python_shows_only_alice(view: &serde_json::Value) -> Result<(), String> {
 
 /// Ours: accepted for alice, or the reply text.
 fn ours(message: &[u8]) -> Result<(), String> {
-    match check_sender_headers(ALICE, &HeaderFacts::scan(header_section(message))) {
+    match check_sender_headers(
+        &Sender::Account(ALICE),
+        &HeaderFacts::scan(header_section(message)),
+    ) {
         Verdict::Accept => Ok(()),
         Verdict::Reject(r) => Err(r.text),
     }

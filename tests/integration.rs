@@ -37,6 +37,7 @@ mod protocol;
 mod queue_control;
 mod queue_id_logs;
 mod reload;
+mod sendmail;
 mod service;
 mod smuggling;
 mod starttls;

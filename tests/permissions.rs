@@ -1,7 +1,8 @@
 //! Who may read what the server keeps: the data directory is its owner's and
-//! its group's, the databases (password hashes, everyone's mail), keys and
-//! spooled bodies are the owner's only, and an install made before that is
-//! closed up at its next start.
+//! its group's (others may only pass through it, to the sendmail socket), the
+//! databases (password hashes, everyone's mail), keys and spooled bodies are
+//! the owner's only, and an install made before that is closed up at its
+//! next start.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -30,7 +31,11 @@ fn assert_mode(path: &Path, want: u32) {
 fn databases_keys_and_bodies_are_the_owners_only() {
     let mut s = TestServer::start("");
     let data = s.data_dir();
-    assert_mode(&data, 0o750);
+    // Others may pass through to run/submit.sock (`postern sendmail`), and
+    // read or list nothing.
+    assert_mode(&data, 0o751);
+    assert_mode(&data.join("run"), 0o711);
+    assert_mode(&data.join("run/submit.sock"), 0o666);
     for private in [
         "store.sqlite",
         "store.sqlite-wal",
@@ -57,7 +62,8 @@ fn databases_keys_and_bodies_are_the_owners_only() {
     // A body large enough for a segment file, and everything else under the
     // data directory: nothing there is for other users.
     send_as_alice(&s, &format!("{}\n", "x".repeat(99)).repeat(1_000));
-    for path in walk(&data) {
+    let open = [data.join("run"), data.join("run/submit.sock")];
+    for path in walk(&data).into_iter().filter(|p| !open.contains(p)) {
         assert_eq!(
             mode(&path) & 0o007,
             0,
@@ -108,9 +114,9 @@ fn send_as_alice(s: &TestServer, body: &str) {
 }
 
 #[test]
-fn a_data_dir_made_by_the_server_itself_is_0750() {
+fn a_data_dir_made_by_the_server_itself_is_0751() {
     // No CLI command before it: serve makes data_dir (and run/ in it) first.
     let mut s = TestServer::configure(&TestServer::config_for(""));
     s.spawn();
-    assert_mode(&s.data_dir(), 0o750);
+    assert_mode(&s.data_dir(), 0o751);
 }

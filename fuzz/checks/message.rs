@@ -9,7 +9,7 @@
 //! cannot break or start a header line.
 
 use postern::policy::Verdict;
-use postern::policy::sender::check_sender_headers;
+use postern::policy::sender::{Sender, check_sender_headers};
 use postern::prepare::reencode::reencode_long_lines;
 use postern::prepare::{Arrival, trace_headers};
 use postern::smtp::address::Mailbox;
@@ -39,6 +39,7 @@ pub fn check(input: &[u8]) {
         single_recipient: Some(rcpt),
         submission: true,
         delivered_to: &[],
+        local_uid: None,
     };
     let added = trace_headers(&arrival, body);
     let added = String::from_utf8_lossy(&added);
@@ -68,7 +69,7 @@ fn check_sender(message: &[u8]) {
     else {
         return;
     };
-    if check_sender_headers(&user, &facts) != Verdict::Accept {
+    if check_sender_headers(&Sender::Account(&user), &facts) != Verdict::Accept {
         return;
     }
     assert_eq!(facts.fields(SenderHeader::From).count(), 1);

@@ -7,6 +7,7 @@ mod config_check;
 mod dns;
 mod domain;
 mod queue;
+mod sendmail;
 mod serve;
 mod user;
 
@@ -74,6 +75,10 @@ enum Command {
     /// Print the postern(8) manual page (roff), for installing.
     #[command(hide = true)]
     Manpage,
+    /// Send the message on standard input through the running server, as
+    /// sendmail does (for PHP's mail(), cron and scripts); also when this
+    /// binary is run as `sendmail`. Exits with sendmail's codes (sysexits).
+    Sendmail(sendmail::Args),
 }
 
 /// Failures the user must act on (exit 1), as opposed to usage errors (exit 2,
@@ -91,6 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(cmd) => config_check::run(cmd, config),
         Command::Check(args) => check::run(args, config).await,
         Command::Manpage => manpage(),
+        Command::Sendmail(args) => sendmail::run(args, config).await,
     }
 }
 
@@ -123,6 +129,33 @@ fn manpage() -> anyhow::Result<()> {
     Ok(())
 }
 
+impl Cli {
+    /// The command line of this process: clap's, or sendmail's when the
+    /// binary was run as `sendmail` (a link such as /usr/sbin/sendmail).
+    pub fn from_env() -> Cli {
+        let mut args = std::env::args();
+        let invoked_as = args.next().unwrap_or_default();
+        if std::path::Path::new(&invoked_as)
+            .file_name()
+            .is_some_and(|name| name == "sendmail")
+        {
+            return Cli {
+                command: Command::Sendmail(sendmail::Args::from_argv(args.collect())),
+                config: ConfigArg { config: None },
+            };
+        }
+        Cli::parse()
+    }
+}
+
+/// The exit code for a failed command: sendmail's status for `postern
+/// sendmail`, else 1 (clap has already exited with 2 on a usage error).
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    error
+        .downcast_ref::<sendmail::Failed>()
+        .map_or(1, |f| f.status.code())
+}
+
 impl ConfigArg {
     /// The configuration this command works on, per DESIGN.md's rule. Run
     /// by root with `user` set, the command becomes that user first, as the
@@ -143,8 +176,16 @@ impl ConfigArg {
     /// own machines, where no configuration is the rule): no word about a
     /// data_dir it does not use.
     fn load_settings(&self) -> anyhow::Result<Config> {
+        self.load_settings_with(Config::load)
+    }
+
+    /// `load_settings` with `load` reading the file.
+    fn load_settings_with(
+        &self,
+        load: fn(&std::path::Path) -> Result<Config, ConfigErrors>,
+    ) -> anyhow::Result<Config> {
         match self.path() {
-            Some(p) => Config::load(&p).map_err(|errors| anyhow::anyhow!("{errors}")),
+            Some(p) => load(&p).map_err(|errors| anyhow::anyhow!("{errors}")),
             None => Ok(Config::builtin()),
         }
     }

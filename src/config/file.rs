@@ -23,6 +23,7 @@ pub struct ConfigFile {
     pub http: Option<HttpFile>,
     pub store: Option<StoreFile>,
     pub local: Option<LocalFile>,
+    pub sendmail: Option<Vec<SendmailFile>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,6 +116,12 @@ pub struct HttpFile {
     pub request_timeout: Option<u64>,
     pub max_connections: Option<u64>,
     pub max_connections_per_ip: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SendmailFile {
+    pub unix_user: Option<String>,
+    pub senders: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

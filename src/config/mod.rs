@@ -17,6 +17,7 @@ use nix::unistd::{Gid, Uid};
 
 pub use role::ListenerRole;
 
+use crate::policy::sender::SenderPattern;
 use crate::smtp::data::BareNewlines;
 
 pub use checker::{ConfigError, ConfigErrors};
@@ -47,6 +48,9 @@ pub struct Config {
     pub http: Http,
     pub store_url: Option<String>,
     pub local: Local,
+    /// `[[sendmail]]`: the Unix users other than root and the server's own
+    /// that may send through `postern sendmail`, and as whom.
+    pub sendmail: Vec<SendmailUser>,
 }
 
 /// `user` and `group`, resolved on this host when the config is read.
@@ -56,6 +60,14 @@ pub struct RunAs {
     pub uid: u32,
     pub group: String,
     pub gid: u32,
+}
+
+/// One `[[sendmail]]` entry: a local Unix user and the sender addresses it
+/// may use (`senders`, each an address or `*@domain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendmailUser {
+    pub unix_user: String,
+    pub senders: Vec<SenderPattern>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,6 +285,16 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigErrors::single(ConfigError::unreadable(path, &e)))?;
         validate::from_text(&text, Some(path))
+    }
+
+    /// `load`, without looking at the files the configuration names
+    /// (certificate, key, password files): for `postern sendmail`, which
+    /// needs only the settings and is run by users who may not even see the
+    /// server's keys.
+    pub fn load_settings_only(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors::single(ConfigError::unreadable(path, &e)))?;
+        validate::from_text_checking(&text, Some(path), validate::Files::Skip)
     }
 
     /// Validates TOML text; `path` is only used to name the file in errors.

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,40 +35,46 @@ pub struct ControlSocket {
 }
 
 /// Takes the server lock of `config`'s data directory and binds the control
-/// socket. The lock (an exclusive `flock` on `run/server.lock`, released by
-/// the kernel when the process ends, however it ends) is what keeps a
-/// second server off the same data directory, and what tells the CLI that a
-/// server runs. The socket is made under a temporary name, set to 0600, and
-/// only then renamed into place, so it is never reachable with looser
-/// permissions.
+/// socket, owner only. The lock (an exclusive `flock` on `run/server.lock`,
+/// released by the kernel when the process ends, however it ends) is what
+/// keeps a second server off the same data directory, and what tells the
+/// CLI that a server runs.
 pub async fn bind(config: &Config) -> Result<ControlSocket, ControlError> {
     let path = socket_path(config);
-    let shown = || path.display().to_string();
+    let lock = take_server_lock(config).await?;
+    let listener = bind_socket(&path, 0o600)?;
+    Ok(ControlSocket {
+        listener,
+        path,
+        _lock: lock,
+    })
+}
+
+/// Binds a Unix socket at `path` with `mode`. It is made under a temporary
+/// name, given its mode, and only then renamed into place, so it is never
+/// reachable with other permissions. Only for a caller that holds the server
+/// lock: a socket already there is a dead server's, and is replaced.
+pub fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, ControlError> {
     let failed = |error| ControlError::Bind {
-        path: shown(),
+        path: path.display().to_string(),
         error,
     };
-    let lock = take_server_lock(config).await?;
     let fresh = path.with_extension(format!("sock.{}", std::process::id()));
     // Left by a server that died: nobody holds the lock, so nobody uses them.
-    for stale in [&path, &fresh] {
+    for stale in [path, &fresh] {
         match std::fs::remove_file(stale) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(failed(e)),
             _ => {}
         }
     }
     let listener = UnixListener::bind(&fresh).map_err(failed)?;
-    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o600))
-        .and_then(|()| std::fs::rename(&fresh, &path))
+    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(mode))
+        .and_then(|()| std::fs::rename(&fresh, path))
         .map_err(|e| {
             let _ = std::fs::remove_file(&fresh);
             failed(e)
         })?;
-    Ok(ControlSocket {
-        listener,
-        path,
-        _lock: lock,
-    })
+    Ok(listener)
 }
 
 /// The server lock, waited for a little: `postern queue` may hold it for

@@ -28,7 +28,7 @@ use crate::spool::{QueueId, Spool, SpoolError};
 
 pub use client::{Asked, ask};
 use listen::Lock;
-pub use listen::{ControlSocket, bind, serve};
+pub use listen::{ControlSocket, bind, bind_socket, serve};
 
 /// Where the running server listens.
 pub fn socket_path(config: &Config) -> PathBuf {

@@ -1,36 +1,114 @@
-//! An authenticated user may send only as an address it owns: the envelope
-//! sender (MAIL FROM) and every mailbox in the header From: (and Sender:,
-//! Resent-From:, Resent-Sender:), as a mail reader would show them.
+//! A submitter may send only as an address it may use: the envelope sender
+//! (MAIL FROM) and every mailbox in the header From: (and Sender:,
+//! Resent-From:, Resent-Sender:), as a mail reader would show them. An
+//! authenticated account may use its own address; a local Unix user
+//! (`postern sendmail`) the addresses its `[[sendmail]]` entry allows.
 
 use super::Verdict;
-use crate::smtp::address::Mailbox;
+use crate::smtp::address::{Mailbox, normalize_domain};
 use crate::smtp::headers::{HeaderFacts, MAX_SENDER_FIELDS, SenderHeader};
 use crate::smtp::mailbox_list::MailboxListError;
 use crate::smtp::reply::Reply;
 
-/// Whether `user` (a canonical address) owns `address`.
-fn owns(user: &str, address: &Mailbox) -> bool {
-    address.canonical() == user
+/// Who submits a message, and so which addresses it may send as.
+#[derive(Debug, Clone, Copy)]
+pub enum Sender<'a> {
+    /// An account that logged in with AUTH: its canonical address, the only
+    /// one it owns.
+    Account(&'a str),
+    /// A local Unix user through `postern sendmail`: the addresses `allowed`
+    /// matches (for root and the server's own user, every hosted domain the
+    /// message names).
+    Local {
+        user: &'a str,
+        uid: u32,
+        allowed: &'a [SenderPattern],
+    },
 }
 
-/// MAIL FROM of an authenticated user; `None` is the null sender `<>`, which a
-/// client may use for its own notifications.
-pub fn check_envelope_sender(user: &str, sender: Option<&Mailbox>) -> Verdict {
-    match sender {
-        Some(m) if !owns(user, m) => Verdict::Reject(Reply::new(
+impl Sender<'_> {
+    /// Whether this submitter may use `address`.
+    pub fn may_use(&self, address: &Mailbox) -> bool {
+        match self {
+            Sender::Account(user) => address.canonical() == *user,
+            Sender::Local { allowed, .. } => allowed.iter().any(|p| p.matches(address)),
+        }
+    }
+
+    /// How the submitter is named in logs, replies and the queue: the
+    /// account's address, or the Unix user's name (which has no `@`, so the
+    /// two never meet).
+    pub fn name(&self) -> &str {
+        match self {
+            Sender::Account(user) => user,
+            Sender::Local { user, .. } => user,
+        }
+    }
+
+    /// The end of a refusal: why `address` is not this submitter's to use.
+    fn not_allowed(&self) -> String {
+        match self {
+            Sender::Account(user) => format!("not owned by user {user}"),
+            Sender::Local { user, .. } => {
+                format!("not among the senders allowed to Unix user {user}")
+            }
+        }
+    }
+}
+
+/// One entry of a `[[sendmail]]` table's `senders`: an address, or every
+/// address of a domain (`*@domain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SenderPattern {
+    /// A canonical address (lower-cased).
+    Address(String),
+    /// A domain, lower-cased: `*@domain`.
+    Domain(String),
+}
+
+impl SenderPattern {
+    /// Reads `*@domain` or `local@domain`; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<SenderPattern, String> {
+        match text.strip_prefix("*@") {
+            Some(domain) => normalize_domain(domain)
+                .map(SenderPattern::Domain)
+                .ok_or_else(|| format!("{domain:?} is not a domain name")),
+            None if text.contains('*') => Err(
+                "a pattern is an address or *@domain; * stands only for a whole local part"
+                    .to_string(),
+            ),
+            None => Mailbox::parse(text, true)
+                .map(|m| SenderPattern::Address(m.canonical()))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    fn matches(&self, address: &Mailbox) -> bool {
+        match self {
+            SenderPattern::Address(a) => address.canonical() == *a,
+            SenderPattern::Domain(d) => address.domain == *d,
+        }
+    }
+}
+
+/// MAIL FROM of a submitter; `None` is the null sender `<>`, which a client
+/// may use for its own notifications.
+pub fn check_envelope_sender(sender: &Sender<'_>, address: Option<&Mailbox>) -> Verdict {
+    match address {
+        Some(m) if !sender.may_use(m) => Verdict::Reject(Reply::new(
             550,
             (7, 1),
-            format!("<{m}>: Sender address rejected: not owned by user {user}"),
+            format!("<{m}>: Sender address rejected: {}", sender.not_allowed()),
         )),
         _ => Verdict::Accept,
     }
 }
 
-/// The sender headers of a message an authenticated user submitted (RFC 5322
-/// §3.6): exactly one From:, and every mailbox in From:, Sender:, Resent-From:
-/// and Resent-Sender: the user's own, with no name beside it that shows another
+/// The sender headers of a message a submitter sent (RFC 5322 §3.6):
+/// exactly one From:, and every mailbox in From:, Sender:, Resent-From: and
+/// Resent-Sender: one it may use, with no name beside it that shows another
 /// address. Whatever mail readers could read in two ways is refused.
-pub fn check_sender_headers(user: &str, facts: &HeaderFacts) -> Verdict {
+pub fn check_sender_headers(sender: &Sender<'_>, facts: &HeaderFacts) -> Verdict {
     let reject =
         |why: String| Verdict::Reject(Reply::new(550, (7, 1), format!("Message rejected: {why}")));
     if let Some(line) = facts.malformed_line {
@@ -56,7 +134,7 @@ pub fn check_sender_headers(user: &str, facts: &HeaderFacts) -> Verdict {
         let mailboxes = match &field.mailboxes {
             Ok(m) => m,
             Err(MailboxListError::UnquotedAt(shown)) => {
-                return reject(match other_address(user, shown) {
+                return reject(match other_address(sender, shown) {
                     Some(other) => looks_like(name, &other),
                     None => format!("{name}: display name has an @ outside quotes"),
                 });
@@ -64,14 +142,15 @@ pub fn check_sender_headers(user: &str, facts: &HeaderFacts) -> Verdict {
             Err(e) => return reject(format!("{name}: header has no usable address: {e}")),
         };
         for mailbox in mailboxes {
-            let owned = Mailbox::parse(&mailbox.address, true).is_ok_and(|m| owns(user, &m));
-            if !owned {
+            let allowed = Mailbox::parse(&mailbox.address, true).is_ok_and(|m| sender.may_use(&m));
+            if !allowed {
                 return reject(format!(
-                    "header {name}: <{}> is not owned by user {user}",
-                    printable(&mailbox.address)
+                    "header {name}: <{}> is {}",
+                    printable(&mailbox.address),
+                    sender.not_allowed()
                 ));
             }
-            if let Some(other) = mailbox.shown.iter().find_map(|s| other_address(user, s)) {
+            if let Some(other) = mailbox.shown.iter().find_map(|s| other_address(sender, s)) {
                 return reject(looks_like(name, &other));
             }
         }
@@ -86,10 +165,10 @@ fn looks_like(header: &str, other: &str) -> String {
     )
 }
 
-/// The first thing in `shown` that reads as an address `user` does not own:
-/// any at sign must belong to one of the user's own addresses. Look-alike at
-/// signs count, and spaces around an at sign do not hide it.
-fn other_address(user: &str, shown: &str) -> Option<String> {
+/// The first thing in `shown` that reads as an address `sender` may not use:
+/// any at sign must belong to one of its own addresses. Look-alike at signs
+/// count, and spaces around an at sign do not hide it.
+fn other_address(sender: &Sender<'_>, shown: &str) -> Option<String> {
     let mut text = String::with_capacity(shown.len());
     for c in shown.chars() {
         match c {
@@ -104,7 +183,7 @@ fn other_address(user: &str, shown: &str) -> Option<String> {
     text.split(|c: char| c.is_whitespace() || "<>()[]\",;:'`".contains(c))
         .map(|t| t.trim_matches(|c: char| c.is_ascii_punctuation() && c != '@'))
         .filter(|t| t.contains('@'))
-        .find(|t| !Mailbox::parse(t, true).is_ok_and(|m| owns(user, &m)))
+        .find(|t| !Mailbox::parse(t, true).is_ok_and(|m| sender.may_use(&m)))
         .map(str::to_string)
 }
 
@@ -130,19 +209,16 @@ mod tests {
         Mailbox::parse(s, false).expect("address")
     }
 
+    const ALICE: Sender<'static> = Sender::Account("alice@example.com");
+
     #[test]
     fn only_own_envelope_sender() {
         assert_eq!(
-            check_envelope_sender("alice@example.com", Some(&mb("Alice@EXAMPLE.com"))),
+            check_envelope_sender(&ALICE, Some(&mb("Alice@EXAMPLE.com"))),
             Verdict::Accept
         );
-        assert_eq!(
-            check_envelope_sender("alice@example.com", None),
-            Verdict::Accept
-        );
-        let Verdict::Reject(r) =
-            check_envelope_sender("alice@example.com", Some(&mb("bob@example.com")))
-        else {
+        assert_eq!(check_envelope_sender(&ALICE, None), Verdict::Accept);
+        let Verdict::Reject(r) = check_envelope_sender(&ALICE, Some(&mb("bob@example.com"))) else {
             panic!("bob's address must be refused");
         };
         assert!(r.text.contains("<bob@example.com>") && r.code == 550);
@@ -150,7 +226,7 @@ mod tests {
 
     /// The reply for a header section sent by alice@example.com: `None` if accepted.
     fn verdict(header: &str) -> Option<String> {
-        match check_sender_headers("alice@example.com", &HeaderFacts::scan(header.as_bytes())) {
+        match check_sender_headers(&ALICE, &HeaderFacts::scan(header.as_bytes())) {
             Verdict::Accept => None,
             Verdict::Reject(r) => {
                 assert_eq!(
@@ -361,7 +437,7 @@ mod tests {
                 })
                 .collect();
             let facts = HeaderFacts::scan(header.as_bytes());
-            if check_sender_headers("alice@example.com", &facts) == Verdict::Accept {
+            if check_sender_headers(&ALICE, &facts) == Verdict::Accept {
                 proptest::prop_assert_eq!(facts.fields(SenderHeader::From).count(), 1);
                 let message = format!("{header}\r\nbody\r\n");
                 let parsed = mail_parser::MessageParser::default().parse_headers(message.as_bytes());
@@ -374,6 +450,87 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn patterns(texts: &[&str]) -> Vec<SenderPattern> {
+        texts
+            .iter()
+            .map(|t| SenderPattern::parse(t).expect("pattern"))
+            .collect()
+    }
+
+    #[test]
+    fn patterns_are_an_address_or_a_whole_domain() {
+        assert_eq!(
+            SenderPattern::parse("Info@Customer2.Example."),
+            Ok(SenderPattern::Address("info@customer2.example".into()))
+        );
+        assert_eq!(
+            SenderPattern::parse("*@Customer1.example"),
+            Ok(SenderPattern::Domain("customer1.example".into()))
+        );
+        for bad in [
+            "*",
+            "*@",
+            "info*@x.example",
+            "*@*.x.example",
+            "x",
+            "@x.example",
+            "a@-x",
+        ] {
+            assert!(SenderPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A Unix user with `[[sendmail]]` patterns: the same header checks as an
+    /// account, against what its patterns match.
+    #[test]
+    fn a_local_user_may_send_as_its_patterns_only() {
+        let allowed = patterns(&["*@customer1.example", "info@customer2.example"]);
+        let web1 = Sender::Local {
+            user: "web1",
+            uid: 1001,
+            allowed: &allowed,
+        };
+        for ok in [
+            "shop@customer1.example",
+            "Anyone@CUSTOMER1.example",
+            "info@customer2.example",
+        ] {
+            assert_eq!(
+                check_envelope_sender(&web1, Some(&mb(ok))),
+                Verdict::Accept,
+                "{ok}"
+            );
+        }
+        for refused in [
+            "sales@customer2.example",
+            "x@sub.customer1.example",
+            "x@customer1.example.evil",
+        ] {
+            let Verdict::Reject(r) = check_envelope_sender(&web1, Some(&mb(refused))) else {
+                panic!("{refused} must be refused");
+            };
+            assert!(
+                r.text
+                    .contains("not among the senders allowed to Unix user web1"),
+                "{}",
+                r.text
+            );
+        }
+        let headers = |h: &str| check_sender_headers(&web1, &HeaderFacts::scan(h.as_bytes()));
+        assert_eq!(
+            headers("From: Shop <shop@customer1.example>\r\nSender: info@customer2.example\r\n"),
+            Verdict::Accept
+        );
+        for refused in [
+            "From: sales@customer2.example\r\n",
+            "From: \"boss@bank.example\" <shop@customer1.example>\r\n",
+            "Subject: no sender\r\n",
+        ] {
+            assert_ne!(headers(refused), Verdict::Accept, "{refused}");
+        }
+        assert_eq!(web1.name(), "web1");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::config::ListenerRole;
 use crate::context::ServerContext;
 use crate::policy::Verdict;
 use crate::policy::limits::check_hop_count;
-use crate::policy::sender::check_sender_headers;
+use crate::policy::sender::{Sender, check_sender_headers};
 use crate::smtp::headers::{HeaderFacts, header_section, header_section_ends};
 use crate::smtp::reply::Reply;
 use crate::spool::{DsnEnvelope, NewMessage, NewRecipient, QueueId, SpillFile};
@@ -49,8 +49,10 @@ pub struct Origin<'a> {
     pub greeting: Option<(&'a str, bool)>,
     /// TLS version and cipher suite, when the session is encrypted.
     pub tls: Option<(&'a str, &'a str)>,
-    /// The authenticated user's canonical address.
-    pub identity: Option<&'a str>,
+    /// Who proved who they are: the authenticated account, or the local
+    /// Unix user of `postern sendmail` (then `client_ip` and `greeting` say
+    /// nothing: Received: names the user's id instead).
+    pub identity: Option<Sender<'a>>,
 }
 
 impl Origin<'_> {
@@ -124,8 +126,8 @@ pub async fn prepare(
         ));
     }
     let facts = HeaderFacts::scan(header_section(&body.head));
-    let verdict = match (check_hop_count(facts.received), origin.identity) {
-        (Verdict::Accept, Some(user)) => check_sender_headers(user, &facts),
+    let verdict = match (check_hop_count(facts.received), &origin.identity) {
+        (Verdict::Accept, Some(sender)) => check_sender_headers(sender, &facts),
         (verdict, _) => verdict,
     };
     if let Verdict::Reject(reply) = verdict {
@@ -136,7 +138,7 @@ pub async fn prepare(
     // header checks, before anything adds headers or signs. Text parts with
     // lines over 998 octets become quoted-printable; mail from other servers
     // is kept byte for byte.
-    let body = match (origin.identity, body.long_lines) {
+    let body = match (&origin.identity, body.long_lines) {
         (Some(_), true) => reencoded(ctx, body).await.map_err(|e| {
             tracing::error!(event = "spool_failed", error = %e);
             Reply::queue_write_error()
@@ -168,6 +170,10 @@ pub async fn prepare(
         },
         submission: origin.submission(),
         delivered_to: &expanded.forwarded,
+        local_uid: match origin.identity {
+            Some(Sender::Local { uid, .. }) => Some(uid),
+            _ => None,
+        },
     };
     let trace = trace_headers(&arrival, &body.head);
     // A body held in memory is stored after the new headers, in one piece (the
@@ -183,7 +189,7 @@ pub async fn prepare(
             sender,
             dsn,
             recipients: expanded.recipients,
-            auth_user: origin.identity.map(str::to_string),
+            auth_user: origin.identity.map(|s| s.name().to_string()),
             smtputf8,
             body: stored.into(),
         },
@@ -244,6 +250,9 @@ pub struct Arrival<'a> {
     /// Aliases of ours this message passes through to other servers: each
     /// gets a `Delivered-To:`, so that a copy coming back is recognised.
     pub delivered_to: &'a [String],
+    /// The Unix user id of a local program (`postern sendmail`), which
+    /// Received: names instead of a client (as Postfix's "from userid").
+    pub local_uid: Option<u32>,
 }
 
 /// The headers this server puts on top of the message: Received:, and for
@@ -257,15 +266,23 @@ pub fn trace_headers(arrival: &Arrival<'_>, body: &[u8]) -> Vec<u8> {
     for alias in arrival.delivered_to {
         head.push_str(&format!("Delivered-To: {alias}\r\n"));
     }
-    head.push_str(&format!(
-        "Received: from {} ([{}])\r\n",
-        sanitize(arrival.helo),
-        arrival.client_ip
-    ));
-    head.push_str(&format!(
-        "\tby {} (Postern) with {} id {}",
-        arrival.hostname, arrival.protocol, arrival.queue_id
-    ));
+    match arrival.local_uid {
+        Some(uid) => head.push_str(&format!(
+            "Received: by {} (Postern, from userid {uid})\r\n\tid {}",
+            arrival.hostname, arrival.queue_id
+        )),
+        None => {
+            head.push_str(&format!(
+                "Received: from {} ([{}])\r\n",
+                sanitize(arrival.helo),
+                arrival.client_ip
+            ));
+            head.push_str(&format!(
+                "\tby {} (Postern) with {} id {}",
+                arrival.hostname, arrival.protocol, arrival.queue_id
+            ));
+        }
+    }
     if let Some((version, cipher)) = arrival.tls {
         head.push_str(&format!("\r\n\t(using {version} with cipher {cipher})"));
     }
@@ -325,6 +342,7 @@ mod tests {
             single_recipient: Some("bob@example.org"),
             submission,
             delivered_to: &[],
+            local_uid: None,
         }
     }
 
@@ -345,7 +363,7 @@ mod tests {
             client_ip: "192.0.2.7".parse().expect("ip"),
             greeting: Some(("client", extended)),
             tls: tls.then_some(("TLSv1.3", "TLS13_AES_256_GCM_SHA384")),
-            identity: identity.then_some("alice@example.com"),
+            identity: identity.then_some(Sender::Account("alice@example.com")),
         };
         for (extended, tls, identity, name) in [
             (false, true, true, "SMTP"),
@@ -393,6 +411,29 @@ mod tests {
         .expect("utf8");
         assert_eq!(out.matches("Date:").count(), 1);
         assert_eq!(out.matches("Message-ID:").count(), 1);
+    }
+
+    /// `postern sendmail`: no client, no greeting, no TLS; the user's id.
+    #[test]
+    fn received_of_a_local_program_names_its_user_id() {
+        let id = QueueId::generate();
+        let arrival = Arrival {
+            local_uid: Some(33),
+            tls: None,
+            ..arrival(&id, true)
+        };
+        let out = String::from_utf8(finish(&arrival, b"Subject: x\r\n\r\nhi\r\n")).expect("utf8");
+        assert!(
+            out.starts_with(&format!(
+                "Received: by mx.example.com (Postern, from userid 33)\r\n\tid {id}\r\n\tfor <bob@example.org>;\r\n\t"
+            )),
+            "{out}"
+        );
+        assert!(
+            !out.contains("192.0.2.7") && !out.contains("X-Evil"),
+            "{out}"
+        );
+        assert!(out.contains("\r\nMessage-ID: <"), "{out}");
     }
 
     #[test]

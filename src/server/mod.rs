@@ -17,11 +17,13 @@ use crate::listener::{self, ConnectionLimits, ListenerInfo};
 use crate::outbound::{Outbound, OutboundSetupError};
 use crate::portecho::EchoRegistry;
 use crate::scheduler::{self, ActiveQueue, Delivery};
+use crate::sendmail;
 use crate::spool::{Spool, SpoolError};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, Certificates, TlsSetupError};
 use reload::CERTIFICATE_CHECK;
 use sd_notify::NotifyState;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 pub mod privileges;
 mod reload;
@@ -56,6 +58,12 @@ pub enum ServerError {
 /// Serves until a termination signal, then drains and returns.
 pub async fn run(config: Config) -> Result<(), ServerError> {
     let config = Arc::new(config);
+    // Watched from the start: SIGHUP's default action ends the process, and
+    // systemd or an admin may send it as soon as the listeners are up.
+    let signals =
+        signal(SignalKind::terminate()).and_then(|t| Ok((t, signal(SignalKind::hangup())?)));
+    // Made here with its mode (other users reach the submission socket
+    // through it), before the lock's run/ would make it owner-only.
     crate::sqlite::create_data_dir(&config.data_dir).map_err(|source| ServerError::RunFile {
         path: config.data_dir.display().to_string(),
         source,
@@ -63,6 +71,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     // First of all: the server lock keeps a second server off this data_dir,
     // and from here on the CLI changes the queue through this server.
     let control_socket = control::bind(&config).await?;
+    let submit_socket = sendmail::bind(&config)?;
     // What needs root (ports below 1024, a key only root may read) comes
     // next; then, with `user` set, the server becomes that user for good.
     let bound = listener::bind_all(&config.listeners).await;
@@ -177,6 +186,11 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             }
         }
     });
+    let submissions = tokio::spawn(sendmail::serve(
+        submit_socket,
+        Arc::clone(&ctx),
+        sessions.clone(),
+    ));
     let (reloads, mut reload_asks) = tokio::sync::mpsc::channel(4);
     let control = tokio::spawn(control::serve(
         control_socket,
@@ -194,7 +208,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     ));
 
     tell_systemd(NotifyState::Ready);
-    serve_until_stopped(&config, &certificates, &mut reload_asks).await;
+    serve_until_stopped(&config, &certificates, &mut reload_asks, signals).await;
     tell_systemd(NotifyState::Stopping);
     tracing::info!(
         event = "shutdown",
@@ -204,6 +218,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     accept_loops.wait().await;
     let _ = scheduler.await;
     let _ = control.await;
+    let _ = submissions.await;
     sessions.close();
     deliveries.close();
     let drained = async {
@@ -269,14 +284,11 @@ async fn serve_until_stopped(
     config: &Config,
     certificates: &Certificates,
     reload_asks: &mut tokio::sync::mpsc::Receiver<control::ReloadAsk>,
+    signals: std::io::Result<(Signal, Signal)>,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut hup) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(term), Ok(hup)) => (term, hup),
-        (Err(e), _) | (_, Err(e)) => {
+    let (mut term, mut hup) = match signals {
+        Ok(signals) => signals,
+        Err(e) => {
             tracing::error!(error = %e, "cannot watch SIGTERM and SIGHUP; stop with Ctrl-C");
             let _ = tokio::signal::ctrl_c().await;
             return;

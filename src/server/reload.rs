@@ -70,6 +70,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         http,
         store_url,
         local,
+        sendmail,
     } = running;
     [
         ("hostname", *hostname != new.hostname),
@@ -91,6 +92,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         ("[http]", *http != new.http),
         ("store_url", *store_url != new.store_url),
         ("[local]", *local != new.local),
+        ("[[sendmail]]", *sendmail != new.sendmail),
     ]
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))

@@ -5,10 +5,12 @@ use super::incoming::{IncomingBody, Unreceived};
 use super::io::{BodyPace, SessionEnd};
 use super::{Flow, Session};
 use crate::config::Limits;
-use crate::prepare::{Accepted, Origin, Prepared, prepare};
+use crate::context::ServerContext;
+use crate::policy::sender::Sender;
+use crate::prepare::{Accepted, Origin, Prepared, ReceivedBody, prepare};
 use crate::smtp::data::{BodyReader, BodyViolation};
 use crate::smtp::reply::Reply;
-use crate::spool::{SpoolError, WriteError};
+use crate::spool::{QueueId, SpoolError, WriteError};
 
 impl Session {
     fn check_body_start(&self) -> Result<(), Reply> {
@@ -84,15 +86,9 @@ impl Session {
         let Some(tx) = self.tx.take() else {
             return Flow::Continue;
         };
-        let body = match body.finish().await {
+        let body = match received(body, &self.ctx.config.limits).await {
             Ok(received) => received,
-            Err(Unreceived::Violation(violation)) => {
-                return self.reply(violation_reply(violation, &self.ctx.config.limits));
-            }
-            Err(Unreceived::Storage(e)) => {
-                tracing::error!(event = "spool_failed", error = %e);
-                return self.reply(storage_reply(&WriteError::of_io(e)));
-            }
+            Err(reply) => return self.reply(reply),
         };
         let accepted = Accepted {
             sender: tx.sender_text(),
@@ -101,36 +97,12 @@ impl Session {
             smtputf8: tx.smtputf8,
             body,
         };
-        let prepared = match prepare(&self.ctx, &self.origin(), accepted).await {
-            Ok(prepared) => prepared,
-            Err(reply) => return self.reply(reply),
-        };
-        let (size, rcpts) = (prepared.size(), prepared.message.recipients.len());
-        let Prepared {
-            queue_id,
-            message,
-            spilled,
-        } = prepared;
-        tx.span.record("qid", tracing::field::display(&queue_id));
-        let sender = message.sender.clone();
-        let queue = &self.ctx.queue;
-        let queued = match spilled {
-            None => queue.put(queue_id.clone(), message).await,
-            Some(file) => queue.put_spilled(queue_id.clone(), message, file).await,
-        };
-        match queued {
-            Ok(()) => {
-                tracing::info!(event = "queued", qid = %queue_id, from = %sender, rcpts, size);
+        match enqueue(&self.ctx, &self.origin(), accepted, &tx.span).await {
+            Ok(queue_id) => {
                 metrics::counter!("postern_messages_queued_total", "port" => self.local.port().to_string()).increment(1);
                 self.reply(Reply::new(250, (0, 0), format!("Ok: queued as {queue_id}")))
             }
-            Err(e) => {
-                tracing::error!(event = "spool_failed", qid = %queue_id, error = %e);
-                self.reply(match &e {
-                    SpoolError::Write(w) => storage_reply(w),
-                    _ => Reply::queue_write_error(),
-                })
-            }
+            Err(reply) => self.reply(reply),
         }
     }
 
@@ -147,7 +119,58 @@ impl Session {
                 .tls
                 .as_ref()
                 .map(|t| (t.version.as_str(), t.cipher.as_str())),
-            identity: self.identity.as_deref(),
+            identity: self.identity.as_deref().map(Sender::Account),
+        }
+    }
+}
+
+/// The whole body, or the reply that refuses it: what it broke, or why the
+/// disk would not keep it.
+pub(crate) async fn received(body: IncomingBody, limits: &Limits) -> Result<ReceivedBody, Reply> {
+    match body.finish().await {
+        Ok(received) => Ok(received),
+        Err(Unreceived::Violation(violation)) => Err(violation_reply(violation, limits)),
+        Err(Unreceived::Storage(e)) => {
+            tracing::error!(event = "spool_failed", error = %e);
+            Err(storage_reply(&WriteError::of_io(e)))
+        }
+    }
+}
+
+/// Has `prepare` make the message and the queue keep it: returns once the
+/// message is durable, with its queue id, or with the reply that refuses
+/// it. Records the id in `span` (the transaction's) and logs `queued`.
+/// The end of every transaction, an SMTP session's or `postern sendmail`'s.
+pub(crate) async fn enqueue(
+    ctx: &ServerContext,
+    origin: &Origin<'_>,
+    accepted: Accepted,
+    span: &tracing::Span,
+) -> Result<QueueId, Reply> {
+    let prepared = prepare(ctx, origin, accepted).await?;
+    let (size, rcpts) = (prepared.size(), prepared.message.recipients.len());
+    let Prepared {
+        queue_id,
+        message,
+        spilled,
+    } = prepared;
+    span.record("qid", tracing::field::display(&queue_id));
+    let sender = message.sender.clone();
+    let queued = match spilled {
+        None => ctx.queue.put(queue_id.clone(), message).await,
+        Some(file) => ctx.queue.put_spilled(queue_id.clone(), message, file).await,
+    };
+    match queued {
+        Ok(()) => {
+            tracing::info!(event = "queued", qid = %queue_id, from = %sender, rcpts, size);
+            Ok(queue_id)
+        }
+        Err(e) => {
+            tracing::error!(event = "spool_failed", qid = %queue_id, error = %e);
+            Err(match &e {
+                SpoolError::Write(w) => storage_reply(w),
+                _ => Reply::queue_write_error(),
+            })
         }
     }
 }

@@ -12,10 +12,11 @@ use smtp_proto::{
 
 use super::state::Transaction;
 use super::{Flow, Session};
+use crate::context::ServerContext;
 use crate::policy::Verdict;
 use crate::policy::limits::{check_declared_size, check_recipient_count};
 use crate::policy::relay::{ClientStanding, RecipientFacts, check_recipient};
-use crate::policy::sender::check_envelope_sender;
+use crate::policy::sender::{Sender, check_envelope_sender};
 use crate::smtp::address::Mailbox;
 use crate::smtp::reply::Reply;
 use crate::smtp::xtext;
@@ -79,7 +80,8 @@ impl Session {
             return Err(r);
         }
         if let Some(user) = &self.identity
-            && let Verdict::Reject(r) = check_envelope_sender(user, sender.as_ref())
+            && let Verdict::Reject(r) =
+                check_envelope_sender(&Sender::Account(user), sender.as_ref())
         {
             return Err(r);
         }
@@ -175,7 +177,7 @@ impl Session {
             Ok(orcpt) => orcpt,
             Err(reply) => return self.reply(reply),
         };
-        let facts = match self.recipient_facts(&rcpt).await {
+        let facts = match recipient_facts(&self.ctx, &rcpt).await {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(event = "store_error", error = %e);
@@ -206,23 +208,26 @@ impl Session {
         }
         self.reply(Reply::new(250, (1, 5), "Ok"))
     }
+}
 
-    async fn recipient_facts(
-        &self,
-        rcpt: &Mailbox,
-    ) -> Result<RecipientFacts, crate::store::StoreError> {
-        let store = &self.ctx.store;
-        let in_store = store.is_hosted_domain(&rcpt.domain).await?;
-        // The bare postmaster (and postmaster@our host name) is always ours,
-        // also when the host name is not a hosted domain; when it is, its
-        // accounts and aliases are looked up like any hosted domain's.
-        let hosted_domain = in_store || rcpt.domain == self.hostname();
-        let mailbox_exists = in_store && store.accepts(rcpt).await?;
-        Ok(RecipientFacts {
-            hosted_domain,
-            mailbox_exists,
-        })
-    }
+/// What the relay policy asks of a recipient, from the store: whether its
+/// domain is ours and, if so, whether the mailbox (or an alias) exists.
+/// RCPT and `postern sendmail`'s recipients both ask it.
+pub(crate) async fn recipient_facts(
+    ctx: &ServerContext,
+    rcpt: &Mailbox,
+) -> Result<RecipientFacts, crate::store::StoreError> {
+    let store = &ctx.store;
+    let in_store = store.is_hosted_domain(&rcpt.domain).await?;
+    // The bare postmaster (and postmaster@our host name) is always ours,
+    // also when the host name is not a hosted domain; when it is, its
+    // accounts and aliases are looked up like any hosted domain's.
+    let hosted_domain = in_store || rcpt.domain == ctx.config.hostname;
+    let mailbox_exists = in_store && store.accepts(rcpt).await?;
+    Ok(RecipientFacts {
+        hosted_domain,
+        mailbox_exists,
+    })
 }
 
 /// The value of a DSN parameter smtp-proto accepted, decoded again from the

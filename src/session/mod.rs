@@ -28,6 +28,9 @@ use crate::context::ServerContext;
 use crate::policy::limits::ErrorBudget;
 use crate::smtp::reply::Reply;
 use crate::telemetry::SessionId;
+pub(crate) use body::{enqueue, received};
+pub(crate) use envelope::recipient_facts;
+pub(crate) use incoming::IncomingBody;
 use io::{Connection, Line, SessionEnd, Stream};
 use state::{Greeting, Transaction};
 

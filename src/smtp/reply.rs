@@ -4,8 +4,10 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// An RFC 3463 enhanced status code such as 5.1.1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnhancedCode(pub u8, pub u16, pub u16);
 
 impl fmt::Display for EnhancedCode {
@@ -14,7 +16,9 @@ impl fmt::Display for EnhancedCode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialized for `postern sendmail`, which hears the server's refusals over
+/// its socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reply {
     pub code: u16,
     pub enhanced: Option<EnhancedCode>,

@@ -18,9 +18,27 @@ use crate::smtp::data::BareNewlines;
 
 mod delivery;
 mod local;
+mod sendmail;
 use delivery::{delivery, relay, routes};
 
 pub(super) fn from_text(text: &str, file: Option<&Path>) -> Result<Config, ConfigErrors> {
+    from_text_checking(text, file, Files::Look)
+}
+
+/// Whether validation looks at the files the configuration names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Files {
+    Look,
+    /// For a command that reads none of them (`postern sendmail`), run by
+    /// users who may not be allowed to see them.
+    Skip,
+}
+
+pub(super) fn from_text_checking(
+    text: &str,
+    file: Option<&Path>,
+    files: Files,
+) -> Result<Config, ConfigErrors> {
     let doc = match DeTable::parse(text) {
         Ok(doc) => doc,
         Err(e) => {
@@ -40,6 +58,7 @@ pub(super) fn from_text(text: &str, file: Option<&Path>) -> Result<Config, Confi
         file,
         doc,
         errors: Vec::new(),
+        look_at_files: files == Files::Look,
     };
 
     let mut unknown = Vec::new();
@@ -135,6 +154,7 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         &hostname,
         &trusted_networks,
     );
+    let sendmail = sendmail::users(c, raw.sendmail.unwrap_or_default());
     let store_url = raw.store.and_then(|s| s.url);
     if let Some(url) = &store_url {
         c.error(
@@ -166,6 +186,7 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         http,
         store_url,
         local,
+        sendmail,
     }
 }
 
@@ -623,6 +644,19 @@ mod tests {
         assert!(
             errs[0].contains("http.metrics_from[0]: \"nope\" is not a network"),
             "{errs:?}"
+        );
+    }
+
+    /// `postern sendmail` reads the settings only: a file the caller cannot
+    /// see is no error there, but stays one for everything else.
+    #[test]
+    fn files_are_looked_at_unless_only_the_settings_are_wanted() {
+        let text = "[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n";
+        assert_eq!(errors(text).len(), 2);
+        let c = from_text_checking(text, None, Files::Skip).expect("settings only");
+        assert_eq!(
+            c.tls.map(|t| t.cert),
+            Some(PathBuf::from("/nonexistent/cert.pem"))
         );
     }
 

@@ -1,0 +1,194 @@
+//! Who a local user is to the sendmail socket, and as whom it sends:
+//! root and the server's own user any hosted address, another user the
+//! senders of its `[[sendmail]]` entry; with no `-f`, the user's one
+//! address or the message's From:; and the From: added to a message
+//! without one.
+
+use crate::config::Config;
+use crate::policy::sender::{Sender, SenderPattern};
+use crate::smtp::address::Mailbox;
+use crate::smtp::headers::{HeaderFacts, SenderHeader};
+use crate::smtp::reply::Reply;
+
+/// A local user, and the senders it may use.
+#[derive(Debug)]
+pub(super) struct LocalUser {
+    pub(super) name: String,
+    pub(super) uid: u32,
+    /// root and the server's own user: any address of a hosted domain.
+    pub(super) trusted: bool,
+    pub(super) patterns: Vec<SenderPattern>,
+}
+
+impl LocalUser {
+    pub(super) fn sender<'a>(&'a self, allowed: &'a [SenderPattern]) -> Sender<'a> {
+        Sender::Local {
+            user: &self.name,
+            uid: self.uid,
+            allowed,
+        }
+    }
+}
+
+/// Who may send as what: root and the server's own user any hosted
+/// address (sendmail's trusted users), another user what its
+/// `[[sendmail]]` entry says; a user without one nothing.
+pub(super) fn rights(config: &Config, uid: u32, name: Option<&str>) -> Result<LocalUser, Reply> {
+    let refuse = |why: String| Err(Reply::new(550, (7, 1), why));
+    let Some(name) = name else {
+        return refuse(format!(
+            "Unix user id {uid} has no name in the user database, and [[sendmail]] entries name users"
+        ));
+    };
+    let trusted = uid == 0 || uid == rustix::process::getuid().as_raw();
+    let entry = config.sendmail.iter().find(|e| e.unix_user == name);
+    if !trusted && entry.is_none() {
+        let file = config.source.as_ref().map_or_else(
+            || "the configuration file".to_string(),
+            |p| p.display().to_string(),
+        );
+        return refuse(format!(
+            "Unix user {name} may not send mail: add a [[sendmail]] entry with unix_user = \"{name}\" and its senders to {file}"
+        ));
+    }
+    Ok(LocalUser {
+        name: name.to_string(),
+        uid,
+        trusted,
+        patterns: entry.map(|e| e.senders.clone()).unwrap_or_default(),
+    })
+}
+
+/// `-f`'s address, with or without angle brackets.
+pub(super) fn parse_sender(text: &str) -> Result<Mailbox, Reply> {
+    let address = text
+        .strip_prefix('<')
+        .and_then(|a| a.strip_suffix('>'))
+        .unwrap_or(text);
+    Mailbox::parse(address, true).map_err(|e| {
+        Reply::new(
+            501,
+            (1, 7),
+            format!("<{}>: Bad sender address syntax: {e}", printable(address)),
+        )
+    })
+}
+
+/// With no `-f` and no single address of its own: the address of the
+/// message's From:, when there is exactly one.
+pub(super) fn from_header(facts: &HeaderFacts, user: &str) -> Result<Mailbox, Reply> {
+    let mut fields = facts.fields(SenderHeader::From);
+    let only = match (fields.next(), fields.next()) {
+        (Some(field), None) => match field.mailboxes.as_deref() {
+            Ok([mailbox]) => Mailbox::parse(&mailbox.address, true).ok(),
+            _ => None,
+        },
+        _ => None,
+    };
+    only.ok_or_else(|| {
+        Reply::new(
+            550,
+            (7, 1),
+            format!(
+                "No sender address: give -f ADDRESS, or a From: header with one address that Unix user {user} may send as"
+            ),
+        )
+    })
+}
+
+/// `From: Full Name <sender>` (the name encoded as RFC 2047 asks when it
+/// needs to be), for a message that came without one.
+pub(super) fn from_line(full_name: Option<&str>, sender: &Mailbox) -> Vec<u8> {
+    use mail_builder::headers::Header;
+    use mail_builder::headers::address::Address;
+    let name = full_name
+        .map(|n| n.chars().filter(|c| !c.is_control()).collect::<String>())
+        .filter(|n| !n.trim().is_empty());
+    let mut line = b"From: ".to_vec();
+    Address::new_address(name, sender.to_string()).write_header(&mut line, 6);
+    line
+}
+
+/// Client text made safe for a reply line.
+pub(super) fn printable(s: &str) -> String {
+    s.chars()
+        .take(100)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_trusted_a_user_has_its_entry_and_others_are_told_what_to_add() {
+        let config = Config::from_text(
+            "[[sendmail]]\nunix_user = \"web1\"\nsenders = [\"*@customer1.example\"]\n",
+            Some(std::path::Path::new("/etc/postern/postern.toml")),
+        )
+        .expect("config");
+        let root = rights(&config, 0, Some("root")).expect("root");
+        assert!(root.trusted && root.patterns.is_empty());
+        let web1 = rights(&config, 1001, Some("web1")).expect("web1");
+        assert!(!web1.trusted);
+        assert_eq!(
+            web1.patterns,
+            [SenderPattern::Domain("customer1.example".into())]
+        );
+        let refused = rights(&config, 33, Some("www-data")).expect_err("www-data");
+        assert_eq!(
+            (refused.code, refused.enhanced.map(|e| e.to_string())),
+            (550, Some("5.7.1".into()))
+        );
+        assert_eq!(
+            refused.text,
+            "Unix user www-data may not send mail: add a [[sendmail]] entry with \
+             unix_user = \"www-data\" and its senders to /etc/postern/postern.toml"
+        );
+        let nameless = rights(&config, 4242, None).expect_err("no name");
+        assert!(
+            nameless.text.contains("Unix user id 4242 has no name"),
+            "{}",
+            nameless.text
+        );
+    }
+
+    #[test]
+    fn an_added_from_encodes_the_full_name() {
+        let sender = Mailbox::parse("web@customer1.example", false).expect("address");
+        assert_eq!(
+            from_line(Some("Web Shop"), &sender),
+            b"From: \"Web Shop\" <web@customer1.example>\r\n"
+        );
+        assert_eq!(
+            from_line(None, &sender),
+            b"From: <web@customer1.example>\r\n"
+        );
+        let line = String::from_utf8(from_line(Some("Jörg\r\nBcc: x@y"), &sender)).expect("utf8");
+        assert!(
+            line.starts_with("From: =?utf-8?") && line.ends_with("<web@customer1.example>\r\n"),
+            "{line}"
+        );
+        assert_eq!(line.matches("\r\n").count(), 1, "{line}");
+    }
+
+    #[test]
+    fn the_sender_of_a_from_header_is_its_one_address() {
+        let facts = |h: &str| HeaderFacts::scan(h.as_bytes());
+        let one = from_header(&facts("From: Shop <shop@x.example>\r\n"), "web1").expect("one");
+        assert_eq!(one.to_string(), "shop@x.example");
+        for none in [
+            "Subject: x\r\n",
+            "From: a@x.example, b@x.example\r\n",
+            "From: a@x.example\r\nFrom: a@x.example\r\n",
+        ] {
+            let reply = from_header(&facts(none), "web1").expect_err(none);
+            assert!(
+                reply.text.contains("give -f ADDRESS") && reply.text.contains("Unix user web1"),
+                "{}",
+                reply.text
+            );
+        }
+    }
+}

@@ -290,6 +290,7 @@ pub(super) fn valid_keys(table: Option<&str>) -> &'static [&'static str] {
         Some("route") => field_names::<RouteFile>(),
         Some("http") => field_names::<HttpFile>(),
         Some("store") => field_names::<StoreFile>(),
+        Some("acme") => field_names::<AcmeFile>(),
         Some(_) => &[],
     }
 }

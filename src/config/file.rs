@@ -20,6 +20,7 @@ pub struct ConfigFile {
     pub fallback_relay: Option<RelayFile>,
     pub http: Option<HttpFile>,
     pub store: Option<StoreFile>,
+    pub acme: Option<AcmeFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +113,14 @@ pub struct HttpFile {
     pub request_timeout: Option<u64>,
     pub max_connections: Option<u64>,
     pub max_connections_per_ip: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AcmeFile {
+    pub directory: Option<String>,
+    pub email: Option<String>,
+    pub ca_roots: Option<String>,
+    pub renew_before_days: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -42,6 +42,8 @@ pub struct Config {
     pub fallback_relay: Option<Relay>,
     pub http: Http,
     pub store_url: Option<String>,
+    /// `[acme]`: the certificate comes from an ACME CA (src/acme/).
+    pub acme: Option<Acme>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +159,20 @@ pub struct Http {
     /// Caps over both HTTP listeners; `trusted_networks` count only in the total.
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+}
+
+/// `[acme]`: where and as whom certificates are ordered (RFC 8555).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acme {
+    /// The CA's directory URL (https).
+    pub directory: String,
+    /// The account's contact address, for the CA's expiry and policy mail.
+    pub email: String,
+    /// The root certificate (PEM) that the CA's own HTTPS API is checked
+    /// against, when it is not publicly trusted (a test CA such as pebble).
+    pub ca_roots: Option<PathBuf>,
+    /// A certificate with less than this left is renewed.
+    pub renew_before: Duration,
 }
 
 /// RFC 8461 policy mode served at /.well-known/mta-sts.txt.

@@ -68,6 +68,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         fallback_relay,
         http,
         store_url,
+        acme,
     } = running;
     [
         ("hostname", *hostname != new.hostname),
@@ -87,6 +88,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         ("[fallback_relay]", *fallback_relay != new.fallback_relay),
         ("[http]", *http != new.http),
         ("store_url", *store_url != new.store_url),
+        ("[acme]", *acme != new.acme),
     ]
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))

@@ -16,6 +16,7 @@ use crate::config::file::*;
 use crate::config::{Auth, Config, Http, Limits, ListenerConfig, MtaStsMode, TlsFiles};
 use crate::smtp::data::BareNewlines;
 
+mod acme;
 mod delivery;
 use delivery::{delivery, relay, routes};
 
@@ -133,6 +134,7 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         &hostname,
         &trusted_networks,
     );
+    let acme = acme::acme(c, raw.acme, tls.as_ref(), &http);
     let store_url = raw.store.and_then(|s| s.url);
     if let Some(url) = &store_url {
         c.error(
@@ -160,6 +162,7 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         fallback_relay,
         http,
         store_url,
+        acme,
     }
 }
 
@@ -458,7 +461,7 @@ mod tests {
     use super::*;
     use crate::config::{RelayTls, RouteMatch};
 
-    fn errors(text: &str) -> Vec<String> {
+    pub(super) fn errors(text: &str) -> Vec<String> {
         match from_text(text, Some(Path::new("p.toml"))) {
             Ok(_) => vec![],
             Err(e) => e.0.iter().map(ToString::to_string).collect(),

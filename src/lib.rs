@@ -28,7 +28,8 @@
 //! - `server`: wires the above together and drains on SIGTERM; `context`
 //!   holds what it hands every connection; `control` is the local socket
 //!   through which `postern queue` changes the queue of the running server.
-//! - `http`: client autoconfiguration, MTA-STS, metrics, SMTP on the HTTPS port.
+//! - `http`: client autoconfiguration, MTA-STS, metrics, SMTP on the HTTPS port;
+//!   `acme`: its certificate (and every listener's) from an ACME CA.
 //! - `check`: the port-block diagnostic run from a user's network (`postern check`);
 //!   `portecho`: the server's half of its interception test.
 //! - `cli`: the command line of DESIGN.md (with the DNS records `postern dns`
@@ -43,10 +44,11 @@
 //!    `failure`: leaves.
 //! 2. `config`, `store`, `spool`, `check`, `policy`.
 //! 3. `auth`, `tls`, `dsn`, `router`, `local`.
-//! 4. `outbound`; 5. `scheduler`.
+//! 4. `outbound`, `acme`; 5. `scheduler`.
 //! 6. `context` (`ServerContext`, what connections share), `control`.
 //! 7. `prepare`; 8. `session`; 9. `listener`; 10. `http`; 11. `server`; 12. `cli`.
 
+pub mod acme;
 pub mod auth;
 pub mod check;
 pub mod cli;

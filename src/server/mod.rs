@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::acme::{self, Renewal};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::context::ServerContext;
@@ -81,6 +82,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         shutdown: shutdown.clone(),
         echo: EchoRegistry::default(),
         rewrites: tokio::sync::Semaphore::new(2),
+        acme: Arc::default(),
     });
 
     let bound = listener::bind_all(&config.listeners).await;
@@ -114,6 +116,16 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             Err(e) => tracing::error!(event = "bind_failed", "{e}"),
         }
     }
+    // After the HTTP listeners, which answer its challenges.
+    let renewal = Renewal::start(
+        acme::renewal::Parts {
+            config: Arc::clone(&config),
+            store: ctx.store.clone(),
+            certificates: Arc::clone(&certificates),
+            challenges: Arc::clone(&ctx.acme),
+        },
+        shutdown.clone(),
+    );
     // Written last: its appearance tells scripts and tests that every
     // listener, HTTP included, is up.
     write_run_file(&config, "listeners.json", &infos)?;
@@ -155,7 +167,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         deliveries.clone(),
     ));
 
-    serve_until_stopped(&config, &certificates, &mut reload_asks).await;
+    serve_until_stopped(&config, &certificates, renewal.as_ref(), &mut reload_asks).await;
     tracing::info!(
         event = "shutdown",
         "stopping: no new connections; open sessions may finish"
@@ -207,13 +219,20 @@ fn write_run_file(
     std::fs::rename(&tmp, &path).map_err(err)
 }
 
-/// Until SIGTERM or Ctrl-C: reloads on SIGHUP and on `postern reload`, and
-/// picks up a certificate replaced on disk (a renewal) without either.
+/// Until SIGTERM or Ctrl-C: reloads on SIGHUP and on `postern reload` (and
+/// has the ACME certificate looked at then), and picks up a certificate
+/// replaced on disk (a renewal) without either.
 async fn serve_until_stopped(
     config: &Config,
     certificates: &Certificates,
+    renewal: Option<&Renewal>,
     reload_asks: &mut tokio::sync::mpsc::Receiver<control::ReloadAsk>,
 ) {
+    let reload = || {
+        let outcome = reload::reload(config, certificates);
+        renewal.map(Renewal::check_now);
+        outcome
+    };
     use tokio::signal::unix::{SignalKind, signal};
     let (mut term, mut hup) = match (
         signal(SignalKind::terminate()),
@@ -233,10 +252,10 @@ async fn serve_until_stopped(
             _ = term.recv() => return,
             _ = tokio::signal::ctrl_c() => return,
             _ = hup.recv() => {
-                let _ = reload::reload(config, certificates);
+                let _ = reload();
             }
             Some(ask) = reload_asks.recv() => {
-                let _ = ask.send(reload::reload(config, certificates));
+                let _ = ask.send(reload());
             }
             _ = certificate_check.tick() => reload::certificate_if_changed(certificates),
         }

@@ -230,7 +230,9 @@ async fn serve_until_stopped(
 ) {
     let reload = || {
         let outcome = reload::reload(config, certificates);
-        renewal.map(Renewal::check_now);
+        if let Some(renewal) = renewal {
+            renewal.check_now();
+        }
         outcome
     };
     use tokio::signal::unix::{SignalKind, signal};

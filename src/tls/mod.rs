@@ -1,5 +1,5 @@
-//! TLS for the listeners: the rustls server configuration from `[tls]` or from a
-//! generated self-signed certificate. TLS 1.2 and 1.3 only (rustls offers
+//! TLS for the listeners: the rustls server configuration from `[tls]`, the
+//! pair `acme` obtained, or a generated self-signed certificate. TLS 1.2 and 1.3 only (rustls offers
 //! nothing older). Clients that reconnect resume their session from a ticket.
 
 pub mod certificates;

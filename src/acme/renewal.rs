@@ -10,12 +10,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::order::{self, Issued};
 use super::{AcmeError, Chain, Challenges, account};
+use crate::check::tls::CertInfo;
 use crate::config::{Acme, Config};
 use crate::store::Store;
 use crate::tls::{self, Certificates};
@@ -153,28 +155,11 @@ struct Held {
 }
 
 fn held(cert: &Path) -> Option<Held> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
     let der = CertificateDer::from_pem_file(cert).ok()?;
-    let (_, parsed) = X509Certificate::from_der(&der).ok()?;
-    let names = parsed
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    GeneralName::DNSName(name) => Some(name.to_ascii_lowercase()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let not_after = u64::try_from(parsed.validity().not_after.timestamp()).ok()?;
+    let info = CertInfo::parse(der.as_ref())?;
+    let not_after = u64::try_from(info.not_after).ok()?;
     Some(Held {
-        names,
+        names: info.names.into_iter().collect(),
         not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(not_after),
     })
 }

@@ -43,7 +43,7 @@
 //! 1. `clock`, `sqlite`, `smtp`, `dns`, `dkim`, `portecho`, `telemetry`,
 //!    `failure`: leaves.
 //! 2. `config`, `store`, `spool`, `check`, `policy`.
-//! 3. `auth`, `tls`, `dsn`, `router`, `local`.
+//! 3. `auth`, `tls`, `dsn`, `router`, `local`, `prometheus`.
 //! 4. `outbound`, `acme`; 5. `scheduler`.
 //! 6. `context` (`ServerContext`, what connections share), `control`.
 //! 7. `prepare`; 8. `session`; 9. `listener`; 10. `http`; 11. `server`; 12. `cli`.
@@ -67,6 +67,7 @@ pub mod outbound;
 pub mod policy;
 pub mod portecho;
 pub mod prepare;
+pub mod prometheus;
 pub mod router;
 pub mod scheduler;
 pub mod server;

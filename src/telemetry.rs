@@ -198,23 +198,6 @@ impl fmt::Display for SessionId {
     }
 }
 
-/// Installs the process-wide metrics recorder (once) and returns the handle
-/// that renders the Prometheus exposition for `/metrics`.
-pub fn metrics() -> metrics_exporter_prometheus::PrometheusHandle {
-    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
-        std::sync::OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            // Fails only if another recorder was installed first, in which case
-            // the handle renders nothing: metrics are lost, service is not.
-            let _ = metrics::set_global_recorder(recorder);
-            handle
-        })
-        .clone()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,3 +106,11 @@ fn send_as_alice(s: &TestServer, body: &str) {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn a_data_dir_made_by_the_server_itself_is_0750() {
+    // No CLI command before it: serve makes data_dir (and run/ in it) first.
+    let mut s = TestServer::configure(&TestServer::config_for(""));
+    s.spawn();
+    assert_mode(&s.data_dir(), 0o750);
+}

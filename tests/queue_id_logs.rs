@@ -64,3 +64,17 @@ fn issue_10_the_removal_of_a_finished_message_is_logged() {
     );
     wait_log(&s, &format!("event=\"removed\" qid={id}"));
 }
+
+/// Why a session ended is said in words, not as `Ok(())` or `Err(Eof)`.
+#[test]
+fn a_session_end_is_logged_in_words() {
+    let s = TestServer::start("");
+    let (mut c, _) = Raw::connect(s.addr("mta"));
+    assert!(c.cmd("QUIT").starts_with("221"));
+    wait_log(&s, "reason=\"closed after QUIT or a closing reply\"");
+    let (c, _) = Raw::connect(s.addr("mta"));
+    drop(c);
+    wait_log(&s, "reason=\"the client closed the connection\"");
+    let log = s.log();
+    assert!(!log.contains("Ok(())") && !log.contains("Err("), "{log}");
+}

@@ -17,7 +17,14 @@ pub fn run(cmd: ConfigCommand, config: &ConfigArg) -> anyhow::Result<()> {
             // As `serve` would find them: a pair that does not read, or a
             // key that is not the certificate's, fails here, not at start.
             if let Some(files) = &c.tls {
-                crate::tls::certificates::read(files)?;
+                use crate::tls::certificates;
+                let key = certificates::read(files)?;
+                if let Some(date) = certificates::expired_on(&key, crate::clock::now_unix()) {
+                    anyhow::bail!(
+                        "{}: the certificate expired on {date}; renew it",
+                        files.cert.display()
+                    );
+                }
             }
             let name = c
                 .source

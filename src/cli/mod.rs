@@ -71,6 +71,9 @@ enum Command {
     /// Which ports reach a mail server from this network, and what to type
     /// into a mail client (or, with --outbound, this machine's way out).
     Check(check::Args),
+    /// Print the postern(8) manual page (roff), for installing.
+    #[command(hide = true)]
+    Manpage,
 }
 
 /// Failures the user must act on (exit 1), as opposed to usage errors (exit 2,
@@ -87,12 +90,51 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(cmd) => queue::run(cmd, config).await,
         Command::Config(cmd) => config_check::run(cmd, config),
         Command::Check(args) => check::run(args, config).await,
+        Command::Manpage => manpage(),
     }
 }
 
+/// Writes postern(8) to standard output: the command tree as clap knows it,
+/// so the manual cannot fall behind `--help`.
+fn manpage() -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .section("8")
+        .render(&mut page)?;
+    // One page for the whole tree: each command, nested ones too, follows
+    // under a heading of its own with its options.
+    fn section(page: &mut Vec<u8>, path: &str, cmd: &clap::Command) -> std::io::Result<()> {
+        for sub in cmd
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+        {
+            let path = format!("{path} {}", sub.get_name());
+            page.extend_from_slice(format!(".SH \"{}\"\n", path.to_uppercase()).as_bytes());
+            let man = clap_mangen::Man::new(sub.clone());
+            man.render_description_section(page)?;
+            man.render_options_section(page)?;
+            section(page, &path, sub)?;
+        }
+        Ok(())
+    }
+    section(&mut page, "postern", &Cli::command())?;
+    std::io::Write::write_all(&mut std::io::stdout(), &page)?;
+    Ok(())
+}
+
 impl ConfigArg {
-    /// The configuration this command works on, per DESIGN.md's rule.
+    /// The configuration this command works on, per DESIGN.md's rule. Run
+    /// by root with `user` set, the command becomes that user first, as the
+    /// server does, so that the files it makes in data_dir are the server's.
     fn load(&self) -> anyhow::Result<Config> {
+        let config = self.load_to_serve()?;
+        crate::server::privileges::drop_root(&config)?;
+        Ok(config)
+    }
+
+    /// `load` for `serve`, which gives up root itself once its ports are bound.
+    fn load_to_serve(&self) -> anyhow::Result<Config> {
         self.try_load()
             .map_err(|errors| anyhow::anyhow!("{errors}"))
     }

@@ -7,7 +7,7 @@ use super::ConfigArg;
 use crate::control::{self, Asked, Request, Response};
 
 pub async fn run(config: &ConfigArg) -> anyhow::Result<()> {
-    let config = config.load()?;
+    let config = config.load_to_serve()?;
     tracing::info!(
         event = "starting",
         hostname = %config.hostname,

@@ -294,3 +294,59 @@ pub(super) fn valid_keys(table: Option<&str>) -> &'static [&'static str] {
         Some(_) => &[],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example configuration (`postern.example.toml`, installed as
+    /// /etc/postern/postern.toml) shows every key, set or commented out, in
+    /// its section: a new key that is not documented there fails here.
+    #[test]
+    fn the_example_configuration_shows_every_key() {
+        let example = include_str!("../../postern.example.toml");
+        let mut missing = Vec::new();
+        let mut section = None;
+        let mut seen: Vec<(Option<String>, String)> = Vec::new();
+        for line in example.lines() {
+            let line = line.trim_start_matches('#').trim();
+            if let Some(name) = line.strip_prefix('[') {
+                section = Some(name.trim_matches(['[', ']']).to_string());
+            } else if let Some((key, _)) = line.split_once(" = ") {
+                seen.push((section.clone(), key.trim().to_string()));
+            }
+        }
+        let tables = [
+            None,
+            Some("listener"),
+            Some("tls"),
+            Some("limits"),
+            Some("auth"),
+            Some("smtp"),
+            Some("delivery"),
+            Some("relay"),
+            Some("fallback_relay"),
+            Some("route"),
+            Some("http"),
+            Some("store"),
+            Some("acme"),
+        ];
+        for table in tables {
+            for key in valid_keys(table) {
+                // Sections ([tls], [[listener]]) are checked through their keys.
+                let section = table.is_none() && !valid_keys(Some(key)).is_empty();
+                let documented = seen.iter().any(|(s, k)| s.as_deref() == table && k == key);
+                if !section && !documented {
+                    missing.push(format!(
+                        "{}{key}",
+                        table.map_or(String::new(), |t| format!("[{t}] "))
+                    ));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "not in postern.example.toml: {missing:?}"
+        );
+    }
+}

@@ -10,12 +10,14 @@ use crate::config::ListenerRole;
 pub const DATA_DIR: &str = "./postern-data";
 
 /// The four listeners of DESIGN.md: port 25 for other servers, 26 and 587 for
-/// clients whose ISP blocks 25, and 465 for implicit TLS (RFC 8314).
+/// clients whose ISP blocks 25, and 465 for implicit TLS (RFC 8314). Each on
+/// IPv6 and IPv4 at once (`listener::bind_tcp`; IPv4 only where the host has
+/// no IPv6).
 pub const LISTENERS: [(&str, ListenerRole); 4] = [
-    ("0.0.0.0:25", ListenerRole::Mta),
-    ("0.0.0.0:26", ListenerRole::Submission),
-    ("0.0.0.0:587", ListenerRole::Submission),
-    ("0.0.0.0:465", ListenerRole::Submissions),
+    ("[::]:25", ListenerRole::Mta),
+    ("[::]:26", ListenerRole::Submission),
+    ("[::]:587", ListenerRole::Submission),
+    ("[::]:465", ListenerRole::Submissions),
 ];
 
 pub const MAX_MESSAGE_SIZE: u64 = 26_214_400;

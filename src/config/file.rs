@@ -8,6 +8,8 @@ use serde::Deserialize;
 pub struct ConfigFile {
     pub hostname: Option<String>,
     pub data_dir: Option<String>,
+    pub user: Option<String>,
+    pub group: Option<String>,
     pub trusted_networks: Option<Vec<String>>,
     pub listener: Option<Vec<ListenerFile>>,
     pub tls: Option<TlsFile>,

@@ -27,6 +27,9 @@ pub struct Config {
     pub source: Option<PathBuf>,
     pub hostname: String,
     pub data_dir: PathBuf,
+    /// The account the server switches to once its ports are bound, when
+    /// started as root (`user`, `group`); `None`: it stays who it is.
+    pub run_as: Option<RunAs>,
     pub trusted_networks: Vec<IpNet>,
     pub listeners: Vec<ListenerConfig>,
     pub tls: Option<TlsFiles>,
@@ -44,6 +47,15 @@ pub struct Config {
     pub store_url: Option<String>,
     /// `[acme]`: the certificate comes from an ACME CA (src/acme/).
     pub acme: Option<Acme>,
+}
+
+/// `user` and `group`, resolved on this host when the config is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub user: String,
+    pub uid: u32,
+    pub group: String,
+    pub gid: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -62,18 +62,20 @@ pub fn xml_escape(s: &str) -> String {
         .replace('\'', "&apos;")
 }
 
-/// Binds `[http] addr` and `tls_addr` (when set) and serves them until shutdown
-/// on `tasks`. `listeners` are the bound SMTP listeners, for the port lists;
-/// `limits` are the SMTP connection caps, for submission on `tls_addr`.
-pub async fn start(
-    ctx: Arc<ServerContext>,
-    listeners: &[ListenerInfo],
-    limits: Arc<ConnectionLimits>,
-    tasks: &TaskTracker,
-) -> Result<Vec<SocketAddr>, HttpSetupError> {
-    let http = ctx.config.http.clone();
+/// The bound `[http] addr` and `tls_addr` sockets; bound before the server
+/// gives up root (ports 80 and 443), served once everything else is ready.
+pub struct HttpSockets {
+    plain: Option<TcpListener>,
+    secure: Option<TcpListener>,
+}
+
+/// Binds `[http] addr` and `tls_addr` (when set); `None` when neither is.
+pub async fn bind(http: &crate::config::Http) -> Result<Option<HttpSockets>, HttpSetupError> {
+    if http.addr.is_none() && http.tls_addr.is_none() {
+        return Ok(None);
+    }
     let bind = |addr: SocketAddr| async move {
-        TcpListener::bind(addr)
+        crate::listener::bind_tcp(addr)
             .await
             .map_err(|source| HttpSetupError { addr, source })
     };
@@ -85,6 +87,21 @@ pub async fn start(
         Some(a) => Some(bind(a).await?),
         None => None,
     };
+    Ok(Some(HttpSockets { plain, secure }))
+}
+
+/// Serves `sockets` until shutdown on `tasks`; returns their addresses.
+/// `listeners` are the bound SMTP listeners, for the port lists; `limits` are
+/// the SMTP connection caps, for submission on `tls_addr`.
+pub fn start(
+    ctx: Arc<ServerContext>,
+    sockets: HttpSockets,
+    listeners: &[ListenerInfo],
+    limits: Arc<ConnectionLimits>,
+    tasks: &TaskTracker,
+) -> Vec<SocketAddr> {
+    let http = ctx.config.http.clone();
+    let HttpSockets { plain, secure } = sockets;
     let https_submission = match &secure {
         Some(l) if http.submission_on_tls => l.local_addr().ok().map(|a| a.port()),
         _ => None,
@@ -95,7 +112,7 @@ pub async fn start(
     let state = Arc::new(HttpState {
         ctx: Arc::clone(&ctx),
         endpoints: submission_endpoints(&ports, https_submission),
-        metrics: crate::telemetry::metrics(),
+        metrics: crate::prometheus::handle(),
         echo_limit: RateLimiter::direct(Quota::per_second(per_second)),
     });
     let server = HttpServer::new(
@@ -120,7 +137,7 @@ pub async fn start(
             tasks.clone(),
         );
     }
-    Ok(bound)
+    bound
 }
 
 fn router(state: Arc<HttpState>) -> Router {
@@ -354,5 +371,6 @@ async fn metrics(
     if !in_networks(&state.ctx.config.http.metrics_from, peer.ip()) {
         return StatusCode::FORBIDDEN.into_response();
     }
+    crate::prometheus::read_queue(state.ctx.queue.spool(), crate::clock::now_unix()).await;
     typed("text/plain; version=0.0.4", state.metrics.render())
 }

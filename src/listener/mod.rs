@@ -4,7 +4,7 @@
 //! others keep serving.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
@@ -39,7 +39,7 @@ pub struct ListenerInfo {
 pub async fn bind_all(configs: &[ListenerConfig]) -> Vec<BoundListener> {
     let mut bound = Vec::new();
     for c in configs {
-        match TcpListener::bind(c.addr).await {
+        match bind_tcp(c.addr).await {
             Ok(listener) => bound.push(BoundListener {
                 listener,
                 role: c.role,
@@ -61,6 +61,41 @@ pub async fn bind_all(configs: &[ListenerConfig]) -> Vec<BoundListener> {
         }
     }
     bound
+}
+
+/// Binds `addr` for accepting. `[::]` (the default listeners') takes IPv4
+/// clients as well, whatever the host's `bindv6only`; on a host without IPv6
+/// it falls back to `0.0.0.0`, saying so once.
+pub async fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    match listen(addr) {
+        Err(e) if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) && no_ipv6(&e) => {
+            let v4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), addr.port());
+            tracing::warn!(event = "no_ipv6", %addr, error = %e, "IPv6 is not available on this host; listening on {v4} (IPv4 only)");
+            listen(v4)
+        }
+        bound => bound,
+    }
+}
+
+/// What tokio's `TcpListener::bind` does, with the dual-stack choice made
+/// explicit (tokio's `TcpSocket` cannot set `IPV6_V6ONLY`).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Errors that mean the host has no IPv6, not that the port is taken.
+fn no_ipv6(e: &std::io::Error) -> bool {
+    const EAFNOSUPPORT: i32 = 97;
+    e.kind() == std::io::ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(EAFNOSUPPORT)
 }
 
 impl BoundListener {
@@ -154,7 +189,12 @@ pub async fn accept_each(
             () = stop.cancelled() => return,
         };
         match accepted {
-            Ok((stream, peer)) => on_accept(stream, peer),
+            // On a dual-stack socket an IPv4 client shows as ::ffff:a.b.c.d;
+            // limits, logs and Received: lines want a.b.c.d.
+            Ok((stream, peer)) => on_accept(
+                stream,
+                SocketAddr::new(peer.ip().to_canonical(), peer.port()),
+            ),
             Err(e) => {
                 // EMFILE and friends: wait a little instead of spinning.
                 tracing::warn!(event = "accept_failed", error = %e);

@@ -74,6 +74,9 @@ pub fn apply(
             _ => "expired",
         };
         metrics::counter!("postern_deliveries_total", "result" => counted).increment(1);
+        if status == RecipientStatus::Delivered {
+            metrics::histogram!("postern_delivery_seconds").record((now - message.created) as f64);
+        }
         updates.push(RecipientUpdate {
             idx: *idx,
             status,

@@ -22,8 +22,12 @@ use crate::spool::{Spool, SpoolError};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, Certificates, TlsSetupError};
 use reload::CERTIFICATE_CHECK;
+use sd_notify::NotifyState;
 
+pub mod privileges;
 mod reload;
+
+use privileges::PrivilegeError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -39,6 +43,8 @@ pub enum ServerError {
     Outbound(#[from] OutboundSetupError),
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
     #[error("no listener could be bound; see the errors above")]
     NoListener,
     #[error("cannot write {path}: {source}")]
@@ -51,17 +57,44 @@ pub enum ServerError {
 /// Serves until a termination signal, then drains and returns.
 pub async fn run(config: Config) -> Result<(), ServerError> {
     let config = Arc::new(config);
+    crate::sqlite::create_data_dir(&config.data_dir).map_err(|source| ServerError::RunFile {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
     // First of all: the server lock keeps a second server off this data_dir,
     // and from here on the CLI changes the queue through this server.
     let control_socket = control::bind(&config).await?;
-    let store = Store::open(&config.data_dir).await?;
-    let spool = Spool::open(&config.data_dir)
-        .await?
-        .with_free_space_floor(&config.data_dir, config.limits.min_free_space);
+    // What needs root (ports below 1024, a key only root may read) comes
+    // next; then, with `user` set, the server becomes that user for good.
+    let bound = listener::bind_all(&config.listeners).await;
+    if bound.is_empty() {
+        return Err(ServerError::NoListener);
+    }
+    // HTTP is a convenience: if it cannot start, mail still flows.
+    let http_sockets = match http::bind(&config.http).await {
+        Ok(sockets) => sockets,
+        Err(e) => {
+            tracing::error!(event = "bind_failed", "{e}");
+            None
+        }
+    };
     let tls::ServerTls {
         config: tls,
         certificates,
     } = tls::server_config(&config)?;
+    if let Some(run_as) = privileges::drop_root(&config)? {
+        tracing::info!(event = "privileges_dropped", user = %run_as.user, uid = run_as.uid, group = %run_as.group, gid = run_as.gid);
+    }
+    if config.run_as.is_none() && privileges::is_root() {
+        tracing::warn!(
+            event = "running_as_root",
+            "running as root; set user = \"postern\" (an unprivileged account) in the config to give up root once the ports are bound"
+        );
+    }
+    let store = Store::open(&config.data_dir).await?;
+    let spool = Spool::open(&config.data_dir)
+        .await?
+        .with_free_space_floor(&config.data_dir, config.limits.min_free_space);
     let auth = Authenticator::new(store.clone(), config.limits.auth_failures_per_ip_per_hour)
         .with_cache(config.auth.cache_ttl, config.auth.cache_size);
     let outbound = Outbound::new(Arc::clone(&config), Dns::new(&config.delivery.nameservers)?)?;
@@ -85,10 +118,6 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         acme: Arc::default(),
     });
 
-    let bound = listener::bind_all(&config.listeners).await;
-    if bound.is_empty() {
-        return Err(ServerError::NoListener);
-    }
     let infos: Vec<ListenerInfo> = bound
         .iter()
         .filter_map(listener::BoundListener::info)
@@ -96,6 +125,14 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     for info in &infos {
         tracing::info!(event = "listening", addr = %info.addr, role = %info.role);
     }
+    let mut counted: Vec<(u16, &'static str)> = infos
+        .iter()
+        .map(|i| (i.addr.port(), i.role.as_str()))
+        .collect();
+    if let (Some(addr), true) = (config.http.tls_addr, config.http.submission_on_tls) {
+        counted.push((addr.port(), "submissions"));
+    }
+    crate::prometheus::zero(&counted);
 
     let limits = ConnectionLimits::new(
         config.limits.max_connections,
@@ -104,17 +141,18 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     );
     let sessions = TaskTracker::new();
     let accept_loops = TaskTracker::new();
-    if config.http.addr.is_some() || config.http.tls_addr.is_some() {
-        // HTTP is a convenience: if it cannot start, mail still flows.
-        match http::start(Arc::clone(&ctx), &infos, Arc::clone(&limits), &sessions).await {
-            Ok(addrs) => {
-                for addr in &addrs {
-                    tracing::info!(event = "listening", addr = %addr, role = "http");
-                }
-                write_run_file(&config, "http.json", &addrs)?;
-            }
-            Err(e) => tracing::error!(event = "bind_failed", "{e}"),
+    if let Some(sockets) = http_sockets {
+        let addrs = http::start(
+            Arc::clone(&ctx),
+            sockets,
+            &infos,
+            Arc::clone(&limits),
+            &sessions,
+        );
+        for addr in &addrs {
+            tracing::info!(event = "listening", addr = %addr, role = "http");
         }
+        write_run_file(&config, "http.json", &addrs)?;
     }
     // After the HTTP listeners, which answer its challenges.
     let renewal = Renewal::start(
@@ -167,7 +205,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         deliveries.clone(),
     ));
 
+    tell_systemd(NotifyState::Ready);
     serve_until_stopped(&config, &certificates, renewal.as_ref(), &mut reload_asks).await;
+    tell_systemd(NotifyState::Stopping);
     tracing::info!(
         event = "shutdown",
         "stopping: no new connections; open sessions may finish"
@@ -199,6 +239,14 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// Tells systemd how the server stands (the unit's Type=notify: "started"
+/// means listening, not merely forked); a no-op without `$NOTIFY_SOCKET`.
+fn tell_systemd(state: NotifyState<'_>) {
+    if let Err(e) = sd_notify::notify(&[state]) {
+        tracing::warn!(event = "notify_failed", error = %e, "cannot tell systemd the server's state");
+    }
+}
+
 /// Writes `data_dir/run/<name>` as JSON, renamed into place so a reader never
 /// sees half a file.
 fn write_run_file(
@@ -219,22 +267,30 @@ fn write_run_file(
     std::fs::rename(&tmp, &path).map_err(err)
 }
 
-/// Until SIGTERM or Ctrl-C: reloads on SIGHUP and on `postern reload` (and
-/// has the ACME certificate looked at then), and picks up a certificate
-/// replaced on disk (a renewal) without either.
+/// `reload::reload`, with systemd told while it runs; then the ACME
+/// certificate is looked at, so a domain just added gets its names.
+fn reload(
+    config: &Config,
+    certificates: &Certificates,
+    renewal: Option<&Renewal>,
+) -> Result<String, String> {
+    tell_systemd(NotifyState::Reloading);
+    let outcome = reload::reload(config, certificates);
+    tell_systemd(NotifyState::Ready);
+    if let Some(renewal) = renewal {
+        renewal.check_now();
+    }
+    outcome
+}
+
+/// Until SIGTERM or Ctrl-C: reloads on SIGHUP and on `postern reload`, and
+/// picks up a certificate replaced on disk (a renewal) without either.
 async fn serve_until_stopped(
     config: &Config,
     certificates: &Certificates,
     renewal: Option<&Renewal>,
     reload_asks: &mut tokio::sync::mpsc::Receiver<control::ReloadAsk>,
 ) {
-    let reload = || {
-        let outcome = reload::reload(config, certificates);
-        if let Some(renewal) = renewal {
-            renewal.check_now();
-        }
-        outcome
-    };
     use tokio::signal::unix::{SignalKind, signal};
     let (mut term, mut hup) = match (
         signal(SignalKind::terminate()),
@@ -254,10 +310,10 @@ async fn serve_until_stopped(
             _ = term.recv() => return,
             _ = tokio::signal::ctrl_c() => return,
             _ = hup.recv() => {
-                let _ = reload();
+                let _ = reload(config, certificates, renewal);
             }
             Some(ask) = reload_asks.recv() => {
-                let _ = ask.send(reload());
+                let _ = ask.send(reload(config, certificates, renewal));
             }
             _ = certificate_check.tick() => reload::certificate_if_changed(certificates),
         }

@@ -56,6 +56,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         tls: _,
         hostname,
         data_dir,
+        run_as,
         trusted_networks,
         listeners,
         limits,
@@ -73,6 +74,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
     [
         ("hostname", *hostname != new.hostname),
         ("data_dir", *data_dir != new.data_dir),
+        ("user/group", *run_as != new.run_as),
         (
             "trusted_networks",
             *trusted_networks != new.trusted_networks,

@@ -15,16 +15,21 @@ use crate::smtp::reply::Reply;
 
 pub use crate::smtp::Stream;
 
-/// Why a session stops reading.
-#[derive(Debug)]
+/// Why a session stops reading; logged in words with `event="disconnected"`.
+#[derive(Debug, thiserror::Error)]
 pub enum SessionEnd {
+    #[error("the client closed the connection")]
     Eof,
     /// The client sent nothing (or not enough) in time.
+    #[error("the client sent nothing in time")]
     Timeout,
     /// The client did not read its replies in time: nothing more can be
     /// said to it.
+    #[error("the client did not read its replies in time")]
     WriteTimeout,
+    #[error("the server is stopping")]
     Shutdown,
+    #[error("connection error: {0}")]
     Io(std::io::Error),
 }
 

@@ -149,8 +149,13 @@ pub fn run(
     };
     async move {
         tracing::info!(event = "connected");
-        let end = session.serve(tls).await;
-        tracing::info!(event = "disconnected", reason = ?end);
+        match session.serve(tls).await {
+            Ok(()) => tracing::info!(
+                event = "disconnected",
+                reason = "closed after QUIT or a closing reply"
+            ),
+            Err(end) => tracing::info!(event = "disconnected", reason = %end),
+        }
     }
     .instrument(span)
 }
@@ -289,6 +294,9 @@ impl Session {
     fn reply(&mut self, reply: Reply) -> Flow {
         // 452 for too many recipients is normal flow control, not a client error.
         let counts = reply.code >= 400 && reply.code != 452;
+        if reply.code >= 400 {
+            crate::prometheus::rejected(reply.code, reply.enhanced);
+        }
         if counts {
             tracing::debug!(event = "rejected", reply = %reply);
         }

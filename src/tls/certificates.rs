@@ -57,6 +57,14 @@ pub fn read(files: &TlsFiles) -> Result<CertifiedKey, TlsSetupError> {
     CertifiedKey::from_der(certs, key, &provider).map_err(|e| TlsSetupError::Config(e.to_string()))
 }
 
+/// When the first certificate of `key` stopped being valid, if it has by
+/// `now` (Unix seconds): clients refuse it, so `config check` fails on it and
+/// the server says so when it loads it.
+pub fn expired_on(key: &CertifiedKey, now: i64) -> Option<String> {
+    let leaf = crate::check::tls::CertInfo::parse(key.cert.first()?)?;
+    (leaf.not_after < now).then(|| crate::check::tls::rfc3339(leaf.not_after))
+}
+
 impl Certificates {
     /// Reads `files`.
     pub fn load(files: TlsFiles) -> Result<Certificates, TlsSetupError> {
@@ -104,6 +112,9 @@ impl Loaded {
         // Stamped before reading: a change made while reading is seen next time.
         let stamp = stamp(&files);
         let key = Arc::new(read(&files)?);
+        if let Some(date) = expired_on(&key, crate::clock::now_unix()) {
+            tracing::warn!(event = "certificate_expired", cert = %files.cert.display(), "the certificate expired on {date}; clients that check it will refuse TLS until it is renewed");
+        }
         Ok(Loaded { files, key, stamp })
     }
 }

@@ -13,7 +13,7 @@ use crate::config::ListenerRole;
 use crate::config::checker::{Checker, ConfigError, ConfigErrors, KeyPath, valid_keys};
 use crate::config::defaults as def;
 use crate::config::file::*;
-use crate::config::{Auth, Config, Http, Limits, ListenerConfig, MtaStsMode, TlsFiles};
+use crate::config::{Auth, Config, Http, Limits, ListenerConfig, MtaStsMode, RunAs, TlsFiles};
 use crate::smtp::data::BareNewlines;
 
 mod acme;
@@ -80,6 +80,7 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         None => system_hostname(),
     };
     let data_dir = PathBuf::from(raw.data_dir.as_deref().unwrap_or(def::DATA_DIR));
+    let run_as = run_as(c, raw.user, raw.group);
 
     let trusted_networks = networks(
         c,
@@ -149,6 +150,7 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         source: file.map(Path::to_path_buf),
         hostname,
         data_dir,
+        run_as,
         trusted_networks,
         listeners,
         tls,
@@ -164,6 +166,75 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         store_url,
         acme,
     }
+}
+
+/// `user` and `group` looked up in this host's account database; `group`
+/// defaults to the user's primary group.
+fn run_as(c: &mut Checker<'_>, user: Option<String>, group: Option<String>) -> Option<RunAs> {
+    let root = KeyPath::default();
+    let Some(name) = user else {
+        if group.is_some() {
+            c.error(
+                &root.key("group"),
+                "needs user as well: the server switches to a user and its group",
+            );
+        }
+        return None;
+    };
+    let account = match nix::unistd::User::from_name(&name) {
+        Ok(Some(account)) => account,
+        Ok(None) => {
+            c.error(&root.key("user"), format!("{name:?} is not a user on this host; create it (e.g. `useradd --system --home-dir /var/lib/postern {name}`) or remove the key"));
+            return None;
+        }
+        Err(e) => {
+            c.error(
+                &root.key("user"),
+                format!("{name:?}: cannot read the account database: {e}"),
+            );
+            return None;
+        }
+    };
+    let (group, gid) = match group {
+        None => {
+            let gid = account.gid.as_raw();
+            let group = match nix::unistd::Group::from_gid(account.gid) {
+                Ok(Some(g)) => g.name,
+                _ => gid.to_string(),
+            };
+            (group, gid)
+        }
+        Some(group) => match nix::unistd::Group::from_name(&group) {
+            Ok(Some(g)) => (group, g.gid.as_raw()),
+            Ok(None) => {
+                c.error(
+                    &root.key("group"),
+                    format!("{group:?} is not a group on this host"),
+                );
+                return None;
+            }
+            Err(e) => {
+                c.error(
+                    &root.key("group"),
+                    format!("{group:?}: cannot read the group database: {e}"),
+                );
+                return None;
+            }
+        },
+    };
+    if account.uid.is_root() {
+        c.error(
+            &root.key("user"),
+            format!("{name:?} is root; name the unprivileged account the server should run as"),
+        );
+        return None;
+    }
+    Some(RunAs {
+        user: name,
+        uid: account.uid.as_raw(),
+        group,
+        gid,
+    })
 }
 
 fn listeners(c: &mut Checker<'_>, raw: Option<Vec<ListenerFile>>) -> Vec<ListenerConfig> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::acme::Challenges;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::portecho::EchoRegistry;
@@ -30,6 +31,8 @@ pub struct ServerContext {
     /// Large submitted bodies being rewritten at once (long lines
     /// re-encoded): each holds the message twice in memory meanwhile.
     pub rewrites: tokio::sync::Semaphore,
+    /// The ACME challenges being validated, answered by `http`.
+    pub acme: Arc<Challenges>,
 }
 
 /// A `ServerContext` for in-process tests (the session harness): a
@@ -94,6 +97,7 @@ pub mod testing {
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 echo: EchoRegistry::default(),
                 rewrites: tokio::sync::Semaphore::new(2),
+                acme: Arc::default(),
             };
             TestContext {
                 ctx: Arc::new(ctx),

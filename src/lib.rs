@@ -30,7 +30,8 @@
 //!   through which `postern queue` changes the queue of the running server;
 //!   `sendmail` the local socket through which programs submit mail as
 //!   their Unix user (`postern sendmail`), queued as the session queues.
-//! - `http`: client autoconfiguration, MTA-STS, metrics, SMTP on the HTTPS port.
+//! - `http`: client autoconfiguration, MTA-STS, metrics, SMTP on the HTTPS port;
+//!   `acme`: its certificate (and every listener's) from an ACME CA.
 //! - `check`: the port-block diagnostic run from a user's network (`postern check`);
 //!   `portecho`: the server's half of its interception test.
 //! - `cli`: the command line of DESIGN.md (with the DNS records `postern dns`
@@ -45,11 +46,12 @@
 //!    `failure`: leaves.
 //! 2. `config`, `store`, `spool`, `check`, `policy`.
 //! 3. `auth`, `tls`, `dsn`, `router`, `local`, `prometheus`.
-//! 4. `outbound`; 5. `scheduler`.
+//! 4. `outbound`, `acme`; 5. `scheduler`.
 //! 6. `context` (`ServerContext`, what connections share), `control`.
 //! 7. `prepare`; 8. `session`; 9. `listener`, `sendmail`; 10. `http`;
 //! 11. `server`; 12. `cli`.
 
+pub mod acme;
 pub mod auth;
 pub mod check;
 pub mod cli;

@@ -6,6 +6,7 @@
 
 mod common;
 
+mod acme;
 mod auth;
 mod autoconfig;
 mod bounces;

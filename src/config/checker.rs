@@ -299,6 +299,7 @@ pub(super) fn valid_keys(table: Option<&str>) -> &'static [&'static str] {
         // `[[local.domain]]`: the only table of that name.
         Some("domain") => field_names::<LocalDomainFile>(),
         Some("sendmail") => field_names::<SendmailFile>(),
+        Some("acme") => field_names::<AcmeFile>(),
         Some(_) => &[],
     }
 }
@@ -343,6 +344,7 @@ mod tests {
             Some("local"),
             Some("domain"),
             Some("sendmail"),
+            Some("acme"),
         ];
         for table in tables {
             for key in valid_keys(table) {

@@ -82,6 +82,9 @@ pub const HTTP_REQUEST_TIMEOUT_SECS: u64 = 10;
 pub const HTTP_MAX_CONNECTIONS: u64 = 256;
 /// HTTP connections at once from one client address (a browser opens up to 6).
 pub const HTTP_MAX_CONNECTIONS_PER_IP: u64 = 16;
+/// `[acme]`: renew a certificate when fewer days than this remain (Let's
+/// Encrypt's certificates last 90 days; certbot renews at 30 left).
+pub const ACME_RENEW_BEFORE_DAYS: u64 = 30;
 /// Who may read `/metrics` without `metrics_from`: this host, and `trusted_networks`.
 pub const METRICS_FROM: [IpNet; 2] = [
     IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),

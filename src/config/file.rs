@@ -24,6 +24,7 @@ pub struct ConfigFile {
     pub store: Option<StoreFile>,
     pub local: Option<LocalFile>,
     pub sendmail: Option<Vec<SendmailFile>>,
+    pub acme: Option<AcmeFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +123,14 @@ pub struct HttpFile {
 pub struct SendmailFile {
     pub unix_user: Option<String>,
     pub senders: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AcmeFile {
+    pub directory: Option<String>,
+    pub email: Option<String>,
+    pub ca_roots: Option<String>,
+    pub renew_before_days: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

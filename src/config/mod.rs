@@ -51,6 +51,8 @@ pub struct Config {
     /// `[[sendmail]]`: the Unix users other than root and the server's own
     /// that may send through `postern sendmail`, and as whom.
     pub sendmail: Vec<SendmailUser>,
+    /// `[acme]`: the certificate comes from an ACME CA (src/acme/).
+    pub acme: Option<Acme>,
 }
 
 /// `user` and `group`, resolved on this host when the config is read.
@@ -241,6 +243,20 @@ pub struct LocalDomain {
     pub name: String,
     /// `None`: this domain's mail is written to the Maildir, whatever `lmtp` says.
     pub lmtp: Option<Lmtp>,
+}
+
+/// `[acme]`: where and as whom certificates are ordered (RFC 8555).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acme {
+    /// The CA's directory URL (https).
+    pub directory: String,
+    /// The account's contact address, for the CA's expiry and policy mail.
+    pub email: String,
+    /// The root certificate (PEM) that the CA's own HTTPS API is checked
+    /// against, when it is not publicly trusted (a test CA such as pebble).
+    pub ca_roots: Option<PathBuf>,
+    /// A certificate with less than this left is renewed.
+    pub renew_before: Duration,
 }
 
 /// RFC 8461 policy mode served at /.well-known/mta-sts.txt.

@@ -157,6 +157,7 @@ fn router(state: Arc<HttpState>) -> Router {
         )
         .route("/apple/{file}", get(apple))
         .route("/.well-known/mta-sts.txt", get(mta_sts))
+        .route("/.well-known/acme-challenge/{token}", get(acme_challenge))
         .route("/.well-known/postern/echo/{token}", get(echo))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(serve::MAX_BODY))
@@ -341,6 +342,17 @@ async fn mta_sts(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Res
             mta_sts_policy(&state.ctx.config),
         ),
         Err(status) => status.into_response(),
+    }
+}
+
+/// HTTP-01 (RFC 8555 §8.3): the key authorization of a challenge in flight.
+async fn acme_challenge(
+    State(state): State<Arc<HttpState>>,
+    Path(token): Path<String>,
+) -> Response {
+    match state.ctx.acme.key_authorization(&token) {
+        Some(answer) => typed("application/octet-stream", answer),
+        None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 

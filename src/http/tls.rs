@@ -1,5 +1,6 @@
 //! The HTTPS port, which can also take SMTP submission for networks that block
-//! every mail port (`submission_on_tls`). After the TLS handshake a
+//! every mail port (`submission_on_tls`), and answers the ACME CA's
+//! TLS-ALPN-01 validations when `[acme]` is set. After the TLS handshake a
 //! connection is SMTP when the client asked for ALPN `smtp`, or when it sends
 //! nothing for a moment (a mail client waits for the greeting, a browser
 //! speaks first); otherwise it is HTTP and is served (`serve.rs`) with
@@ -18,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use super::serve::HttpServer;
+use crate::acme::{ACME_TLS_ALPN, AlpnChallengeResolver};
 use crate::config::ListenerRole;
 use crate::context::ServerContext;
 use crate::listener::{self, ConnectionLimits, ConnectionSlot};
@@ -91,6 +93,13 @@ pub fn start(
     } else {
         vec![b"http/1.1".to_vec()]
     };
+    if ctx.config.acme.is_some() {
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+        config.cert_resolver = Arc::new(AlpnChallengeResolver {
+            challenges: Arc::clone(&ctx.acme),
+            served: Arc::clone(&config.cert_resolver),
+        });
+    }
     let splitter = Arc::new(Splitter {
         ctx,
         acceptor: TlsAcceptor::from(Arc::new(config)),
@@ -124,6 +133,8 @@ impl Splitter {
             };
         let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
         let prefix = match alpn.as_deref() {
+            // A TLS-ALPN-01 validation: the handshake was all of it.
+            Some(ACME_TLS_ALPN) => return,
             Some(b"smtp") if self.smtp => None,
             Some(_) => Some(Vec::new()),
             None if !self.smtp => Some(Vec::new()),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::acme::{self, Renewal};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::context::ServerContext;
@@ -123,6 +124,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         shutdown: shutdown.clone(),
         echo: EchoRegistry::default(),
         rewrites: tokio::sync::Semaphore::new(2),
+        acme: Arc::default(),
     });
 
     let infos: Vec<ListenerInfo> = bound
@@ -161,6 +163,16 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         }
         write_run_file(&config, "http.json", &addrs)?;
     }
+    // After the HTTP listeners, which answer its challenges.
+    let renewal = Renewal::start(
+        acme::renewal::Parts {
+            config: Arc::clone(&config),
+            store: ctx.store.clone(),
+            certificates: Arc::clone(&certificates),
+            challenges: Arc::clone(&ctx.acme),
+        },
+        shutdown.clone(),
+    );
     // Written last: its appearance tells scripts and tests that every
     // listener, HTTP included, is up.
     write_run_file(&config, "listeners.json", &infos)?;
@@ -208,7 +220,14 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     ));
 
     tell_systemd(NotifyState::Ready);
-    serve_until_stopped(&config, &certificates, &mut reload_asks, signals).await;
+    serve_until_stopped(
+        &config,
+        &certificates,
+        renewal.as_ref(),
+        &mut reload_asks,
+        signals,
+    )
+    .await;
     tell_systemd(NotifyState::Stopping);
     tracing::info!(
         event = "shutdown",
@@ -270,11 +289,19 @@ fn write_run_file(
     std::fs::rename(&tmp, &path).map_err(err)
 }
 
-/// `reload::reload`, with systemd told while it runs.
-fn reload(config: &Config, certificates: &Certificates) -> Result<String, String> {
+/// `reload::reload`, with systemd told while it runs; then the ACME
+/// certificate is looked at, so a domain just added gets its names.
+fn reload(
+    config: &Config,
+    certificates: &Certificates,
+    renewal: Option<&Renewal>,
+) -> Result<String, String> {
     tell_systemd(NotifyState::Reloading);
     let outcome = reload::reload(config, certificates);
     tell_systemd(NotifyState::Ready);
+    if let Some(renewal) = renewal {
+        renewal.check_now();
+    }
     outcome
 }
 
@@ -283,6 +310,7 @@ fn reload(config: &Config, certificates: &Certificates) -> Result<String, String
 async fn serve_until_stopped(
     config: &Config,
     certificates: &Certificates,
+    renewal: Option<&Renewal>,
     reload_asks: &mut tokio::sync::mpsc::Receiver<control::ReloadAsk>,
     signals: std::io::Result<(Signal, Signal)>,
 ) {
@@ -301,10 +329,10 @@ async fn serve_until_stopped(
             _ = term.recv() => return,
             _ = tokio::signal::ctrl_c() => return,
             _ = hup.recv() => {
-                let _ = reload(config, certificates);
+                let _ = reload(config, certificates, renewal);
             }
             Some(ask) = reload_asks.recv() => {
-                let _ = ask.send(reload(config, certificates));
+                let _ = ask.send(reload(config, certificates, renewal));
             }
             _ = certificate_check.tick() => reload::certificate_if_changed(certificates),
         }

@@ -71,6 +71,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         store_url,
         local,
         sendmail,
+        acme,
     } = running;
     [
         ("hostname", *hostname != new.hostname),
@@ -93,6 +94,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         ("store_url", *store_url != new.store_url),
         ("[local]", *local != new.local),
         ("[[sendmail]]", *sendmail != new.sendmail),
+        ("[acme]", *acme != new.acme),
     ]
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))

@@ -1,11 +1,12 @@
-//! TLS for the listeners: the rustls server configuration from `[tls]` or from a
-//! generated self-signed certificate. TLS 1.2 and 1.3 only (rustls offers
+//! TLS for the listeners: the rustls server configuration from `[tls]`, the
+//! pair `acme` obtained, or a generated self-signed certificate. TLS 1.2 and 1.3 only (rustls offers
 //! nothing older). Clients that reconnect resume their session from a ticket.
 
 pub mod certificates;
 pub mod self_signed;
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::ServerConfig;
@@ -44,13 +45,48 @@ pub struct ServerTls {
     pub certificates: Arc<Certificates>,
 }
 
-/// The certificate and key `config` names: `[tls]`, else the self-signed pair
-/// for `hostname` in data_dir (made if missing).
+/// The certificate and key `config` names: `[tls]`; else, with `[acme]`, the
+/// pair obtained from the CA once there is one; else the self-signed pair for
+/// `hostname` in data_dir (made if missing).
 pub fn files(config: &Config) -> Result<TlsFiles, TlsSetupError> {
-    match &config.tls {
-        Some(files) => Ok(files.clone()),
-        None => self_signed::ensure(&config.data_dir, &config.hostname),
+    if let Some(files) = &config.tls {
+        return Ok(files.clone());
     }
+    let issued = acme_files(&config.data_dir);
+    if config.acme.is_some() && issued.cert.exists() && issued.key.exists() {
+        return Ok(issued);
+    }
+    self_signed::ensure(&config.data_dir, &config.hostname)
+}
+
+/// Where the pair from the ACME CA is kept (src/acme/).
+pub fn acme_files(data_dir: &Path) -> TlsFiles {
+    let dir = data_dir.join("acme");
+    TlsFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    }
+}
+
+/// Writes a file readable by its owner only (its directory made if missing),
+/// synced, through a temporary name so a crash never leaves half a key behind.
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsSetupError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |e| TlsSetupError::Io(path.to_path_buf(), e);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(contents).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
 }
 
 pub fn server_config(config: &Config) -> Result<ServerTls, TlsSetupError> {

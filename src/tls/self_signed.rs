@@ -4,10 +4,9 @@
 //! names `hostname` or is about to expire. It is valid for a year, as a
 //! client that pinned it would expect of a real one.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::TlsSetupError;
+use super::{TlsSetupError, write_private};
 use crate::check::tls::CertInfo;
 use crate::config::TlsFiles;
 
@@ -86,24 +85,6 @@ fn generate(
     let signing_key = rcgen::KeyPair::generate()?;
     let cert = params.self_signed(&signing_key)?;
     Ok(rcgen::CertifiedKey { cert, signing_key })
-}
-
-/// Writes a file readable by its owner only, synced, through a temporary name so
-/// a crash never leaves half a key behind.
-fn write_private(path: &PathBuf, contents: &[u8]) -> Result<(), TlsSetupError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let io = |e| TlsSetupError::Io(path.clone(), e);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(contents).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
 }
 
 #[cfg(test)]

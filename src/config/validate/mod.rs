@@ -16,6 +16,7 @@ use crate::config::file::*;
 use crate::config::{Auth, Config, Http, Limits, ListenerConfig, MtaStsMode, RunAs, TlsFiles};
 use crate::smtp::data::BareNewlines;
 
+mod acme;
 mod delivery;
 mod local;
 mod sendmail;
@@ -155,6 +156,7 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         &trusted_networks,
     );
     let sendmail = sendmail::users(c, raw.sendmail.unwrap_or_default());
+    let acme = acme::acme(c, raw.acme, tls.as_ref(), &http);
     let store_url = raw.store.and_then(|s| s.url);
     if let Some(url) = &store_url {
         c.error(
@@ -187,6 +189,7 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         store_url,
         local,
         sendmail,
+        acme,
     }
 }
 
@@ -554,7 +557,7 @@ mod tests {
     use super::*;
     use crate::config::{RelayTls, RouteMatch};
 
-    fn errors(text: &str) -> Vec<String> {
+    pub(super) fn errors(text: &str) -> Vec<String> {
         match from_text(text, Some(Path::new("p.toml"))) {
             Ok(_) => vec![],
             Err(e) => e.0.iter().map(ToString::to_string).collect(),

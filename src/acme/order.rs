@@ -1,0 +1,127 @@
+//! One order (RFC 8555 §7.4): the names, a challenge answered for each
+//! authorization, then a fresh key's certificate request and the chain.
+
+use std::time::Duration;
+
+use instant_acme::{
+    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus,
+    RetryPolicy,
+};
+use rcgen::{CertificateParams, DistinguishedName, KeyPair};
+
+use super::{AcmeError, Challenges};
+
+/// How long the CA may take to validate, and again to issue.
+const POLL: Duration = Duration::from_secs(90);
+
+/// The challenge types this server can answer, in order of preference.
+pub(super) fn answerable(http: &crate::config::Http) -> Vec<ChallengeType> {
+    let mut types = Vec::new();
+    if http.addr.is_some() {
+        types.push(ChallengeType::Http01);
+    }
+    if http.tls_addr.is_some() {
+        types.push(ChallengeType::TlsAlpn01);
+    }
+    types
+}
+
+/// A certificate chain and its key, both PEM.
+pub(super) struct Issued {
+    pub chain: String,
+    pub key: String,
+}
+
+/// Orders a certificate for `names`, answering each challenge with the first
+/// of `types` that the CA offers; `challenges` holds the answers meanwhile.
+pub(super) async fn issue(
+    account: &Account,
+    names: &[String],
+    types: &[ChallengeType],
+    challenges: &Challenges,
+) -> Result<Issued, AcmeError> {
+    let identifiers: Vec<Identifier> = names.iter().cloned().map(Identifier::Dns).collect();
+    let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+    let mut authorizations = order.authorizations();
+    while let Some(authorization) = authorizations.next().await {
+        let mut authorization = authorization?;
+        // A name validated recently for this account needs nothing.
+        if authorization.status != AuthorizationStatus::Pending {
+            continue;
+        }
+        let name = authorization.identifier().to_string();
+        let Some(kind) = types
+            .iter()
+            .find(|t| authorization.challenges.iter().any(|c| c.r#type == **t))
+            .cloned()
+        else {
+            return Err(AcmeError::NoChallenge(name));
+        };
+        let Some(mut challenge) = authorization.challenge(kind.clone()) else {
+            return Err(AcmeError::NoChallenge(name));
+        };
+        let key_authorization = challenge.key_authorization();
+        match kind {
+            ChallengeType::Http01 => {
+                challenges.add_http(&challenge.token, key_authorization.as_str())
+            }
+            _ => challenges.add_tls_alpn(&name, key_authorization.digest().as_ref())?,
+        }
+        challenge.set_ready().await?;
+    }
+    let retries = RetryPolicy::new().timeout(POLL);
+    match order.poll_ready(&retries).await {
+        Ok(OrderStatus::Ready) => {}
+        Ok(status) => {
+            let otherwise = format!("the order is {status:?}").to_lowercase();
+            return Err(failed(&mut order, otherwise).await);
+        }
+        Err(instant_acme::Error::Api(problem)) => {
+            return Err(failed(&mut order, problem.to_string()).await);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(names.to_vec())?;
+    params.distinguished_name = DistinguishedName::new();
+    let request = params.serialize_request(&key)?;
+    order.finalize_csr(request.der()).await?;
+    let chain = order.poll_certificate(&retries).await?;
+    Ok(Issued {
+        chain,
+        key: key.serialize_pem(),
+    })
+}
+
+/// Why an order became invalid: each name the CA did not validate, with the
+/// problem it reported for the challenge; `otherwise` when it names none.
+async fn failed(order: &mut Order, otherwise: String) -> AcmeError {
+    let mut reasons = Vec::new();
+    let mut authorizations = order.authorizations();
+    while let Some(Ok(mut authorization)) = authorizations.next().await {
+        let Ok(state) = authorization.refresh().await else {
+            continue;
+        };
+        if state.status == AuthorizationStatus::Valid {
+            continue;
+        }
+        let problems: Vec<String> = state
+            .challenges
+            .iter()
+            .filter_map(|c| c.error.as_ref().map(ToString::to_string))
+            .collect();
+        reasons.push(format!(
+            "{} not validated: {}",
+            state.identifier(),
+            if problems.is_empty() {
+                format!("{:?}", state.status).to_lowercase()
+            } else {
+                problems.join("; ")
+            }
+        ));
+    }
+    if reasons.is_empty() {
+        return AcmeError::Validation(otherwise);
+    }
+    AcmeError::Validation(reasons.join(", "))
+}

@@ -1,0 +1,334 @@
+//! Certificates from an ACME CA, against Debian's pebble: HTTP-01 on the
+//! `[http] addr` listener and TLS-ALPN-01 on `tls_addr` give a certificate for
+//! hostname and the autoconfig./mta-sts. names of each hosted domain, served
+//! at once on the SMTP and HTTPS listeners; a reload renews one near expiry
+//! and picks up a new domain; a CA that refuses or is down is logged and the
+//! certificate in use stays. Skipped, saying so, where pebble is missing.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Pebble's certificates last a week in these tests: under the default
+/// renew_before_days (30), so each check renews.
+const A_WEEK: u64 = 7 * 24 * 3600;
+
+/// Which `[http]` listeners the server has: the challenge it can answer
+/// follows (HTTP-01 on `addr`, TLS-ALPN-01 on `tls_addr`).
+enum Listeners {
+    Both,
+    Plain,
+    Https,
+}
+
+/// Pebble, the DNS server that sends its validation here, and a server
+/// hosting example.com (and `hosted`, in the store only) whose certificate
+/// comes from that pebble; `dns` are the domains whose names lead here.
+struct Setup {
+    s: TestServer,
+    pebble: Pebble,
+    /// The HTTPS listener (`tls_addr`).
+    https: SocketAddr,
+    _dns: TestDns,
+}
+
+fn setup(dns: &[&str], hosted: &[&str], listeners: Listeners, pebble: serde_json::Value) -> Setup {
+    let (http, tls) = (free_port(), free_port());
+    let zone = TestDns::start();
+    zone.ip("mx.test.example", LOOPBACK);
+    for domain in dns {
+        zone.ip(&format!("autoconfig.{domain}"), LOOPBACK);
+        zone.ip(&format!("mta-sts.{domain}"), LOOPBACK);
+    }
+    let pebble = Pebble::start(&zone, http, tls, pebble);
+    let section = match listeners {
+        Listeners::Both => format!("addr = \"127.0.0.1:{http}\"\ntls_addr = \"127.0.0.1:{tls}\"\n"),
+        Listeners::Plain => format!("addr = \"127.0.0.1:{http}\"\n"),
+        Listeners::Https => format!("tls_addr = \"127.0.0.1:{tls}\"\n"),
+    };
+    let mut s = TestServer::configure(&TestServer::config_for(&format!(
+        "[http]\n{section}{}",
+        pebble.acme_config()
+    )));
+    s.add_alice();
+    for domain in hosted {
+        s.cli_ok(&["domain", "add", domain]);
+    }
+    s.spawn();
+    Setup {
+        s,
+        pebble,
+        https: format!("127.0.0.1:{tls}").parse().expect("addr"),
+        _dns: zone,
+    }
+}
+
+/// The first line the server logged for `event`.
+fn logged(s: &TestServer, event: &str) -> String {
+    let needle = format!("event=\"{event}\"");
+    s.log()
+        .lines()
+        .find(|l| l.contains(&needle))
+        .unwrap_or_else(|| panic!("no {event}:\n{}", s.log()))
+        .to_string()
+}
+
+/// Waits until the server has logged `event` `n` times.
+fn wait_for_event(s: &TestServer, event: &str, n: usize) {
+    let needle = format!("event=\"{event}\"");
+    let start = Instant::now();
+    while s.log().matches(&needle).count() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{event} not logged {n} times:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What a new TLS session on `addr` asking for `name` is served, checked
+/// against `root`: s_client's report, and the leaf's serial and names.
+struct Served {
+    report: String,
+    leaf: String,
+}
+
+fn served(addr: SocketAddr, name: &str, root: &Path, input: &str) -> Served {
+    let out = s_client(
+        addr,
+        &[
+            "-servername",
+            name,
+            "-CAfile",
+            root.to_str().expect("path"),
+            "-alpn",
+            if input.starts_with("GET") {
+                "http/1.1"
+            } else {
+                "smtp"
+            },
+        ],
+        input,
+    );
+    let report = text(&out);
+    let begin = report
+        .find("-----BEGIN CERTIFICATE-----")
+        .unwrap_or_else(|| panic!("no certificate:\n{report}"));
+    let end = report[begin..]
+        .find("-----END CERTIFICATE-----")
+        .expect("end")
+        + begin;
+    let pem = &report[begin..end + "-----END CERTIFICATE-----".len()];
+    let x509 = run_with_stdin(
+        Command::new("openssl").args(["x509", "-noout", "-serial", "-ext", "subjectAltName"]),
+        &format!("{pem}\n"),
+    );
+    Served {
+        report,
+        leaf: text(&x509),
+    }
+}
+
+const HTTP_GET: &str = "GET / HTTP/1.1\r\nHost: mx.test.example\r\nConnection: close\r\n\r\n";
+
+impl Served {
+    /// Issued by pebble and verified against its root.
+    fn assert_from_pebble(&self) {
+        assert!(
+            self.report.contains("Pebble Intermediate CA")
+                && self.report.contains("Verify return code: 0 (ok)"),
+            "not pebble's certificate:\n{}",
+            self.report
+        );
+    }
+
+    fn assert_names(&self, names: &[&str]) {
+        for name in names {
+            assert!(
+                self.leaf.contains(&format!("DNS:{name}")),
+                "{name}: {}",
+                self.leaf
+            );
+        }
+    }
+
+    fn serial(&self) -> String {
+        self.leaf
+            .lines()
+            .find(|l| l.starts_with("serial="))
+            .unwrap_or_else(|| panic!("{}", self.leaf))
+            .to_string()
+    }
+}
+
+fn assert_owner_only(path: &Path) {
+    let mode = std::fs::metadata(path).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", path.display());
+}
+
+#[test]
+fn http01_gives_every_listener_a_certificate_a_reload_renews_it_and_a_ca_that_is_down_changes_nothing()
+ {
+    if !Pebble::installed() {
+        return;
+    }
+    let Setup {
+        s,
+        mut pebble,
+        https,
+        _dns,
+    } = setup(
+        &["example.com"],
+        &[],
+        Listeners::Both,
+        serde_json::json!({ "certificateValidityPeriod": A_WEEK }),
+    );
+    wait_for_event(&s, "acme_installed", 1);
+    let root = pebble.issuing_root();
+    let smtp = served(s.addr("submissions"), "mx.test.example", &root, "QUIT\r\n");
+    smtp.assert_from_pebble();
+    smtp.assert_names(&[
+        "mx.test.example",
+        "autoconfig.example.com",
+        "mta-sts.example.com",
+    ]);
+    let web = served(https, "mta-sts.example.com", &root, HTTP_GET);
+    web.assert_from_pebble();
+    assert_eq!(
+        web.serial(),
+        smtp.serial(),
+        "one certificate for every listener"
+    );
+    assert!(
+        pebble.log().contains("validate w/ HTTP"),
+        "{}",
+        pebble.log()
+    );
+    let acme = s.data_dir().join("acme");
+    for file in ["key.pem", "cert.pem", "account.json"] {
+        assert_owner_only(&acme.join(file));
+    }
+
+    // A week left, under 30 days: the reload's check renews, with the same
+    // account, and new sessions get the new certificate.
+    let account = std::fs::read(acme.join("account.json")).expect("account");
+    s.cli_ok(&["reload"]);
+    wait_for_event(&s, "acme_installed", 2);
+    let renewed = served(s.addr("submissions"), "mx.test.example", &root, "QUIT\r\n");
+    renewed.assert_from_pebble();
+    assert_ne!(renewed.serial(), smtp.serial(), "renewed");
+    assert_eq!(
+        std::fs::read(acme.join("account.json")).expect("account"),
+        account
+    );
+    assert_eq!(
+        s.log().matches("event=\"acme_account\"").count(),
+        1,
+        "one account"
+    );
+
+    // The CA is down: the check fails, says why, and the renewed certificate stays.
+    pebble.stop();
+    s.cli_ok(&["reload"]);
+    wait_for_event(&s, "acme_failed", 1);
+    let failure = logged(&s, "acme_failed");
+    assert!(failure.contains("Connection refused"), "{failure}");
+    let kept = served(s.addr("submissions"), "mx.test.example", &root, "QUIT\r\n");
+    kept.assert_from_pebble();
+    assert_eq!(kept.serial(), renewed.serial());
+}
+
+#[test]
+fn tls_alpn01_on_the_https_port_alone_and_a_new_domain_is_added_at_the_next_check() {
+    if !Pebble::installed() {
+        return;
+    }
+    // No plain HTTP listener: TLS-ALPN-01 is the only way.
+    let Setup {
+        s,
+        pebble,
+        https,
+        _dns,
+    } = setup(
+        &["example.com", "example.org"],
+        &[],
+        Listeners::Https,
+        serde_json::json!({}),
+    );
+    wait_for_event(&s, "acme_installed", 1);
+    let root = pebble.issuing_root();
+    let first = served(https, "autoconfig.example.com", &root, HTTP_GET);
+    first.assert_from_pebble();
+    assert!(!first.leaf.contains("example.org"), "{}", first.leaf);
+    assert!(
+        pebble.log().contains("set VALID") && !pebble.log().contains("validate w/ HTTP"),
+        "{}",
+        pebble.log()
+    );
+
+    // Five years left, but a name is missing: the next check orders again.
+    s.cli_ok(&["domain", "add", "example.org"]);
+    s.cli_ok(&["reload"]);
+    wait_for_event(&s, "acme_installed", 2);
+    let second = served(s.addr("submissions"), "mx.test.example", &root, "QUIT\r\n");
+    second.assert_from_pebble();
+    second.assert_names(&[
+        "autoconfig.example.org",
+        "mta-sts.example.org",
+        "mta-sts.example.com",
+    ]);
+}
+
+#[test]
+fn a_ca_that_refuses_is_logged_with_its_problem_and_the_self_signed_certificate_stays() {
+    if !Pebble::installed() {
+        return;
+    }
+    // Refused when ordered (a name the CA's policy forbids), and refused
+    // when validated (a hosted domain whose names do not lead here).
+    for (blocked, hosted, expected) in [
+        (
+            vec!["mta-sts.example.com"],
+            vec![],
+            "\\\"mta-sts.example.com\\\" (urn:ietf:params:acme:error:rejectedIdentifier)",
+        ),
+        (
+            vec![],
+            vec!["example.net"],
+            "mta-sts.example.net not validated: API error: ",
+        ),
+    ] {
+        // Bound, not `..`: pebble and the DNS server must outlive the check.
+        let Setup {
+            s,
+            pebble: _pebble,
+            _dns,
+            ..
+        } = setup(
+            &["example.com"],
+            &hosted,
+            Listeners::Plain,
+            serde_json::json!({ "domainBlocklist": blocked }),
+        );
+        wait_for_event(&s, "acme_failed", 1);
+        let failure = logged(&s, "acme_failed");
+        assert!(
+            failure.contains(expected),
+            "the CA's problem detail: {failure}"
+        );
+        // Still serving, with the certificate it had.
+        let out = s_client(s.addr("submissions"), &[], "QUIT\r\n");
+        let report = text(&out);
+        assert!(
+            report.contains("220 ") && !report.contains("Pebble"),
+            "{report}"
+        );
+        assert!(!s.data_dir().join("acme/cert.pem").exists());
+    }
+}

@@ -43,18 +43,19 @@ getent group postern >/dev/null || groupadd --system postern
 id -u postern >/dev/null 2>&1 ||
   useradd --system --gid postern --home-dir "$data_dir" --no-create-home \
     --shell /usr/sbin/nologin --comment "Postern mail server" postern
-install -d -o postern -g postern -m 0750 "$data_dir"
+install -d -o postern -g postern -m 0751 "$data_dir"
 
-# The configuration is root's, readable by the server's group (it reads it
-# again on reload, after it gave up root).
+# The configuration is root's and readable by all, as Postfix's main.cf: the
+# server reads it again on reload after it gave up root, and `postern
+# sendmail` reads it as whichever user runs it (PHP as www-data). Secrets do
+# not go in it: relay passwords are in password_file, keys in their files.
 install -d -m 0755 "$config_dir"
 if [ ! -e "$config_dir/postern.toml" ]; then
   host=${host:-$(hostname -f 2>/dev/null || hostname)}
   sed -e "s/^hostname = .*/hostname = \"$host\"/" \
       -e "s|^data_dir = .*|data_dir = \"$data_dir\"|" \
       postern.example.toml > "$config_dir/postern.toml"
-  chgrp postern "$config_dir/postern.toml"
-  chmod 0640 "$config_dir/postern.toml"
+  chmod 0644 "$config_dir/postern.toml"
   echo "install.sh: wrote $config_dir/postern.toml for $host; edit it, then: postern config check"
 fi
 "$postern" config check --config "$config_dir/postern.toml"

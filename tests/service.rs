@@ -134,12 +134,17 @@ fn the_example_configuration_passes_config_check() {
 
 /// `.ci/first-day.sh`: install with dist/install.sh (into a temporary
 /// prefix; the `postern` account is created for real), start as root, add a
-/// domain and user, send, read the Maildir, replace the certificate, SIGHUP a
-/// broken configuration. It prints each step; its output is shown on failure.
+/// domain and user, send with swaks and with PHP's mail(), read the Maildir,
+/// replace the certificate, read over IMAP with Dovecot as docs/dovecot.md
+/// sets it up, SIGHUP a broken configuration. It prints each step; its
+/// output is shown on failure.
 #[test]
 fn the_admins_first_day() {
-    require_tool("ip");
-    require_tool("swaks");
+    for tool in [
+        "ip", "swaks", "openssl", "php", "dovecot", "python3", "runuser",
+    ] {
+        require_tool(tool);
+    }
     let out = Command::new("bash")
         .arg(Path::new(ROOT).join(".ci/first-day.sh"))
         .arg(BIN)

@@ -1,7 +1,8 @@
 //! Reloading a running server: SIGHUP and `postern reload` serve a replaced
 //! certificate to new sessions, a broken configuration is refused while the
 //! old one keeps serving, a renewal written on disk is picked up without a
-//! signal, and the report names settings that wait for a restart.
+//! signal, listeners are added and removed, and the report names settings
+//! that wait for a restart.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -150,4 +151,72 @@ fn postern_reload_without_a_server_says_so() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no server runs"), "{err}");
+}
+
+/// The bound addresses and roles in `run/listeners.json`, as the server
+/// rewrites it after a reload.
+fn listeners_file(s: &TestServer) -> Vec<(std::net::SocketAddr, String)> {
+    let text = std::fs::read_to_string(s.data_dir().join("run/listeners.json")).expect("read");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|l| {
+            (
+                l["addr"].as_str().expect("addr").parse().expect("addr"),
+                l["role"].as_str().expect("role").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_reload_adds_and_removes_listeners_and_open_sessions_finish() {
+    let s = TestServer::start("");
+    let submissions = s.addr("submissions");
+    // A session on the listener about to go: it finishes on it.
+    let (mut open, greeting) = Raw::connect(s.addr("submission"));
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    let config = std::fs::read_to_string(&s.config).expect("read config");
+    let changed = config
+        .replace(
+            "[[listener]]\naddr = \"127.0.0.1:0\"\nrole = \"submission\"\n",
+            "",
+        )
+        .replace(
+            "role = \"submissions\"\n",
+            "role = \"submissions\"\n[[listener]]\naddr = \"127.0.0.1:0\"\nrole = \"mta\"\n",
+        );
+    assert_ne!(changed, config);
+    std::fs::write(&s.config, &changed).expect("write config");
+    let report = s.cli_ok(&["reload"]);
+    assert!(
+        report.contains(&format!(
+            "stopped listening on {} (submission)",
+            s.addr("submission")
+        )) && report.contains("listening on 127.0.0.1:")
+            && !report.contains("next start"),
+        "{report}"
+    );
+    let now = listeners_file(&s);
+    let roles: Vec<&str> = now.iter().map(|(_, r)| r.as_str()).collect();
+    assert_eq!(roles, ["mta", "submissions", "mta"], "{now:?}");
+    // The kept ones are the same sockets; the new one greets.
+    assert_eq!(now[0].0, s.addr("mta"));
+    assert_eq!(now[1].0, submissions);
+    let (_new, greeting) = Raw::connect(now[2].0);
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    assert!(
+        std::net::TcpStream::connect(s.addr("submission")).is_err(),
+        "the removed listener still accepts"
+    );
+    assert!(open.cmd("EHLO still.here").starts_with("250"));
+    assert!(open.cmd("QUIT").starts_with("221"));
+
+    // Back as it was: the submission listener comes back (on a new port).
+    std::fs::write(&s.config, &config).expect("restore config");
+    let report = s.cli_ok(&["reload"]);
+    assert!(report.contains("(submission)"), "{report}");
+    let roles: Vec<String> = listeners_file(&s).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(roles, ["mta", "submissions", "submission"]);
 }

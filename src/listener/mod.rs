@@ -204,14 +204,16 @@ pub async fn accept_each(
     }
 }
 
-/// Accepts until shutdown, spawning a session per connection on `tracker`.
+/// Accepts until `stop`, spawning a session per connection on `tracker`.
+/// `stop` ends it (a reload that removes the listener, or shutdown); the
+/// sessions it started run on.
 pub async fn accept_loop(
     ctx: Arc<ServerContext>,
     bound: BoundListener,
     limits: Arc<ConnectionLimits>,
     tracker: TaskTracker,
+    stop: CancellationToken,
 ) {
-    let stop = ctx.shutdown.clone();
     accept_each(&bound.listener, &stop, |stream, peer| {
         let _ = stream.set_nodelay(true);
         let Ok(local) = stream.local_addr() else {

@@ -22,10 +22,12 @@ use crate::sendmail;
 use crate::spool::{Spool, SpoolError};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, Certificates, TlsSetupError};
+use listeners::Listeners;
 use reload::CERTIFICATE_CHECK;
 use sd_notify::NotifyState;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
+mod listeners;
 pub mod privileges;
 mod reload;
 
@@ -175,16 +177,15 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     );
     // Written last: its appearance tells scripts and tests that every
     // listener, HTTP included, is up.
-    write_run_file(&config, "listeners.json", &infos)?;
-    for b in bound {
-        accept_loops.spawn(listener::accept_loop(
-            Arc::clone(&ctx),
-            b,
-            Arc::clone(&limits),
-            sessions.clone(),
-        ));
-    }
+    let mut listeners = Listeners::start(
+        Arc::clone(&ctx),
+        Arc::clone(&limits),
+        sessions.clone(),
+        accept_loops.clone(),
+        bound,
+    );
     accept_loops.close();
+    write_run_file(&config, "listeners.json", &listeners.infos())?;
     // The free-space floor is checked at every MAIL; this keeps /metrics and
     // the end of a low-space episode current on a quiet server too.
     let floor = (ctx.queue.spool().clone(), shutdown.clone());
@@ -220,14 +221,13 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     ));
 
     tell_systemd(NotifyState::Ready);
-    serve_until_stopped(
-        &config,
-        &certificates,
-        renewal.as_ref(),
-        &mut reload_asks,
-        signals,
-    )
-    .await;
+    let mut running = Running {
+        config: &config,
+        certificates: &certificates,
+        renewal: renewal.as_ref(),
+        listeners: &mut listeners,
+    };
+    running.serve_until_stopped(&mut reload_asks, signals).await;
     tell_systemd(NotifyState::Stopping);
     tracing::info!(
         event = "shutdown",
@@ -289,52 +289,75 @@ fn write_run_file(
     std::fs::rename(&tmp, &path).map_err(err)
 }
 
-/// `reload::reload`, with systemd told while it runs; then the ACME
-/// certificate is looked at, so a domain just added gets its names.
-fn reload(
-    config: &Config,
-    certificates: &Certificates,
-    renewal: Option<&Renewal>,
-) -> Result<String, String> {
-    tell_systemd(NotifyState::Reloading);
-    let outcome = reload::reload(config, certificates);
-    tell_systemd(NotifyState::Ready);
-    if let Some(renewal) = renewal {
-        renewal.check_now();
-    }
-    outcome
+/// What a reload changes in the running server.
+struct Running<'a> {
+    /// The configuration it started with (the file a reload reads again).
+    config: &'a Config,
+    certificates: &'a Certificates,
+    renewal: Option<&'a Renewal>,
+    listeners: &'a mut Listeners,
 }
 
-/// Until SIGTERM or Ctrl-C: reloads on SIGHUP and on `postern reload`, and
-/// picks up a certificate replaced on disk (a renewal) without either.
-async fn serve_until_stopped(
-    config: &Config,
-    certificates: &Certificates,
-    renewal: Option<&Renewal>,
-    reload_asks: &mut tokio::sync::mpsc::Receiver<control::ReloadAsk>,
-    signals: std::io::Result<(Signal, Signal)>,
-) {
-    let (mut term, mut hup) = match signals {
-        Ok(signals) => signals,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM and SIGHUP; stop with Ctrl-C");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+impl Running<'_> {
+    /// Reads the configuration again and applies the certificate and the
+    /// listeners (systemd is told while it runs); then the ACME certificate
+    /// is looked at, so a domain just added gets its names.
+    async fn reload(&mut self) -> Result<String, String> {
+        tell_systemd(NotifyState::Reloading);
+        let outcome = match reload::read_and_apply(self.config, self.certificates) {
+            Ok((mut report, new)) => {
+                if let Some(changed) = self.listeners.apply(&new.listeners).await {
+                    report.push_str(&format!("; {changed}"));
+                    if let Err(e) =
+                        write_run_file(self.config, "listeners.json", &self.listeners.infos())
+                    {
+                        tracing::error!(event = "run_file_failed", "{e}");
+                    }
+                }
+                tracing::info!(event = "reloaded", "{report}");
+                Ok(report)
+            }
+            Err(error) => {
+                tracing::error!(event = "reload_refused", "{error}");
+                Err(error)
+            }
+        };
+        tell_systemd(NotifyState::Ready);
+        if let Some(renewal) = self.renewal {
+            renewal.check_now();
         }
-    };
-    let mut certificate_check = tokio::time::interval(CERTIFICATE_CHECK);
-    certificate_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = tokio::signal::ctrl_c() => return,
-            _ = hup.recv() => {
-                let _ = reload(config, certificates, renewal);
+        outcome
+    }
+
+    /// Until SIGTERM or Ctrl-C: reloads on SIGHUP and on `postern reload`, and
+    /// picks up a certificate replaced on disk (a renewal) without either.
+    async fn serve_until_stopped(
+        &mut self,
+        reload_asks: &mut tokio::sync::mpsc::Receiver<control::ReloadAsk>,
+        signals: std::io::Result<(Signal, Signal)>,
+    ) {
+        let (mut term, mut hup) = match signals {
+            Ok(signals) => signals,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch SIGTERM and SIGHUP; stop with Ctrl-C");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
             }
-            Some(ask) = reload_asks.recv() => {
-                let _ = ask.send(reload(config, certificates, renewal));
+        };
+        let mut certificate_check = tokio::time::interval(CERTIFICATE_CHECK);
+        certificate_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = tokio::signal::ctrl_c() => return,
+                _ = hup.recv() => {
+                    let _ = self.reload().await;
+                }
+                Some(ask) = reload_asks.recv() => {
+                    let _ = ask.send(self.reload().await);
+                }
+                _ = certificate_check.tick() => reload::certificate_if_changed(self.certificates),
             }
-            _ = certificate_check.tick() => reload::certificate_if_changed(certificates),
         }
     }
 }

@@ -1,9 +1,10 @@
 //! Reloading while the server runs (SIGHUP, `postern reload`, and a
 //! certificate renewed on disk). What it applies at once is the certificate
-//! and key: rustls reads them at each handshake, so new sessions get the new
-//! pair and open ones keep theirs. Other settings still take effect at the
-//! next start; the report names those that changed, so that an admin is never
-//! left guessing which file the server runs on.
+//! and key (rustls reads them at each handshake, so new sessions get the new
+//! pair and open ones keep theirs) and the listeners (`listeners.rs`). Other
+//! settings still take effect at the next start; the report names those that
+//! changed, so that an admin is never left guessing which file the server
+//! runs on.
 
 use std::time::Duration;
 
@@ -13,19 +14,15 @@ use crate::tls::{self, Certificates};
 /// How often the certificate files are looked at for a renewal.
 pub const CERTIFICATE_CHECK: Duration = Duration::from_secs(30);
 
-/// Reads the configuration the server started from again. A file that no
-/// longer validates, or a certificate that does not read or match its key,
-/// is refused with the reason, and everything stays as it was.
-pub fn reload(running: &Config, certificates: &Certificates) -> Result<String, String> {
-    let outcome = read_and_apply(running, certificates);
-    match &outcome {
-        Ok(report) => tracing::info!(event = "reloaded", "{report}"),
-        Err(error) => tracing::error!(event = "reload_refused", "{error}"),
-    }
-    outcome
-}
-
-fn read_and_apply(running: &Config, certificates: &Certificates) -> Result<String, String> {
+/// Reads the configuration the server started from again and applies its
+/// certificate; returns the report so far and the new configuration, whose
+/// listeners the caller applies. A file that no longer validates, or a
+/// certificate that does not read or match its key, is refused with the
+/// reason, and everything stays as it was.
+pub fn read_and_apply(
+    running: &Config,
+    certificates: &Certificates,
+) -> Result<(String, Config), String> {
     let new = match &running.source {
         Some(path) => Config::load(path)
             .map_err(|e| format!("{e}; the server keeps running on the configuration it has"))?,
@@ -44,11 +41,11 @@ fn read_and_apply(running: &Config, certificates: &Certificates) -> Result<Strin
             changed.join(", ")
         ));
     }
-    Ok(report)
+    Ok((report, new))
 }
 
 /// The settings (top-level keys and sections) that differ, the certificate
-/// files aside. `running` is taken apart field by field, so that a setting
+/// files and the listeners aside. `running` is taken apart field by field, so that a setting
 /// added to `Config` does not compile until it is reported here too.
 fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
     let Config {
@@ -58,7 +55,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         data_dir,
         run_as,
         trusted_networks,
-        listeners,
+        listeners: _,
         limits,
         auth,
         bare_newlines,
@@ -81,7 +78,6 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
             "trusted_networks",
             *trusted_networks != new.trusted_networks,
         ),
-        ("[[listener]]", *listeners != new.listeners),
         ("[limits]", *limits != new.limits),
         ("[auth]", *auth != new.auth),
         ("bare_newlines", *bare_newlines != new.bare_newlines),

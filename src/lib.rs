@@ -42,7 +42,7 @@
 //! # Layers
 //! Each module imports only from lower ones (tests/layering.rs keeps it so):
 //!
-//! 1. `clock`, `sqlite`, `smtp`, `dns`, `dkim`, `portecho`, `telemetry`,
+//! 1. `clock`, `sqlite`, `private_file`, `smtp`, `dns`, `dkim`, `portecho`, `telemetry`,
 //!    `failure`: leaves.
 //! 2. `config`, `store`, `spool`, `check`, `policy`.
 //! 3. `auth`, `tls`, `dsn`, `router`, `local`, `prometheus`.
@@ -70,6 +70,7 @@ pub mod outbound;
 pub mod policy;
 pub mod portecho;
 pub mod prepare;
+pub mod private_file;
 pub mod prometheus;
 pub mod router;
 pub mod scheduler;

@@ -2,8 +2,6 @@
 //! `data_dir/dkim/<domain>.pem` (RSA-2048, PKCS#8), the only place they live.
 //! Signing and the DNS record text come with the delivery and DNS issues.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The selector published as `<selector>._domainkey.<domain>`.
@@ -29,21 +27,8 @@ pub fn ensure_key(data_dir: &Path, domain: &str) -> Result<PathBuf, DkimError> {
     }
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)
         .map_err(|e| DkimError::Generate(e.to_string()))?;
-    let write = |e| DkimError::Write(path.clone(), e);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(write)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(write)?;
-    f.write_all(key.serialize_pem().as_bytes()).map_err(write)?;
-    f.sync_all().map_err(write)?;
-    std::fs::rename(&tmp, &path).map_err(write)?;
+    crate::private_file::write(&path, key.serialize_pem().as_bytes())
+        .map_err(|e| DkimError::Write(path.clone(), e))?;
     Ok(path)
 }
 

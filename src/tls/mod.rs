@@ -5,7 +5,6 @@
 pub mod certificates;
 pub mod self_signed;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -68,25 +67,9 @@ pub fn acme_files(data_dir: &Path) -> TlsFiles {
     }
 }
 
-/// Writes a file readable by its owner only (its directory made if missing),
-/// synced, through a temporary name so a crash never leaves half a key behind.
+/// A key or certificate file, its owner's only (see `private_file`).
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsSetupError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |e| TlsSetupError::Io(path.to_path_buf(), e);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(contents).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::private_file::write(path, contents).map_err(|e| TlsSetupError::Io(path.to_path_buf(), e))
 }
 
 pub fn server_config(config: &Config) -> Result<ServerTls, TlsSetupError> {

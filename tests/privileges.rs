@@ -76,6 +76,14 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     all
 }
 
+/// Runs `command`, which must fail with exit code 1; returns its stderr.
+fn fails(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
 fn send_as_alice(s: &TestServer) {
     let mut args = alice_to_bob("PLAIN");
     args.push("-tls");
@@ -152,14 +160,12 @@ fn a_data_dir_the_user_cannot_reach_stops_the_start_with_the_reason() {
     // A temp dir only root may enter: nobody cannot get to data_dir inside it.
     let s = TestServer::configure(&TestServer::config_for(NOBODY));
     std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    let out = Command::new("timeout")
-        .args(["30", BIN, "serve", "--config"])
-        .arg(&s.config)
-        .current_dir(s.dir.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = fails(
+        Command::new("timeout")
+            .args(["30", BIN, "serve", "--config"])
+            .arg(&s.config)
+            .current_dir(s.dir.path()),
+    );
     assert!(
         stderr.contains("user \"nobody\" cannot open data_dir")
             && stderr.contains("every directory above it must be searchable"),
@@ -173,15 +179,13 @@ fn user_set_but_not_root_is_refused_and_unknown_accounts_are_named() {
         return;
     }
     let s = server("user = \"daemon\"\n");
-    let out = Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", BIN])
-        .args(["user", "list", "--config"])
-        .arg(&s.config)
-        .current_dir(s.dir.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = fails(
+        Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", BIN])
+            .args(["user", "list", "--config"])
+            .arg(&s.config)
+            .current_dir(s.dir.path()),
+    );
     assert!(
         stderr.contains("user = \"daemon\" is set, but this process runs as uid"),
         "{stderr}"
@@ -193,13 +197,11 @@ fn user_set_but_not_root_is_refused_and_unknown_accounts_are_named() {
         "user = \"no-such-user-x\"\ngroup = \"no-such-group-x\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["config", "check", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = fails(
+        Command::new(BIN)
+            .args(["config", "check", "--config"])
+            .arg(&bad),
+    );
     assert!(
         stderr.contains(":1: user: \"no-such-user-x\" is not a user on this host"),
         "{stderr}"

@@ -111,25 +111,20 @@ fn the_example_configuration_passes_config_check() {
         .arg("postern")
         .output()
         .is_ok_and(|o| o.status.success());
-    let text = if has_postern {
+    let config_text = if has_postern {
         example
     } else {
         example.replace("user = \"postern\"", "user = \"nobody\"")
     };
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("postern.toml");
-    std::fs::write(&config, text).unwrap();
+    std::fs::write(&config, config_text).unwrap();
     let out = Command::new(BIN)
         .args(["config", "check", "--config"])
         .arg(&config)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 /// `.ci/first-day.sh`: install with dist/install.sh (into a temporary
@@ -150,10 +145,5 @@ fn the_admins_first_day() {
         .arg(BIN)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", text(&out));
 }

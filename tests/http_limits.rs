@@ -1,7 +1,7 @@
 //! Issue #9 item 7: the HTTP listeners against hostile clients, with Python
 //! sockets and curl: a request head that never ends (slowloris), bodies and
 //! heads over the caps, too many connections from one client or in total, and
-//! `/metrics` only for `metrics_from`.
+//! `/metrics` only for `metrics_from` (or a scraper with the bearer token).
 
 use std::net::SocketAddr;
 
@@ -182,4 +182,36 @@ fn metrics_are_served_only_to_metrics_from() {
     let s = TestServer::start(&format!("{HTTP}metrics_from = [\"127.0.0.1\"]\n"));
     let plain = s.http_addrs()[0];
     assert_eq!(curl_status(&[&format!("http://{plain}/metrics")]), "200");
+}
+
+#[test]
+fn a_bearer_token_opens_metrics_from_outside_metrics_from() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("metrics-token");
+    let token = "0123456789abcdef0123456789abcdef";
+    std::fs::write(&token_file, format!("{token}\n")).expect("write token");
+    let s = TestServer::start(&format!(
+        "{HTTP}metrics_from = [\"192.0.2.0/24\"]\nmetrics_token_file = \"{}\"\n",
+        token_file.display()
+    ));
+    let url = format!("http://{}/metrics", s.http_addrs()[0]);
+    let with = |auth: &str| curl_status(&["-H", auth, &url]);
+    assert_eq!(curl_status(&[&url]), "403");
+    assert_eq!(with(&format!("Authorization: Bearer {token}")), "200");
+    assert_eq!(with(&format!("Authorization: Bearer {token}x")), "403");
+    assert_eq!(
+        with(&format!("Authorization: Bearer {}", &token[..31])),
+        "403"
+    );
+    assert_eq!(with(&format!("Authorization: Basic {token}")), "403");
+
+    // A token too short to be secret is a config error naming the key.
+    std::fs::write(&token_file, "short\n").expect("write token");
+    let out = s.cli(&["config", "check"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("http.metrics_token_file")
+            && stderr.contains("holds 5 characters; a token needs at least 16"),
+        "{stderr}"
+    );
 }

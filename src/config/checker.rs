@@ -12,6 +12,7 @@ use serde::de::{self, Visitor};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::Secret;
 use super::file::*;
 
 /// One thing wrong with a configuration.
@@ -249,6 +250,26 @@ impl<'a> Checker<'a> {
             self.error(&path, format!("cannot use {value:?}: {e}"));
         }
         p
+    }
+
+    /// The secret in the file `value` names (surrounding whitespace
+    /// trimmed): at least 16 characters, so it cannot be guessed by trying.
+    pub(super) fn secret_file(&mut self, path: KeyPath, value: &str) -> Option<Secret> {
+        if !self.look_at_files {
+            return None;
+        }
+        match std::fs::read_to_string(value) {
+            Ok(text) if text.trim().len() >= 16 => Some(Secret(text.trim().to_string())),
+            Ok(text) => {
+                let n = text.trim().len();
+                self.error(&path, format!("{value:?} holds {n} characters; a token needs at least 16 (e.g. `openssl rand -hex 32 > {value}`)"));
+                None
+            }
+            Err(e) => {
+                self.error(&path, format!("cannot read {value:?}: {e}"));
+                None
+            }
+        }
     }
 }
 

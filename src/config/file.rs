@@ -114,6 +114,7 @@ pub struct HttpFile {
     pub imap: Option<String>,
     pub mta_sts_mode: Option<String>,
     pub metrics_from: Option<Vec<String>>,
+    pub metrics_token_file: Option<String>,
     pub request_timeout: Option<u64>,
     pub max_connections: Option<u64>,
     pub max_connections_per_ip: Option<u64>,

@@ -180,6 +180,9 @@ pub struct Http {
     /// Clients that may read `/metrics` (others get 403); by default loopback
     /// and `trusted_networks`.
     pub metrics_from: Vec<IpNet>,
+    /// `metrics_token_file`'s token: a scraper that sends it as
+    /// `Authorization: Bearer` may read `/metrics` from anywhere.
+    pub metrics_token: Option<Secret>,
     /// The time a client has for a request's head, and again for the rest.
     pub request_timeout: Duration,
     /// Caps over both HTTP listeners; `trusted_networks` count only in the total.
@@ -257,6 +260,16 @@ pub struct Acme {
     pub ca_roots: Option<PathBuf>,
     /// A certificate with less than this left is renewed.
     pub renew_before: Duration,
+}
+
+/// A secret from a file named in the configuration; never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// RFC 8461 policy mode served at /.well-known/mta-sts.txt.

@@ -364,11 +364,27 @@ async fn echo(State(state): State<Arc<HttpState>>, Path(token): Path<String>) ->
     axum::Json(serde_json::json!({ "token": token, "ports": ports })).into_response()
 }
 
+/// Whether the request carries `[http] metrics_token_file`'s token as
+/// `Authorization: Bearer`; compared in constant time.
+fn bearer_matches(headers: &HeaderMap, http: &crate::config::Http) -> bool {
+    let Some(token) = &http.metrics_token else {
+        return false;
+    };
+    let sent = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    aws_lc_rs::constant_time::verify_slices_are_equal(sent.as_bytes(), token.0.as_bytes()).is_ok()
+}
+
 async fn metrics(
     State(state): State<Arc<HttpState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> Response {
-    if !in_networks(&state.ctx.config.http.metrics_from, peer.ip()) {
+    let http = &state.ctx.config.http;
+    if !in_networks(&http.metrics_from, peer.ip()) && !bearer_matches(&headers, http) {
         return StatusCode::FORBIDDEN.into_response();
     }
     crate::prometheus::read_queue(state.ctx.queue.spool(), crate::clock::now_unix()).await;

@@ -482,6 +482,9 @@ fn http(c: &mut Checker<'_>, h: HttpFile, hostname: &str, trusted: &[IpNet]) -> 
             .and_then(|a| c.socket_addr(p.key("tls_addr"), &a)),
         submission_on_tls: h.submission_on_tls.unwrap_or(false),
         metrics_from,
+        metrics_token: h
+            .metrics_token_file
+            .and_then(|f| c.secret_file(p.key("metrics_token_file"), &f)),
         request_timeout: c.seconds(
             p.key("request_timeout"),
             h.request_timeout,

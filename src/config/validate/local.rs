@@ -8,9 +8,10 @@ use std::path::PathBuf;
 
 use nix::unistd::{Gid, Group, Uid, User};
 
+use super::accounts::account;
 use crate::config::checker::{Checker, KeyPath};
 use crate::config::file::{LocalDomainFile, LocalFile};
-use crate::config::{Lmtp, Local, LocalDomain, Named};
+use crate::config::{Lmtp, Local, LocalDomain};
 
 pub(super) fn local(c: &mut Checker<'_>, l: LocalFile) -> Local {
     let p = KeyPath::default().key("local");
@@ -33,38 +34,6 @@ pub(super) fn local(c: &mut Checker<'_>, l: LocalFile) -> Local {
         mode,
         lmtp,
         domains,
-    }
-}
-
-/// A user or group by name, or by number (an id with no name on this host,
-/// as some Dovecot setups use, is taken as it is).
-fn account<Id>(
-    c: &mut Checker<'_>,
-    path: &KeyPath,
-    kind: &str,
-    name: String,
-    from_number: fn(u32) -> Id,
-    lookup: impl Fn(&str) -> nix::Result<Option<Id>>,
-) -> Option<Named<Id>> {
-    if let Ok(number) = name.parse::<u32>() {
-        return Some(Named {
-            name,
-            id: from_number(number),
-        });
-    }
-    match lookup(&name) {
-        Ok(Some(id)) => Some(Named { name, id }),
-        Ok(None) => {
-            c.error(
-                path,
-                format!("there is no {kind} {name:?} on this host; create it (e.g. `useradd --system --user-group vmail`) or name one that exists"),
-            );
-            None
-        }
-        Err(e) => {
-            c.error(path, format!("cannot look up the {kind} {name:?}: {e}"));
-            None
-        }
     }
 }
 

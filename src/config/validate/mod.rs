@@ -13,14 +13,18 @@ use crate::config::ListenerRole;
 use crate::config::checker::{Checker, ConfigError, ConfigErrors, KeyPath, valid_keys};
 use crate::config::defaults as def;
 use crate::config::file::*;
-use crate::config::{Auth, Config, Http, Limits, ListenerConfig, MtaStsMode, RunAs, TlsFiles};
+use crate::config::{Auth, Config, Limits, ListenerConfig, TlsFiles};
 use crate::smtp::data::BareNewlines;
 
+mod accounts;
 mod acme;
 mod delivery;
+mod http;
 mod local;
 mod sendmail;
+use accounts::run_as;
 use delivery::{delivery, relay, routes};
+use http::http;
 
 pub(super) fn from_text(text: &str, file: Option<&Path>) -> Result<Config, ConfigErrors> {
     from_text_checking(text, file, Files::Look)
@@ -191,75 +195,6 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         sendmail,
         acme,
     }
-}
-
-/// `user` and `group` looked up in this host's account database; `group`
-/// defaults to the user's primary group.
-fn run_as(c: &mut Checker<'_>, user: Option<String>, group: Option<String>) -> Option<RunAs> {
-    let root = KeyPath::default();
-    let Some(name) = user else {
-        if group.is_some() {
-            c.error(
-                &root.key("group"),
-                "needs user as well: the server switches to a user and its group",
-            );
-        }
-        return None;
-    };
-    let account = match nix::unistd::User::from_name(&name) {
-        Ok(Some(account)) => account,
-        Ok(None) => {
-            c.error(&root.key("user"), format!("{name:?} is not a user on this host; create it (e.g. `useradd --system --home-dir /var/lib/postern {name}`) or remove the key"));
-            return None;
-        }
-        Err(e) => {
-            c.error(
-                &root.key("user"),
-                format!("{name:?}: cannot read the account database: {e}"),
-            );
-            return None;
-        }
-    };
-    let (group, gid) = match group {
-        None => {
-            let gid = account.gid.as_raw();
-            let group = match nix::unistd::Group::from_gid(account.gid) {
-                Ok(Some(g)) => g.name,
-                _ => gid.to_string(),
-            };
-            (group, gid)
-        }
-        Some(group) => match nix::unistd::Group::from_name(&group) {
-            Ok(Some(g)) => (group, g.gid.as_raw()),
-            Ok(None) => {
-                c.error(
-                    &root.key("group"),
-                    format!("{group:?} is not a group on this host"),
-                );
-                return None;
-            }
-            Err(e) => {
-                c.error(
-                    &root.key("group"),
-                    format!("{group:?}: cannot read the group database: {e}"),
-                );
-                return None;
-            }
-        },
-    };
-    if account.uid.is_root() {
-        c.error(
-            &root.key("user"),
-            format!("{name:?} is root; name the unprivileged account the server should run as"),
-        );
-        return None;
-    }
-    Some(RunAs {
-        user: name,
-        uid: account.uid.as_raw(),
-        group,
-        gid,
-    })
 }
 
 fn listeners(c: &mut Checker<'_>, raw: Option<Vec<ListenerFile>>) -> Vec<ListenerConfig> {
@@ -435,80 +370,6 @@ fn auth(c: &mut Checker<'_>, a: AuthFile) -> Auth {
     }
 }
 
-fn http(c: &mut Checker<'_>, h: HttpFile, hostname: &str, trusted: &[IpNet]) -> Http {
-    let p = KeyPath::default().key("http");
-    let metrics_from = match h.metrics_from {
-        Some(list) => networks(c, &p.key("metrics_from"), list),
-        None => def::METRICS_FROM
-            .into_iter()
-            .chain(trusted.iter().copied())
-            .collect(),
-    };
-    let (imap_host, imap_port) = match h.imap.as_deref() {
-        None => (hostname.to_string(), 993),
-        Some(v) => match v
-            .rsplit_once(':')
-            .map(|(host, port)| (host, port.parse::<u16>()))
-        {
-            Some((host, Ok(port))) if is_hostname(host) => (host.to_ascii_lowercase(), port),
-            _ => {
-                c.error(
-                    &p.key("imap"),
-                    format!("{v:?} is not host:port; write e.g. \"imap.example.com:993\""),
-                );
-                (hostname.to_string(), 993)
-            }
-        },
-    };
-    let mta_sts_mode = match h.mta_sts_mode.as_deref() {
-        None | Some("testing") => MtaStsMode::Testing,
-        Some("enforce") => MtaStsMode::Enforce,
-        Some("none") => MtaStsMode::None,
-        Some(other) => {
-            c.error(
-                &p.key("mta_sts_mode"),
-                format!("{other:?} is not valid; use \"testing\", \"enforce\" or \"none\""),
-            );
-            MtaStsMode::Testing
-        }
-    };
-    Http {
-        imap_host,
-        imap_port,
-        mta_sts_mode,
-        addr: h.addr.and_then(|a| c.socket_addr(p.key("addr"), &a)),
-        tls_addr: h
-            .tls_addr
-            .and_then(|a| c.socket_addr(p.key("tls_addr"), &a)),
-        submission_on_tls: h.submission_on_tls.unwrap_or(false),
-        metrics_from,
-        metrics_token: h
-            .metrics_token_file
-            .and_then(|f| c.secret_file(p.key("metrics_token_file"), &f)),
-        request_timeout: c.seconds(
-            p.key("request_timeout"),
-            h.request_timeout,
-            def::HTTP_REQUEST_TIMEOUT_SECS,
-            1,
-            300,
-        ),
-        max_connections: c.number(
-            p.key("max_connections"),
-            h.max_connections,
-            def::HTTP_MAX_CONNECTIONS,
-            1,
-            100_000,
-        ) as usize,
-        max_connections_per_ip: c.number(
-            p.key("max_connections_per_ip"),
-            h.max_connections_per_ip,
-            def::HTTP_MAX_CONNECTIONS_PER_IP,
-            1,
-            100_000,
-        ) as usize,
-    }
-}
-
 /// A list of networks (`trusted_networks`, `metrics_from`): CIDR or a single address.
 fn networks(c: &mut Checker<'_>, path: &KeyPath, list: Vec<String>) -> Vec<IpNet> {
     let mut out = Vec::new();
@@ -624,32 +485,6 @@ mod tests {
             errs[0].starts_with("p.toml:1: not valid TOML"),
             "{}",
             errs[0]
-        );
-    }
-
-    #[test]
-    fn metrics_are_for_loopback_and_trusted_networks_by_default() {
-        let c = from_text("trusted_networks = [\"192.0.2.0/24\"]\n", None).expect("valid");
-        let may = |ip: [u8; 4]| {
-            c.http
-                .metrics_from
-                .iter()
-                .any(|n| n.contains(&IpAddr::from(ip)))
-        };
-        assert!(may([127, 0, 0, 1]) && may([127, 9, 9, 9]) && may([192, 0, 2, 7]));
-        assert!(!may([198, 51, 100, 1]));
-        assert!(
-            c.http
-                .metrics_from
-                .iter()
-                .any(|n| n.contains(&IpAddr::from(std::net::Ipv6Addr::LOCALHOST)))
-        );
-        let c = from_text("[http]\nmetrics_from = []\n", None).expect("valid");
-        assert!(c.http.metrics_from.is_empty());
-        let errs = errors("[http]\nmetrics_from = [\"nope\"]\n");
-        assert!(
-            errs[0].contains("http.metrics_from[0]: \"nope\" is not a network"),
-            "{errs:?}"
         );
     }
 

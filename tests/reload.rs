@@ -220,3 +220,31 @@ fn a_reload_adds_and_removes_listeners_and_open_sessions_finish() {
     let roles: Vec<String> = listeners_file(&s).into_iter().map(|(_, r)| r).collect();
     assert_eq!(roles, ["mta", "submissions", "submission"]);
 }
+
+#[test]
+fn a_listener_a_reload_cannot_bind_is_reported_and_the_others_serve_on() {
+    let s = TestServer::start("");
+    // Another program holds the port the new listener wants.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let config = std::fs::read_to_string(&s.config).expect("read config");
+    std::fs::write(
+        &s.config,
+        format!("{config}[[listener]]\naddr = \"127.0.0.1:{port}\"\nrole = \"submission\"\n"),
+    )
+    .expect("write config");
+    let report = s.cli_ok(&["reload"]);
+    assert!(
+        report.contains("1 new listener could not be bound (see the log)"),
+        "{report}"
+    );
+    assert!(
+        s.log()
+            .contains(&format!("cannot listen on 127.0.0.1:{port} (submission)")),
+        "{}",
+        s.log()
+    );
+    assert_eq!(listeners_file(&s).len(), 3);
+    let (_c, greeting) = Raw::connect(s.addr("submission"));
+    assert!(greeting.starts_with("220 "), "{greeting}");
+}

@@ -159,7 +159,7 @@ impl Peer {
             .arg(&log)
             .args(options)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr")).expect("peer stderr"))
             .spawn()
             .expect("start peer");
         let stdout = child.stdout.take().expect("stdout");
@@ -170,7 +170,8 @@ impl Peer {
             .expect("peer output");
         assert!(
             line.starts_with("READY") && Instant::now() < deadline,
-            "peer did not start: {line}"
+            "peer did not start on {addr}: {line}{}",
+            std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default()
         );
         Peer {
             child,
@@ -219,7 +220,35 @@ impl Drop for Peer {
 
 /// A port number free on every 127.0.0.x address the test uses: the MX port is
 /// one setting, so all the test's receivers listen on it, each on its own address.
+/// A port no other test of this process was given, free when asked, and out
+/// of the kernel's ephemeral range: a port the kernel chose (`:0`) could be
+/// handed again to one of the thousands of client connections a load test
+/// opens before the peer meant to take it starts (a CI run failed on that).
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    const LOW: u32 = 10_000;
+    if ephemeral_low <= LOW + 1_000 {
+        return kernel_chosen_port();
+    }
+    let span = ephemeral_low - LOW;
+    // Test binaries that run at the same time start in different places.
+    let start = std::process::id() * 7919 % span;
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOW + (start + offset) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    kernel_chosen_port()
+}
+
+fn kernel_chosen_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::acme::Challenges;
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::dkim::Signer;
 use crate::portecho::EchoRegistry;
 use crate::scheduler::ActiveQueue;
 use crate::store::Store;
@@ -33,6 +34,8 @@ pub struct ServerContext {
     pub rewrites: tokio::sync::Semaphore,
     /// The ACME challenges being validated, answered by `http`.
     pub acme: Arc<Challenges>,
+    /// Signs submitted mail with its domain's DKIM keys.
+    pub dkim: Arc<Signer>,
 }
 
 /// A `ServerContext` for in-process tests (the session harness): a
@@ -86,6 +89,7 @@ pub mod testing {
                 ActiveQueue::new(spool, crate::scheduler::max_claimed(&config));
             let ctx = ServerContext {
                 tls: crate::tls::server_config(&config).expect("tls").config,
+                dkim: Arc::new(crate::dkim::Signer::new(&config.data_dir)),
                 auth: Authenticator::new(
                     store.clone(),
                     config.limits.auth_failures_per_ip_per_hour,

@@ -14,6 +14,7 @@ mod check;
 mod cli;
 mod delivery;
 mod destinations;
+mod dkim;
 mod dns_records;
 mod dovecot;
 mod dual_stack;

@@ -130,8 +130,14 @@ fn t_and_i_deliver_through_postern_sendmail_and_a_link_named_sendmail() {
         "{data}"
     );
     assert!(!data.contains("Bcc") && !data.contains("carol"), "{data}");
+    // Signed for the domain of its From:, above what this server added.
+    let (signatures, _) = data
+        .split_once("Received: by mx.test.example (Postern, from userid 0)\r\n")
+        .unwrap_or_else(|| panic!("no Received: naming the user: {data}"));
     assert!(
-        data.starts_with("Received: by mx.test.example (Postern, from userid 0)\r\n"),
+        signatures.starts_with("DKIM-Signature: ")
+            && signatures.matches("DKIM-Signature: ").count() == 2
+            && signatures.contains("d=example.com;"),
         "{data}"
     );
     assert!(

@@ -23,13 +23,16 @@ pub async fn run(cmd: DomainCommand, config: &ConfigArg) -> anyhow::Result<()> {
             let config = config.load()?;
             let store = Store::open(&config.data_dir).await?;
             let name = store.add_domain(&domain).await?;
-            let key = dkim::ensure_key(&config.data_dir, &name)?;
-            writeln!(
-                out,
-                "added domain {name}; DKIM key {} (selector {})",
-                key.display(),
-                dkim::SELECTOR
-            )?;
+            writeln!(out, "added domain {name}")?;
+            for key in dkim::ensure_keys(&config.data_dir, &name)? {
+                writeln!(
+                    out,
+                    "DKIM key {} (selector {}, {})",
+                    key.path.display(),
+                    key.selector,
+                    key.algorithm.tag()
+                )?;
+            }
         }
         DomainCommand::Del { domain } => {
             let config = config.load()?;

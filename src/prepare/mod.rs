@@ -3,7 +3,8 @@
 //! for an authenticated user, the sender headers: `policy` decides), re-encodes
 //! long lines of submitted text (`reencode`), expands aliases (`aliases`), and
 //! puts the trace headers on top: Received:, and for submitted mail Date: and
-//! Message-ID: when the client left them out (RFC 6409 §8). The session hands
+//! Message-ID: when the client left them out (RFC 6409 §8), and signs
+//! submitted mail with its domain's DKIM keys (`dkim`). The session hands
 //! it the envelope and the body as received, and gets back the message for
 //! the spool, or the reply that refuses it.
 
@@ -20,7 +21,7 @@ use crate::context::ServerContext;
 use crate::policy::Verdict;
 use crate::policy::limits::check_hop_count;
 use crate::policy::sender::{Sender, check_sender_headers};
-use crate::smtp::headers::{HeaderFacts, header_section, header_section_ends};
+use crate::smtp::headers::{HeaderFacts, SenderHeader, header_section, header_section_ends};
 use crate::smtp::reply::Reply;
 use crate::spool::{DsnEnvelope, NewMessage, NewRecipient, QueueId, SpillFile};
 use reencode::reencode_long_lines;
@@ -176,6 +177,13 @@ pub async fn prepare(
         },
     };
     let trace = trace_headers(&arrival, &body.head);
+    let (trace, body) = match signing_domain(origin, &facts) {
+        Some(domain) => signed(ctx, domain, trace, body).await.map_err(|e| {
+            tracing::error!(event = "spool_failed", error = %e);
+            Reply::queue_write_error()
+        })?,
+        None => (trace, body),
+    };
     // A body held in memory is stored after the new headers, in one piece (the
     // received copy goes at once); a spilled one stays where it is, and only
     // the new headers go with the envelope.
@@ -230,6 +238,63 @@ async fn reencoded(ctx: &ServerContext, received: ReceivedBody) -> std::io::Resu
         file: Some(spill),
         long_lines: false,
     })
+}
+
+/// The domain whose DKIM keys sign the message: the one in its From: (DMARC
+/// aligns with it), for mail a user or a local program submitted. The
+/// sender checks made sure that the submitter may use it; mail relayed from
+/// other servers keeps what its own domain signed.
+fn signing_domain(origin: &Origin<'_>, facts: &HeaderFacts) -> Option<String> {
+    origin.identity?;
+    let from = facts.fields(SenderHeader::From).next()?;
+    let mailbox = from.mailboxes.as_ref().ok()?.first()?;
+    let domain = mailbox
+        .address
+        .rsplit_once('@')?
+        .1
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    // It names a key file: a host name, nothing that could leave the directory.
+    let host_name = !domain.is_empty()
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    host_name.then_some(domain)
+}
+
+/// `trace` with the DKIM-Signature fields of `domain` put on top (none when
+/// the domain has no key), signed over the whole message as it will be
+/// stored. A spilled body is read back for it, a few at a time, as for
+/// `reencoded`; hashing and signing run on a blocking thread.
+async fn signed(
+    ctx: &ServerContext,
+    domain: String,
+    trace: Vec<u8>,
+    body: ReceivedBody,
+) -> std::io::Result<(Vec<u8>, ReceivedBody)> {
+    let signer = std::sync::Arc::clone(&ctx.dkim);
+    let (_turn, whole) = match &body.file {
+        Some(file) => {
+            let turn = ctx
+                .rewrites
+                .acquire()
+                .await
+                .map_err(std::io::Error::other)?;
+            (Some(turn), Some(file.read_all().await?))
+        }
+        None => (None, None),
+    };
+    let (fields, trace, body) = tokio::task::spawn_blocking(move || {
+        let text = whole.as_deref().unwrap_or(&body.head);
+        let fields = signer.sign(&domain, &[&trace, text]);
+        (fields, trace, body)
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    Ok(([fields, trace].concat(), body))
 }
 
 /// What the Received: header records about how the message arrived.

@@ -127,6 +127,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         echo: EchoRegistry::default(),
         rewrites: tokio::sync::Semaphore::new(2),
         acme: Arc::default(),
+        dkim: Arc::new(crate::dkim::Signer::new(&config.data_dir)),
     });
 
     let infos: Vec<ListenerInfo> = bound

@@ -29,7 +29,32 @@ fn key(name: &str) -> String {
 
 impl TestDns {
     pub fn start() -> TestDns {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind dns");
+        TestDns::serve(UdpSocket::bind("127.0.0.1:0").expect("bind dns"))
+    }
+
+    /// A server on 127.0.0.1:53 inside network namespace `ns`, for programs
+    /// that ask only the resolver /etc/resolv.conf names (see
+    /// `netlab::Netns::resolving_locally`).
+    pub fn start_in_netns(ns: &str) -> TestDns {
+        use std::os::fd::AsFd;
+        let path = format!("/run/netns/{ns}");
+        // The socket stays in the namespace it was made in; the thread that
+        // entered the namespace to make it ends here.
+        let socket = thread::spawn(move || {
+            let namespace = std::fs::File::open(&path).expect("open the namespace");
+            rustix::thread::move_into_link_name_space(
+                namespace.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .expect("setns");
+            UdpSocket::bind("127.0.0.1:53").expect("bind dns in the namespace")
+        })
+        .join()
+        .expect("bind thread");
+        TestDns::serve(socket)
+    }
+
+    fn serve(socket: UdpSocket) -> TestDns {
         let addr = socket.local_addr().expect("addr");
         let zone: Arc<Mutex<Zone>> = Arc::default();
         let ttl = Arc::new(AtomicU32::new(1));

@@ -207,6 +207,74 @@ impl Lab {
     }
 }
 
+/// One namespace with only its loopback, for programs that must be pointed
+/// at a test service through files in /etc (`ip netns exec` mounts
+/// /etc/netns/<name>/* over /etc/*); deleted on drop.
+pub struct Netns {
+    pub name: String,
+    etc: PathBuf,
+}
+
+impl Netns {
+    pub fn new() -> Netns {
+        require_tool("ip");
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        remove_stale();
+        let name = format!(
+            "{PREFIX}{}-n{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        ip(&["netns", "add", &name]);
+        let ns = Netns {
+            etc: PathBuf::from(format!("/etc/netns/{name}")),
+            name,
+        };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Programs run inside resolve names with the DNS server on
+    /// 127.0.0.1:53 there (`TestDns::start_in_netns`).
+    pub fn resolving_locally(&self) {
+        std::fs::create_dir_all(&self.etc).expect("mkdir /etc/netns");
+        std::fs::write(
+            self.etc.join("resolv.conf"),
+            "nameserver 127.0.0.1\noptions edns0\n",
+        )
+        .expect("write resolv.conf");
+    }
+
+    /// Runs `program ARGS` inside with `stdin`.
+    pub fn run(&self, program: &str, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ip netns exec");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin)
+            .expect("write stdin");
+        child.wait_with_output().expect("wait")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.etc);
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for child in &mut self.children {

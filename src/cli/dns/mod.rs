@@ -68,7 +68,10 @@ pub async fn run(args: Args, config: &ConfigArg) -> anyhow::Result<()> {
         .filter(|_| config.http.submission_on_tls)
         .map(|a| a.port());
     let endpoints = submission_endpoints(&ports, https);
-    let dkim = dkim::public_record(&config.data_dir, &domain)?;
+    let dkim: Vec<(&str, String)> = dkim::public_records(&config.data_dir, &domain)?
+        .into_iter()
+        .map(|(key, record)| (key.selector, record))
+        .collect();
     let records = publish::records(
         &domain,
         &config.hostname,

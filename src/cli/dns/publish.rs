@@ -67,7 +67,7 @@ fn policy_id(policy: &str) -> String {
 pub fn records(
     domain: &str,
     hostname: &str,
-    dkim: &str,
+    dkim: &[(&str, String)],
     endpoints: &[SubmissionEndpoint],
     mta_sts_policy: &str,
 ) -> Vec<Record> {
@@ -92,19 +92,21 @@ pub fn records(
             "v=spf1 mx ~all".to_string(),
             "SPF: the domain's MX hosts may send its mail",
         ),
-        rec(
-            format!("{}._domainkey.{d}", crate::dkim::SELECTOR),
-            "TXT",
-            dkim.to_string(),
-            "DKIM public key (long keys are split into 255-octet strings)",
-        ),
-        rec(
-            format!("_dmarc.{d}"),
-            "TXT",
-            format!("v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}"),
-            "DMARC: what receivers do with mail that fails SPF and DKIM",
-        ),
     ];
+    for (selector, record) in dkim {
+        out.push(rec(
+            format!("{selector}._domainkey.{d}"),
+            "TXT",
+            record.clone(),
+            "DKIM public key (long keys are split into 255-octet strings)",
+        ));
+    }
+    out.push(rec(
+        format!("_dmarc.{d}"),
+        "TXT",
+        format!("v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}"),
+        "DMARC: what receivers do with mail that fails SPF and DKIM",
+    ));
     for (i, e) in endpoints.iter().enumerate() {
         let service = if e.implicit_tls {
             "_submissions"
@@ -208,7 +210,7 @@ mod tests {
         let r = records(
             "example.com",
             "mx.example.com",
-            "v=DKIM1; k=rsa; p=AAAA",
+            &[("postern", "v=DKIM1; k=rsa; p=AAAA".to_string())],
             &e,
             "policy",
         );

@@ -65,18 +65,25 @@ fn remove_stale() {
     }
 }
 
+/// A name no namespace of this or another running test process has (the
+/// PID is in it); namespaces left by a test process that is gone are
+/// deleted first.
+fn unique_id() -> String {
+    require_tool("ip");
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    remove_stale();
+    format!(
+        "{PREFIX}{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 impl Lab {
     /// The three namespaces, linked and routed, with no ISP rules yet.
     pub fn new() -> Lab {
-        require_tool("ip");
         require_tool("nft");
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        remove_stale();
-        let id = format!(
-            "{PREFIX}{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let id = unique_id();
         let lab = Lab {
             client: format!("{id}-c"),
             isp: format!("{id}-i"),
@@ -217,14 +224,7 @@ pub struct Netns {
 
 impl Netns {
     pub fn new() -> Netns {
-        require_tool("ip");
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        remove_stale();
-        let name = format!(
-            "{PREFIX}{}-n{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = unique_id();
         ip(&["netns", "add", &name]);
         let ns = Netns {
             etc: PathBuf::from(format!("/etc/netns/{name}")),

@@ -33,23 +33,8 @@ impl Verifiers {
         let ns = Netns::new();
         ns.resolving_locally();
         let dns = TestDns::start_in_netns(&ns.name);
-        let records: Vec<serde_json::Value> =
-            serde_json::from_str(&server.cli_ok(&["dns", domain, "--json"])).expect("json");
-        let keys: Vec<&serde_json::Value> = records
-            .iter()
-            .filter(|r| r["name"].as_str().unwrap_or("").contains("._domainkey."))
-            .collect();
-        assert_eq!(keys.len(), 2, "an RSA and an Ed25519 record: {records:?}");
-        for record in keys {
-            let value = record["value"].as_str().expect("value");
-            let strings: Vec<String> = value
-                .as_bytes()
-                .chunks(255)
-                .map(|c| String::from_utf8_lossy(c).into_owned())
-                .collect();
-            let strings: Vec<&str> = strings.iter().map(String::as_str).collect();
-            dns.txt(record["name"].as_str().expect("name"), &strings);
-        }
+        let published = publish(&dns, server, domain, |_| true);
+        assert_eq!(published, 2, "an RSA and an Ed25519 record");
         Verifiers { ns, _dns: dns }
     }
 
@@ -246,4 +231,144 @@ fn only_submitted_mail_of_a_domain_with_keys_is_signed() {
     );
     let unsigned = queued_id(&unsigned).expect("queued");
     assert!(signatures(&s.queued_body(&unsigned)).is_empty());
+}
+
+/// The selectors that signed `message`, in order.
+fn selectors(message: &str) -> Vec<String> {
+    signatures(message)
+        .iter()
+        .filter_map(|f| {
+            let tags: String = f.split_whitespace().collect();
+            let s = tags.split(";s=").nth(1)?;
+            Some(s.split(';').next()?.to_string())
+        })
+        .collect()
+}
+
+/// Publishes the records `postern dns` prints for the DKIM keys of `domain`
+/// whose selector `wanted` takes; returns how many.
+fn publish(
+    dns: &TestDns,
+    server: &TestServer,
+    domain: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> usize {
+    let records: Vec<serde_json::Value> =
+        serde_json::from_str(&server.cli_ok(&["dns", domain, "--json"])).expect("json");
+    let mut published = 0;
+    for record in &records {
+        let name = record["name"].as_str().expect("name");
+        let Some(selector) = name.strip_suffix(&format!("._domainkey.{domain}.")) else {
+            continue;
+        };
+        if wanted(selector) {
+            // TXT strings hold at most 255 octets.
+            let value = record["value"].as_str().expect("value");
+            let strings: Vec<String> = value
+                .as_bytes()
+                .chunks(255)
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect();
+            let strings: Vec<&str> = strings.iter().map(String::as_str).collect();
+            dns.txt(name, &strings);
+            published += 1;
+        }
+    }
+    published
+}
+
+fn dkim_names(server: &TestServer) -> Vec<String> {
+    server
+        .cli_ok(&["dns", "example.com"])
+        .lines()
+        .filter(|l| l.contains("._domainkey."))
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .collect()
+}
+
+fn wait_for_log(server: &TestServer, event: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !server.log().contains(event) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {event} in the log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_rotation_signs_with_new_keys_once_dns_serves_both_and_retires_the_old_ones() {
+    let dns = TestDns::start();
+    let peer = Peer::start(
+        format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
+        &[],
+    );
+    let s = TestServer::delivering(&format!(
+        "[relay]\nhost = \"{}\"\nport = {}\ntls = \"none\"\n[delivery]\n{}\
+         [dkim]\ncheck_interval = 1\nretire_after = 4\n",
+        peer.addr.ip(),
+        peer.addr.port(),
+        dns.config()
+    ));
+    publish(&dns, &s, "example.com", |_| true);
+    let rotated = s.cli_ok(&["domain", "dkim", "rotate", "example.com"]);
+    let new: Vec<String> = rotated
+        .lines()
+        .filter(|l| l.contains("._domainkey.example.com."))
+        .map(|l| l.split('.').next().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(new.len(), 2, "{rotated}");
+    assert!(
+        new[0].starts_with("postern-20") && new[1] == format!("{}-ed25519", new[0]),
+        "{rotated}"
+    );
+    assert!(
+        rotated.contains("signs with them once DNS serves both"),
+        "{rotated}"
+    );
+    let again = s.cli(&["domain", "dkim", "rotate", "example.com"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again).contains("is waiting for DNS to serve"),
+        "{}",
+        text(&again)
+    );
+
+    let mut sent = 0;
+    let mut send_and_read_selectors = || {
+        assert_eq!(code(&alice_submits(s.addr("submission"), BODY)), 250);
+        sent += 1;
+        let got = peer.wait_for(sent, WAIT);
+        selectors(got[sent - 1]["data"].as_str().expect("data"))
+    };
+    // Not served: the old keys sign, however many checks pass.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(send_and_read_selectors(), ["postern", "postern-ed25519"]);
+    // One of the two served: still the old ones.
+    publish(&dns, &s, "example.com", |sel| sel == new[0]);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(send_and_read_selectors(), ["postern", "postern-ed25519"]);
+    // Both: the switch, and the old keys are kept published for a while.
+    publish(&dns, &s, "example.com", |sel| sel == new[1]);
+    wait_for_log(&s, "dkim_switched");
+    assert_eq!(send_and_read_selectors(), new);
+    let listed = s.cli_ok(&["dns", "example.com"]);
+    assert_eq!(dkim_names(&s).len(), 4, "{listed}");
+    assert!(
+        listed.contains("replaced: keep it published until"),
+        "{listed}"
+    );
+    // Then they go: from `postern dns`, and from the disk.
+    wait_for_log(&s, "dkim_key_deleted");
+    let names = dkim_names(&s);
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.iter().all(|n| n.starts_with(&new[0])), "{names:?}");
+    assert!(!s.data_dir().join("dkim/example.com.pem").exists());
+    assert!(!s.data_dir().join("dkim/example.com.ed25519.pem").exists());
+    // What the new keys signed passes the independent verifiers.
+    let verifiers = Verifiers::for_domain(&s, "example.com");
+    let last = peer.wait_for(3, WAIT);
+    verifiers.all_pass(last[2]["data"].as_str().expect("data"));
 }

@@ -321,6 +321,7 @@ pub(super) fn valid_keys(table: Option<&str>) -> &'static [&'static str] {
         Some("domain") => field_names::<LocalDomainFile>(),
         Some("sendmail") => field_names::<SendmailFile>(),
         Some("acme") => field_names::<AcmeFile>(),
+        Some("dkim") => field_names::<DkimFile>(),
         Some(_) => &[],
     }
 }
@@ -366,6 +367,7 @@ mod tests {
             Some("domain"),
             Some("sendmail"),
             Some("acme"),
+            Some("dkim"),
         ];
         for table in tables {
             for key in valid_keys(table) {

@@ -90,3 +90,8 @@ pub const METRICS_FROM: [IpNet; 2] = [
     IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
     IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::LOCALHOST, 128)),
 ];
+/// `[dkim]`: keys replaced by a rotation stay published this long (7 days:
+/// mail signed with them may wait in a queue for days before it is checked).
+pub const DKIM_RETIRE_AFTER_SECS: u64 = 7 * 86_400;
+/// `[dkim]`: how often the server looks whether DNS serves a rotation's keys.
+pub const DKIM_CHECK_INTERVAL_SECS: u64 = 300;

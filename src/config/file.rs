@@ -25,6 +25,7 @@ pub struct ConfigFile {
     pub local: Option<LocalFile>,
     pub sendmail: Option<Vec<SendmailFile>>,
     pub acme: Option<AcmeFile>,
+    pub dkim: Option<DkimFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +133,12 @@ pub struct AcmeFile {
     pub email: Option<String>,
     pub ca_roots: Option<String>,
     pub renew_before_days: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DkimFile {
+    pub retire_after: Option<u64>,
+    pub check_interval: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -53,6 +53,16 @@ pub struct Config {
     pub sendmail: Vec<SendmailUser>,
     /// `[acme]`: the certificate comes from an ACME CA (src/acme/).
     pub acme: Option<Acme>,
+    /// `[dkim]`: how key rotation proceeds (src/dkim/rotation.rs).
+    pub dkim: Dkim,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dkim {
+    /// How long keys replaced by a rotation stay published (and on disk).
+    pub retire_after: Duration,
+    /// How often the server looks whether DNS serves a rotation's keys.
+    pub check_interval: Duration,
 }
 
 /// `user` and `group`, resolved on this host when the config is read.

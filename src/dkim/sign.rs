@@ -15,7 +15,7 @@ use mail_auth::dkim::{Canonicalization, DkimSigner};
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 
-use super::keys::{Algorithm, key_files};
+use super::keys::{Algorithm, KeyState, domain_keys};
 use crate::smtp::headers::{Entry, entries, header_section};
 
 /// The fields signed when present: RFC 6376 §5.4.1's list, the other
@@ -69,7 +69,7 @@ struct Loaded {
 
 /// A key ready to sign with.
 struct Key {
-    selector: &'static str,
+    selector: String,
     key: Arc<DkimKey>,
 }
 
@@ -111,7 +111,7 @@ impl Signer {
         for key in keys.iter() {
             let signed = DkimSigner::from_key(SharedKey(Arc::clone(&key.key)))
                 .domain(domain)
-                .selector(key.selector)
+                .selector(&key.selector)
                 .headers(headers.iter().copied())
                 .header_canonicalization(Canonicalization::Relaxed)
                 .body_canonicalization(Canonicalization::Relaxed)
@@ -121,12 +121,21 @@ impl Signer {
                 Err(e) => tracing::warn!(
                     event = "dkim_not_signed",
                     domain,
-                    selector = key.selector,
+                    selector = %key.selector,
                     error = %e
                 ),
             }
         }
         fields
+    }
+
+    /// Has the next message of `domain` read its keys again (a rotation
+    /// switched them).
+    pub fn forget(&self, domain: &str) {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(domain);
     }
 
     fn keys(&self, domain: &str) -> Arc<[Key]> {
@@ -148,26 +157,35 @@ impl Signer {
     }
 }
 
-/// The domain's keys that exist and can be read. One that cannot is logged
+/// The domain's active keys that can be read. One that cannot is logged
 /// (each time keys are loaded) and left out: mail goes on, signed with the
 /// others, rather than wait for an admin.
 fn load(data_dir: &Path, domain: &str) -> Vec<Key> {
-    key_files(data_dir, domain)
-        .into_iter()
-        .filter(|k| k.path.exists())
-        .filter_map(|file| match read_key(&file.path, file.algorithm) {
-            Ok(key) => Some(Key {
-                selector: file.selector,
-                key: Arc::new(key),
-            }),
-            Err(error) => {
-                tracing::error!(
-                    event = "dkim_key_unusable",
-                    domain,
-                    path = %file.path.display(),
-                    %error
-                );
-                None
+    let keys = match domain_keys(data_dir, domain) {
+        Ok(keys) => keys,
+        Err(error) => {
+            tracing::error!(event = "dkim_key_unusable", domain, %error);
+            return Vec::new();
+        }
+    };
+    keys.into_iter()
+        .filter(|k| k.state == KeyState::Active)
+        .filter_map(|file| {
+            let path = file.path(data_dir);
+            match read_key(&path, file.algorithm) {
+                Ok(key) => Some(Key {
+                    selector: file.selector,
+                    key: Arc::new(key),
+                }),
+                Err(error) => {
+                    tracing::error!(
+                        event = "dkim_key_unusable",
+                        domain,
+                        path = %path.display(),
+                        %error
+                    );
+                    None
+                }
             }
         })
         .collect()
@@ -279,8 +297,8 @@ mod tests {
     #[test]
     fn an_unreadable_key_is_left_out_and_the_other_signs() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let [rsa, _] = ensure_keys(dir.path(), "example.com").expect("keys");
-        std::fs::write(&rsa.path, "not a key").expect("spoil");
+        let keys = ensure_keys(dir.path(), "example.com").expect("keys");
+        std::fs::write(keys[0].path(dir.path()), "not a key").expect("spoil");
         let fields = String::from_utf8(Signer::new(dir.path()).sign("example.com", &[MESSAGE]))
             .expect("utf8");
         assert_eq!(fields.matches("DKIM-Signature:").count(), 1);

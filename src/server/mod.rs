@@ -12,6 +12,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::context::ServerContext;
 use crate::control::{self, ControlError};
+use crate::dkim;
 use crate::dns::{Dns, ResolverSetupError};
 use crate::http;
 use crate::listener::{self, ConnectionLimits, ListenerInfo};
@@ -200,6 +201,14 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             }
         }
     });
+    tokio::spawn(dkim::rotation::watch(
+        config.data_dir.clone(),
+        Dns::new(&config.delivery.nameservers)?,
+        config.dkim.retire_after,
+        config.dkim.check_interval,
+        Arc::clone(&ctx.dkim),
+        shutdown.clone(),
+    ));
     let submissions = tokio::spawn(sendmail::serve(
         submit_socket,
         Arc::clone(&ctx),

@@ -69,6 +69,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         local,
         sendmail,
         acme,
+        dkim,
     } = running;
     [
         ("hostname", *hostname != new.hostname),
@@ -91,6 +92,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         ("[local]", *local != new.local),
         ("[[sendmail]]", *sendmail != new.sendmail),
         ("[acme]", *acme != new.acme),
+        ("[dkim]", *dkim != new.dkim),
     ]
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))

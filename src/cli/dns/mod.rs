@@ -8,7 +8,7 @@ use hickory_resolver::proto::rr::RecordType;
 use super::ConfigArg;
 use crate::dkim;
 use crate::dns::Dns;
-mod publish;
+pub(crate) mod publish;
 
 use crate::http::endpoints::submission_endpoints;
 use crate::store::Store;
@@ -68,10 +68,7 @@ pub async fn run(args: Args, config: &ConfigArg) -> anyhow::Result<()> {
         .filter(|_| config.http.submission_on_tls)
         .map(|a| a.port());
     let endpoints = submission_endpoints(&ports, https);
-    let dkim: Vec<(&str, String)> = dkim::public_records(&config.data_dir, &domain)?
-        .into_iter()
-        .map(|(key, record)| (key.selector, record))
-        .collect();
+    let dkim = dkim::public_records(&config.data_dir, &domain)?;
     let records = publish::records(
         &domain,
         &config.hostname,

@@ -3,6 +3,7 @@
 //! as the autoconfig lists ports), autoconfig and autodiscover names, MTA-STS
 //! and TLS-RPT. Pure: the caller supplies the DKIM record text.
 
+use crate::dkim::{DomainKey, KeyState};
 use crate::http::endpoints::SubmissionEndpoint;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -64,10 +65,41 @@ fn policy_id(policy: &str) -> String {
     format!("{h:016x}")
 }
 
+/// A TXT record per DKIM key, saying what its state asks of the admin.
+pub fn dkim_records(domain: &str, keys: &[(DomainKey, String)]) -> Vec<Record> {
+    keys.iter()
+        .map(|(key, value)| {
+            let comment = match (key.state, key.retire_at) {
+                (KeyState::Pending, _) => format!(
+                    "DKIM public key ({}), new: signing switches to it once DNS serves it",
+                    key.algorithm.tag()
+                ),
+                (KeyState::Retired, Some(at)) => format!(
+                    "DKIM public key ({}), replaced: keep it published until {}, then remove it",
+                    key.algorithm.tag(),
+                    time::OffsetDateTime::from_unix_timestamp(at as i64)
+                        .map(|t| t.date().to_string())
+                        .unwrap_or_default()
+                ),
+                _ => format!(
+                    "DKIM public key ({}; long keys are split into 255-octet strings)",
+                    key.algorithm.tag()
+                ),
+            };
+            Record {
+                name: format!("{}._domainkey.{domain}.", key.selector),
+                kind: "TXT",
+                value: value.clone(),
+                comment,
+            }
+        })
+        .collect()
+}
+
 pub fn records(
     domain: &str,
     hostname: &str,
-    dkim: &[(&str, String)],
+    dkim: &[(DomainKey, String)],
     endpoints: &[SubmissionEndpoint],
     mta_sts_policy: &str,
 ) -> Vec<Record> {
@@ -93,14 +125,7 @@ pub fn records(
             "SPF: the domain's MX hosts may send its mail",
         ),
     ];
-    for (selector, record) in dkim {
-        out.push(rec(
-            format!("{selector}._domainkey.{d}"),
-            "TXT",
-            record.clone(),
-            "DKIM public key (long keys are split into 255-octet strings)",
-        ));
-    }
+    out.extend(dkim_records(domain, dkim));
     out.push(rec(
         format!("_dmarc.{d}"),
         "TXT",
@@ -207,13 +232,7 @@ mod tests {
                 implicit_tls: false,
             },
         ];
-        let r = records(
-            "example.com",
-            "mx.example.com",
-            &[("postern", "v=DKIM1; k=rsa; p=AAAA".to_string())],
-            &e,
-            "policy",
-        );
+        let r = records("example.com", "mx.example.com", &[], &e, "policy");
         let srv: Vec<String> = r
             .iter()
             .filter(|r| r.kind == "SRV" && r.name.starts_with("_sub"))

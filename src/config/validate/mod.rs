@@ -13,7 +13,7 @@ use crate::config::ListenerRole;
 use crate::config::checker::{Checker, ConfigError, ConfigErrors, KeyPath, valid_keys};
 use crate::config::defaults as def;
 use crate::config::file::*;
-use crate::config::{Auth, Config, Limits, ListenerConfig, TlsFiles};
+use crate::config::{Auth, Config, Dkim, Limits, ListenerConfig, TlsFiles};
 use crate::smtp::data::BareNewlines;
 
 mod accounts;
@@ -172,6 +172,7 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
     }
 
     let local = local::local(c, raw.local.unwrap_or_default());
+    let dkim = dkim(c, raw.dkim.unwrap_or_default());
 
     Config {
         source: file.map(Path::to_path_buf),
@@ -194,6 +195,27 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         local,
         sendmail,
         acme,
+        dkim,
+    }
+}
+
+fn dkim(c: &mut Checker<'_>, d: DkimFile) -> Dkim {
+    let p = KeyPath::default().key("dkim");
+    Dkim {
+        retire_after: c.seconds(
+            p.key("retire_after"),
+            d.retire_after,
+            def::DKIM_RETIRE_AFTER_SECS,
+            0,
+            365 * 86_400,
+        ),
+        check_interval: c.seconds(
+            p.key("check_interval"),
+            d.check_interval,
+            def::DKIM_CHECK_INTERVAL_SECS,
+            1,
+            86_400,
+        ),
     }
 }
 

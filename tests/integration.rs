@@ -33,6 +33,7 @@ mod logins;
 mod long_lines;
 mod metrics;
 mod mta_inbound;
+mod outbound_tls;
 mod permissions;
 mod privileges;
 mod protocol;

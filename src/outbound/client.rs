@@ -91,6 +91,8 @@ pub struct ConnectFailure {
     /// The TCP connection itself failed (refused or timed out), as opposed to a
     /// server that answered badly.
     pub tcp_failed: bool,
+    /// The server answered, but STARTTLS did not give an encrypted session.
+    pub starttls_failed: bool,
 }
 
 /// An open, greeted (and, as the endpoint asks, encrypted and authenticated)
@@ -103,13 +105,40 @@ pub struct Connection {
 
 /// Connects to `endpoint`: greeting, EHLO, TLS as asked, AUTH when credentials
 /// are given. `Err` means this host cannot be used now (try the next).
+///
+/// With opportunistic TLS, a STARTTLS that fails (a refused command, a
+/// handshake with a server that knows only old ciphers or versions) is
+/// followed at once by a plaintext session on a new connection, as Postfix
+/// does at security level "may": such a host would otherwise never get mail,
+/// and without a policy (MTA-STS, DANE) plaintext is what was on offer.
 pub async fn open(endpoint: &Endpoint<'_>, ehlo_name: &str) -> Result<Connection, ConnectFailure> {
+    match open_with(endpoint, ehlo_name, endpoint.tls).await {
+        Err(failed) if failed.starttls_failed && endpoint.tls == TlsMode::Opportunistic => {
+            tracing::warn!(
+                event = "tls_fallback_plaintext",
+                host = endpoint.host,
+                addr = %endpoint.addr,
+                error = %failed.failure.text,
+                "STARTTLS failed; delivering without TLS"
+            );
+            open_with(endpoint, ehlo_name, TlsMode::Off).await
+        }
+        opened => opened,
+    }
+}
+
+async fn open_with(
+    endpoint: &Endpoint<'_>,
+    ehlo_name: &str,
+    tls_mode: TlsMode,
+) -> Result<Connection, ConnectFailure> {
     let host = endpoint.host;
     let tcp = SmtpClient::connect(endpoint.addr, endpoint.connect_timeout)
         .await
         .map_err(|e| ConnectFailure {
             failure: DeliveryFailure::unreachable(host, endpoint.addr, &e),
             tcp_failed: true,
+            starttls_failed: false,
         })?;
     // Commands and small messages are written in pieces and answered at once:
     // with Nagle's algorithm on, each piece may wait for the peer's delayed ACK
@@ -122,9 +151,10 @@ pub async fn open(endpoint: &Endpoint<'_>, ehlo_name: &str) -> Result<Connection
     let host_failure = |failure: DeliveryFailure| ConnectFailure {
         failure,
         tcp_failed: false,
+        starttls_failed: false,
     };
     // Whether the session ends up encrypted: AUTH depends on it below.
-    let (mut conn, encrypted) = if endpoint.tls == TlsMode::Implicit {
+    let (mut conn, encrypted) = if tls_mode == TlsMode::Implicit {
         let tls = tcp.into_tls(endpoint.connector, host).await.map_err(|e| {
             host_failure(DeliveryFailure::from_client_error(
                 host,
@@ -143,7 +173,7 @@ pub async fn open(endpoint: &Endpoint<'_>, ehlo_name: &str) -> Result<Connection
         let caps = ehlo(&mut tcp, host, ehlo_name)
             .await
             .map_err(host_failure)?;
-        let use_tls = match endpoint.tls {
+        let use_tls = match tls_mode {
             TlsMode::Off => false,
             TlsMode::Opportunistic => caps.has_capability(EXT_START_TLS),
             TlsMode::Required if caps.has_capability(EXT_START_TLS) => true,
@@ -156,13 +186,17 @@ pub async fn open(endpoint: &Endpoint<'_>, ehlo_name: &str) -> Result<Connection
             }
         };
         if use_tls {
-            let tls = tcp.start_tls(endpoint.connector, host).await.map_err(|e| {
-                host_failure(DeliveryFailure::from_client_error(
-                    host,
-                    Stage::StartTls,
-                    &e,
-                ))
-            })?;
+            let tls =
+                tcp.start_tls(endpoint.connector, host)
+                    .await
+                    .map_err(|e| ConnectFailure {
+                        starttls_failed: true,
+                        ..host_failure(DeliveryFailure::from_client_error(
+                            host,
+                            Stage::StartTls,
+                            &e,
+                        ))
+                    })?;
             let mut client = boxed(tls);
             let caps = ehlo(&mut client, host, ehlo_name)
                 .await

@@ -167,6 +167,7 @@ impl Outbound {
                     ConnectFailure {
                         failure,
                         tcp_failed: false,
+                        starttls_failed: false,
                     },
                 ),
             }

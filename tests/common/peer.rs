@@ -1,10 +1,12 @@
 //! Receiving SMTP servers for delivery tests, written with Python's aiosmtpd
 //! (nobody on the team wrote it): each records what it receives as JSON lines
 //! and can be told to defer, reject (or answer with terminal escapes), hang,
-//! never accept a connection (`full-backlog`), drop the connection during DATA, require STARTTLS and AUTH, announce a
-//! SIZE limit, or send each message back (`--return-to host,port,rcpt`, as a
-//! forwarding server would). Like aiosmtpd itself, it refuses a message with a
-//! line over 1001 octets ("500 Line too long").
+//! never accept a connection (`full-backlog`), drop the connection during
+//! DATA, require STARTTLS and AUTH, offer only TLS that modern clients refuse
+//! (`--legacy-tls`), announce a SIZE limit, or send each message back
+//! (`--return-to host,port,rcpt`, as a forwarding server would). Like aiosmtpd
+//! itself, it refuses a message with a line over 1001 octets ("500 Line too
+//! long").
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -23,6 +25,7 @@ p.add_argument("--host"); p.add_argument("--port", type=int); p.add_argument("--
 p.add_argument("--mode", default="normal")
 p.add_argument("--cert"); p.add_argument("--key")
 p.add_argument("--require-tls", action="store_true")
+p.add_argument("--legacy-tls", action="store_true")
 p.add_argument("--auth")
 p.add_argument("--size", type=int, default=0)
 p.add_argument("--no-utf8", action="store_true")
@@ -102,6 +105,10 @@ def authenticator(server, session, envelope, mechanism, auth_data):
 kw = dict(hostname=a.host, port=a.port, enable_SMTPUTF8=not a.no_utf8, data_size_limit=a.size or None)
 if a.cert:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(a.cert, a.key)
+    if a.legacy_tls:
+        # An old server: TLS 1.2 at most, RSA key exchange only (no forward
+        # secrecy), which modern clients such as rustls refuse.
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2; ctx.set_ciphers("AES128-SHA:@SECLEVEL=0")
     kw.update(tls_context=ctx, require_starttls=a.require_tls)
 if a.auth:
     kw.update(authenticator=authenticator, auth_required=True, auth_require_tls=bool(a.cert))

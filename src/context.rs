@@ -36,6 +36,8 @@ pub struct ServerContext {
     pub acme: Arc<Challenges>,
     /// Signs submitted mail with its domain's DKIM keys.
     pub dkim: Arc<Signer>,
+    /// Checks who sent mail from other servers (SPF, DKIM, DMARC).
+    pub checks: crate::dmarc::Checks,
 }
 
 /// A `ServerContext` for in-process tests (the session harness): a
@@ -90,6 +92,12 @@ pub mod testing {
             let ctx = ServerContext {
                 tls: crate::tls::server_config(&config).expect("tls").config,
                 dkim: Arc::new(crate::dkim::Signer::new(&config.data_dir)),
+                // No DNS in unit tests: the session tests do not check senders.
+                checks: crate::dmarc::Checks::new(
+                    crate::dns::Dns::new(&[]).expect("dns").authenticator(),
+                    &config.hostname,
+                    crate::config::DmarcMode::Off,
+                ),
                 auth: Authenticator::new(
                     store.clone(),
                     config.limits.auth_failures_per_ip_per_hour,

@@ -10,8 +10,9 @@
 //!   and the reader of a message's header section.
 //! - `prepare`: the one place an accepted transaction becomes a queued
 //!   message: checks the header section once (hop count, and sender headers
-//!   by `policy`), re-encodes long lines of submitted text, expands aliases,
-//!   adds Received:, and Date and Message-ID for submitted mail.
+//!   by `policy`), checks who sent mail from other servers (`dmarc`),
+//!   re-encodes long lines of submitted text, expands aliases, adds Received:,
+//!   and Date and Message-ID for submitted mail, and signs it (`dkim`).
 //! - `spool`: storage only, behind the `Storage` trait: makes the message
 //!   durable (group commit) before the 250, takes large bodies to disk while
 //!   they arrive, keeps the free-space floor, answers what is due.
@@ -24,7 +25,9 @@
 //!   `local`: delivery to hosted mailboxes (Maildir, or LMTP to Dovecot); `failure`: what a failed
 //!   delivery means (severity, kind), stored with the outcome and explained
 //!   by the DSN and `postern queue show`.
-//! - `store`: accounts, hosted domains and aliases; `dkim`: per-domain keys.
+//! - `store`: accounts, hosted domains and aliases; `dkim`: per-domain keys,
+//!   the signatures of submitted mail and their rotation; `dmarc`: SPF, DKIM
+//!   and DMARC checks of mail from other servers.
 //! - `server`: wires the above together and drains on SIGTERM; `context`
 //!   holds what it hands every connection; `control` is the local socket
 //!   through which `postern queue` changes the queue of the running server;
@@ -45,7 +48,7 @@
 //! 1. `clock`, `sqlite`, `private_file`, `smtp`, `dns`, `dkim`, `portecho`, `telemetry`,
 //!    `failure`: leaves.
 //! 2. `config`, `store`, `spool`, `check`, `policy`.
-//! 3. `auth`, `tls`, `dsn`, `router`, `local`, `prometheus`.
+//! 3. `auth`, `tls`, `dsn`, `router`, `dmarc`, `local`, `prometheus`.
 //! 4. `outbound`, `acme`; 5. `scheduler`.
 //! 6. `context` (`ServerContext`, what connections share), `control`.
 //! 7. `prepare`; 8. `session`; 9. `listener`, `sendmail`; 10. `http`;
@@ -60,6 +63,7 @@ pub mod config;
 pub mod context;
 pub mod control;
 pub mod dkim;
+pub mod dmarc;
 pub mod dns;
 pub mod dsn;
 pub mod failure;

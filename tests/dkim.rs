@@ -208,7 +208,7 @@ fn only_submitted_mail_of_a_domain_with_keys_is_signed() {
         None,
         "carol@remote.example",
         "alice@example.com",
-        "From: carol@example.com\nSubject: hi\n\nhello\n",
+        "From: carol@remote.example\nSubject: hi\n\nhello\n",
     );
     let relayed = queued_id(&relayed).expect("queued");
     assert!(signatures(&s.queued_body(&relayed)).is_empty());

@@ -15,6 +15,7 @@ mod cli;
 mod delivery;
 mod destinations;
 mod dkim;
+mod dmarc;
 mod dns_records;
 mod dovecot;
 mod dual_stack;

@@ -322,6 +322,7 @@ pub(super) fn valid_keys(table: Option<&str>) -> &'static [&'static str] {
         Some("sendmail") => field_names::<SendmailFile>(),
         Some("acme") => field_names::<AcmeFile>(),
         Some("dkim") => field_names::<DkimFile>(),
+        Some("filter") => field_names::<FilterFile>(),
         Some(_) => &[],
     }
 }
@@ -368,6 +369,7 @@ mod tests {
             Some("sendmail"),
             Some("acme"),
             Some("dkim"),
+            Some("filter"),
         ];
         for table in tables {
             for key in valid_keys(table) {

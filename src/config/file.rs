@@ -26,6 +26,7 @@ pub struct ConfigFile {
     pub sendmail: Option<Vec<SendmailFile>>,
     pub acme: Option<AcmeFile>,
     pub dkim: Option<DkimFile>,
+    pub filter: Option<FilterFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +134,11 @@ pub struct AcmeFile {
     pub email: Option<String>,
     pub ca_roots: Option<String>,
     pub renew_before_days: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FilterFile {
+    pub dmarc: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

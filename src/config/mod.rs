@@ -55,6 +55,22 @@ pub struct Config {
     pub acme: Option<Acme>,
     /// `[dkim]`: how key rotation proceeds (src/dkim/rotation.rs).
     pub dkim: Dkim,
+    /// `[filter] dmarc`: what the checks of mail from other servers do
+    /// (src/dmarc/).
+    pub dmarc: DmarcMode,
+}
+
+/// `[filter] dmarc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DmarcMode {
+    /// SPF, DKIM and DMARC checked and recorded in Authentication-Results:;
+    /// a domain's DMARC policy applied (reject: refused, quarantine: the
+    /// Junk folder); mail claiming a hosted domain without proof refused.
+    Enforce,
+    /// Checked and recorded only.
+    Tag,
+    /// Not checked.
+    Off,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

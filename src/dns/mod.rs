@@ -1,6 +1,7 @@
 //! DNS for delivery: one hickory resolver built from `[delivery] nameservers`
 //! (the system resolver when empty), and the two questions delivery asks: the
-//! MX hosts of a domain, and the addresses of a host.
+//! MX hosts of a domain, and the addresses of a host. The checks of arriving
+//! mail (`dmarc`) ask through it too.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -110,6 +111,12 @@ impl Dns {
             }
             Err(e) => negative(domain, &e).map(|()| MxAnswer::Implicit),
         }
+    }
+
+    /// mail-auth's checker (SPF, DKIM and DMARC lookups), asking through
+    /// this resolver and sharing its cache.
+    pub fn authenticator(&self) -> mail_auth::MessageAuthenticator {
+        mail_auth::MessageAuthenticator(self.resolver.clone())
     }
 
     /// The records of `kind` at `name`, each rendered as zone-file data (a TXT

@@ -68,6 +68,12 @@ pub fn deliver(
         path.push(name);
         dir = sub_dir(&dir, name, &path, local, Links::Refuse)?;
     }
+    // Mail the sender checks put aside goes to the Junk folder (Maildir++,
+    // as Dovecot lays out folders).
+    if body.starts_with(crate::dmarc::JUNK_MARK) {
+        path.push(".Junk");
+        dir = sub_dir(&dir, ".Junk", &path, local, Links::Refuse)?;
+    }
     let tmp = sub_dir(&dir, "tmp", &path.join("tmp"), local, Links::Refuse)?;
     let new = sub_dir(&dir, "new", &path.join("new"), local, Links::Refuse)?;
     sub_dir(&dir, "cur", &path.join("cur"), local, Links::Refuse)?;
@@ -221,6 +227,23 @@ mod tests {
         );
         let dotted = Mailbox::parse(".hidden@example.com", false).expect("address");
         assert!(maildir_path(dir.path(), &dotted).ends_with("%2Ehidden"));
+    }
+
+    #[test]
+    fn a_message_marked_as_junk_goes_to_the_junk_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Mailbox::parse("alice@example.com", false).expect("address");
+        let to_alice = |body: &[u8]| {
+            deliver(dir.path(), "mx", &Local::default(), &m, "b@r.example", body).expect("deliver")
+        };
+        let path = to_alice(&[crate::dmarc::JUNK_MARK, b"Subject: x\r\n\r\nhi\r\n"].concat());
+        assert!(
+            path.starts_with(dir.path().join("mail/example.com/alice/.Junk/new")),
+            "{path:?}"
+        );
+        // The mark anywhere but first is what a sender wrote: the inbox.
+        let path = to_alice(&[b"Subject: x\r\n", crate::dmarc::JUNK_MARK, b"\r\nhi\r\n"].concat());
+        assert!(path.starts_with(dir.path().join("mail/example.com/alice/new")));
     }
 
     fn mode_and_owner(path: &Path) -> (u32, u32, u32) {

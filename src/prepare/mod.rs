@@ -18,6 +18,7 @@ use mail_parser::{DateTime, HeaderName, MessageParser};
 use crate::clock::now_unix;
 use crate::config::ListenerRole;
 use crate::context::ServerContext;
+use crate::dmarc::Outcome;
 use crate::policy::Verdict;
 use crate::policy::limits::check_hop_count;
 use crate::policy::sender::{Sender, check_sender_headers};
@@ -135,6 +136,12 @@ pub async fn prepare(
         tracing::info!(event = "rejected", reply = %reply);
         return Err(reply);
     }
+    // Mail from other servers: who really sent it, checked on the message
+    // as it came; results this server did not write are removed.
+    let (results, body) = match from_outside(ctx, origin) {
+        true => checked(ctx, origin, &sender, &facts, body).await?,
+        false => (Vec::new(), body),
+    };
     // The one point where a submitted message's text may change: after the
     // header checks, before anything adds headers or signs. Text parts with
     // lines over 998 octets become quoted-printable; mail from other servers
@@ -176,7 +183,7 @@ pub async fn prepare(
             _ => None,
         },
     };
-    let trace = trace_headers(&arrival, &body.head);
+    let trace = [results, trace_headers(&arrival, &body.head)].concat();
     let (trace, body) = match signing_domain(origin, &facts) {
         Some(domain) => signed(ctx, domain, trace, body).await.map_err(|e| {
             tracing::error!(event = "spool_failed", error = %e);
@@ -228,24 +235,103 @@ async fn reencoded(ctx: &ServerContext, received: ReceivedBody) -> std::io::Resu
     let Some(new) = reencode_long_lines(&file.read_all().await?) else {
         return Ok(received);
     };
+    // The received form's file goes with `received`.
+    replaced(ctx, true, new, false).await
+}
+
+/// A body that replaces one received: in memory, or on disk in a new spill
+/// when the received one was spilled.
+async fn replaced(
+    ctx: &ServerContext,
+    spilled: bool,
+    new: Vec<u8>,
+    long_lines: bool,
+) -> std::io::Result<ReceivedBody> {
+    if !spilled {
+        return Ok(ReceivedBody {
+            head: new,
+            file: None,
+            long_lines,
+        });
+    }
     let head = new[..SPILL_AT.min(new.len())].to_vec();
     let mut spill = ctx.queue.spool().spill().await?;
     spill.write(new).await?;
     spill.finish().await?;
-    // The received form's file goes with `received`.
     Ok(ReceivedBody {
         head,
         file: Some(spill),
-        long_lines: false,
+        long_lines,
     })
 }
 
-/// The domain whose DKIM keys sign the message: the one in its From: (DMARC
-/// aligns with it), for mail a user or a local program submitted. The
-/// sender checks made sure that the submitter may use it; mail relayed from
-/// other servers keeps what its own domain signed.
-fn signing_domain(origin: &Origin<'_>, facts: &HeaderFacts) -> Option<String> {
-    origin.identity?;
+/// Mail that neither a user nor a local program submitted, nor a client in
+/// `trusted_networks` relayed: what the sender checks (`dmarc`) are for.
+fn from_outside(ctx: &ServerContext, origin: &Origin<'_>) -> bool {
+    ctx.checks.enabled()
+        && origin.role == ListenerRole::Mta
+        && origin.identity.is_none()
+        && !crate::config::in_networks(&ctx.config.trusted_networks, origin.client_ip)
+}
+
+/// The Authentication-Results: field (and the Junk mark) to put on top of a
+/// message from another server, and its body without forged results; or the
+/// refusal its checks call for. A spilled body is read back for it, a few at
+/// a time, as for `reencoded`.
+async fn checked(
+    ctx: &ServerContext,
+    origin: &Origin<'_>,
+    sender: &str,
+    facts: &HeaderFacts,
+    body: ReceivedBody,
+) -> Result<(Vec<u8>, ReceivedBody), Reply> {
+    let write_error = |e: std::io::Error| {
+        tracing::error!(event = "spool_failed", error = %e);
+        Reply::queue_write_error()
+    };
+    let _turn;
+    let whole = match &body.file {
+        Some(file) => {
+            _turn = ctx
+                .rewrites
+                .acquire()
+                .await
+                .map_err(|e| write_error(std::io::Error::other(e)))?;
+            Some(file.read_all().await.map_err(write_error)?)
+        }
+        None => None,
+    };
+    let text = whole.as_deref().unwrap_or(&body.head);
+    let from_is_hosted = match from_domain(facts) {
+        Some(domain) => ctx.store.is_hosted_domain(&domain).await.unwrap_or(false),
+        None => false,
+    };
+    let arrival = crate::dmarc::Arrival {
+        client_ip: origin.client_ip,
+        helo: origin.greeting.map_or("", |(name, _)| name),
+        sender,
+        message: text,
+        from_is_hosted,
+    };
+    let results = match ctx.checks.check(&arrival).await {
+        Outcome::Refuse(reply) => {
+            tracing::info!(event = "rejected", reply = %reply);
+            return Err(reply);
+        }
+        Outcome::Accept(results) => results,
+    };
+    let body = match crate::dmarc::without_our_results(text, ctx.checks.authserv_id()) {
+        None => body,
+        Some(kept) => replaced(ctx, body.file.is_some(), kept, body.long_lines)
+            .await
+            .map_err(write_error)?,
+    };
+    Ok((results, body))
+}
+
+/// The domain in the message's From:, lower-cased, when it is a plain host
+/// name (it may name a key file).
+fn from_domain(facts: &HeaderFacts) -> Option<String> {
     let from = facts.fields(SenderHeader::From).next()?;
     let mailbox = from.mailboxes.as_ref().ok()?.first()?;
     let domain = mailbox
@@ -263,6 +349,15 @@ fn signing_domain(origin: &Origin<'_>, facts: &HeaderFacts) -> Option<String> {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     host_name.then_some(domain)
+}
+
+/// The domain whose DKIM keys sign the message: the one in its From: (DMARC
+/// aligns with it), for mail a user or a local program submitted. The
+/// sender checks made sure that the submitter may use it; mail relayed from
+/// other servers keeps what its own domain signed.
+fn signing_domain(origin: &Origin<'_>, facts: &HeaderFacts) -> Option<String> {
+    origin.identity?;
+    from_domain(facts)
 }
 
 /// `trace` with the DKIM-Signature fields of `domain` put on top (none when

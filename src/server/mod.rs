@@ -12,7 +12,6 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::context::ServerContext;
 use crate::control::{self, ControlError};
-use crate::dkim;
 use crate::dns::{Dns, ResolverSetupError};
 use crate::http;
 use crate::listener::{self, ConnectionLimits, ListenerInfo};
@@ -23,6 +22,7 @@ use crate::sendmail;
 use crate::spool::{Spool, SpoolError};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, Certificates, TlsSetupError};
+use crate::{dkim, dmarc};
 use listeners::Listeners;
 use reload::CERTIFICATE_CHECK;
 use sd_notify::NotifyState;
@@ -109,7 +109,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         .with_free_space_floor(&config.data_dir, config.limits.min_free_space);
     let auth = Authenticator::new(store.clone(), config.limits.auth_failures_per_ip_per_hour)
         .with_cache(config.auth.cache_ttl, config.auth.cache_size);
-    let outbound = Outbound::new(Arc::clone(&config), Dns::new(&config.delivery.nameservers)?)?;
+    let dns = Dns::new(&config.delivery.nameservers)?;
+    let checks = dmarc::Checks::new(dns.authenticator(), &config.hostname, config.dmarc);
+    let outbound = Outbound::new(Arc::clone(&config), dns.clone())?;
     let (queue, hand_offs) = ActiveQueue::new(spool, scheduler::max_claimed(&config));
     let delivery = Arc::new(Delivery::new(
         Arc::clone(&config),
@@ -129,6 +131,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         rewrites: tokio::sync::Semaphore::new(2),
         acme: Arc::default(),
         dkim: Arc::new(crate::dkim::Signer::new(&config.data_dir)),
+        checks,
     });
 
     let infos: Vec<ListenerInfo> = bound
@@ -203,7 +206,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     });
     tokio::spawn(dkim::rotation::watch(
         config.data_dir.clone(),
-        Dns::new(&config.delivery.nameservers)?,
+        dns,
         config.dkim.retire_after,
         config.dkim.check_interval,
         Arc::clone(&ctx.dkim),

@@ -70,6 +70,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         sendmail,
         acme,
         dkim,
+        dmarc,
     } = running;
     [
         ("hostname", *hostname != new.hostname),
@@ -93,6 +94,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         ("[[sendmail]]", *sendmail != new.sendmail),
         ("[acme]", *acme != new.acme),
         ("[dkim]", *dkim != new.dkim),
+        ("[filter] dmarc", *dmarc != new.dmarc),
     ]
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))

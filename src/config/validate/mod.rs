@@ -13,7 +13,7 @@ use crate::config::ListenerRole;
 use crate::config::checker::{Checker, ConfigError, ConfigErrors, KeyPath, valid_keys};
 use crate::config::defaults as def;
 use crate::config::file::*;
-use crate::config::{Auth, Config, Dkim, Limits, ListenerConfig, TlsFiles};
+use crate::config::{Auth, Config, Dkim, DmarcMode, Limits, ListenerConfig, TlsFiles};
 use crate::smtp::data::BareNewlines;
 
 mod accounts;
@@ -173,6 +173,18 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
 
     let local = local::local(c, raw.local.unwrap_or_default());
     let dkim = dkim(c, raw.dkim.unwrap_or_default());
+    let dmarc = match raw.filter.unwrap_or_default().dmarc.as_deref() {
+        None | Some("enforce") => DmarcMode::Enforce,
+        Some("tag") => DmarcMode::Tag,
+        Some("off") => DmarcMode::Off,
+        Some(other) => {
+            c.error(
+                &root.key("filter").key("dmarc"),
+                format!("{other:?} is not valid; use \"enforce\", \"tag\" or \"off\""),
+            );
+            DmarcMode::Enforce
+        }
+    };
 
     Config {
         source: file.map(Path::to_path_buf),
@@ -196,6 +208,7 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         sendmail,
         acme,
         dkim,
+        dmarc,
     }
 }
 

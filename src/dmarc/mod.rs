@@ -1,0 +1,261 @@
+//! Who really sent a message that arrives from another server: SPF (RFC
+//! 7208) for the envelope sender, or the HELO name for a bounce; the DKIM
+//! signatures (RFC 6376); and DMARC (RFC 7489), which asks that one of them
+//! pass for the domain in From:. Checked with mail-auth, recorded in an
+//! Authentication-Results: field (RFC 8601) that `prepare` puts on top, and,
+//! with `[filter] dmarc = "enforce"`, acted on: the From: domain's policy
+//! (reject: 550 at the end of DATA; quarantine: the Junk folder), and no mail
+//! claiming a domain hosted here without passing (the spoofing case).
+
+use std::net::IpAddr;
+
+use mail_auth::dmarc::Policy;
+use mail_auth::dmarc::verify::DmarcParameters;
+use mail_auth::spf::verify::SpfParameters;
+use mail_auth::{
+    AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator,
+    SpfResult,
+};
+
+use crate::config::DmarcMode;
+use crate::smtp::reply::Reply;
+
+/// The mark that files a message into its mailbox's Junk folder (`local`):
+/// put first, where no sender can put anything, since this server's own
+/// fields go on top of what arrives.
+pub const JUNK_MARK: &[u8] = b"X-Spam: Yes\r\n";
+
+/// The checks, with the resolver they ask through.
+pub struct Checks {
+    authenticator: MessageAuthenticator,
+    /// This server's name in Authentication-Results: (the authserv-id).
+    authserv_id: String,
+    mode: DmarcMode,
+}
+
+/// What the checks need to know about one arrival.
+pub struct Arrival<'a> {
+    pub client_ip: IpAddr,
+    pub helo: &'a str,
+    /// The reverse-path; empty for a bounce.
+    pub sender: &'a str,
+    /// The whole message as received.
+    pub message: &'a [u8],
+    /// The domain in From: is one hosted here.
+    pub from_is_hosted: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Take it, with these header fields on top (Authentication-Results:,
+    /// after `JUNK_MARK` when it goes to Junk).
+    Accept(Vec<u8>),
+    Refuse(Reply),
+}
+
+impl Checks {
+    pub fn new(authenticator: MessageAuthenticator, hostname: &str, mode: DmarcMode) -> Checks {
+        Checks {
+            authenticator,
+            authserv_id: hostname.to_string(),
+            mode,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.mode != DmarcMode::Off
+    }
+
+    pub fn authserv_id(&self) -> &str {
+        &self.authserv_id
+    }
+
+    pub async fn check(&self, arrival: &Arrival<'_>) -> Outcome {
+        let Some(message) = AuthenticatedMessage::parse(arrival.message) else {
+            // Nothing that parses as a message: nothing to check against.
+            let results = AuthenticationResults::new(&self.authserv_id);
+            return Outcome::Accept(field(&results, true).into_bytes());
+        };
+        let auth = &self.authenticator;
+        let dkim = auth.verify_dkim(&message).await;
+        let (spf, mail_from_domain) = if arrival.sender.is_empty() {
+            let params =
+                SpfParameters::verify_ehlo(arrival.client_ip, arrival.helo, &self.authserv_id);
+            (auth.verify_spf(params).await, arrival.helo)
+        } else {
+            let params = SpfParameters::verify_mail_from(
+                arrival.client_ip,
+                arrival.helo,
+                &self.authserv_id,
+                arrival.sender,
+            );
+            let domain = arrival.sender.rsplit_once('@').map_or("", |(_, d)| d);
+            (auth.verify_spf(params).await, domain)
+        };
+        let dmarc = auth
+            .verify_dmarc(DmarcParameters::new(
+                &message,
+                &dkim,
+                mail_from_domain,
+                &spf,
+            ))
+            .await;
+        let header_from = message.from();
+        let mut results =
+            AuthenticationResults::new(&self.authserv_id).with_dkim_results(&dkim, header_from);
+        results = if arrival.sender.is_empty() {
+            results.with_spf_ehlo_result(&spf, arrival.client_ip, arrival.helo)
+        } else {
+            results.with_spf_mailfrom_result(&spf, arrival.client_ip, arrival.sender, arrival.helo)
+        };
+        let results = field(&results.with_dmarc_result(&dmarc), dkim.is_empty());
+        let from_domain = dmarc.domain().to_ascii_lowercase();
+        // DMARC computes alignment only for domains that publish a record;
+        // a hosted domain must prove itself whether or not it does.
+        let passed = dmarc.result() == DmarcResult::Pass
+            || dkim.iter().any(|d| {
+                d.result() == &DkimResult::Pass
+                    && d.signature().is_some_and(|s| aligned(&s.d, &from_domain))
+            })
+            || (spf.result() == SpfResult::Pass && aligned(mail_from_domain, &from_domain));
+        tracing::info!(
+            event = "authenticated",
+            from_domain,
+            dkim = dkim.iter().filter(|d| d.result() == &DkimResult::Pass).count(),
+            spf = %spf.result(),
+            dmarc = ?dmarc.result(),
+            policy = ?dmarc.policy(),
+        );
+        if self.mode == DmarcMode::Enforce {
+            if arrival.from_is_hosted && matches!(dmarc.result(), DmarcResult::TempError(_)) {
+                return Outcome::Refuse(Reply::new(
+                    451,
+                    (7, 1),
+                    format!(
+                        "{from_domain} is hosted here, and DNS did not answer the questions \
+                         that prove this message comes from it; try again later"
+                    ),
+                ));
+            }
+            if arrival.from_is_hosted && !passed {
+                return Outcome::Refuse(Reply::new(
+                    550,
+                    (7, 1),
+                    format!(
+                        "{from_domain} is hosted here, and this message from another server \
+                         has no valid signature or SPF authorisation of it"
+                    ),
+                ));
+            }
+            if matches!(dmarc.result(), DmarcResult::Fail(_)) {
+                match dmarc.policy() {
+                    Policy::Reject => {
+                        return Outcome::Refuse(Reply::new(
+                            550,
+                            (7, 1),
+                            format!(
+                                "{from_domain}'s DMARC policy rejects mail that fails its checks, \
+                                 and this message did"
+                            ),
+                        ));
+                    }
+                    Policy::Quarantine => {
+                        return Outcome::Accept([JUNK_MARK, results.as_bytes()].concat());
+                    }
+                    Policy::None | Policy::Unspecified => {}
+                }
+            }
+        }
+        Outcome::Accept(results.into_bytes())
+    }
+}
+
+/// Relaxed alignment (RFC 7489 §3.1), near enough: the same domain, or one
+/// below the other (a list of public suffixes would draw the line exactly).
+fn aligned(domain: &str, from_domain: &str) -> bool {
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    !from_domain.is_empty()
+        && (domain == from_domain
+            || domain.ends_with(&format!(".{from_domain}"))
+            || from_domain.ends_with(&format!(".{domain}")))
+}
+
+/// The Authentication-Results: field, with `dkim=none` when the message had
+/// no signature (RFC 8601 §2.7.1), which mail-auth leaves out.
+fn field(results: &AuthenticationResults<'_>, unsigned: bool) -> String {
+    let text = results.to_string();
+    let (id, methods) = text.split_once(';').unwrap_or((&text, ""));
+    let mut out = format!("Authentication-Results: {id}");
+    if unsigned {
+        out.push_str(";\r\n\tdkim=none");
+    }
+    if !methods.is_empty() {
+        out.push(';');
+        out.push_str(methods);
+    } else if !unsigned {
+        out.push_str("; none");
+    }
+    out.push_str("\r\n");
+    out
+}
+
+/// `message` without the Authentication-Results: fields that claim to come
+/// from `authserv_id` (RFC 8601 §5: a sender must not be able to hand in
+/// results in this server's name); `None` when it has none.
+pub fn without_our_results(message: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
+    use crate::smtp::headers::{Entry, entries, header_section};
+    let forged: Vec<std::ops::Range<usize>> = entries(header_section(message))
+        .filter_map(|entry| match entry {
+            Entry::Field(f) if f.name.eq_ignore_ascii_case(b"Authentication-Results") => {
+                let value = f.value();
+                let id = String::from_utf8_lossy(&value);
+                let id = id.trim_start().split([';', ' ', '\t']).next().unwrap_or("");
+                id.eq_ignore_ascii_case(authserv_id).then_some(f.raw)
+            }
+            _ => None,
+        })
+        .collect();
+    if forged.is_empty() {
+        return None;
+    }
+    let mut kept = Vec::with_capacity(message.len());
+    let mut at = 0;
+    for range in forged {
+        kept.extend_from_slice(&message[at..range.start]);
+        at = range.end;
+    }
+    kept.extend_from_slice(&message[at..]);
+    Some(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_in_our_name_are_removed_and_others_kept() {
+        let message = b"Authentication-Results: mx.example.com;\r\n\tdkim=pass\r\n\
+            Authentication-Results: other.example; spf=pass\r\n\
+            Subject: hi\r\n\
+            authentication-results:   MX.example.com; dmarc=pass\r\n\r\n\
+            Authentication-Results: mx.example.com; in the body\r\n";
+        let kept = without_our_results(message, "mx.example.com").expect("removed");
+        assert_eq!(
+            String::from_utf8(kept).expect("utf8"),
+            "Authentication-Results: other.example; spf=pass\r\nSubject: hi\r\n\r\n\
+             Authentication-Results: mx.example.com; in the body\r\n"
+        );
+        assert_eq!(
+            without_our_results(b"Subject: hi\r\n\r\nbody\r\n", "mx.example.com"),
+            None
+        );
+        // A longer name that starts with ours is someone else's.
+        assert_eq!(
+            without_our_results(
+                b"Authentication-Results: mx.example.com.evil; x=1\r\n\r\n",
+                "mx.example.com"
+            ),
+            None
+        );
+    }
+}

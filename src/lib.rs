@@ -27,7 +27,8 @@
 //!   by the DSN and `postern queue show`.
 //! - `store`: accounts, hosted domains and aliases; `dkim`: per-domain keys,
 //!   the signatures of submitted mail and their rotation; `dmarc`: SPF, DKIM
-//!   and DMARC checks of mail from other servers.
+//!   and DMARC checks of mail from other servers; `filter`: the spam filter
+//!   (rspamd).
 //! - `server`: wires the above together and drains on SIGTERM; `context`
 //!   holds what it hands every connection; `control` is the local socket
 //!   through which `postern queue` changes the queue of the running server;
@@ -48,7 +49,7 @@
 //! 1. `clock`, `sqlite`, `private_file`, `smtp`, `dns`, `dkim`, `portecho`, `telemetry`,
 //!    `failure`: leaves.
 //! 2. `config`, `store`, `spool`, `check`, `policy`.
-//! 3. `auth`, `tls`, `dsn`, `router`, `dmarc`, `local`, `prometheus`.
+//! 3. `auth`, `tls`, `dsn`, `router`, `dmarc`, `filter`, `local`, `prometheus`.
 //! 4. `outbound`, `acme`; 5. `scheduler`.
 //! 6. `context` (`ServerContext`, what connections share), `control`.
 //! 7. `prepare`; 8. `session`; 9. `listener`, `sendmail`; 10. `http`;
@@ -67,6 +68,7 @@ pub mod dmarc;
 pub mod dns;
 pub mod dsn;
 pub mod failure;
+pub mod filter;
 pub mod http;
 pub mod listener;
 pub mod local;

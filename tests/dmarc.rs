@@ -29,7 +29,7 @@ except smtplib.SMTPResponseException as e:
     print(e.smtp_code, e.smtp_error.decode())
 "#;
 
-fn send_raw(addr: SocketAddr, dir: &Path, sender: &str, message: &str) -> String {
+pub(crate) fn send_raw(addr: SocketAddr, dir: &Path, sender: &str, message: &str) -> String {
     let path = dir.join(format!("{}.eml", rand_name()));
     std::fs::write(&path, message).expect("write");
     let out = python(
@@ -51,7 +51,7 @@ fn rand_name() -> String {
     format!("m{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-fn message(from: &str, subject: &str, extra: &str) -> String {
+pub(crate) fn message(from: &str, subject: &str, extra: &str) -> String {
     format!(
         "{extra}From: {from}\r\nTo: alice@example.com\r\nSubject: {subject}\r\n\
          Message-ID: <{subject}@sender.test>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\n\
@@ -114,7 +114,7 @@ fn our_results(delivered: &str) -> String {
     field
 }
 
-fn junk(s: &TestServer) -> Vec<String> {
+pub(crate) fn junk(s: &TestServer) -> Vec<String> {
     let dir = s.data_dir().join("mail/example.com/alice/.Junk/new");
     std::fs::read_dir(dir)
         .map(|d| {

@@ -41,6 +41,7 @@ mod protocol;
 mod queue_control;
 mod queue_id_logs;
 mod reload;
+mod rspamd;
 mod sendmail;
 mod service;
 mod smuggling;

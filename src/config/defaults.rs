@@ -93,5 +93,8 @@ pub const METRICS_FROM: [IpNet; 2] = [
 /// `[dkim]`: keys replaced by a rotation stay published this long (7 days:
 /// mail signed with them may wait in a queue for days before it is checked).
 pub const DKIM_RETIRE_AFTER_SECS: u64 = 7 * 86_400;
+/// `[filter] rspamd_timeout`: rspamd answers in well under a second; this
+/// covers its DNS lookups on a slow day without holding a client long.
+pub const RSPAMD_TIMEOUT_SECS: u64 = 15;
 /// `[dkim]`: how often the server looks whether DNS serves a rotation's keys.
 pub const DKIM_CHECK_INTERVAL_SECS: u64 = 300;

@@ -139,6 +139,10 @@ pub struct AcmeFile {
 #[derive(Debug, Default, Deserialize)]
 pub struct FilterFile {
     pub dmarc: Option<String>,
+    pub rspamd: Option<String>,
+    pub rspamd_timeout: Option<u64>,
+    pub rspamd_fail: Option<String>,
+    pub rspamd_outgoing: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

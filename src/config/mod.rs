@@ -58,6 +58,21 @@ pub struct Config {
     /// `[filter] dmarc`: what the checks of mail from other servers do
     /// (src/dmarc/).
     pub dmarc: DmarcMode,
+    /// `[filter] rspamd`: the spam filter mail is scanned by (src/filter/).
+    pub rspamd: Option<Rspamd>,
+}
+
+/// `[filter] rspamd` and the keys that go with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rspamd {
+    /// Host and port of rspamd's normal worker (HTTP, on this host or a
+    /// trusted network).
+    pub addr: String,
+    pub timeout: Duration,
+    /// Mail is taken unscanned when rspamd does not answer (else 451).
+    pub fail_open: bool,
+    /// Mail users submit is scanned too.
+    pub outgoing: bool,
 }
 
 /// `[filter] dmarc`.

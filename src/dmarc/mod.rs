@@ -47,9 +47,12 @@ pub struct Arrival<'a> {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Take it, with these header fields on top (Authentication-Results:,
-    /// after `JUNK_MARK` when it goes to Junk).
-    Accept(Vec<u8>),
+    /// Take it, with this Authentication-Results: field on top; into the
+    /// Junk folder when `junk` (the domain's policy is quarantine).
+    Accept {
+        field: Vec<u8>,
+        junk: bool,
+    },
     Refuse(Reply),
 }
 
@@ -74,7 +77,10 @@ impl Checks {
         let Some(message) = AuthenticatedMessage::parse(arrival.message) else {
             // Nothing that parses as a message: nothing to check against.
             let results = AuthenticationResults::new(&self.authserv_id);
-            return Outcome::Accept(field(&results, true).into_bytes());
+            return Outcome::Accept {
+                field: field(&results, true).into_bytes(),
+                junk: false,
+            };
         };
         let auth = &self.authenticator;
         let dkim = auth.verify_dkim(&message).await;
@@ -160,13 +166,19 @@ impl Checks {
                         ));
                     }
                     Policy::Quarantine => {
-                        return Outcome::Accept([JUNK_MARK, results.as_bytes()].concat());
+                        return Outcome::Accept {
+                            field: results.into_bytes(),
+                            junk: true,
+                        };
                     }
                     Policy::None | Policy::Unspecified => {}
                 }
             }
         }
-        Outcome::Accept(results.into_bytes())
+        Outcome::Accept {
+            field: results.into_bytes(),
+            junk: false,
+        }
     }
 }
 

@@ -136,12 +136,10 @@ pub async fn prepare(
         tracing::info!(event = "rejected", reply = %reply);
         return Err(reply);
     }
-    // Mail from other servers: who really sent it, checked on the message
-    // as it came; results this server did not write are removed.
-    let (results, body) = match from_outside(ctx, origin) {
-        true => checked(ctx, origin, &sender, &facts, body).await?,
-        false => (Vec::new(), body),
-    };
+    // Mail from other servers: who really sent it, and whether it is spam
+    // (and, when asked, what users send), checked on the message as it
+    // came; results this server did not write are removed.
+    let (results, body) = checked(ctx, origin, (&sender, &recipients), &facts, body).await?;
     // The one point where a submitted message's text may change: after the
     // header checks, before anything adds headers or signs. Text parts with
     // lines over 998 octets become quoted-printable; mail from other servers
@@ -266,25 +264,41 @@ async fn replaced(
 }
 
 /// Mail that neither a user nor a local program submitted, nor a client in
-/// `trusted_networks` relayed: what the sender checks (`dmarc`) are for.
+/// `trusted_networks` relayed: what the sender checks (`dmarc`) and the
+/// spam filter are for.
 fn from_outside(ctx: &ServerContext, origin: &Origin<'_>) -> bool {
-    ctx.checks.enabled()
-        && origin.role == ListenerRole::Mta
+    origin.role == ListenerRole::Mta
         && origin.identity.is_none()
         && !crate::config::in_networks(&ctx.config.trusted_networks, origin.client_ip)
 }
 
-/// The Authentication-Results: field (and the Junk mark) to put on top of a
-/// message from another server, and its body without forged results; or the
-/// refusal its checks call for. A spilled body is read back for it, a few at
-/// a time, as for `reencoded`.
+/// The fields the sender checks and the spam filter put on top of a message
+/// (after the Junk mark when either puts it aside), and its body as they
+/// leave it (without forged results, with the Subject: the filter rewrote);
+/// or the refusal one of them calls for. A spilled body is read back for
+/// them, a few at a time, as for `reencoded`.
 async fn checked(
     ctx: &ServerContext,
     origin: &Origin<'_>,
-    sender: &str,
+    envelope: (&str, &[NewRecipient]),
     facts: &HeaderFacts,
     body: ReceivedBody,
 ) -> Result<(Vec<u8>, ReceivedBody), Reply> {
+    let (sender, recipients) = envelope;
+    let outside = from_outside(ctx, origin);
+    let check_sender = outside && ctx.checks.enabled();
+    let rspamd = ctx
+        .config
+        .rspamd
+        .as_ref()
+        .filter(|r| outside || (r.outgoing && origin.identity.is_some()));
+    if !check_sender && rspamd.is_none() {
+        return Ok((Vec::new(), body));
+    }
+    let refused = |reply: Reply| {
+        tracing::info!(event = "rejected", reply = %reply);
+        reply
+    };
     let write_error = |e: std::io::Error| {
         tracing::error!(event = "spool_failed", error = %e);
         Reply::queue_write_error()
@@ -302,31 +316,74 @@ async fn checked(
         None => None,
     };
     let text = whole.as_deref().unwrap_or(&body.head);
-    let from_is_hosted = match from_domain(facts) {
-        Some(domain) => ctx.store.is_hosted_domain(&domain).await.unwrap_or(false),
-        None => false,
-    };
-    let arrival = crate::dmarc::Arrival {
-        client_ip: origin.client_ip,
-        helo: origin.greeting.map_or("", |(name, _)| name),
-        sender,
-        message: text,
-        from_is_hosted,
-    };
-    let results = match ctx.checks.check(&arrival).await {
-        Outcome::Refuse(reply) => {
-            tracing::info!(event = "rejected", reply = %reply);
-            return Err(reply);
+    let helo = origin.greeting.map_or("", |(name, _)| name);
+    let (mut fields, mut junk, mut changed) = (Vec::new(), false, None);
+    if check_sender {
+        let from_is_hosted = match from_domain(facts) {
+            Some(domain) => ctx.store.is_hosted_domain(&domain).await.unwrap_or(false),
+            None => false,
+        };
+        let arrival = crate::dmarc::Arrival {
+            client_ip: origin.client_ip,
+            helo,
+            sender,
+            message: text,
+            from_is_hosted,
+        };
+        match ctx.checks.check(&arrival).await {
+            Outcome::Refuse(reply) => return Err(refused(reply)),
+            Outcome::Accept {
+                field,
+                junk: quarantine,
+            } => {
+                fields = field;
+                junk = quarantine;
+            }
         }
-        Outcome::Accept(results) => results,
-    };
-    let body = match crate::dmarc::without_our_results(text, ctx.checks.authserv_id()) {
+        changed = crate::dmarc::without_our_results(text, ctx.checks.authserv_id());
+    }
+    if let Some(rspamd) = rspamd {
+        let recipients: Vec<String> = recipients.iter().map(|r| r.address.clone()).collect();
+        let envelope = crate::filter::Envelope {
+            client_ip: origin.client_ip,
+            helo,
+            sender,
+            recipients: &recipients,
+            user: origin.identity.as_ref().map(Sender::name),
+        };
+        match crate::filter::scan(rspamd, &envelope, text).await {
+            crate::filter::Verdict::Refuse(reply) => return Err(refused(reply)),
+            crate::filter::Verdict::Accept(status) => fields.extend(status),
+            // A user's own mail is not filed away: it is logged, for the
+            // host to look into.
+            crate::filter::Verdict::Junk { fields: status, .. } if !outside => {
+                let user = origin.identity.as_ref().map(Sender::name);
+                tracing::warn!(event = "outgoing_spam", user);
+                fields.extend(status);
+            }
+            crate::filter::Verdict::Junk {
+                fields: status,
+                subject,
+            } => {
+                fields.extend(status);
+                junk = true;
+                if let Some(subject) = subject {
+                    let current = changed.as_deref().unwrap_or(text);
+                    changed = Some(crate::filter::with_subject(current, &subject));
+                }
+            }
+        }
+    }
+    if junk {
+        fields = [crate::dmarc::JUNK_MARK, &fields].concat();
+    }
+    let body = match changed {
         None => body,
-        Some(kept) => replaced(ctx, body.file.is_some(), kept, body.long_lines)
+        Some(new) => replaced(ctx, body.file.is_some(), new, body.long_lines)
             .await
             .map_err(write_error)?,
     };
-    Ok((results, body))
+    Ok((fields, body))
 }
 
 /// The domain in the message's From:, lower-cased, when it is a plain host

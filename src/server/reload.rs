@@ -71,6 +71,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         acme,
         dkim,
         dmarc,
+        rspamd,
     } = running;
     [
         ("hostname", *hostname != new.hostname),
@@ -95,6 +96,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         ("[acme]", *acme != new.acme),
         ("[dkim]", *dkim != new.dkim),
         ("[filter] dmarc", *dmarc != new.dmarc),
+        ("[filter] rspamd", *rspamd != new.rspamd),
     ]
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))

@@ -8,6 +8,7 @@ pub mod load;
 pub mod netlab;
 pub mod pebble;
 pub mod peer;
+pub mod rspamd;
 pub mod server;
 pub mod tmpfs;
 

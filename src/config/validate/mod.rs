@@ -13,7 +13,7 @@ use crate::config::ListenerRole;
 use crate::config::checker::{Checker, ConfigError, ConfigErrors, KeyPath, valid_keys};
 use crate::config::defaults as def;
 use crate::config::file::*;
-use crate::config::{Auth, Config, Dkim, DmarcMode, Limits, ListenerConfig, TlsFiles};
+use crate::config::{Auth, Config, Dkim, DmarcMode, Limits, ListenerConfig, Rspamd, TlsFiles};
 use crate::smtp::data::BareNewlines;
 
 mod accounts;
@@ -173,7 +173,9 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
 
     let local = local::local(c, raw.local.unwrap_or_default());
     let dkim = dkim(c, raw.dkim.unwrap_or_default());
-    let dmarc = match raw.filter.unwrap_or_default().dmarc.as_deref() {
+    let filter = raw.filter.unwrap_or_default();
+    let rspamd = rspamd(c, &filter);
+    let dmarc = match filter.dmarc.as_deref() {
         None | Some("enforce") => DmarcMode::Enforce,
         Some("tag") => DmarcMode::Tag,
         Some("off") => DmarcMode::Off,
@@ -209,7 +211,47 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         acme,
         dkim,
         dmarc,
+        rspamd,
     }
+}
+
+fn rspamd(c: &mut Checker<'_>, f: &FilterFile) -> Option<Rspamd> {
+    let p = KeyPath::default().key("filter");
+    let url = f.rspamd.as_deref()?;
+    let addr = url
+        .strip_prefix("http://")
+        .map(|rest| rest.trim_end_matches('/'))
+        .filter(|a| !a.is_empty() && !a.contains('/') && a.contains(':'));
+    let Some(addr) = addr else {
+        c.error(
+            &p.key("rspamd"),
+            format!("{url:?} is not an http URL with a port; write rspamd's address, e.g. \"http://127.0.0.1:11333\""),
+        );
+        return None;
+    };
+    let fail_open = match f.rspamd_fail.as_deref() {
+        None | Some("open") => true,
+        Some("closed") => false,
+        Some(other) => {
+            c.error(
+                &p.key("rspamd_fail"),
+                format!("{other:?} is not valid; use \"open\" or \"closed\""),
+            );
+            true
+        }
+    };
+    Some(Rspamd {
+        addr: addr.to_string(),
+        timeout: c.seconds(
+            p.key("rspamd_timeout"),
+            f.rspamd_timeout,
+            def::RSPAMD_TIMEOUT_SECS,
+            1,
+            300,
+        ),
+        fail_open,
+        outgoing: f.rspamd_outgoing.unwrap_or(false),
+    })
 }
 
 fn dkim(c: &mut Checker<'_>, d: DkimFile) -> Dkim {

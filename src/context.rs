@@ -38,6 +38,8 @@ pub struct ServerContext {
     pub dkim: Arc<Signer>,
     /// Checks who sent mail from other servers (SPF, DKIM, DMARC).
     pub checks: crate::dmarc::Checks,
+    /// The resolver delivery uses, for the block lists asked at connect.
+    pub dns: crate::dns::Dns,
 }
 
 /// A `ServerContext` for in-process tests (the session harness): a
@@ -98,6 +100,7 @@ pub mod testing {
                     &config.hostname,
                     crate::config::DmarcMode::Off,
                 ),
+                dns: crate::dns::Dns::new(&[]).expect("dns"),
                 auth: Authenticator::new(
                     store.clone(),
                     config.limits.auth_failures_per_ip_per_hour,

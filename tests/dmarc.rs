@@ -143,6 +143,9 @@ fn spoofed_unsigned_signed_reject_and_quarantine_mail_each_gets_its_outcome() {
     // spf.example: SPF authorises this client (127.0.0.1), no signature.
     dns.txt("spf.example", &["v=spf1 ip4:127.0.0.1 -all"]);
     dns.txt("_dmarc.spf.example", &["v=DMARC1; p=reject"]);
+    // This client's address and name point at each other (iprev).
+    dns.ptr("127.0.0.1".parse().expect("ip"), "mail.sender.test");
+    dns.ip("mail.sender.test", "127.0.0.1".parse().expect("ip"));
     let s = TestServer::start(&format!("[delivery]\n{}", dns.config()));
     let mta = s.addr("mta");
     let dir = s.dir.path();
@@ -213,7 +216,8 @@ fn spoofed_unsigned_signed_reject_and_quarantine_mail_each_gets_its_outcome() {
     assert!(
         unsigned.contains("dkim=none")
             && unsigned.contains("spf=none")
-            && unsigned.contains("dmarc=none"),
+            && unsigned.contains("dmarc=none")
+            && unsigned.contains("iprev=pass"),
         "{unsigned}"
     );
     let signed = our_results(&find("signed"));

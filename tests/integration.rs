@@ -17,6 +17,7 @@ mod destinations;
 mod dkim;
 mod dmarc;
 mod dns_records;
+mod dnsbl;
 mod dovecot;
 mod dual_stack;
 mod durability;

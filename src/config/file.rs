@@ -143,6 +143,7 @@ pub struct FilterFile {
     pub rspamd_timeout: Option<u64>,
     pub rspamd_fail: Option<String>,
     pub rspamd_outgoing: Option<bool>,
+    pub dnsbl: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

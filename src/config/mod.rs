@@ -60,6 +60,9 @@ pub struct Config {
     pub dmarc: DmarcMode,
     /// `[filter] rspamd`: the spam filter mail is scanned by (src/filter/).
     pub rspamd: Option<Rspamd>,
+    /// `[filter] dnsbl`: DNS block lists asked about each client of an mta
+    /// listener at connect (none by default).
+    pub dnsbl: Vec<String>,
 }
 
 /// `[filter] rspamd` and the keys that go with it.

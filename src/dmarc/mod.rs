@@ -1,7 +1,8 @@
 //! Who really sent a message that arrives from another server: SPF (RFC
 //! 7208) for the envelope sender, or the HELO name for a bounce; the DKIM
-//! signatures (RFC 6376); and DMARC (RFC 7489), which asks that one of them
-//! pass for the domain in From:. Checked with mail-auth, recorded in an
+//! signatures (RFC 6376); DMARC (RFC 7489), which asks that one of them
+//! pass for the domain in From:; and whether the client's address and name
+//! point at each other (iprev, RFC 8601 §3: recorded, not acted on). Checked with mail-auth, recorded in an
 //! Authentication-Results: field (RFC 8601) that `prepare` puts on top, and,
 //! with `[filter] dmarc = "enforce"`, acted on: the From: domain's policy
 //! (reject: 550 at the end of DATA; quarantine: the Junk folder), and no mail
@@ -106,6 +107,7 @@ impl Checks {
                 &spf,
             ))
             .await;
+        let iprev = auth.verify_iprev(arrival.client_ip).await;
         let header_from = message.from();
         let mut results =
             AuthenticationResults::new(&self.authserv_id).with_dkim_results(&dkim, header_from);
@@ -114,7 +116,10 @@ impl Checks {
         } else {
             results.with_spf_mailfrom_result(&spf, arrival.client_ip, arrival.sender, arrival.helo)
         };
-        let results = field(&results.with_dmarc_result(&dmarc), dkim.is_empty());
+        let results = results
+            .with_dmarc_result(&dmarc)
+            .with_iprev_result(&iprev, arrival.client_ip);
+        let results = field(&results, dkim.is_empty());
         let from_domain = dmarc.domain().to_ascii_lowercase();
         // DMARC computes alignment only for domains that publish a record;
         // a hosted domain must prove itself whether or not it does.

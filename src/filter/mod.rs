@@ -4,6 +4,9 @@
 //! soft reject and greylist (451), add header and rewrite subject (the
 //! message goes to the Junk folder, marked, with the new Subject:), no
 //! action. When rspamd does not answer, `[filter] rspamd_fail` decides.
+//! `dnsbl`: the block lists asked about clients at connect.
+
+pub mod dnsbl;
 
 use std::net::IpAddr;
 

@@ -132,6 +132,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         acme: Arc::default(),
         dkim: Arc::new(crate::dkim::Signer::new(&config.data_dir)),
         checks,
+        dns: dns.clone(),
     });
 
     let infos: Vec<ListenerInfo> = bound

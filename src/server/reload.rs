@@ -72,6 +72,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         dkim,
         dmarc,
         rspamd,
+        dnsbl,
     } = running;
     [
         ("hostname", *hostname != new.hostname),
@@ -97,6 +98,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         ("[dkim]", *dkim != new.dkim),
         ("[filter] dmarc", *dmarc != new.dmarc),
         ("[filter] rspamd", *rspamd != new.rspamd),
+        ("[filter] dnsbl", *dnsbl != new.dnsbl),
     ]
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))

@@ -164,6 +164,16 @@ pub fn run(
 }
 
 impl Session {
+    /// The `[filter] dnsbl` list that names this client of an mta listener
+    /// (clients in `trusted_networks` are not asked about).
+    async fn listed(&self) -> Option<String> {
+        let lists = &self.ctx.config.dnsbl;
+        if lists.is_empty() || self.role != ListenerRole::Mta || self.trusted_network {
+            return None;
+        }
+        crate::filter::dnsbl::listed_in(&self.ctx.dns, lists, self.peer.ip()).await
+    }
+
     async fn serve(&mut self, tls: TlsStart) -> Result<(), SessionEnd> {
         match tls {
             TlsStart::Plain => {}
@@ -173,6 +183,18 @@ impl Session {
                 }
             }
             TlsStart::Established(info) => self.tls = Some(info),
+        }
+        if let Some(list) = self.listed().await {
+            tracing::info!(event = "dnsbl_listed", list);
+            self.conn.queue(&Reply::new(
+                554,
+                (7, 1),
+                format!(
+                    "Service unavailable; client [{}] blocked using {list}",
+                    self.peer.ip()
+                ),
+            ));
+            return self.conn.flush().await;
         }
         let banner = format!("{} ESMTP Postern", self.ctx.config.hostname);
         self.conn.queue(&Reply::plain(220, banner));

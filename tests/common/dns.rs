@@ -1,5 +1,5 @@
 //! A real DNS server on a loopback UDP port, answering from a zone the test
-//! edits while it runs: MX, A, AAAA, TXT, SRV, CNAME, null MX; names it does not know get
+//! edits while it runs: MX, A, AAAA, TXT, SRV, CNAME, PTR, null MX; names it does not know get
 //! NXDOMAIN. Answers have a TTL of one second unless the test sets another; the
 //! server counts the questions it gets per name. Postern reaches it through
 //! `[delivery] nameservers`.
@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
-use hickory_resolver::proto::rr::rdata::{A, AAAA, CNAME, MX, SRV, TXT};
+use hickory_resolver::proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, SRV, TXT};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 
 type Zone = HashMap<String, Vec<RData>>;
@@ -141,6 +141,15 @@ impl TestDns {
                 port,
                 Name::from_ascii(format!("{target}.")).expect("name"),
             )),
+        );
+    }
+
+    /// The reverse record of `ip` (in-addr.arpa or ip6.arpa).
+    pub fn ptr(&self, ip: IpAddr, host: &str) {
+        let name = Name::from(ip).to_ascii();
+        self.add(
+            &name,
+            RData::PTR(PTR(Name::from_ascii(format!("{host}.")).expect("name"))),
         );
     }
 

@@ -175,6 +175,26 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
     let dkim = dkim(c, raw.dkim.unwrap_or_default());
     let filter = raw.filter.unwrap_or_default();
     let rspamd = rspamd(c, &filter);
+    let dnsbl = filter
+        .dnsbl
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|zone| zone.trim_end_matches('.').to_ascii_lowercase())
+        .filter(|zone| {
+            let valid = zone.contains('.')
+                && zone.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !valid {
+                c.error(
+                    &root.key("filter").key("dnsbl"),
+                    format!("{zone:?} is not a DNS zone; write the list's zone, e.g. \"zen.spamhaus.org\""),
+                );
+            }
+            valid
+        })
+        .collect();
     let dmarc = match filter.dmarc.as_deref() {
         None | Some("enforce") => DmarcMode::Enforce,
         Some("tag") => DmarcMode::Tag,
@@ -212,6 +232,7 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         dkim,
         dmarc,
         rspamd,
+        dnsbl,
     }
 }
 

@@ -40,6 +40,24 @@ pub struct ServerContext {
     pub checks: crate::dmarc::Checks,
     /// The resolver delivery uses, for the block lists asked at connect.
     pub dns: crate::dns::Dns,
+    /// What each user sent lately, against `[limits]`' sending limits.
+    pub sending: crate::policy::sending::SendingLog,
+}
+
+impl ServerContext {
+    /// The sending limits of `user`: their own (`postern user limits`), else
+    /// the configured ones. A local Unix user has no account: the defaults.
+    pub async fn allowance(&self, user: &str) -> crate::policy::sending::Allowance {
+        let limits = &self.config.limits;
+        let (messages, recipients) = self.store.sending_limits(user).await.unwrap_or_else(|e| {
+            tracing::error!(event = "store_error", error = %e);
+            (None, None)
+        });
+        crate::policy::sending::Allowance {
+            messages_per_hour: messages.unwrap_or(limits.messages_per_hour_per_user),
+            recipients_per_day: recipients.unwrap_or(limits.recipients_per_day_per_user),
+        }
+    }
 }
 
 /// A `ServerContext` for in-process tests (the session harness): a
@@ -101,6 +119,7 @@ pub mod testing {
                     crate::config::DmarcMode::Off,
                 ),
                 dns: crate::dns::Dns::new(&[]).expect("dns"),
+                sending: Default::default(),
                 auth: Authenticator::new(
                     store.clone(),
                     config.limits.auth_failures_per_ip_per_hour,

@@ -74,6 +74,10 @@ fn describe() {
         "postern_dsn_suppressed_total",
         "Bounces not sent because the sender's budget of DSNs was spent"
     );
+    describe_counter!(
+        "postern_sending_limited_total",
+        "Messages or recipients of a user refused at a sending limit, by limit"
+    );
     describe_histogram!(
         "postern_delivery_seconds",
         Unit::Seconds,
@@ -123,6 +127,9 @@ pub fn zero(listeners: &[(u16, &'static str)]) {
     }
     for result in ["delivered", "deferred", "bounced", "expired"] {
         metrics::counter!("postern_deliveries_total", "result" => result).absolute(0);
+    }
+    for limit in ["messages_per_hour", "recipients_per_day"] {
+        metrics::counter!("postern_sending_limited_total", "limit" => limit).absolute(0);
     }
     for name in [
         "postern_auth_cache_hits_total",

@@ -43,6 +43,7 @@ mod queue_control;
 mod queue_id_logs;
 mod reload;
 mod rspamd;
+mod sending_limits;
 mod sendmail;
 mod service;
 mod smuggling;

@@ -26,6 +26,14 @@ pub enum UserCommand {
     },
     /// List accounts.
     List,
+    /// Show or set what a user may send (its own limits over [limits]').
+    Limits {
+        address: String,
+        #[arg(long)]
+        messages_per_hour: Option<u64>,
+        #[arg(long)]
+        recipients_per_day: Option<u64>,
+    },
 }
 
 pub async fn run(cmd: UserCommand, config: &ConfigArg) -> anyhow::Result<()> {
@@ -59,6 +67,32 @@ pub async fn run(cmd: UserCommand, config: &ConfigArg) -> anyhow::Result<()> {
             let hash = hash_password(&read_password(password_stdin)?)?;
             store.set_password(&address, &hash).await?;
             writeln!(out, "changed the password of {address}")?;
+        }
+        UserCommand::Limits {
+            address,
+            messages_per_hour,
+            recipients_per_day,
+        } => {
+            let config = config.load()?;
+            anyhow::ensure!(
+                messages_per_hour != Some(0) && recipients_per_day != Some(0),
+                "a limit of 0 would stop the user's mail for good; delete the account instead"
+            );
+            let store = Store::open(&config.data_dir).await?;
+            let canonical = store
+                .set_sending_limits(&address, messages_per_hour, recipients_per_day)
+                .await?;
+            let (messages, recipients) = store.sending_limits(&canonical).await?;
+            let shown = |own: Option<u64>, default: u64| match own {
+                Some(n) => format!("{n}"),
+                None => format!("{default} (the default)"),
+            };
+            writeln!(
+                out,
+                "{canonical}: messages per hour {}, recipients per day {}",
+                shown(messages, config.limits.messages_per_hour_per_user),
+                shown(recipients, config.limits.recipients_per_day_per_user)
+            )?;
         }
         UserCommand::List => {
             let config = config.load()?;

@@ -93,6 +93,11 @@ pub const METRICS_FROM: [IpNet; 2] = [
 /// `[dkim]`: keys replaced by a rotation stay published this long (7 days:
 /// mail signed with them may wait in a queue for days before it is checked).
 pub const DKIM_RETIRE_AFTER_SECS: u64 = 7 * 86_400;
+/// What one user may send: enough for a person or a small shop's mailings,
+/// far below what a stolen password is used for (Google Workspace allows
+/// 2,000 messages a day; a spam run sends thousands an hour).
+pub const MESSAGES_PER_HOUR_PER_USER: u64 = 300;
+pub const RECIPIENTS_PER_DAY_PER_USER: u64 = 3_000;
 /// `[filter] rspamd_timeout`: rspamd answers in well under a second; this
 /// covers its DNS lookups on a slow day without holding a client long.
 pub const RSPAMD_TIMEOUT_SECS: u64 = 15;

@@ -56,6 +56,8 @@ pub struct LimitsFile {
     pub auth_failures_per_ip_per_hour: Option<u64>,
     pub shutdown_grace: Option<u64>,
     pub min_free_space: Option<u64>,
+    pub messages_per_hour_per_user: Option<u64>,
+    pub recipients_per_day_per_user: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -147,6 +147,9 @@ pub struct Limits {
     /// Below this many free octets in `data_dir`, new mail is refused at MAIL
     /// (Postfix's queue_minfree); 0 turns the floor off.
     pub min_free_space: u64,
+    /// What one user may send (`postern user limits` sets a user's own).
+    pub messages_per_hour_per_user: u64,
+    pub recipients_per_day_per_user: u64,
 }
 
 /// `[auth]`: how successful logins are remembered (auth/cache.rs).

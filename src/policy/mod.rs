@@ -4,6 +4,7 @@
 pub mod limits;
 pub mod relay;
 pub mod sender;
+pub mod sending;
 
 use crate::smtp::reply::Reply;
 

@@ -133,6 +133,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         dkim: Arc::new(crate::dkim::Signer::new(&config.data_dir)),
         checks,
         dns: dns.clone(),
+        sending: Default::default(),
     });
 
     let infos: Vec<ListenerInfo> = bound

@@ -4,6 +4,7 @@
 use super::incoming::{IncomingBody, Unreceived};
 use super::io::{BodyPace, SessionEnd};
 use super::{Flow, Session};
+use crate::clock::now_unix;
 use crate::config::Limits;
 use crate::context::ServerContext;
 use crate::policy::sender::Sender;
@@ -147,6 +148,7 @@ pub(crate) async fn enqueue(
     accepted: Accepted,
     span: &tracing::Span,
 ) -> Result<QueueId, Reply> {
+    let named = accepted.recipients.len() as u64;
     let prepared = prepare(ctx, origin, accepted).await?;
     let (size, rcpts) = (prepared.size(), prepared.message.recipients.len());
     let Prepared {
@@ -163,6 +165,9 @@ pub(crate) async fn enqueue(
     match queued {
         Ok(()) => {
             tracing::info!(event = "queued", qid = %queue_id, from = %sender, rcpts, size);
+            if let Some(user) = &origin.identity {
+                ctx.sending.record(user.name(), named, now_unix());
+            }
             Ok(queue_id)
         }
         Err(e) => {

@@ -12,6 +12,7 @@ use smtp_proto::{
 
 use super::state::Transaction;
 use super::{Flow, Session};
+use crate::clock::now_unix;
 use crate::context::ServerContext;
 use crate::policy::Verdict;
 use crate::policy::limits::{check_declared_size, check_recipient_count};
@@ -103,6 +104,12 @@ impl Session {
             Ok(s) => s,
             Err(reply) => return self.reply(reply),
         };
+        if let Some(user) = &self.identity {
+            let allowance = self.ctx.allowance(user).await;
+            if let Err(reply) = self.ctx.sending.check_message(user, allowance, now_unix()) {
+                return self.reply(reply);
+            }
+        }
         let envid = match from
             .env_id
             .map(|_| dsn_parameter(line, "ENVID"))
@@ -184,6 +191,17 @@ impl Session {
                 return self.reply(Reply::local_error());
             }
         };
+        if let (Some(user), Some(tx)) = (&self.identity, &self.tx) {
+            let allowance = self.ctx.allowance(user).await;
+            let pending = tx.recipients.len() as u64;
+            if let Err(reply) =
+                self.ctx
+                    .sending
+                    .check_recipient(user, allowance, pending, now_unix())
+            {
+                return self.reply(reply);
+            }
+        }
         let standing = ClientStanding {
             authenticated: self.identity.is_some(),
             trusted_network: self.trusted_network,

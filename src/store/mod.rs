@@ -219,6 +219,47 @@ impl Store {
         Ok(())
     }
 
+    /// A user's own sending limits (messages per hour, recipients per day);
+    /// `None` where the configured default applies.
+    pub async fn sending_limits(
+        &self,
+        address: &str,
+    ) -> Result<(Option<u64>, Option<u64>), StoreError> {
+        let row: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT messages_per_hour, recipients_per_day FROM account WHERE address = ?",
+        )
+        .bind(address)
+        .fetch_optional(&self.pool)
+        .await?;
+        let (messages, recipients) = row.unwrap_or_default();
+        let positive = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
+        Ok((positive(messages), positive(recipients)))
+    }
+
+    /// Sets a user's own sending limits; `None` keeps the one set.
+    pub async fn set_sending_limits(
+        &self,
+        address: &str,
+        messages_per_hour: Option<u64>,
+        recipients_per_day: Option<u64>,
+    ) -> Result<String, StoreError> {
+        let canonical = canonical(address)?;
+        let as_db = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        let done = sqlx::query(
+            "UPDATE account SET messages_per_hour = COALESCE(?, messages_per_hour), \
+             recipients_per_day = COALESCE(?, recipients_per_day) WHERE address = ?",
+        )
+        .bind(as_db(messages_per_hour))
+        .bind(as_db(recipients_per_day))
+        .bind(&canonical)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NoSuchUser(canonical));
+        }
+        Ok(canonical)
+    }
+
     pub async fn users(&self) -> Result<Vec<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT address FROM account ORDER BY domain, address")

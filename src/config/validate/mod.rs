@@ -396,6 +396,20 @@ fn limits(c: &mut Checker<'_>, l: LimitsFile) -> Limits {
             1,
             1000,
         ) as u32,
+        messages_per_hour_per_user: c.number(
+            p.key("messages_per_hour_per_user"),
+            l.messages_per_hour_per_user,
+            def::MESSAGES_PER_HOUR_PER_USER,
+            1,
+            10_000_000,
+        ),
+        recipients_per_day_per_user: c.number(
+            p.key("recipients_per_day_per_user"),
+            l.recipients_per_day_per_user,
+            def::RECIPIENTS_PER_DAY_PER_USER,
+            1,
+            100_000_000,
+        ),
         max_connections: c.number(
             p.key("max_connections"),
             l.max_connections,

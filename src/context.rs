@@ -42,6 +42,8 @@ pub struct ServerContext {
     pub dns: crate::dns::Dns,
     /// What each user sent lately, against `[limits]`' sending limits.
     pub sending: crate::policy::sending::SendingLog,
+    /// The key of the sender addresses of forwarded mail.
+    pub srs: Arc<crate::srs::Srs>,
 }
 
 impl ServerContext {
@@ -120,6 +122,7 @@ pub mod testing {
                 ),
                 dns: crate::dns::Dns::new(&[]).expect("dns"),
                 sending: Default::default(),
+                srs: Arc::new(crate::srs::Srs::with_secret(b"the unit tests' SRS key")),
                 auth: Authenticator::new(
                     store.clone(),
                     config.limits.auth_failures_per_ip_per_hour,

@@ -86,6 +86,7 @@ pub mod session;
 pub mod smtp;
 pub mod spool;
 pub mod sqlite;
+pub mod srs;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -236,3 +236,54 @@ fn issue_9_bounces_to_one_sender_stop_at_the_hourly_cap() {
         "{metrics}"
     );
 }
+
+/// SRS: a message from outside that an alias forwards to another domain
+/// leaves with an SRS address of the alias's domain as its sender (the next
+/// server's SPF check then asks about a domain this server sends for); a
+/// bounce to that address comes back to the original sender; a made-up SRS
+/// address is refused.
+#[test]
+fn a_forward_goes_out_with_an_srs_sender_whose_bounce_finds_the_original() {
+    let dns = TestDns::start();
+    let port = free_port();
+    let a = postern_for(&dns, "a.test", 34, port, false);
+    dns.mx("peer.test", 10, "mx.peer.test");
+    dns.ip("mx.peer.test", ip(35));
+    dns.mx("remote.example", 10, "mx.remote.example");
+    dns.ip("mx.remote.example", ip(36));
+    let next = Peer::start(at(35, port), &[]);
+    let home = Peer::start(at(36, port), &[]);
+    a.cli_ok(&["alias", "add", "x@a.test", "z@peer.test"]);
+    let (mut c, _) = Raw::connect(at(34, port));
+    c.cmd("EHLO client.test");
+    assert_eq!(code(&c.cmd("MAIL FROM:<carol@remote.example>")), 250);
+    assert_eq!(code(&c.cmd("RCPT TO:<x@a.test>")), 250);
+    assert_eq!(code(&c.cmd("DATA")), 354);
+    c.send(b"From: carol@remote.example\r\nSubject: forwarded\r\n\r\nhi\r\n.\r\n");
+    assert!(c.reply().starts_with("250 "));
+    let got = next.wait_for(1, WAIT);
+    let srs = got[0]["mail_from"].as_str().expect("sender").to_string();
+    assert!(
+        srs.starts_with("SRS0=") && srs.ends_with("=remote.example=carol@a.test"),
+        "{srs}"
+    );
+
+    // The next server bounces it: the bounce reaches carol.
+    let (mut c, _) = Raw::connect(at(34, port));
+    c.cmd("EHLO mx.peer.test");
+    assert_eq!(code(&c.cmd("MAIL FROM:<>")), 250);
+    let r = c.cmd(&format!("RCPT TO:<{srs}>"));
+    assert_eq!(code(&r), 250, "{r}");
+    let forged = srs.replacen("SRS0=", "SRS0=x", 1);
+    let r = c.cmd(&format!("RCPT TO:<{forged}>"));
+    assert!(r.starts_with("550 5.1.1"), "{r}");
+    assert!(r.contains("invalid SRS address"), "{r}");
+    assert_eq!(code(&c.cmd("DATA")), 354);
+    c.send(b"From: MAILER-DAEMON@peer.test\r\nSubject: Undelivered Mail\r\n\r\nz@peer.test: no such user\r\n.\r\n");
+    assert!(c.reply().starts_with("250 "));
+    let bounced = home.wait_for(1, WAIT);
+    assert_eq!(bounced[0]["rcpt_tos"][0], "carol@remote.example");
+    assert_eq!(bounced[0]["mail_from"], "<>");
+    // The key is kept: what was sent before a restart still comes back.
+    assert!(a.data_dir().join("srs.key").exists());
+}

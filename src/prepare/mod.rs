@@ -162,6 +162,7 @@ pub async fn prepare(
     {
         dsn.ret = Some("HDRS".to_string());
     }
+    let sender = forwarding_sender(ctx, sender, &expanded.forwarded).await;
     let queue_id = QueueId::generate();
     let arrival = Arrival {
         helo: origin.greeting.map_or("unknown", |(name, _)| name),
@@ -384,6 +385,31 @@ async fn checked(
             .map_err(write_error)?,
     };
     Ok((fields, body))
+}
+
+/// The envelope sender of a message an alias forwards to another domain:
+/// an SRS address of the alias's domain (`srs`) when the sender's own domain
+/// is not hosted here, so that the next server's SPF check asks about a
+/// domain whose mail this server may send. Kept for bounces, and for
+/// senders of hosted domains.
+async fn forwarding_sender(ctx: &ServerContext, sender: String, forwarded: &[String]) -> String {
+    let Some((_, alias_domain)) = forwarded.first().and_then(|a| a.rsplit_once('@')) else {
+        return sender;
+    };
+    let Some((_, sender_domain)) = sender.rsplit_once('@') else {
+        return sender;
+    };
+    if ctx
+        .store
+        .is_hosted_domain(sender_domain)
+        .await
+        .unwrap_or(true)
+    {
+        return sender;
+    }
+    let rewritten = ctx.srs.forward(&sender, alias_domain, now_unix());
+    tracing::info!(event = "srs_rewritten", from = %sender, to = %rewritten);
+    rewritten
 }
 
 /// The domain in the message's From:, lower-cased, when it is a plain host

@@ -79,7 +79,8 @@ mod tests {
         let dns = Dns::new(&[]).expect("dns");
         let outbound = Outbound::new(Arc::clone(&config), dns).expect("outbound");
         let (queue, _) = ActiveQueue::new(spool, crate::scheduler::max_claimed(&config));
-        Delivery::new(config, queue, store, outbound)
+        let srs = Arc::new(crate::srs::Srs::with_secret(b"the unit tests' SRS key"));
+        Delivery::new(config, queue, store, outbound, srs)
     }
 
     /// The groups as `key: [idx, …]`, sorted.

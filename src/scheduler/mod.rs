@@ -62,6 +62,8 @@ pub struct Delivery {
     pub queue: ActiveQueue,
     pub store: Store,
     pub outbound: Outbound,
+    /// Bounces to the SRS sender of a forwarded message go to its original.
+    srs: Arc<crate::srs::Srs>,
     global: Arc<Semaphore>,
     destinations: Destinations,
     dsn_budget: DsnBudget,
@@ -73,6 +75,7 @@ impl Delivery {
         queue: ActiveQueue,
         store: Store,
         outbound: Outbound,
+        srs: Arc<crate::srs::Srs>,
     ) -> Delivery {
         let global = Arc::new(Semaphore::new(config.delivery.concurrency));
         let destinations = Destinations::new(
@@ -84,9 +87,27 @@ impl Delivery {
             queue,
             store,
             outbound,
+            srs,
             global,
             destinations,
             dsn_budget: DsnBudget::new(MAX_DSN_PER_SENDER_PER_HOUR),
+        }
+    }
+
+    /// A bounce of a message this server forwarded with an SRS sender goes
+    /// to the original sender (the address is one of a hosted domain, with
+    /// no mailbox behind it).
+    async fn unwrap_srs(&self, bounce: &mut crate::spool::NewMessage) {
+        for rcpt in &mut bounce.recipients {
+            let Some((local, domain)) = rcpt.address.rsplit_once('@') else {
+                continue;
+            };
+            if !self.store.is_hosted_domain(domain).await.unwrap_or(false) {
+                continue;
+            }
+            if let Some(Ok(original)) = self.srs.reverse(local, now_unix()) {
+                rcpt.address = original;
+            }
         }
     }
 
@@ -339,7 +360,10 @@ async fn deliver_message(
     } else {
         Cow::Borrowed(&[][..])
     };
-    let applied = outcome::apply(&delivery.config, &message, &body, &results, now_unix());
+    let mut applied = outcome::apply(&delivery.config, &message, &body, &results, now_unix());
+    if let Some(bounce) = &mut applied.bounce {
+        delivery.unwrap_srs(bounce).await;
+    }
     let (bounce, counted) = match applied.bounce.map(|b| (b, delivery.dsn_allowed(&message))) {
         Some((b, DsnAllowance::Counted(at))) => (Some((QueueId::generate(), b)), Some(at)),
         Some((b, DsnAllowance::Exempt)) => (Some((QueueId::generate(), b)), None),

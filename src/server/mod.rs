@@ -52,6 +52,8 @@ pub enum ServerError {
     Privileges(#[from] PrivilegeError),
     #[error("no listener could be bound; see the errors above")]
     NoListener,
+    #[error("cannot read or make the SRS key in {0}: {1}")]
+    SrsKey(String, std::io::Error),
     #[error("cannot write {path}: {source}")]
     RunFile {
         path: String,
@@ -104,6 +106,10 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         );
     }
     let store = Store::open(&config.data_dir).await?;
+    let srs = Arc::new(
+        crate::srs::Srs::load(&config.data_dir)
+            .map_err(|e| ServerError::SrsKey(config.data_dir.display().to_string(), e))?,
+    );
     let spool = Spool::open(&config.data_dir)
         .await?
         .with_free_space_floor(&config.data_dir, config.limits.min_free_space);
@@ -118,6 +124,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         queue.clone(),
         store.clone(),
         outbound,
+        Arc::clone(&srs),
     ));
     let shutdown = CancellationToken::new();
     let ctx = Arc::new(ServerContext {
@@ -134,6 +141,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         checks,
         dns: dns.clone(),
         sending: Default::default(),
+        srs,
     });
 
     let infos: Vec<ListenerInfo> = bound

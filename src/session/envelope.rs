@@ -202,6 +202,30 @@ impl Session {
                 return self.reply(reply);
             }
         }
+        // rfc822 is the only address type smtp-proto accepts in ORCPT, so
+        // the stored form names it again.
+        let orcpt = orcpt.map(|a| format!("rfc822;{a}"));
+        // A bounce to the SRS address of mail an alias forwarded goes on to
+        // the original sender; one this server did not write, nowhere.
+        if facts.hosted_domain
+            && let Some(reversed) = self.ctx.srs.reverse(&rcpt.local, now_unix())
+        {
+            let original = reversed
+                .map_err(|e| e.to_string())
+                .and_then(|a| Mailbox::parse(&a, true).map_err(|e| e.to_string()));
+            return match original {
+                Ok(original) => {
+                    tracing::info!(event = "srs_reversed", rcpt = %rcpt, to = %original);
+                    let key = original.recipient_key(false);
+                    self.add_recipient(key, original.to_string(), orcpt, notify_text(to.flags))
+                }
+                Err(why) => self.reply(Reply::new(
+                    550,
+                    (1, 1),
+                    format!("<{rcpt}>: invalid SRS address: {why}"),
+                )),
+            };
+        }
         let standing = ClientStanding {
             authenticated: self.identity.is_some(),
             trusted_network: self.trusted_network,
@@ -210,18 +234,26 @@ impl Session {
             tracing::info!(event = "rejected", rcpt = %rcpt, reply = %reply);
             return self.reply(reply);
         }
-        // A recipient named twice gets its 250 again but one copy.
+        let key = rcpt.recipient_key(facts.hosted_domain);
+        self.add_recipient(key, rcpt.to_string(), orcpt, notify_text(to.flags))
+    }
+
+    /// Takes a recipient into the transaction; one named twice gets its 250
+    /// again but one copy.
+    fn add_recipient(
+        &mut self,
+        key: String,
+        address: String,
+        orcpt: Option<String>,
+        notify: Option<String>,
+    ) -> Flow {
         if let Some(tx) = &mut self.tx
-            && tx
-                .recipient_keys
-                .insert(rcpt.recipient_key(facts.hosted_domain))
+            && tx.recipient_keys.insert(key)
         {
-            // rfc822 is the only address type smtp-proto accepts in ORCPT, so
-            // the stored form names it again.
             tx.recipients.push(NewRecipient {
-                address: rcpt.to_string(),
-                orcpt: orcpt.map(|a| format!("rfc822;{a}")),
-                notify: notify_text(to.flags),
+                address,
+                orcpt,
+                notify,
             });
         }
         self.reply(Reply::new(250, (1, 5), "Ok"))

@@ -262,15 +262,7 @@ fn publish(
             continue;
         };
         if wanted(selector) {
-            // TXT strings hold at most 255 octets.
-            let value = record["value"].as_str().expect("value");
-            let strings: Vec<String> = value
-                .as_bytes()
-                .chunks(255)
-                .map(|c| String::from_utf8_lossy(c).into_owned())
-                .collect();
-            let strings: Vec<&str> = strings.iter().map(String::as_str).collect();
-            dns.txt(name, &strings);
+            dns.txt_long(name, record["value"].as_str().expect("value"));
             published += 1;
         }
     }

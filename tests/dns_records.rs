@@ -63,9 +63,18 @@ fn prints_every_record_ready_to_paste() {
         strings.concat().starts_with("v=DKIM1; k=rsa; p=MII"),
         "{dkim}"
     );
+    let (records_part, ways) = zone.split_once("\n; How mail").expect("ways out");
     assert_eq!(
-        zone.lines().filter(|l| l.starts_with("; ")).count(),
-        zone.lines().filter(|l| l.contains(" 3600 IN ")).count() + 1
+        records_part.lines().filter(|l| l.starts_with("; ")).count(),
+        records_part
+            .lines()
+            .filter(|l| l.contains(" 3600 IN "))
+            .count()
+            + 1
+    );
+    assert!(
+        ways.contains(";   straight from mx.example.com to each recipient's MX"),
+        "{ways}"
     );
     let out = s.cli(&["dns", "unknown.example"]);
     assert_eq!(out.status.code(), Some(1));
@@ -132,5 +141,53 @@ fn check_says_what_is_missing_or_wrong() {
             && t.contains(";   check: MISSING"),
         "{t}"
     );
-    assert!(t.contains("records are missing or wrong"), "{t}");
+    assert!(t.contains("records missing or wrong"), "{t}");
+}
+
+/// A domain whose mail leaves through an ISP's relay: `postern dns` puts the
+/// relay in the SPF record, and `--check` says, from what DNS serves, whether
+/// receivers will pass its mail on each way out.
+#[test]
+fn check_says_for_each_way_out_whether_dmarc_will_pass() {
+    let dns = TestDns::start();
+    let s = TestServer::configure(&format!(
+        "{}[relay]\nhost = \"smtp.isp.example\"\nport = 587\ntls = \"starttls\"\n",
+        config(&dns)
+    ));
+    s.cli_ok(&["domain", "add", "example.com"]);
+    let zone = s.cli_ok(&["dns", "example.com"]);
+    assert!(
+        zone.contains("example.com.                             3600 IN TXT   \"v=spf1 mx a:smtp.isp.example ~all\""),
+        "{zone}"
+    );
+    dns.ip("smtp.isp.example", "192.0.2.25".parse().expect("ip"));
+    dns.mx("example.com", 10, "mx.example.com");
+    dns.ip("mx.example.com", "192.0.2.10".parse().expect("ip"));
+    // The SPF record the domain had before: the relay is not in it.
+    dns.txt("example.com", &["v=spf1 mx -all"]);
+    let check = |s: &TestServer| {
+        let out = s.cli(&["dns", "example.com", "--check"]);
+        (text(&out), out.status.code())
+    };
+    let (t, code) = check(&s);
+    assert!(
+        t.contains(";   FAILS: mail of example.com through smtp.isp.example ([relay]) (192.0.2.25) fails SPF (fail), and DMARC will fail: publish DKIM (the records above) or add a:smtp.isp.example to the SPF record"),
+        "{t}"
+    );
+    assert_eq!(code, Some(1));
+    assert!(t.contains("1 way out where DMARC will fail"), "{t}");
+    // DKIM published: the signature carries DMARC through the relay.
+    let records: Vec<serde_json::Value> =
+        serde_json::from_str(&s.cli_ok(&["dns", "example.com", "--json"])).expect("json");
+    for r in &records {
+        let name = r["name"].as_str().expect("name");
+        if name.contains("._domainkey.") {
+            dns.txt_long(name, r["value"].as_str().expect("value"));
+        }
+    }
+    let (t, _) = check(&s);
+    assert!(
+        t.contains(";   ok: mail of example.com through smtp.isp.example ([relay]) (192.0.2.25) fails SPF (fail); DKIM is aligned, so DMARC passes (add a:smtp.isp.example to the SPF record for SPF too)"),
+        "{t}"
+    );
 }

@@ -132,6 +132,18 @@ impl TestDns {
         );
     }
 
+    /// A TXT record of one value longer than a character-string may be
+    /// (a DKIM key), split into strings of 255 octets as zone files do.
+    pub fn txt_long(&self, name: &str, value: &str) {
+        let strings: Vec<String> = value
+            .as_bytes()
+            .chunks(255)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        let strings: Vec<&str> = strings.iter().map(String::as_str).collect();
+        self.txt(name, &strings);
+    }
+
     pub fn srv(&self, name: &str, priority: u16, port: u16, target: &str) {
         self.add(
             name,

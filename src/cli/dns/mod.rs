@@ -8,6 +8,7 @@ use hickory_resolver::proto::rr::RecordType;
 use super::ConfigArg;
 use crate::dkim;
 use crate::dns::Dns;
+mod paths;
 pub(crate) mod publish;
 
 use crate::http::endpoints::submission_endpoints;
@@ -69,23 +70,40 @@ pub async fn run(args: Args, config: &ConfigArg) -> anyhow::Result<()> {
         .map(|a| a.port());
     let endpoints = submission_endpoints(&ports, https);
     let dkim = dkim::public_records(&config.data_dir, &domain)?;
+    let ways = paths::paths(&config, &domain);
     let records = publish::records(
         &domain,
         &config.hostname,
+        &paths::spf_record(&ways),
         &dkim,
         &endpoints,
         &crate::http::mta_sts_policy(&config),
     );
 
-    let findings = if args.check {
+    let (findings, verdicts) = if args.check {
         let dns = Dns::new(&config.delivery.nameservers)?;
         let mut out = Vec::with_capacity(records.len());
         for r in &records {
             out.push(Some(find(&dns, r).await?));
         }
-        out
+        // The keys that sign now, served as printed: receivers can check
+        // the signatures.
+        let signing: Vec<String> = dkim
+            .iter()
+            .filter(|(key, _)| key.state == dkim::KeyState::Active)
+            .map(|(key, _)| format!("{}._domainkey.{domain}.", key.selector))
+            .collect();
+        let dkim_published = records
+            .iter()
+            .zip(&out)
+            .any(|(r, f)| signing.contains(&r.name) && *f == Some(Finding::Ok));
+        let mut verdicts = Vec::with_capacity(ways.len());
+        for way in &ways {
+            verdicts.push(paths::judge(&dns, &config.hostname, &domain, way, dkim_published).await);
+        }
+        (out, verdicts)
     } else {
-        vec![None; records.len()]
+        (vec![None; records.len()], Vec::new())
     };
 
     let mut out = std::io::stdout();
@@ -119,15 +137,28 @@ pub async fn run(args: Args, config: &ConfigArg) -> anyhow::Result<()> {
                 None => {}
             }
         }
+        writeln!(out, "\n; How mail of {domain} leaves this server:")?;
+        if verdicts.is_empty() {
+            for way in &ways {
+                writeln!(out, ";   {}", way.name)?;
+            }
+        }
+        for verdict in &verdicts {
+            let mark = if verdict.dmarc_passes { "ok" } else { "FAILS" };
+            writeln!(out, ";   {mark}: {}", verdict.sentence)?;
+        }
     }
-    let problems = findings
+    let wrong = findings
         .iter()
         .filter(|f| matches!(f, Some(Finding::Missing | Finding::Wrong(_))))
         .count();
+    let failing = verdicts.iter().filter(|v| !v.dmarc_passes).count();
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
     anyhow::ensure!(
-        problems == 0,
-        "{problems} record{} missing or wrong",
-        if problems == 1 { " is" } else { "s are" }
+        wrong == 0 && failing == 0,
+        "{wrong} record{} missing or wrong; {failing} way{} out where DMARC will fail",
+        plural(wrong),
+        plural(failing)
     );
     Ok(())
 }

@@ -99,6 +99,7 @@ pub fn dkim_records(domain: &str, keys: &[(DomainKey, String)]) -> Vec<Record> {
 pub fn records(
     domain: &str,
     hostname: &str,
+    spf: &str,
     dkim: &[(DomainKey, String)],
     endpoints: &[SubmissionEndpoint],
     mta_sts_policy: &str,
@@ -121,8 +122,8 @@ pub fn records(
         rec(
             d.clone(),
             "TXT",
-            "v=spf1 mx ~all".to_string(),
-            "SPF: the domain's MX hosts may send its mail",
+            spf.to_string(),
+            "SPF: this server (the domain's MX) and each relay its mail goes through may send it",
         ),
     ];
     out.extend(dkim_records(domain, dkim));
@@ -232,7 +233,14 @@ mod tests {
                 implicit_tls: false,
             },
         ];
-        let r = records("example.com", "mx.example.com", &[], &e, "policy");
+        let r = records(
+            "example.com",
+            "mx.example.com",
+            "v=spf1 mx ~all",
+            &[],
+            &e,
+            "policy",
+        );
         let srv: Vec<String> = r
             .iter()
             .filter(|r| r.kind == "SRV" && r.name.starts_with("_sub"))

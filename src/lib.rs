@@ -11,7 +11,7 @@
 //! - `prepare`: the one place an accepted transaction becomes a queued
 //!   message: checks the header section once (hop count, and sender headers
 //!   by `policy`), checks who sent mail from other servers (`dmarc`),
-//!   re-encodes long lines of submitted text, expands aliases, adds Received:,
+//!   makes submitted text 7-bit, expands aliases (SRS for forwards), adds Received:,
 //!   and Date and Message-ID for submitted mail, and signs it (`dkim`).
 //! - `spool`: storage only, behind the `Storage` trait: makes the message
 //!   durable (group commit) before the 250, takes large bodies to disk while

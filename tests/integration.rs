@@ -21,6 +21,7 @@ mod dnsbl;
 mod dovecot;
 mod dual_stack;
 mod durability;
+mod eight_bit;
 mod envelope;
 mod faults;
 mod forwarding;

@@ -10,11 +10,11 @@
 
 use postern::policy::Verdict;
 use postern::policy::sender::{Sender, check_sender_headers};
-use postern::prepare::reencode::reencode_long_lines;
 use postern::prepare::{Arrival, trace_headers};
 use postern::smtp::address::Mailbox;
 use postern::smtp::data::MAX_MESSAGE_LINE;
 use postern::smtp::headers::{HeaderFacts, SenderHeader, header_section};
+use postern::smtp::reencode::{reencode_long_lines, reencode_to_7bit};
 use postern::spool::QueueId;
 
 pub fn check(input: &[u8]) {
@@ -91,6 +91,13 @@ fn check_sender(message: &[u8]) {
 }
 
 fn check_reencode(message: &[u8]) {
+    if let Some(out) = reencode_to_7bit(message) {
+        assert_eq!(
+            reencode_to_7bit(&out),
+            None,
+            "a second 7-bit pass changed {out:?}"
+        );
+    }
     let Some(out) = reencode_long_lines(message) else {
         return;
     };

@@ -65,6 +65,7 @@ impl Endpoint<'_> {
 }
 
 /// One recipient of a delivery attempt.
+#[derive(Clone)]
 pub struct Rcpt<'a> {
     pub idx: u32,
     pub address: &'a str,
@@ -373,6 +374,19 @@ pub async fn transaction(
     if let Err(f) = check_capabilities(host, caps, env) {
         return Ok((everyone(f), true));
     }
+    let seven_bit = seven_bit_body(caps, env);
+    let converted;
+    let env = match &seven_bit {
+        Some(body) => {
+            converted = Envelope {
+                body,
+                recipients: env.recipients.clone(),
+                ..*env
+            };
+            &converted
+        }
+        None => env,
+    };
     let mut commands = vec![mail_command(env, caps)];
     commands.extend(env.recipients.iter().map(|r| rcpt_command(r, caps)));
     let pipelining = caps.has_capability(EXT_PIPELINING);
@@ -410,6 +424,25 @@ pub async fn transaction(
     let failure = DeliveryFailure::from_reply(host, Stage::Mail, mail);
     let reusable = abandon(c, data_reply.as_ref()).await;
     Ok((everyone(failure), reusable))
+}
+
+/// RFC 6152 §3: a server that does not offer 8BITMIME is sent 7-bit text,
+/// the message's 8-bit text parts made quoted-printable. A message with a
+/// DKIM signature goes as it is: re-encoding would break the signature, and
+/// most such servers take 8-bit text anyway (mail submitted here was made
+/// 7-bit before it was signed).
+fn seven_bit_body(caps: &EhloResponse<String>, env: &Envelope<'_>) -> Option<Vec<u8>> {
+    use crate::smtp::headers::{Entry, entries, header_section};
+    if env.body.is_ascii() || caps.has_capability(EXT_8BIT_MIME) {
+        return None;
+    }
+    let signed = entries(header_section(env.body)).any(
+        |entry| matches!(entry, Entry::Field(f) if f.name.eq_ignore_ascii_case(b"DKIM-Signature")),
+    );
+    if signed {
+        return None;
+    }
+    crate::smtp::reencode::reencode_to_7bit(env.body)
 }
 
 /// Sends a group of commands in one write and reads a reply to each.

@@ -1,15 +1,16 @@
 //! The one place where an accepted transaction becomes a queued message
 //! (Postfix's "cleanup"). `prepare` checks the header section (hop count and,
-//! for an authenticated user, the sender headers: `policy` decides), re-encodes
-//! long lines of submitted text (`reencode`), expands aliases (`aliases`), and
-//! puts the trace headers on top: Received:, and for submitted mail Date: and
-//! Message-ID: when the client left them out (RFC 6409 §8), and signs
-//! submitted mail with its domain's DKIM keys (`dkim`). The session hands
-//! it the envelope and the body as received, and gets back the message for
-//! the spool, or the reply that refuses it.
+//! for an authenticated user, the sender headers: `policy` decides), checks
+//! who sent mail from other servers and whether it is spam (`dmarc`,
+//! `filter`), makes submitted text 7-bit (`smtp::reencode`), expands aliases
+//! (`aliases`, with SRS for forwards), and puts the trace headers on top:
+//! Received:, and for submitted mail Date: and Message-ID: when the client
+//! left them out (RFC 6409 §8), and signs submitted mail with its domain's
+//! DKIM keys (`dkim`). The session hands it the envelope and the body as
+//! received, and gets back the message for the spool, or the reply that
+//! refuses it.
 
 mod aliases;
-pub mod reencode;
 
 use std::net::IpAddr;
 
@@ -23,9 +24,9 @@ use crate::policy::Verdict;
 use crate::policy::limits::check_hop_count;
 use crate::policy::sender::{Sender, check_sender_headers};
 use crate::smtp::headers::{HeaderFacts, SenderHeader, header_section, header_section_ends};
+use crate::smtp::reencode::reencode_to_7bit;
 use crate::smtp::reply::Reply;
 use crate::spool::{DsnEnvelope, NewMessage, NewRecipient, QueueId, SpillFile};
-use reencode::reencode_long_lines;
 
 /// Bodies larger than this go to disk while they arrive (256 KiB: a header
 /// section is far smaller, and most mail fits); the first `SPILL_AT` octets
@@ -141,10 +142,13 @@ pub async fn prepare(
     // came; results this server did not write are removed.
     let (results, body) = checked(ctx, origin, (&sender, &recipients), &facts, body).await?;
     // The one point where a submitted message's text may change: after the
-    // header checks, before anything adds headers or signs. Text parts with
-    // lines over 998 octets become quoted-printable; mail from other servers
-    // is kept byte for byte.
-    let body = match (&origin.identity, body.long_lines) {
+    // header checks, before anything adds headers or signs. Text parts that
+    // are not 7-bit (lines over 998 octets, 8-bit octets) become
+    // quoted-printable, so that the signature holds on to any server,
+    // 8BITMIME or not; mail from other servers is kept byte for byte. A
+    // spilled body may hold 8-bit text past what is in memory: it is read.
+    let rewrite = body.long_lines || body.file.is_some() || !body.head.is_ascii();
+    let body = match (&origin.identity, rewrite) {
         (Some(_), true) => reencoded(ctx, body).await.map_err(|e| {
             tracing::error!(event = "spool_failed", error = %e);
             Reply::queue_write_error()
@@ -211,13 +215,12 @@ pub async fn prepare(
     })
 }
 
-/// The body with its over-long text lines re-encoded (unchanged when none is
-/// in a text part). A spilled body is read back for it, a few at a time
+/// The body with its text parts made 7-bit (unchanged when all are). A spilled body is read back for it, a few at a time
 /// (`ServerContext::rewrites`: the whole message and its new form are in
 /// memory meanwhile), and the new form goes back to disk in a new spill.
 async fn reencoded(ctx: &ServerContext, received: ReceivedBody) -> std::io::Result<ReceivedBody> {
     let Some(file) = &received.file else {
-        return Ok(match reencode_long_lines(&received.head) {
+        return Ok(match reencode_to_7bit(&received.head) {
             Some(head) => ReceivedBody {
                 head,
                 file: None,
@@ -231,7 +234,7 @@ async fn reencoded(ctx: &ServerContext, received: ReceivedBody) -> std::io::Resu
         .acquire()
         .await
         .map_err(std::io::Error::other)?;
-    let Some(new) = reencode_long_lines(&file.read_all().await?) else {
+    let Some(new) = reencode_to_7bit(&file.read_all().await?) else {
         return Ok(received);
     };
     // The received form's file goes with `received`.

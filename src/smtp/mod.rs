@@ -6,6 +6,7 @@ pub mod address;
 pub mod data;
 pub mod headers;
 pub mod mailbox_list;
+pub mod reencode;
 pub mod reply;
 pub mod xtext;
 

@@ -3,10 +3,10 @@
 //! and can be told to defer, reject (or answer with terminal escapes), hang,
 //! never accept a connection (`full-backlog`), drop the connection during
 //! DATA, require STARTTLS and AUTH, offer only TLS that modern clients refuse
-//! (`--legacy-tls`), announce a SIZE limit, or send each message back
-//! (`--return-to host,port,rcpt`, as a forwarding server would). Like aiosmtpd
-//! itself, it refuses a message with a line over 1001 octets ("500 Line too
-//! long").
+//! (`--legacy-tls`), leave 8BITMIME out of EHLO (`--no-8bitmime`), announce
+//! a SIZE limit, or send each message back (`--return-to host,port,rcpt`, as
+//! a forwarding server would). Like aiosmtpd itself, it refuses a message with
+//! a line over 1001 octets ("500 Line too long").
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -26,6 +26,7 @@ p.add_argument("--mode", default="normal")
 p.add_argument("--cert"); p.add_argument("--key")
 p.add_argument("--require-tls", action="store_true")
 p.add_argument("--legacy-tls", action="store_true")
+p.add_argument("--no-8bitmime", action="store_true")
 p.add_argument("--auth")
 p.add_argument("--size", type=int, default=0)
 p.add_argument("--no-utf8", action="store_true")
@@ -66,6 +67,11 @@ if a.mode == "hang":
         c, _ = s.accept(); conns.append(c)
 
 class Handler:
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if a.no_8bitmime:
+            responses = [r for r in responses if "8BITMIME" not in r]
+        return responses
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@")[0].lower()
         if local.startswith("defer"):

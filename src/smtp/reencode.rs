@@ -1,14 +1,15 @@
-//! Long lines in submitted mail: a text part with a line over 998 octets
-//! (RFC 5322 §2.1.1) is re-encoded as quoted-printable (RFC 2045 §6.7), whose
-//! lines are at most 76 characters, so that no server on the way refuses it for
-//! that. `prepare` calls it on the whole message before anything signs it;
-//! the multipart structure, the boundaries and every other part stay byte for
-//! byte.
+//! Text parts re-encoded as quoted-printable (RFC 2045 §6.7), whose lines are
+//! at most 76 ASCII characters: a part with a line over 998 octets (RFC 5322
+//! §2.1.1), so that no server on the way refuses it for that, and, to make a
+//! message 7-bit (RFC 6152 §3: for a server without 8BITMIME), a part with
+//! 8-bit octets. `prepare` calls it on submitted mail before anything signs
+//! it, `outbound` on unsigned mail for such a server; the multipart
+//! structure, the boundaries and every other part stay byte for byte.
 
 use std::ops::Range;
 
-use crate::smtp::data::MAX_MESSAGE_LINE;
-use crate::smtp::headers::{Entry, entries, lines, split};
+use super::data::MAX_MESSAGE_LINE;
+use super::headers::{Entry, entries, lines, split};
 
 /// Nesting deeper than this is left as it is: no real message goes there, and
 /// a hostile one must not cost more.
@@ -25,7 +26,33 @@ const QP_LINE: usize = 75;
 /// 7bit or 8bit) are left: they are rare, and changing them could change what
 /// the receiving program reads.
 pub fn reencode_long_lines(message: &[u8]) -> Option<Vec<u8>> {
-    entity(message, Default::Text, true, 0)
+    entity(message, Default::Text, true, 0, Reason::LongLines)
+}
+
+/// The message with every text part that is not 7-bit (8-bit octets, or a
+/// line over 998 octets) made quoted-printable, as `reencode_long_lines`
+/// does; `None` when there is none. 8-bit octets elsewhere (header fields,
+/// other parts) are left: no encoding of a part can change them.
+pub fn reencode_to_7bit(message: &[u8]) -> Option<Vec<u8>> {
+    entity(message, Default::Text, true, 0, Reason::EightBit)
+}
+
+/// Which text parts are re-encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    LongLines,
+    /// Not 7-bit: 8-bit octets or long lines.
+    EightBit,
+}
+
+impl Reason {
+    fn applies(self, body: &[u8]) -> bool {
+        let long = || lines(body).any(|l| l.content.len() > MAX_MESSAGE_LINE);
+        match self {
+            Reason::LongLines => long(),
+            Reason::EightBit => !body.is_ascii() || long(),
+        }
+    }
 }
 
 /// What an entity with no Content-Type is (RFC 2046 §5.1.5).
@@ -137,7 +164,13 @@ fn parameter(value: &[u8], name: &[u8]) -> Option<Vec<u8>> {
 
 /// One entity (a message or a body part); `top` when it is a message, whose
 /// header must then say MIME-Version if anything inside changed.
-fn entity(bytes: &[u8], default: Default, top: bool, depth: usize) -> Option<Vec<u8>> {
+fn entity(
+    bytes: &[u8],
+    default: Default,
+    top: bool,
+    depth: usize,
+    reason: Reason,
+) -> Option<Vec<u8>> {
     if depth > MAX_DEPTH {
         return None;
     }
@@ -159,10 +192,10 @@ fn entity(bytes: &[u8], default: Default, top: bool, depth: usize) -> Option<Vec
             } else {
                 Default::Text
             };
-            multipart(body, h.boundary.as_deref()?, part_default, depth)?
+            multipart(body, h.boundary.as_deref()?, part_default, depth, reason)?
         }
-        ("message", "rfc822" | "global") => entity(body, Default::Text, true, depth + 1)?,
-        ("text", _) if lines(body).any(|l| l.content.len() > MAX_MESSAGE_LINE) => {
+        ("message", "rfc822" | "global") => entity(body, Default::Text, true, depth + 1, reason)?,
+        ("text", _) if reason.applies(body) => {
             dropped = &h.encoding_fields;
             added.extend_from_slice(b"Content-Transfer-Encoding: quoted-printable\r\n");
             if h.content_type.is_none() && !body.is_ascii() && std::str::from_utf8(body).is_ok() {
@@ -193,7 +226,13 @@ fn entity(bytes: &[u8], default: Default, top: bool, depth: usize) -> Option<Vec
 /// A multipart body with its changed parts replaced (RFC 2046 §5.1.1): a part
 /// runs from after its delimiter line to the line end before the next one,
 /// which belongs to the delimiter. Preamble and epilogue stay as they are.
-fn multipart(body: &[u8], boundary: &[u8], default: Default, depth: usize) -> Option<Vec<u8>> {
+fn multipart(
+    body: &[u8],
+    boundary: &[u8],
+    default: Default,
+    depth: usize,
+    reason: Reason,
+) -> Option<Vec<u8>> {
     if boundary.is_empty() {
         return None;
     }
@@ -201,7 +240,7 @@ fn multipart(body: &[u8], boundary: &[u8], default: Default, depth: usize) -> Op
     let mut part_start: Option<usize> = None;
     let mut previous_end = 0;
     let edit = |range: Range<usize>, edits: &mut Vec<(Range<usize>, Vec<u8>)>| {
-        if let Some(new) = entity(&body[range.clone()], default, false, depth + 1) {
+        if let Some(new) = entity(&body[range.clone()], default, false, depth + 1, reason) {
             edits.push((range, new));
         }
     };
@@ -326,6 +365,33 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn to_7bit_encodes_8bit_text_parts_and_leaves_the_rest() {
+        let message = "From: a@b.example\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+            --b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nDer B\u{e4}r.\r\n\
+            --b\r\nContent-Type: text/plain\r\n\r\nplain\r\n\
+            --b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\u{ff}\r\n\
+            --b--\r\n";
+        let out = String::from_utf8(reencode_to_7bit(message.as_bytes()).expect("changed"))
+            .expect("utf8");
+        assert!(
+            out.contains("Content-Transfer-Encoding: quoted-printable\r\n\r\nDer B=C3=A4r."),
+            "{out}"
+        );
+        assert!(
+            out.contains("Content-Type: text/plain\r\n\r\nplain\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("8bit\r\n\r\n\u{ff}\r\n"),
+            "the attachment stays: {out}"
+        );
+        assert_eq!(reencode_to_7bit(out.as_bytes()), None);
+        assert_eq!(reencode_to_7bit(b"Subject: x\r\n\r\nascii\r\n"), None);
+        // Long lines are not 7-bit either.
+        assert!(reencode_long_lines(message.as_bytes()).is_none());
     }
 
     #[test]

@@ -55,9 +55,13 @@ impl ServerContext {
             tracing::error!(event = "store_error", error = %e);
             (None, None)
         });
+        // At least one of each: a store edited by hand to 0 must not stop
+        // the sender's mail for good.
         crate::policy::sending::Allowance {
-            messages_per_hour: messages.unwrap_or(limits.messages_per_hour_per_user),
-            recipients_per_day: recipients.unwrap_or(limits.recipients_per_day_per_user),
+            messages_per_hour: messages.unwrap_or(limits.messages_per_hour_per_user).max(1),
+            recipients_per_day: recipients
+                .unwrap_or(limits.recipients_per_day_per_user)
+                .max(1),
         }
     }
 }

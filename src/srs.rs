@@ -3,7 +3,7 @@
 //! the envelope sender's domain, and this server is not among the original
 //! sender's, so the sender becomes an address of the alias's domain that
 //! carries the original and a keyed hash:
-//! `SRS0=HHHH=TT=example.org=bob@alias-domain`. A bounce to it comes back
+//! `SRS0=HHHHHH=TT=example.org=bob@alias-domain`. A bounce to it comes back
 //! here and is sent on to bob@example.org, if the hash is ours and the
 //! timestamp (days, base32, mod 1024) is at most `MAX_AGE_DAYS` old; any
 //! other SRS0 address of a hosted domain is refused (no open relay through
@@ -13,11 +13,12 @@
 use std::path::Path;
 
 use aws_lc_rs::{hmac, rand};
-use base64::Engine;
 
 /// How long a rewritten address is honoured: a bounce comes within days.
 pub const MAX_AGE_DAYS: i64 = 21;
 const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+/// Characters of the hash in an address.
+const HASH_LEN: u32 = 6;
 
 pub struct Srs {
     key: hmac::Key,
@@ -54,11 +55,22 @@ impl Srs {
     }
 
     /// `sender` rewritten as an address of `domain`; `now` in Unix seconds.
-    pub fn forward(&self, sender: &str, domain: &str, now: i64) -> String {
-        let (local, sender_domain) = sender.rsplit_once('@').unwrap_or((sender, ""));
+    /// `None` when it cannot be: a quoted local part, an address that is
+    /// already an SRS one (of another forwarder: SRS1 is not written), or a
+    /// result whose local part would pass RFC 5321's 64 octets (a VERP
+    /// return path), which the next server and this one's RCPT refuse.
+    pub fn forward(&self, sender: &str, domain: &str, now: i64) -> Option<String> {
+        let (local, sender_domain) = sender.rsplit_once('@')?;
+        let is_srs = local
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case("SRS0=") || p.eq_ignore_ascii_case("SRS1="));
+        if local.starts_with('"') || is_srs || sender_domain.is_empty() {
+            return None;
+        }
         let stamp = timestamp(now);
         let hash = self.hash(&stamp, sender_domain, local);
-        format!("SRS0={hash}={stamp}={sender_domain}={local}@{domain}")
+        let new_local = format!("SRS0={hash}={stamp}={sender_domain}={local}");
+        (new_local.len() <= 64).then(|| format!("{new_local}@{domain}"))
     }
 
     /// The original sender of an SRS0 address (its local part given),
@@ -89,12 +101,21 @@ impl Srs {
         Some(Ok(format!("{original}@{domain}")))
     }
 
-    /// Four base64 characters of the HMAC of the timestamp and the address,
-    /// lower-cased (the hash must survive a change of case).
+    /// Six base32 characters (30 bits, whatever the case) of the HMAC of the
+    /// timestamp and the address, lower-cased (the hash must survive a change
+    /// of case), the parts kept apart so that no other split of the same
+    /// characters has the same hash.
     fn hash(&self, stamp: &str, domain: &str, local: &str) -> String {
-        let data = format!("{stamp}{domain}{local}").to_ascii_lowercase();
+        let data = format!("{stamp}\0{domain}\0{local}").to_ascii_lowercase();
         let tag = hmac::sign(&self.key, data.as_bytes());
-        base64::engine::general_purpose::STANDARD.encode(tag.as_ref())[..4].to_string()
+        let bits = tag
+            .as_ref()
+            .iter()
+            .take(4)
+            .fold(0u32, |acc, &b| acc << 8 | u32::from(b));
+        (0..HASH_LEN)
+            .map(|i| BASE32[(bits >> (5 * i) & 31) as usize] as char)
+            .collect()
     }
 }
 
@@ -129,7 +150,9 @@ mod tests {
     #[test]
     fn a_forwarded_sender_comes_back_whole_and_checked() {
         let srs = Srs::with_secret(b"a secret of sixteen or more");
-        let rewritten = srs.forward("Bob.Smith@Example.org", "alias.example", NOW);
+        let rewritten = srs
+            .forward("Bob.Smith@Example.org", "alias.example", NOW)
+            .expect("rewritten");
         assert!(rewritten.starts_with("SRS0="), "{rewritten}");
         assert!(
             rewritten.ends_with("=Example.org=Bob.Smith@alias.example"),
@@ -155,6 +178,26 @@ mod tests {
         assert_eq!(srs.reverse(&forged, NOW), Some(Err(SrsError::NotOurs)));
         assert_eq!(srs.reverse("SRS0=abcd", NOW), Some(Err(SrsError::NotOurs)));
         assert_eq!(srs.reverse("bob", NOW), None);
+        // Moving characters between the domain and the local part: not ours.
+        let shifted = srs
+            .forward("omspam@victim.c", "alias.example", NOW)
+            .expect("rewritten")
+            .replace("=victim.c=omspam@", "=victim.com=spam@");
+        let local = shifted.split('@').next().expect("local");
+        assert_eq!(srs.reverse(local, NOW), Some(Err(SrsError::NotOurs)));
+    }
+
+    #[test]
+    fn what_cannot_be_rewritten_is_left() {
+        let srs = Srs::with_secret(b"a secret of sixteen or more");
+        let long = format!("{}@lists.example", "bounce-".repeat(8));
+        assert_eq!(srs.forward(&long, "alias.example", NOW), None);
+        assert_eq!(srs.forward("\"a b\"@x.example", "alias.example", NOW), None);
+        assert_eq!(
+            srs.forward("SRS0=x=y=z=w@other.example", "alias.example", NOW),
+            None
+        );
+        assert_eq!(srs.forward("nobody", "alias.example", NOW), None);
     }
 
     #[test]

@@ -153,6 +153,32 @@ fn spoofed_unsigned_signed_reject_and_quarantine_mail_each_gets_its_outcome() {
         &message("Alice <alice@example.com>", "spoofed", ""),
     );
     assert!(r.starts_with("550 5.7.1 example.com is hosted here"), "{r}");
+    // Hidden behind a domain of the sender's own, in one field or two.
+    let r = send_raw(
+        mta,
+        dir,
+        "mallory@remote.example",
+        &message(
+            "mallory@remote.example, Alice <alice@example.com>",
+            "two",
+            "",
+        ),
+    );
+    assert!(r.starts_with("550 5.7.1 example.com is hosted here"), "{r}");
+    let r = send_raw(
+        mta,
+        dir,
+        "mallory@remote.example",
+        &message(
+            "mallory@remote.example",
+            "second",
+            "From: Alice <alice@example.com>\r\n",
+        ),
+    );
+    assert!(
+        r.starts_with("550 5.7.1 Message rejected: it has more than one From: field"),
+        "{r}"
+    );
 
     // The same, signed with a key of example.com (as by a mailing list that
     // passed on alice's message unchanged): taken, with no DMARC record.

@@ -122,8 +122,30 @@ impl DomainKey {
 pub fn domain_keys(data_dir: &Path, domain: &str) -> Result<Vec<DomainKey>, DkimKeyError> {
     let list = list_path(data_dir, domain);
     match std::fs::read(&list) {
-        Ok(text) => serde_json::from_slice(&text)
-            .map_err(|e| DkimKeyError::List(list.clone(), e.to_string())),
+        Ok(text) => {
+            let keys: Vec<DomainKey> = serde_json::from_slice(&text)
+                .map_err(|e| DkimKeyError::List(list.clone(), e.to_string()))?;
+            // Names in the key directory and DNS labels, nothing else.
+            let plain = |s: &str, extra: &[u8]| {
+                !s.is_empty()
+                    && !s.starts_with('.')
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || extra.contains(&b))
+            };
+            match keys
+                .iter()
+                .find(|k| !plain(&k.file, b"._") || !plain(&k.selector, b"."))
+            {
+                Some(bad) => Err(DkimKeyError::List(
+                    list.clone(),
+                    format!(
+                        "{:?} / {:?} is not a plain file name and selector",
+                        bad.file, bad.selector
+                    ),
+                )),
+                None => Ok(keys),
+            }
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(first_keys(domain)
             .into_iter()
             .filter(|k| k.path(data_dir).exists())

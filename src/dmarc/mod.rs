@@ -42,8 +42,8 @@ pub struct Arrival<'a> {
     pub sender: &'a str,
     /// The whole message as received.
     pub message: &'a [u8],
-    /// The domain in From: is one hosted here.
-    pub from_is_hosted: bool,
+    /// Which domains are hosted here: a From: in one of them must prove itself.
+    pub store: &'a crate::store::Store,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -68,6 +68,11 @@ impl Checks {
 
     pub fn enabled(&self) -> bool {
         self.mode != DmarcMode::Off
+    }
+
+    /// Whether the checks act on what they find (`enforce`).
+    pub fn enforcing(&self) -> bool {
+        self.mode == DmarcMode::Enforce
     }
 
     pub fn authserv_id(&self) -> &str {
@@ -121,14 +126,42 @@ impl Checks {
             .with_iprev_result(&iprev, arrival.client_ip);
         let results = field(&results, dkim.is_empty());
         let from_domain = dmarc.domain().to_ascii_lowercase();
-        // DMARC computes alignment only for domains that publish a record;
-        // a hosted domain must prove itself whether or not it does.
-        let passed = dmarc.result() == DmarcResult::Pass
-            || dkim.iter().any(|d| {
+        // Every address of From:, as mail-auth reads them (every field, and
+        // what this server's stricter reader refuses): a hosted domain must
+        // prove itself, whether or not it publishes DMARC, which computes
+        // alignment only for domains that do and skips a From: of several
+        // domains. A store that cannot say counts as hosted.
+        let mut unproven = None;
+        let mut store_failed = false;
+        for address in message.froms() {
+            let Some((_, domain)) = address.rsplit_once('@') else {
+                continue;
+            };
+            let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+            let hosted = arrival
+                .store
+                .is_hosted_domain(&domain)
+                .await
+                .unwrap_or_else(|_| {
+                    store_failed = true;
+                    true
+                });
+            let proven = dkim.iter().any(|d| {
                 d.result() == &DkimResult::Pass
-                    && d.signature().is_some_and(|s| aligned(&s.d, &from_domain))
-            })
-            || (spf.result() == SpfResult::Pass && aligned(mail_from_domain, &from_domain));
+                    && d.signature().is_some_and(|s| aligned(&s.d, &domain))
+            }) || (spf.result() == SpfResult::Pass
+                && aligned(mail_from_domain, &domain));
+            if hosted && !proven {
+                unproven = Some(domain);
+                break;
+            }
+        }
+        let unanswered = store_failed
+            || spf.result() == SpfResult::TempError
+            || matches!(dmarc.result(), DmarcResult::TempError(_))
+            || dkim
+                .iter()
+                .any(|d| matches!(d.result(), DkimResult::TempError(_)));
         tracing::info!(
             event = "authenticated",
             from_domain,
@@ -137,47 +170,48 @@ impl Checks {
             dmarc = ?dmarc.result(),
             policy = ?dmarc.policy(),
         );
-        if self.mode == DmarcMode::Enforce {
-            if arrival.from_is_hosted && matches!(dmarc.result(), DmarcResult::TempError(_)) {
-                return Outcome::Refuse(Reply::new(
+        if self.mode == DmarcMode::Enforce
+            && let Some(domain) = unproven
+        {
+            return Outcome::Refuse(if unanswered {
+                Reply::new(
                     451,
                     (7, 1),
                     format!(
-                        "{from_domain} is hosted here, and DNS did not answer the questions \
-                         that prove this message comes from it; try again later"
+                        "{domain} is hosted here, and the questions that prove this message \
+                         comes from it got no answer; try again later"
                     ),
-                ));
-            }
-            if arrival.from_is_hosted && !passed {
-                return Outcome::Refuse(Reply::new(
+                )
+            } else {
+                Reply::new(
                     550,
                     (7, 1),
                     format!(
-                        "{from_domain} is hosted here, and this message from another server \
+                        "{domain} is hosted here, and this message from another server \
                          has no valid signature or SPF authorisation of it"
                     ),
-                ));
-            }
-            if matches!(dmarc.result(), DmarcResult::Fail(_)) {
-                match dmarc.policy() {
-                    Policy::Reject => {
-                        return Outcome::Refuse(Reply::new(
-                            550,
-                            (7, 1),
-                            format!(
-                                "{from_domain}'s DMARC policy rejects mail that fails its checks, \
-                                 and this message did"
-                            ),
-                        ));
-                    }
-                    Policy::Quarantine => {
-                        return Outcome::Accept {
-                            field: results.into_bytes(),
-                            junk: true,
-                        };
-                    }
-                    Policy::None | Policy::Unspecified => {}
+                )
+            });
+        }
+        if self.mode == DmarcMode::Enforce && matches!(dmarc.result(), DmarcResult::Fail(_)) {
+            match dmarc.policy() {
+                Policy::Reject => {
+                    return Outcome::Refuse(Reply::new(
+                        550,
+                        (7, 1),
+                        format!(
+                            "{from_domain}'s DMARC policy rejects mail that fails its checks, \
+                             and this message did"
+                        ),
+                    ));
                 }
+                Policy::Quarantine => {
+                    return Outcome::Accept {
+                        field: results.into_bytes(),
+                        junk: true,
+                    };
+                }
+                Policy::None | Policy::Unspecified => {}
             }
         }
         Outcome::Accept {
@@ -225,9 +259,9 @@ pub fn without_our_results(message: &[u8], authserv_id: &str) -> Option<Vec<u8>>
         .filter_map(|entry| match entry {
             Entry::Field(f) if f.name.eq_ignore_ascii_case(b"Authentication-Results") => {
                 let value = f.value();
-                let id = String::from_utf8_lossy(&value);
-                let id = id.trim_start().split([';', ' ', '\t']).next().unwrap_or("");
-                id.eq_ignore_ascii_case(authserv_id).then_some(f.raw)
+                let id = authserv_id_of(&String::from_utf8_lossy(&value));
+                id.eq_ignore_ascii_case(authserv_id.trim_end_matches('.'))
+                    .then_some(f.raw)
             }
             _ => None,
         })
@@ -243,6 +277,29 @@ pub fn without_our_results(message: &[u8], authserv_id: &str) -> Option<Vec<u8>>
     }
     kept.extend_from_slice(&message[at..]);
     Some(kept)
+}
+
+/// The authserv-id an Authentication-Results value starts with, as RFC 8601
+/// parsers read it: comments (CFWS) skipped, a quoted string unquoted, a
+/// final dot dropped.
+fn authserv_id_of(value: &str) -> String {
+    let mut plain = String::new();
+    let mut depth = 0usize;
+    for c in value.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth > 0 => depth -= 1,
+            _ if depth > 0 => {}
+            '"' => {}
+            c => plain.push(c),
+        }
+    }
+    let id = plain
+        .trim_start()
+        .split([';', ' ', '\t'])
+        .next()
+        .unwrap_or("");
+    id.trim_end_matches('.').to_string()
 }
 
 #[cfg(test)]
@@ -266,6 +323,18 @@ mod tests {
             without_our_results(b"Subject: hi\r\n\r\nbody\r\n", "mx.example.com"),
             None
         );
+        // Quoted, after a comment, with a final dot: still ours.
+        for disguised in [
+            "Authentication-Results: \"mx.example.com\"; dkim=pass\r\n\r\n",
+            "Authentication-Results: (trust me) mx.example.com; dkim=pass\r\n\r\n",
+            "Authentication-Results: mx.example.com.; dkim=pass\r\n\r\n",
+        ] {
+            assert_eq!(
+                without_our_results(disguised.as_bytes(), "mx.example.com"),
+                Some(b"\r\n".to_vec()),
+                "{disguised}"
+            );
+        }
         // A longer name that starts with ours is someone else's.
         assert_eq!(
             without_our_results(

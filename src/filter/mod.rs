@@ -75,6 +75,17 @@ pub async fn scan(config: &Rspamd, envelope: &Envelope<'_>, message: &[u8]) -> V
         Ok(Err(error)) => return unanswered(config, &error),
         Err(_) => return unanswered(config, &ScanError::Timeout(config.timeout.as_secs())),
     };
+    // rspamd's words go into a header field and a reply: printable ASCII
+    // only, whatever a custom action or message holds.
+    let answer = Answer {
+        action: answer
+            .action
+            .chars()
+            .filter(|c| c.is_ascii_lowercase() || *c == ' ')
+            .take(40)
+            .collect(),
+        ..answer
+    };
     tracing::info!(
         event = "scanned",
         action = %answer.action,
@@ -86,9 +97,9 @@ pub async fn scan(config: &Rspamd, envelope: &Envelope<'_>, message: &[u8]) -> V
             .messages
             .get("smtp_message")
             .map_or(default, String::as_str);
-        // One line of printable text: it goes into an SMTP reply.
+        // One line of printable ASCII: it goes into an SMTP reply.
         text.chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
+            .map(|c| if c.is_ascii_graphic() { c } else { ' ' })
             .take(200)
             .collect::<String>()
     };
@@ -186,14 +197,35 @@ fn header_text(text: &str) -> String {
 pub fn with_subject(message: &[u8], subject: &str) -> Vec<u8> {
     use crate::smtp::headers::{Entry, entries, header_section};
     use base64::Engine;
-    let subject: String = subject.chars().filter(|c| !c.is_control()).collect();
+    // Short enough for one header line, and encoded words of at most 75
+    // characters (RFC 2047 §2), folded between them.
+    let subject: String = subject
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(400)
+        .collect();
     let value = if subject.is_ascii() {
         subject
     } else {
-        format!(
-            "=?utf-8?b?{}?=",
-            base64::engine::general_purpose::STANDARD.encode(subject.as_bytes())
-        )
+        let mut words = Vec::new();
+        let mut chunk = String::new();
+        for c in subject.chars() {
+            if chunk.len() + c.len_utf8() > 45 {
+                words.push(std::mem::take(&mut chunk));
+            }
+            chunk.push(c);
+        }
+        words.push(chunk);
+        words
+            .iter()
+            .map(|w| {
+                format!(
+                    "=?utf-8?b?{}?=",
+                    base64::engine::general_purpose::STANDARD.encode(w.as_bytes())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\r\n ")
     };
     let field = format!("Subject: {value}\r\n");
     let old = entries(header_section(message)).find_map(|entry| match entry {

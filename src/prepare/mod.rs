@@ -33,6 +33,10 @@ use crate::spool::{DsnEnvelope, NewMessage, NewRecipient, QueueId, SpillFile};
 /// stay in memory too, for the checks here.
 pub const SPILL_AT: usize = 256 * 1024;
 
+/// How long the sender checks of one message may take (DNS lookups for SPF,
+/// each DKIM key and DMARC) before the client is asked to try again.
+const CHECKS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A whole body as received.
 pub struct ReceivedBody {
     /// The whole body, or its first `SPILL_AT` octets when it is on disk.
@@ -307,10 +311,11 @@ async fn checked(
         tracing::error!(event = "spool_failed", error = %e);
         Reply::queue_write_error()
     };
-    let _turn;
+    // The turn is for the reading only: the checks wait on DNS and rspamd,
+    // and must not hold up the rewriting of submitted mail meanwhile.
     let whole = match &body.file {
         Some(file) => {
-            _turn = ctx
+            let _turn = ctx
                 .rewrites
                 .acquire()
                 .await
@@ -323,18 +328,34 @@ async fn checked(
     let helo = origin.greeting.map_or("", |(name, _)| name);
     let (mut fields, mut junk, mut changed) = (Vec::new(), false, None);
     if check_sender {
-        let from_is_hosted = match from_domain(facts) {
-            Some(domain) => ctx.store.is_hosted_domain(&domain).await.unwrap_or(false),
-            None => false,
-        };
+        // RFC 5322 §3.6: one From: field. Readers disagree on which of
+        // several to show, and a forger counts on it.
+        if ctx.checks.enforcing() && facts.fields(SenderHeader::From).count() > 1 {
+            return Err(refused(Reply::new(
+                550,
+                (7, 1),
+                "Message rejected: it has more than one From: field",
+            )));
+        }
         let arrival = crate::dmarc::Arrival {
             client_ip: origin.client_ip,
             helo,
             sender,
             message: text,
-            from_is_hosted,
+            store: &ctx.store,
         };
-        match ctx.checks.check(&arrival).await {
+        // Many signatures whose keys never come must not hold the client
+        // (or this message's memory) for long.
+        let checked = tokio::time::timeout(CHECKS_TIMEOUT, ctx.checks.check(&arrival))
+            .await
+            .unwrap_or_else(|_| {
+                Outcome::Refuse(Reply::new(
+                    451,
+                    (4, 3),
+                    "The sender checks took too long; try again later",
+                ))
+            });
+        match checked {
             Outcome::Refuse(reply) => return Err(refused(reply)),
             Outcome::Accept {
                 field,
@@ -410,9 +431,13 @@ async fn forwarding_sender(ctx: &ServerContext, sender: String, forwarded: &[Str
     {
         return sender;
     }
-    let rewritten = ctx.srs.forward(&sender, alias_domain, now_unix());
-    tracing::info!(event = "srs_rewritten", from = %sender, to = %rewritten);
-    rewritten
+    match ctx.srs.forward(&sender, alias_domain, now_unix()) {
+        Some(rewritten) => {
+            tracing::info!(event = "srs_rewritten", from = %sender, to = %rewritten);
+            rewritten
+        }
+        None => sender,
+    }
 }
 
 /// The domain in the message's From:, lower-cased, when it is a plain host

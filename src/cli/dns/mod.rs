@@ -86,11 +86,13 @@ pub async fn run(args: Args, config: &ConfigArg) -> anyhow::Result<()> {
         for r in &records {
             out.push(Some(find(&dns, r).await?));
         }
-        // The keys that sign now, served as printed: receivers can check
-        // the signatures.
+        // The RSA key that signs now, served as printed: every receiver can
+        // check its signature (many do not check Ed25519 ones).
         let signing: Vec<String> = dkim
             .iter()
-            .filter(|(key, _)| key.state == dkim::KeyState::Active)
+            .filter(|(key, _)| {
+                key.state == dkim::KeyState::Active && key.algorithm == dkim::Algorithm::Rsa
+            })
             .map(|(key, _)| format!("{}._domainkey.{domain}.", key.selector))
             .collect();
         let dkim_published = records

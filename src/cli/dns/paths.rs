@@ -82,13 +82,24 @@ pub fn paths(config: &Config, domain: &str) -> Vec<Path> {
 pub fn spf_record(paths: &[Path]) -> String {
     let mut terms = vec!["v=spf1".to_string(), "mx".to_string()];
     for relay in paths.iter().filter_map(|p| p.relay.as_deref()) {
-        let term = format!("a:{relay}");
+        let term = spf_term(relay);
         if !terms.contains(&term) {
             terms.push(term);
         }
     }
     terms.push("~all".to_string());
     terms.join(" ")
+}
+
+/// The SPF term that authorises a relay: its address records, or the
+/// address itself when the config names one. (A provider's relay may send
+/// from other addresses: its own `include:` is then the term to publish.)
+fn spf_term(relay: &str) -> String {
+    match relay.trim_matches(['[', ']']).parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => format!("ip4:{ip}"),
+        Ok(IpAddr::V6(ip)) => format!("ip6:{ip}"),
+        Err(_) => format!("a:{relay}"),
+    }
 }
 
 /// What a receiver will make of the domain's mail on one path.
@@ -147,14 +158,14 @@ pub async fn judge(
             "{start} fails SPF ({spf}); DKIM is aligned, so DMARC passes{}",
             path.relay
                 .as_deref()
-                .map(|r| format!(" (add a:{r} to the SPF record for SPF too)"))
+                .map(|r| format!(" (add {} to the SPF record for SPF too)", spf_term(r)))
                 .unwrap_or_default()
         ),
         (false, false) => format!(
             "{start} fails SPF ({spf}), and DMARC will fail: publish DKIM (the records above){}",
             path.relay
                 .as_deref()
-                .map(|r| format!(" or add a:{r} to the SPF record"))
+                .map(|r| format!(" or add {} to the SPF record", spf_term(r)))
                 .unwrap_or_default()
         ),
     };

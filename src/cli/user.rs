@@ -26,7 +26,7 @@ pub enum UserCommand {
     },
     /// List accounts.
     List,
-    /// Show or set what a user may send (its own limits over [limits]').
+    /// Show or set what a user may send (its own limits over those of `[limits]`).
     Limits {
         address: String,
         #[arg(long)]

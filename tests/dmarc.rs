@@ -59,8 +59,15 @@ pub(crate) fn message(from: &str, subject: &str, extra: &str) -> String {
     )
 }
 
-/// The message signed by dkimpy with `key` as `selector._domainkey.domain`.
-fn dkimpy_signed(key: &Path, selector: &str, domain: &str, message: &str) -> String {
+/// A message from `from` signed by dkimpy with `key` as
+/// `selector._domainkey.<from's domain>`.
+fn dkimpy_signed(key: &Path, selector: &str, from: &str, subject: &str) -> String {
+    let domain = from
+        .trim_end_matches('>')
+        .rsplit_once('@')
+        .expect("address")
+        .1;
+    let message = message(from, subject, "");
     require_tool("dkimsign");
     let out = run_with_stdin(
         std::process::Command::new("dkimsign").args([
@@ -68,7 +75,7 @@ fn dkimpy_signed(key: &Path, selector: &str, domain: &str, message: &str) -> Str
             domain,
             key.to_str().expect("path"),
         ]),
-        message,
+        &message,
     );
     assert!(out.status.success(), "dkimsign: {}", text(&out));
     let signed = String::from_utf8(out.stdout).expect("utf8");
@@ -154,26 +161,19 @@ fn spoofed_unsigned_signed_reject_and_quarantine_mail_each_gets_its_outcome() {
     );
     assert!(r.starts_with("550 5.7.1 example.com is hosted here"), "{r}");
     // Hidden behind a domain of the sender's own, in one field or two.
-    let r = send_raw(
-        mta,
-        dir,
-        "mallory@remote.example",
-        &message(
-            "mallory@remote.example, Alice <alice@example.com>",
-            "two",
-            "",
-        ),
-    );
-    assert!(r.starts_with("550 5.7.1 example.com is hosted here"), "{r}");
-    let r = send_raw(
-        mta,
-        dir,
-        "mallory@remote.example",
-        &message(
+    let as_mallory = |from: &str, extra: &str| {
+        send_raw(
+            mta,
+            dir,
             "mallory@remote.example",
-            "second",
-            "From: Alice <alice@example.com>\r\n",
-        ),
+            &message(from, "hidden", extra),
+        )
+    };
+    let r = as_mallory("mallory@remote.example, Alice <alice@example.com>", "");
+    assert!(r.starts_with("550 5.7.1 example.com is hosted here"), "{r}");
+    let r = as_mallory(
+        "mallory@remote.example",
+        "From: Alice <alice@example.com>\r\n",
     );
     assert!(
         r.starts_with("550 5.7.1 Message rejected: it has more than one From: field"),
@@ -183,24 +183,14 @@ fn spoofed_unsigned_signed_reject_and_quarantine_mail_each_gets_its_outcome() {
     // The same, signed with a key of example.com (as by a mailing list that
     // passed on alice's message unchanged): taken, with no DMARC record.
     let own = dkimpy_key(keys.path(), &dns, "list", "example.com");
-    let returned = dkimpy_signed(
-        &own,
-        "list",
-        "example.com",
-        &message("Alice <alice@example.com>", "returned", ""),
-    );
+    let returned = dkimpy_signed(&own, "list", "Alice <alice@example.com>", "returned");
     assert_eq!(send_raw(mta, dir, "list@lists.example", &returned), "250");
 
     // Not signed, no SPF, no DMARC: delivered, and said so.
     let r = plain("carol@remote.example", "unsigned");
     assert_eq!(r, "250");
     // Signed by dkimpy: DKIM and DMARC pass, though SPF fails.
-    let signed = dkimpy_signed(
-        &key,
-        "sel1",
-        "signer.example",
-        &message("dave@signer.example", "signed", ""),
-    );
+    let signed = dkimpy_signed(&key, "sel1", "dave@signer.example", "signed");
     assert_eq!(send_raw(mta, dir, "dave@signer.example", &signed), "250");
     // SPF aligned, no signature: DMARC passes too.
     let r = plain("erin@spf.example", "spf");

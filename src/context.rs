@@ -40,30 +40,11 @@ pub struct ServerContext {
     pub checks: crate::dmarc::Checks,
     /// The resolver delivery uses, for the block lists asked at connect.
     pub dns: crate::dns::Dns,
-    /// What each user sent lately, against `[limits]`' sending limits.
-    pub sending: crate::policy::sending::SendingLog,
+    /// What each user sends: the sending limits, and the hold on an
+    /// account that looks stolen.
+    pub watch: Arc<crate::watch::Watch>,
     /// The key of the sender addresses of forwarded mail.
     pub srs: Arc<crate::srs::Srs>,
-}
-
-impl ServerContext {
-    /// The sending limits of `user`: their own (`postern user limits`), else
-    /// the configured ones. A local Unix user has no account: the defaults.
-    pub async fn allowance(&self, user: &str) -> crate::policy::sending::Allowance {
-        let limits = &self.config.limits;
-        let (messages, recipients) = self.store.sending_limits(user).await.unwrap_or_else(|e| {
-            tracing::error!(event = "store_error", error = %e);
-            (None, None)
-        });
-        // At least one of each: a store edited by hand to 0 must not stop
-        // the sender's mail for good.
-        crate::policy::sending::Allowance {
-            messages_per_hour: messages.unwrap_or(limits.messages_per_hour_per_user).max(1),
-            recipients_per_day: recipients
-                .unwrap_or(limits.recipients_per_day_per_user)
-                .max(1),
-        }
-    }
 }
 
 /// A `ServerContext` for in-process tests (the session harness): a
@@ -125,7 +106,11 @@ pub mod testing {
                     crate::config::DmarcMode::Off,
                 ),
                 dns: crate::dns::Dns::new(&[]).expect("dns"),
-                sending: Default::default(),
+                watch: Arc::new(crate::watch::Watch::new(
+                    Arc::clone(&config),
+                    store.clone(),
+                    queue.clone(),
+                )),
                 srs: Arc::new(crate::srs::Srs::with_secret(b"the unit tests' SRS key")),
                 auth: Authenticator::new(
                     store.clone(),

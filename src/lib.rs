@@ -29,6 +29,8 @@
 //!   the signatures of submitted mail and their rotation; `dmarc`: SPF, DKIM
 //!   and DMARC checks of mail from other servers; `filter`: the spam filter
 //!   (rspamd).
+//! - `watch`: what each user sends: the sending limits, and the hold on an
+//!   account whose last hour is a burst against its own history.
 //! - `server`: wires the above together and drains on SIGTERM; `context`
 //!   holds what it hands every connection; `control` is the local socket
 //!   through which `postern queue` changes the queue of the running server;
@@ -51,7 +53,7 @@
 //! 2. `config`, `store`, `spool`, `check`, `policy`.
 //! 3. `auth`, `tls`, `dsn`, `router`, `dmarc`, `filter`, `local`, `prometheus`.
 //! 4. `outbound`, `acme`; 5. `scheduler`.
-//! 6. `context` (`ServerContext`, what connections share), `control`.
+//! 6. `control`, `watch`, then `context` (`ServerContext`, what connections share).
 //! 7. `prepare`; 8. `session`; 9. `listener`, `sendmail`; 10. `http`;
 //! 11. `server`; 12. `cli`.
 
@@ -90,3 +92,4 @@ pub mod srs;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod watch;

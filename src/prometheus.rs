@@ -78,6 +78,10 @@ fn describe() {
         "postern_sending_limited_total",
         "Messages or recipients of a user refused at a sending limit, by limit"
     );
+    describe_counter!(
+        "postern_user_holds_total",
+        "Accounts whose outgoing mail was put on hold after a burst (a stolen password's sign)"
+    );
     describe_histogram!(
         "postern_delivery_seconds",
         Unit::Seconds,
@@ -95,6 +99,10 @@ fn describe() {
     describe_gauge!(
         "postern_spool_low_space",
         "1 while free space in data_dir is below min_free_space (new mail gets 452)"
+    );
+    describe_gauge!(
+        "postern_users_held",
+        "Accounts whose outgoing mail is on hold now"
     );
     describe_gauge!("postern_queue_messages", "Messages in the queue");
     describe_gauge!(
@@ -128,16 +136,23 @@ pub fn zero(listeners: &[(u16, &'static str)]) {
     for result in ["delivered", "deferred", "bounced", "expired"] {
         metrics::counter!("postern_deliveries_total", "result" => result).absolute(0);
     }
-    for limit in ["messages_per_hour", "recipients_per_day"] {
+    for limit in [
+        "messages_per_hour",
+        "recipients_per_day",
+        "new_recipients_per_day",
+    ] {
         metrics::counter!("postern_sending_limited_total", "limit" => limit).absolute(0);
     }
     for name in [
         "postern_auth_cache_hits_total",
         "postern_dsn_suppressed_total",
+        "postern_user_holds_total",
     ] {
         metrics::counter!(name).absolute(0);
     }
     metrics::gauge!("postern_outbound_port25_blocked").set(0.0);
+    // The watch sets it from the store at once; 0 until then.
+    metrics::gauge!("postern_users_held").set(0.0);
 }
 
 /// Counts a refused command (`session::reply`).

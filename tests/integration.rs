@@ -44,6 +44,7 @@ mod queue_control;
 mod queue_id_logs;
 mod reload;
 mod rspamd;
+mod sender_watch;
 mod sending_limits;
 mod sendmail;
 mod service;

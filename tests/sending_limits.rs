@@ -1,12 +1,13 @@
 //! What one user may send (`[limits] messages_per_hour_per_user`,
-//! `recipients_per_day_per_user`, `postern user limits`): at each limit
-//! exactly, with Python's smtplib as the user's mail program.
+//! `recipients_per_day_per_user`, `new_recipients_per_day_per_user`,
+//! `postern user limits`): at each limit exactly, with Python's smtplib as
+//! the user's mail program.
 
 use crate::common::*;
 
 /// alice sends one message to `rcpts` over STARTTLS; prints the refused
 /// recipients, or the refusal of the whole message.
-const SEND_TO_MANY: &str = r#"
+pub(crate) const SEND_TO_MANY: &str = r#"
 import smtplib, ssl, sys
 host, port, password = sys.argv[1:4]
 rcpts = sys.argv[4:]
@@ -57,7 +58,8 @@ fn messages_per_hour_and_recipients_per_day_at_the_limit_and_a_users_own() {
     ]);
     assert_eq!(
         set.trim(),
-        "alice@example.com: messages per hour 10, recipients per day 5 (the default)"
+        "alice@example.com: messages per hour 10, recipients per day 5 (the default), \
+         new recipients per day 1000 (the default)"
     );
     let r = alice_submits(submission, body);
     assert!(r.starts_with("250 "), "{r}");
@@ -88,4 +90,54 @@ fn messages_per_hour_and_recipients_per_day_at_the_limit_and_a_users_own() {
         "0",
     ]);
     assert_eq!(zero.status.code(), Some(1), "{}", text(&zero));
+}
+
+/// First-time recipients run out at the limit; those written to before
+/// still go, also after a restart (the store remembers them), and a user's
+/// own limit lifts it.
+#[test]
+fn new_recipients_per_day_at_the_limit_and_known_ones_still_go() {
+    let mut s = TestServer::start("[limits]\nnew_recipients_per_day_per_user = 2\n");
+    let send = |s: &TestServer, rcpts: &[&str]| {
+        let port = s.port("submission").to_string();
+        let mut args = vec!["127.0.0.1", port.as_str(), PASSWORD];
+        args.extend(rcpts);
+        text(&python(SEND_TO_MANY, &args)).trim().to_string()
+    };
+    assert_eq!(
+        send(&s, &["bob@remote.example", "carol@remote.example"]),
+        "sent, refused: {}"
+    );
+    let r = send(&s, &["Bob@remote.example", "dave@remote.example"]);
+    assert!(
+        r.starts_with("sent, refused: {'dave@remote.example': (451, b'4.7.0 alice@example.com has sent to 2 new recipients in the last 24 hours, the most allowed; more may go at "),
+        "{r}"
+    );
+    assert!(
+        s.log().contains("limit=\"new_recipients_per_day\""),
+        "{}",
+        s.log()
+    );
+    s.cli_ok(&[
+        "user",
+        "limits",
+        "alice@example.com",
+        "--new-recipients-per-day",
+        "3",
+    ]);
+    assert_eq!(send(&s, &["dave@remote.example"]), "sent, refused: {}");
+    let r = send(&s, &["erin@remote.example"]);
+    assert!(r.starts_with("all refused:"), "{r}");
+    // The day's count starts again with the server; whom she wrote to does
+    // not: three known and one new pass a limit of three, where four new
+    // would not.
+    s.kill();
+    s.spawn();
+    let known_and_one_new = [
+        "bob@remote.example",
+        "carol@remote.example",
+        "dave@remote.example",
+        "frank@remote.example",
+    ];
+    assert_eq!(send(&s, &known_and_one_new), "sent, refused: {}");
 }

@@ -31,7 +31,7 @@ pub enum QueueCommand {
         json: bool,
         /// Counts only: recipients by state and by destination, the oldest
         /// message's age (fast with millions queued).
-        #[arg(long, conflicts_with_all = ["limit", "state", "to_domain"])]
+        #[arg(long, conflicts_with_all = ["limit", "state", "to_domain", "user"])]
         summary: bool,
         /// At most N messages, the oldest first (default: all, printed as
         /// they are read).
@@ -44,6 +44,10 @@ pub enum QueueCommand {
         /// (any case).
         #[arg(long, value_name = "DOMAIN")]
         to_domain: Option<String>,
+        /// Only messages this account submitted (`--state held --user
+        /// ADDRESS`: what its hold keeps).
+        #[arg(long, value_name = "ADDRESS")]
+        user: Option<String>,
     },
     /// Show one message: envelope, recipients and their state.
     Show {
@@ -78,7 +82,7 @@ pub enum StateArg {
     Queued,
     /// Tried before, waiting for the next attempt.
     Deferred,
-    /// Kept by `postern queue hold`.
+    /// Kept by `postern queue hold`, or by its sender's hold (`postern user list`).
     Held,
 }
 
@@ -129,6 +133,7 @@ pub async fn run(cmd: QueueCommand, config: &ConfigArg) -> anyhow::Result<()> {
             limit,
             state,
             to_domain,
+            user,
         } => {
             let config = config.load()?;
             let spool = Spool::open(&config.data_dir).await?;
@@ -152,6 +157,7 @@ pub async fn run(cmd: QueueCommand, config: &ConfigArg) -> anyhow::Result<()> {
             let filter = ListFilter {
                 state: state.map(MessageState::from),
                 domain: to_domain,
+                user: user.map(|u| u.to_lowercase()),
             };
             let pages = spool.pages(filter, limit, LIST_PAGE);
             // Buffered, and flushed after each page: a large queue prints as
@@ -307,7 +313,9 @@ async fn print_table(out: &mut impl Write, mut pages: Pages) -> anyhow::Result<(
 /// Has the running server make a change to the queue, or makes it on the
 /// spool when no server listens; returns what it concerned (see
 /// `control::Response`).
-async fn change(config: &Config, request: Request) -> anyhow::Result<u64> {
+/// Has the running server make `request`'s change, or makes it on the
+/// files when none runs.
+pub(super) async fn change(config: &Config, request: Request) -> anyhow::Result<u64> {
     match control::ask(config, &request).await? {
         Asked::Answer(Response::Done { count }) => Ok(count),
         Asked::Answer(Response::Failed { error }) => {

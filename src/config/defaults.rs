@@ -98,6 +98,14 @@ pub const DKIM_RETIRE_AFTER_SECS: u64 = 7 * 86_400;
 /// 2,000 messages a day; a spam run sends thousands an hour).
 pub const MESSAGES_PER_HOUR_PER_USER: u64 = 300;
 pub const RECIPIENTS_PER_DAY_PER_USER: u64 = 3_000;
+pub const NEW_RECIPIENTS_PER_DAY_PER_USER: u64 = 1_000;
+/// A burst: ten times the user's busiest hour of the week, and at least
+/// these floors, which a user with no history must pass first. Below the
+/// hourly message limit, so that a thief is held before being limited.
+pub const BURST_FACTOR: u64 = 10;
+pub const BURST_MESSAGES_PER_HOUR: u64 = 200;
+pub const BURST_NEW_RECIPIENTS_PER_HOUR: u64 = 200;
+pub const BURST_BOUNCES_PER_HOUR: u64 = 50;
 /// `[filter] rspamd_timeout`: rspamd answers in well under a second; this
 /// covers its DNS lookups on a slow day without holding a client long.
 pub const RSPAMD_TIMEOUT_SECS: u64 = 15;

@@ -58,6 +58,12 @@ pub struct LimitsFile {
     pub min_free_space: Option<u64>,
     pub messages_per_hour_per_user: Option<u64>,
     pub recipients_per_day_per_user: Option<u64>,
+    pub new_recipients_per_day_per_user: Option<u64>,
+    pub hold_on_burst: Option<bool>,
+    pub burst_factor: Option<u64>,
+    pub burst_messages_per_hour: Option<u64>,
+    pub burst_new_recipients_per_hour: Option<u64>,
+    pub burst_bounces_per_hour: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -150,6 +150,10 @@ pub struct Limits {
     /// What one user may send (`postern user limits` sets a user's own).
     pub messages_per_hour_per_user: u64,
     pub recipients_per_day_per_user: u64,
+    pub new_recipients_per_day_per_user: u64,
+    /// When a user's outgoing mail is held as a stolen account's;
+    /// `None`: never (`hold_on_burst = false`).
+    pub burst: Option<crate::policy::sending::Burst>,
 }
 
 /// `[auth]`: how successful logins are remembered (auth/cache.rs).

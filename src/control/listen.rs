@@ -179,20 +179,23 @@ async fn reload(reloads: &mpsc::Sender<ReloadAsk>) -> Response {
 }
 
 /// Performs `request` and logs it: `event="queue_…" qid=…` (`qid="all"` for
-/// a retry of everything).
+/// a retry of everything), `event="user_…" user=…`.
 async fn act(queue: &ActiveQueue, delivery: &Delivery, request: &Request) -> Response {
     let event = request.event();
-    let qid = request.id().map_or("all", |id| id.as_str());
+    // An empty user: not a user's request; a user's is about their messages.
+    let user = request.user().unwrap_or_default();
+    let every = if user.is_empty() { "all" } else { "theirs" };
+    let qid = request.id().map_or(every, |id| id.as_str());
     if matches!(request, Request::Retry { .. } | Request::RetryAll {}) {
         delivery.retry_destinations();
     }
     match perform(queue.spool(), Some(queue), request).await {
         Ok(count) => {
-            tracing::info!(event, qid = %qid, count, "done at the operator's request");
+            tracing::info!(event, qid = %qid, user, count, "done at the operator's request");
             Response::Done { count }
         }
         Err(e) => {
-            tracing::warn!(event = "control_failed", command = event, qid = %qid, error = %e);
+            tracing::warn!(event = "control_failed", command = event, qid = %qid, user, error = %e);
             Response::Failed {
                 error: e.to_string(),
             }

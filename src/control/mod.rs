@@ -1,5 +1,6 @@
 //! The control socket (OpenSMTPD's smtpctl model): while the server runs,
-//! `postern queue retry|delete|hold|release` and `postern reload` ask it over a Unix socket,
+//! `postern queue retry|delete|hold|release`, `postern user
+//! hold|release|purge-held` and `postern reload` ask it over a Unix socket,
 //! `data_dir/run/control.sock` (owner only), and the server makes the change,
 //! tells its scheduler and logs it with the queue id; the CLI never writes the
 //! spool behind its back. With no server listening, the CLI makes the same
@@ -24,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::scheduler::ActiveQueue;
-use crate::spool::{QueueId, Spool, SpoolError};
+use crate::spool::{ListFilter, MessageState, QueueId, Spool, SpoolError};
 
 pub use client::{Asked, ask};
 use listen::Lock;
@@ -78,6 +79,13 @@ pub enum Request {
     Hold { id: QueueId },
     /// Release a held message, due now.
     Release { id: QueueId },
+    /// Keep every message an account submitted from delivery (its outgoing
+    /// mail is on hold: `postern user hold`).
+    HoldUser { user: String },
+    /// Release every held message an account submitted (`postern user release`).
+    ReleaseUser { user: String },
+    /// Remove every held message an account submitted (`postern user purge-held`).
+    PurgeHeld { user: String },
     /// Read the configuration and certificates again (`postern reload`).
     Reload {},
 }
@@ -90,18 +98,37 @@ impl Request {
             Request::Delete { .. } => "queue_delete",
             Request::Hold { .. } => "queue_hold",
             Request::Release { .. } => "queue_release",
+            Request::HoldUser { .. } => "user_hold",
+            Request::ReleaseUser { .. } => "user_release",
+            Request::PurgeHeld { .. } => "user_purge_held",
             Request::Reload {} => "reload",
         }
     }
 
-    /// The message it is about; `None` for all of them.
+    /// The message it is about; `None` for all of them, or for a user's.
     fn id(&self) -> Option<&QueueId> {
         match self {
-            Request::RetryAll {} | Request::Reload {} => None,
+            Request::RetryAll {}
+            | Request::Reload {}
+            | Request::HoldUser { .. }
+            | Request::ReleaseUser { .. }
+            | Request::PurgeHeld { .. } => None,
             Request::Retry { id }
             | Request::Delete { id }
             | Request::Hold { id }
             | Request::Release { id } => Some(id),
+        }
+    }
+}
+
+impl Request {
+    /// The account whose mail it is about, for a user's request.
+    fn user(&self) -> Option<&str> {
+        match self {
+            Request::HoldUser { user }
+            | Request::ReleaseUser { user }
+            | Request::PurgeHeld { user } => Some(user),
+            _ => None,
         }
     }
 }
@@ -153,7 +180,7 @@ pub enum ControlError {
 /// Performs `request` on the spool and, inside the server, tells the
 /// scheduler's `queue`: a held or deleted message that waits for a delivery
 /// slot is not delivered, and what became due is looked at now. Returns how
-/// many recipients it concerned (messages, for a delete).
+/// many recipients it concerned (messages, for a delete or a purge).
 pub async fn perform(
     spool: &Spool,
     queue: Option<&ActiveQueue>,
@@ -167,7 +194,44 @@ pub async fn perform(
             }
             Ok(n)
         }
-        Request::Delete { id } | Request::Hold { id } => {
+        Request::Delete { id } => on_message(spool, queue, id, Change::Delete).await,
+        Request::Hold { id } => on_message(spool, queue, id, Change::Hold).await,
+        Request::Release { id } => on_message(spool, queue, id, Change::Release).await,
+        Request::HoldUser { user } => on_user(spool, queue, user, None, Change::Hold).await,
+        Request::ReleaseUser { user } => {
+            on_user(
+                spool,
+                queue,
+                user,
+                Some(MessageState::Held),
+                Change::Release,
+            )
+            .await
+        }
+        Request::PurgeHeld { user } => {
+            on_user(spool, queue, user, Some(MessageState::Held), Change::Delete).await
+        }
+        // Not a queue change: the server answers it before it gets here,
+        // and without a server there is nothing to reload.
+        Request::Reload {} => Ok(0),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Delete,
+    Hold,
+    Release,
+}
+
+async fn on_message(
+    spool: &Spool,
+    queue: Option<&ActiveQueue>,
+    id: &QueueId,
+    change: Change,
+) -> Result<u64, SpoolError> {
+    match change {
+        Change::Delete | Change::Hold => {
             // Withdrawn before the change, so that a claimed message's
             // delivery does not start meanwhile (a fresh one reads its body
             // from memory, not from the spool it leaves), and after it, so
@@ -179,14 +243,14 @@ pub async fn perform(
                 }
             };
             withdraw();
-            let changed = match request {
-                Request::Delete { .. } => spool.delete(id).await.map(u64::from),
+            let changed = match change {
+                Change::Delete => spool.delete(id).await.map(u64::from),
                 _ => spool.hold(id).await,
             };
             withdraw();
             changed
         }
-        Request::Release { id } => {
+        Change::Release => {
             let n = spool.release_held(id).await?;
             if let Some(queue) = queue {
                 queue.restore(id);
@@ -194,10 +258,34 @@ pub async fn perform(
             }
             Ok(n)
         }
-        // Not a queue change: the server answers it before it gets here,
-        // and without a server there is nothing to reload.
-        Request::Reload {} => Ok(0),
     }
+}
+
+/// `change` on every message `user` submitted that is in `state`. The ids
+/// are read first, a page at a time, so that a change does not move the
+/// listing under its feet.
+async fn on_user(
+    spool: &Spool,
+    queue: Option<&ActiveQueue>,
+    user: &str,
+    state: Option<MessageState>,
+    change: Change,
+) -> Result<u64, SpoolError> {
+    let filter = ListFilter {
+        state,
+        domain: None,
+        user: Some(user.to_string()),
+    };
+    let mut ids = Vec::new();
+    let mut pages = spool.pages(filter, None, crate::spool::LIST_PAGE);
+    while let Some(page) = pages.next().await? {
+        ids.extend(page.into_iter().map(|m| m.id));
+    }
+    let mut n = 0;
+    for id in &ids {
+        n += on_message(spool, queue, id, change).await?;
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

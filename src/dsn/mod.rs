@@ -237,6 +237,7 @@ pub fn bounce(
         dsn: DsnEnvelope::default(),
         auth_user: None,
         smtputf8: original.smtputf8,
+        held: false,
         body: body.into(),
     })
 }

@@ -1,8 +1,9 @@
-//! What one user may send: messages per hour and recipients per day, over
-//! sliding windows, so that a stolen password sends a few hundred messages
-//! before the host hears of it, not a hundred thousand. Counted in memory
-//! (a restart starts again: a thief cannot restart the server), per
-//! authenticated account or local Unix user.
+//! What one user may send: messages per hour, recipients per day and
+//! first-time recipients per day, over sliding windows, so that a stolen
+//! password sends a few hundred messages before the host hears of it, not a
+//! hundred thousand; and when a user's last hour is a burst against their
+//! own history. Counted in memory (a restart starts again: a thief cannot
+//! restart the server), per authenticated account or local Unix user.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -17,27 +18,80 @@ const DAY: i64 = 86_400;
 pub struct Allowance {
     pub messages_per_hour: u64,
     pub recipients_per_day: u64,
+    pub new_recipients_per_day: u64,
 }
 
-/// Every user's messages of the last day: when, and to how many.
+/// A user's last hour is a burst, and their outgoing mail is held, when one
+/// of its counts is above `factor` times the user's busiest hour of the last
+/// 7 days and above its floor here (a user without history meets the floor).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Burst {
+    pub factor: u64,
+    pub messages_per_hour: u64,
+    pub new_recipients_per_hour: u64,
+    pub bounces_per_hour: u64,
+}
+
+/// What a user sent in one hour (or the most of each in several).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HourCounts {
+    pub messages: u64,
+    pub new_recipients: u64,
+    pub bounces: u64,
+}
+
+/// One message a user sent: when, to how many, how many of them first-time.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    at: i64,
+    recipients: u64,
+    new: u64,
+}
+
+#[derive(Default)]
+struct UserLog {
+    sent: VecDeque<Sent>,
+    bounces: VecDeque<i64>,
+}
+
+impl UserLog {
+    /// Drops what left the day before `now`.
+    fn trimmed(&mut self, now: i64) -> &mut UserLog {
+        while self.sent.front().is_some_and(|s| s.at <= now - DAY) {
+            self.sent.pop_front();
+        }
+        while self.bounces.front().is_some_and(|at| *at <= now - HOUR) {
+            self.bounces.pop_front();
+        }
+        self
+    }
+}
+
+/// Every user's messages of the last day and bounces of the last hour.
 #[derive(Default)]
 pub struct SendingLog {
-    sent: Mutex<HashMap<String, VecDeque<(i64, u64)>>>,
+    users: Mutex<HashMap<String, UserLog>>,
 }
 
 impl SendingLog {
+    fn with_user<T>(&self, user: &str, now: i64, f: impl FnOnce(&mut UserLog) -> T) -> T {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        // Looked up before inserting: most checks are of users already known.
+        match users.get_mut(user) {
+            Some(log) => f(log.trimmed(now)),
+            None => f(users.entry(user.to_string()).or_default()),
+        }
+    }
+
     /// Refuses a new message when the user's last hour is full.
     pub fn check_message(&self, user: &str, allowance: Allowance, now: i64) -> Result<(), Reply> {
-        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(log) = sent.get_mut(user) else {
-            return Ok(());
-        };
-        forget_before(log, now - DAY);
-        let in_hour: Vec<i64> = log
-            .iter()
-            .filter(|(at, _)| *at > now - HOUR)
-            .map(|(at, _)| *at)
-            .collect();
+        let in_hour: Vec<i64> = self.with_user(user, now, |log| {
+            log.sent
+                .iter()
+                .filter(|s| s.at > now - HOUR)
+                .map(|s| s.at)
+                .collect()
+        });
         if in_hour.len() as u64 >= allowance.messages_per_hour {
             let frees = in_hour[in_hour.len() - allowance.messages_per_hour as usize] + HOUR;
             return Err(limited(
@@ -62,39 +116,130 @@ impl SendingLog {
         pending: u64,
         now: i64,
     ) -> Result<(), Reply> {
-        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        let log = sent.entry(user.to_string()).or_default();
-        forget_before(log, now - DAY);
-        let in_day: u64 = log.iter().map(|(_, n)| n).sum();
-        if in_day + pending >= allowance.recipients_per_day {
-            // The day frees room as its oldest messages leave it.
-            let frees = log.front().map_or(now, |(at, _)| at + DAY);
-            return Err(limited(
+        self.check_day(user, now, pending, allowance.recipients_per_day, |s| {
+            s.recipients
+        })
+        .map_err(|(count, frees)| {
+            limited(
                 "recipients_per_day",
                 format!(
-                    "{user} has sent to {} recipients in the last 24 hours, the most allowed; \
-                     more may go at {}",
-                    in_day + pending,
-                    clock(frees)
+                    "{user} has sent to {count} recipients in the last 24 hours, the most \
+                         allowed; more may go at {frees}"
                 ),
-            ));
+            )
+        })
+    }
+
+    /// Refuses one more first-time recipient (the message already has
+    /// `pending` of them) when the user's last day has had its share.
+    pub fn check_new_recipient(
+        &self,
+        user: &str,
+        allowance: Allowance,
+        pending: u64,
+        now: i64,
+    ) -> Result<(), Reply> {
+        self.check_day(user, now, pending, allowance.new_recipients_per_day, |s| {
+            s.new
+        })
+        .map_err(|(count, frees)| {
+            limited(
+                "new_recipients_per_day",
+                format!(
+                    "{user} has sent to {count} new recipients in the last 24 hours, the \
+                         most allowed; more may go at {frees}, and those written to before \
+                         may be sent to meanwhile"
+                ),
+            )
+        })
+    }
+
+    /// Whether the user's last day, counted by `counted`, leaves room for
+    /// one more after `pending`; if not, the count and when room comes.
+    fn check_day(
+        &self,
+        user: &str,
+        now: i64,
+        pending: u64,
+        limit: u64,
+        counted: impl Fn(&Sent) -> u64,
+    ) -> Result<(), (u64, String)> {
+        let (in_day, frees) = self.with_user(user, now, |log| {
+            // The day frees room as its oldest messages leave it.
+            let frees = log.sent.front().map_or(now, |s| s.at + DAY);
+            (log.sent.iter().map(&counted).sum::<u64>(), frees)
+        });
+        if in_day + pending >= limit {
+            return Err((in_day + pending, clock(frees)));
         }
         Ok(())
     }
 
-    /// Counts a message the user sent (queued) to `recipients`.
-    pub fn record(&self, user: &str, recipients: u64, now: i64) {
-        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        let log = sent.entry(user.to_string()).or_default();
-        forget_before(log, now - DAY);
-        log.push_back((now, recipients));
+    /// Counts a message the user sent (queued) to `recipients`, `new` of
+    /// them first-time.
+    pub fn record(&self, user: &str, recipients: u64, new: u64, now: i64) {
+        self.with_user(user, now, |log| {
+            log.sent.push_back(Sent {
+                at: now,
+                recipients,
+                new,
+            })
+        });
+    }
+
+    /// Counts a bounce of the user's mail.
+    pub fn record_bounce(&self, user: &str, now: i64) {
+        self.with_user(user, now, |log| log.bounces.push_back(now));
+    }
+
+    /// What the user sent in the last hour, and the bounces it brought.
+    pub fn last_hour(&self, user: &str, now: i64) -> HourCounts {
+        self.with_user(user, now, |log| {
+            let in_hour = log.sent.iter().filter(|s| s.at > now - HOUR);
+            let (messages, new_recipients) = in_hour.fold((0, 0), |(m, n), s| (m + 1, n + s.new));
+            HourCounts {
+                messages,
+                new_recipients,
+                bounces: log.bounces.len() as u64,
+            }
+        })
     }
 }
 
-fn forget_before(log: &mut VecDeque<(i64, u64)>, cutoff: i64) {
-    while log.front().is_some_and(|(at, _)| *at <= cutoff) {
-        log.pop_front();
-    }
+/// Why `hour` (a user's last hour) is a burst against `normal` (their
+/// busiest hour of the last week), if it is: a count above `factor` times
+/// its normal, and above its floor (a new user has no history).
+pub fn burst(hour: HourCounts, normal: HourCounts, thresholds: &Burst) -> Option<String> {
+    let measures = [
+        (
+            "messages",
+            hour.messages,
+            normal.messages,
+            thresholds.messages_per_hour,
+        ),
+        (
+            "first-time recipients",
+            hour.new_recipients,
+            normal.new_recipients,
+            thresholds.new_recipients_per_hour,
+        ),
+        (
+            "bounces",
+            hour.bounces,
+            normal.bounces,
+            thresholds.bounces_per_hour,
+        ),
+    ];
+    measures.into_iter().find_map(|(what, now, normal, floor)| {
+        let threshold = floor.max(normal.saturating_mul(thresholds.factor));
+        (now > threshold).then(|| {
+            format!(
+                "{now} {what} in the last hour, over the threshold of {threshold} \
+                 ({} times the busiest hour of the last 7 days, {normal}, and at least {floor})",
+                thresholds.factor
+            )
+        })
+    })
 }
 
 fn limited(limit: &'static str, text: String) -> Reply {
@@ -116,6 +261,7 @@ mod tests {
     const ALLOW: Allowance = Allowance {
         messages_per_hour: 3,
         recipients_per_day: 5,
+        new_recipients_per_day: 4,
     };
 
     #[test]
@@ -125,7 +271,7 @@ mod tests {
         for i in 0..3 {
             log.check_message("a@x", ALLOW, t0 + i)
                 .expect("under the limit");
-            log.record("a@x", 1, t0 + i);
+            log.record("a@x", 1, 0, t0 + i);
         }
         let refused = log.check_message("a@x", ALLOW, t0 + 10).expect_err("full");
         assert_eq!(refused.code, 451);
@@ -146,7 +292,7 @@ mod tests {
     fn recipients_per_day_count_what_the_message_already_has() {
         let log = SendingLog::default();
         let t0 = 1_796_000_000;
-        log.record("a@x", 3, t0);
+        log.record("a@x", 3, 3, t0);
         log.check_recipient("a@x", ALLOW, 1, t0 + 5)
             .expect("the 5th");
         let refused = log
@@ -155,5 +301,69 @@ mod tests {
         assert!(refused.to_string().contains("to 5 recipients"), "{refused}");
         log.check_recipient("a@x", ALLOW, 2, t0 + DAY + 1)
             .expect("a day later");
+    }
+
+    #[test]
+    fn new_recipients_per_day_count_only_first_time_ones() {
+        let log = SendingLog::default();
+        let t0 = 1_796_000_000;
+        log.record("a@x", 5, 2, t0);
+        log.check_new_recipient("a@x", ALLOW, 1, t0 + 5)
+            .expect("the 4th new one");
+        let refused = log
+            .check_new_recipient("a@x", ALLOW, 2, t0 + 5)
+            .expect_err("a 5th");
+        assert!(
+            refused.to_string().contains("to 4 new recipients"),
+            "{refused}"
+        );
+        log.check_new_recipient("a@x", ALLOW, 2, t0 + DAY + 1)
+            .expect("a day later");
+    }
+
+    #[test]
+    fn the_last_hour_and_a_burst_against_the_users_own_normal() {
+        let log = SendingLog::default();
+        let t0 = 1_796_000_000;
+        log.record("a@x", 3, 2, t0 - HOUR);
+        log.record("a@x", 10, 10, t0);
+        log.record_bounce("a@x", t0 - HOUR);
+        log.record_bounce("a@x", t0);
+        let hour = log.last_hour("a@x", t0 + 1);
+        assert_eq!(
+            hour,
+            HourCounts {
+                messages: 1,
+                new_recipients: 10,
+                bounces: 1
+            }
+        );
+        let thresholds = Burst {
+            factor: 5,
+            messages_per_hour: 100,
+            new_recipients_per_hour: 8,
+            bounces_per_hour: 20,
+        };
+        // No history: the floor decides.
+        let why = burst(hour, HourCounts::default(), &thresholds).expect("a burst");
+        assert!(
+            why.starts_with("10 first-time recipients in the last hour, over the threshold of 8"),
+            "{why}"
+        );
+        // Ten is no burst for a user who reached two an hour this week.
+        let normal = HourCounts {
+            messages: 1,
+            new_recipients: 2,
+            bounces: 0,
+        };
+        assert_eq!(burst(hour, normal, &thresholds), None);
+        let at_threshold = HourCounts {
+            new_recipients: 8,
+            ..hour
+        };
+        assert_eq!(
+            burst(at_threshold, HourCounts::default(), &thresholds),
+            None
+        );
     }
 }

@@ -211,6 +211,7 @@ pub async fn prepare(
             recipients: expanded.recipients,
             auth_user: origin.identity.map(|s| s.name().to_string()),
             smtputf8,
+            held: false,
             body: stored.into(),
         },
         spilled,

@@ -155,9 +155,13 @@ impl ActiveQueue {
     }
 
     /// Makes `message` durable under `id` ([`crate::spool::Storage::put`]),
-    /// then hands it to the scheduler, claimed, while there is room. Cancel
-    /// safety: as `put`'s.
+    /// then hands it to the scheduler, claimed, while there is room (a held
+    /// message waits for its release instead). Cancel safety: as `put`'s.
     pub async fn put(&self, id: QueueId, message: NewMessage) -> Result<(), SpoolError> {
+        if message.held {
+            self.inner.spool.put(id, message, None).await?;
+            return Ok(());
+        }
         let body = self.reserve(&message);
         let queued = self.inner.spool.put(id, message, None).await?;
         self.offer(queued, body);
@@ -172,8 +176,11 @@ impl ActiveQueue {
         message: NewMessage,
         body: SpillFile,
     ) -> Result<(), SpoolError> {
+        let held = message.held;
         let queued = self.inner.spool.put(id, message, Some(body)).await?;
-        self.offer(queued, None);
+        if !held {
+            self.offer(queued, None);
+        }
         Ok(())
     }
 

@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,7 +33,7 @@ use crate::failure::DeliveryFailure;
 use crate::local;
 use crate::outbound::{Envelope, Outbound, Rcpt, Reached, RecipientResult};
 use crate::router::Destination;
-use crate::spool::{QueueId, QueuedMessage, QueuedRecipient, SpoolError};
+use crate::spool::{QueueId, QueuedMessage, QueuedRecipient, RecipientStatus, SpoolError};
 use crate::store::Store;
 use destinations::Destinations;
 use groups::Groups;
@@ -67,6 +67,17 @@ pub struct Delivery {
     global: Arc<Semaphore>,
     destinations: Destinations,
     dsn_budget: DsnBudget,
+    /// Where bounces of users' mail are reported, if anywhere.
+    bounces: Option<mpsc::Sender<Bounced>>,
+}
+
+/// Recipients of a user's message that failed for good, reported to the
+/// watch over senders (a burst of bounces is a sign of a stolen account).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounced {
+    /// The message's `auth_user`.
+    pub user: String,
+    pub failed: u64,
 }
 
 impl Delivery {
@@ -91,6 +102,25 @@ impl Delivery {
             global,
             destinations,
             dsn_budget: DsnBudget::new(MAX_DSN_PER_SENDER_PER_HOUR),
+            bounces: None,
+        }
+    }
+
+    /// Reports the bounces of users' mail to `bounces`.
+    pub fn with_bounce_reports(mut self, bounces: mpsc::Sender<Bounced>) -> Delivery {
+        self.bounces = Some(bounces);
+        self
+    }
+
+    /// Tells the watch that `failed` recipients of `message` bounced; a
+    /// report that finds the channel full is dropped (the counts are a
+    /// sign, not a ledger, and delivery must not wait for them).
+    fn report_bounces(&self, message: &QueuedMessage, failed: u64) {
+        if let (Some(bounces), Some(user), true) = (&self.bounces, &message.auth_user, failed > 0) {
+            let _ = bounces.try_send(Bounced {
+                user: user.clone(),
+                failed,
+            });
         }
     }
 
@@ -370,6 +400,11 @@ async fn deliver_message(
         _ => (None, None),
     };
     let dsn = bounce.as_ref().map(|(id, _)| id.clone());
+    let failed = applied
+        .updates
+        .iter()
+        .filter(|u| u.status == RecipientStatus::Failed)
+        .count() as u64;
     match delivery
         .queue
         .record(&message.id, applied.updates, bounce)
@@ -379,6 +414,7 @@ async fn deliver_message(
             if let Some(dsn) = dsn {
                 tracing::info!(event = "dsn_queued", qid = %message.id, dsn = %dsn);
             }
+            delivery.report_bounces(&message, failed);
         }
         Err(e) => {
             tracing::error!(event = "spool_error", qid = %message.id, error = %e);

@@ -208,13 +208,14 @@ impl Client<'_> {
         }
         let recipients = self.recipients(&envelope.recipients).await?;
         // The sending limits, as MAIL and RCPT apply them to a logged-in user.
-        let allowance = self.ctx.allowance(&user.name).await;
-        let now = crate::clock::now_unix();
-        self.ctx.sending.check_message(&user.name, allowance, now)?;
-        let others = recipients.len().saturating_sub(1) as u64;
         self.ctx
-            .sending
-            .check_recipient(&user.name, allowance, others, now)?;
+            .watch
+            .check_local(
+                &user.name,
+                recipients.len() as u64,
+                crate::clock::now_unix(),
+            )
+            .await?;
         let named = match envelope.sender.as_deref().map(str::trim) {
             None => None,
             Some("" | "<>") => Some(None),

@@ -119,13 +119,22 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let checks = dmarc::Checks::new(dns.authenticator(), &config.hostname, config.dmarc);
     let outbound = Outbound::new(Arc::clone(&config), dns.clone())?;
     let (queue, hand_offs) = ActiveQueue::new(spool, scheduler::max_claimed(&config));
-    let delivery = Arc::new(Delivery::new(
+    let watch = Arc::new(crate::watch::Watch::new(
         Arc::clone(&config),
-        queue.clone(),
         store.clone(),
-        outbound,
-        Arc::clone(&srs),
+        queue.clone(),
     ));
+    let (bounce_reports, bounces) = tokio::sync::mpsc::channel(1024);
+    let delivery = Arc::new(
+        Delivery::new(
+            Arc::clone(&config),
+            queue.clone(),
+            store.clone(),
+            outbound,
+            Arc::clone(&srs),
+        )
+        .with_bounce_reports(bounce_reports),
+    );
     let shutdown = CancellationToken::new();
     let ctx = Arc::new(ServerContext {
         config: Arc::clone(&config),
@@ -140,7 +149,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         dkim: Arc::new(crate::dkim::Signer::new(&config.data_dir)),
         checks,
         dns: dns.clone(),
-        sending: Default::default(),
+        watch: Arc::clone(&watch),
         srs,
     });
 
@@ -214,6 +223,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             }
         }
     });
+    tokio::spawn(watch.run(bounces, shutdown.clone()));
     tokio::spawn(dkim::rotation::watch(
         config.data_dir.clone(),
         dns,

@@ -12,6 +12,7 @@ use crate::prepare::{Accepted, Origin, Prepared, ReceivedBody, prepare};
 use crate::smtp::data::{BodyReader, BodyViolation};
 use crate::smtp::reply::Reply;
 use crate::spool::{QueueId, SpoolError, WriteError};
+use crate::watch::Admission;
 
 impl Session {
     fn check_body_start(&self) -> Result<(), Reply> {
@@ -148,14 +149,23 @@ pub(crate) async fn enqueue(
     accepted: Accepted,
     span: &tracing::Span,
 ) -> Result<QueueId, Reply> {
-    let named = accepted.recipients.len() as u64;
+    let named: Vec<String> = accepted
+        .recipients
+        .iter()
+        .map(|r| r.address.clone())
+        .collect();
+    let admission = match &origin.identity {
+        Some(user) => ctx.watch.admit(user, &named, now_unix()).await?,
+        None => Admission::default(),
+    };
     let prepared = prepare(ctx, origin, accepted).await?;
     let (size, rcpts) = (prepared.size(), prepared.message.recipients.len());
     let Prepared {
         queue_id,
-        message,
+        mut message,
         spilled,
     } = prepared;
+    message.held = admission.held;
     span.record("qid", tracing::field::display(&queue_id));
     let sender = message.sender.clone();
     let queued = match spilled {
@@ -164,9 +174,9 @@ pub(crate) async fn enqueue(
     };
     match queued {
         Ok(()) => {
-            tracing::info!(event = "queued", qid = %queue_id, from = %sender, rcpts, size);
+            tracing::info!(event = "queued", qid = %queue_id, from = %sender, rcpts, size, held = admission.held);
             if let Some(user) = &origin.identity {
-                ctx.sending.record(user.name(), named, now_unix());
+                ctx.watch.queued(user, &named, admission, now_unix()).await;
             }
             Ok(queue_id)
         }

@@ -104,11 +104,10 @@ impl Session {
             Ok(s) => s,
             Err(reply) => return self.reply(reply),
         };
-        if let Some(user) = &self.identity {
-            let allowance = self.ctx.allowance(user).await;
-            if let Err(reply) = self.ctx.sending.check_message(user, allowance, now_unix()) {
-                return self.reply(reply);
-            }
+        if let Some(user) = &self.identity
+            && let Err(reply) = self.ctx.watch.check_message(user, now_unix()).await
+        {
+            return self.reply(reply);
         }
         let envid = match from
             .env_id
@@ -131,6 +130,7 @@ impl Session {
             dsn: DsnEnvelope { ret, envid },
             recipients: Vec::new(),
             recipient_keys: HashSet::new(),
+            first_time: 0,
             chunks: None,
             span: tracing::info_span!("transaction", qid = tracing::field::Empty),
         }));
@@ -191,17 +191,6 @@ impl Session {
                 return self.reply(Reply::local_error());
             }
         };
-        if let (Some(user), Some(tx)) = (&self.identity, &self.tx) {
-            let allowance = self.ctx.allowance(user).await;
-            let pending = tx.recipients.len() as u64;
-            if let Err(reply) =
-                self.ctx
-                    .sending
-                    .check_recipient(user, allowance, pending, now_unix())
-            {
-                return self.reply(reply);
-            }
-        }
         // rfc822 is the only address type smtp-proto accepts in ORCPT, so
         // the stored form names it again.
         let orcpt = orcpt.map(|a| format!("rfc822;{a}"));
@@ -218,6 +207,7 @@ impl Session {
                     tracing::info!(event = "srs_reversed", rcpt = %rcpt, to = %original);
                     let key = original.recipient_key(false);
                     self.add_recipient(key, original.to_string(), orcpt, notify_text(to.flags))
+                        .await
                 }
                 Err(why) => self.reply(Reply::new(
                     550,
@@ -236,20 +226,40 @@ impl Session {
         }
         let key = rcpt.recipient_key(facts.hosted_domain);
         self.add_recipient(key, rcpt.to_string(), orcpt, notify_text(to.flags))
+            .await
     }
 
-    /// Takes a recipient into the transaction; one named twice gets its 250
-    /// again but one copy.
-    fn add_recipient(
+    /// Takes a recipient into the transaction, within the authenticated
+    /// user's sending limits; one named twice gets its 250 again but one copy.
+    async fn add_recipient(
         &mut self,
         key: String,
         address: String,
         orcpt: Option<String>,
         notify: Option<String>,
     ) -> Flow {
-        if let Some(tx) = &mut self.tx
-            && tx.recipient_keys.insert(key)
-        {
+        let Some(tx) = &self.tx else {
+            return self.reply(Reply::bad_sequence("Error: need MAIL command"));
+        };
+        if tx.recipient_keys.contains(&key) {
+            return self.reply(Reply::new(250, (1, 5), "Ok"));
+        }
+        let mut first_time = false;
+        if let Some(user) = &self.identity {
+            let pending = (tx.recipients.len() as u64, tx.first_time);
+            match self
+                .ctx
+                .watch
+                .check_recipient(user, &address, pending, now_unix())
+                .await
+            {
+                Ok(new) => first_time = new,
+                Err(reply) => return self.reply(reply),
+            }
+        }
+        if let Some(tx) = &mut self.tx {
+            tx.recipient_keys.insert(key);
+            tx.first_time += u64::from(first_time);
             tx.recipients.push(NewRecipient {
                 address,
                 orcpt,

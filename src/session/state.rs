@@ -17,6 +17,8 @@ pub struct Transaction {
     pub recipients: Vec<NewRecipient>,
     /// `Mailbox::recipient_key` of each recipient, to keep a duplicate out.
     pub recipient_keys: HashSet<String>,
+    /// How many recipients the authenticated user never wrote to before.
+    pub first_time: u64,
     /// BDAT chunks received so far, and the pace the whole body must keep
     /// (not each chunk: one octet per BDAT would reset it); `None` until the
     /// first BDAT.

@@ -18,6 +18,9 @@ pub struct NewMessage {
     /// The authenticated user who submitted it, if any.
     pub auth_user: Option<String>,
     pub smtputf8: bool,
+    /// Queued held (its sender's outgoing mail is on hold): kept, not
+    /// delivered until released.
+    pub held: bool,
     /// Shared, not copied, between the spool's writer and the hand-off to the
     /// scheduler.
     pub body: bytes::Bytes,
@@ -136,7 +139,7 @@ impl QueuedMessage {
                     next_attempt: now,
                     last_reply: None,
                     last_kind: None,
-                    held: false,
+                    held: message.held,
                 })
                 .collect(),
         }
@@ -194,6 +197,8 @@ pub struct ListFilter {
     /// Messages with a recipient still to deliver at this domain, as
     /// [`recipient_domain`] writes it (the caller's case does not matter).
     pub domain: Option<String>,
+    /// Messages this account submitted (`auth_user`, as stored).
+    pub user: Option<String>,
 }
 
 /// The domain of a recipient address as the queue counts destinations:

@@ -16,8 +16,10 @@ use crate::smtp::address::{Mailbox, normalize_domain};
 
 mod aliases;
 mod dovecot;
+mod senders;
 pub use aliases::{MAX_ALIAS_EXPANSION, Target};
 pub use dovecot::maildir_of;
+pub use senders::{Hold, OwnLimits, Standing};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -208,56 +210,20 @@ impl Store {
 
     pub async fn set_password(&self, address: &str, password_hash: &str) -> Result<(), StoreError> {
         let canonical = canonical(address)?;
-        let done = sqlx::query("UPDATE account SET password_hash = ? WHERE address = ?")
-            .bind(password_hash)
-            .bind(&canonical)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NoSuchUser(canonical));
-        }
-        Ok(())
-    }
-
-    /// A user's own sending limits (messages per hour, recipients per day);
-    /// `None` where the configured default applies.
-    pub async fn sending_limits(
-        &self,
-        address: &str,
-    ) -> Result<(Option<u64>, Option<u64>), StoreError> {
-        let row: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT messages_per_hour, recipients_per_day FROM account WHERE address = ?",
-        )
-        .bind(address)
-        .fetch_optional(&self.pool)
-        .await?;
-        let (messages, recipients) = row.unwrap_or_default();
-        let positive = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
-        Ok((positive(messages), positive(recipients)))
-    }
-
-    /// Sets a user's own sending limits; `None` keeps the one set.
-    pub async fn set_sending_limits(
-        &self,
-        address: &str,
-        messages_per_hour: Option<u64>,
-        recipients_per_day: Option<u64>,
-    ) -> Result<String, StoreError> {
-        let canonical = canonical(address)?;
-        let as_db = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        // A new password ends a hold: the thief who caused it no longer
+        // has the account (the mail held meanwhile stays held).
         let done = sqlx::query(
-            "UPDATE account SET messages_per_hour = COALESCE(?, messages_per_hour), \
-             recipients_per_day = COALESCE(?, recipients_per_day) WHERE address = ?",
+            "UPDATE account SET password_hash = ?, held_since = NULL, held_reason = NULL \
+             WHERE address = ?",
         )
-        .bind(as_db(messages_per_hour))
-        .bind(as_db(recipients_per_day))
+        .bind(password_hash)
         .bind(&canonical)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NoSuchUser(canonical));
         }
-        Ok(canonical)
+        Ok(())
     }
 
     pub async fn users(&self) -> Result<Vec<String>, StoreError> {

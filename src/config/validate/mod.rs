@@ -14,6 +14,7 @@ use crate::config::checker::{Checker, ConfigError, ConfigErrors, KeyPath, valid_
 use crate::config::defaults as def;
 use crate::config::file::*;
 use crate::config::{Auth, Config, Dkim, DmarcMode, Limits, ListenerConfig, Rspamd, TlsFiles};
+use crate::policy::sending::Burst;
 use crate::smtp::data::BareNewlines;
 
 mod accounts;
@@ -349,6 +350,32 @@ fn listeners(c: &mut Checker<'_>, raw: Option<Vec<ListenerFile>>) -> Vec<Listene
     out
 }
 
+/// `[limits]`' burst keys; checked even when `hold_on_burst` is off.
+fn burst(c: &mut Checker<'_>, p: &KeyPath, l: &LimitsFile) -> Option<Burst> {
+    let mut floor = |key: &str, value: Option<u64>, default: u64| {
+        c.number(p.key(key), value, default, 1, 100_000_000)
+    };
+    let burst = Burst {
+        factor: floor("burst_factor", l.burst_factor, def::BURST_FACTOR),
+        messages_per_hour: floor(
+            "burst_messages_per_hour",
+            l.burst_messages_per_hour,
+            def::BURST_MESSAGES_PER_HOUR,
+        ),
+        new_recipients_per_hour: floor(
+            "burst_new_recipients_per_hour",
+            l.burst_new_recipients_per_hour,
+            def::BURST_NEW_RECIPIENTS_PER_HOUR,
+        ),
+        bounces_per_hour: floor(
+            "burst_bounces_per_hour",
+            l.burst_bounces_per_hour,
+            def::BURST_BOUNCES_PER_HOUR,
+        ),
+    };
+    l.hold_on_burst.unwrap_or(true).then_some(burst)
+}
+
 fn limits(c: &mut Checker<'_>, l: LimitsFile) -> Limits {
     let p = KeyPath::default().key("limits");
     let max_message_size = c.number(
@@ -410,6 +437,14 @@ fn limits(c: &mut Checker<'_>, l: LimitsFile) -> Limits {
             1,
             100_000_000,
         ),
+        new_recipients_per_day_per_user: c.number(
+            p.key("new_recipients_per_day_per_user"),
+            l.new_recipients_per_day_per_user,
+            def::NEW_RECIPIENTS_PER_DAY_PER_USER,
+            1,
+            100_000_000,
+        ),
+        burst: burst(c, &p, &l),
         max_connections: c.number(
             p.key("max_connections"),
             l.max_connections,

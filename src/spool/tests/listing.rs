@@ -112,6 +112,7 @@ async fn a_listing_pages_by_id_with_its_filters_and_limit() {
         let filter = ListFilter {
             state: Some(state),
             domain: None,
+            user: None,
         };
         let want = chosen(&|m| m.state() == state.as_str());
         assert!(!want.is_empty(), "{state:?}");
@@ -138,6 +139,7 @@ async fn a_listing_pages_by_id_with_its_filters_and_limit() {
         let filter = ListFilter {
             state: None,
             domain: Some(domain.into()),
+            user: None,
         };
         let want = chosen(&pending_at);
         for page in [1, 2, LIST_PAGE] {
@@ -160,6 +162,7 @@ async fn a_listing_pages_by_id_with_its_filters_and_limit() {
     let one = ListFilter {
         state: None,
         domain: Some("one.example".into()),
+        user: None,
     };
     assert!(
         !listed(&spool, one, None, 2).await.contains(&ids[2]),
@@ -187,13 +190,18 @@ async fn listing_queries_read_recipients_by_message() {
     ];
     for state in states {
         for domain in [None, Some("d.example".to_string())] {
-            let (conditions, bound) = list_conditions(&ListFilter { state, domain }, true);
+            let filter = ListFilter {
+                state,
+                domain,
+                user: None,
+            };
+            let (conditions, bound) = list_conditions(&filter, true);
             let sql = format!(
                 "EXPLAIN QUERY PLAN SELECT m.id FROM message m {conditions} ORDER BY m.id LIMIT ?"
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind("x");
-            if let Some(d) = bound {
-                query = query.bind(d);
+            for value in bound {
+                query = query.bind(value);
             }
             let plan: Vec<String> = query
                 .bind(10)

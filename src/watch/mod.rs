@@ -1,0 +1,306 @@
+//! The watch over what each user sends, for the host's reputation: the
+//! sending limits at MAIL and RCPT, and the hold on an account whose last
+//! hour is a burst against its own history (the sign of a stolen password).
+//! A held account's mail is accepted and kept, not delivered, until `postern
+//! user release` (or `purge-held`); the user and the postmaster are told
+//! (`notice.rs`). A new password ends the hold for new mail.
+//!
+//! The counts of the last day are in memory (`policy::sending`); whom each
+//! user wrote to, their hourly history and the holds are in the store, so a
+//! restart forgets none of them.
+
+mod notice;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::now_unix;
+use crate::config::Config;
+use crate::control::{Request, perform};
+use crate::policy::sender::Sender;
+use crate::policy::sending::{self, Allowance, HourCounts, SendingLog};
+use crate::scheduler::{ActiveQueue, Bounced};
+use crate::smtp::reply::Reply;
+use crate::spool::QueueId;
+use crate::store::{OwnLimits, Store};
+
+const WEEK: i64 = 7 * 86_400;
+
+/// What the watch says of a message a user is about to queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Admission {
+    /// Queue it held: the user's outgoing mail is on hold.
+    pub held: bool,
+    /// How many of its recipients the user never wrote to.
+    pub first_time: u64,
+}
+
+pub struct Watch {
+    log: SendingLog,
+    store: Store,
+    queue: ActiveQueue,
+    config: Arc<Config>,
+}
+
+impl Watch {
+    pub fn new(config: Arc<Config>, store: Store, queue: ActiveQueue) -> Watch {
+        Watch {
+            log: SendingLog::default(),
+            store,
+            queue,
+            config,
+        }
+    }
+
+    /// The limits of `user` now: their own (`postern user limits`), else the
+    /// configured ones. A local Unix user has no account: the defaults.
+    async fn allowance(&self, user: &str) -> Allowance {
+        let own = match self.store.standing(user).await {
+            Ok(standing) => standing.limits,
+            Err(e) => {
+                tracing::error!(event = "store_error", error = %e);
+                OwnLimits::default()
+            }
+        };
+        let limits = &self.config.limits;
+        // At least one of each: a store edited by hand to 0 must not stop
+        // the sender's mail for good.
+        let or_default = |own: Option<u64>, default: u64| own.unwrap_or(default).max(1);
+        Allowance {
+            messages_per_hour: or_default(own.messages_per_hour, limits.messages_per_hour_per_user),
+            recipients_per_day: or_default(
+                own.recipients_per_day,
+                limits.recipients_per_day_per_user,
+            ),
+            new_recipients_per_day: or_default(
+                own.new_recipients_per_day,
+                limits.new_recipients_per_day_per_user,
+            ),
+        }
+    }
+
+    /// At MAIL: refuses a message when the user's last hour is full.
+    pub async fn check_message(&self, user: &str, now: i64) -> Result<(), Reply> {
+        let allowance = self.allowance(user).await;
+        self.log.check_message(user, allowance, now)
+    }
+
+    /// At RCPT: refuses `rcpt` when the user's last day is full, of
+    /// recipients or of first-time ones (the message has `pending` so far,
+    /// `pending_new` of them first-time); else says whether it is first-time.
+    pub async fn check_recipient(
+        &self,
+        user: &str,
+        rcpt: &str,
+        pending: (u64, u64),
+        now: i64,
+    ) -> Result<bool, Reply> {
+        let (pending, pending_new) = pending;
+        let allowance = self.allowance(user).await;
+        self.log.check_recipient(user, allowance, pending, now)?;
+        let first_time = self
+            .store
+            .first_time(user, std::slice::from_ref(&rcpt.to_string()), now)
+            .await
+            .map_err(|e| {
+                tracing::error!(event = "store_error", error = %e);
+                Reply::local_error()
+            })?;
+        if first_time.is_empty() {
+            return Ok(false);
+        }
+        self.log
+            .check_new_recipient(user, allowance, pending_new, now)?;
+        Ok(true)
+    }
+
+    /// A local Unix user's message to `recipients` (`postern sendmail`): the
+    /// limits MAIL and RCPT apply to a logged-in user, but for first-time
+    /// recipients (only accounts have their correspondents kept).
+    pub async fn check_local(&self, user: &str, recipients: u64, now: i64) -> Result<(), Reply> {
+        let allowance = self.allowance(user).await;
+        self.log.check_message(user, allowance, now)?;
+        let others = recipients.saturating_sub(1);
+        self.log.check_recipient(user, allowance, others, now)
+    }
+
+    /// Before `user`'s message to `recipients` is queued: whether it is to
+    /// be held (the account is on hold, or this message makes its last hour
+    /// a burst, which puts it on hold now), and how many recipients are
+    /// first-time. A store that fails refuses the message for now.
+    pub async fn admit(
+        &self,
+        user: &Sender<'_>,
+        recipients: &[String],
+        now: i64,
+    ) -> Result<Admission, Reply> {
+        let Sender::Account(user) = *user else {
+            return Ok(Admission::default());
+        };
+        let store_failed = |e: crate::store::StoreError| {
+            tracing::error!(event = "store_error", error = %e);
+            Reply::local_error()
+        };
+        let standing = self.store.standing(user).await.map_err(store_failed)?;
+        let first_time = self
+            .store
+            .first_time(user, recipients, now)
+            .await
+            .map_err(store_failed)?
+            .len() as u64;
+        if standing.hold.is_some() {
+            return Ok(Admission {
+                held: true,
+                first_time,
+            });
+        }
+        let mut hour = self.log.last_hour(user, now);
+        hour.messages += 1;
+        hour.new_recipients += first_time;
+        let held = self.burst(user, hour, now).await;
+        Ok(Admission { held, first_time })
+    }
+
+    /// Whether `hour` is a burst for `user`; if so, holds their mail.
+    async fn burst(&self, user: &str, hour: HourCounts, now: i64) -> bool {
+        let Some(thresholds) = &self.config.limits.burst else {
+            return false;
+        };
+        let normal = match self.store.busiest_hour(user, now - WEEK, now).await {
+            Ok(normal) => normal,
+            Err(e) => {
+                // Without history, no burst is declared: holding every
+                // user's mail for a store error would be worse.
+                tracing::error!(event = "store_error", error = %e);
+                return false;
+            }
+        };
+        match sending::burst(hour, normal, thresholds) {
+            Some(why) => {
+                self.hold(user, &why, now).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// After `user`'s message to `recipients` was queued: counts it.
+    /// Waited for, before the 250: the next message's RCPT must know these
+    /// recipients, or one new recipient written to twice counts twice.
+    pub async fn queued(
+        &self,
+        user: &Sender<'_>,
+        recipients: &[String],
+        admission: Admission,
+        now: i64,
+    ) {
+        let name = user.name();
+        self.log
+            .record(name, recipients.len() as u64, admission.first_time, now);
+        if let Sender::Account(user) = *user
+            && let Err(e) = self
+                .store
+                .remember_sending(user, recipients, admission.first_time, now)
+                .await
+        {
+            tracing::error!(event = "store_error", error = %e);
+        }
+    }
+
+    /// `failed` recipients of `user`'s mail bounced: counted, and a burst of
+    /// bounces holds their mail.
+    async fn bounced(&self, user: &str, failed: u64, now: i64) {
+        if !is_account(user) || failed == 0 {
+            return;
+        }
+        for _ in 0..failed {
+            self.log.record_bounce(user, now);
+            if let Err(e) = self.store.count_bounce(user, now).await {
+                tracing::error!(event = "store_error", error = %e);
+            }
+        }
+        let already = self.store.standing(user).await.map(|s| s.hold.is_some());
+        if !matches!(already, Ok(true)) {
+            let hour = self.log.last_hour(user, now);
+            self.burst(user, hour, now).await;
+        }
+    }
+
+    /// Puts `user`'s outgoing mail on hold for `reason`: what is queued is
+    /// held, and so is what they send until released; they and their
+    /// domain's postmaster are told once.
+    async fn hold(&self, user: &str, reason: &str, now: i64) {
+        match self.store.hold_user(user, reason, now).await {
+            Ok(true) => {}
+            // Held already, by another session or the administrator.
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(event = "store_error", user, error = %e);
+                return;
+            }
+        }
+        metrics::counter!("postern_user_holds_total").increment(1);
+        metrics::gauge!("postern_users_held").increment(1.0);
+        let request = Request::HoldUser {
+            user: user.to_string(),
+        };
+        let held = perform(self.queue.spool(), Some(&self.queue), &request)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(event = "spool_error", user, error = %e);
+                0
+            });
+        tracing::warn!(
+            event = "user_held",
+            user,
+            reason,
+            held_recipients = held,
+            "outgoing mail held as a stolen account's; `postern user release {user}` delivers it, `postern user purge-held {user}` deletes it"
+        );
+        let message = notice::hold_notice(&self.config.hostname, user, reason, now);
+        let id = QueueId::generate();
+        match self.queue.put(id.clone(), message).await {
+            Ok(()) => tracing::info!(event = "hold_notice_queued", user, qid = %id),
+            Err(e) => tracing::error!(event = "spool_error", qid = %id, error = %e),
+        }
+    }
+
+    /// Counts the bounces the scheduler reports, keeps `postern_users_held`
+    /// current (holds end from the CLI too) and the store's history
+    /// bounded, until `stop`.
+    pub async fn run(
+        self: Arc<Self>,
+        mut bounces: mpsc::Receiver<Bounced>,
+        stop: CancellationToken,
+    ) {
+        let mut every_10s = tokio::time::interval(Duration::from_secs(10));
+        let mut ticks = 0u64;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                Some(b) = bounces.recv() => self.bounced(&b.user, b.failed, now_unix()).await,
+                _ = every_10s.tick() => {
+                    match self.store.held_users().await {
+                        Ok(held) => metrics::gauge!("postern_users_held").set(held.len() as f64),
+                        Err(e) => tracing::error!(event = "store_error", error = %e),
+                    }
+                    if ticks.is_multiple_of(360)
+                        && let Err(e) = self.store.forget_old_sending(now_unix()).await
+                    {
+                        tracing::error!(event = "store_error", error = %e);
+                    }
+                    ticks += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Whether a submitter's name is an account's: a local Unix user's has no
+/// `@` (`Sender::name`).
+fn is_account(name: &str) -> bool {
+    name.contains('@')
+}

@@ -22,7 +22,8 @@ fn ten_sigkills_under_tls_auth_load_lose_nothing() {
     let sink = Peer::start(SocketAddr::from(([127, 0, 0, 1], sink_port)), &[]);
     let mut s = TestServer::delivering(&format!(
         "[relay]\nhost = \"127.0.0.1\"\nport = {sink_port}\ntls = \"none\"\n\
-         [delivery]\nretry_min = 1\nretry_max = 2\n"
+         [delivery]\nretry_min = 1\nretry_max = 2\n\
+         [limits]\nmessages_per_hour_per_user = 10000000\nhold_on_burst = false\n"
     ));
     let mut result = LoadResult::default();
     let mut kills = Vec::new();

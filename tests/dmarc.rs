@@ -30,6 +30,16 @@ except smtplib.SMTPResponseException as e:
 "#;
 
 pub(crate) fn send_raw(addr: SocketAddr, dir: &Path, sender: &str, message: &str) -> String {
+    send_raw_to(addr, dir, (sender, "alice@example.com"), message)
+}
+
+/// `send_raw` with the envelope `(sender, rcpt)`.
+pub(crate) fn send_raw_to(
+    addr: SocketAddr,
+    dir: &Path,
+    (sender, rcpt): (&str, &str),
+    message: &str,
+) -> String {
     let path = dir.join(format!("{}.eml", rand_name()));
     std::fs::write(&path, message).expect("write");
     let out = python(
@@ -38,7 +48,7 @@ pub(crate) fn send_raw(addr: SocketAddr, dir: &Path, sender: &str, message: &str
             &addr.ip().to_string(),
             &addr.port().to_string(),
             sender,
-            "alice@example.com",
+            rcpt,
             path.to_str().expect("path"),
         ],
     );
@@ -61,7 +71,7 @@ pub(crate) fn message(from: &str, subject: &str, extra: &str) -> String {
 
 /// A message from `from` signed by dkimpy with `key` as
 /// `selector._domainkey.<from's domain>`.
-fn dkimpy_signed(key: &Path, selector: &str, from: &str, subject: &str) -> String {
+pub(crate) fn dkimpy_signed(key: &Path, selector: &str, from: &str, subject: &str) -> String {
     let domain = from
         .trim_end_matches('>')
         .rsplit_once('@')
@@ -84,7 +94,12 @@ fn dkimpy_signed(key: &Path, selector: &str, from: &str, subject: &str) -> Strin
 }
 
 /// A key made by dkimpy's `dknewkey`, published for `selector` of `domain`.
-fn dkimpy_key(dir: &Path, dns: &TestDns, selector: &str, domain: &str) -> std::path::PathBuf {
+pub(crate) fn dkimpy_key(
+    dir: &Path,
+    dns: &TestDns,
+    selector: &str,
+    domain: &str,
+) -> std::path::PathBuf {
     require_tool("dknewkey");
     let out = std::process::Command::new("dknewkey")
         .arg(selector)
@@ -98,7 +113,7 @@ fn dkimpy_key(dir: &Path, dns: &TestDns, selector: &str, domain: &str) -> std::p
 }
 
 /// The Authentication-Results: field this server put on top, unfolded.
-fn our_results(delivered: &str) -> String {
+pub(crate) fn our_results(delivered: &str) -> String {
     let after = delivered
         .split("Authentication-Results: mx.test.example")
         .nth(1)

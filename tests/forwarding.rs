@@ -105,10 +105,12 @@ fn issue_9_a_message_an_outside_server_sends_back_is_refused() {
     assert!(c.reply().starts_with("250 "));
     let got = peer.wait_for(1, WAIT);
     assert_eq!(got[0]["rcpt_tos"][0], "z@peer.test");
-    // Below the results of the sender checks, which go first.
+    // Below the ARC set of the forward and the results of the sender
+    // checks, which go first.
     let data = got[0]["data"].as_str().expect("data");
     assert!(
-        data.starts_with("Authentication-Results: mx.a.test;")
+        data.starts_with("ARC-Seal: i=1; a=rsa-sha256; s=postern; d=a.test; cv=none;")
+            && data.contains("\r\nAuthentication-Results: mx.a.test;")
             && data.contains("\r\nDelivered-To: x@a.test\r\nReceived: "),
         "{}",
         got[0]["data"]

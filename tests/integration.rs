@@ -7,6 +7,7 @@
 mod common;
 
 mod acme;
+mod arc;
 mod auth;
 mod autoconfig;
 mod bounces;

@@ -2,8 +2,9 @@
 //! `postern domain add` and kept in `data_dir/dkim/` (the only place they
 //! live), the TXT records that publish them (`postern dns`), and the
 //! signatures `prepare` puts on submitted mail before it is queued, and
-//! their rotation.
+//! their rotation; and the ARC seals (`arc.rs`) of mail an alias forwards.
 
+mod arc;
 mod keys;
 pub mod rotation;
 mod sign;

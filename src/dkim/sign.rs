@@ -68,14 +68,14 @@ struct Loaded {
 }
 
 /// A key ready to sign with.
-struct Key {
-    selector: String,
-    key: Arc<DkimKey>,
+pub(super) struct Key {
+    pub(super) selector: String,
+    pub(super) key: Arc<DkimKey>,
 }
 
 /// mail-auth's signer takes its key by value; this lets every message share
 /// the one loaded key.
-struct SharedKey(Arc<DkimKey>);
+pub(super) struct SharedKey(pub(super) Arc<DkimKey>);
 
 impl SigningKey for SharedKey {
     type Hasher = Sha256;
@@ -138,7 +138,7 @@ impl Signer {
             .remove(domain);
     }
 
-    fn keys(&self, domain: &str) -> Arc<[Key]> {
+    pub(super) fn keys(&self, domain: &str) -> Arc<[Key]> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(cached) = loaded.get(domain)
             && cached.at.elapsed() < RELOAD_AFTER

@@ -2,7 +2,9 @@
 //! 7208) for the envelope sender, or the HELO name for a bounce; the DKIM
 //! signatures (RFC 6376); DMARC (RFC 7489), which asks that one of them
 //! pass for the domain in From:; and whether the client's address and name
-//! point at each other (iprev, RFC 8601 §3: recorded, not acted on). Checked with mail-auth, recorded in an
+//! point at each other (iprev, RFC 8601 §3: recorded, not acted on); and the
+//! ARC chain (RFC 8617) of servers that forwarded it, recorded, and sealed
+//! once more when an alias here forwards it. Checked with mail-auth, recorded in an
 //! Authentication-Results: field (RFC 8601) that `prepare` puts on top, and,
 //! with `[filter] dmarc = "enforce"`, acted on: the From: domain's policy
 //! (reject: 550 at the end of DATA; quarantine: the Junk folder), and no mail
@@ -44,15 +46,20 @@ pub struct Arrival<'a> {
     pub message: &'a [u8],
     /// Which domains are hosted here: a From: in one of them must prove itself.
     pub store: &'a crate::store::Store,
+    /// For a message an alias forwards: the signer and the forwarding
+    /// domain that seal what was found (ARC).
+    pub seal_as: Option<(&'a crate::dkim::Signer, &'a str)>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Take it, with this Authentication-Results: field on top; into the
-    /// Junk folder when `junk` (the domain's policy is quarantine).
+    /// Junk folder when `junk` (the domain's policy is quarantine); with
+    /// `seal`, the ARC set of a forward, above the field (empty when none).
     Accept {
         field: Vec<u8>,
         junk: bool,
+        seal: Vec<u8>,
     },
     Refuse(Reply),
 }
@@ -86,6 +93,7 @@ impl Checks {
             return Outcome::Accept {
                 field: field(&results, true).into_bytes(),
                 junk: false,
+                seal: Vec::new(),
             };
         };
         let auth = &self.authenticator;
@@ -113,6 +121,7 @@ impl Checks {
             ))
             .await;
         let iprev = auth.verify_iprev(arrival.client_ip).await;
+        let arc = auth.verify_arc(&message).await;
         let header_from = message.from();
         let mut results =
             AuthenticationResults::new(&self.authserv_id).with_dkim_results(&dkim, header_from);
@@ -123,8 +132,16 @@ impl Checks {
         };
         let results = results
             .with_dmarc_result(&dmarc)
+            .with_arc_result(&arc, arrival.client_ip)
             .with_iprev_result(&iprev, arrival.client_ip);
-        let results = field(&results, dkim.is_empty());
+        let accepted = |junk: bool| Outcome::Accept {
+            field: field(&results, dkim.is_empty()).into_bytes(),
+            junk,
+            seal: arrival
+                .seal_as
+                .map(|(signer, domain)| signer.seal(domain, &message, &results, &arc))
+                .unwrap_or_default(),
+        };
         let from_domain = dmarc.domain().to_ascii_lowercase();
         // Every address of From:, as mail-auth reads them (every field, and
         // what this server's stricter reader refuses): a hosted domain must
@@ -169,6 +186,7 @@ impl Checks {
             spf = %spf.result(),
             dmarc = ?dmarc.result(),
             policy = ?dmarc.policy(),
+            arc = %arc_word(arc.result()),
         );
         if self.mode == DmarcMode::Enforce
             && let Some(domain) = unproven
@@ -205,19 +223,20 @@ impl Checks {
                         ),
                     ));
                 }
-                Policy::Quarantine => {
-                    return Outcome::Accept {
-                        field: results.into_bytes(),
-                        junk: true,
-                    };
-                }
+                Policy::Quarantine => return accepted(true),
                 Policy::None | Policy::Unspecified => {}
             }
         }
-        Outcome::Accept {
-            field: results.into_bytes(),
-            junk: false,
-        }
+        accepted(false)
+    }
+}
+
+/// The word RFC 8617 §7 uses for an ARC chain's result.
+fn arc_word(result: &DkimResult) -> &'static str {
+    match result {
+        DkimResult::Pass => "pass",
+        DkimResult::None => "none",
+        _ => "fail",
     }
 }
 

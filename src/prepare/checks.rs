@@ -26,15 +26,17 @@ fn from_outside(ctx: &ServerContext, origin: &Origin<'_>) -> bool {
 }
 
 /// The fields the sender checks and the spam filter put on top of a message
-/// (after the Junk mark when either puts it aside), and its body as they
-/// leave it (without forged results, with the Subject: the filter rewrote);
-/// or the refusal one of them calls for. A spilled body is read back for
-/// them, a few at a time, as for `reencoded`.
+/// (after the Junk mark when either puts it aside, and the ARC set when
+/// `forwarding_domain` forwards it), and its body as they leave it (without
+/// forged results, with the Subject: the filter rewrote); or the refusal one
+/// of them calls for. A spilled body is read back for them, a few at a
+/// time, as for `reencoded`.
 pub(super) async fn checked(
     ctx: &ServerContext,
     origin: &Origin<'_>,
     envelope: (&str, &[NewRecipient]),
     facts: &HeaderFacts,
+    forwarding_domain: Option<&str>,
     body: ReceivedBody,
 ) -> Result<(Vec<u8>, ReceivedBody), Reply> {
     let (sender, recipients) = envelope;
@@ -72,6 +74,7 @@ pub(super) async fn checked(
     let text = whole.as_deref().unwrap_or(&body.head);
     let helo = origin.greeting.map_or("", |(name, _)| name);
     let (mut fields, mut junk, mut changed) = (Vec::new(), false, None);
+    let mut seal = Vec::new();
     if check_sender {
         // RFC 5322 §3.6: one From: field. Readers disagree on which of
         // several to show, and a forger counts on it.
@@ -88,6 +91,7 @@ pub(super) async fn checked(
             sender,
             message: text,
             store: &ctx.store,
+            seal_as: forwarding_domain.map(|domain| (&*ctx.dkim, domain)),
         };
         // Many signatures whose keys never come must not hold the client
         // (or this message's memory) for long.
@@ -105,9 +109,11 @@ pub(super) async fn checked(
             Outcome::Accept {
                 field,
                 junk: quarantine,
+                seal: arc_set,
             } => {
                 fields = field;
                 junk = quarantine;
+                seal = arc_set;
             }
         }
         changed = crate::dmarc::without_our_results(text, ctx.checks.authserv_id());
@@ -140,13 +146,14 @@ pub(super) async fn checked(
                 if let Some(subject) = subject {
                     let current = changed.as_deref().unwrap_or(text);
                     changed = Some(crate::filter::with_subject(current, &subject));
+                    // The seal signed the Subject: as it came.
+                    seal.clear();
                 }
             }
         }
     }
-    if junk {
-        fields = [crate::dmarc::JUNK_MARK, &fields].concat();
-    }
+    let mark: &[u8] = if junk { crate::dmarc::JUNK_MARK } else { b"" };
+    let fields = [mark, &seal, &fields].concat();
     let body = match changed {
         None => body,
         Some(new) => replaced(ctx, body.file.is_some(), new, body.long_lines)

@@ -139,10 +139,18 @@ pub async fn prepare(
         tracing::info!(event = "rejected", reply = %reply);
         return Err(reply);
     }
+    let expanded = aliases::expand(&ctx.store, &recipients, &facts.delivered_to).await?;
     // Mail from other servers: who really sent it, and whether it is spam
     // (and, when asked, what users send), checked on the message as it
-    // came; results this server did not write are removed.
-    let (results, body) = checked(ctx, origin, (&sender, &recipients), &facts, body).await?;
+    // came; results this server did not write are removed. What an alias
+    // forwards is sealed (ARC) in the forwarding domain's name.
+    let forwarding_domain = expanded
+        .forwarded
+        .first()
+        .and_then(|alias| alias.rsplit_once('@'))
+        .map(|(_, domain)| domain);
+    let envelope = (sender.as_str(), recipients.as_slice());
+    let (results, body) = checked(ctx, origin, envelope, &facts, forwarding_domain, body).await?;
     // The one point where a submitted message's text may change: after the
     // header checks, before anything adds headers or signs. Text parts that
     // are not 7-bit (lines over 998 octets, 8-bit octets) become
@@ -157,7 +165,6 @@ pub async fn prepare(
         })?,
         _ => body,
     };
-    let expanded = aliases::expand(&ctx.store, &recipients, &facts.delivered_to).await?;
     // No backscatter: anonymous mail from another server to an alias that
     // forwards elsewhere is often spam with a forged sender; should the
     // forward fail for good, the bounce to that sender (and any the next hop

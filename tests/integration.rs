@@ -17,6 +17,7 @@ mod delivery;
 mod destinations;
 mod dkim;
 mod dmarc;
+mod dmarc_reports;
 mod dns_records;
 mod dnsbl;
 mod dovecot;

@@ -99,6 +99,8 @@ pub const DKIM_RETIRE_AFTER_SECS: u64 = 7 * 86_400;
 pub const MESSAGES_PER_HOUR_PER_USER: u64 = 300;
 pub const RECIPIENTS_PER_DAY_PER_USER: u64 = 3_000;
 pub const NEW_RECIPIENTS_PER_DAY_PER_USER: u64 = 1_000;
+/// A day: what RFC 7489 §7.2 calls the default report interval.
+pub const DMARC_REPORT_INTERVAL: u64 = 86_400;
 /// A burst: ten times the user's busiest hour of the week, and at least
 /// these floors, which a user with no history must pass first. Below the
 /// hourly message limit, so that a thief is held before being limited.

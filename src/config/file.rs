@@ -152,6 +152,8 @@ pub struct FilterFile {
     pub rspamd_fail: Option<String>,
     pub rspamd_outgoing: Option<bool>,
     pub dnsbl: Option<Vec<String>>,
+    pub dmarc_reports: Option<bool>,
+    pub dmarc_report_interval: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -63,6 +63,9 @@ pub struct Config {
     /// `[filter] dnsbl`: DNS block lists asked about each client of an mta
     /// listener at connect (none by default).
     pub dnsbl: Vec<String>,
+    /// `[filter] dmarc_reports`: how often DMARC aggregate reports go to
+    /// the domains that ask for them (src/dmarc/report.rs); `None`: never.
+    pub dmarc_reports: Option<Duration>,
 }
 
 /// `[filter] rspamd` and the keys that go with it.

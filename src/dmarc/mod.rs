@@ -10,10 +10,13 @@
 //! (reject: 550 at the end of DATA; quarantine: the Junk folder), and no mail
 //! claiming a domain hosted here without passing (the spoofing case).
 
+pub mod report;
+
 use std::net::IpAddr;
 
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
+use mail_auth::report::ActionDisposition;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator,
@@ -31,6 +34,8 @@ pub const JUNK_MARK: &[u8] = b"X-Spam: Yes\r\n";
 /// The checks, with the resolver they ask through.
 pub struct Checks {
     authenticator: MessageAuthenticator,
+    /// Whether results are counted for DMARC aggregate reports.
+    reports: bool,
     /// This server's name in Authentication-Results: (the authserv-id).
     authserv_id: String,
     mode: DmarcMode,
@@ -68,9 +73,16 @@ impl Checks {
     pub fn new(authenticator: MessageAuthenticator, hostname: &str, mode: DmarcMode) -> Checks {
         Checks {
             authenticator,
+            reports: false,
             authserv_id: hostname.to_string(),
             mode,
         }
+    }
+
+    /// Counts results for DMARC aggregate reports (`report`).
+    pub fn with_reports(mut self, reports: bool) -> Checks {
+        self.reports = reports;
+        self
     }
 
     pub fn enabled(&self) -> bool {
@@ -188,10 +200,9 @@ impl Checks {
             policy = ?dmarc.policy(),
             arc = %arc_word(arc.result()),
         );
-        if self.mode == DmarcMode::Enforce
-            && let Some(domain) = unproven
-        {
-            return Outcome::Refuse(if unanswered {
+        let enforce = self.mode == DmarcMode::Enforce;
+        let outcome = match unproven {
+            Some(domain) if enforce => Outcome::Refuse(if unanswered {
                 Reply::new(
                     451,
                     (7, 1),
@@ -209,25 +220,43 @@ impl Checks {
                          has no valid signature or SPF authorisation of it"
                     ),
                 )
-            });
-        }
-        if self.mode == DmarcMode::Enforce && matches!(dmarc.result(), DmarcResult::Fail(_)) {
-            match dmarc.policy() {
-                Policy::Reject => {
-                    return Outcome::Refuse(Reply::new(
+            }),
+            _ if enforce && matches!(dmarc.result(), DmarcResult::Fail(_)) => {
+                match dmarc.policy() {
+                    Policy::Reject => Outcome::Refuse(Reply::new(
                         550,
                         (7, 1),
                         format!(
                             "{from_domain}'s DMARC policy rejects mail that fails its checks, \
-                             and this message did"
+                         and this message did"
                         ),
-                    ));
+                    )),
+                    Policy::Quarantine => accepted(true),
+                    Policy::None | Policy::Unspecified => accepted(false),
                 }
-                Policy::Quarantine => return accepted(true),
-                Policy::None | Policy::Unspecified => {}
+            }
+            _ => accepted(false),
+        };
+        if self.reports {
+            let disposition = match &outcome {
+                Outcome::Refuse(_) => ActionDisposition::Reject,
+                Outcome::Accept { junk: true, .. } => ActionDisposition::Quarantine,
+                Outcome::Accept { .. } => ActionDisposition::None,
+            };
+            let results = report::Results {
+                dmarc: &dmarc,
+                dkim: &dkim,
+                spf: &spf,
+                arc: &arc,
+                helo_scope: arrival.sender.is_empty(),
+                client_ip: arrival.client_ip,
+                envelope_from: mail_from_domain,
+            };
+            if let Some(counted) = report::counted(&results, disposition) {
+                report::count(arrival.store, counted, crate::clock::now_unix()).await;
             }
         }
-        accepted(false)
+        outcome
     }
 }
 

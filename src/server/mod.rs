@@ -116,7 +116,8 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let auth = Authenticator::new(store.clone(), config.limits.auth_failures_per_ip_per_hour)
         .with_cache(config.auth.cache_ttl, config.auth.cache_size);
     let dns = Dns::new(&config.delivery.nameservers)?;
-    let checks = dmarc::Checks::new(dns.authenticator(), &config.hostname, config.dmarc);
+    let checks = dmarc::Checks::new(dns.authenticator(), &config.hostname, config.dmarc)
+        .with_reports(config.dmarc_reports.is_some());
     let outbound = Outbound::new(Arc::clone(&config), dns.clone())?;
     let (queue, hand_offs) = ActiveQueue::new(spool, scheduler::max_claimed(&config));
     let watch = Arc::new(crate::watch::Watch::new(
@@ -224,6 +225,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         }
     });
     tokio::spawn(watch.run(bounces, shutdown.clone()));
+    if let Some(interval) = config.dmarc_reports {
+        tokio::spawn(send_dmarc_reports(Arc::clone(&ctx), interval));
+    }
     tokio::spawn(dkim::rotation::watch(
         config.data_dir.clone(),
         dns,
@@ -390,6 +394,28 @@ impl Running<'_> {
                     let _ = ask.send(self.reload().await);
                 }
                 _ = certificate_check.tick() => reload::certificate_if_changed(self.certificates),
+            }
+        }
+    }
+}
+
+/// Queues the DMARC aggregate reports (`dmarc::report`) every `interval`,
+/// until the server stops; counts not yet reported stay in the store for
+/// the next run.
+async fn send_dmarc_reports(ctx: Arc<ServerContext>, interval: std::time::Duration) {
+    loop {
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        let now = crate::clock::now_unix();
+        let authenticator = ctx.dns.authenticator();
+        for message in
+            dmarc::report::due(&ctx.store, &authenticator, &ctx.config.hostname, now).await
+        {
+            let id = crate::spool::QueueId::generate();
+            if let Err(e) = ctx.queue.put(id.clone(), message).await {
+                tracing::error!(event = "spool_failed", qid = %id, error = %e);
             }
         }
     }

@@ -73,6 +73,7 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         dmarc,
         rspamd,
         dnsbl,
+        dmarc_reports,
     } = running;
     [
         ("hostname", *hostname != new.hostname),
@@ -99,6 +100,10 @@ fn changed_settings(running: &Config, new: &Config) -> Vec<&'static str> {
         ("[filter] dmarc", *dmarc != new.dmarc),
         ("[filter] rspamd", *rspamd != new.rspamd),
         ("[filter] dnsbl", *dnsbl != new.dnsbl),
+        (
+            "[filter] dmarc_reports",
+            *dmarc_reports != new.dmarc_reports,
+        ),
     ]
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))

@@ -26,6 +26,29 @@ pub struct NewMessage {
     pub body: bytes::Bytes,
 }
 
+impl NewMessage {
+    /// A message this server writes itself (a notice, a report): no DSN
+    /// parameters, no submitting user, delivered at once.
+    pub fn generated(sender: String, recipients: &[&str], body: Vec<u8>) -> NewMessage {
+        NewMessage {
+            sender,
+            recipients: recipients
+                .iter()
+                .map(|address| NewRecipient {
+                    address: address.to_string(),
+                    orcpt: None,
+                    notify: None,
+                })
+                .collect(),
+            dsn: DsnEnvelope::default(),
+            auth_user: None,
+            smtputf8: false,
+            held: false,
+            body: body.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct DsnEnvelope {
     /// RET=FULL or RET=HDRS, as given.

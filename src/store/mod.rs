@@ -15,9 +15,11 @@ use crate::clock::now_unix;
 use crate::smtp::address::{Mailbox, normalize_domain};
 
 mod aliases;
+mod dmarc_reports;
 mod dovecot;
 mod senders;
 pub use aliases::{MAX_ALIAS_EXPANSION, Target};
+pub use dmarc_reports::DmarcCounts;
 pub use dovecot::maildir_of;
 pub use senders::{Hold, OwnLimits, Standing};
 

@@ -4,7 +4,7 @@
 use mail_builder::MessageBuilder;
 use mail_builder::headers::raw::Raw;
 
-use crate::spool::{DsnEnvelope, NewMessage, NewRecipient};
+use crate::spool::NewMessage;
 
 /// The notice of `user`'s hold: from the mail system, to the user and to
 /// `postmaster@` their domain, with the null sender so that nothing bounces
@@ -44,22 +44,7 @@ pub fn hold_notice(hostname: &str, user: &str, reason: &str, now: i64) -> NewMes
         .text_body(text)
         .write_to_vec()
         .unwrap_or_default();
-    NewMessage {
-        sender: String::new(),
-        recipients: [user, postmaster.as_str()]
-            .into_iter()
-            .map(|address| NewRecipient {
-                address: address.to_string(),
-                orcpt: None,
-                notify: None,
-            })
-            .collect(),
-        dsn: DsnEnvelope::default(),
-        auth_user: None,
-        smtputf8: false,
-        held: false,
-        body: body.into(),
-    }
+    NewMessage::generated(String::new(), &[user, postmaster.as_str()], body)
 }
 
 #[cfg(test)]

@@ -209,6 +209,18 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         }
     };
 
+    let report_interval = c.seconds(
+        root.key("filter").key("dmarc_report_interval"),
+        filter.dmarc_report_interval,
+        def::DMARC_REPORT_INTERVAL,
+        1,
+        7 * 86_400,
+    );
+    let dmarc_reports = filter
+        .dmarc_reports
+        .unwrap_or(false)
+        .then_some(report_interval);
+
     Config {
         source: file.map(Path::to_path_buf),
         hostname,
@@ -234,6 +246,7 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         dmarc,
         rspamd,
         dnsbl,
+        dmarc_reports,
     }
 }
 

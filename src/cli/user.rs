@@ -160,7 +160,7 @@ pub async fn run(cmd: UserCommand, config: &ConfigArg) -> anyhow::Result<()> {
             let config = config.load()?;
             let store = Store::open(&config.data_dir).await?;
             let user = canonical_user(&store, &address).await?;
-            let was_held = store.release_user(&user).await?;
+            let was_held = store.release_user(&user, crate::clock::now_unix()).await?;
             let n = change(&config, Request::ReleaseUser { user: user.clone() }).await?;
             let hold = if was_held {
                 "ended the hold on"

@@ -165,9 +165,10 @@ impl SendingLog {
         counted: impl Fn(&Sent) -> u64,
     ) -> Result<(), (u64, String)> {
         let (in_day, frees) = self.with_user(user, now, |log| {
-            // The day frees room as its oldest messages leave it.
-            let frees = log.sent.front().map_or(now, |s| s.at + DAY);
-            (log.sent.iter().map(&counted).sum::<u64>(), frees)
+            // The day frees room as its oldest counted messages leave it.
+            let mut counted_sent = log.sent.iter().filter(|s| counted(s) > 0).peekable();
+            let frees = counted_sent.peek().map_or(now, |s| s.at + DAY);
+            (counted_sent.map(&counted).sum::<u64>(), frees)
         });
         if in_day + pending >= limit {
             return Err((in_day + pending, clock(frees)));
@@ -192,17 +193,52 @@ impl SendingLog {
         self.with_user(user, now, |log| log.bounces.push_back(now));
     }
 
-    /// What the user sent in the last hour, and the bounces it brought.
-    pub fn last_hour(&self, user: &str, now: i64) -> HourCounts {
+    /// What the user sent in the last hour, and the bounces it brought,
+    /// after `since` (when the user's last hold ended: what was judged
+    /// then is not judged again).
+    pub fn last_hour(&self, user: &str, now: i64, since: i64) -> HourCounts {
+        self.with_user(user, now, |log| log.last_hour(now, since))
+    }
+
+    /// Counts a message the user is about to send to `recipients`, `new` of
+    /// them first-time, unless `judge` finds the last hour with it (see
+    /// `last_hour`) a burst: then returns why, and counts nothing. Judged
+    /// and counted at once, so that parallel sessions cannot each slip
+    /// under the threshold with the same count.
+    pub fn admit(
+        &self,
+        user: &str,
+        (recipients, new): (u64, u64),
+        (now, since): (i64, i64),
+        judge: impl FnOnce(HourCounts) -> Option<String>,
+    ) -> Option<String> {
         self.with_user(user, now, |log| {
-            let in_hour = log.sent.iter().filter(|s| s.at > now - HOUR);
-            let (messages, new_recipients) = in_hour.fold((0, 0), |(m, n), s| (m + 1, n + s.new));
-            HourCounts {
-                messages,
-                new_recipients,
-                bounces: log.bounces.len() as u64,
+            let mut hour = log.last_hour(now, since);
+            hour.messages += 1;
+            hour.new_recipients += new;
+            let burst = judge(hour);
+            if burst.is_none() {
+                log.sent.push_back(Sent {
+                    at: now,
+                    recipients,
+                    new,
+                });
             }
+            burst
         })
+    }
+}
+
+impl UserLog {
+    fn last_hour(&self, now: i64, since: i64) -> HourCounts {
+        let after = (now - HOUR).max(since);
+        let in_hour = self.sent.iter().filter(|s| s.at > after);
+        let (messages, new_recipients) = in_hour.fold((0, 0), |(m, n), s| (m + 1, n + s.new));
+        HourCounts {
+            messages,
+            new_recipients,
+            bounces: self.bounces.iter().filter(|at| **at > since).count() as u64,
+        }
     }
 }
 
@@ -329,7 +365,7 @@ mod tests {
         log.record("a@x", 10, 10, t0);
         log.record_bounce("a@x", t0 - HOUR);
         log.record_bounce("a@x", t0);
-        let hour = log.last_hour("a@x", t0 + 1);
+        let hour = log.last_hour("a@x", t0 + 1, 0);
         assert_eq!(
             hour,
             HourCounts {
@@ -364,6 +400,46 @@ mod tests {
         assert_eq!(
             burst(at_threshold, HourCounts::default(), &thresholds),
             None
+        );
+    }
+
+    #[test]
+    fn a_burst_is_judged_and_counted_at_once_and_not_again_after_its_hold_ends() {
+        let log = SendingLog::default();
+        let t0 = 1_796_000_000;
+        let thresholds = Burst {
+            factor: 10,
+            messages_per_hour: 100,
+            new_recipients_per_hour: 25,
+            bounces_per_hour: 20,
+        };
+        let judge = |hour| burst(hour, HourCounts::default(), &thresholds);
+        for i in 0..2 {
+            assert_eq!(log.admit("a@x", (10, 10), (t0 + i, 0), judge), None);
+        }
+        assert!(log.admit("a@x", (10, 10), (t0 + 2, 0), judge).is_some());
+        assert_eq!(
+            log.last_hour("a@x", t0 + 3, 0).new_recipients,
+            20,
+            "the burst was not counted"
+        );
+        // The hold ended at t0 + 5: the twenty before it are not judged again.
+        assert_eq!(log.admit("a@x", (10, 10), (t0 + 6, t0 + 5), judge), None);
+        assert_eq!(log.last_hour("a@x", t0 + 7, t0 + 5).new_recipients, 10);
+    }
+
+    #[test]
+    fn the_day_frees_room_when_its_oldest_counted_message_leaves() {
+        let log = SendingLog::default();
+        let t0 = 1_796_000_000;
+        log.record("a@x", 1, 0, t0);
+        log.record("a@x", 4, 4, t0 + 3600);
+        let refused = log
+            .check_new_recipient("a@x", ALLOW, 0, t0 + 7200)
+            .expect_err("four new ones");
+        assert!(
+            refused.to_string().contains(&clock(t0 + 3600 + DAY)),
+            "{refused}"
         );
     }
 }

@@ -70,6 +70,7 @@ impl Session {
                 tracing::info!(event = "auth_ok", user = %user);
                 metrics::counter!("postern_auth_successes_total", "port" => self.local.port().to_string()).increment(1);
                 self.identity = Some(user);
+                self.logged_in_at = crate::clock::now_unix();
                 Ok(self.reply(Reply::new(235, (7, 0), "Authentication successful")))
             }
             AuthOutcome::Failure => {

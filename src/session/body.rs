@@ -176,7 +176,9 @@ pub(crate) async fn enqueue(
         Ok(()) => {
             tracing::info!(event = "queued", qid = %queue_id, from = %sender, rcpts, size, held = admission.held);
             if let Some(user) = &origin.identity {
-                ctx.watch.queued(user, &named, admission, now_unix()).await;
+                ctx.watch
+                    .queued(user, &queue_id, &named, admission, now_unix())
+                    .await;
             }
             Ok(queue_id)
         }

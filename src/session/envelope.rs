@@ -105,7 +105,11 @@ impl Session {
             Err(reply) => return self.reply(reply),
         };
         if let Some(user) = &self.identity
-            && let Err(reply) = self.ctx.watch.check_message(user, now_unix()).await
+            && let Err(reply) = self
+                .ctx
+                .watch
+                .check_message(user, self.logged_in_at, now_unix())
+                .await
         {
             return self.reply(reply);
         }

@@ -85,6 +85,9 @@ pub struct Session {
     greeting: Option<Greeting>,
     /// The authenticated user's canonical address.
     identity: Option<String>,
+    /// When the user logged in (Unix seconds): a password changed since
+    /// ends what the session may send.
+    logged_in_at: i64,
     /// Boxed: most sessions spend most of their time without one.
     tx: Option<Box<Transaction>>,
     errors: ErrorBudget,
@@ -145,6 +148,7 @@ pub fn run(
         tls: None,
         greeting: None,
         identity: None,
+        logged_in_at: 0,
         tx: None,
         errors: ErrorBudget::new(max_errors),
         auth_failures: 0,

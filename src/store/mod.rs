@@ -213,12 +213,16 @@ impl Store {
     pub async fn set_password(&self, address: &str, password_hash: &str) -> Result<(), StoreError> {
         let canonical = canonical(address)?;
         // A new password ends a hold: the thief who caused it no longer
-        // has the account (the mail held meanwhile stays held).
+        // has the account (the mail held meanwhile stays held), and sessions
+        // logged in with the old one may send no more.
+        let now = now_unix();
         let done = sqlx::query(
-            "UPDATE account SET password_hash = ?, held_since = NULL, held_reason = NULL \
-             WHERE address = ?",
+            "UPDATE account SET password_hash = ?, held_since = NULL, held_reason = NULL, \
+             hold_ended = ?, password_changed = ? WHERE address = ?",
         )
         .bind(password_hash)
+        .bind(now)
+        .bind(now)
         .bind(&canonical)
         .execute(&self.pool)
         .await?;

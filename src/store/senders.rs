@@ -33,15 +33,22 @@ pub struct Hold {
 pub struct Standing {
     pub limits: OwnLimits,
     pub hold: Option<Hold>,
+    /// When the last hold ended (Unix seconds).
+    pub hold_ended: Option<i64>,
+    /// When the password last changed (Unix seconds).
+    pub password_changed: Option<i64>,
 }
 
-type StandingRow = (
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<String>,
-);
+#[derive(sqlx::FromRow)]
+struct StandingRow {
+    messages_per_hour: Option<i64>,
+    recipients_per_day: Option<i64>,
+    new_recipients_per_day: Option<i64>,
+    held_since: Option<i64>,
+    held_reason: Option<String>,
+    hold_ended: Option<i64>,
+    password_changed: Option<i64>,
+}
 
 impl Store {
     /// `address`'s own limits and hold; the defaults (no hold) for an address
@@ -49,25 +56,28 @@ impl Store {
     pub async fn standing(&self, address: &str) -> Result<Standing, StoreError> {
         let row: Option<StandingRow> = sqlx::query_as(
             "SELECT messages_per_hour, recipients_per_day, new_recipients_per_day, \
-             held_since, held_reason FROM account WHERE address = ?",
+             held_since, held_reason, hold_ended, password_changed \
+             FROM account WHERE address = ?",
         )
         .bind(address)
         .fetch_optional(&self.pool)
         .await?;
-        let Some((messages, recipients, new_recipients, since, reason)) = row else {
+        let Some(row) = row else {
             return Ok(Standing::default());
         };
         let positive = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
         Ok(Standing {
             limits: OwnLimits {
-                messages_per_hour: positive(messages),
-                recipients_per_day: positive(recipients),
-                new_recipients_per_day: positive(new_recipients),
+                messages_per_hour: positive(row.messages_per_hour),
+                recipients_per_day: positive(row.recipients_per_day),
+                new_recipients_per_day: positive(row.new_recipients_per_day),
             },
-            hold: since.map(|since| Hold {
+            hold: row.held_since.map(|since| Hold {
                 since,
-                reason: reason.unwrap_or_default(),
+                reason: row.held_reason.unwrap_or_default(),
             }),
+            hold_ended: row.hold_ended,
+            password_changed: row.password_changed,
         })
     }
 
@@ -160,14 +170,20 @@ impl Store {
         Ok(())
     }
 
-    /// Counts a bounce of `address`'s mail in the hour of `now`.
-    pub async fn count_bounce(&self, address: &str, now: i64) -> Result<(), StoreError> {
+    /// Counts `bounces` of `address`'s mail in the hour of `now`.
+    pub async fn count_bounces(
+        &self,
+        address: &str,
+        bounces: u64,
+        now: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO sending_hour (address, hour, bounces) \
-             SELECT address, ?, 1 FROM account WHERE address = ? \
-             ON CONFLICT (address, hour) DO UPDATE SET bounces = bounces + 1",
+             SELECT address, ?, ? FROM account WHERE address = ? \
+             ON CONFLICT (address, hour) DO UPDATE SET bounces = bounces + excluded.bounces",
         )
         .bind(now / HOUR)
+        .bind(i64::try_from(bounces).unwrap_or(i64::MAX))
         .bind(address)
         .execute(&self.pool)
         .await?;
@@ -208,24 +224,33 @@ impl Store {
         reason: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        self.set_hold(address, Some((reason, now))).await
+        self.set_hold(address, Some((reason, now)), now).await
     }
 
-    /// Ends the hold on `address`'s outgoing mail; false when there was none.
-    pub async fn release_user(&self, address: &str) -> Result<bool, StoreError> {
-        self.set_hold(address, None).await
+    /// Ends the hold on `address`'s outgoing mail, `now`; false when there
+    /// was none.
+    pub async fn release_user(&self, address: &str, now: i64) -> Result<bool, StoreError> {
+        self.set_hold(address, None, now).await
     }
 
     /// Sets or clears a hold; false when there was nothing to change.
-    async fn set_hold(&self, address: &str, hold: Option<(&str, i64)>) -> Result<bool, StoreError> {
+    async fn set_hold(
+        &self,
+        address: &str,
+        hold: Option<(&str, i64)>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         let canonical = canonical(address)?;
         let (reason, since) = hold.unzip();
         let done = sqlx::query(
-            "UPDATE account SET held_since = ?, held_reason = ? \
+            "UPDATE account SET held_since = ?, held_reason = ?, \
+             hold_ended = CASE WHEN ? IS NULL THEN ? ELSE hold_ended END \
              WHERE address = ? AND (held_since IS NULL) = (? IS NOT NULL)",
         )
         .bind(since)
         .bind(reason)
+        .bind(since)
+        .bind(now)
         .bind(&canonical)
         .bind(since)
         .execute(&self.pool)
@@ -318,7 +343,7 @@ mod tests {
             .remember_sending(alice, &rcpts[..1], 0, t0 + 1)
             .await
             .expect("remember");
-        store.count_bounce(alice, t0 + 2).await.expect("bounce");
+        store.count_bounces(alice, 1, t0 + 2).await.expect("bounce");
         assert_eq!(
             store
                 .first_time(
@@ -389,8 +414,13 @@ mod tests {
             [(alice.to_string(), hold)]
         );
         store.set_password(alice, "h2").await.expect("passwd");
-        assert_eq!(store.standing(alice).await.expect("q").hold, None);
-        assert!(!store.release_user(alice).await.expect("release"));
+        let standing = store.standing(alice).await.expect("q");
+        assert_eq!(standing.hold, None);
+        assert!(standing.hold_ended.is_some() && standing.password_changed.is_some());
+        assert!(!store.release_user(alice, 30).await.expect("release"));
+        assert!(store.hold_user(alice, "again", 40).await.expect("hold"));
+        assert!(store.release_user(alice, 50).await.expect("release"));
+        assert_eq!(store.standing(alice).await.expect("q").hold_ended, Some(50));
         assert!(matches!(
             store.hold_user("nobody@example.com", "x", 1).await,
             Err(StoreError::NoSuchUser(_))

@@ -21,11 +21,11 @@ use crate::clock::now_unix;
 use crate::config::Config;
 use crate::control::{Request, perform};
 use crate::policy::sender::Sender;
-use crate::policy::sending::{self, Allowance, HourCounts, SendingLog};
+use crate::policy::sending::{self, Allowance, Burst, HourCounts, SendingLog};
 use crate::scheduler::{ActiveQueue, Bounced};
 use crate::smtp::reply::Reply;
 use crate::spool::QueueId;
-use crate::store::{OwnLimits, Store};
+use crate::store::{OwnLimits, Standing, Store};
 
 const WEEK: i64 = 7 * 86_400;
 
@@ -55,16 +55,22 @@ impl Watch {
         }
     }
 
+    /// `user`'s limits, hold and password change; the defaults when the
+    /// store cannot say (a local Unix user has no account: the defaults).
+    async fn standing(&self, user: &str) -> Standing {
+        self.store.standing(user).await.unwrap_or_else(|e| {
+            tracing::error!(event = "store_error", error = %e);
+            Standing::default()
+        })
+    }
+
     /// The limits of `user` now: their own (`postern user limits`), else the
-    /// configured ones. A local Unix user has no account: the defaults.
+    /// configured ones.
     async fn allowance(&self, user: &str) -> Allowance {
-        let own = match self.store.standing(user).await {
-            Ok(standing) => standing.limits,
-            Err(e) => {
-                tracing::error!(event = "store_error", error = %e);
-                OwnLimits::default()
-            }
-        };
+        self.allowance_of(&self.standing(user).await.limits)
+    }
+
+    fn allowance_of(&self, own: &OwnLimits) -> Allowance {
         let limits = &self.config.limits;
         // At least one of each: a store edited by hand to 0 must not stop
         // the sender's mail for good.
@@ -82,10 +88,32 @@ impl Watch {
         }
     }
 
-    /// At MAIL: refuses a message when the user's last hour is full.
-    pub async fn check_message(&self, user: &str, now: i64) -> Result<(), Reply> {
-        let allowance = self.allowance(user).await;
-        self.log.check_message(user, allowance, now)
+    /// At MAIL: refuses a message when the user's last hour is full, or
+    /// when the password changed after the session logged in (at
+    /// `logged_in_at`): a thief's open connection may send no more.
+    pub async fn check_message(
+        &self,
+        user: &str,
+        logged_in_at: i64,
+        now: i64,
+    ) -> Result<(), Reply> {
+        let standing = self.standing(user).await;
+        if standing
+            .password_changed
+            .is_some_and(|at| at > logged_in_at)
+        {
+            tracing::info!(event = "password_changed_since_login", user);
+            return Err(Reply::new(
+                530,
+                (7, 0),
+                format!(
+                    "The password of {user} changed after this session logged in; \
+                     log in again"
+                ),
+            ));
+        }
+        self.log
+            .check_message(user, self.allowance_of(&standing.limits), now)
     }
 
     /// At RCPT: refuses `rcpt` when the user's last day is full, of
@@ -130,14 +158,18 @@ impl Watch {
     /// Before `user`'s message to `recipients` is queued: whether it is to
     /// be held (the account is on hold, or this message makes its last hour
     /// a burst, which puts it on hold now), and how many recipients are
-    /// first-time. A store that fails refuses the message for now.
+    /// first-time. Counted now, not once queued, so that parallel sessions
+    /// see each other's messages. A store that fails refuses the message
+    /// for now.
     pub async fn admit(
         &self,
         user: &Sender<'_>,
         recipients: &[String],
         now: i64,
     ) -> Result<Admission, Reply> {
+        let sent = recipients.len() as u64;
         let Sender::Account(user) = *user else {
+            self.log.record(user.name(), sent, 0, now);
             return Ok(Admission::default());
         };
         let store_failed = |e: crate::store::StoreError| {
@@ -151,62 +183,83 @@ impl Watch {
             .await
             .map_err(store_failed)?
             .len() as u64;
+        // A held message is not counted: it is the thief's, not the user's.
         if standing.hold.is_some() {
             return Ok(Admission {
                 held: true,
                 first_time,
             });
         }
-        let mut hour = self.log.last_hour(user, now);
-        hour.messages += 1;
-        hour.new_recipients += first_time;
-        let held = self.burst(user, hour, now).await;
-        Ok(Admission { held, first_time })
+        let since = standing.hold_ended.unwrap_or(0);
+        let burst = match self.normal(user, now).await {
+            Some((normal, thresholds)) => {
+                self.log
+                    .admit(user, (sent, first_time), (now, since), |hour| {
+                        sending::burst(hour, normal, thresholds)
+                    })
+            }
+            None => {
+                self.log.record(user, sent, first_time, now);
+                None
+            }
+        };
+        if let Some(why) = &burst {
+            self.hold(user, why, now).await;
+        }
+        Ok(Admission {
+            held: burst.is_some(),
+            first_time,
+        })
     }
 
-    /// Whether `hour` is a burst for `user`; if so, holds their mail.
-    async fn burst(&self, user: &str, hour: HourCounts, now: i64) -> bool {
-        let Some(thresholds) = &self.config.limits.burst else {
-            return false;
-        };
-        let normal = match self.store.busiest_hour(user, now - WEEK, now).await {
-            Ok(normal) => normal,
+    /// `user`'s busiest hour of the last week and the thresholds a burst
+    /// is judged by; `None` when no burst is held (`hold_on_burst = false`,
+    /// or a store that cannot say: holding every user's mail for a store
+    /// error would be worse).
+    async fn normal(&self, user: &str, now: i64) -> Option<(HourCounts, &Burst)> {
+        let thresholds = self.config.limits.burst.as_ref()?;
+        match self.store.busiest_hour(user, now - WEEK, now).await {
+            Ok(normal) => Some((normal, thresholds)),
             Err(e) => {
-                // Without history, no burst is declared: holding every
-                // user's mail for a store error would be worse.
                 tracing::error!(event = "store_error", error = %e);
-                return false;
+                None
             }
-        };
-        match sending::burst(hour, normal, thresholds) {
-            Some(why) => {
-                self.hold(user, &why, now).await;
-                true
-            }
-            None => false,
         }
     }
 
-    /// After `user`'s message to `recipients` was queued: counts it.
-    /// Waited for, before the 250: the next message's RCPT must know these
-    /// recipients, or one new recipient written to twice counts twice.
+    /// After `user`'s message `id` to `recipients` was queued: its
+    /// recipients are known from now on. Waited for, before the 250: the
+    /// next message's RCPT must know them, or one new recipient written to
+    /// twice counts twice. A hold that began while it was being queued
+    /// holds it too (the hold's sweep of the queue may have missed it).
     pub async fn queued(
         &self,
         user: &Sender<'_>,
+        id: &QueueId,
         recipients: &[String],
         admission: Admission,
         now: i64,
     ) {
-        let name = user.name();
-        self.log
-            .record(name, recipients.len() as u64, admission.first_time, now);
-        if let Sender::Account(user) = *user
-            && let Err(e) = self
-                .store
-                .remember_sending(user, recipients, admission.first_time, now)
-                .await
+        let Sender::Account(user) = *user else {
+            return;
+        };
+        if admission.held {
+            return;
+        }
+        if let Err(e) = self
+            .store
+            .remember_sending(user, recipients, admission.first_time, now)
+            .await
         {
             tracing::error!(event = "store_error", error = %e);
+        }
+        if let Ok(standing) = self.store.standing(user).await
+            && standing.hold.is_some()
+        {
+            let request = Request::Hold { id: id.clone() };
+            if let Err(e) = perform(self.queue.spool(), Some(&self.queue), &request).await {
+                tracing::error!(event = "spool_error", qid = %id, error = %e);
+            }
         }
     }
 
@@ -218,14 +271,23 @@ impl Watch {
         }
         for _ in 0..failed {
             self.log.record_bounce(user, now);
-            if let Err(e) = self.store.count_bounce(user, now).await {
-                tracing::error!(event = "store_error", error = %e);
-            }
         }
-        let already = self.store.standing(user).await.map(|s| s.hold.is_some());
-        if !matches!(already, Ok(true)) {
-            let hour = self.log.last_hour(user, now);
-            self.burst(user, hour, now).await;
+        if let Err(e) = self.store.count_bounces(user, failed, now).await {
+            tracing::error!(event = "store_error", error = %e);
+        }
+        let Ok(standing) = self.store.standing(user).await else {
+            return;
+        };
+        if standing.hold.is_some() {
+            return;
+        }
+        let hour = self
+            .log
+            .last_hour(user, now, standing.hold_ended.unwrap_or(0));
+        if let Some((normal, thresholds)) = self.normal(user, now).await
+            && let Some(why) = sending::burst(hour, normal, thresholds)
+        {
+            self.hold(user, &why, now).await;
         }
     }
 
@@ -260,7 +322,20 @@ impl Watch {
             held_recipients = held,
             "outgoing mail held as a stolen account's; `postern user release {user}` delivers it, `postern user purge-held {user}` deletes it"
         );
-        let message = notice::hold_notice(&self.config.hostname, user, reason, now);
+        let to = notice::addressed_to(user, &self.config.hostname);
+        // Through the aliases, as prepare expands them: the postmaster is
+        // often an alias of the admin's own address.
+        let mut envelope: Vec<String> = Vec::new();
+        for address in &to {
+            match self.store.expand(address).await {
+                Ok(targets) if !targets.is_empty() => {
+                    envelope.extend(targets.into_iter().map(|t| t.address));
+                }
+                _ => envelope.push(address.clone()),
+            }
+        }
+        envelope.dedup();
+        let message = notice::hold_notice(&self.config.hostname, user, reason, now, &envelope);
         let id = QueueId::generate();
         match self.queue.put(id.clone(), message).await {
             Ok(()) => tracing::info!(event = "hold_notice_queued", user, qid = %id),

@@ -6,12 +6,25 @@ use mail_builder::headers::raw::Raw;
 
 use crate::spool::NewMessage;
 
-/// The notice of `user`'s hold: from the mail system, to the user and to
-/// `postmaster@` their domain, with the null sender so that nothing bounces
-/// back to it.
-pub fn hold_notice(hostname: &str, user: &str, reason: &str, now: i64) -> NewMessage {
+/// Whom the notice of `user`'s hold is for: the user and `postmaster@`
+/// their domain.
+pub fn addressed_to(user: &str, hostname: &str) -> [String; 2] {
     let domain = user.rsplit_once('@').map_or(hostname, |(_, d)| d);
-    let postmaster = format!("postmaster@{domain}");
+    [user.to_string(), format!("postmaster@{domain}")]
+}
+
+/// The notice of `user`'s hold: from the mail system, to the user and to
+/// their postmaster ([`addressed_to`]), delivered to `envelope` (those
+/// addresses with their aliases expanded), with the null sender so that
+/// nothing bounces back to it.
+pub fn hold_notice(
+    hostname: &str,
+    user: &str,
+    reason: &str,
+    now: i64,
+    envelope: &[String],
+) -> NewMessage {
+    let [_, postmaster] = addressed_to(user, hostname);
     let since = mail_parser::DateTime::from_timestamp(now).to_rfc822();
     let text = format!(
         "The outgoing mail of {user} is on hold since {since}:\r\n\
@@ -44,7 +57,8 @@ pub fn hold_notice(hostname: &str, user: &str, reason: &str, now: i64) -> NewMes
         .text_body(text)
         .write_to_vec()
         .unwrap_or_default();
-    NewMessage::generated(String::new(), &[user, postmaster.as_str()], body)
+    let envelope: Vec<&str> = envelope.iter().map(String::as_str).collect();
+    NewMessage::generated(String::new(), &envelope, body)
 }
 
 #[cfg(test)]
@@ -54,15 +68,19 @@ mod tests {
 
     #[test]
     fn the_notice_names_the_reason_and_the_commands() {
+        let to = addressed_to("alice@example.com", "mx.example.net");
+        assert_eq!(to, ["alice@example.com", "postmaster@example.com"]);
+        let envelope = ["alice@example.com".to_string(), "admin@example.org".into()];
         let m = hold_notice(
             "mx.example.net",
             "alice@example.com",
             "300 first-time recipients in the last hour",
             1_796_000_000,
+            &envelope,
         );
         assert_eq!(m.sender, "");
-        let to: Vec<&str> = m.recipients.iter().map(|r| r.address.as_str()).collect();
-        assert_eq!(to, ["alice@example.com", "postmaster@example.com"]);
+        let rcpts: Vec<&str> = m.recipients.iter().map(|r| r.address.as_str()).collect();
+        assert_eq!(rcpts, envelope);
         let parsed = MessageParser::default().parse(&m.body[..]).expect("parse");
         assert_eq!(
             parsed.subject(),

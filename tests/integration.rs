@@ -38,6 +38,7 @@ mod logins;
 mod long_lines;
 mod metrics;
 mod mta_inbound;
+mod mta_sts;
 mod outbound_tls;
 mod permissions;
 mod privileges;

@@ -90,6 +90,8 @@ pub struct DeliveryFile {
     pub hold: Option<bool>,
     pub connect_timeout: Option<u64>,
     pub timeout: Option<u64>,
+    pub mta_sts: Option<bool>,
+    pub mta_sts_port: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -187,6 +187,11 @@ pub struct Delivery {
     pub connect_timeout: Duration,
     /// How long the outbound client waits for each reply.
     pub timeout: Duration,
+    /// Whether recipient domains' MTA-STS policies are fetched and applied
+    /// (outbound/mta_sts.rs).
+    pub mta_sts: bool,
+    /// The port policies are fetched from: 443, but for tests.
+    pub mta_sts_port: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -41,6 +41,9 @@ pub struct Endpoint<'a> {
     /// Whether `credentials` may be sent over a connection without TLS
     /// (`allow_plaintext_auth`).
     pub plaintext_auth: bool,
+    /// Who requires TLS when `tls` is `Required`, for the failure's text:
+    /// "this relay", "the MTA-STS policy of example.org".
+    pub tls_required_by: &'a str,
     pub connect_timeout: Duration,
     /// How long each reply may take; the end of DATA gets five times as long
     /// (RFC 5321 §4.5.3.2.6 allows 10 minutes there).
@@ -182,7 +185,10 @@ async fn open_with(
                 return Err(host_failure(DeliveryFailure::new(
                     Severity::Transient,
                     FailureKind::Tls,
-                    format!("{host} does not offer STARTTLS, which this relay requires"),
+                    format!(
+                        "{host} does not offer STARTTLS, which {} requires",
+                        endpoint.tls_required_by
+                    ),
                 )));
             }
         };
@@ -620,6 +626,7 @@ mod tests {
                 connector: &connector,
                 credentials: Some(&credentials),
                 plaintext_auth,
+                tls_required_by: "this relay",
                 connect_timeout: Duration::from_secs(5),
                 reply_timeout: Duration::from_secs(5),
             };

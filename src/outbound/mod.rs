@@ -9,6 +9,7 @@
 
 mod cache;
 mod client;
+pub mod mta_sts;
 mod mx;
 pub mod port25;
 mod servers;
@@ -29,7 +30,7 @@ use servers::{Server, Servers};
 
 use crate::config::{Config, Relay, RelayTls};
 use crate::dns::Dns;
-use crate::failure::DeliveryFailure;
+use crate::failure::{DeliveryFailure, FailureKind, Severity};
 use crate::router::Destination;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,8 @@ pub struct Outbound {
     verified: TlsConnector,
     pub port25: Port25Monitor,
     cache: cache::ConnectionCache,
+    /// Recipient domains' MTA-STS policies; `None` with `mta_sts = false`.
+    mta_sts: Option<Arc<mta_sts::Policies>>,
 }
 
 /// How to talk to a destination's servers.
@@ -54,6 +57,8 @@ struct Settings {
     verify: bool,
     credentials: Option<Credentials<String>>,
     plaintext_auth: bool,
+    /// Who requires TLS, when it is required.
+    tls_required_by: String,
 }
 
 /// A destination reached: a connection ready for a transaction, and the
@@ -79,6 +84,13 @@ impl Outbound {
             config.delivery.destination_concurrency,
             config.delivery.concurrency,
         );
+        let mta_sts = config.delivery.mta_sts.then(|| {
+            Arc::new(mta_sts::Policies::new(
+                dns.clone(),
+                verified.clone(),
+                config.delivery.mta_sts_port,
+            ))
+        });
         Ok(Outbound {
             config,
             dns,
@@ -86,6 +98,7 @@ impl Outbound {
             verified,
             port25: Port25Monitor::default(),
             cache,
+            mta_sts,
         })
     }
 
@@ -98,6 +111,7 @@ impl Outbound {
     /// greeting, EHLO, TLS, AUTH). `Err` when none can: the failure every
     /// recipient gets. Cancel safe: dropping it abandons the attempt.
     pub async fn reach(&self, destination: &Destination) -> Result<Reached, DeliveryFailure> {
+        let mut enforced = None;
         let (mut servers, settings) = match destination {
             Destination::Smarthost(relay) => (
                 Servers::relay(&relay.host, relay.port),
@@ -105,13 +119,15 @@ impl Outbound {
             ),
             Destination::Mx(domain) => {
                 let port = self.config.delivery.mx_port;
-                let settings = Settings {
-                    tls: TlsMode::Opportunistic,
-                    verify: false,
-                    credentials: None,
-                    plaintext_auth: false,
-                };
                 let hosts = mx::hosts(&self.dns, domain).await?;
+                let policy = match &self.mta_sts {
+                    Some(policies) => policies.policy(domain).await,
+                    None => None,
+                };
+                let (hosts, settings) = mx_settings(domain, hosts, policy.as_deref())?;
+                if settings.tls == TlsMode::Required {
+                    enforced = Some(domain);
+                }
                 (Servers::mx(domain, hosts, port), settings)
             }
             Destination::Local => {
@@ -128,7 +144,14 @@ impl Outbound {
                 conn,
                 kept,
             }),
-            None => Err(servers.failure()),
+            None => {
+                let mut failure = servers.failure();
+                if let Some(domain) = enforced {
+                    failure.text =
+                        format!("MTA-STS policy of {domain} (enforce): {}", failure.text);
+                }
+                Err(failure)
+            }
         }
     }
 
@@ -239,6 +262,7 @@ impl Outbound {
             },
             credentials: settings.credentials.as_ref(),
             plaintext_auth: settings.plaintext_auth,
+            tls_required_by: &settings.tls_required_by,
             connect_timeout: self.config.delivery.connect_timeout,
             reply_timeout: self.config.delivery.timeout,
         }
@@ -289,6 +313,63 @@ impl Outbound {
             verify: relay.tls_verify,
             credentials,
             plaintext_auth: relay.allow_plaintext_auth,
+            tls_required_by: "this relay".to_string(),
         })
+    }
+}
+
+/// The MX hosts of `domain` mail may go to, and how, under its MTA-STS
+/// `policy`: with `enforce`, only the hosts it names, over TLS with a
+/// certificate valid for the host (none named: the mail waits, and says
+/// why); with `testing` or none, every host, with TLS when offered.
+fn mx_settings(
+    domain: &str,
+    hosts: Vec<String>,
+    policy: Option<&mta_sts::Policy>,
+) -> Result<(Vec<String>, Settings), DeliveryFailure> {
+    let opportunistic = Settings {
+        tls: TlsMode::Opportunistic,
+        verify: false,
+        credentials: None,
+        plaintext_auth: false,
+        tls_required_by: String::new(),
+    };
+    let Some(policy) = policy else {
+        return Ok((hosts, opportunistic));
+    };
+    // In preference order, as the hosts came.
+    let named: Vec<String> = hosts.iter().filter(|h| policy.allows(h)).cloned().collect();
+    let unnamed: Vec<&String> = hosts.iter().filter(|h| !policy.allows(h)).collect();
+    match policy.mode {
+        mta_sts::Mode::Enforce if named.is_empty() => Err(DeliveryFailure::new(
+            Severity::Transient,
+            FailureKind::Tls,
+            format!(
+                "MTA-STS policy of {domain} (enforce): none of its MX hosts ({}) is one the \
+                 policy names ({}); the mail waits",
+                hosts.join(", "),
+                policy.mx.join(", ")
+            ),
+        )),
+        mta_sts::Mode::Enforce => Ok((
+            named,
+            Settings {
+                tls: TlsMode::Required,
+                verify: true,
+                tls_required_by: format!("the MTA-STS policy of {domain}"),
+                ..opportunistic
+            },
+        )),
+        mode => {
+            if mode == mta_sts::Mode::Testing && !unnamed.is_empty() {
+                tracing::warn!(
+                    event = "mta_sts_testing",
+                    domain,
+                    hosts = ?unnamed,
+                    "MX hosts the MTA-STS policy does not name; delivered, as the policy only tests"
+                );
+            }
+            Ok((hosts, opportunistic))
+        }
     }
 }

@@ -102,6 +102,11 @@ impl TestDns {
             .push(data);
     }
 
+    /// Removes every record of `name`.
+    pub fn remove(&self, name: &str) {
+        self.zone.lock().expect("zone").remove(&key(name));
+    }
+
     pub fn mx(&self, domain: &str, preference: u16, host: &str) {
         self.add(
             domain,

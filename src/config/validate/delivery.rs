@@ -64,6 +64,8 @@ pub(super) fn delivery(c: &mut Checker<'_>, d: DeliveryFile) -> Delivery {
             1000,
         ) as usize,
         hold: d.hold.unwrap_or(false),
+        mta_sts: d.mta_sts.unwrap_or(true),
+        mta_sts_port: c.number(p.key("mta_sts_port"), d.mta_sts_port, 443, 1, 65535) as u16,
         connect_timeout: c.seconds(
             p.key("connect_timeout"),
             d.connect_timeout,

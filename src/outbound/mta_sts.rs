@@ -1,0 +1,323 @@
+//! MTA-STS (RFC 8461): a recipient domain's promise, published over HTTPS,
+//! that its MX hosts take TLS with certificates valid for their names. The
+//! policy is announced by a TXT record (`_mta-sts.<domain>`, whose `id`
+//! changes with it) and fetched from `https://mta-sts.<domain>/.well-known/
+//! mta-sts.txt` (the certificate verified, no redirect followed); it is kept
+//! for its `max_age` and fetched again in the background, while the kept
+//! one still serves, once its id changes or half its age has passed. With
+//! `mode: enforce` mail goes only to the MX hosts the policy names, over TLS
+//! with a certificate valid for the host (`outbound` asks); `testing` only
+//! logs what would have failed.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio_rustls::TlsConnector;
+
+use crate::clock::now_unix;
+use crate::dns::Dns;
+
+/// RFC 8461 §3.3: a policy body is at most 64 KiB.
+const MAX_POLICY: usize = 64 * 1024;
+/// RFC 8461 §3.3: about a minute for the whole fetch.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// RFC 8461 §3.2: max_age is at most a year.
+const MAX_AGE: u64 = 31_557_600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    Testing,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub mode: Mode,
+    /// MX host patterns, lower case: a name, or `*.` and a name (one label).
+    pub mx: Vec<String>,
+    /// Seconds the policy may be kept.
+    pub max_age: u64,
+}
+
+impl Policy {
+    /// Parses a policy body (RFC 8461 §3.2): `key: value` lines, in any
+    /// order; unknown keys are ignored; version, mode and max_age are
+    /// required, and mx for any mode but none.
+    pub fn parse(text: &str) -> Result<Policy, String> {
+        let (mut version, mut mode, mut max_age) = (None, None, None);
+        let mut mx = Vec::new();
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            match key.trim() {
+                "version" => version = Some(value.to_string()),
+                "mode" => {
+                    mode = Some(match value {
+                        "enforce" => Mode::Enforce,
+                        "testing" => Mode::Testing,
+                        "none" => Mode::None,
+                        other => return Err(format!("unknown mode {other:?}")),
+                    })
+                }
+                "max_age" => {
+                    max_age = Some(
+                        value
+                            .parse::<u64>()
+                            .map_err(|_| format!("max_age {value:?} is not a number"))?
+                            .min(MAX_AGE),
+                    )
+                }
+                "mx" => mx.push(value.trim_end_matches('.').to_ascii_lowercase()),
+                _ => {}
+            }
+        }
+        if version.as_deref() != Some("STSv1") {
+            return Err("not an STSv1 policy".into());
+        }
+        let mode = mode.ok_or("no mode")?;
+        let max_age = max_age.ok_or("no max_age")?;
+        if mx.is_empty() && mode != Mode::None {
+            return Err("no mx".into());
+        }
+        Ok(Policy { mode, mx, max_age })
+    }
+
+    /// Whether MX host `host` is one the policy names (RFC 8461 §4.1: a
+    /// wildcard stands for the leftmost label only).
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.mx
+            .iter()
+            .any(|pattern| match pattern.strip_prefix("*.") {
+                Some(parent) => host
+                    .split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest == parent),
+                None => *pattern == host,
+            })
+    }
+}
+
+/// A policy as fetched: under which id, and when.
+struct Kept {
+    id: String,
+    policy: Arc<Policy>,
+    fetched: i64,
+}
+
+/// The policies of the domains mail went to, fetched when first needed.
+pub struct Policies {
+    dns: Dns,
+    /// Verifies the policy host's certificate against the system's roots.
+    connector: TlsConnector,
+    /// 443, but for tests.
+    port: u16,
+    kept: Mutex<HashMap<String, Kept>>,
+    /// Domains whose policy is being fetched in the background.
+    fetching: Mutex<HashSet<String>>,
+}
+
+impl Policies {
+    pub fn new(dns: Dns, connector: TlsConnector, port: u16) -> Policies {
+        Policies {
+            dns,
+            connector,
+            port,
+            kept: Mutex::default(),
+            fetching: Mutex::default(),
+        }
+    }
+
+    /// `domain`'s policy now, if it has one: the kept one while it is
+    /// current (fetched again in the background when its id changed or it
+    /// is half way to its max_age), else fetched now. A domain whose policy
+    /// cannot be had (no TXT record, a fetch that fails) and that had none
+    /// kept gets mail as if it had none (RFC 8461 §5.1).
+    pub async fn policy(self: &Arc<Self>, domain: &str) -> Option<Arc<Policy>> {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let id = self.announced_id(&domain).await;
+        let now = now_unix();
+        let kept = {
+            let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            kept.get(&domain).and_then(|k| {
+                let age = u64::try_from(now - k.fetched).unwrap_or(0);
+                (age < k.policy.max_age).then(|| {
+                    let stale =
+                        id.as_ref().is_some_and(|id| *id != k.id) || age >= k.policy.max_age / 2;
+                    (Arc::clone(&k.policy), stale)
+                })
+            })
+        };
+        match (kept, id) {
+            (Some((policy, stale)), id) => {
+                if let (true, Some(id)) = (stale, id) {
+                    self.refresh_in_background(domain, id);
+                }
+                Some(policy)
+            }
+            (None, Some(id)) => self.fetch_and_keep(&domain, id).await,
+            (None, None) => None,
+        }
+    }
+
+    /// The `id` of the domain's `v=STSv1` TXT record; `None` without one.
+    async fn announced_id(&self, domain: &str) -> Option<String> {
+        let records = self
+            .dns
+            .lookup_values(
+                &format!("_mta-sts.{domain}"),
+                hickory_resolver::proto::rr::RecordType::TXT,
+            )
+            .await
+            .ok()?;
+        let mut announced = records.iter().filter(|r| r.starts_with("v=STSv1"));
+        let record = announced.next()?;
+        // RFC 8461 §3.1: more than one record is no record.
+        if announced.next().is_some() {
+            return None;
+        }
+        record.split(';').find_map(|field| {
+            let (key, value) = field.trim().split_once('=')?;
+            (key.trim() == "id").then(|| value.trim().to_string())
+        })
+    }
+
+    fn refresh_in_background(self: &Arc<Self>, domain: String, id: String) {
+        if !self
+            .fetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(domain.clone())
+        {
+            return;
+        }
+        let policies = Arc::clone(self);
+        tokio::spawn(async move {
+            policies.fetch_and_keep(&domain, id).await;
+            policies
+                .fetching
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&domain);
+        });
+    }
+
+    async fn fetch_and_keep(&self, domain: &str, id: String) -> Option<Arc<Policy>> {
+        let fetched = tokio::time::timeout(FETCH_TIMEOUT, self.fetch(domain))
+            .await
+            .unwrap_or_else(|_| Err("no answer within a minute".into()));
+        match fetched {
+            Ok(policy) => {
+                tracing::info!(event = "mta_sts_policy", domain, id, mode = ?policy.mode, mx = ?policy.mx, max_age = policy.max_age);
+                let policy = Arc::new(policy);
+                self.kept.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                    domain.to_string(),
+                    Kept {
+                        id,
+                        policy: Arc::clone(&policy),
+                        fetched: now_unix(),
+                    },
+                );
+                Some(policy)
+            }
+            Err(error) => {
+                tracing::warn!(event = "mta_sts_fetch_failed", domain, %error);
+                // A policy still kept goes on serving (RFC 8461 §5.1).
+                self.kept
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(domain)
+                    .map(|k| Arc::clone(&k.policy))
+            }
+        }
+    }
+
+    /// GET `https://mta-sts.<domain>/.well-known/mta-sts.txt`.
+    async fn fetch(&self, domain: &str) -> Result<Policy, String> {
+        let host = format!("mta-sts.{domain}");
+        let addrs = self.dns.addresses(&host).await.map_err(|e| e.to_string())?;
+        let mut last = format!("{host} has no address");
+        for ip in addrs {
+            match self.fetch_from(&host, SocketAddr::new(ip, self.port)).await {
+                Ok(policy) => return Ok(policy),
+                Err(e) => last = format!("{host} ({ip}): {e}"),
+            }
+        }
+        Err(last)
+    }
+
+    async fn fetch_from(&self, host: &str, addr: SocketAddr) -> Result<Policy, String> {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+        let tls = self
+            .connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let request = hyper::Request::get("/.well-known/mta-sts.txt")
+            .header("Host", host)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        // RFC 8461 §3.3: no redirects; only 200 is a policy.
+        if response.status() != hyper::StatusCode::OK {
+            return Err(format!("HTTP status {}", response.status()));
+        }
+        let body = Limited::new(response.into_body(), MAX_POLICY)
+            .collect()
+            .await
+            .map_err(|e| format!("the policy: {e}"))?
+            .to_bytes();
+        let text = std::str::from_utf8(&body).map_err(|_| "the policy is not UTF-8")?;
+        Policy::parse(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_parse_as_rfc_8461_writes_them() {
+        let p = Policy::parse(
+            "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.Example.NET\r\nmax_age: 604800\r\n",
+        )
+        .expect("policy");
+        assert_eq!(p.mode, Mode::Enforce);
+        assert_eq!(p.max_age, 604_800);
+        assert!(p.allows("mail.example.com."));
+        assert!(p.allows("MX1.example.net"));
+        assert!(!p.allows("a.b.example.net"), "one label only");
+        assert!(!p.allows("example.net"));
+        assert!(!p.allows("evil.example.com"));
+        for bad in [
+            "mode: enforce\nmx: a.example\nmax_age: 1\n",
+            "version: STSv1\nmode: sometimes\nmx: a.example\nmax_age: 1\n",
+            "version: STSv1\nmode: enforce\nmax_age: 1\n",
+            "version: STSv1\nmode: enforce\nmx: a.example\n",
+            "version: STSv1\nmode: enforce\nmx: a.example\nmax_age: soon\n",
+        ] {
+            assert!(Policy::parse(bad).is_err(), "{bad}");
+        }
+        let none =
+            Policy::parse("version: STSv1\nmode: none\nmax_age: 99999999999\n").expect("none");
+        assert_eq!((none.mode, none.max_age), (Mode::None, MAX_AGE));
+    }
+}

@@ -1,0 +1,202 @@
+//! MTA-STS (RFC 8461) for outbound mail, against a real DNS server, a real
+//! HTTPS server for the policies (Python's, with a certificate from a CA the
+//! server is told to trust through SSL_CERT_FILE) and real receivers: a
+//! domain whose policy enforces gets mail only at the MX hosts it names,
+//! over TLS with a valid certificate, and waits (saying why) otherwise; a
+//! changed policy is fetched in the background; a policy in testing mode
+//! only logs.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use crate::common::*;
+use crate::delivery::{WAIT, at, ip, send, show_after_attempt, wait_log};
+
+/// Serves `dir/<Host>.txt` as the policy of the host asked for.
+const POLICY_SERVER: &str = r#"
+import http.server, ssl, sys, os
+host, port, cert, key, root = sys.argv[1:6]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        name = self.headers.get("Host", "").split(":")[0]
+        path = os.path.join(root, name + ".txt")
+        if self.path != "/.well-known/mta-sts.txt" or not os.path.exists(path):
+            self.send_response(404); self.end_headers(); return
+        body = open(path, "rb").read()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+srv = http.server.ThreadingHTTPServer((host, int(port)), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print("READY", flush=True)
+srv.serve_forever()
+"#;
+
+struct PolicyServer(Child);
+
+impl PolicyServer {
+    fn start(addr: std::net::SocketAddr, cert: &Path, key: &Path, root: &Path) -> PolicyServer {
+        let mut child = Command::new("python3")
+            .args([
+                "-c",
+                POLICY_SERVER,
+                &addr.ip().to_string(),
+                &addr.port().to_string(),
+            ])
+            .args([cert, key, root])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        assert_eq!(line.trim(), "READY", "the policy server did not start");
+        PolicyServer(child)
+    }
+}
+
+impl Drop for PolicyServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `domain` publishes `policy` (its TXT record and its policy file) and has
+/// one MX, `mx.<domain>` at 127.0.0.`mx`.
+fn publish(dns: &TestDns, policies: &Path, domain: &str, policy: &str, mx: u8) {
+    dns.txt(&format!("_mta-sts.{domain}"), &["v=STSv1; id=20261130"]);
+    dns.ip(&format!("mta-sts.{domain}"), ip(80));
+    std::fs::write(policies.join(format!("mta-sts.{domain}.txt")), policy).expect("write");
+    dns.mx(domain, 10, &format!("mx.{domain}"));
+    dns.ip(&format!("mx.{domain}"), ip(mx));
+}
+
+#[test]
+fn an_enforced_policy_sends_only_to_named_hosts_with_valid_certificates() {
+    let dns = TestDns::start();
+    let certs = tempfile::tempdir().expect("dir");
+    let names = [
+        "mta-sts.good.test",
+        "mta-sts.elsewhere.test",
+        "mta-sts.badcert.test",
+        "mta-sts.trying.test",
+        "mx.good.test",
+    ];
+    let (ca, cert, key) = ca_signed(certs.path(), &names);
+    let other = tempfile::tempdir().expect("dir");
+    let (bad_cert, bad_key) = self_signed(other.path(), &["mx.badcert.test"]);
+    let policies = tempfile::tempdir().expect("dir");
+    let https_port = free_port();
+    let _server = PolicyServer::start(at(80, https_port), &cert, &key, policies.path());
+    let enforce = |mx: &str| format!("version: STSv1\nmode: enforce\nmx: {mx}\nmax_age: 86400\n");
+    publish(
+        &dns,
+        policies.path(),
+        "good.test",
+        &enforce("mx.good.test"),
+        81,
+    );
+    publish(
+        &dns,
+        policies.path(),
+        "elsewhere.test",
+        &enforce("mx.other.test"),
+        82,
+    );
+    publish(
+        &dns,
+        policies.path(),
+        "badcert.test",
+        &enforce("*.badcert.test"),
+        83,
+    );
+    publish(
+        &dns,
+        policies.path(),
+        "trying.test",
+        "version: STSv1\nmode: testing\nmx: mx.other.test\nmax_age: 86400\n",
+        84,
+    );
+    let mx_port = free_port();
+    let tls_peer = |last: u8, cert: &Path, key: &Path| {
+        Peer::start(
+            at(last, mx_port),
+            &[
+                "--cert",
+                cert.to_str().expect("p"),
+                "--key",
+                key.to_str().expect("p"),
+            ],
+        )
+    };
+    let good = tls_peer(81, &cert, &key);
+    let elsewhere = tls_peer(82, &cert, &key);
+    let badcert = tls_peer(83, &bad_cert, &bad_key);
+    let trying = tls_peer(84, &cert, &key);
+
+    let mut s = TestServer::configure(&TestServer::config_for(&format!(
+        "trusted_networks = [\"127.0.0.1/32\"]\n[delivery]\nmx_port = {mx_port}\n\
+         mta_sts_port = {https_port}\n{}retry_min = 1\nretry_max = 2\ntimeout = 5\n\
+         connect_timeout = 3\n",
+        dns.config()
+    )));
+    s.env
+        .push(("SSL_CERT_FILE".into(), ca.to_str().expect("ca").into()));
+    s.add_alice();
+    s.spawn();
+    let body = "Subject: sts\n\nx\n";
+    send(&s, "app@example.com", &["bob@good.test"], body);
+    let got = good.wait_for(1, WAIT);
+    assert_eq!(got[0]["tls"], true, "over TLS");
+
+    // A new policy that no longer names mx.good.test, under a new id: the
+    // kept one serves the next message while the new one is fetched in the
+    // background; the message after that waits.
+    std::fs::write(
+        policies.path().join("mta-sts.good.test.txt"),
+        enforce("mx.other.test"),
+    )
+    .expect("write");
+    dns.remove("_mta-sts.good.test");
+    dns.txt("_mta-sts.good.test", &["v=STSv1; id=2"]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    send(&s, "app@example.com", &["carol@good.test"], body);
+    good.wait_for(2, WAIT);
+    wait_log(&s, "event=\"mta_sts_policy\" domain=\"good.test\" id=\"2\"");
+    let id = send(&s, "app@example.com", &["dave@good.test"], body);
+    let show = show_after_attempt(&s, &id);
+    assert!(
+        show.contains("MTA-STS policy of good.test (enforce): none of its MX hosts"),
+        "{show}"
+    );
+
+    let id = send(&s, "app@example.com", &["bob@elsewhere.test"], body);
+    let show = show_after_attempt(&s, &id);
+    assert!(
+        show.contains("MTA-STS policy of elsewhere.test (enforce)")
+            && show.contains("mx.elsewhere.test"),
+        "{show}"
+    );
+    let id = send(&s, "app@example.com", &["bob@badcert.test"], body);
+    let show = show_after_attempt(&s, &id);
+    assert!(
+        show.contains("MTA-STS policy of badcert.test (enforce)")
+            && show.to_lowercase().contains("certificate"),
+        "{show}"
+    );
+
+    // Testing mode: delivered as without a policy, and what would have
+    // failed is logged.
+    send(&s, "app@example.com", &["bob@trying.test"], body);
+    trying.wait_for(1, WAIT);
+    wait_log(&s, "event=\"mta_sts_testing\" domain=\"trying.test\"");
+
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(elsewhere.received().is_empty() && badcert.received().is_empty());
+}

@@ -46,6 +46,7 @@ mod protocol;
 mod queue_control;
 mod queue_id_logs;
 mod reload;
+mod requiretls;
 mod rspamd;
 mod sender_watch;
 mod sending_limits;

@@ -200,6 +200,9 @@ pub async fn run(cmd: QueueCommand, config: &ConfigArg) -> anyhow::Result<()> {
             if let Some(user) = &m.auth_user {
                 writeln!(out, "auth:     {}", printable(user))?;
             }
+            if m.requiretls {
+                writeln!(out, "requiretls: every hop over verified TLS (RFC 8689)")?;
+            }
             for r in &m.recipients {
                 write!(
                     out,

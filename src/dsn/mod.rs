@@ -237,6 +237,7 @@ pub fn bounce(
         dsn: DsnEnvelope::default(),
         auth_user: None,
         smtputf8: original.smtputf8,
+        requiretls: false,
         held: false,
         body: body.into(),
     })
@@ -271,6 +272,7 @@ mod tests {
             size: 10,
             auth_user: None,
             smtputf8: false,
+            requiretls: false,
             dsn: DsnEnvelope {
                 ret: ret.map(str::to_string),
                 envid: Some("env-1".into()),

@@ -207,6 +207,7 @@ mod tests {
                 .collect(),
             body: b"Subject: x\r\n\r\n.dot\r\n",
             smtputf8: false,
+            requiretls: false,
             ret: None,
             envid: None,
         }

@@ -108,6 +108,8 @@ pub async fn deliver(store: &Store, config: &Config, env: &Envelope<'_>) -> Vec<
             // parameter, yet stores UTF-8 headers as they are: this is the
             // final delivery, with nobody after it to downgrade for.
             smtputf8: false,
+            // Its last hop, on this machine or the host's own network.
+            requiretls: false,
             ..*env
         };
         results.extend(lmtp::deliver(server, config, &env).await);
@@ -161,6 +163,7 @@ mod tests {
             }],
             body: b"x\r\n",
             smtputf8: false,
+            requiretls: false,
             ret: None,
             envid: None,
         };

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use mail_send::{Credentials, SmtpClient};
 use smtp_proto::{
-    EXT_8BIT_MIME, EXT_DSN, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse,
-    Response,
+    EXT_8BIT_MIME, EXT_DSN, EXT_PIPELINING, EXT_REQUIRE_TLS, EXT_SIZE, EXT_SMTP_UTF8,
+    EXT_START_TLS, EhloResponse, Response,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -41,6 +41,8 @@ pub struct Endpoint<'a> {
     /// Whether `credentials` may be sent over a connection without TLS
     /// (`allow_plaintext_auth`).
     pub plaintext_auth: bool,
+    /// Whether `connector` verifies the server's certificate.
+    pub verified: bool,
     /// Who requires TLS when `tls` is `Required`, for the failure's text:
     /// "this relay", "the MTA-STS policy of example.org".
     pub tls_required_by: &'a str,
@@ -81,6 +83,9 @@ pub struct Envelope<'a> {
     pub recipients: Vec<Rcpt<'a>>,
     pub body: &'a [u8],
     pub smtputf8: bool,
+    /// RFC 8689: only over TLS with a verified certificate, to a server
+    /// that offers REQUIRETLS, which is asked for.
+    pub requiretls: bool,
     pub ret: Option<&'a str>,
     pub envid: Option<&'a str>,
 }
@@ -105,6 +110,8 @@ pub struct Connection {
     pub client: SmtpClient<Box<dyn Stream>>,
     pub caps: EhloResponse<String>,
     pub opened: Instant,
+    /// Encrypted, with the server's certificate verified for its name.
+    pub tls_verified: bool,
 }
 
 /// Connects to `endpoint`: greeting, EHLO, TLS as asked, AUTH when credentials
@@ -213,6 +220,7 @@ async fn open_with(
             (Connection::new(boxed(tcp), caps), false)
         }
     };
+    conn.tls_verified = encrypted && endpoint.verified;
     if let Some(credentials) = endpoint.credentials {
         // The config check already refuses this combination; this keeps a
         // password off the wire whatever path led here.
@@ -240,6 +248,7 @@ impl Connection {
             client,
             caps,
             opened: Instant::now(),
+            tls_verified: false,
         }
     }
 }
@@ -305,6 +314,9 @@ pub(crate) fn mail_command(env: &Envelope<'_>, caps: &EhloResponse<String>) -> S
     if env.smtputf8 {
         cmd.push_str(" SMTPUTF8");
     }
+    if env.requiretls {
+        cmd.push_str(" REQUIRETLS");
+    }
     if caps.has_capability(EXT_DSN) {
         if let Some(ret) = env.ret {
             cmd.push_str(&format!(" RET={ret}"));
@@ -362,6 +374,36 @@ pub(crate) fn check_capabilities(
     Ok(())
 }
 
+/// RFC 8689 §4.2.1: a REQUIRETLS message goes only over TLS with a
+/// verified certificate (a relay with `tls_verify`, or an MX an MTA-STS
+/// policy enforces), to a server that offers REQUIRETLS; otherwise it is
+/// returned to its sender (5.7.30).
+fn check_requiretls(
+    host: &str,
+    tls_verified: bool,
+    caps: &EhloResponse<String>,
+    env: &Envelope<'_>,
+) -> Result<(), DeliveryFailure> {
+    if !env.requiretls {
+        return Ok(());
+    }
+    let why = if !tls_verified {
+        format!(
+            "the message asks for REQUIRETLS, and the connection to {host} is not TLS with a \
+             verified certificate (an MX host needs an MTA-STS policy in enforce mode)"
+        )
+    } else if !caps.has_capability(EXT_REQUIRE_TLS) {
+        format!("the message asks for REQUIRETLS, which {host} does not support")
+    } else {
+        return Ok(());
+    };
+    Err(DeliveryFailure::new(
+        Severity::Permanent,
+        FailureKind::Tls,
+        why,
+    ))
+}
+
 /// One mail transaction on an open connection. `Ok` carries a result per
 /// recipient and whether the connection may carry another message; `Err`
 /// means the connection failed before any recipient was settled.
@@ -377,7 +419,9 @@ pub async fn transaction(
             .map(|r| (r.idx, Err(f.clone())))
             .collect::<Vec<_>>()
     };
-    if let Err(f) = check_capabilities(host, caps, env) {
+    if let Err(f) = check_capabilities(host, caps, env)
+        .and_then(|()| check_requiretls(host, conn.tls_verified, caps, env))
+    {
         return Ok((everyone(f), true));
     }
     let seven_bit = seven_bit_body(caps, env);
@@ -627,6 +671,7 @@ mod tests {
                 credentials: Some(&credentials),
                 plaintext_auth,
                 tls_required_by: "this relay",
+                verified: false,
                 connect_timeout: Duration::from_secs(5),
                 reply_timeout: Duration::from_secs(5),
             };

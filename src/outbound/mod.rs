@@ -263,6 +263,7 @@ impl Outbound {
             credentials: settings.credentials.as_ref(),
             plaintext_auth: settings.plaintext_auth,
             tls_required_by: &settings.tls_required_by,
+            verified: settings.verify,
             connect_timeout: self.config.delivery.connect_timeout,
             reply_timeout: self.config.delivery.timeout,
         }

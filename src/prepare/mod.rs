@@ -86,6 +86,8 @@ pub struct Accepted {
     pub recipients: Vec<NewRecipient>,
     pub dsn: DsnEnvelope,
     pub smtputf8: bool,
+    /// RFC 8689 REQUIRETLS was asked for.
+    pub requiretls: bool,
     pub body: ReceivedBody,
 }
 
@@ -119,6 +121,7 @@ pub async fn prepare(
         recipients,
         mut dsn,
         smtputf8,
+        requiretls,
         body,
     } = accepted;
     // The checks read the header section from the part of the body held in
@@ -218,6 +221,7 @@ pub async fn prepare(
             recipients: expanded.recipients,
             auth_user: origin.identity.map(|s| s.name().to_string()),
             smtputf8,
+            requiretls,
             held: false,
             body: stored.into(),
         },

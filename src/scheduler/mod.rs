@@ -477,6 +477,7 @@ async fn deliver_group(
             .collect(),
         body,
         smtputf8: message.smtputf8,
+        requiretls: message.requiretls,
         ret: message.dsn.ret.as_deref(),
         envid: message.dsn.envid.as_deref(),
     };

@@ -12,6 +12,7 @@ pub fn message(sender: &str, created: i64, recipients: &[&str]) -> QueuedMessage
         size: 10,
         auth_user: None,
         smtputf8: false,
+        requiretls: false,
         dsn: DsnEnvelope::default(),
         recipients: recipients
             .iter()

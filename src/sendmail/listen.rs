@@ -260,6 +260,7 @@ impl Client<'_> {
             recipients,
             dsn: DsnEnvelope::default(),
             smtputf8,
+            requiretls: false,
             body,
         };
         let origin = Origin {

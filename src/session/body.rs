@@ -97,6 +97,7 @@ impl Session {
             recipients: tx.recipients,
             dsn: tx.dsn,
             smtputf8: tx.smtputf8,
+            requiretls: tx.requiretls,
             body,
         };
         match enqueue(&self.ctx, &self.origin(), accepted, &tx.span).await {

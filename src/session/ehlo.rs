@@ -39,7 +39,10 @@ impl Session {
         ];
         if self.tls.is_none() {
             lines.push("STARTTLS".to_string());
-        } else if self.identity.is_none() {
+        } else {
+            lines.push("REQUIRETLS".to_string());
+        }
+        if self.tls.is_some() && self.identity.is_none() {
             // AUTH only where the password cannot be read off the wire.
             lines.push("AUTH PLAIN LOGIN".to_string());
         }

@@ -47,7 +47,13 @@ impl Session {
                 Reply::auth_required()
             });
         }
-        if from.flags & UNANNOUNCED_MAIL_FLAGS != 0
+        // REQUIRETLS is announced, and taken, only over TLS (RFC 8689 §4.1).
+        let unannounced = if self.tls.is_some() {
+            UNANNOUNCED_MAIL_FLAGS & !MAIL_REQUIRETLS
+        } else {
+            UNANNOUNCED_MAIL_FLAGS
+        };
+        if from.flags & unannounced != 0
             || from.by != 0
             || from.hold_for != 0
             || from.hold_until != 0
@@ -131,6 +137,7 @@ impl Session {
         self.tx = Some(Box::new(Transaction {
             sender,
             smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
+            requiretls: from.flags & MAIL_REQUIRETLS != 0,
             dsn: DsnEnvelope { ret, envid },
             recipients: Vec::new(),
             recipient_keys: HashSet::new(),

@@ -13,6 +13,8 @@ pub struct Transaction {
     /// `None` is the null reverse-path `<>`.
     pub sender: Option<Mailbox>,
     pub smtputf8: bool,
+    /// RFC 8689 REQUIRETLS, given at MAIL over TLS.
+    pub requiretls: bool,
     pub dsn: DsnEnvelope,
     pub recipients: Vec<NewRecipient>,
     /// `Mailbox::recipient_key` of each recipient, to keep a duplicate out.

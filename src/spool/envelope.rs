@@ -18,6 +18,8 @@ pub struct NewMessage {
     /// The authenticated user who submitted it, if any.
     pub auth_user: Option<String>,
     pub smtputf8: bool,
+    /// RFC 8689 REQUIRETLS: every hop over TLS with a verified certificate.
+    pub requiretls: bool,
     /// Queued held (its sender's outgoing mail is on hold): kept, not
     /// delivered until released.
     pub held: bool,
@@ -43,6 +45,7 @@ impl NewMessage {
             dsn: DsnEnvelope::default(),
             auth_user: None,
             smtputf8: false,
+            requiretls: false,
             held: false,
             body: body.into(),
         }
@@ -133,6 +136,7 @@ pub struct QueuedMessage {
     pub size: u64,
     pub auth_user: Option<String>,
     pub smtputf8: bool,
+    pub requiretls: bool,
     pub dsn: DsnEnvelope,
     pub recipients: Vec<QueuedRecipient>,
 }
@@ -149,6 +153,7 @@ impl QueuedMessage {
             size,
             auth_user: message.auth_user.clone(),
             smtputf8: message.smtputf8,
+            requiretls: message.requiretls,
             dsn: message.dsn.clone(),
             recipients: (0..)
                 .zip(&message.recipients)

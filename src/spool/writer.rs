@@ -462,13 +462,14 @@ async fn insert(
     new: &[New<'_>],
     placement: &Placement,
 ) -> Result<(), sqlx::Error> {
-    const MESSAGE: [&str; 11] = [
+    const MESSAGE: [&str; 12] = [
         "id",
         "created",
         "sender",
         "size",
         "auth_user",
         "smtputf8",
+        "requiretls",
         "dsn_ret",
         "dsn_envid",
         "body",
@@ -516,6 +517,7 @@ async fn insert(
                 .bind(m.size as i64)
                 .bind(&m.auth_user)
                 .bind(i64::from(m.smtputf8))
+                .bind(m.requiretls)
                 .bind(&m.dsn.ret)
                 .bind(&m.dsn.envid)
                 .bind(in_row(i))

@@ -19,6 +19,7 @@ fn message(n: usize) -> NewMessage {
         dsn: DsnEnvelope::default(),
         auth_user: None,
         smtputf8: false,
+        requiretls: false,
         held: false,
         body: format!("Subject: {n}\r\n\r\nbody\r\n").into(),
     }

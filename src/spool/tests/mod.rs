@@ -37,6 +37,7 @@ fn message(n: usize) -> NewMessage {
         },
         auth_user: None,
         smtputf8: false,
+        requiretls: false,
         held: false,
         body: format!("Subject: {n}\r\n\r\nbody\r\n").into(),
     }

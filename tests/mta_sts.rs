@@ -4,7 +4,8 @@
 //! domain whose policy enforces gets mail only at the MX hosts it names,
 //! over TLS with a valid certificate, and waits (saying why) otherwise; a
 //! changed policy is fetched in the background; a policy in testing mode
-//! only logs.
+//! only logs; and the domains that ask get TLS reports (RFC 8460) of it all,
+//! read back with Python's email, gzip and json.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -139,11 +140,21 @@ fn an_enforced_policy_sends_only_to_named_hosts_with_valid_certificates() {
     let elsewhere = tls_peer(82, &cert, &key);
     let badcert = tls_peer(83, &bad_cert, &bad_key);
     let trying = tls_peer(84, &cert, &key);
+    // Where the TLS reports of good.test and badcert.test go.
+    dns.mx("reports.test", 10, "mx.reports.test");
+    dns.ip("mx.reports.test", ip(85));
+    let reports = Peer::start(at(85, mx_port), &[]);
+    for domain in ["good.test", "badcert.test"] {
+        dns.txt(
+            &format!("_smtp._tls.{domain}"),
+            &["v=TLSRPTv1; rua=mailto:tls@reports.test"],
+        );
+    }
 
     let mut s = TestServer::configure(&TestServer::config_for(&format!(
         "trusted_networks = [\"127.0.0.1/32\"]\n[delivery]\nmx_port = {mx_port}\n\
-         mta_sts_port = {https_port}\n{}retry_min = 1\nretry_max = 2\ntimeout = 5\n\
-         connect_timeout = 3\n",
+         mta_sts_port = {https_port}\ntls_reports = true\ntls_report_interval = 6\n\
+         {}retry_min = 1\nretry_max = 2\ntimeout = 5\nconnect_timeout = 3\n",
         dns.config()
     )));
     s.env
@@ -199,4 +210,45 @@ fn an_enforced_policy_sends_only_to_named_hosts_with_valid_certificates() {
 
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert!(elsewhere.received().is_empty() && badcert.received().is_empty());
+
+    // The reports of the period, summed over however many came by now.
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    let got = reports.received();
+    let path = policies.path().join("reports.json");
+    std::fs::write(&path, serde_json::to_string(&got).expect("json")).expect("write");
+    let read = text(&python(READ_TLS_REPORTS, &[path.to_str().expect("path")]));
+    // One session carried both of good.test's messages (it was kept).
+    assert!(
+        read.contains("good.test sts success>=1 failures=[]"),
+        "{read}"
+    );
+    assert!(
+        read.contains(
+            "badcert.test sts success=0 failures=['certificate-not-trusted mx.badcert.test']"
+        ),
+        "{read}"
+    );
+    assert!(
+        !read.contains("trying.test"),
+        "no TLSRPT record, no report: {read}"
+    );
 }
+
+/// Sums the TLS reports received, per policy domain: its policy type,
+/// whether it had a successful session, its failures' kinds.
+const READ_TLS_REPORTS: &str = r#"
+import email, email.policy, gzip, json, sys
+totals = {}
+for received in json.load(open(sys.argv[1])):
+    m = email.message_from_string(received["data"], policy=email.policy.default)
+    part = next(p for p in m.walk() if p.get_content_type() == "application/tlsrpt+gzip")
+    report = json.loads(gzip.decompress(part.get_payload(decode=True)))
+    for p in report["policies"]:
+        d = p["policy"]["policy-domain"]
+        t = totals.setdefault(d, [p["policy"]["policy-type"], 0, set()])
+        t[1] += p["summary"]["total-successful-session-count"]
+        for f in p.get("failure-details", []):
+            t[2].add(f["result-type"] + " " + f["receiving-mx-hostname"])
+for d, (kind, ok, failures) in sorted(totals.items()):
+    print(d, kind, "success>=1" if ok >= 1 else "success=0", "failures=" + str(sorted(failures)))
+"#;

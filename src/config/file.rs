@@ -92,6 +92,8 @@ pub struct DeliveryFile {
     pub timeout: Option<u64>,
     pub mta_sts: Option<bool>,
     pub mta_sts_port: Option<u64>,
+    pub tls_reports: Option<bool>,
+    pub tls_report_interval: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -192,6 +192,9 @@ pub struct Delivery {
     pub mta_sts: bool,
     /// The port policies are fetched from: 443, but for tests.
     pub mta_sts_port: u16,
+    /// How often TLS reports go to the domains that ask for them
+    /// (outbound/tls_report.rs); `None`: never.
+    pub tls_reports: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

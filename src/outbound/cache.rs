@@ -168,6 +168,7 @@ mod tests {
             caps: smtp_proto::EhloResponse::default(),
             opened: Instant::now(),
             tls_verified: false,
+            encrypted: false,
         }
     }
 

@@ -112,6 +112,8 @@ pub struct Connection {
     pub opened: Instant,
     /// Encrypted, with the server's certificate verified for its name.
     pub tls_verified: bool,
+    /// Encrypted at all.
+    pub encrypted: bool,
 }
 
 /// Connects to `endpoint`: greeting, EHLO, TLS as asked, AUTH when credentials
@@ -220,6 +222,7 @@ async fn open_with(
             (Connection::new(boxed(tcp), caps), false)
         }
     };
+    conn.encrypted = encrypted;
     conn.tls_verified = encrypted && endpoint.verified;
     if let Some(credentials) = endpoint.credentials {
         // The config check already refuses this combination; this keeps a
@@ -249,6 +252,7 @@ impl Connection {
             caps,
             opened: Instant::now(),
             tls_verified: false,
+            encrypted: false,
         }
     }
 }

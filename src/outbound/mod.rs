@@ -13,6 +13,7 @@ pub mod mta_sts;
 mod mx;
 pub mod port25;
 mod servers;
+pub mod tls_report;
 
 use std::sync::Arc;
 
@@ -49,6 +50,8 @@ pub struct Outbound {
     cache: cache::ConnectionCache,
     /// Recipient domains' MTA-STS policies; `None` with `mta_sts = false`.
     mta_sts: Option<Arc<mta_sts::Policies>>,
+    /// What came of the TLS sessions to MX hosts, for TLS reports.
+    pub tls_results: tls_report::TlsResults,
 }
 
 /// How to talk to a destination's servers.
@@ -59,6 +62,8 @@ struct Settings {
     plaintext_auth: bool,
     /// Who requires TLS, when it is required.
     tls_required_by: String,
+    /// For MX hosts: the policy their TLS sessions are reported under.
+    report: Option<tls_report::Applied>,
 }
 
 /// A destination reached: a connection ready for a transaction, and the
@@ -99,6 +104,7 @@ impl Outbound {
             port25: Port25Monitor::default(),
             cache,
             mta_sts,
+            tls_results: tls_report::TlsResults::new(crate::clock::now_unix()),
         })
     }
 
@@ -177,7 +183,7 @@ impl Outbound {
                 }
                 Err(_) if kept => {
                     kept = false;
-                    match self.open(&servers, &endpoint).await {
+                    match self.open(&servers, &settings, &endpoint).await {
                         Ok(fresh) => {
                             conn = fresh;
                             continue;
@@ -225,7 +231,7 @@ impl Outbound {
             if let Some(conn) = self.cache.take(&endpoint.key()) {
                 return Some((server, conn, true));
             }
-            match self.open(servers, &endpoint).await {
+            match self.open(servers, settings, &endpoint).await {
                 Ok(conn) => return Some((server, conn, false)),
                 Err(f) => servers.failed(&server, f),
             }
@@ -234,10 +240,11 @@ impl Outbound {
     }
 
     /// A new connection to `endpoint`, one of `servers`; what became of it
-    /// counts for port-25 detection when they are MX hosts.
+    /// counts for port-25 detection and TLS reports when they are MX hosts.
     async fn open(
         &self,
         servers: &Servers,
+        settings: &Settings,
         endpoint: &Endpoint<'_>,
     ) -> Result<Connection, ConnectFailure> {
         let opened = client::open(endpoint, &self.config.hostname).await;
@@ -245,6 +252,11 @@ impl Outbound {
             match &opened {
                 Err(f) if f.tcp_failed => self.port25.record_failure(domain, servers.port()),
                 _ => self.port25.record_success(),
+            }
+            if let (Some(applied), Some(outcome)) =
+                (&settings.report, tls_outcome(&opened, endpoint))
+            {
+                self.tls_results.record(domain, applied, outcome);
             }
         }
         opened
@@ -315,6 +327,7 @@ impl Outbound {
             credentials,
             plaintext_auth: relay.allow_plaintext_auth,
             tls_required_by: "this relay".to_string(),
+            report: None,
         })
     }
 }
@@ -334,9 +347,17 @@ fn mx_settings(
         credentials: None,
         plaintext_auth: false,
         tls_required_by: String::new(),
+        report: Some(tls_report::Applied::None),
     };
     let Some(policy) = policy else {
         return Ok((hosts, opportunistic));
+    };
+    let opportunistic = Settings {
+        report: Some(tls_report::Applied::Sts {
+            lines: policy.lines(),
+            mx: policy.mx.clone(),
+        }),
+        ..opportunistic
     };
     // In preference order, as the hosts came.
     let named: Vec<String> = hosts.iter().filter(|h| policy.allows(h)).cloned().collect();
@@ -372,5 +393,36 @@ fn mx_settings(
             }
             Ok((hosts, opportunistic))
         }
+    }
+}
+
+/// What a new connection to an MX host says for TLS reports: a TLS session,
+/// a host that would not or could not have one (with why), or nothing to
+/// say (the connection failed before TLS came up).
+fn tls_outcome(
+    opened: &Result<Connection, ConnectFailure>,
+    endpoint: &Endpoint<'_>,
+) -> Option<tls_report::Outcome> {
+    let failure = |result, reason: &str| tls_report::Outcome::Failure {
+        result,
+        mx_host: endpoint.host.to_string(),
+        ip: endpoint.addr.ip(),
+        reason: reason.to_string(),
+    };
+    use mail_auth::report::tlsrpt::ResultType;
+    match opened {
+        Ok(conn) if conn.encrypted => Some(tls_report::Outcome::Success),
+        Ok(_) => Some(failure(
+            ResultType::StartTlsNotSupported,
+            "delivered without TLS",
+        )),
+        Err(f) if f.starttls_failed => Some(failure(
+            tls_report::result_type(&f.failure.text),
+            &f.failure.text,
+        )),
+        Err(f) if f.failure.kind == FailureKind::Tls => {
+            Some(failure(ResultType::StartTlsNotSupported, &f.failure.text))
+        }
+        Err(_) => None,
     }
 }

@@ -91,6 +91,20 @@ impl Policy {
         Ok(Policy { mode, mx, max_age })
     }
 
+    /// The policy as its lines, for TLS reports (RFC 8460 §4.4: the
+    /// policy-string).
+    pub fn lines(&self) -> Vec<String> {
+        let mode = match self.mode {
+            Mode::Enforce => "enforce",
+            Mode::Testing => "testing",
+            Mode::None => "none",
+        };
+        let mut lines = vec!["version: STSv1".to_string(), format!("mode: {mode}")];
+        lines.extend(self.mx.iter().map(|mx| format!("mx: {mx}")));
+        lines.push(format!("max_age: {}", self.max_age));
+        lines
+    }
+
     /// Whether MX host `host` is one the policy names (RFC 8461 §4.1: a
     /// wildcard stands for the leftmost label only).
     pub fn allows(&self, host: &str) -> bool {

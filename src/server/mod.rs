@@ -226,7 +226,27 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     });
     tokio::spawn(watch.run(bounces, shutdown.clone()));
     if let Some(interval) = config.dmarc_reports {
-        tokio::spawn(send_dmarc_reports(Arc::clone(&ctx), interval));
+        let ctx_for_reports = Arc::clone(&ctx);
+        tokio::spawn(send_reports(Arc::clone(&ctx), interval, move |now| {
+            let ctx = Arc::clone(&ctx_for_reports);
+            async move {
+                let authenticator = ctx.dns.authenticator();
+                dmarc::report::due(&ctx.store, &authenticator, &ctx.config.hostname, now).await
+            }
+        }));
+    }
+    if let Some(interval) = config.delivery.tls_reports {
+        let (delivery, ctx_for_reports) = (Arc::clone(&delivery), Arc::clone(&ctx));
+        tokio::spawn(send_reports(Arc::clone(&ctx), interval, move |now| {
+            let (delivery, ctx) = (Arc::clone(&delivery), Arc::clone(&ctx_for_reports));
+            async move {
+                let outbound = &delivery.outbound;
+                outbound
+                    .tls_results
+                    .due(outbound.dns(), &ctx.config.hostname, now)
+                    .await
+            }
+        }));
     }
     tokio::spawn(dkim::rotation::watch(
         config.data_dir.clone(),
@@ -399,20 +419,19 @@ impl Running<'_> {
     }
 }
 
-/// Queues the DMARC aggregate reports (`dmarc::report`) every `interval`,
-/// until the server stops; counts not yet reported stay in the store for
-/// the next run.
-async fn send_dmarc_reports(ctx: Arc<ServerContext>, interval: std::time::Duration) {
+/// Queues what `due` finds (the aggregate reports: DMARC, TLS) every
+/// `interval`, until the server stops.
+async fn send_reports<F, Fut>(ctx: Arc<ServerContext>, interval: std::time::Duration, due: F)
+where
+    F: Fn(i64) -> Fut,
+    Fut: std::future::Future<Output = Vec<crate::spool::NewMessage>>,
+{
     loop {
         tokio::select! {
             () = ctx.shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
         }
-        let now = crate::clock::now_unix();
-        let authenticator = ctx.dns.authenticator();
-        for message in
-            dmarc::report::due(&ctx.store, &authenticator, &ctx.config.hostname, now).await
-        {
+        for message in due(crate::clock::now_unix()).await {
             let id = crate::spool::QueueId::generate();
             if let Err(e) = ctx.queue.put(id.clone(), message).await {
                 tracing::error!(event = "spool_failed", qid = %id, error = %e);

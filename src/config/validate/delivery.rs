@@ -65,6 +65,13 @@ pub(super) fn delivery(c: &mut Checker<'_>, d: DeliveryFile) -> Delivery {
         ) as usize,
         hold: d.hold.unwrap_or(false),
         mta_sts: d.mta_sts.unwrap_or(true),
+        tls_reports: d.tls_reports.unwrap_or(false).then_some(c.seconds(
+            p.key("tls_report_interval"),
+            d.tls_report_interval,
+            86_400,
+            1,
+            7 * 86_400,
+        )),
         mta_sts_port: c.number(p.key("mta_sts_port"), d.mta_sts_port, 443, 1, 65535) as u16,
         connect_timeout: c.seconds(
             p.key("connect_timeout"),

@@ -54,11 +54,13 @@ fn counted_results_go_to_the_addresses_that_accept_them() {
         &[],
     );
     let s = TestServer::delivering(&format!(
-        "[filter]\ndmarc_reports = true\ndmarc_report_interval = 4\n\
+        "[filter]\ndmarc_reports = true\ndmarc_report_interval = 10\n\
          [delivery]\n{}[relay]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
         dns.config(),
         peer.addr.port()
     ));
+    // All four messages go in the first period: ten seconds is far more
+    // than sending them takes.
     let (mta, dir) = (s.addr("mta"), s.dir.path());
     let signed = dkimpy_signed(&key, "sel1", "dave@signer.example", "signed");
     for _ in 0..2 {

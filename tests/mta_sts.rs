@@ -87,6 +87,7 @@ fn an_enforced_policy_sends_only_to_named_hosts_with_valid_certificates() {
         "mta-sts.elsewhere.test",
         "mta-sts.badcert.test",
         "mta-sts.trying.test",
+        "mta-sts.expiring.test",
         "mx.good.test",
     ];
     let (ca, cert, key) = ca_signed(certs.path(), &names);
@@ -200,6 +201,29 @@ fn an_enforced_policy_sends_only_to_named_hosts_with_valid_certificates() {
         show.contains("MTA-STS policy of badcert.test (enforce)")
             && show.to_lowercase().contains("certificate"),
         "{show}"
+    );
+
+    // A policy that expires while its host no longer serves it: the mail
+    // waits while it holds, then goes as if there were none (RFC 8461 §5.1).
+    let expiring = Peer::start(at(86, mx_port), &[]);
+    publish(
+        &dns,
+        policies.path(),
+        "expiring.test",
+        "version: STSv1\nmode: enforce\nmx: mx.other.test\nmax_age: 3\n",
+        86,
+    );
+    let id = send(&s, "app@example.com", &["bob@expiring.test"], body);
+    let show = show_after_attempt(&s, &id);
+    assert!(
+        show.contains("MTA-STS policy of expiring.test (enforce)"),
+        "{show}"
+    );
+    std::fs::remove_file(policies.path().join("mta-sts.expiring.test.txt")).expect("rm");
+    expiring.wait_for(1, WAIT);
+    wait_log(
+        &s,
+        "event=\"mta_sts_fetch_failed\" domain=\"expiring.test\"",
     );
 
     // Testing mode: delivered as without a policy, and what would have

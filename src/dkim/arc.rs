@@ -17,9 +17,11 @@ use super::sign::{SIGNED_HEADERS, SharedKey, Signer};
 impl Signer {
     /// The ARC set (ARC-Seal, ARC-Message-Signature and
     /// ARC-Authentication-Results fields) that seals `message` for `domain`
-    /// with `results`, continuing the chain `arc` found; empty when the
-    /// domain has no RSA key, or when the chain failed (RFC 8617 §5.1.2: a
-    /// failed chain is sealed by no one). Blocking: two RSA signatures.
+    /// with `results`, continuing the chain `arc` found (with cv=fail when
+    /// it did not validate here); empty when the domain has no RSA key, when
+    /// its last seal already says cv=fail (RFC 8617 §5.1.2: sealed by no one
+    /// after), or when it is too broken to read as sets (a new i=1 would
+    /// claim there was no chain). Blocking: two RSA signatures.
     pub fn seal(
         &self,
         domain: &str,
@@ -27,7 +29,8 @@ impl Signer {
         results: &AuthenticationResults<'_>,
         arc: &ArcOutput<'_>,
     ) -> Vec<u8> {
-        if !arc.can_be_sealed() {
+        let unreadable = arc.sets().is_empty() && *arc.result() != mail_auth::DkimResult::None;
+        if !arc.can_be_sealed() || unreadable {
             return Vec::new();
         }
         let keys = self.keys(domain);

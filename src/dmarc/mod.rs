@@ -237,7 +237,9 @@ impl Checks {
             }
             _ => accepted(false),
         };
-        if self.reports {
+        // A temporary refusal is counted when the message comes again.
+        let temporary = matches!(&outcome, Outcome::Refuse(reply) if reply.code < 500);
+        if self.reports && !temporary {
             let disposition = match &outcome {
                 Outcome::Refuse(_) => ActionDisposition::Reject,
                 Outcome::Accept { junk: true, .. } => ActionDisposition::Quarantine,

@@ -54,13 +54,16 @@ pub struct Endpoint<'a> {
 
 impl Endpoint<'_> {
     /// Its name among kept connections: a connection serves another message
-    /// only to the same address, host name, TLS mode and login.
+    /// only to the same address, host name, TLS mode, certificate check and
+    /// login (a relay's unverified session must not carry mail an MTA-STS
+    /// policy sends only over verified ones).
     pub fn key(&self) -> String {
         format!(
-            "{}|{}|{:?}|{}",
+            "{}|{}|{:?}|{}|{}",
             self.addr,
             self.host,
             self.tls,
+            self.verified,
             self.credentials.map_or("", |c| match c {
                 Credentials::Plain { username, .. } => username.as_str(),
                 _ => "",

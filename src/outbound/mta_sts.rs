@@ -27,6 +27,10 @@ use crate::dns::Dns;
 const MAX_POLICY: usize = 64 * 1024;
 /// RFC 8461 §3.3: about a minute for the whole fetch.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one address of the policy host is waited for.
+const PER_ADDRESS: Duration = Duration::from_secs(20);
+/// How long after a failed fetch deliveries go without asking again.
+const RETRY_FETCH_AFTER: i64 = 300;
 /// RFC 8461 §3.2: max_age is at most a year.
 const MAX_AGE: u64 = 31_557_600;
 
@@ -137,6 +141,9 @@ pub struct Policies {
     kept: Mutex<HashMap<String, Kept>>,
     /// Domains whose policy is being fetched in the background.
     fetching: Mutex<HashSet<String>>,
+    /// When a domain's fetch last failed: one that hangs is not waited for
+    /// again by every delivery for a while.
+    failed: Mutex<HashMap<String, i64>>,
 }
 
 impl Policies {
@@ -147,6 +154,7 @@ impl Policies {
             port,
             kept: Mutex::default(),
             fetching: Mutex::default(),
+            failed: Mutex::default(),
         }
     }
 
@@ -177,9 +185,19 @@ impl Policies {
                 }
                 Some(policy)
             }
+            (None, Some(_)) if self.failed_lately(&domain, now) => None,
             (None, Some(id)) => self.fetch_and_keep(&domain, id).await,
             (None, None) => None,
         }
+    }
+
+    /// Whether the domain's last fetch failed less than `RETRY_FETCH_AFTER` ago.
+    fn failed_lately(&self, domain: &str, now: i64) -> bool {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(domain)
+            .is_some_and(|at| now - at < RETRY_FETCH_AFTER)
     }
 
     /// The `id` of the domain's `v=STSv1` TXT record; `None` without one.
@@ -192,7 +210,9 @@ impl Policies {
             )
             .await
             .ok()?;
-        let mut announced = records.iter().filter(|r| r.starts_with("v=STSv1"));
+        let mut announced = records
+            .iter()
+            .filter(|r| r.split(';').next().map(str::trim) == Some("v=STSv1"));
         let record = announced.next()?;
         // RFC 8461 §3.1: more than one record is no record.
         if announced.next().is_some() {
@@ -244,12 +264,25 @@ impl Policies {
             }
             Err(error) => {
                 tracing::warn!(event = "mta_sts_fetch_failed", domain, %error);
-                // A policy still kept goes on serving (RFC 8461 §5.1).
-                self.kept
+                let now = now_unix();
+                self.failed
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
+                    .insert(domain.to_string(), now);
+                // A policy kept and not expired goes on serving (RFC 8461
+                // §5.1); an expired one is forgotten: the mail goes as if
+                // there were none.
+                let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+                let current = kept
                     .get(domain)
-                    .map(|k| Arc::clone(&k.policy))
+                    .filter(|k| u64::try_from(now - k.fetched).unwrap_or(0) < k.policy.max_age);
+                match current {
+                    Some(k) => Some(Arc::clone(&k.policy)),
+                    None => {
+                        kept.remove(domain);
+                        None
+                    }
+                }
             }
         }
     }
@@ -260,7 +293,15 @@ impl Policies {
         let addrs = self.dns.addresses(&host).await.map_err(|e| e.to_string())?;
         let mut last = format!("{host} has no address");
         for ip in addrs {
-            match self.fetch_from(&host, SocketAddr::new(ip, self.port)).await {
+            // Each address its share of the minute: a dead first one must
+            // not use it all.
+            let fetched = tokio::time::timeout(
+                PER_ADDRESS,
+                self.fetch_from(&host, SocketAddr::new(ip, self.port)),
+            )
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {} s", PER_ADDRESS.as_secs())));
+            match fetched {
                 Ok(policy) => return Ok(policy),
                 Err(e) => last = format!("{host} ({ip}): {e}"),
             }

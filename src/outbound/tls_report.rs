@@ -129,7 +129,9 @@ async fn report_addresses(dns: &Dns, domain: &str) -> Vec<String> {
         )
         .await
         .unwrap_or_default();
-    let mut announced = records.iter().filter(|r| r.starts_with("v=TLSRPTv1"));
+    let mut announced = records
+        .iter()
+        .filter(|r| r.split(';').next().map(str::trim) == Some("v=TLSRPTv1"));
     let Some(record) = announced.next() else {
         return Vec::new();
     };

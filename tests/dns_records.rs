@@ -177,9 +177,9 @@ fn check_says_for_each_way_out_whether_dmarc_will_pass() {
     assert_eq!(code, Some(1));
     assert!(t.contains("1 way out where DMARC will fail"), "{t}");
     // DKIM published: the signature carries DMARC through the relay.
-    let records: Vec<serde_json::Value> =
+    let published: Vec<serde_json::Value> =
         serde_json::from_str(&s.cli_ok(&["dns", "example.com", "--json"])).expect("json");
-    for r in &records {
+    for r in &published {
         let name = r["name"].as_str().expect("name");
         if name.contains("._domainkey.") {
             dns.txt_long(name, r["value"].as_str().expect("value"));
@@ -189,5 +189,66 @@ fn check_says_for_each_way_out_whether_dmarc_will_pass() {
     assert!(
         t.contains(";   ok: mail of example.com through smtp.isp.example ([relay]) (192.0.2.25) fails SPF (fail); DKIM is aligned, so DMARC passes (add a:smtp.isp.example to the SPF record for SPF too)"),
         "{t}"
+    );
+    // The same verdicts in --json, after the records.
+    let (all, _) = records(&s, &["--check"]);
+    let path = find(&all, "through smtp.isp.example ([relay])", "PATH");
+    assert_eq!(path.len(), 1, "{all:#?}");
+    assert_eq!(
+        (
+            &path[0]["spf"],
+            &path[0]["dkim_published"],
+            &path[0]["dmarc_passes"]
+        ),
+        (&"fail".into(), &true.into(), &true.into())
+    );
+    assert_eq!(path[0]["addresses"][0], "192.0.2.25");
+}
+
+/// `postern check --outbound` says after the ways out whether each hosted
+/// domain's mail is believed on each of them, as `postern dns --check` does.
+#[test]
+fn check_outbound_judges_each_hosted_domains_ways_out() {
+    let dns = TestDns::start();
+    dns.ip("relay.test", "127.0.0.93".parse().expect("ip"));
+    dns.txt("example.com", &["v=spf1 -all"]);
+    let closed = free_port();
+    let s = TestServer::configure(&format!(
+        "{}[relay]\nhost = \"relay.test\"\nport = {closed}\ntls = \"none\"\n",
+        config(&dns)
+    ));
+    s.cli_ok(&["domain", "add", "example.com"]);
+    let mx = format!("127.0.0.1:{closed}");
+    let out = s.cli(&[
+        "check",
+        "--outbound",
+        "--json",
+        "--timeout",
+        "2",
+        "--mx-hosts",
+        &mx,
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("json: {}", text(&out)));
+    let routes = report["routes"].as_array().expect("routes");
+    assert_eq!(routes[0]["domain"], "example.com", "{report:#}");
+    let relay = routes[0]["paths"]
+        .as_array()
+        .expect("paths")
+        .iter()
+        .find(|p| p["name"] == "through relay.test ([relay])")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(relay["dmarc_passes"], false, "{relay:#}");
+    assert!(
+        relay["value"]
+            .as_str()
+            .expect("sentence")
+            .contains("DMARC will fail: publish DKIM"),
+        "{relay:#}"
+    );
+    let table = text(&s.cli(&["check", "--outbound", "--timeout", "2", "--mx-hosts", &mx]));
+    assert!(
+        table.contains("How mail of example.com leaves:\n  FAILS: mail of example.com through relay.test ([relay]) (127.0.0.93) fails SPF"),
+        "{table}"
     );
 }

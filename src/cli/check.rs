@@ -198,7 +198,34 @@ async fn outbound(
     )
     .await;
     finish(shown).await;
-    print(&render(args.json, &report, report.render())?)?;
+    // Then whether what leaves is believed: each hosted domain's ways out.
+    let routes = super::dns::every_domains_ways(&config).await?;
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        if let Some(object) = value.as_object_mut() {
+            let routes: Vec<serde_json::Value> = routes
+                .iter()
+                .map(|(domain, verdicts)| {
+                    serde_json::json!({
+                        "domain": domain,
+                        "paths": verdicts.iter().map(super::dns::paths::Verdict::as_json).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            object.insert("routes".into(), routes.into());
+        }
+        print(&serde_json::to_string_pretty(&value)?)?;
+    } else {
+        let mut text = report.render();
+        for (domain, verdicts) in &routes {
+            text.push_str(&format!("\nHow mail of {domain} leaves:\n"));
+            for verdict in verdicts {
+                let mark = if verdict.dmarc_passes { "ok" } else { "FAILS" };
+                text.push_str(&format!("  {mark}: {}\n", verdict.sentence));
+            }
+        }
+        print(&text)?;
+    }
     anyhow::ensure!(report.ok, "mail cannot leave this machine (see above)");
     Ok(())
 }

@@ -6,9 +6,10 @@ use std::io::Write;
 use hickory_resolver::proto::rr::RecordType;
 
 use super::ConfigArg;
+use crate::config::Config;
 use crate::dkim;
 use crate::dns::Dns;
-mod paths;
+pub(crate) mod paths;
 pub(crate) mod publish;
 
 use crate::http::endpoints::submission_endpoints;
@@ -86,23 +87,11 @@ pub async fn run(args: Args, config: &ConfigArg) -> anyhow::Result<()> {
         for r in &records {
             out.push(Some(find(&dns, r).await?));
         }
-        // The RSA key that signs now, served as printed: every receiver can
-        // check its signature (many do not check Ed25519 ones).
-        let signing: Vec<String> = dkim
-            .iter()
-            .filter(|(key, _)| {
-                key.state == dkim::KeyState::Active && key.algorithm == dkim::Algorithm::Rsa
-            })
-            .map(|(key, _)| format!("{}._domainkey.{domain}.", key.selector))
-            .collect();
         let dkim_published = records
             .iter()
             .zip(&out)
-            .any(|(r, f)| signing.contains(&r.name) && *f == Some(Finding::Ok));
-        let mut verdicts = Vec::with_capacity(ways.len());
-        for way in &ways {
-            verdicts.push(paths::judge(&dns, &config.hostname, &domain, way, dkim_published).await);
-        }
+            .any(|(r, f)| signs_now(&dkim, &domain, &r.name) && *f == Some(Finding::Ok));
+        let verdicts = judge_ways(&config, &dns, &domain, dkim_published).await;
         (out, verdicts)
     } else {
         (vec![None; records.len()], Vec::new())
@@ -110,7 +99,7 @@ pub async fn run(args: Args, config: &ConfigArg) -> anyhow::Result<()> {
 
     let mut out = std::io::stdout();
     if args.json {
-        let items: Vec<serde_json::Value> = records
+        let mut items: Vec<serde_json::Value> = records
             .iter()
             .zip(&findings)
             .map(|(r, f)| {
@@ -123,6 +112,8 @@ pub async fn run(args: Args, config: &ConfigArg) -> anyhow::Result<()> {
                 v
             })
             .collect();
+        // With --check, each way out follows the records, as "type": "PATH".
+        items.extend(verdicts.iter().map(paths::Verdict::as_json));
         writeln!(out, "{}", serde_json::to_string_pretty(&items)?)?;
     } else {
         writeln!(
@@ -163,4 +154,56 @@ pub async fn run(args: Args, config: &ConfigArg) -> anyhow::Result<()> {
         plural(failing)
     );
     Ok(())
+}
+
+/// Whether `name` is the DKIM record of the RSA key that signs now: the one
+/// every receiver can check (many do not check Ed25519 signatures).
+fn signs_now(keys: &[(dkim::DomainKey, String)], domain: &str, name: &str) -> bool {
+    keys.iter().any(|(key, _)| {
+        key.state == dkim::KeyState::Active
+            && key.algorithm == dkim::Algorithm::Rsa
+            && name == format!("{}._domainkey.{domain}.", key.selector)
+    })
+}
+
+/// What a receiver will make of `domain`'s mail on each way out of this
+/// server, given whether its signing key is published.
+async fn judge_ways(
+    config: &Config,
+    dns: &Dns,
+    domain: &str,
+    dkim_published: bool,
+) -> Vec<paths::Verdict> {
+    let mut verdicts = Vec::new();
+    for way in &paths::paths(config, domain) {
+        verdicts.push(paths::judge(dns, &config.hostname, domain, way, dkim_published).await);
+    }
+    verdicts
+}
+
+/// The ways out of every hosted domain, judged as `postern dns --check`
+/// judges them (for `postern check --outbound`); empty when this machine
+/// hosts nothing yet.
+pub async fn every_domains_ways(
+    config: &Config,
+) -> anyhow::Result<Vec<(String, Vec<paths::Verdict>)>> {
+    if !config.data_dir.join("store.sqlite").exists() {
+        return Ok(Vec::new());
+    }
+    let store = Store::open(&config.data_dir).await?;
+    let dns = Dns::new(&config.delivery.nameservers)?;
+    let mut out = Vec::new();
+    for domain in store.domains().await? {
+        let keys = dkim::public_records(&config.data_dir, &domain)?;
+        let mut dkim_published = false;
+        for record in publish::dkim_records(&domain, &keys) {
+            if signs_now(&keys, &domain, &record.name) && find(&dns, &record).await? == Finding::Ok
+            {
+                dkim_published = true;
+            }
+        }
+        let verdicts = judge_ways(config, &dns, &domain, dkim_published).await;
+        out.push((domain, verdicts));
+    }
+    Ok(out)
 }

@@ -115,6 +115,21 @@ pub struct Verdict {
     pub sentence: String,
 }
 
+impl Verdict {
+    /// The verdict as an element of `postern dns --check --json`'s list.
+    pub fn as_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "type": "PATH",
+            "name": self.path,
+            "value": self.sentence,
+            "addresses": self.addresses,
+            "spf": self.spf,
+            "dkim_published": self.dkim_published,
+            "dmarc_passes": self.dmarc_passes,
+        })
+    }
+}
+
 /// Asks DNS what a receiver would: the path's addresses, and the domain's
 /// SPF for each (mail-auth, as receivers evaluate it).
 pub async fn judge(

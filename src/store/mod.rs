@@ -21,7 +21,7 @@ mod senders;
 pub use aliases::{MAX_ALIAS_EXPANSION, Target};
 pub use dmarc_reports::DmarcCounts;
 pub use dovecot::maildir_of;
-pub use senders::{Hold, OwnLimits, Standing};
+pub use senders::{Hold, OwnLimits, Sending, Standing, correspondent_key};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -131,37 +131,34 @@ impl Store {
         Ok(new)
     }
 
-    /// Records a message `address` sent to `recipients`, `new` of them
-    /// first-time, in the hour of `now`. Nothing for an address without an
-    /// account.
-    pub async fn remember_sending(
-        &self,
-        address: &str,
-        recipients: &[String],
-        new: u64,
-        now: i64,
-    ) -> Result<(), StoreError> {
+    /// Records messages users sent, in one transaction (one sync for many:
+    /// the watch writes them a second at a time). A message of an address
+    /// without an account is not kept.
+    pub async fn remember_sending(&self, sent: &[Sending]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let counted = sqlx::query(
-            "INSERT INTO sending_hour (address, hour, messages, new_recipients) \
-             SELECT address, ?, 1, ? FROM account WHERE address = ? \
-             ON CONFLICT (address, hour) DO UPDATE SET messages = messages + 1, \
-             new_recipients = new_recipients + excluded.new_recipients",
-        )
-        .bind(now / HOUR)
-        .bind(i64::try_from(new).unwrap_or(i64::MAX))
-        .bind(address)
-        .execute(&mut *tx)
-        .await?;
-        if counted.rows_affected() > 0 {
-            for recipient in recipients {
+        for message in sent {
+            let counted = sqlx::query(
+                "INSERT INTO sending_hour (address, hour, messages, new_recipients) \
+                 SELECT address, ?, 1, ? FROM account WHERE address = ? \
+                 ON CONFLICT (address, hour) DO UPDATE SET messages = messages + 1, \
+                 new_recipients = new_recipients + excluded.new_recipients",
+            )
+            .bind(message.at / HOUR)
+            .bind(i64::try_from(message.new).unwrap_or(i64::MAX))
+            .bind(&message.address)
+            .execute(&mut *tx)
+            .await?;
+            if counted.rows_affected() == 0 {
+                continue;
+            }
+            for recipient in &message.recipients {
                 sqlx::query(
                     "INSERT INTO correspondent (address, recipient, last_sent) VALUES (?, ?, ?) \
                      ON CONFLICT (address, recipient) DO UPDATE SET last_sent = excluded.last_sent",
                 )
-                .bind(address)
+                .bind(&message.address)
                 .bind(correspondent_key(recipient))
-                .bind(now)
+                .bind(message.at)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -304,9 +301,20 @@ impl Store {
     }
 }
 
+/// One message a user sent, for [`Store::remember_sending`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sending {
+    pub address: String,
+    pub recipients: Vec<String>,
+    /// How many of them were first-time.
+    pub new: u64,
+    /// Unix seconds.
+    pub at: i64,
+}
+
 /// Recipients compared without case: what most mailboxes do, and the
 /// cautious side (a thief gains nothing by changing the case of a known one).
-fn correspondent_key(recipient: &str) -> String {
+pub fn correspondent_key(recipient: &str) -> String {
     recipient.to_lowercase()
 }
 
@@ -335,12 +343,14 @@ mod tests {
             "carol@remote.example".into(),
         ];
         assert_eq!(store.first_time(alice, &rcpts, t0).await.expect("q"), rcpts);
+        let sent = |new, at| Sending {
+            address: alice.into(),
+            recipients: rcpts[..1].to_vec(),
+            new,
+            at,
+        };
         store
-            .remember_sending(alice, &rcpts[..1], 1, t0)
-            .await
-            .expect("remember");
-        store
-            .remember_sending(alice, &rcpts[..1], 0, t0 + 1)
+            .remember_sending(&[sent(1, t0), sent(0, t0 + 1)])
             .await
             .expect("remember");
         store.count_bounces(alice, 1, t0 + 2).await.expect("bounce");
@@ -376,10 +386,13 @@ mod tests {
             }
         );
         // Not an account: nothing kept.
-        store
-            .remember_sending("root", &rcpts, 2, t0)
-            .await
-            .expect("remember");
+        let root = Sending {
+            address: "root".into(),
+            recipients: rcpts.to_vec(),
+            new: 2,
+            at: t0,
+        };
+        store.remember_sending(&[root]).await.expect("remember");
         assert_eq!(
             store.first_time("root", &rcpts, t0).await.expect("q").len(),
             2

@@ -11,7 +11,8 @@
 
 mod notice;
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -25,7 +26,7 @@ use crate::policy::sending::{self, Allowance, Burst, HourCounts, SendingLog};
 use crate::scheduler::{ActiveQueue, Bounced};
 use crate::smtp::reply::Reply;
 use crate::spool::QueueId;
-use crate::store::{OwnLimits, Standing, Store};
+use crate::store::{OwnLimits, Sending, Standing, Store, correspondent_key};
 
 const WEEK: i64 = 7 * 86_400;
 
@@ -43,6 +44,19 @@ pub struct Watch {
     store: Store,
     queue: ActiveQueue,
     config: Arc<Config>,
+    unwritten: Mutex<Unwritten>,
+}
+
+/// What users sent that the store does not have yet: written a second at a
+/// time, in one transaction (one sync for many messages, as the spool's
+/// group commit; a sync per message cost a fifth of the logins' rate), and
+/// asked meanwhile, so that a recipient just written to is not first-time
+/// again. A crash loses at most that second of history.
+#[derive(Default)]
+struct Unwritten {
+    sent: Vec<Sending>,
+    /// Per user, the recipients of `sent` (as the store compares them).
+    known: HashMap<String, HashSet<String>>,
 }
 
 impl Watch {
@@ -52,6 +66,7 @@ impl Watch {
             store,
             queue,
             config,
+            unwritten: Mutex::default(),
         }
     }
 
@@ -130,7 +145,6 @@ impl Watch {
         let allowance = self.allowance(user).await;
         self.log.check_recipient(user, allowance, pending, now)?;
         let first_time = self
-            .store
             .first_time(user, std::slice::from_ref(&rcpt.to_string()), now)
             .await
             .map_err(|e| {
@@ -178,7 +192,6 @@ impl Watch {
         };
         let standing = self.store.standing(user).await.map_err(store_failed)?;
         let first_time = self
-            .store
             .first_time(user, recipients, now)
             .await
             .map_err(store_failed)?
@@ -227,11 +240,60 @@ impl Watch {
         }
     }
 
+    /// Those of `recipients` that `user` never wrote to: neither in the
+    /// store nor among what is still to be written.
+    async fn first_time(
+        &self,
+        user: &str,
+        recipients: &[String],
+        now: i64,
+    ) -> Result<Vec<String>, crate::store::StoreError> {
+        let unknown: Vec<String> = {
+            let unwritten = self.unwritten.lock().unwrap_or_else(|e| e.into_inner());
+            let known = unwritten.known.get(user);
+            recipients
+                .iter()
+                .filter(|r| !known.is_some_and(|k| k.contains(&correspondent_key(r))))
+                .cloned()
+                .collect()
+        };
+        if unknown.is_empty() {
+            return Ok(unknown);
+        }
+        self.store.first_time(user, &unknown, now).await
+    }
+
+    /// Writes what users sent to the store (see [`Unwritten`]).
+    async fn write_sending(&self) {
+        let sent = {
+            let mut unwritten = self.unwritten.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut unwritten.sent)
+        };
+        if sent.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.remember_sending(&sent).await {
+            tracing::error!(event = "store_error", messages = sent.len(), error = %e);
+        }
+        // Written (or lost): the store answers for them from now on.
+        let mut unwritten = self.unwritten.lock().unwrap_or_else(|e| e.into_inner());
+        for message in &sent {
+            if let Some(known) = unwritten.known.get_mut(&message.address) {
+                for recipient in &message.recipients {
+                    known.remove(&correspondent_key(recipient));
+                }
+                if known.is_empty() {
+                    unwritten.known.remove(&message.address);
+                }
+            }
+        }
+    }
+
     /// After `user`'s message `id` to `recipients` was queued: its
-    /// recipients are known from now on. Waited for, before the 250: the
-    /// next message's RCPT must know them, or one new recipient written to
-    /// twice counts twice. A hold that began while it was being queued
-    /// holds it too (the hold's sweep of the queue may have missed it).
+    /// recipients are known from now on (to the next message's RCPT at
+    /// once, to the store within a second). A hold that began while it was
+    /// being queued holds it too (the hold's sweep of the queue may have
+    /// missed it).
     pub async fn queued(
         &self,
         user: &Sender<'_>,
@@ -246,12 +308,16 @@ impl Watch {
         if admission.held {
             return;
         }
-        if let Err(e) = self
-            .store
-            .remember_sending(user, recipients, admission.first_time, now)
-            .await
         {
-            tracing::error!(event = "store_error", error = %e);
+            let mut unwritten = self.unwritten.lock().unwrap_or_else(|e| e.into_inner());
+            let known = unwritten.known.entry(user.to_string()).or_default();
+            known.extend(recipients.iter().map(|r| correspondent_key(r)));
+            unwritten.sent.push(Sending {
+                address: user.to_string(),
+                recipients: recipients.to_vec(),
+                new: admission.first_time,
+                at: now,
+            });
         }
         if let Ok(standing) = self.store.standing(user).await
             && standing.hold.is_some()
@@ -352,10 +418,15 @@ impl Watch {
         stop: CancellationToken,
     ) {
         let mut every_10s = tokio::time::interval(Duration::from_secs(10));
+        let mut every_second = tokio::time::interval(Duration::from_secs(1));
         let mut ticks = 0u64;
         loop {
             tokio::select! {
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => {
+                    self.write_sending().await;
+                    return;
+                }
+                _ = every_second.tick() => self.write_sending().await,
                 Some(b) = bounces.recv() => self.bounced(&b.user, b.failed, now_unix()).await,
                 _ = every_10s.tick() => {
                     match self.store.held_users().await {

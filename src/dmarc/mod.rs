@@ -151,7 +151,9 @@ impl Checks {
             junk,
             seal: arrival
                 .seal_as
-                .map(|(signer, domain)| signer.seal(domain, &message, &results, &arc))
+                .map(|(signer, domain)| {
+                    off_the_runtime(|| signer.seal(domain, &message, &results, &arc))
+                })
                 .unwrap_or_default(),
         };
         let from_domain = dmarc.domain().to_ascii_lowercase();
@@ -259,6 +261,18 @@ impl Checks {
             }
         }
         outcome
+    }
+}
+
+/// Runs `work` (blocking: signatures, key files) where it holds up no other
+/// task: the server's multi-threaded runtime hands this worker's tasks to
+/// another meanwhile. It borrows the parsed message, which `spawn_blocking`
+/// could not take; a single-threaded runtime (tests) runs it in place.
+fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
+    let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+    match flavor {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod cache;
 mod client;
+mod commands;
 pub mod mta_sts;
 mod mx;
 pub mod port25;
@@ -23,9 +24,8 @@ use tokio_rustls::TlsConnector;
 use client::{ConnectFailure, Connection, Endpoint};
 pub use client::{Envelope, Rcpt, RecipientResult, TlsMode};
 // The parts of an SMTP dialogue that LMTP delivery (local/lmtp.rs) shares.
-pub(crate) use client::{
-    check_capabilities, greeting, mail_command, rcpt_command, write_dot_stuffed,
-};
+pub(crate) use client::{greeting, write_dot_stuffed};
+pub(crate) use commands::{check_capabilities, mail_command, rcpt_command};
 use port25::Port25Monitor;
 use servers::{Server, Servers};
 

@@ -71,6 +71,11 @@ fn describe() {
         "Delivery attempts per recipient, by result (delivered, deferred, bounced, expired)"
     );
     describe_counter!(
+        "postern_delivered_by_path_total",
+        "Recipients delivered, by way out: local, direct (an MX), relay, or fallback \
+         ([fallback_relay] while port 25 is blocked)"
+    );
+    describe_counter!(
         "postern_dsn_suppressed_total",
         "Bounces not sent because the sender's budget of DSNs was spent"
     );
@@ -135,6 +140,9 @@ pub fn zero(listeners: &[(u16, &'static str)]) {
     }
     for result in ["delivered", "deferred", "bounced", "expired"] {
         metrics::counter!("postern_deliveries_total", "result" => result).absolute(0);
+    }
+    for path in ["local", "direct", "relay", "fallback"] {
+        metrics::counter!("postern_delivered_by_path_total", "path" => path).absolute(0);
     }
     for limit in [
         "messages_per_hour",

@@ -451,6 +451,13 @@ fn outbound_port_25_blocked_falls_back_to_the_relay() {
     assert_eq!(targets[2]["auth"]["result"], "accepted");
     let rec = r["recommendation"].as_str().unwrap();
     assert!(rec.contains("port 25 appears to be blocked"), "{rec}");
+    // Issue #16: hosts named with --mx-hosts are not "well-known" ones.
+    assert!(
+        rec.contains(&format!(
+            "none of the mail servers tried answered on it: {SERVER_IP}:25, {HOST}:25"
+        )) && !rec.contains("well-known"),
+        "{rec}"
+    );
     assert!(rec.contains("[relay] mail.test.example:587 works"), "{rec}");
 
     let bare = lab.dir.path().join("bare.toml");

@@ -289,8 +289,8 @@ pub struct OutboundTarget {
     pub credentials: Option<Credentials>,
 }
 
-/// Probes port 25 of well-known MX hosts and the configured relays from this
-/// machine, with the server's own name in EHLO.
+/// Probes port 25 of MX hosts (well-known ones unless others are named) and
+/// the configured relays from this machine, with the server's own name in EHLO.
 pub async fn run_outbound(
     targets: Vec<OutboundTarget>,
     timeout: Duration,

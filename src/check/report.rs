@@ -402,7 +402,7 @@ pub struct OutboundReport {
     pub mode: &'static str,
     pub elapsed_ms: u64,
     pub targets: Vec<TargetReport>,
-    /// No well-known MX host answered on port 25.
+    /// No MX host tried (well-known ones, or those named) answered on port 25.
     pub port25_blocked: bool,
     /// Mail can leave: port 25 works, or a configured relay does.
     pub ok: bool,
@@ -459,11 +459,16 @@ impl OutboundReport {
                     .to_string(),
             );
         } else if port25_blocked {
-            text.push(
-                "Outbound port 25 appears to be blocked from this machine (no well-known mail \
-                 server answered on it): direct delivery to MX hosts will fail."
-                    .to_string(),
-            );
+            let tried: Vec<String> = rows
+                .iter()
+                .filter(|r| r.kind == TargetKind::Mx)
+                .map(|r| format!("{}:{}", r.host, r.port.port))
+                .collect();
+            text.push(format!(
+                "Outbound port 25 appears to be blocked from this machine (none of the mail \
+                 servers tried answered on it: {}): direct delivery to MX hosts will fail.",
+                tried.join(", ")
+            ));
         }
         for (kind, key) in [
             (TargetKind::Relay, "[relay]"),

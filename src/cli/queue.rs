@@ -137,13 +137,23 @@ pub async fn run(cmd: QueueCommand, config: &ConfigArg) -> anyhow::Result<()> {
         } => {
             let config = config.load()?;
             let spool = Spool::open(&config.data_dir).await?;
-            if !json && DeliveryStatus::read(&config).is_some_and(|s| s.port25_blocked) {
-                writeln!(
-                    out,
-                    "warning: outbound port {} looks blocked (connections to several mail servers failed); \
-                     set [fallback_relay] or [relay] to send through a relay on another port",
-                    config.delivery.mx_port
-                )?;
+            match DeliveryStatus::read(&config) {
+                Some(status) if status.port25_blocked && !json => {
+                    let port = config.delivery.mx_port;
+                    match status.fallback {
+                        Some(fallback) => writeln!(
+                            out,
+                            "note: outbound port {port} looks blocked (connections to several mail servers failed); \
+                             mail for MX hosts goes through [fallback_relay] {fallback} until port {port} answers again"
+                        )?,
+                        None => writeln!(
+                            out,
+                            "warning: outbound port {port} looks blocked (connections to several mail servers failed); \
+                             set [fallback_relay] or [relay] to send through a relay on another port"
+                        )?,
+                    }
+                }
+                _ => {}
             }
             if summary {
                 let summary = spool.summary().await?;

@@ -271,6 +271,18 @@ pub async fn quit(mut conn: Connection) {
     let _ = conn.client.cmd("QUIT\r\n").await;
 }
 
+/// Whether a TCP connection to `addr` can be made within `timeout`: if so,
+/// the server's greeting is read (within `timeout` too) and the session
+/// ended with QUIT, as a courtesy to a server that owes us nothing. A port
+/// test, not a delivery: nothing is sent.
+pub async fn knock(addr: SocketAddr, timeout: Duration) -> Result<(), mail_send::Error> {
+    let mut c = SmtpClient::connect(addr, timeout).await?;
+    if greeting(&mut c, "").await.is_ok() {
+        let _ = c.cmd("QUIT\r\n").await;
+    }
+    Ok(())
+}
+
 /// Reads the server's greeting: `Ok` for 220, else why this host cannot be used.
 pub(crate) async fn greeting<T: AsyncRead + AsyncWrite + Unpin>(
     c: &mut SmtpClient<T>,

@@ -97,11 +97,13 @@ impl Outbound {
             ))
         });
         Ok(Outbound {
+            port25: Port25Monitor::new(
+                crate::router::mx_fallback(&config).map(|r| format!("{}:{}", r.host, r.port)),
+            ),
             config,
             dns,
             unverified,
             verified,
-            port25: Port25Monitor::default(),
             cache,
             mta_sts,
             tls_results: tls_report::TlsResults::new(crate::clock::now_unix()),
@@ -247,19 +249,78 @@ impl Outbound {
         settings: &Settings,
         endpoint: &Endpoint<'_>,
     ) -> Result<Connection, ConnectFailure> {
-        let opened = client::open(endpoint, &self.config.hostname).await;
-        if let Some(domain) = servers.mx_domain() {
-            match &opened {
-                Err(f) if f.tcp_failed => self.port25.record_failure(domain, servers.port()),
-                _ => self.port25.record_success(),
-            }
-            if let (Some(applied), Some(outcome)) =
-                (&settings.report, tls_outcome(&opened, endpoint))
-            {
-                self.tls_results.record(domain, applied, outcome);
-            }
+        let Some(domain) = servers.mx_domain() else {
+            return client::open(endpoint, &self.config.hostname).await;
+        };
+        // A connection to port 25 still being tried when the block is
+        // noticed gives up: its mail takes the fallback relay at once
+        // rather than after the connect timeout.
+        let opened = tokio::select! {
+            biased;
+            opened = client::open(endpoint, &self.config.hostname) => opened,
+            () = self.port25.detour_begins() => return Err(ConnectFailure {
+                failure: DeliveryFailure::new(
+                    Severity::Transient,
+                    FailureKind::Unreachable { port: endpoint.addr.port() },
+                    format!(
+                        "{}: not tried further: outbound port {} is blocked, the fallback relay takes the mail",
+                        endpoint.host,
+                        endpoint.addr.port()
+                    ),
+                ),
+                tcp_failed: true,
+                starttls_failed: false,
+            }),
+        };
+        match &opened {
+            Err(f) if f.tcp_failed => self.port25.record_failure(domain, endpoint.addr),
+            _ => self.port25.record_success(endpoint.addr),
+        }
+        if let (Some(applied), Some(outcome)) = (&settings.report, tls_outcome(&opened, endpoint)) {
+            self.tls_results.record(domain, applied, outcome);
         }
         opened
+    }
+
+    /// While port 25 is blocked, knocks on it every `PROBE_EVERY` (the MX
+    /// hosts that failed lately and those that answered before, all at
+    /// once); the first that answers ends the block. Runs until `shutdown`.
+    pub async fn probe_port25(&self, shutdown: &tokio_util::sync::CancellationToken) {
+        let mut changes = self.port25.subscribe();
+        loop {
+            let blocked = async { changes.wait_for(|blocked| *blocked).await.map(|_| ()) };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                open = blocked => if open.is_err() { return },
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(port25::PROBE_EVERY) => {}
+            }
+            if !self.port25.is_blocked() {
+                continue;
+            }
+            let timeout = self
+                .config
+                .delivery
+                .connect_timeout
+                .min(port25::PROBE_TIMEOUT);
+            let mut knocks: tokio::task::JoinSet<_> = self
+                .port25
+                .probe_targets()
+                .into_iter()
+                .map(|addr| async move { (addr, client::knock(addr, timeout).await) })
+                .collect();
+            while let Some(Ok((addr, knocked))) = knocks.join_next().await {
+                match knocked {
+                    Ok(()) => {
+                        self.port25.record_success(addr);
+                        break;
+                    }
+                    Err(e) => tracing::debug!(event = "port25_probe", addr = %addr, error = %e),
+                }
+            }
+        }
     }
 
     fn endpoint<'a>(&'a self, settings: &'a Settings, server: &'a Server) -> Endpoint<'a> {

@@ -1,68 +1,114 @@
 //! Notices when this machine cannot reach port 25 of the outside world: TCP
 //! connections to port 25 of several unrelated domains fail (refused or timed
-//! out) within a window while DNS answers and nothing on port 25 succeeds. Then
-//! MX-bound mail goes through `[fallback_relay]`, and now and then one delivery
-//! goes direct as a probe; its success ends the block.
+//! out) within a window while DNS answers and nothing on port 25 succeeds.
+//!
+//! While it is blocked, MX-bound mail goes through `[fallback_relay]` (the
+//! router asks [`Port25Monitor::is_blocked`]); no message is held back to
+//! find out when the block ends. Instead `Outbound::probe_port25` knocks on
+//! port 25 of a few MX hosts seen lately (connect, greeting, QUIT) every
+//! [`PROBE_EVERY`]; one that answers ends the block. Every change is sent on
+//! a watch channel: the scheduler makes the mail that waits for port 25 due
+//! again at once, and connections to port 25 still being tried when the
+//! block is noticed give up (`Outbound::open`), so no message waits out a
+//! connect timeout or a retry interval for a path known to be closed.
 
 use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 /// How far back failures count.
 const WINDOW: Duration = Duration::from_secs(600);
 /// Distinct domains that must fail within the window.
 const DISTINCT_DOMAINS: usize = 3;
-/// While blocked, how often one MX delivery is let through as a probe.
-const PROBE_EVERY: Duration = Duration::from_secs(300);
+/// While blocked, how often port 25 is probed.
+pub const PROBE_EVERY: Duration = Duration::from_secs(30);
+/// The longest a probe waits for a connection or a greeting: a dropped SYN
+/// must not delay the next probe past the interval.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+/// MX servers remembered for probes: the last that failed, and the last that
+/// answered before the block (they show a block that is not one: three dead
+/// domains in a row).
+const REMEMBERED: usize = 4;
 
 #[derive(Default)]
 struct State {
     failures: VecDeque<(Instant, String)>,
     blocked_since: Option<Instant>,
-    last_probe: Option<Instant>,
+    failed: VecDeque<SocketAddr>,
+    answered: VecDeque<SocketAddr>,
 }
 
-#[derive(Default)]
 pub struct Port25Monitor {
     state: Mutex<State>,
+    /// Whether port 25 is blocked: every change is sent.
+    blocked: watch::Sender<bool>,
+    /// `[fallback_relay]` as `host:port` when MX-bound mail takes it while
+    /// port 25 is blocked: what the log says.
+    fallback: Option<String>,
+}
+
+/// Keeps `addr` as the most recent of at most `REMEMBERED`, once.
+fn remember(list: &mut VecDeque<SocketAddr>, addr: SocketAddr) {
+    list.retain(|a| *a != addr);
+    list.push_front(addr);
+    list.truncate(REMEMBERED);
 }
 
 impl Port25Monitor {
+    /// `fallback`: where MX-bound mail goes while port 25 is blocked, if
+    /// anywhere.
+    pub fn new(fallback: Option<String>) -> Port25Monitor {
+        Port25Monitor {
+            state: Mutex::default(),
+            blocked: watch::Sender::new(false),
+            fallback,
+        }
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn is_blocked(&self) -> bool {
-        self.state().blocked_since.is_some()
+        *self.blocked.borrow()
     }
 
-    /// Whether an MX delivery should go direct now: always when not blocked;
-    /// when blocked, once per probe interval.
-    pub fn try_direct(&self) -> bool {
-        let mut s = self.state();
-        if s.blocked_since.is_none() {
-            return true;
+    /// Whether MX-bound mail goes through `[fallback_relay]` now.
+    pub fn detouring(&self) -> bool {
+        self.fallback.is_some() && self.is_blocked()
+    }
+
+    /// Every change of [`Port25Monitor::is_blocked`], from now on.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.blocked.subscribe()
+    }
+
+    /// Resolves once MX-bound mail takes `[fallback_relay]`: at once if it
+    /// does already; never without a fallback relay. Cancel safe.
+    pub async fn detour_begins(&self) {
+        if self.fallback.is_none() {
+            return std::future::pending().await;
         }
-        let now = Instant::now();
-        if s.last_probe
-            .is_none_or(|t| now.duration_since(t) >= PROBE_EVERY)
-        {
-            s.last_probe = Some(now);
-            return true;
+        let mut changes = self.blocked.subscribe();
+        if changes.wait_for(|blocked| *blocked).await.is_err() {
+            std::future::pending::<()>().await;
         }
-        false
     }
 
-    /// Lets the next `try_direct` be a probe, as if the interval had passed.
-    #[cfg(test)]
-    pub fn make_probe_due(&self) {
-        self.state().last_probe = None;
+    /// Where to knock to learn whether the block is over.
+    pub fn probe_targets(&self) -> Vec<SocketAddr> {
+        let s = self.state();
+        s.failed.iter().chain(&s.answered).copied().collect()
     }
 
-    /// A TCP connection to port 25 of an MX of `domain` failed.
-    pub fn record_failure(&self, domain: &str, port: u16) {
+    /// A TCP connection to port 25 of `addr`, an MX of `domain`, failed.
+    pub fn record_failure(&self, domain: &str, addr: SocketAddr) {
         let mut s = self.state();
         let now = Instant::now();
+        remember(&mut s.failed, addr);
         s.failures.push_back((now, domain.to_string()));
         while s
             .failures
@@ -77,29 +123,50 @@ impl Port25Monitor {
             .map(|(_, d)| d.as_str())
             .collect::<HashSet<&str>>()
             .len();
-        if s.blocked_since.is_none() && distinct >= DISTINCT_DOMAINS {
-            s.blocked_since = Some(now);
-            s.last_probe = Some(now);
-            tracing::warn!(
+        if s.blocked_since.is_some() || distinct < DISTINCT_DOMAINS {
+            return;
+        }
+        s.blocked_since = Some(now);
+        drop(s);
+        let port = addr.port();
+        let minutes = WINDOW.as_secs() / 60;
+        match &self.fallback {
+            Some(fallback) => tracing::warn!(
                 event = "port25_blocked",
                 domains = distinct,
-                "outbound port {port} appears to be blocked: connections to {} unrelated mail servers failed in the last {} minutes; \
-                 set [fallback_relay] (or [relay]) to send through a relay on another port",
-                distinct,
-                WINDOW.as_secs() / 60
-            );
+                fallback = %fallback,
+                "outbound port {port} appears to be blocked: connections to {distinct} unrelated mail \
+                 servers failed in the last {minutes} minutes; mail for MX hosts goes through \
+                 [fallback_relay] {fallback} until port {port} answers again (probed every {} s)",
+                PROBE_EVERY.as_secs()
+            ),
+            None => tracing::warn!(
+                event = "port25_blocked",
+                domains = distinct,
+                "outbound port {port} appears to be blocked: connections to {distinct} unrelated mail \
+                 servers failed in the last {minutes} minutes; set [fallback_relay] (or [relay]) to \
+                 send through a relay on another port"
+            ),
         }
+        self.blocked.send_replace(true);
     }
 
-    /// A TCP connection to port 25 succeeded: whatever was blocking is gone.
-    pub fn record_success(&self) {
+    /// A TCP connection to port 25 of `addr` succeeded (a delivery, or a
+    /// probe): whatever was blocking is gone.
+    pub fn record_success(&self, addr: SocketAddr) {
         let mut s = self.state();
+        remember(&mut s.answered, addr);
         s.failures.clear();
-        if s.blocked_since.take().is_some() {
+        if let Some(since) = s.blocked_since.take() {
+            drop(s);
             tracing::info!(
                 event = "port25_unblocked",
-                "outbound port 25 works again; delivering directly"
+                blocked_for_s = since.elapsed().as_secs(),
+                addr = %addr,
+                "outbound port {} works again; delivering directly",
+                addr.port()
             );
+            self.blocked.send_replace(false);
         }
     }
 }
@@ -108,20 +175,68 @@ impl Port25Monitor {
 mod tests {
     use super::*;
 
+    fn addr(last: u8) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, last], 25))
+    }
+
     #[test]
     fn blocked_after_three_domains_and_cleared_by_a_success() {
-        let m = Port25Monitor::default();
-        m.record_failure("a.example", 25);
-        m.record_failure("a.example", 25);
-        m.record_failure("b.example", 25);
+        let m = Port25Monitor::new(Some("fb.example:2525".into()));
+        let changes = m.subscribe();
+        m.record_success(addr(9));
+        m.record_failure("a.example", addr(1));
+        m.record_failure("a.example", addr(1));
+        m.record_failure("b.example", addr(2));
         assert!(!m.is_blocked(), "two domains are not enough");
-        m.record_failure("c.example", 25);
-        assert!(m.is_blocked());
-        assert!(
-            !m.try_direct(),
-            "the probe interval starts when the block is noticed"
+        assert!(!changes.has_changed().expect("open"));
+        m.record_failure("c.example", addr(3));
+        assert!(m.is_blocked() && m.detouring());
+        assert!(changes.has_changed().expect("open"));
+        assert_eq!(
+            m.probe_targets(),
+            [addr(3), addr(2), addr(1), addr(9)],
+            "the failed hosts, latest first, then the one that answered"
         );
-        m.record_success();
-        assert!(!m.is_blocked() && m.try_direct());
+        m.record_success(addr(2));
+        assert!(!m.is_blocked() && !m.detouring());
+    }
+
+    #[test]
+    fn probe_targets_are_bounded() {
+        let m = Port25Monitor::new(None);
+        for n in 0..20 {
+            m.record_failure(&format!("d{n}.example"), addr(n));
+            m.record_success(addr(100 + n));
+        }
+        assert_eq!(m.probe_targets().len(), 2 * REMEMBERED);
+        assert!(!m.detouring(), "no fallback relay: nothing to detour to");
+    }
+
+    #[tokio::test]
+    async fn the_detour_begins_with_the_block_and_only_with_a_fallback() {
+        let m = std::sync::Arc::new(Port25Monitor::new(Some("fb.example:2525".into())));
+        let waiting = tokio::spawn({
+            let m = std::sync::Arc::clone(&m);
+            async move { m.detour_begins().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        for (n, d) in ["a", "b", "c"].iter().enumerate() {
+            m.record_failure(d, addr(n as u8));
+        }
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the block ends the wait")
+            .expect("task");
+        let none = Port25Monitor::new(None);
+        for (n, d) in ["a", "b", "c"].iter().enumerate() {
+            none.record_failure(d, addr(n as u8));
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), none.detour_begins())
+                .await
+                .is_err(),
+            "without a fallback relay, connections to port 25 are never given up"
+        );
     }
 }

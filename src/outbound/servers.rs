@@ -75,10 +75,6 @@ impl Servers {
         }
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// The next server to try; `None` once all are used up. A host whose
     /// addresses cannot be looked up is skipped, and remembered as the
     /// failure so far.

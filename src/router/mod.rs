@@ -34,6 +34,20 @@ impl Destination {
     }
 }
 
+impl Destination {
+    /// Which way out it is, for the metrics: `local`, `direct` (an MX),
+    /// `fallback` (`[fallback_relay]`, port 25 being blocked; a `[[route]]`
+    /// to that same relay counts here too) or `relay`.
+    pub fn path(&self, config: &Config) -> &'static str {
+        match self {
+            Destination::Local => "local",
+            Destination::Mx(_) => "direct",
+            Destination::Smarthost(r) if mx_fallback(config) == Some(r) => "fallback",
+            Destination::Smarthost(_) => "relay",
+        }
+    }
+}
+
 impl fmt::Display for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.key())
@@ -49,11 +63,17 @@ pub struct RouteFacts<'a> {
     pub hosted: bool,
 }
 
+/// The relay MX-bound mail takes while port 25 is blocked: `[fallback_relay]`,
+/// unless `[relay]` takes all mail anyway.
+pub fn mx_fallback(config: &Config) -> Option<&Relay> {
+    config
+        .fallback_relay
+        .as_ref()
+        .filter(|_| config.relay.is_none())
+}
+
 /// The destination of a recipient. `direct` says whether MX-bound mail may go
-/// straight to port 25 now (`outbound::port25`, which hands out one probe
-/// now and then while port 25 is blocked); it is asked only when the answer
-/// decides between MX and `[fallback_relay]`, so a recipient that goes
-/// elsewhere never uses up a probe.
+/// straight to port 25 now (`outbound::port25`: not while it is blocked).
 pub fn route(config: &Config, facts: RouteFacts<'_>, direct: impl FnOnce() -> bool) -> Destination {
     if facts.hosted {
         return Destination::Local;
@@ -72,7 +92,7 @@ pub fn route(config: &Config, facts: RouteFacts<'_>, direct: impl FnOnce() -> bo
     if let Some(relay) = &config.relay {
         return Destination::Smarthost(relay.clone());
     }
-    match &config.fallback_relay {
+    match mx_fallback(config) {
         Some(fallback) if !direct() => Destination::Smarthost(fallback.clone()),
         _ => Destination::Mx(facts.recipient_domain.to_string()),
     }
@@ -136,6 +156,18 @@ mod tests {
             dest(&c, "else.example", None, false, true),
             "relay:fb.example:2525"
         );
+        let facts = RouteFacts {
+            recipient_domain: "else.example",
+            sender_domain: None,
+            hosted: false,
+        };
+        let paths = [true, false].map(|direct| route(&c, facts, || direct).path(&c));
+        assert_eq!(paths, ["direct", "fallback"]);
+        let relayed = config(
+            "[relay]\nhost = \"fb.example\"\nport = 2525\n[fallback_relay]\nhost = \"fb.example\"\nport = 2525\n",
+        );
+        assert_eq!(route(&relayed, facts, || false).path(&relayed), "relay");
+        assert_eq!(Destination::Local.path(&c), "local");
     }
 
     /// Issue #10: the port-25 probe is asked for only where it decides

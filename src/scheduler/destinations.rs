@@ -115,12 +115,15 @@ impl Destinations {
         Arc::clone(state)
     }
 
-    /// Forgets which destinations are down: the next delivery to each tries
-    /// its servers again.
-    pub fn forget_down(&self) {
+    /// Forgets which destinations are down for a failure `which` picks: the
+    /// next delivery to each tries its servers again.
+    pub fn forget_down(&self, which: impl Fn(&DeliveryFailure) -> bool) {
         let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         for state in known.by_key.values() {
-            state.health().down = None;
+            let mut health = state.health();
+            if health.down.as_ref().is_some_and(|(_, f)| which(f)) {
+                health.down = None;
+            }
         }
     }
 
@@ -312,7 +315,7 @@ mod tests {
             "{}",
             again.text
         );
-        d.forget_down();
+        d.forget_down(|_| true);
         let tried = slot.reach(&out, &literal()).await.err().expect("refused");
         assert_eq!(tried.text, first.text, "tried again once forgotten");
     }

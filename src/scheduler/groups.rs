@@ -25,18 +25,15 @@ pub async fn group(delivery: &Delivery, message: &QueuedMessage) -> Groups {
         groups: HashMap::new(),
         unrouted: Vec::new(),
     };
-    // Asked once per message, and only for a recipient bound for an MX: the
-    // occasional direct probe while port 25 is blocked takes all of a
-    // message's MX recipients with it, rather than splitting them between
-    // the direct path and the fallback relay.
-    let direct = std::sync::OnceLock::new();
+    // Read once per message: its MX recipients all take the same path.
+    let direct = !delivery.outbound.port25.is_blocked();
     for rcpt in &message.recipients {
         let routed = router::destination(
             &delivery.config,
             &delivery.store,
             &message.sender,
             &rcpt.address,
-            || *direct.get_or_init(|| delivery.outbound.port25.try_direct()),
+            || direct,
         )
         .await;
         match routed {
@@ -125,49 +122,43 @@ mod tests {
         assert!(groups.unrouted.is_empty());
     }
 
-    /// Issue #10: while port 25 is blocked, routing mail elsewhere (local, a
-    /// route, the relay) used up the probe that lets one MX delivery go
-    /// direct now and then.
+    /// Issue #16: while port 25 is blocked, no MX delivery goes direct (no
+    /// message is used as a probe: `Outbound::probe_port25` knocks instead);
+    /// mail routed elsewhere is not affected; a success ends the detour.
     #[tokio::test]
-    async fn the_port_25_probe_is_taken_only_for_mx() {
+    async fn while_port_25_is_blocked_mx_mail_takes_the_fallback() {
         let dir = tempfile::tempdir().expect("dir");
         let d = delivery(
             dir.path(),
             "[fallback_relay]\nhost = \"fb.example\"\n[[route]]\ndomain = \"org.example\"\nhost = \"r1\"\n",
         )
         .await;
-        for domain in ["a.example", "b.example", "c.example"] {
-            d.outbound.port25.record_failure(domain, 25);
+        let addr = |n: u8| std::net::SocketAddr::from(([192, 0, 2, n], 25));
+        for (n, domain) in ["a.example", "b.example", "c.example"].iter().enumerate() {
+            d.outbound.port25.record_failure(domain, addr(n as u8));
         }
         assert!(d.outbound.port25.is_blocked());
-        // The monitor holds the first probe back until an interval has
-        // passed since the block was noticed: let it be due now.
-        d.outbound.port25.make_probe_due();
         let m = message(
             "app@example.com",
             0,
-            &["alice@example.com", "carol@org.example"],
+            &[
+                "alice@example.com",
+                "carol@org.example",
+                "bob@remote.example",
+                "dan@remote.example",
+            ],
         );
         assert_eq!(
             keys(&group(&d, &m).await),
-            ["local: [0]", "relay:r1:587: [1]"]
+            [
+                "local: [0]",
+                "relay:fb.example:587: [2, 3]",
+                "relay:r1:587: [1]"
+            ]
         );
-        let m = message(
-            "app@example.com",
-            0,
-            &["bob@remote.example", "dan@remote.example"],
-        );
-        assert_eq!(
-            keys(&group(&d, &m).await),
-            ["mx:remote.example: [0, 1]"],
-            "the probe takes the whole message direct"
-        );
+        d.outbound.port25.record_success(addr(1));
         let m = message("app@example.com", 0, &["eve@remote.example"]);
-        assert_eq!(
-            keys(&group(&d, &m).await),
-            ["relay:fb.example:587: [0]"],
-            "the next message takes the fallback"
-        );
+        assert_eq!(keys(&group(&d, &m).await), ["mx:remote.example: [0]"]);
     }
 
     /// Issue #10: a store error while routing counted as "not hosted" and

@@ -29,7 +29,7 @@ use tracing::Instrument;
 use crate::clock::now_unix;
 use crate::config::Config;
 use crate::dsn::{DsnBudget, MAX_DSN_PER_SENDER_PER_HOUR};
-use crate::failure::DeliveryFailure;
+use crate::failure::{DeliveryFailure, FailureKind};
 use crate::local;
 use crate::outbound::{Envelope, Outbound, Rcpt, Reached, RecipientResult};
 use crate::router::Destination;
@@ -145,7 +145,7 @@ impl Delivery {
     /// taken to be down are tried again too, as Postfix's `postqueue -f`
     /// flushes its dead destinations.
     pub fn retry_destinations(&self) {
-        self.destinations.forget_down();
+        self.destinations.forget_down(|_| true);
     }
 
     /// Whether `message`'s sender may get one more DSN now; a suppressed one
@@ -191,13 +191,21 @@ pub async fn run(
         return;
     }
     let queue = &delivery.queue;
+    tasks.spawn({
+        let (delivery, shutdown) = (Arc::clone(&delivery), shutdown.clone());
+        async move { delivery.outbound.probe_port25(&shutdown).await }
+    });
+    let mut port25 = delivery.outbound.port25.subscribe();
     let mut reported_blocked = None;
     // When the next recipient falls due; `None` while nothing is waiting for
     // a time (the queue wakes the loop for everything else).
     let mut look_at: Option<tokio::time::Instant> = None;
     loop {
-        let blocked = delivery.outbound.port25.is_blocked();
+        let blocked = *port25.borrow_and_update();
         if reported_blocked != Some(blocked) {
+            if reported_blocked.is_some() {
+                port25_changed(&delivery, blocked).await;
+            }
             write_status(&delivery.config, blocked);
             metrics::gauge!("postern_outbound_port25_blocked").set(if blocked { 1.0 } else { 0.0 });
             reported_blocked = Some(blocked);
@@ -226,7 +234,40 @@ pub async fn run(
             }
             () = queue.woken() => {}
             () = sleep_until(look_at) => {}
+            Ok(()) = port25.changed() => {}
         }
+    }
+}
+
+/// Port 25 was found blocked, or open again: the mail that waits for it is
+/// due at once (through the fallback relay, or direct again), and the MX
+/// destinations left alone because of it are tried again.
+async fn port25_changed(delivery: &Delivery, blocked: bool) {
+    let unreachable = FailureKind::Unreachable {
+        port: delivery.config.delivery.mx_port,
+    };
+    if !blocked {
+        delivery.destinations.forget_down(|f| f.kind == unreachable);
+    } else if !delivery.outbound.port25.detouring() {
+        // Nowhere else to send it: it waits for port 25 as it did.
+        return;
+    }
+    match delivery
+        .queue
+        .spool()
+        .retry_kind(&unreachable.token())
+        .await
+    {
+        Ok(due) => {
+            tracing::info!(
+                event = "port25_retry",
+                blocked,
+                recipients = due,
+                "mail that waited for port 25 is due now"
+            );
+            delivery.queue.changed();
+        }
+        Err(e) => tracing::error!(event = "spool_error", error = %e),
     }
 }
 
@@ -277,6 +318,10 @@ async fn claim_pass(
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct DeliveryStatus {
     pub port25_blocked: bool,
+    /// While port 25 is blocked: the relay (`host:port`) MX-bound mail
+    /// takes instead, if there is one.
+    #[serde(default)]
+    pub fallback: Option<String>,
 }
 
 impl DeliveryStatus {
@@ -292,7 +337,13 @@ impl DeliveryStatus {
 
 fn write_status(config: &Config, port25_blocked: bool) {
     let path = DeliveryStatus::path(config);
-    let json = serde_json::to_vec(&DeliveryStatus { port25_blocked }).unwrap_or_default();
+    let status = DeliveryStatus {
+        port25_blocked,
+        fallback: crate::router::mx_fallback(config)
+            .filter(|_| port25_blocked)
+            .map(|r| format!("{}:{}", r.host, r.port)),
+    };
+    let json = serde_json::to_vec(&status).unwrap_or_default();
     let tmp = path.with_extension("tmp");
     if let Err(e) = std::fs::create_dir_all(config.run_dir())
         .and_then(|()| std::fs::write(&tmp, json))
@@ -366,6 +417,9 @@ async fn deliver_message(
                     }
                 };
                 drop((global, slot));
+                let delivered = results.iter().filter(|(_, r)| r.is_ok()).count();
+                metrics::counter!("postern_delivered_by_path_total", "path" => destination.path(&delivery.config))
+                    .increment(delivered as u64);
                 results
             }
             .instrument(span),
@@ -390,7 +444,19 @@ async fn deliver_message(
     } else {
         Cow::Borrowed(&[][..])
     };
-    let mut applied = outcome::apply(&delivery.config, &message, &body, &results, now_unix());
+    let detour = delivery.outbound.port25.detouring();
+    let mut applied = outcome::apply(
+        &delivery.config,
+        &message,
+        &body,
+        &results,
+        now_unix(),
+        detour,
+    );
+    let unreachable = FailureKind::Unreachable {
+        port: delivery.config.delivery.mx_port,
+    };
+    let waits_for_port25 = !detour && applied.updates.iter().any(|u| u.kind == Some(unreachable));
     if let Some(bounce) = &mut applied.bounce {
         delivery.unwrap_srs(bounce).await;
     }
@@ -415,6 +481,20 @@ async fn deliver_message(
                 tracing::info!(event = "dsn_queued", qid = %message.id, dsn = %dsn);
             }
             delivery.report_bounces(&message, failed);
+            // Deferred for port 25 just before the block was noticed, and
+            // written after `port25_changed` made such mail due: due now
+            // all the same.
+            if waits_for_port25
+                && delivery.outbound.port25.detouring()
+                && delivery
+                    .queue
+                    .spool()
+                    .retry(Some(&message.id))
+                    .await
+                    .is_ok()
+            {
+                delivery.queue.changed();
+            }
         }
         Err(e) => {
             tracing::error!(event = "spool_error", qid = %message.id, error = %e);

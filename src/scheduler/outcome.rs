@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::dsn::{self, FailedRecipient};
-use crate::failure::Severity;
+use crate::failure::{FailureKind, Severity};
 use crate::outbound::RecipientResult;
 use crate::spool::{NewMessage, QueuedMessage, RecipientStatus, RecipientUpdate};
 
@@ -16,13 +16,20 @@ pub struct Applied {
     pub bounce: Option<NewMessage>,
 }
 
+/// `detour`: MX-bound mail takes `[fallback_relay]` now (port 25 is
+/// blocked), so a recipient that could not reach an MX on port 25 is due
+/// again at once rather than after a retry interval.
 pub fn apply(
     config: &Config,
     message: &QueuedMessage,
     body: &[u8],
     results: &[RecipientResult],
     now: i64,
+    detour: bool,
 ) -> Applied {
+    let port25 = FailureKind::Unreachable {
+        port: config.delivery.mx_port,
+    };
     let lifetime = config.delivery.max_lifetime.as_secs() as i64;
     let expired = now - message.created >= lifetime;
     let mut updates = Vec::with_capacity(results.len());
@@ -51,6 +58,10 @@ pub fn apply(
                     expired: f.severity != Severity::Permanent,
                 });
                 (RecipientStatus::Failed, now, f.text.clone())
+            }
+            Err(f) if detour && f.kind == port25 => {
+                tracing::info!(event = "deferred", qid = %message.id, rcpt = %rcpt.address, next_attempt = now, kind = %f.kind.token(), reason = %f, "port 25 is blocked: the fallback relay takes it now");
+                (RecipientStatus::Queued, now, f.text.clone())
             }
             Err(f) => {
                 let jitter = rand::random::<f64>() * 2.0 - 1.0;
@@ -97,7 +108,7 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::failure::{DeliveryFailure, FailureKind, Stage};
+    use crate::failure::{DeliveryFailure, Stage};
     use crate::scheduler::testing;
 
     const NOW: i64 = 1_000_000;
@@ -135,13 +146,48 @@ mod tests {
     }
 
     fn run(message: &QueuedMessage, results: &[RecipientResult]) -> Applied {
+        run_with(message, results, false)
+    }
+
+    fn run_with(message: &QueuedMessage, results: &[RecipientResult], detour: bool) -> Applied {
         apply(
             &config(),
             message,
             b"Subject: x\r\n\r\nhi\r\n",
             results,
             NOW,
+            detour,
         )
+    }
+
+    /// Issue #16: while the fallback relay stands in for a blocked port 25,
+    /// a recipient whose MX could not be reached on port 25 is due at once
+    /// (the next round routes it to the relay); other failures wait as
+    /// ever, and so does everything when there is no detour.
+    #[test]
+    fn an_unreachable_port_25_is_due_at_once_during_the_detour() {
+        let m = message("app@example.com", NOW - 60, &[0, 0]);
+        let unreachable = |port| {
+            Err(DeliveryFailure::new(
+                Severity::Transient,
+                FailureKind::Unreachable { port },
+                "timed out during connecting",
+            ))
+        };
+        let results = [(0, unreachable(25)), (1, unreachable(2525))];
+        let waits = |detour| -> Vec<i64> {
+            run_with(&m, &results, detour)
+                .updates
+                .iter()
+                .map(|u| u.next_attempt - NOW)
+                .collect()
+        };
+        let detoured = waits(true);
+        assert_eq!(detoured[0], 0, "{detoured:?}");
+        assert!(detoured[1] >= 270, "{detoured:?}");
+        assert!(waits(false).iter().all(|w| *w >= 270));
+        let rcpt = run_with(&m, &[(0, failed(Severity::Transient, "451"))], true);
+        assert!(rcpt.updates[0].next_attempt - NOW >= 270);
     }
 
     #[test]

@@ -393,6 +393,21 @@ impl Storage for SqliteSpool {
         Ok(done.rows_affected())
     }
 
+    async fn retry_kind(&self, kind: &str) -> Result<u64, SpoolError> {
+        let now = now_unix();
+        // The due index's range (queued, not held, due later) bounds the walk.
+        let done = sqlx::query(
+            "UPDATE recipient SET next_attempt = ? \
+             WHERE status = 'queued' AND held = FALSE AND next_attempt > ? AND last_kind = ?",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(kind)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn hold(&self, id: &QueueId) -> Result<u64, SpoolError> {
         let done = sqlx::query(
             "UPDATE recipient SET held = TRUE WHERE status = 'queued' AND message_id = ?",

@@ -350,6 +350,9 @@ impl crate::spool::Storage for Gated {
     async fn retry(&self, id: Option<&QueueId>) -> Result<u64, SpoolError> {
         self.inner.retry(id).await
     }
+    async fn retry_kind(&self, kind: &str) -> Result<u64, SpoolError> {
+        self.inner.retry_kind(kind).await
+    }
     async fn hold(&self, id: &QueueId) -> Result<u64, SpoolError> {
         self.inner.hold(id).await
     }

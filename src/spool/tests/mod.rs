@@ -238,6 +238,18 @@ async fn due_recipients_come_earliest_first_until_recorded() {
         "deferred until later"
     );
     assert_eq!(spool.next_due(now).await.expect("next"), Some(later));
+    assert_eq!(
+        spool.retry_kind("unreachable:2525").await.expect("retry"),
+        0,
+        "another kind of failure"
+    );
+    assert_eq!(spool.retry_kind("unreachable:25").await.expect("retry"), 1);
+    assert!(!spool.due(now_unix(), 10).await.expect("due").is_empty());
+    assert_eq!(
+        spool.retry_kind("unreachable:25").await.expect("retry"),
+        0,
+        "due already"
+    );
     assert_eq!(spool.retry(Some(&id)).await.expect("retry"), 1);
     let again = spool.due(now_unix(), 10).await.expect("due");
     assert_eq!(

@@ -230,7 +230,7 @@ fn mta_sts_metrics_and_port_echo() {
     assert_eq!(
         body,
         format!(
-            "{{\"ports\":[{}],\"token\":\"0123456789abcdef0123456789abcdef\"}}",
+            "{{\"addr\":\"127.0.0.1\",\"ports\":[{}],\"token\":\"0123456789abcdef0123456789abcdef\"}}",
             s.port("submission")
         )
     );

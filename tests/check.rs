@@ -17,13 +17,13 @@ use crate::common::{BIN, PASSWORD, TestServer, run_with_stdin};
 use fakes::{MIMIC, ca_signed, fake, hold, http_400};
 
 /// The real server in the server namespace: mail.test.example on 25, 26,
-/// 465, 587 and 2525, with a CA-signed certificate for `cert_names`, the
+/// 465, 587 and 2525 (and HTTP on 80, for the port echo), with a CA-signed certificate for `cert_names`, the
 /// domain example.com and alice@example.com. Returns it and the CA file.
 fn real_server(lab: &Lab, cert_names: &[&str]) -> (TestServer, String) {
     let (ca, cert, key) = ca_signed(lab.dir.path(), cert_names);
     let mut toml = format!(
         "hostname = \"{HOST}\"\ndata_dir = \"data\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n\
-         [delivery]\nhold = true\n",
+         [delivery]\nhold = true\n[http]\naddr = \"{SERVER_IP}:80\"\n",
         cert.display(),
         key.display()
     );
@@ -249,10 +249,37 @@ fn isp_redirecting_25_to_its_relay_is_intercepted() {
     assert_eq!(status(&r, 587), "open");
 }
 
+/// The ISP's own submission relay, another Postern that calls itself
+/// smtp.isp.example, on 587 of the ISP's address (its self-signed
+/// certificate; AUTH after STARTTLS).
+fn isp_submission_relay(lab: &Lab) -> TestServer {
+    let mut relay = TestServer::configure(&format!(
+        "hostname = \"smtp.isp.example\"\ndata_dir = \"data\"\n[[listener]]\n\
+         addr = \"{ISP_IP}:587\"\nrole = \"submission\"\n"
+    ));
+    relay.spawn_in(Some(&lab.isp));
+    relay
+}
+
+/// Issue #16: every mail port to the host is blocked. The check learns the
+/// network's public address from the host's HTTP port echo, its reverse
+/// name (in the ISP's zone) and so the ISP's domain, finds the ISP's relay
+/// on 587, and says whether the user's domain's SPF covers it: for a domain
+/// whose SPF names the relay and one whose SPF does not.
 #[test]
-fn every_port_blocked_recommends_the_isp_server() {
+fn every_port_blocked_finds_the_isp_relay_and_judges_spf() {
+    use std::net::IpAddr;
     let lab = Lab::new();
     let (_server, ca) = real_server(&lab, &[HOST]);
+    let _relay = isp_submission_relay(&lab);
+    let dns = crate::common::dns::TestDns::start_in_netns(&lab.client);
+    lab.client_resolves_locally();
+    let client: IpAddr = "10.77.0.2".parse().unwrap();
+    dns.ptr(client, "dsl-2.customers.isp.example");
+    dns.ip("smtp.isp.example", ISP_IP.parse().unwrap());
+    dns.txt("covered.example", &["v=spf1 a:smtp.isp.example -all"]);
+    dns.txt("uncovered.example", &["v=spf1 ip4:192.0.2.1 -all"]);
+    dns.txt("_dmarc.uncovered.example", &["v=DMARC1; p=reject"]);
     lab.isp_rules(
         &[
             "tcp dport { 25, 26, 465, 587, 2525 } drop",
@@ -261,24 +288,76 @@ fn every_port_blocked_recommends_the_isp_server() {
         &[],
     );
     let started = Instant::now();
-    let out = lab.check(&[HOST, "--timeout", "2", "--ca-file", &ca]);
-    assert!(started.elapsed() < Duration::from_secs(4));
+    let out = lab.check(&[
+        HOST,
+        "--timeout",
+        "2",
+        "--ca-file",
+        &ca,
+        "--domain",
+        "uncovered.example",
+    ]);
+    assert!(started.elapsed() < Duration::from_secs(6));
     let table = text(&out);
     assert_eq!(code(&out), 1, "{table}");
-    assert!(
-        table.contains(
-            "every submission port is blocked from this network: use your ISP's SMTP server as \
-             the outgoing server; your address can stay you@yourdomain"
-        ),
-        "{table}"
-    );
     assert!(
         table
             .lines()
             .any(|l| l.starts_with("587") && l.contains("filtered")),
         "{table}"
     );
+    for words in [
+        "Every submission port is blocked from this network. If this used to work, the network \
+         has started blocking these ports. The way out is your ISP's own outgoing mail server \
+         (SMTP):\nThis network sends from",
+        "This network sends from 10.77.0.2 (dsl-2.customers.isp.example), so your ISP is \
+         isp.example. Its relay smtp.isp.example answers on 587 with STARTTLS; it will ask for \
+         your ISP account's user name and password, not your mail password. Your address can \
+         stay you@uncovered.example.",
+        "fails SPF (fail), and nothing on this path signs it with DKIM, so DMARC will fail: add \
+         a:smtp.isp.example to the SPF record of uncovered.example",
+        "Outgoing mail server (SMTP) for your mail client:\n  server:    smtp.isp.example\n  \
+         port:      587\n  security:  STARTTLS\n  user name: your ISP account's",
+    ] {
+        assert!(table.contains(words), "{words}\n---\n{table}");
+    }
     assert!(String::from_utf8_lossy(&out.stderr).contains("no way to send mail"));
+
+    let out = lab.check(&[
+        HOST,
+        "--json",
+        "--timeout",
+        "2",
+        "--ca-file",
+        &ca,
+        "--domain",
+        "covered.example",
+    ]);
+    let r = json(&out);
+    let way = &r["way_out"];
+    assert_eq!(way["public_address"], "10.77.0.2", "{r:#}");
+    assert_eq!(way["address_source"], "port echo");
+    assert_eq!(way["isp_domain"], "isp.example");
+    assert_eq!(way["best"]["host"], "smtp.isp.example");
+    assert_eq!(way["best"]["port"], 587);
+    assert_eq!(way["best"]["security"], "STARTTLS");
+    assert!(
+        way["best"]["auth"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == "PLAIN"),
+        "{way:#}"
+    );
+    assert_eq!(way["verdict"]["spf"], "pass", "{way:#}");
+    assert_eq!(way["verdict"]["dmarc_passes"], true);
+    assert!(
+        r["recommendation"]
+            .as_str()
+            .unwrap()
+            .contains("passes SPF, so DMARC passes"),
+        "{r:#}"
+    );
 }
 
 #[test]

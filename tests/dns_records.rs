@@ -203,6 +203,37 @@ fn check_says_for_each_way_out_whether_dmarc_will_pass() {
         (&"fail".into(), &true.into(), &true.into())
     );
     assert_eq!(path[0]["addresses"][0], "192.0.2.25");
+    // Issue #16: a user whose client sends through their ISP's own relay
+    // (every port to this server blocked): nothing signs that mail with the
+    // domain's key, so only SPF can carry DMARC, and it does not.
+    dns.ip("smtp.other-isp.example", "192.0.2.77".parse().expect("ip"));
+    let out = s.cli(&[
+        "dns",
+        "example.com",
+        "--check",
+        "--via",
+        "smtp.other-isp.example",
+    ]);
+    let t = text(&out);
+    assert!(
+        t.contains(";   FAILS: mail of example.com through smtp.other-isp.example (a mail client's own relay, --via) (192.0.2.77) fails SPF (fail), and nothing on this path signs it with DKIM, so DMARC will fail: add a:smtp.other-isp.example to the SPF record of example.com"),
+        "{t}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    dns.remove("example.com");
+    dns.mx("example.com", 10, "mx.example.com");
+    dns.txt("example.com", &["v=spf1 mx a:smtp.other-isp.example -all"]);
+    let t = text(&s.cli(&[
+        "dns",
+        "example.com",
+        "--check",
+        "--via",
+        "smtp.other-isp.example",
+    ]));
+    assert!(
+        t.contains(";   ok: mail of example.com through smtp.other-isp.example (a mail client's own relay, --via) (192.0.2.77) passes SPF, so DMARC passes"),
+        "{t}"
+    );
 }
 
 /// `postern check --outbound` says after the ways out whether each hosted

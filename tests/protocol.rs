@@ -39,12 +39,15 @@ fn port_echo_reports_the_ports_a_probe_token_reached() {
     assert_eq!(
         r,
         format!(
-            "250 2.0.0 Ok; postern-echo ports={},{}\r\n",
+            "250 2.0.0 Ok; postern-echo ports={},{} addr=127.0.0.1\r\n",
             ports[0], ports[1]
         )
     );
     let r = c.cmd("NOOP postern-echo ffffffffffffffffffffffffffffffff");
-    assert_eq!(r, "250 2.0.0 Ok; postern-echo ports=none\r\n");
+    assert_eq!(
+        r,
+        "250 2.0.0 Ok; postern-echo ports=none addr=127.0.0.1\r\n"
+    );
 }
 
 #[test]

@@ -471,15 +471,24 @@ fn the_recommendation_when_nothing_gets_through() {
     ];
     let v = classify(HOST, &probes, None);
     let r = recommend(HOST, &probes, &v, None, false);
-    assert!(!r.works && r.settings.is_none());
+    assert!(!r.works && r.settings.is_none() && r.blocked);
     assert!(r.text.starts_with(ALL_BLOCKED), "{}", r.text);
+    // Issue #16: one sentence at a time (it ran "you@yourdomain" into the next).
+    assert!(
+        r.text.contains(
+            "Every submission port is blocked from this network. Something on the way answers \
+             in place of mail.example.com on port 25. If this used to work"
+        ),
+        "{}",
+        r.text
+    );
     assert!(
         r.text.contains("in place of mail.example.com on port 25"),
         "{}",
         r.text
     );
     let r = recommend(HOST, &probes, &v, Some("no route to the host"), false);
-    assert!(r.text.contains("cannot be reached") && !r.text.contains(ALL_BLOCKED));
+    assert!(r.text.contains("cannot be reached") && !r.text.contains(ALL_BLOCKED) && !r.blocked);
 }
 
 #[test]

@@ -12,6 +12,7 @@ pub mod probe;
 pub mod recommend;
 pub mod report;
 pub mod tls;
+pub mod wayout;
 pub mod wire;
 
 use std::collections::BTreeSet;
@@ -94,6 +95,9 @@ pub struct Options {
     pub timeout: Duration,
     pub credentials: Option<Credentials>,
     pub send_to: Option<String>,
+    /// The domain the user sends as: what SPF/DMARC make of mail through
+    /// the ISP relay, when that is the way out.
+    pub domain: Option<String>,
     pub extra_roots: Vec<CertificateDer<'static>>,
     pub progress: Option<UnboundedSender<Progress>>,
 }
@@ -178,6 +182,31 @@ pub async fn run(opts: Options) -> Report {
         }),
         _ => None,
     };
+    // Nothing of the host's got through: look for the way out, with a
+    // --timeout of its own (as --send-to has).
+    let way_out = if recommendation.blocked {
+        let way_ctx = Arc::new(Context {
+            deadline: Instant::now() + opts.timeout,
+            credentials: None,
+            auth_needs_valid_cert: false,
+            progress: None,
+            ..Context::clone(&ctx)
+        });
+        let deadline = way_ctx.deadline;
+        Some(
+            wayout::find(
+                &way_ctx,
+                &host,
+                &addrs,
+                &token,
+                opts.domain.clone(),
+                deadline,
+            )
+            .await,
+        )
+    } else {
+        None
+    };
     drop(ctx);
     Report::build(report::Parts {
         host,
@@ -189,6 +218,7 @@ pub async fn run(opts: Options) -> Report {
         unreachable,
         recommendation,
         send,
+        way_out,
         elapsed: started.elapsed(),
     })
 }

@@ -22,11 +22,13 @@ pub struct Recommendation {
     pub works: bool,
     pub settings: Option<Settings>,
     pub text: String,
+    /// Nothing of the host's got through: the way out is elsewhere
+    /// (wayout.rs finds it).
+    pub blocked: bool,
 }
 
-/// The sentence for a network that lets nothing through (fixed by the issue).
-pub const ALL_BLOCKED: &str = "every submission port is blocked from this network: use your \
-     ISP's SMTP server as the outgoing server; your address can stay you@yourdomain";
+/// The first words for a network that lets nothing through.
+pub const ALL_BLOCKED: &str = "Every submission port is blocked from this network";
 
 /// Writes the recommendation for a user's mail client.
 pub fn recommend(
@@ -40,6 +42,7 @@ pub fn recommend(
         works: false,
         settings: None,
         text,
+        blocked: false,
     };
     if let Some(why) = unreachable {
         return fail(format!(
@@ -106,7 +109,7 @@ pub fn recommend(
             tls_fix(p, host)
         ));
     }
-    let mut text = ALL_BLOCKED.to_string();
+    let mut text = format!("{ALL_BLOCKED}.");
     let intercepted: Vec<String> = probes
         .iter()
         .zip(verdicts)
@@ -115,12 +118,18 @@ pub fn recommend(
         .collect();
     if !intercepted.is_empty() {
         text.push_str(&format!(
-            ". Something on the way answers in place of {host} on port {}.",
+            " Something on the way answers in place of {host} on port {}.",
             intercepted.join(", ")
         ));
     }
-    text.push_str(" If this used to work, the network has started blocking these ports.");
-    fail(text)
+    text.push_str(
+        " If this used to work, the network has started blocking these ports. The way out is \
+         your ISP's own outgoing mail server (SMTP):",
+    );
+    Recommendation {
+        blocked: true,
+        ..fail(text)
+    }
 }
 
 fn works(host: &str, best: &PortProbe, others: &[&PortProbe]) -> Recommendation {
@@ -140,6 +149,7 @@ fn works(host: &str, best: &PortProbe, others: &[&PortProbe]) -> Recommendation 
     }
     Recommendation {
         works: true,
+        blocked: false,
         settings: Some(Settings {
             server: host.to_string(),
             port: best.port,

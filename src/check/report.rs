@@ -13,6 +13,7 @@ use super::classify::{self, Status, Verdict};
 use super::probe::{AuthOutcome, PortProbe, Security, SendOutcome, Stop};
 use super::recommend::{Recommendation, Settings};
 use super::tls::{TlsSession, rfc3339};
+use super::wayout::WayOut;
 use super::wire::millis;
 use super::{OutboundTarget, recommend};
 use crate::clock::now_unix;
@@ -33,6 +34,9 @@ pub struct Report {
     pub ok: bool,
     pub settings: Option<Settings>,
     pub recommendation: String,
+    /// When nothing of the host's gets through: the ISP relay found from
+    /// this network, else null.
+    pub way_out: Option<WayOut>,
 }
 
 #[derive(Debug, Serialize)]
@@ -113,6 +117,7 @@ pub struct Parts {
     pub unreachable: Option<String>,
     pub recommendation: Recommendation,
     pub send: Option<SendOutcome>,
+    pub way_out: Option<WayOut>,
     pub elapsed: Duration,
 }
 
@@ -213,7 +218,11 @@ impl Report {
             }),
             ok: parts.recommendation.works && send_ok,
             settings: parts.recommendation.settings,
-            recommendation: parts.recommendation.text,
+            recommendation: match &parts.way_out {
+                Some(way) => format!("{}\n{}", parts.recommendation.text, way.text),
+                None => parts.recommendation.text,
+            },
+            way_out: parts.way_out,
         }
     }
 
@@ -244,6 +253,7 @@ impl Report {
             unreachable: Some(why),
             recommendation,
             send: None,
+            way_out: None,
             elapsed,
         })
     }

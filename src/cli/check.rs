@@ -64,6 +64,10 @@ pub struct Args {
     /// Also send one short test message to this address through the best port.
     #[arg(long, value_name = "ADDRESS", requires = "user")]
     send_to: Option<String>,
+    /// The domain you send as (default: that of --user): when every port
+    /// is blocked, whether its SPF/DMARC pass through your ISP's relay.
+    #[arg(long, value_name = "DOMAIN")]
+    domain: Option<String>,
     /// Seconds for all probes together.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
     timeout: Duration,
@@ -114,6 +118,12 @@ pub async fn run(args: Args, config: &ConfigArg) -> anyhow::Result<()> {
         timeout: args.timeout,
         credentials,
         send_to: args.send_to.clone(),
+        domain: args.domain.clone().or_else(|| {
+            args.user
+                .as_deref()
+                .and_then(|u| u.rsplit_once('@'))
+                .map(|(_, d)| d.to_ascii_lowercase())
+        }),
         extra_roots,
         progress,
     })
@@ -208,7 +218,7 @@ async fn outbound(
                 .map(|(domain, verdicts)| {
                     serde_json::json!({
                         "domain": domain,
-                        "paths": verdicts.iter().map(super::dns::paths::Verdict::as_json).collect::<Vec<_>>(),
+                        "paths": verdicts.iter().map(crate::dmarc::sending::Verdict::as_json).collect::<Vec<_>>(),
                     })
                 })
                 .collect();

@@ -11,6 +11,7 @@
 //! claiming a domain hosted here without passing (the spoofing case).
 
 pub mod report;
+pub mod sending;
 
 use std::net::IpAddr;
 

@@ -356,12 +356,20 @@ async fn acme_challenge(
     }
 }
 
-async fn echo(State(state): State<Arc<HttpState>>, Path(token): Path<String>) -> Response {
+/// The port echo over HTTP: the ports `token` reached, and the address the
+/// request came from (how `postern check` learns its public address when no
+/// mail port gets through).
+async fn echo(
+    State(state): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+) -> Response {
     if state.echo_limit.check().is_err() {
         return StatusCode::TOO_MANY_REQUESTS.into_response();
     }
     let ports = state.ctx.echo.ports(&token);
-    axum::Json(serde_json::json!({ "token": token, "ports": ports })).into_response()
+    let addr = peer.ip().to_canonical();
+    axum::Json(serde_json::json!({ "token": token, "ports": ports, "addr": addr })).into_response()
 }
 
 /// Whether the request carries `[http] metrics_token_file`'s token as

@@ -3,9 +3,12 @@
 //! short time, on which of its own ports each token arrived, and tells the probe
 //! when asked. A port that answered the probe but never passed its token on is
 //! intercepted on the way. Only the holder of a token can ask about it, so the
-//! registry reveals nothing else; it is bounded in size and age.
+//! registry reveals nothing else; it is bounded in size and age. The answer
+//! also says which address the question came from: behind NAT, the check
+//! learns the public address its network sends from (its ISP is found from it).
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -58,8 +61,10 @@ impl EchoRegistry {
         }
     }
 
-    /// The answer to `NOOP postern-echo <token>`.
-    pub fn reply_text(&self, token: &str) -> String {
+    /// The answer to `NOOP postern-echo <token>` from `peer`: the ports,
+    /// and the address the server saw the question come from (the client's
+    /// public address, even behind NAT).
+    pub fn reply_text(&self, token: &str, peer: IpAddr) -> String {
         let ports = self.ports(token);
         let list = if ports.is_empty() {
             "none".to_string()
@@ -70,7 +75,7 @@ impl EchoRegistry {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        format!("Ok; postern-echo ports={list}")
+        format!("Ok; postern-echo ports={list} addr={}", peer.to_canonical())
     }
 }
 
@@ -88,13 +93,17 @@ mod tests {
         assert_eq!(token_of_ehlo("check-xyz.postern.invalid"), None);
         assert_eq!(token_of_ehlo("mail.example.com"), None);
         let r = EchoRegistry::default();
-        assert_eq!(r.reply_text(t), "Ok; postern-echo ports=none");
+        let peer: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
+        assert_eq!(
+            r.reply_text(t, peer),
+            "Ok; postern-echo ports=none addr=192.0.2.7"
+        );
         r.record(t, 587);
         r.record(t, 25);
         r.record(t, 587);
         assert_eq!(
-            r.reply_text(&t.to_uppercase()),
-            "Ok; postern-echo ports=25,587"
+            r.reply_text(&t.to_uppercase(), "2001:db8::1".parse().expect("ip")),
+            "Ok; postern-echo ports=25,587 addr=2001:db8::1"
         );
     }
 

@@ -355,7 +355,7 @@ impl Session {
         let argument = line.get(5..).unwrap_or("").trim();
         match argument.strip_prefix("postern-echo ") {
             Some(token) => {
-                let text = self.ctx.echo.reply_text(token.trim());
+                let text = self.ctx.echo.reply_text(token.trim(), self.peer.ip());
                 self.reply(Reply::new(250, (0, 0), text))
             }
             None => self.reply(Reply::ok()),

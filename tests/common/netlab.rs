@@ -124,6 +124,17 @@ impl Lab {
         lab
     }
 
+    /// Programs in the client's network ask the DNS server on 127.0.0.1:53
+    /// there (`TestDns::start_in_netns(&lab.client)`), as they would their
+    /// ISP's resolver.
+    pub fn client_resolves_locally(&self) {
+        std::fs::write(
+            self.etc.join("resolv.conf"),
+            "nameserver 127.0.0.1\noptions edns0\n",
+        )
+        .expect("write resolv.conf");
+    }
+
     /// Runs a shell command inside `ns`, which must succeed.
     pub fn sh(&self, ns: &str, script: &str) {
         let out = Command::new("ip")

@@ -1,5 +1,6 @@
-//! `postern dns DOMAIN [--check] [--json]`: the records to publish, ready to
-//! paste into a zone, and with --check what the DNS says about each.
+//! `postern dns DOMAIN [--check [--via HOST]] [--json]`: the records to publish,
+//! ready to paste into a zone, and with --check what the DNS says about each
+//! and whether each way out (and a client's own relay, with --via) passes DMARC.
 
 use std::io::Write;
 
@@ -8,6 +9,7 @@ use hickory_resolver::proto::rr::RecordType;
 use super::ConfigArg;
 use crate::config::Config;
 use crate::dkim;
+use crate::dmarc::sending;
 use crate::dns::Dns;
 pub(crate) mod paths;
 pub(crate) mod publish;
@@ -25,6 +27,12 @@ pub struct Args {
     /// JSON instead of zone-file lines.
     #[arg(long)]
     json: bool,
+    /// With --check: also judge mail that a user's mail client sends through
+    /// this relay instead of this server (their ISP's, when every port to
+    /// this server is blocked): nothing signs it with the domain's DKIM key,
+    /// so only SPF can make DMARC pass.
+    #[arg(long, value_name = "HOST", requires = "check")]
+    via: Vec<String>,
 }
 
 fn kind(record: &Record) -> RecordType {
@@ -91,7 +99,21 @@ pub async fn run(args: Args, config: &ConfigArg) -> anyhow::Result<()> {
             .iter()
             .zip(&out)
             .any(|(r, f)| signs_now(&dkim, &domain, &r.name) && *f == Some(Finding::Ok));
-        let verdicts = judge_ways(&config, &dns, &domain, dkim_published).await;
+        let mut verdicts = judge_ways(&config, &dns, &domain, dkim_published).await;
+        for relay in &args.via {
+            let name = format!("through {relay} (a mail client's own relay, --via)");
+            verdicts.push(
+                sending::judge(
+                    &dns,
+                    &config.hostname,
+                    &domain,
+                    &name,
+                    Some(relay),
+                    sending::Dkim::NotSigned,
+                )
+                .await,
+            );
+        }
         (out, verdicts)
     } else {
         (vec![None; records.len()], Vec::new())
@@ -113,7 +135,7 @@ pub async fn run(args: Args, config: &ConfigArg) -> anyhow::Result<()> {
             })
             .collect();
         // With --check, each way out follows the records, as "type": "PATH".
-        items.extend(verdicts.iter().map(paths::Verdict::as_json));
+        items.extend(verdicts.iter().map(sending::Verdict::as_json));
         writeln!(out, "{}", serde_json::to_string_pretty(&items)?)?;
     } else {
         writeln!(
@@ -173,7 +195,7 @@ async fn judge_ways(
     dns: &Dns,
     domain: &str,
     dkim_published: bool,
-) -> Vec<paths::Verdict> {
+) -> Vec<sending::Verdict> {
     let mut verdicts = Vec::new();
     for way in &paths::paths(config, domain) {
         verdicts.push(paths::judge(dns, &config.hostname, domain, way, dkim_published).await);
@@ -186,7 +208,7 @@ async fn judge_ways(
 /// hosts nothing yet.
 pub async fn every_domains_ways(
     config: &Config,
-) -> anyhow::Result<Vec<(String, Vec<paths::Verdict>)>> {
+) -> anyhow::Result<Vec<(String, Vec<sending::Verdict>)>> {
     if !config.data_dir.join("store.sqlite").exists() {
         return Ok(Vec::new());
     }

@@ -7,12 +7,8 @@
 //! only the aligned signature then keeps DMARC passing, and no other mail
 //! server says so before the mail is junked.
 
-use std::net::IpAddr;
-
-use mail_auth::SpfResult;
-use mail_auth::spf::verify::SpfParameters;
-
 use crate::config::{Config, RouteMatch};
+use crate::dmarc::sending::{self, Dkim, Verdict};
 use crate::dns::Dns;
 
 /// One way out for the domain's mail.
@@ -82,7 +78,7 @@ pub fn paths(config: &Config, domain: &str) -> Vec<Path> {
 pub fn spf_record(paths: &[Path]) -> String {
     let mut terms = vec!["v=spf1".to_string(), "mx".to_string()];
     for relay in paths.iter().filter_map(|p| p.relay.as_deref()) {
-        let term = spf_term(relay);
+        let term = sending::spf_term(relay);
         if !terms.contains(&term) {
             terms.push(term);
         }
@@ -91,47 +87,8 @@ pub fn spf_record(paths: &[Path]) -> String {
     terms.join(" ")
 }
 
-/// The SPF term that authorises a relay: its address records, or the
-/// address itself when the config names one. (A provider's relay may send
-/// from other addresses: its own `include:` is then the term to publish.)
-fn spf_term(relay: &str) -> String {
-    match relay.trim_matches(['[', ']']).parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => format!("ip4:{ip}"),
-        Ok(IpAddr::V6(ip)) => format!("ip6:{ip}"),
-        Err(_) => format!("a:{relay}"),
-    }
-}
-
-/// What a receiver will make of the domain's mail on one path.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Verdict {
-    pub path: String,
-    pub addresses: Vec<IpAddr>,
-    /// SPF's result for the worst of the addresses ("pass", "softfail", …).
-    pub spf: String,
-    pub dkim_published: bool,
-    pub dmarc_passes: bool,
-    /// One sentence for the admin.
-    pub sentence: String,
-}
-
-impl Verdict {
-    /// The verdict as an element of `postern dns --check --json`'s list.
-    pub fn as_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "type": "PATH",
-            "name": self.path,
-            "value": self.sentence,
-            "addresses": self.addresses,
-            "spf": self.spf,
-            "dkim_published": self.dkim_published,
-            "dmarc_passes": self.dmarc_passes,
-        })
-    }
-}
-
-/// Asks DNS what a receiver would: the path's addresses, and the domain's
-/// SPF for each (mail-auth, as receivers evaluate it).
+/// What a receiver will make of `domain`'s mail on `path`, given whether
+/// its signing key is published.
 pub async fn judge(
     dns: &Dns,
     hostname: &str,
@@ -139,57 +96,18 @@ pub async fn judge(
     path: &Path,
     dkim_published: bool,
 ) -> Verdict {
-    let host = path.relay.as_deref().unwrap_or(hostname);
-    let addresses = dns.addresses(host).await.unwrap_or_default();
-    let authenticator = dns.authenticator();
-    let sender = format!("postmaster@{domain}");
-    let mut spf = if addresses.is_empty() {
-        SpfResult::TempError
+    let dkim = if dkim_published {
+        Dkim::Published
     } else {
-        SpfResult::Pass
+        Dkim::NotPublished
     };
-    for ip in &addresses {
-        let output = authenticator
-            .verify_spf(SpfParameters::verify_mail_from(
-                *ip, hostname, hostname, &sender,
-            ))
-            .await;
-        if output.result() != SpfResult::Pass {
-            spf = output.result();
-            break;
-        }
-    }
-    let spf_passes = spf == SpfResult::Pass;
-    let spf = spf.to_string().to_lowercase();
-    let dmarc_passes = spf_passes || dkim_published;
-    let shown: Vec<String> = addresses.iter().map(ToString::to_string).collect();
-    let start = format!("mail of {domain} {} ({})", path.name, shown.join(", "));
-    let sentence = match (spf_passes, dkim_published) {
-        (true, true) => format!("{start} passes SPF and is DKIM-signed: DMARC passes"),
-        (true, false) => format!(
-            "{start} passes SPF, so DMARC passes; publish DKIM too, or mail forwarded on will fail"
-        ),
-        (false, true) => format!(
-            "{start} fails SPF ({spf}); DKIM is aligned, so DMARC passes{}",
-            path.relay
-                .as_deref()
-                .map(|r| format!(" (add {} to the SPF record for SPF too)", spf_term(r)))
-                .unwrap_or_default()
-        ),
-        (false, false) => format!(
-            "{start} fails SPF ({spf}), and DMARC will fail: publish DKIM (the records above){}",
-            path.relay
-                .as_deref()
-                .map(|r| format!(" or add {} to the SPF record", spf_term(r)))
-                .unwrap_or_default()
-        ),
-    };
-    Verdict {
-        path: path.name.clone(),
-        addresses,
-        spf,
-        dkim_published,
-        dmarc_passes,
-        sentence,
-    }
+    sending::judge(
+        dns,
+        hostname,
+        domain,
+        &path.name,
+        path.relay.as_deref(),
+        dkim,
+    )
+    .await
 }

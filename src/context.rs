@@ -45,6 +45,8 @@ pub struct ServerContext {
     pub watch: Arc<crate::watch::Watch>,
     /// The key of the sender addresses of forwarded mail.
     pub srs: Arc<crate::srs::Srs>,
+    /// Which submission ports work from which client networks.
+    pub portmap: Arc<crate::portmap::PortMap>,
 }
 
 /// A `ServerContext` for in-process tests (the session harness): a
@@ -112,6 +114,11 @@ pub mod testing {
                     queue.clone(),
                 )),
                 srs: Arc::new(crate::srs::Srs::with_secret(b"the unit tests' SRS key")),
+                portmap: Arc::new(
+                    crate::portmap::PortMap::load(store.clone())
+                        .await
+                        .expect("port map"),
+                ),
                 auth: Authenticator::new(
                     store.clone(),
                     config.limits.auth_failures_per_ip_per_hour,

@@ -38,8 +38,11 @@
 //!   their Unix user (`postern sendmail`), queued as the session queues.
 //! - `http`: client autoconfiguration, MTA-STS, metrics, SMTP on the HTTPS port;
 //!   `acme`: its certificate (and every listener's) from an ACME CA.
-//! - `check`: the port-block diagnostic run from a user's network (`postern check`);
-//!   `portecho`: the server's half of its interception test.
+//! - `check`: the port-block diagnostic run from a user's network (`postern check`),
+//!   and the way out through the user's ISP when every port is blocked;
+//!   `portecho`: the server's half of its interception test; `portmap`: which
+//!   submission ports work from which client networks (autoconfig lists
+//!   those first).
 //! - `cli`: the command line of DESIGN.md (with the DNS records `postern dns`
 //!   prints); `config`: the validated configuration.
 //!
@@ -50,9 +53,10 @@
 //!
 //! 1. `clock`, `sqlite`, `private_file`, `smtp`, `dns`, `dkim`, `portecho`, `telemetry`,
 //!    `failure`: leaves.
-//! 2. `config`, `store`, `spool`, `check`, `policy`.
-//! 3. `auth`, `tls`, `dsn`, `router`, `dmarc`, `filter`, `local`, `prometheus`.
-//! 4. `outbound`, `acme`; 5. `scheduler`.
+//! 2. `config`, `store`, `spool`, `policy`.
+//! 3. `auth`, `tls`, `dsn`, `router`, `dmarc`, `filter`, `local`, `prometheus`,
+//!    `portmap`.
+//! 4. `outbound`, `acme`, `check`; 5. `scheduler`.
 //! 6. `control`, `watch`, then `context` (`ServerContext`, what connections share).
 //! 7. `prepare`; 8. `session`; 9. `listener`, `sendmail`; 10. `http`;
 //! 11. `server`; 12. `cli`.
@@ -77,6 +81,7 @@ pub mod local;
 pub mod outbound;
 pub mod policy;
 pub mod portecho;
+pub mod portmap;
 pub mod prepare;
 pub mod private_file;
 pub mod prometheus;

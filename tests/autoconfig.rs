@@ -112,6 +112,124 @@ fn thunderbird_autoconfig_lists_every_submission_port_in_order() {
     assert_eq!(status, "404", "no word about domains not hosted here");
 }
 
+/// Connects from source address `from` to `port` of the server (implicit
+/// TLS with "ssl", else STARTTLS) and, with a user, logs in; prints OK.
+const LOGIN_FROM: &str = r#"
+import smtplib, ssl, sys
+mode, src, port, user, password = sys.argv[1:6]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+if mode == "ssl":
+    s = smtplib.SMTP_SSL("127.0.0.1", int(port), context=ctx, source_address=(src, 0), timeout=20)
+else:
+    s = smtplib.SMTP("127.0.0.1", int(port), source_address=(src, 0), timeout=20)
+    s.starttls(context=ctx)
+s.ehlo("client.test")
+if user:
+    s.login(user, password)
+s.quit()
+print("OK")
+"#;
+
+fn session_from(from: &str, mode: &str, port: u16, login: bool) {
+    let (user, password) = if login {
+        ("alice@example.com", PASSWORD)
+    } else {
+        ("", "")
+    };
+    let out = run_with_stdin(
+        std::process::Command::new("python3").args([
+            "-c",
+            LOGIN_FROM,
+            mode,
+            from,
+            &port.to_string(),
+            user,
+            password,
+        ]),
+        "",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "OK",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The outgoing ports autoconfig lists for a client at source address `from`.
+fn outgoing_ports_for(s: &TestServer, from: &str) -> Vec<u16> {
+    let plain = s.http_addrs()[0];
+    let (body, status) = curl(&[
+        "--interface",
+        from,
+        "-H",
+        "Host: autoconfig.example.com",
+        &format!("http://{plain}/mail/config-v1.1.xml"),
+    ]);
+    assert_eq!(status, "200", "{body}");
+    values(&xml_fields(&body), "port")[1..]
+        .iter()
+        .map(|p| p.parse().expect("port"))
+        .collect()
+}
+
+/// Issue #16: the server remembers per client network which submission
+/// ports its sessions reached and logged in on, and autoconfig lists for
+/// each network the ports that worked from there first, and last those
+/// reached again and again without a login; a network it knows nothing of
+/// gets the usual order; the records outlive a restart.
+#[test]
+fn autoconfig_lists_first_the_ports_that_worked_from_the_clients_network() {
+    // Fixed ports: the records are by port, and the server restarts below.
+    let [submission, submissions, plain, tls] = [(); 4].map(|()| free_port());
+    let mut s = TestServer::configure(&format!(
+        "hostname = \"mx.test.example\"\ndata_dir = \"data\"\n\
+         [[listener]]\naddr = \"127.0.0.1:{submission}\"\nrole = \"submission\"\n\
+         [[listener]]\naddr = \"127.0.0.1:{submissions}\"\nrole = \"submissions\"\n\
+         [http]\naddr = \"127.0.0.1:{plain}\"\ntls_addr = \"127.0.0.1:{tls}\"\n\
+         submission_on_tls = true\nimap = \"imap.example.com:993\"\n\
+         [delivery]\nhold = true\n"
+    ));
+    s.add_alice();
+    s.spawn();
+    let usual = vec![submissions, submission, tls];
+    assert_eq!(outgoing_ports_for(&s, "127.0.1.5"), usual);
+    // From 127.0.1.0/24 only STARTTLS on the submission port got through.
+    session_from("127.0.1.5", "starttls", submission, true);
+    session_from("127.0.1.9", "starttls", submission, true);
+    // From 127.0.2.0/24 only 443, and the implicit-TLS port reached three
+    // times without a login (something on the way that never lets it).
+    session_from("127.0.2.7", "ssl", tls, true);
+    for _ in 0..3 {
+        session_from("127.0.2.7", "ssl", submissions, false);
+    }
+    let first_net = vec![submission, submissions, tls];
+    let second_net = vec![tls, submission, submissions];
+    assert_eq!(outgoing_ports_for(&s, "127.0.1.200"), first_net);
+    assert_eq!(outgoing_ports_for(&s, "127.0.2.200"), second_net);
+    assert_eq!(outgoing_ports_for(&s, "127.0.3.1"), usual);
+    // Written to the store (a few seconds at a time, and at shutdown).
+    s.send_term();
+    s.wait_exit(std::time::Duration::from_secs(20));
+    s.spawn();
+    assert_eq!(
+        outgoing_ports_for(&s, "127.0.1.200"),
+        first_net,
+        "{}",
+        s.log()
+    );
+    assert_eq!(outgoing_ports_for(&s, "127.0.2.200"), second_net);
+    // The switch turns it off: one order for everyone.
+    let off = TestServer::start(&format!("{HTTP}ports_by_network = false\n"));
+    let (submissions, submission) = (off.port("submissions"), off.port("submission"));
+    session_from("127.0.1.5", "starttls", submission, true);
+    let tls = off.http_addrs()[1].port();
+    assert_eq!(
+        outgoing_ports_for(&off, "127.0.1.200"),
+        [submissions, submission, tls]
+    );
+}
+
 #[test]
 fn autodiscover_post_and_get_escape_what_they_echo() {
     let s = TestServer::start(HTTP);

@@ -125,6 +125,7 @@ pub struct HttpFile {
     pub addr: Option<String>,
     pub tls_addr: Option<String>,
     pub submission_on_tls: Option<bool>,
+    pub ports_by_network: Option<bool>,
     pub imap: Option<String>,
     pub mta_sts_mode: Option<String>,
     pub metrics_from: Option<Vec<String>>,

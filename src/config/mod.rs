@@ -235,6 +235,9 @@ pub struct Http {
     pub addr: Option<SocketAddr>,
     pub tls_addr: Option<SocketAddr>,
     pub submission_on_tls: bool,
+    /// Autoconfig lists first the ports that worked from the asking
+    /// client's network (`portmap`), rather than one order for all.
+    pub ports_by_network: bool,
     /// The incoming (IMAP over TLS) server mail clients are told about.
     pub imap_host: String,
     pub imap_port: u16,

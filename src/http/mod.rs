@@ -53,6 +53,23 @@ struct HttpState {
     echo_limit: DefaultDirectRateLimiter,
 }
 
+impl HttpState {
+    /// The submission ports for a client at `peer`: those that worked from
+    /// its network first (`portmap`), unless `[http] ports_by_network` is off.
+    fn endpoints_for(&self, peer: SocketAddr) -> Vec<SubmissionEndpoint> {
+        if !self.ctx.config.http.ports_by_network {
+            return self.endpoints.clone();
+        }
+        let usual: Vec<u16> = self.endpoints.iter().map(|e| e.port).collect();
+        self.ctx
+            .portmap
+            .order_for(peer.ip(), &usual)
+            .into_iter()
+            .filter_map(|port| self.endpoints.iter().find(|e| e.port == port).copied())
+            .collect()
+    }
+}
+
 /// Escapes text for XML element content and attribute values.
 pub fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -226,6 +243,7 @@ struct EmailQuery {
 
 async fn thunderbird(
     State(state): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(q): Query<EmailQuery>,
 ) -> Response {
@@ -236,7 +254,7 @@ async fn thunderbird(
                 &domain,
                 &state.ctx.config.hostname,
                 imap(&state),
-                &state.endpoints,
+                &state.endpoints_for(peer),
             ),
         ),
         Err(status) => status.into_response(),
@@ -245,6 +263,7 @@ async fn thunderbird(
 
 async fn autodiscover_reply(
     state: &HttpState,
+    peer: SocketAddr,
     headers: &HeaderMap,
     address: Option<String>,
 ) -> Response {
@@ -258,7 +277,7 @@ async fn autodiscover_reply(
                 &address,
                 &state.ctx.config.hostname,
                 imap(state),
-                &state.endpoints,
+                &state.endpoints_for(peer),
             ),
         ),
         Err(status) => status.into_response(),
@@ -267,22 +286,31 @@ async fn autodiscover_reply(
 
 async fn autodiscover_post(
     State(state): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    autodiscover_reply(&state, &headers, autodiscover::requested_address(&body)).await
+    autodiscover_reply(
+        &state,
+        peer,
+        &headers,
+        autodiscover::requested_address(&body),
+    )
+    .await
 }
 
 async fn autodiscover_get(
     State(state): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(q): Query<EmailQuery>,
 ) -> Response {
-    autodiscover_reply(&state, &headers, q.emailaddress).await
+    autodiscover_reply(&state, peer, &headers, q.emailaddress).await
 }
 
 async fn apple(
     State(state): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(file): Path<String>,
 ) -> Response {
@@ -296,10 +324,10 @@ async fn apple(
     if let Err(status) = hosted_domain(&state, &headers, Some(&address)).await {
         return status.into_response();
     }
-    let Some(first) = state.endpoints.first() else {
+    let Some(first) = state.endpoints_for(peer).first().copied() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let body = mobileconfig::render(&address, &state.ctx.config.hostname, imap(&state), *first);
+    let body = mobileconfig::render(&address, &state.ctx.config.hostname, imap(&state), first);
     let mut response = typed("application/x-apple-aspen-config", body);
     response
         .headers_mut()

@@ -125,6 +125,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         store.clone(),
         queue.clone(),
     ));
+    let portmap = Arc::new(crate::portmap::PortMap::load(store.clone()).await?);
     let (bounce_reports, bounces) = tokio::sync::mpsc::channel(1024);
     let delivery = Arc::new(
         Delivery::new(
@@ -152,6 +153,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         dns: dns.clone(),
         watch: Arc::clone(&watch),
         srs,
+        portmap: Arc::clone(&portmap),
     });
 
     let infos: Vec<ListenerInfo> = bound
@@ -224,7 +226,13 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             }
         }
     });
-    tokio::spawn(watch.run(bounces, shutdown.clone()));
+    // Stopped after sessions and deliveries have drained, so what they
+    // record on the way out is written too; awaited before the process ends.
+    let records_stop = CancellationToken::new();
+    let records = [
+        tokio::spawn(watch.run(bounces, records_stop.clone())),
+        tokio::spawn(portmap.run(records_stop.clone())),
+    ];
     if let Some(interval) = config.dmarc_reports {
         let ctx_for_reports = Arc::clone(&ctx);
         tokio::spawn(send_reports(Arc::clone(&ctx), interval, move |now| {
@@ -311,6 +319,10 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             event = "shutdown",
             "sessions or deliveries still running after the grace period; stopping them"
         );
+    }
+    records_stop.cancel();
+    for written in records {
+        let _ = written.await;
     }
     for name in ["listeners.json", "http.json"] {
         let _ = std::fs::remove_file(config.run_dir().join(name));

@@ -69,6 +69,11 @@ impl Session {
             AuthOutcome::Success(user) => {
                 tracing::info!(event = "auth_ok", user = %user);
                 metrics::counter!("postern_auth_successes_total", "port" => self.local.port().to_string()).increment(1);
+                if self.role != crate::config::ListenerRole::Mta {
+                    self.ctx
+                        .portmap
+                        .authenticated(self.peer.ip(), self.local.port());
+                }
                 self.identity = Some(user);
                 self.logged_in_at = crate::clock::now_unix();
                 Ok(self.reply(Reply::new(235, (7, 0), "Authentication successful")))

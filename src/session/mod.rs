@@ -154,6 +154,9 @@ pub fn run(
         auth_failures: 0,
         junk_commands: 0,
     };
+    if role != ListenerRole::Mta {
+        session.ctx.portmap.connected(peer.ip(), local.port());
+    }
     async move {
         tracing::info!(event = "connected");
         match session.serve(tls).await {

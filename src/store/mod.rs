@@ -17,10 +17,12 @@ use crate::smtp::address::{Mailbox, normalize_domain};
 mod aliases;
 mod dmarc_reports;
 mod dovecot;
+mod port_map;
 mod senders;
 pub use aliases::{MAX_ALIAS_EXPANSION, Target};
 pub use dmarc_reports::DmarcCounts;
 pub use dovecot::maildir_of;
+pub use port_map::PortRecord;
 pub use senders::{Hold, OwnLimits, Sending, Standing, correspondent_key};
 
 #[derive(Debug, thiserror::Error)]

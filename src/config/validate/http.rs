@@ -55,6 +55,7 @@ pub(super) fn http(c: &mut Checker<'_>, h: HttpFile, hostname: &str, trusted: &[
             .tls_addr
             .and_then(|a| c.socket_addr(p.key("tls_addr"), &a)),
         submission_on_tls: h.submission_on_tls.unwrap_or(false),
+        ports_by_network: h.ports_by_network.unwrap_or(true),
         metrics_from,
         metrics_token: h
             .metrics_token_file

@@ -1,0 +1,338 @@
+//! The port map: which submission ports work from which client networks.
+//! Per network (/24 for IPv4, /48 for IPv6, as ISPs hand them out) and
+//! port, the sessions that reached it and those that logged in, and the last
+//! day each happened, for 30 days. Autoconfig, Autodiscover and the Apple
+//! profile (`http`) list the ports that worked from the asking network first
+//! (the one used most lately first), the ones nobody there tried next in the
+//! usual order, and last those its clients reached again and again without
+//! ever logging in. A port an ISP blocks is never reached at all, so from
+//! that network the ports it leaves open come first: a new client there
+//! takes a port that works before it ever tries one that does not.
+//!
+//! Kept in memory (bounded to `MAX_NETWORKS`, the least recently seen
+//! forgotten first) and written to the store every few seconds in one
+//! transaction, so a restart keeps what was learned and a login costs no
+//! sync of its own.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::now_unix;
+use crate::store::{PortRecord, Store, StoreError};
+
+/// How long a network's record of a port is kept after its last session.
+pub const DAYS_KEPT: i64 = 30;
+/// Most networks remembered; beyond it the least recently seen go.
+const MAX_NETWORKS: usize = 100_000;
+/// Sessions on a port without one login after which it counts as not
+/// working from that network.
+const TRIES_WITHOUT_LOGIN: u64 = 3;
+/// How often what was learned is written to the store.
+const WRITE_EVERY: Duration = Duration::from_secs(5);
+
+const DAY: i64 = 86_400;
+
+/// The network `ip` belongs to, as it is kept: `198.51.100.0/24`,
+/// `2001:db8:1::/48` (an IPv4-mapped IPv6 address counts as IPv4).
+pub fn network_of(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0);
+            format!("{net}/48")
+        }
+    }
+}
+
+/// `ports` (in the usual order of preference) in the order that suits a
+/// network with `records`, on day `today`: those that worked lately first
+/// (the latest login first, then the most logins), then the ones not seen
+/// from there, then those reached `TRIES_WITHOUT_LOGIN` times or more
+/// without a login. Pure.
+pub fn order(ports: &[u16], records: &[PortRecord], today: i64) -> Vec<u16> {
+    let recent = |day: i64| day > 0 && day >= today - DAYS_KEPT;
+    let record = |port: u16| {
+        records
+            .iter()
+            .find(|r| r.port == port && recent(r.last_connected))
+    };
+    let mut ranked: Vec<(u8, i64, u64, usize, u16)> = ports
+        .iter()
+        .enumerate()
+        .map(|(usual, &port)| match record(port) {
+            Some(r) if recent(r.last_authenticated) && r.authenticated > 0 => (
+                0,
+                -r.last_authenticated,
+                u64::MAX - r.authenticated,
+                usual,
+                port,
+            ),
+            Some(r) if r.connected >= TRIES_WITHOUT_LOGIN => (2, 0, 0, usual, port),
+            _ => (1, 0, 0, usual, port),
+        })
+        .collect();
+    ranked.sort_unstable();
+    ranked.into_iter().map(|(.., port)| port).collect()
+}
+
+#[derive(Default)]
+struct Inner {
+    networks: HashMap<String, Vec<PortRecord>>,
+    /// Networks changed since the last write.
+    dirty: HashSet<String>,
+    /// Networks forgotten since the last write (the bound): their rows go.
+    forgotten: Vec<String>,
+}
+
+pub struct PortMap {
+    store: Store,
+    inner: Mutex<Inner>,
+}
+
+impl PortMap {
+    /// The map as the store has it: the last `DAYS_KEPT` days.
+    pub async fn load(store: Store) -> Result<PortMap, StoreError> {
+        let today = now_unix() / DAY;
+        let mut inner = Inner::default();
+        for (network, record) in store.port_map(today - DAYS_KEPT).await? {
+            inner.networks.entry(network).or_default().push(record);
+        }
+        Ok(PortMap {
+            store,
+            inner: Mutex::new(inner),
+        })
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A session from `peer` reached submission port `port`.
+    pub fn connected(&self, peer: IpAddr, port: u16) {
+        self.touch(peer, port, now_unix() / DAY, |r, today| {
+            r.connected += 1;
+            r.last_connected = today;
+        });
+    }
+
+    /// A session from `peer` on `port` logged in.
+    pub fn authenticated(&self, peer: IpAddr, port: u16) {
+        self.touch(peer, port, now_unix() / DAY, |r, today| {
+            r.authenticated += 1;
+            r.last_authenticated = today;
+            r.last_connected = today;
+        });
+    }
+
+    fn touch(&self, peer: IpAddr, port: u16, today: i64, change: impl Fn(&mut PortRecord, i64)) {
+        let network = network_of(peer);
+        let mut inner = self.inner();
+        let records = inner.networks.entry(network.clone()).or_default();
+        match records.iter_mut().find(|r| r.port == port) {
+            Some(r) => change(r, today),
+            None => {
+                let mut r = PortRecord {
+                    port,
+                    ..PortRecord::default()
+                };
+                change(&mut r, today);
+                records.push(r);
+            }
+        }
+        inner.dirty.insert(network);
+        if inner.networks.len() > MAX_NETWORKS {
+            forget_least_recent(&mut inner);
+        }
+    }
+
+    /// `ports` in the order that suits the network of `peer`.
+    pub fn order_for(&self, peer: IpAddr, ports: &[u16]) -> Vec<u16> {
+        let network = network_of(peer);
+        let inner = self.inner();
+        match inner.networks.get(&network) {
+            Some(records) => order(ports, records, now_unix() / DAY),
+            None => ports.to_vec(),
+        }
+    }
+
+    /// Writes what changed since the last write; on failure it stays to
+    /// be written next time.
+    async fn write(&self) {
+        let today = now_unix() / DAY;
+        let (records, forgotten) = {
+            let mut inner = self.inner();
+            let dirty = std::mem::take(&mut inner.dirty);
+            let records: Vec<(String, PortRecord)> = dirty
+                .iter()
+                .filter_map(|n| inner.networks.get(n).map(|rs| (n, rs)))
+                .flat_map(|(n, rs)| rs.iter().map(move |r| (n.clone(), *r)))
+                .collect();
+            (records, std::mem::take(&mut inner.forgotten))
+        };
+        if records.is_empty() && forgotten.is_empty() {
+            return;
+        }
+        if let Err(e) = self
+            .store
+            .write_port_map(&records, &forgotten, today - DAYS_KEPT)
+            .await
+        {
+            tracing::error!(event = "store_error", error = %e, "cannot write the port map");
+            let mut inner = self.inner();
+            inner.dirty.extend(records.into_iter().map(|(n, _)| n));
+            inner.forgotten.extend(forgotten);
+        }
+    }
+
+    /// Writes to the store every few seconds, and once more at `stop`;
+    /// forgets, once an hour, networks not seen for `DAYS_KEPT` days.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(WRITE_EVERY);
+        let mut ticks = 0u64;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => {
+                    self.write().await;
+                    return;
+                }
+                _ = tick.tick() => {
+                    if ticks.is_multiple_of(720) {
+                        let oldest = now_unix() / DAY - DAYS_KEPT;
+                        self.inner().networks.retain(|_, rs| {
+                            rs.retain(|r| r.last_connected >= oldest);
+                            !rs.is_empty()
+                        });
+                    }
+                    ticks += 1;
+                    self.write().await;
+                }
+            }
+        }
+    }
+}
+
+/// Forgets the eighth of the networks seen least recently (so the bound
+/// costs O(1) per session, amortized).
+fn forget_least_recent(inner: &mut Inner) {
+    let mut last_seen: Vec<(i64, String)> = inner
+        .networks
+        .iter()
+        .map(|(n, rs)| {
+            (
+                rs.iter().map(|r| r.last_connected).max().unwrap_or(0),
+                n.clone(),
+            )
+        })
+        .collect();
+    let cut = last_seen.len() / 8;
+    last_seen.select_nth_unstable(cut);
+    for (_, network) in last_seen.into_iter().take(cut) {
+        inner.networks.remove(&network);
+        inner.dirty.remove(&network);
+        inner.forgotten.push(network);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TODAY: i64 = 20_000;
+
+    fn rec(port: u16, connected: u64, authenticated: u64, lc: i64, la: i64) -> PortRecord {
+        PortRecord {
+            port,
+            connected,
+            authenticated,
+            last_connected: lc,
+            last_authenticated: la,
+        }
+    }
+
+    #[test]
+    fn networks_are_slash_24_and_slash_48() {
+        assert_eq!(
+            network_of("198.51.100.77".parse().expect("ip")),
+            "198.51.100.0/24"
+        );
+        assert_eq!(
+            network_of("::ffff:198.51.100.77".parse().expect("ip")),
+            "198.51.100.0/24"
+        );
+        assert_eq!(
+            network_of("2001:db8:1:2:3::9".parse().expect("ip")),
+            "2001:db8:1::/48"
+        );
+    }
+
+    #[test]
+    fn what_worked_lately_comes_first_and_what_never_did_last() {
+        let usual = [465, 587, 26, 2525, 443];
+        assert_eq!(
+            order(&usual, &[], TODAY),
+            usual,
+            "no records: the usual order"
+        );
+        // From this network only 26 and 443 ever got through; 26 lately.
+        let records = [
+            rec(443, 4, 4, TODAY - 9, TODAY - 9),
+            rec(26, 2, 2, TODAY, TODAY),
+            // Reached three times, never a login (a proxy in the way?).
+            rec(2525, 3, 0, TODAY - 1, 0),
+        ];
+        assert_eq!(order(&usual, &records, TODAY), [26, 443, 465, 587, 2525]);
+        // The same day: the most logins first.
+        let records = [rec(443, 9, 9, TODAY, TODAY), rec(26, 2, 2, TODAY, TODAY)];
+        assert_eq!(order(&usual, &records, TODAY), [443, 26, 465, 587, 2525]);
+        // Records older than 30 days count for nothing.
+        let old = [rec(26, 50, 50, TODAY - 31, TODAY - 31)];
+        assert_eq!(order(&usual, &old, TODAY), usual);
+        // Two tries without a login are not yet a verdict.
+        let two = [rec(465, 2, 0, TODAY, 0)];
+        assert_eq!(order(&usual, &two, TODAY), usual);
+    }
+
+    #[tokio::test]
+    async fn sessions_are_kept_per_network_bounded_and_survive_a_restart() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).await.expect("store");
+        let map = PortMap::load(store.clone()).await.expect("load");
+        let a: IpAddr = "192.0.2.10".parse().expect("ip");
+        let b: IpAddr = "192.0.2.200".parse().expect("ip");
+        map.connected(a, 26);
+        map.authenticated(a, 26);
+        map.connected(b, 26);
+        assert_eq!(map.order_for(b, &[587, 26]), [26, 587], "the same /24");
+        assert_eq!(
+            map.order_for("198.51.100.1".parse().expect("ip"), &[587, 26]),
+            [587, 26]
+        );
+        map.write().await;
+        let again = PortMap::load(store.clone()).await.expect("load");
+        assert_eq!(again.order_for(a, &[587, 26]), [26, 587]);
+        let kept = again.inner().networks["192.0.2.0/24"][0];
+        assert_eq!((kept.connected, kept.authenticated), (2, 1));
+        // The bound: the least recently seen networks go, from the store too.
+        {
+            let mut inner = again.inner();
+            inner.networks.get_mut("192.0.2.0/24").expect("kept")[0].last_connected = 1;
+        }
+        for n in 0..=MAX_NETWORKS {
+            let ip = IpAddr::from([0x2001, (n >> 16) as u16, n as u16, 0, 0, 0, 0, 1]);
+            again.connected(ip, 587);
+        }
+        assert!(again.inner().networks.len() <= MAX_NETWORKS);
+        assert!(!again.inner().networks.contains_key("192.0.2.0/24"));
+        again.write().await;
+        let after = PortMap::load(store).await.expect("load");
+        assert_eq!(after.order_for(a, &[587, 26]), [587, 26], "forgotten");
+    }
+}

@@ -510,6 +510,16 @@ fn the_recommendation_follows_the_password() {
     let r = recommend(HOST, &probes, &v, None, true);
     assert!(!r.works);
     assert!(r.text.contains("refused the password: 535"), "{}", r.text);
+    // Issue #16: the advice ends with the settings it is about.
+    assert!(
+        r.text.ends_with(
+            "Outgoing mail server (SMTP) for your mail client:\n  server:    mail.example.com\n  \
+             port:      465\n  security:  SSL/TLS\n  user name: your full address; \
+             authentication: normal password"
+        ),
+        "{}",
+        r.text
+    );
 }
 
 #[test]

@@ -84,9 +84,10 @@ pub fn recommend(
         };
         return fail(format!(
             "{host}'s server answers on port {} ({}), but {why}. Check the user name (your full \
-             address) and the password.",
+             address) and the password.\n{}",
             p.port,
-            p.security.client_words()
+            p.security.client_words(),
+            client_settings(host, p.port, p.security.client_words(), OWN_ACCOUNT)
         ));
     }
     if let Some(p) = open.first() {
@@ -132,14 +133,20 @@ pub fn recommend(
     }
 }
 
+/// The user name line for this server's own accounts.
+const OWN_ACCOUNT: &str = "your full address; authentication: normal password";
+
+/// The settings block every recommendation that names a server ends with.
+pub fn client_settings(server: &str, port: u16, security: &str, user: &str) -> String {
+    format!(
+        "Outgoing mail server (SMTP) for your mail client:\n  server:    {server}\n  port:      \
+         {port}\n  security:  {security}\n  user name: {user}"
+    )
+}
+
 fn works(host: &str, best: &PortProbe, others: &[&PortProbe]) -> Recommendation {
     let security = best.security.client_words();
-    let mut text = format!(
-        "Outgoing mail server (SMTP) for your mail client:\n  server:    {host}\n  port:      \
-         {}\n  security:  {security}\n  user name: your full address; authentication: normal \
-         password",
-        best.port
-    );
+    let mut text = client_settings(host, best.port, security, OWN_ACCOUNT);
     if !others.is_empty() {
         let list: Vec<String> = others
             .iter()

@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout_at};
 
 use super::probe::{self, Context, PortProbe, Security, Target};
+use super::recommend::client_settings;
 use crate::dmarc::sending::{self, Dkim, Verdict};
 use crate::dns::Dns;
 
@@ -205,17 +206,17 @@ pub fn advice(way: &WayOut) -> String {
              (give --domain to have it checked).",
         ),
     }
-    text.push_str(&format!(
-        "\nOutgoing mail server (SMTP) for your mail client:\n  server:    {}\n  port:      {}\n  \
-         security:  {}\n  user name: {}",
-        relay.host,
+    let user = if relay.auth.is_empty() {
+        "none (no authentication)"
+    } else {
+        "your ISP account's; authentication: normal password"
+    };
+    text.push('\n');
+    text.push_str(&client_settings(
+        &relay.host,
         relay.port,
         relay.security,
-        if relay.auth.is_empty() {
-            "none (no authentication)"
-        } else {
-            "your ISP account's; authentication: normal password"
-        }
+        user,
     ));
     text
 }

@@ -13,6 +13,7 @@ mod autoconfig;
 mod bounces;
 mod check;
 mod cli;
+mod dane;
 mod delivery;
 mod destinations;
 mod dkim;

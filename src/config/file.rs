@@ -82,6 +82,8 @@ pub struct SmtpFile {
 pub struct DeliveryFile {
     pub mx_port: Option<u64>,
     pub nameservers: Option<Vec<String>>,
+    pub dane: Option<bool>,
+    pub dnssec_trust_anchor: Option<String>,
     pub max_lifetime: Option<u64>,
     pub retry_min: Option<u64>,
     pub retry_max: Option<u64>,

@@ -173,6 +173,12 @@ pub struct Auth {
 pub struct Delivery {
     pub mx_port: u16,
     pub nameservers: Vec<SocketAddr>,
+    /// DANE (RFC 7672): MX hosts with signed TLSA records get mail only over
+    /// TLS with a certificate that matches them.
+    pub dane: bool,
+    /// DNSKEY records to trust instead of the root zone's (a test zone, or
+    /// a private DNSSEC tree).
+    pub dnssec_trust_anchor: Option<PathBuf>,
     pub max_lifetime: Duration,
     /// The first retry's delay; also how long a destination that could not
     /// be reached is left alone (`scheduler/destinations.rs`).

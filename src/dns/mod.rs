@@ -1,15 +1,21 @@
 //! DNS for delivery: one hickory resolver built from `[delivery] nameservers`
 //! (the system resolver when empty), and the two questions delivery asks: the
 //! MX hosts of a domain, and the addresses of a host. The checks of arriving
-//! mail (`dmarc`) ask through it too.
+//! mail (`dmarc`) ask through it too. With DANE on, a second resolver over
+//! the same servers validates with DNSSEC (the root's trust anchors, or
+//! `[delivery] dnssec_trust_anchor`) and answers DANE's two questions:
+//! whether a domain's MX records are signed, and a host's TLSA records.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
 use hickory_resolver::proto::rr::{RData, RecordType};
 
 /// Why a lookup gave no usable answer.
@@ -42,6 +48,38 @@ const CACHE_SIZE: u64 = 16_384;
 #[derive(Clone)]
 pub struct Dns {
     resolver: TokioResolver,
+    /// Validates with DNSSEC; `None` without DANE.
+    secure: Option<TokioResolver>,
+    /// Whether a domain's MX records are signed, kept for `SIGNED_MX_TTL`:
+    /// hickory does not keep answers that fail validation, and an unsigned
+    /// domain (most are) would cost a round of questions per delivery.
+    signed_mx: Arc<std::sync::Mutex<HashMap<String, (Instant, bool)>>>,
+}
+
+/// How long a domain's "MX signed or not" is kept.
+const SIGNED_MX_TTL: Duration = Duration::from_secs(300);
+/// Most domains whose answer is kept; past it the map starts over.
+const SIGNED_MX_KEPT: usize = 10_000;
+
+/// One TLSA record (RFC 6698 §2.1): what a server's certificate must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tlsa {
+    pub usage: u8,
+    pub selector: u8,
+    pub matching: u8,
+    pub data: Vec<u8>,
+}
+
+/// A host's TLSA records as DNSSEC vouches for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsaAnswer {
+    /// None, or none that validate as signed: DANE does not apply.
+    None,
+    /// Signed records.
+    Records(Vec<Tlsa>),
+    /// Records whose signatures do not validate: perhaps an attack; the
+    /// host must not get mail until they do (RFC 7672 §2.1.1).
+    Bogus(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,39 +90,75 @@ impl Dns {
     /// A resolver that asks `nameservers` (all of them, in order), or the system's
     /// configured resolvers when the list is empty.
     pub fn new(nameservers: &[SocketAddr]) -> Result<Dns, ResolverSetupError> {
-        let mut opts = ResolverOpts::default();
-        opts.timeout = Duration::from_secs(5);
-        opts.attempts = 2;
-        // Answers are kept for their TTL, so mail to a domain asks its MX and
-        // their addresses once per TTL, not once per message. Delivery asks
-        // up to three names per domain (MX, A, AAAA), and a busy server mails
-        // thousands of domains within a TTL.
-        opts.cache_size = CACHE_SIZE;
-        let builder = if nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| ResolverSetupError(e.to_string()))?
-        } else {
-            let servers = nameservers
-                .iter()
-                .map(|addr| {
-                    let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
-                    for c in &mut ns.connections {
-                        c.port = addr.port();
-                    }
-                    ns
-                })
-                .collect();
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_parts(None, vec![], servers),
-                TokioRuntimeProvider::default(),
-            )
-        };
-        let resolver = builder
-            .with_options(opts)
-            .build()
-            .map_err(|e| ResolverSetupError(e.to_string()))?;
-        Ok(Dns { resolver })
+        Ok(Dns {
+            resolver: resolver(nameservers, None)?,
+            secure: None,
+            signed_mx: Arc::default(),
+        })
     }
 
+    /// Adds the validating resolver DANE asks, over the same `nameservers`,
+    /// trusting the keys in `trust_anchor` (a file of DNSKEY records), or
+    /// the root zone's.
+    pub fn with_dnssec(
+        mut self,
+        nameservers: &[SocketAddr],
+        trust_anchor: Option<&std::path::Path>,
+    ) -> Result<Dns, ResolverSetupError> {
+        let anchors = match trust_anchor {
+            Some(path) => TrustAnchors::from_file(path).map_err(|e| {
+                ResolverSetupError(format!("the trust anchor {}: {e}", path.display()))
+            })?,
+            None => TrustAnchors::default(),
+        };
+        self.secure = Some(resolver(nameservers, Some(Arc::new(anchors)))?);
+        Ok(self)
+    }
+}
+
+/// A resolver asking `nameservers` (the system's when empty); validating
+/// with DNSSEC from `anchors` when given.
+fn resolver(
+    nameservers: &[SocketAddr],
+    anchors: Option<Arc<TrustAnchors>>,
+) -> Result<TokioResolver, ResolverSetupError> {
+    let mut opts = ResolverOpts::default();
+    opts.timeout = Duration::from_secs(5);
+    opts.attempts = 2;
+    // Answers are kept for their TTL, so mail to a domain asks its MX and
+    // their addresses once per TTL, not once per message. Delivery asks
+    // up to three names per domain (MX, A, AAAA), and a busy server mails
+    // thousands of domains within a TTL.
+    opts.cache_size = CACHE_SIZE;
+    let builder = if nameservers.is_empty() {
+        TokioResolver::builder_tokio().map_err(|e| ResolverSetupError(e.to_string()))?
+    } else {
+        let servers = nameservers
+            .iter()
+            .map(|addr| {
+                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+                for c in &mut ns.connections {
+                    c.port = addr.port();
+                }
+                ns
+            })
+            .collect();
+        TokioResolver::builder_with_config(
+            ResolverConfig::from_parts(None, vec![], servers),
+            TokioRuntimeProvider::default(),
+        )
+    };
+    let builder = builder.with_options(opts);
+    let builder = match anchors {
+        Some(anchors) => builder.with_trust_anchor(anchors),
+        None => builder,
+    };
+    builder
+        .build()
+        .map_err(|e| ResolverSetupError(e.to_string()))
+}
+
+impl Dns {
     pub async fn mx(&self, domain: &str) -> Result<MxAnswer, DnsError> {
         let fqdn = format!("{}.", domain.trim_end_matches('.'));
         match self.resolver.mx_lookup(fqdn.as_str()).await {
@@ -205,6 +279,81 @@ impl Dns {
             return Err(DnsError::NoSuchDomain(host.to_string()));
         }
         Ok(out)
+    }
+}
+
+impl Dns {
+    /// Whether `domain`'s MX records validate as signed: DANE applies to
+    /// its hosts only then (RFC 7672 §2.2.1). False without DANE.
+    pub async fn mx_is_signed(&self, domain: &str) -> bool {
+        let Some(secure) = &self.secure else {
+            return false;
+        };
+        let key = domain.trim_end_matches('.').to_ascii_lowercase();
+        let kept = |map: &HashMap<String, (Instant, bool)>| {
+            map.get(&key)
+                .filter(|(at, _)| at.elapsed() < SIGNED_MX_TTL)
+                .map(|(_, signed)| *signed)
+        };
+        if let Some(signed) = kept(&self.signed_mx.lock().unwrap_or_else(|p| p.into_inner())) {
+            return signed;
+        }
+        let fqdn = format!("{key}.");
+        let signed = match secure.mx_lookup(fqdn.as_str()).await {
+            Ok(lookup) => {
+                let mut mx = lookup
+                    .answers()
+                    .iter()
+                    .filter(|r| r.data.record_type() == RecordType::MX)
+                    .peekable();
+                mx.peek().is_some() && mx.all(|r| r.proof == Proof::Secure)
+            }
+            Err(_) => false,
+        };
+        let mut map = self.signed_mx.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= SIGNED_MX_KEPT {
+            map.clear();
+        }
+        map.insert(key, (Instant::now(), signed));
+        signed
+    }
+
+    /// The TLSA records of `host`'s `port` (`_25._tcp.<host>`), as DNSSEC
+    /// vouches for them.
+    pub async fn tlsa(&self, host: &str, port: u16) -> TlsaAnswer {
+        let Some(secure) = &self.secure else {
+            return TlsaAnswer::None;
+        };
+        let name = format!("_{port}._tcp.{}.", host.trim_end_matches('.'));
+        let Ok(lookup) = secure.lookup(name.as_str(), RecordType::TLSA).await else {
+            // No records, or none that can be had: nothing says DANE.
+            return TlsaAnswer::None;
+        };
+        let mut records = Vec::new();
+        for record in lookup.answers() {
+            let RData::TLSA(tlsa) = &record.data else {
+                continue;
+            };
+            match record.proof {
+                Proof::Secure => records.push(Tlsa {
+                    usage: tlsa.cert_usage.into(),
+                    selector: tlsa.selector.into(),
+                    matching: tlsa.matching.into(),
+                    data: tlsa.cert_data.clone(),
+                }),
+                Proof::Bogus => {
+                    return TlsaAnswer::Bogus(format!(
+                        "the TLSA records of {host} do not validate (DNSSEC)"
+                    ));
+                }
+                _ => return TlsaAnswer::None,
+            }
+        }
+        if records.is_empty() {
+            TlsaAnswer::None
+        } else {
+            TlsaAnswer::Records(records)
+        }
     }
 }
 

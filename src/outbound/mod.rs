@@ -10,6 +10,7 @@
 mod cache;
 mod client;
 mod commands;
+mod dane;
 pub mod mta_sts;
 mod mx;
 pub mod port25;
@@ -23,6 +24,7 @@ use tokio_rustls::TlsConnector;
 
 use client::{ConnectFailure, Connection, Endpoint};
 pub use client::{Envelope, Rcpt, RecipientResult, TlsMode};
+use dane::Dane;
 // The parts of an SMTP dialogue that LMTP delivery (local/lmtp.rs) shares.
 pub(crate) use client::{greeting, write_dot_stuffed};
 pub(crate) use commands::{check_capabilities, mail_command, rcpt_command};
@@ -136,7 +138,8 @@ impl Outbound {
                 if settings.tls == TlsMode::Required {
                     enforced = Some(domain);
                 }
-                (Servers::mx(domain, hosts, port), settings)
+                let dane = self.config.delivery.dane && self.dns.mx_is_signed(domain).await;
+                (Servers::mx(domain, hosts, port).with_dane(dane), settings)
             }
             Destination::Local => {
                 return Err(DeliveryFailure::local(
@@ -324,19 +327,41 @@ impl Outbound {
     }
 
     fn endpoint<'a>(&'a self, settings: &'a Settings, server: &'a Server) -> Endpoint<'a> {
-        Endpoint {
-            host: &server.host,
-            addr: server.addr,
-            tls: settings.tls,
-            connector: if settings.verify {
+        let policy = (
+            settings.tls,
+            if settings.verify {
                 &self.verified
             } else {
                 &self.unverified
             },
+            settings.verify,
+            settings.tls_required_by.as_str(),
+        );
+        // A host's own TLSA records come before the domain's policy.
+        let (tls, connector, verified, tls_required_by) = match &server.dane {
+            Some(Dane::Verify(connector)) => (
+                TlsMode::Required,
+                connector,
+                true,
+                "its TLSA records (DANE)",
+            ),
+            Some(Dane::TlsOnly) => (
+                TlsMode::Required,
+                &self.unverified,
+                false,
+                "its TLSA records (DANE)",
+            ),
+            None => policy,
+        };
+        Endpoint {
+            host: &server.host,
+            addr: server.addr,
+            tls,
+            connector,
             credentials: settings.credentials.as_ref(),
             plaintext_auth: settings.plaintext_auth,
-            tls_required_by: &settings.tls_required_by,
-            verified: settings.verify,
+            tls_required_by,
+            verified,
             connect_timeout: self.config.delivery.connect_timeout,
             reply_timeout: self.config.delivery.timeout,
         }

@@ -7,7 +7,8 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
 use super::client::ConnectFailure;
-use crate::dns::Dns;
+use super::dane::Dane;
+use crate::dns::{Dns, TlsaAnswer};
 use crate::failure::{DeliveryFailure, FailureKind, Severity};
 
 /// Whose servers they are.
@@ -19,17 +20,23 @@ enum Owner {
     Relay(String),
 }
 
-/// One server to try: the host name (for TLS and messages) and an address.
-#[derive(Debug, Clone)]
+/// One server to try: the host name (for TLS and messages) and an address,
+/// and what its TLSA records ask, when DANE applies.
+#[derive(Clone)]
 pub struct Server {
     pub host: String,
     pub addr: SocketAddr,
+    pub dane: Option<Dane>,
 }
 
-#[derive(Debug)]
 pub struct Servers {
     owner: Owner,
     port: u16,
+    /// Whether the hosts' TLSA records are asked (the MX records are
+    /// signed, and DANE is on).
+    dane: bool,
+    /// The host being tried's DANE requirement.
+    host_dane: Option<Dane>,
     /// Hosts not looked up yet.
     hosts: VecDeque<String>,
     /// The host being tried and its addresses not tried yet.
@@ -57,6 +64,8 @@ impl Servers {
         Servers {
             owner,
             port,
+            dane: false,
+            host_dane: None,
             hosts: hosts.into(),
             host: String::new(),
             addrs: VecDeque::new(),
@@ -64,6 +73,12 @@ impl Servers {
             tried: false,
             last: None,
         }
+    }
+
+    /// Asks each host's TLSA records before its addresses are tried.
+    pub fn with_dane(mut self, dane: bool) -> Servers {
+        self.dane = dane;
+        self
     }
 
     /// The domain, when these are its MX hosts: port-25 detection counts
@@ -84,9 +99,36 @@ impl Servers {
                 return Some(Server {
                     host: self.host.clone(),
                     addr: SocketAddr::new(ip, self.port),
+                    dane: self.host_dane.clone(),
                 });
             }
             let host = self.hosts.pop_front()?;
+            self.host_dane = None;
+            if self.dane {
+                match dns.tlsa(&host, self.port).await {
+                    TlsaAnswer::None => {}
+                    TlsaAnswer::Records(records) => match Dane::of(records) {
+                        Ok(dane) => self.host_dane = Some(dane),
+                        Err(e) => {
+                            self.last = Some(DeliveryFailure::local(format!(
+                                "cannot set up DANE for {host}: {e}"
+                            )));
+                            continue;
+                        }
+                    },
+                    TlsaAnswer::Bogus(why) => {
+                        tracing::warn!(event = "dane_bogus", host = %host, "{why}");
+                        self.tried = true;
+                        self.answered = true;
+                        self.last = Some(DeliveryFailure::new(
+                            Severity::Transient,
+                            FailureKind::Tls,
+                            format!("{host}: not tried: {why}"),
+                        ));
+                        continue;
+                    }
+                }
+            }
             match dns.addresses(&host).await {
                 Ok(addrs) => {
                     self.addrs = addrs.into();

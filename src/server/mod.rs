@@ -115,7 +115,13 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         .with_free_space_floor(&config.data_dir, config.limits.min_free_space);
     let auth = Authenticator::new(store.clone(), config.limits.auth_failures_per_ip_per_hour)
         .with_cache(config.auth.cache_ttl, config.auth.cache_size);
-    let dns = Dns::new(&config.delivery.nameservers)?;
+    let mut dns = Dns::new(&config.delivery.nameservers)?;
+    if config.delivery.dane {
+        dns = dns.with_dnssec(
+            &config.delivery.nameservers,
+            config.delivery.dnssec_trust_anchor.as_deref(),
+        )?;
+    }
     let checks = dmarc::Checks::new(dns.authenticator(), &config.hostname, config.dmarc)
         .with_reports(config.dmarc_reports.is_some());
     let outbound = Outbound::new(Arc::clone(&config), dns.clone())?;

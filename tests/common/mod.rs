@@ -10,6 +10,7 @@ pub mod pebble;
 pub mod peer;
 pub mod rspamd;
 pub mod server;
+pub mod signed_dns;
 pub mod tmpfs;
 
 pub use certs::*;

@@ -28,6 +28,10 @@ pub(super) fn delivery(c: &mut Checker<'_>, d: DeliveryFile) -> Delivery {
     Delivery {
         mx_port: c.number(p.key("mx_port"), d.mx_port, def::MX_PORT.into(), 1, 65535) as u16,
         nameservers,
+        dane: d.dane.unwrap_or(true),
+        dnssec_trust_anchor: d
+            .dnssec_trust_anchor
+            .map(|f| c.existing_file(p.key("dnssec_trust_anchor"), &f)),
         max_lifetime: c.seconds(
             p.key("max_lifetime"),
             d.max_lifetime,

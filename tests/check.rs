@@ -250,12 +250,15 @@ fn isp_redirecting_25_to_its_relay_is_intercepted() {
 }
 
 /// The ISP's own submission relay, another Postern that calls itself
-/// smtp.isp.example, on 587 of the ISP's address (its self-signed
-/// certificate; AUTH after STARTTLS).
+/// smtp.isp.example, on 587 of the ISP's address (AUTH after STARTTLS).
 fn isp_submission_relay(lab: &Lab) -> TestServer {
+    // The certificate real_server made, which names smtp.isp.example too.
+    let dir = lab.dir.path();
     let mut relay = TestServer::configure(&format!(
-        "hostname = \"smtp.isp.example\"\ndata_dir = \"data\"\n[[listener]]\n\
-         addr = \"{ISP_IP}:587\"\nrole = \"submission\"\n"
+        "hostname = \"smtp.isp.example\"\ndata_dir = \"data\"\n[tls]\ncert = \"{}\"\n\
+         key = \"{}\"\n[[listener]]\naddr = \"{ISP_IP}:587\"\nrole = \"submission\"\n",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display()
     ));
     relay.spawn_in(Some(&lab.isp));
     relay
@@ -270,7 +273,7 @@ fn isp_submission_relay(lab: &Lab) -> TestServer {
 fn every_port_blocked_finds_the_isp_relay_and_judges_spf() {
     use std::net::IpAddr;
     let lab = Lab::new();
-    let (_server, ca) = real_server(&lab, &[HOST]);
+    let (_server, ca) = real_server(&lab, &[HOST, "smtp.isp.example"]);
     let _relay = isp_submission_relay(&lab);
     let dns = crate::common::dns::TestDns::start_in_netns(&lab.client);
     lab.client_resolves_locally();
@@ -341,6 +344,7 @@ fn every_port_blocked_finds_the_isp_relay_and_judges_spf() {
     assert_eq!(way["best"]["host"], "smtp.isp.example");
     assert_eq!(way["best"]["port"], 587);
     assert_eq!(way["best"]["security"], "STARTTLS");
+    assert_eq!(way["best"]["certificate_valid"], true, "{way:#}");
     assert!(
         way["best"]["auth"]
             .as_array()

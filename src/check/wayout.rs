@@ -22,6 +22,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::probe::{self, Context, PortProbe, Security, Target};
 use super::recommend::client_settings;
+use super::tls::CertVerdict;
 use crate::dmarc::sending::{self, Dkim, Verdict};
 use crate::dns::Dns;
 
@@ -29,6 +30,8 @@ use crate::dns::Dns;
 const RELAY_NAMES: [&str; 5] = ["smtp", "mail", "smtp-relay", "relay", "mx"];
 /// The ports a mail client can submit on, in the order recommended.
 const RELAY_PORTS: [u16; 3] = [587, 465, 25];
+/// The most the HTTP port echo may take, per address of the host.
+const ECHO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What `postern check` found beyond the host (`way_out` in `--json`).
 #[derive(Debug, Serialize)]
@@ -60,6 +63,9 @@ pub struct Relay {
     pub security: &'static str,
     /// AUTH mechanisms offered (after TLS where there was TLS).
     pub auth: Vec<String>,
+    /// TLS with a certificate valid for the name (a mail client accepts
+    /// it without a warning).
+    pub certificate_valid: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -111,9 +117,12 @@ pub async fn find(
         (Some(dns), Some(isp)) => probe_relays(ctx, dns, isp, deadline).await,
         _ => Vec::new(),
     };
+    // A password goes only over TLS: a relay that asks for one in the clear
+    // is named last.
     let best = relays
         .iter()
-        .find(|r| !r.auth.is_empty())
+        .find(|r| !r.auth.is_empty() && r.security != "none")
+        .or_else(|| relays.iter().find(|r| r.auth.is_empty()))
         .or(relays.first())
         .cloned();
     let verdict = match (&dns, &best, &domain) {
@@ -176,14 +185,24 @@ pub fn advice(way: &WayOut) -> String {
         );
     };
     let isp = way.isp_domain.as_deref().unwrap_or("your ISP");
-    let auth = if relay.auth.is_empty() {
+    let mut auth = if relay.auth.is_empty() {
         "it offers no authentication (it may take mail from its own customers' addresses \
          without a password)"
+            .to_string()
+    } else if relay.security == "none" {
+        "it asks for a password without TLS, so your ISP account's password would cross the \
+         network readable: ask your ISP for its secure settings"
             .to_string()
     } else {
         "it will ask for your ISP account's user name and password, not your mail password"
             .to_string()
     };
+    if relay.security != "none" && !relay.certificate_valid {
+        auth.push_str(
+            " (its certificate is not valid for that name: your mail client may warn, and \
+             should refuse to send the password)",
+        );
+    }
     let mut text = format!(
         "{network}, so your ISP is {isp}. Its relay {} answers on {} with {}; {auth}. Your \
          address can stay {address}.",
@@ -254,8 +273,13 @@ async fn echoed_address(
             let answer: serde_json::Value = serde_json::from_slice(&body).ok()?;
             answer["addr"].as_str()?.parse::<IpAddr>().ok()
         };
-        if let Ok(Some(found)) = timeout_at(deadline, ask).await {
-            return Some(found);
+        // A dropped port 80 must not take the time the relays need.
+        let budget = deadline.min(Instant::now() + ECHO_TIMEOUT);
+        if let Ok(Some(found)) = timeout_at(budget, ask).await {
+            // Behind a proxy on the host the echo sees the proxy, not us.
+            if !found.is_loopback() && !found.is_unspecified() {
+                return Some(found);
+            }
         }
     }
     None
@@ -374,6 +398,10 @@ fn relay_of(host: &str, probe: &PortProbe) -> Option<Relay> {
         port: probe.port,
         security: security.client_words(),
         auth: ehlo.auth.clone(),
+        certificate_valid: probe
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.verdict == CertVerdict::Valid),
     })
 }
 
@@ -430,6 +458,7 @@ mod tests {
             port: 587,
             security: "STARTTLS",
             auth: vec!["PLAIN".into()],
+            certificate_valid: true,
         };
         let verdict = RelayVerdict {
             spf: "fail".into(),

@@ -314,13 +314,22 @@ impl Outbound {
                 .into_iter()
                 .map(|addr| async move { (addr, client::knock(addr, timeout).await) })
                 .collect();
-            while let Some(Ok((addr, knocked))) = knocks.join_next().await {
-                match knocked {
-                    Ok(()) => {
+            loop {
+                let joined = tokio::select! {
+                    // The knocks are dropped with the set: shutdown waits for none.
+                    () = shutdown.cancelled() => return,
+                    joined = knocks.join_next() => joined,
+                };
+                match joined {
+                    None => break,
+                    Some(Ok((addr, Ok(())))) => {
                         self.port25.record_success(addr);
                         break;
                     }
-                    Err(e) => tracing::debug!(event = "port25_probe", addr = %addr, error = %e),
+                    Some(Ok((addr, Err(e)))) => {
+                        tracing::debug!(event = "port25_probe", addr = %addr, error = %e)
+                    }
+                    Some(Err(e)) => tracing::error!(event = "port25_probe", error = %e),
                 }
             }
         }

@@ -127,6 +127,9 @@ impl Port25Monitor {
             return;
         }
         s.blocked_since = Some(now);
+        // Sent under the lock: a success taking the block back meanwhile
+        // must not be overtaken by this news of it.
+        self.blocked.send_replace(true);
         drop(s);
         let port = addr.port();
         let minutes = WINDOW.as_secs() / 60;
@@ -148,7 +151,6 @@ impl Port25Monitor {
                  send through a relay on another port"
             ),
         }
-        self.blocked.send_replace(true);
     }
 
     /// A TCP connection to port 25 of `addr` succeeded (a delivery, or a
@@ -158,6 +160,7 @@ impl Port25Monitor {
         remember(&mut s.answered, addr);
         s.failures.clear();
         if let Some(since) = s.blocked_since.take() {
+            self.blocked.send_replace(false);
             drop(s);
             tracing::info!(
                 event = "port25_unblocked",
@@ -166,7 +169,6 @@ impl Port25Monitor {
                 "outbound port {} works again; delivering directly",
                 addr.port()
             );
-            self.blocked.send_replace(false);
         }
     }
 }

@@ -115,7 +115,7 @@ impl PortMap {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A session from `peer` reached submission port `port`.
+    /// A session from `peer` reached submission port `port` (said EHLO).
     pub fn connected(&self, peer: IpAddr, port: u16) {
         self.touch(peer, port, now_unix() / DAY, |r, today| {
             r.connected += 1;

@@ -255,7 +255,7 @@ async fn port25_changed(delivery: &Delivery, blocked: bool) {
     match delivery
         .queue
         .spool()
-        .retry_kind(&unreachable.token())
+        .retry_kind(&unreachable.token(), None)
         .await
     {
         Ok(due) => {
@@ -362,6 +362,13 @@ async fn deliver_message(
 ) {
     let message = Arc::new(message);
     let Groups { groups, unrouted } = groups::group(&delivery, &message).await;
+    // Recipients whose MX is tried this round: those a blocked port 25 may
+    // turn away, and the fallback relay then takes.
+    let mx_bound: Vec<u32> = groups
+        .values()
+        .filter(|(d, _)| matches!(d, Destination::Mx(_)))
+        .flat_map(|(_, idxs)| idxs.iter().copied())
+        .collect();
     let attempt = message
         .recipients
         .iter()
@@ -445,18 +452,23 @@ async fn deliver_message(
         Cow::Borrowed(&[][..])
     };
     let detour = delivery.outbound.port25.detouring();
+    let detoured: &[u32] = if detour { &mx_bound } else { &[] };
     let mut applied = outcome::apply(
         &delivery.config,
         &message,
         &body,
         &results,
         now_unix(),
-        detour,
+        detoured,
     );
     let unreachable = FailureKind::Unreachable {
         port: delivery.config.delivery.mx_port,
     };
-    let waits_for_port25 = !detour && applied.updates.iter().any(|u| u.kind == Some(unreachable));
+    let waits_for_port25 = !detour
+        && applied
+            .updates
+            .iter()
+            .any(|u| u.kind == Some(unreachable) && mx_bound.contains(&u.idx));
     if let Some(bounce) = &mut applied.bounce {
         delivery.unwrap_srs(bounce).await;
     }
@@ -489,7 +501,7 @@ async fn deliver_message(
                 && delivery
                     .queue
                     .spool()
-                    .retry(Some(&message.id))
+                    .retry_kind(&unreachable.token(), Some(&message.id))
                     .await
                     .is_ok()
             {

@@ -16,16 +16,17 @@ pub struct Applied {
     pub bounce: Option<NewMessage>,
 }
 
-/// `detour`: MX-bound mail takes `[fallback_relay]` now (port 25 is
-/// blocked), so a recipient that could not reach an MX on port 25 is due
-/// again at once rather than after a retry interval.
+/// `detoured`: the recipients whose MX could not be reached because port 25
+/// is blocked, now that `[fallback_relay]` takes such mail: due again at
+/// once rather than after a retry interval. (Only those that went to an MX:
+/// a relay on port 25 that fails is retried as ever.)
 pub fn apply(
     config: &Config,
     message: &QueuedMessage,
     body: &[u8],
     results: &[RecipientResult],
     now: i64,
-    detour: bool,
+    detoured: &[u32],
 ) -> Applied {
     let port25 = FailureKind::Unreachable {
         port: config.delivery.mx_port,
@@ -59,7 +60,7 @@ pub fn apply(
                 });
                 (RecipientStatus::Failed, now, f.text.clone())
             }
-            Err(f) if detour && f.kind == port25 => {
+            Err(f) if f.kind == port25 && detoured.contains(idx) => {
                 tracing::info!(event = "deferred", qid = %message.id, rcpt = %rcpt.address, next_attempt = now, kind = %f.kind.token(), reason = %f, "port 25 is blocked: the fallback relay takes it now");
                 (RecipientStatus::Queued, now, f.text.clone())
             }
@@ -146,27 +147,28 @@ mod tests {
     }
 
     fn run(message: &QueuedMessage, results: &[RecipientResult]) -> Applied {
-        run_with(message, results, false)
+        run_with(message, results, &[])
     }
 
-    fn run_with(message: &QueuedMessage, results: &[RecipientResult], detour: bool) -> Applied {
+    fn run_with(message: &QueuedMessage, results: &[RecipientResult], detoured: &[u32]) -> Applied {
         apply(
             &config(),
             message,
             b"Subject: x\r\n\r\nhi\r\n",
             results,
             NOW,
-            detour,
+            detoured,
         )
     }
 
     /// Issue #16: while the fallback relay stands in for a blocked port 25,
     /// a recipient whose MX could not be reached on port 25 is due at once
     /// (the next round routes it to the relay); other failures wait as
-    /// ever, and so does everything when there is no detour.
+    /// ever, and so does a recipient that went to a relay on port 25 (the
+    /// fallback itself, say: retried at once, it would spin).
     #[test]
     fn an_unreachable_port_25_is_due_at_once_during_the_detour() {
-        let m = message("app@example.com", NOW - 60, &[0, 0]);
+        let m = message("app@example.com", NOW - 60, &[0, 0, 0]);
         let unreachable = |port| {
             Err(DeliveryFailure::new(
                 Severity::Transient,
@@ -174,19 +176,24 @@ mod tests {
                 "timed out during connecting",
             ))
         };
-        let results = [(0, unreachable(25)), (1, unreachable(2525))];
-        let waits = |detour| -> Vec<i64> {
-            run_with(&m, &results, detour)
+        let results = [
+            (0, unreachable(25)),
+            (1, unreachable(2525)),
+            (2, unreachable(25)),
+        ];
+        let waits = |detoured: &[u32]| -> Vec<i64> {
+            run_with(&m, &results, detoured)
                 .updates
                 .iter()
                 .map(|u| u.next_attempt - NOW)
                 .collect()
         };
-        let detoured = waits(true);
+        // 0 and 1 went to an MX; 2 to a relay on port 25.
+        let detoured = waits(&[0, 1]);
         assert_eq!(detoured[0], 0, "{detoured:?}");
-        assert!(detoured[1] >= 270, "{detoured:?}");
-        assert!(waits(false).iter().all(|w| *w >= 270));
-        let rcpt = run_with(&m, &[(0, failed(Severity::Transient, "451"))], true);
+        assert!(detoured[1] >= 270 && detoured[2] >= 270, "{detoured:?}");
+        assert!(waits(&[]).iter().all(|w| *w >= 270));
+        let rcpt = run_with(&m, &[(0, failed(Severity::Transient, "451"))], &[0]);
         assert!(rcpt.updates[0].next_attempt - NOW >= 270);
     }
 

@@ -17,8 +17,17 @@ impl Session {
     pub(super) fn ehlo(&mut self, host: String, extended: bool) -> Flow {
         // RFC 5321 §4.1.4: EHLO resets any transaction in progress.
         self.tx = None;
-        if let Some(token) = portecho::token_of_ehlo(&host) {
-            self.ctx.echo.record(token, self.local.port());
+        match portecho::token_of_ehlo(&host) {
+            Some(token) => self.ctx.echo.record(token, self.local.port()),
+            // A session counts for the port map once it has said EHLO (a
+            // bare connect proves little) and is not `postern check`'s probe.
+            None if !self.seen_by_portmap && self.role != crate::config::ListenerRole::Mta => {
+                self.seen_by_portmap = true;
+                self.ctx
+                    .portmap
+                    .connected(self.peer.ip(), self.local.port());
+            }
+            None => {}
         }
         self.greeting = Some(Greeting {
             name: host,

@@ -95,6 +95,8 @@ pub struct Session {
     /// NOOP, RSET, VRFY and HELP so far: commands that keep a session open
     /// without moving mail.
     junk_commands: u32,
+    /// Counted by the port map already (at its first EHLO).
+    seen_by_portmap: bool,
 }
 
 /// How TLS begins on a new connection.
@@ -153,10 +155,8 @@ pub fn run(
         errors: ErrorBudget::new(max_errors),
         auth_failures: 0,
         junk_commands: 0,
+        seen_by_portmap: false,
     };
-    if role != ListenerRole::Mta {
-        session.ctx.portmap.connected(peer.ip(), local.port());
-    }
     async move {
         tracing::info!(event = "connected");
         match session.serve(tls).await {

@@ -144,10 +144,10 @@ pub trait Storage: Send + Sync {
     /// that are not held due now; returns how many.
     async fn retry(&self, id: Option<&QueueId>) -> Result<u64, SpoolError>;
 
-    /// Makes the queued recipients that are not held and whose last attempt
-    /// failed with `kind` (a `FailureKind` token, `unreachable:25`) due now;
-    /// returns how many.
-    async fn retry_kind(&self, kind: &str) -> Result<u64, SpoolError>;
+    /// Makes the queued recipients (of message `id`, or of all) that are not
+    /// held and whose last attempt failed with `kind` (a `FailureKind`
+    /// token, `unreachable:25`) due now; returns how many.
+    async fn retry_kind(&self, kind: &str, id: Option<&QueueId>) -> Result<u64, SpoolError>;
 
     /// Keeps the queued recipients of a message from delivery; returns how many.
     async fn hold(&self, id: &QueueId) -> Result<u64, SpoolError>;

@@ -393,16 +393,19 @@ impl Storage for SqliteSpool {
         Ok(done.rows_affected())
     }
 
-    async fn retry_kind(&self, kind: &str) -> Result<u64, SpoolError> {
+    async fn retry_kind(&self, kind: &str, id: Option<&QueueId>) -> Result<u64, SpoolError> {
         let now = now_unix();
         // The due index's range (queued, not held, due later) bounds the walk.
         let done = sqlx::query(
             "UPDATE recipient SET next_attempt = ? \
-             WHERE status = 'queued' AND held = FALSE AND next_attempt > ? AND last_kind = ?",
+             WHERE status = 'queued' AND held = FALSE AND next_attempt > ? AND last_kind = ? \
+             AND (? IS NULL OR message_id = ?)",
         )
         .bind(now)
         .bind(now)
         .bind(kind)
+        .bind(id.map(QueueId::as_str))
+        .bind(id.map(QueueId::as_str))
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())

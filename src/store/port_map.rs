@@ -42,8 +42,8 @@ impl Store {
             .collect())
     }
 
-    /// Writes `records` as they are now, deletes the networks in `forgotten`
-    /// and every record not touched since `before_day`, in one transaction.
+    /// Deletes the networks in `forgotten`, writes `records` as they are now
+    /// and deletes every record not touched since `before_day`, in one transaction.
     pub async fn write_port_map(
         &self,
         records: &[(String, PortRecord)],
@@ -51,6 +51,14 @@ impl Store {
         before_day: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        // Forgotten first: a network seen again since it was forgotten is
+        // in both lists, and its new rows must stay.
+        for network in forgotten {
+            sqlx::query("DELETE FROM port_map WHERE network = ?")
+                .bind(network)
+                .execute(&mut *tx)
+                .await?;
+        }
         for (network, r) in records {
             sqlx::query(
                 "INSERT INTO port_map (network, port, connected, authenticated, last_connected, \
@@ -67,12 +75,6 @@ impl Store {
             .bind(r.last_authenticated)
             .execute(&mut *tx)
             .await?;
-        }
-        for network in forgotten {
-            sqlx::query("DELETE FROM port_map WHERE network = ?")
-                .bind(network)
-                .execute(&mut *tx)
-                .await?;
         }
         sqlx::query("DELETE FROM port_map WHERE last_connected < ?")
             .bind(before_day)

@@ -56,6 +56,9 @@ impl SignedZone {
         run(Command::new("dnssec-signzone")
             .args(["-q", "-z", "-S", "-K"])
             .arg(d)
+            // Its DS set too, not into the current directory.
+            .arg("-d")
+            .arg(d)
             .args(["-o", origin, "-f"])
             .arg(d.join("zone.signed"))
             .arg(&zone));

@@ -350,8 +350,8 @@ impl crate::spool::Storage for Gated {
     async fn retry(&self, id: Option<&QueueId>) -> Result<u64, SpoolError> {
         self.inner.retry(id).await
     }
-    async fn retry_kind(&self, kind: &str) -> Result<u64, SpoolError> {
-        self.inner.retry_kind(kind).await
+    async fn retry_kind(&self, kind: &str, id: Option<&QueueId>) -> Result<u64, SpoolError> {
+        self.inner.retry_kind(kind, id).await
     }
     async fn hold(&self, id: &QueueId) -> Result<u64, SpoolError> {
         self.inner.hold(id).await

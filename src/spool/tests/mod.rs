@@ -239,14 +239,35 @@ async fn due_recipients_come_earliest_first_until_recorded() {
     );
     assert_eq!(spool.next_due(now).await.expect("next"), Some(later));
     assert_eq!(
-        spool.retry_kind("unreachable:2525").await.expect("retry"),
+        spool
+            .retry_kind("unreachable:2525", None)
+            .await
+            .expect("retry"),
         0,
         "another kind of failure"
     );
-    assert_eq!(spool.retry_kind("unreachable:25").await.expect("retry"), 1);
+    let other = QueueId::generate();
+    assert_eq!(
+        spool
+            .retry_kind("unreachable:25", Some(&other))
+            .await
+            .expect("retry"),
+        0,
+        "another message"
+    );
+    assert_eq!(
+        spool
+            .retry_kind("unreachable:25", Some(&id))
+            .await
+            .expect("retry"),
+        1
+    );
     assert!(!spool.due(now_unix(), 10).await.expect("due").is_empty());
     assert_eq!(
-        spool.retry_kind("unreachable:25").await.expect("retry"),
+        spool
+            .retry_kind("unreachable:25", None)
+            .await
+            .expect("retry"),
         0,
         "due already"
     );

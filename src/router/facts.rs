@@ -6,8 +6,8 @@ use super::{Destination, RouteFacts, route};
 use crate::config::Config;
 use crate::store::{Store, StoreError};
 
-/// Where mail from `sender` to `recipient` goes now. `direct` is as for
-/// [`route`]. A store that cannot say whether the domain is hosted here is an
+/// Where mail from `sender` to `recipient` goes now, with port 25 blocked or
+/// not. A store that cannot say whether the domain is hosted here is an
 /// error, for the caller to try again later: guessing "not hosted" would send
 /// local mail out to the MX.
 pub async fn destination(
@@ -15,7 +15,7 @@ pub async fn destination(
     store: &Store,
     sender: &str,
     recipient: &str,
-    direct: impl FnOnce() -> bool,
+    port25_blocked: bool,
 ) -> Result<Destination, StoreError> {
     let recipient_domain = domain(recipient).unwrap_or_default();
     let hosted =
@@ -25,8 +25,9 @@ pub async fn destination(
         recipient_domain: &recipient_domain,
         sender_domain: sender_domain.as_deref(),
         hosted,
+        port25_blocked,
     };
-    Ok(route(config, facts, direct))
+    Ok(route(config, facts))
 }
 
 /// The domain of an address, in lower case; `None` without one (the null
@@ -57,7 +58,7 @@ mod tests {
         let to = |sender: &'static str, rcpt: &'static str| {
             let (config, store) = (&config, &store);
             async move {
-                destination(config, store, sender, rcpt, || true)
+                destination(config, store, sender, rcpt, false)
                     .await
                     .expect("routed")
                     .key()
@@ -80,10 +81,10 @@ mod tests {
         let store = store(dir.path()).await;
         let config = Config::from_text("hostname = \"mx.test.example\"\n", None).expect("config");
         store.close().await;
-        let routed = destination(&config, &store, "", "bob@example.com", || true).await;
+        let routed = destination(&config, &store, "", "bob@example.com", false).await;
         assert!(routed.is_err(), "{routed:?}");
         // The host name needs no store.
-        let routed = destination(&config, &store, "", "postmaster@mx.test.example", || true).await;
+        let routed = destination(&config, &store, "", "postmaster@mx.test.example", false).await;
         assert_eq!(routed.expect("local").key(), "local");
     }
 }

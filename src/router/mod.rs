@@ -1,7 +1,6 @@
 //! Where a recipient's mail goes: the only place that decides. `route` is
-//! pure: it is told whether the domain is hosted here, and asks whether an MX
-//! delivery may go direct only when that decides it. `facts.rs` gathers those
-//! facts for the scheduler.
+//! pure: it is told whether the domain is hosted here and whether port 25 is
+//! blocked. `facts.rs` gathers those facts for the scheduler.
 //!
 //! Order (DESIGN.md): hosted domain → local mailbox; a `[[route]]` for the
 //! recipient's domain; a `[[route]]` for the sender's domain; `[relay]`; MX —
@@ -61,6 +60,8 @@ pub struct RouteFacts<'a> {
     /// `None` for the null sender.
     pub sender_domain: Option<&'a str>,
     pub hosted: bool,
+    /// Outbound port 25 looks blocked (`outbound::port25`).
+    pub port25_blocked: bool,
 }
 
 /// The relay MX-bound mail takes while port 25 is blocked: `[fallback_relay]`,
@@ -72,9 +73,8 @@ pub fn mx_fallback(config: &Config) -> Option<&Relay> {
         .filter(|_| config.relay.is_none())
 }
 
-/// The destination of a recipient. `direct` says whether MX-bound mail may go
-/// straight to port 25 now (`outbound::port25`: not while it is blocked).
-pub fn route(config: &Config, facts: RouteFacts<'_>, direct: impl FnOnce() -> bool) -> Destination {
+/// The destination of a recipient.
+pub fn route(config: &Config, facts: RouteFacts<'_>) -> Destination {
     if facts.hosted {
         return Destination::Local;
     }
@@ -93,7 +93,7 @@ pub fn route(config: &Config, facts: RouteFacts<'_>, direct: impl FnOnce() -> bo
         return Destination::Smarthost(relay.clone());
     }
     match mx_fallback(config) {
-        Some(fallback) if !direct() => Destination::Smarthost(fallback.clone()),
+        Some(fallback) if facts.port25_blocked => Destination::Smarthost(fallback.clone()),
         _ => Destination::Mx(facts.recipient_domain.to_string()),
     }
 }
@@ -111,8 +111,9 @@ mod tests {
             recipient_domain: rcpt,
             sender_domain: sender,
             hosted,
+            port25_blocked: blocked,
         };
-        route(c, facts, || !blocked).key()
+        route(c, facts).key()
     }
 
     #[test]
@@ -156,47 +157,39 @@ mod tests {
             dest(&c, "else.example", None, false, true),
             "relay:fb.example:2525"
         );
-        let facts = RouteFacts {
+        let facts = |port25_blocked| RouteFacts {
             recipient_domain: "else.example",
             sender_domain: None,
             hosted: false,
+            port25_blocked,
         };
-        let paths = [true, false].map(|direct| route(&c, facts, || direct).path(&c));
+        let paths = [false, true].map(|blocked| route(&c, facts(blocked)).path(&c));
         assert_eq!(paths, ["direct", "fallback"]);
         let relayed = config(
             "[relay]\nhost = \"fb.example\"\nport = 2525\n[fallback_relay]\nhost = \"fb.example\"\nport = 2525\n",
         );
-        assert_eq!(route(&relayed, facts, || false).path(&relayed), "relay");
+        assert_eq!(route(&relayed, facts(true)).path(&relayed), "relay");
         assert_eq!(Destination::Local.path(&c), "local");
     }
 
-    /// Issue #10: the port-25 probe is asked for only where it decides
-    /// between MX and the fallback relay.
+    /// A blocked port 25 changes only MX-bound mail, and only where a
+    /// fallback relay can take it (issue #10 found routed and local mail
+    /// caught up in it).
     #[test]
-    fn port_25_is_asked_only_when_it_decides() {
+    fn a_blocked_port_25_changes_only_mx_mail_with_a_fallback() {
         let c = config(
             "[fallback_relay]\nhost = \"fb.example\"\n[[route]]\ndomain = \"org.example\"\nhost = \"r1\"\n",
         );
-        let asked = |hosted: bool, rcpt: &str, c: &Config| {
-            let mut asked = false;
-            let facts = RouteFacts {
-                recipient_domain: rcpt,
-                sender_domain: None,
-                hosted,
-            };
-            route(c, facts, || {
-                asked = true;
-                true
-            });
-            asked
+        let changes = |hosted: bool, rcpt: &str, c: &Config| {
+            dest(c, rcpt, None, hosted, true) != dest(c, rcpt, None, hosted, false)
         };
-        assert!(!asked(true, "example.com", &c), "local");
-        assert!(!asked(false, "org.example", &c), "a route");
-        assert!(asked(false, "else.example", &c), "MX or the fallback");
+        assert!(!changes(true, "example.com", &c), "local");
+        assert!(!changes(false, "org.example", &c), "a route");
+        assert!(changes(false, "else.example", &c), "MX or the fallback");
         let relay = config("[fallback_relay]\nhost = \"fb.example\"\n[relay]\nhost = \"r\"\n");
-        assert!(!asked(false, "else.example", &relay), "the relay");
+        assert!(!changes(false, "else.example", &relay), "the relay");
         assert!(
-            !asked(false, "else.example", &config("")),
+            !changes(false, "else.example", &config("")),
             "MX, no fallback"
         );
     }

@@ -26,14 +26,14 @@ pub async fn group(delivery: &Delivery, message: &QueuedMessage) -> Groups {
         unrouted: Vec::new(),
     };
     // Read once per message: its MX recipients all take the same path.
-    let direct = !delivery.outbound.port25.is_blocked();
+    let port25_blocked = delivery.outbound.port25.is_blocked();
     for rcpt in &message.recipients {
         let routed = router::destination(
             &delivery.config,
             &delivery.store,
             &message.sender,
             &rcpt.address,
-            || direct,
+            port25_blocked,
         )
         .await;
         match routed {

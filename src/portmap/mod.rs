@@ -300,6 +300,22 @@ mod tests {
         assert_eq!(order(&usual, &two, TODAY), usual);
     }
 
+    /// A store that fails keeps nothing from being written later: what was
+    /// learned stays marked for the next write.
+    #[tokio::test]
+    async fn a_failed_write_is_tried_again() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).await.expect("store");
+        let map = PortMap::load(store.clone()).await.expect("load");
+        map.authenticated("192.0.2.10".parse().expect("ip"), 26);
+        store.close().await;
+        map.write().await;
+        assert!(
+            map.inner().dirty.contains("192.0.2.0/24"),
+            "still to be written"
+        );
+    }
+
     #[tokio::test]
     async fn sessions_are_kept_per_network_bounded_and_survive_a_restart() {
         let dir = tempfile::tempdir().expect("dir");

@@ -1,7 +1,8 @@
 //! DANE (RFC 7672) against a real DNSSEC-signed zone served by BIND
 //! (common/signed_dns.rs): MX hosts with signed TLSA records get mail only
 //! over TLS whose certificate matches them; a host without TLSA records
-//! gets it as before.
+//! gets it as before. Records an attacker on the path changed after
+//! signing (a TLSA for its own key, an MX pointing to itself) get no mail.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,15 +11,14 @@ use crate::common::signed_dns::SignedZone;
 use crate::common::*;
 use crate::delivery::{send, show_after_attempt};
 
-/// The SHA-256 of a certificate's public key (TLSA 3 1 1), by openssl.
-fn spki_sha256(cert: &Path) -> String {
+/// The SHA-256 of what openssl's `pipeline` (given the PEM file) prints.
+fn sha256_of(pem: &Path, pipeline: &str) -> String {
     require_tool("openssl");
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform DER | \
-             openssl dgst -sha256 -hex",
-            cert.display()
+            "openssl x509 -in '{}' {pipeline} | openssl dgst -sha256 -hex",
+            pem.display()
         ))
         .output()
         .expect("openssl");
@@ -26,10 +26,19 @@ fn spki_sha256(cert: &Path) -> String {
     text.rsplit(' ').next().expect("digest").trim().to_string()
 }
 
-fn tls_peer(last: u8, port: u16, name: &str) -> (Peer, String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("dir");
-    let (cert, key) = self_signed(dir.path(), &[name]);
-    let peer = Peer::start(
+/// The SHA-256 of a certificate's public key (TLSA 3 1 1).
+fn spki_sha256(cert: &Path) -> String {
+    sha256_of(cert, "-pubkey -noout | openssl pkey -pubin -outform DER")
+}
+
+/// The SHA-256 of a whole certificate (TLSA 2 0 1 for a CA).
+fn cert_sha256(cert: &Path) -> String {
+    sha256_of(cert, "-outform DER")
+}
+
+/// A receiver on 127.0.0.`last` presenting `cert` (a PEM chain) and `key`.
+fn peer_with(last: u8, port: u16, cert: &Path, key: &Path) -> Peer {
+    Peer::start(
         format!("127.0.0.{last}:{port}").parse().expect("addr"),
         &[
             "--cert",
@@ -37,9 +46,42 @@ fn tls_peer(last: u8, port: u16, name: &str) -> (Peer, String, tempfile::TempDir
             "--key",
             key.to_str().expect("path"),
         ],
-    );
-    let digest = spki_sha256(&cert);
-    (peer, digest, dir)
+    )
+}
+
+/// A receiver with a self-signed certificate for `name`, and its key's digest.
+fn tls_peer(last: u8, port: u16, name: &str) -> (Peer, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = self_signed(dir.path(), &[name]);
+    (peer_with(last, port, &cert, &key), spki_sha256(&cert), dir)
+}
+
+/// A server resolving through `zone` and delivering to MX port `port`, and
+/// the queue ids of one message sent to each of `domains` (under dane.test).
+fn send_to_each(zone: &SignedZone, port: u16, domains: &[&str]) -> (TestServer, Vec<String>) {
+    let s = TestServer::delivering(&format!(
+        "trusted_networks = [\"127.0.0.1/32\"]\n[delivery]\nmx_port = {port}\n{}retry_min = 60\n\
+         retry_max = 120\ntimeout = 5\nconnect_timeout = 3\n",
+        zone.delivery_config()
+    ));
+    let ids = domains
+        .iter()
+        .map(|d| {
+            send(
+                &s,
+                "app@example.com",
+                &[&format!("x@{d}.dane.test")],
+                &format!("Subject: {d}\n\nx\n"),
+            )
+        })
+        .collect();
+    (s, ids)
+}
+
+/// `postern queue show` of message `id`, after its first attempt, says `why`.
+fn says_why(s: &TestServer, id: &str, why: &str) {
+    let show = show_after_attempt(s, id);
+    assert!(show.contains(why), "{show}\n{}", s.log());
 }
 
 #[test]
@@ -65,33 +107,77 @@ fn mx_hosts_with_signed_tlsa_records_get_mail_only_over_matching_tls() {
         }
     }
     let zone = SignedZone::start("dane.test", &records);
-    let s = TestServer::delivering(&format!(
-        "trusted_networks = [\"127.0.0.1/32\"]\n[delivery]\nmx_port = {port}\n{}retry_min = 60\n\
-         retry_max = 120\ntimeout = 5\nconnect_timeout = 3\n",
-        zone.delivery_config()
-    ));
-    let ids: Vec<String> = ["good", "wrong", "plain", "none"]
-        .iter()
-        .map(|d| {
-            send(
-                &s,
-                "app@example.com",
-                &[&format!("x@{d}.dane.test")],
-                &format!("Subject: {d}\n\nx\n"),
-            )
-        })
-        .collect();
+    let (s, ids) = send_to_each(&zone, port, &["good", "wrong", "plain", "none"]);
     let got = good.wait_for(1, Duration::from_secs(30));
     assert_eq!(got[0]["tls"], true, "{}", s.log());
     let got = untagged.wait_for(1, Duration::from_secs(30));
     assert_eq!(got[0]["tls"], false, "no TLSA records: as before");
-    let show = show_after_attempt(&s, &ids[1]);
-    assert!(
-        show.contains("matches none of the host's TLSA records"),
-        "{show}\n{}",
-        s.log()
-    );
-    let show = show_after_attempt(&s, &ids[2]);
-    assert!(show.contains("its TLSA records (DANE)"), "{show}");
+    says_why(&s, &ids[1], "matches none of the host's TLSA records");
+    says_why(&s, &ids[2], "its TLSA records (DANE)");
     assert!(wrong.received().is_empty() && plain.received().is_empty());
+}
+
+/// A receiver presenting a certificate for `name` issued by a CA made for
+/// it, the CA certificate sent along; and the CA certificate.
+fn ca_peer(last: u8, port: u16, name: &str) -> (Peer, std::path::PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("dir");
+    let (ca, cert, key) = ca_signed(dir.path(), &[name]);
+    let chain = dir.path().join("chain.pem");
+    let text =
+        std::fs::read_to_string(&cert).expect("cert") + &std::fs::read_to_string(&ca).expect("ca");
+    std::fs::write(&chain, text).expect("write chain");
+    (peer_with(last, port, &chain, &key), ca, dir)
+}
+
+#[test]
+fn dane_ta_checks_the_chain_and_name_and_forged_records_get_no_mail() {
+    let port = free_port();
+    let (ta, ta_ca, _t) = ca_peer(75, port, "mx-ta.dane.test");
+    let (misnamed, misnamed_ca, _m) = ca_peer(76, port, "elsewhere.example");
+    let (forged, forged_key, _f) = tls_peer(77, port, "mx-forged.dane.test");
+    let rightful = Peer::start(format!("127.0.0.78:{port}").parse().expect("addr"), &[]);
+    let attacker = Peer::start(format!("127.0.0.79:{port}").parse().expect("addr"), &[]);
+    let zeros = "0".repeat(64);
+    let records = format!(
+        "ta MX 10 mx-ta\nmx-ta A 127.0.0.75\n_{port}._tcp.mx-ta TLSA 2 0 1 {ta}\n\
+         misnamed MX 10 mx-misnamed\nmx-misnamed A 127.0.0.76\n\
+         _{port}._tcp.mx-misnamed TLSA 2 0 1 {misnamed}\n\
+         forged MX 10 mx-forged\nmx-forged A 127.0.0.77\n_{port}._tcp.mx-forged TLSA 3 1 1 {zeros}\n\
+         forgedmx MX 10 mx-rightful\nmx-rightful A 127.0.0.78\nmx-attacker A 127.0.0.79\n",
+        ta = cert_sha256(&ta_ca),
+        misnamed = cert_sha256(&misnamed_ca),
+    );
+    // The attacker's TLSA names its own key; its MX names its own host.
+    let tlsa_owner = format!("_{port}._tcp.mx-forged");
+    let forged_tlsa = format!("3 1 1 {forged_key}");
+    let zone = SignedZone::start_forged(
+        "dane.test",
+        &records,
+        &[
+            (&tlsa_owner, "TLSA", &forged_tlsa),
+            ("forgedmx", "MX", "10 mx-attacker.dane.test."),
+        ],
+    );
+    let (s, ids) = send_to_each(&zone, port, &["ta", "misnamed", "forged", "forgedmx"]);
+    let got = ta.wait_for(1, Duration::from_secs(30));
+    assert_eq!(got[0]["tls"], true, "{}", s.log());
+    says_why(&s, &ids[1], "not valid for name \"mx-misnamed.dane.test\"");
+    says_why(
+        &s,
+        &ids[2],
+        "the TLSA records of mx-forged.dane.test: the answer does not validate (DNSSEC)",
+    );
+    says_why(
+        &s,
+        &ids[3],
+        "the MX records of forgedmx.dane.test: the answer does not validate (DNSSEC)",
+    );
+    for (peer, what) in [
+        (&misnamed, "a name the certificate is not for"),
+        (&forged, "a forged TLSA record"),
+        (&attacker, "a forged MX record"),
+        (&rightful, "an MX it was not named by"),
+    ] {
+        assert!(peer.received().is_empty(), "{what}: mail delivered");
+    }
 }

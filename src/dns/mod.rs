@@ -49,17 +49,43 @@ const CACHE_SIZE: u64 = 16_384;
 pub struct Dns {
     resolver: TokioResolver,
     /// Validates with DNSSEC; `None` without DANE.
-    secure: Option<TokioResolver>,
+    secure: Option<Arc<Secure>>,
+}
+
+/// The validating resolver and what it has found out.
+struct Secure {
+    resolver: TokioResolver,
+    /// The zone of the trust anchor (the root, or the configured key's).
+    anchor_zone: String,
+    /// Whether the resolvers asked pass DNSSEC records on at all, found by
+    /// validating the anchor zone's keys, kept for `PROBE_TTL`. Many home
+    /// routers and some ISP resolvers strip signatures: every answer would
+    /// then look forged, and mail to every signed domain would wait.
+    probe: std::sync::Mutex<Option<(Instant, bool)>>,
     /// Whether a domain's MX records are signed, kept for `SIGNED_MX_TTL`:
     /// hickory does not keep answers that fail validation, and an unsigned
     /// domain (most are) would cost a round of questions per delivery.
-    signed_mx: Arc<std::sync::Mutex<HashMap<String, (Instant, bool)>>>,
+    signed_mx: std::sync::Mutex<HashMap<String, (Instant, MxSigning)>>,
 }
 
 /// How long a domain's "MX signed or not" is kept.
 const SIGNED_MX_TTL: Duration = Duration::from_secs(300);
 /// Most domains whose answer is kept; past it the map starts over.
 const SIGNED_MX_KEPT: usize = 10_000;
+/// How long "the resolvers pass DNSSEC on" (or not) is kept.
+const PROBE_TTL: Duration = Duration::from_secs(3600);
+
+/// Whether a domain's MX hosts are under DANE (RFC 7672 §2.2.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MxSigning {
+    /// Validated MX records: the hosts' TLSA records are asked.
+    Signed,
+    /// Unsigned (most domains), no MX records, or DANE off.
+    Unsigned,
+    /// MX records that do not validate, or a validation that could not be
+    /// finished: perhaps forged, so the mail waits.
+    Unusable(String),
+}
 
 /// One TLSA record (RFC 6698 §2.1): what a server's certificate must be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,9 +103,11 @@ pub enum TlsaAnswer {
     None,
     /// Signed records.
     Records(Vec<Tlsa>),
-    /// Records whose signatures do not validate: perhaps an attack; the
-    /// host must not get mail until they do (RFC 7672 §2.1.1).
-    Bogus(String),
+    /// Records whose signatures do not validate, a denial without its
+    /// proof, or a question left unanswered: perhaps an attack hiding
+    /// records, so the host must not get mail until it is settled (RFC 7672
+    /// §2.1.1, §2.2).
+    Unusable(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +121,6 @@ impl Dns {
         Ok(Dns {
             resolver: resolver(nameservers, None)?,
             secure: None,
-            signed_mx: Arc::default(),
         })
     }
 
@@ -105,15 +132,37 @@ impl Dns {
         nameservers: &[SocketAddr],
         trust_anchor: Option<&std::path::Path>,
     ) -> Result<Dns, ResolverSetupError> {
-        let anchors = match trust_anchor {
-            Some(path) => TrustAnchors::from_file(path).map_err(|e| {
-                ResolverSetupError(format!("the trust anchor {}: {e}", path.display()))
-            })?,
-            None => TrustAnchors::default(),
+        let (anchors, anchor_zone) = match trust_anchor {
+            Some(path) => {
+                let unreadable = |e: String| {
+                    ResolverSetupError(format!("the trust anchor {}: {e}", path.display()))
+                };
+                let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
+                let zone = anchor_zone(&text)
+                    .ok_or_else(|| unreadable("no DNSKEY record in it".into()))?;
+                let anchors = text
+                    .parse::<TrustAnchors>()
+                    .map_err(|e| unreadable(e.to_string()))?;
+                (anchors, zone)
+            }
+            None => (TrustAnchors::default(), ".".to_string()),
         };
-        self.secure = Some(resolver(nameservers, Some(Arc::new(anchors)))?);
+        self.secure = Some(Arc::new(Secure {
+            resolver: resolver(nameservers, Some(Arc::new(anchors)))?,
+            anchor_zone,
+            probe: std::sync::Mutex::new(None),
+            signed_mx: std::sync::Mutex::new(HashMap::new()),
+        }));
         Ok(self)
     }
+}
+
+/// The owner of the first DNSKEY record in a trust anchor file.
+fn anchor_zone(text: &str) -> Option<String> {
+    text.lines()
+        .map(|line| line.split(';').next().unwrap_or_default())
+        .filter(|line| line.split_whitespace().any(|w| w == "DNSKEY"))
+        .find_map(|line| line.split_whitespace().next().map(str::to_string))
 }
 
 /// A resolver asking `nameservers` (the system's when empty); validating
@@ -284,38 +333,50 @@ impl Dns {
 
 impl Dns {
     /// Whether `domain`'s MX records validate as signed: DANE applies to
-    /// its hosts only then (RFC 7672 §2.2.1). False without DANE.
-    pub async fn mx_is_signed(&self, domain: &str) -> bool {
+    /// its hosts only then (RFC 7672 §2.2.1). Unsigned without DANE, and
+    /// while the resolvers do not pass DNSSEC records on.
+    pub async fn mx_signing(&self, domain: &str) -> MxSigning {
         let Some(secure) = &self.secure else {
-            return false;
+            return MxSigning::Unsigned;
         };
+        if !secure.validates().await {
+            return MxSigning::Unsigned;
+        }
         let key = domain.trim_end_matches('.').to_ascii_lowercase();
-        let kept = |map: &HashMap<String, (Instant, bool)>| {
-            map.get(&key)
-                .filter(|(at, _)| at.elapsed() < SIGNED_MX_TTL)
-                .map(|(_, signed)| *signed)
-        };
-        if let Some(signed) = kept(&self.signed_mx.lock().unwrap_or_else(|p| p.into_inner())) {
-            return signed;
+        if let Some((at, signing)) = secure
+            .signed_mx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            && at.elapsed() < SIGNED_MX_TTL
+        {
+            return signing.clone();
         }
         let fqdn = format!("{key}.");
-        let signed = match secure.mx_lookup(fqdn.as_str()).await {
+        let signing = match secure.resolver.mx_lookup(fqdn.as_str()).await {
             Ok(lookup) => {
                 let mut mx = lookup
                     .answers()
                     .iter()
                     .filter(|r| r.data.record_type() == RecordType::MX)
                     .peekable();
-                mx.peek().is_some() && mx.all(|r| r.proof == Proof::Secure)
+                if mx.peek().is_some() && mx.all(|r| r.proof == Proof::Secure) {
+                    MxSigning::Signed
+                } else {
+                    MxSigning::Unsigned
+                }
             }
-            Err(_) => false,
+            Err(e) => match validated_denial(&e) {
+                Ok(()) => MxSigning::Unsigned,
+                Err(why) => MxSigning::Unusable(format!("the MX records of {key}: {why}")),
+            },
         };
-        let mut map = self.signed_mx.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = secure.signed_mx.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= SIGNED_MX_KEPT {
             map.clear();
         }
-        map.insert(key, (Instant::now(), signed));
-        signed
+        map.insert(key, (Instant::now(), signing.clone()));
+        signing
     }
 
     /// The TLSA records of `host`'s `port` (`_25._tcp.<host>`), as DNSSEC
@@ -325,9 +386,19 @@ impl Dns {
             return TlsaAnswer::None;
         };
         let name = format!("_{port}._tcp.{}.", host.trim_end_matches('.'));
-        let Ok(lookup) = secure.lookup(name.as_str(), RecordType::TLSA).await else {
-            // No records, or none that can be had: nothing says DANE.
-            return TlsaAnswer::None;
+        let lookup = match secure
+            .resolver
+            .lookup(name.as_str(), RecordType::TLSA)
+            .await
+        {
+            Ok(lookup) => lookup,
+            Err(e) => {
+                return match validated_denial(&e) {
+                    // Proven absent, or the host's zone is not signed.
+                    Ok(()) => TlsaAnswer::None,
+                    Err(why) => TlsaAnswer::Unusable(format!("the TLSA records of {host}: {why}")),
+                };
+            }
         };
         let mut records = Vec::new();
         for record in lookup.answers() {
@@ -342,7 +413,7 @@ impl Dns {
                     data: tlsa.cert_data.clone(),
                 }),
                 Proof::Bogus => {
-                    return TlsaAnswer::Bogus(format!(
+                    return TlsaAnswer::Unusable(format!(
                         "the TLSA records of {host} do not validate (DNSSEC)"
                     ));
                 }
@@ -357,6 +428,53 @@ impl Dns {
     }
 }
 
+impl Secure {
+    /// Whether the resolvers pass DNSSEC records on: the anchor zone's keys
+    /// validate. Asked once per `PROBE_TTL`; a change is logged.
+    async fn validates(&self) -> bool {
+        let kept = *self.probe.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, works)) = kept
+            && at.elapsed() < PROBE_TTL
+        {
+            return works;
+        }
+        let works = match self
+            .resolver
+            .lookup(self.anchor_zone.as_str(), RecordType::DNSKEY)
+            .await
+        {
+            Ok(keys) => keys.answers().iter().any(|r| r.proof == Proof::Secure),
+            Err(_) => false,
+        };
+        if kept.map(|(_, before)| before) != Some(works) {
+            if works {
+                tracing::info!(event = "dnssec_probe", zone = %self.anchor_zone, "the DNS resolvers pass DNSSEC on: DANE applies");
+            } else {
+                tracing::warn!(event = "dnssec_probe", zone = %self.anchor_zone, "the DNS resolvers do not pass DNSSEC on (the keys of the trust anchor's zone do not validate): DANE is not applied; use a validating resolver, or set [delivery] dane = false");
+            }
+        }
+        *self.probe.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), works));
+        works
+    }
+}
+
+/// What a failed question to the validating resolver says: `Ok` when the
+/// records are proven not to exist or sit in an unsigned zone (hickory
+/// checks the NSEC/NSEC3 proof of a signed zone's denial, RFC 4035 §5.4),
+/// else why nothing can be concluded.
+fn validated_denial(e: &NetError) -> Result<(), String> {
+    use hickory_resolver::net::DnsError as Answer;
+    match e {
+        NetError::Dns(Answer::DnssecBogus) => Err("the answer does not validate (DNSSEC)".into()),
+        NetError::Dns(Answer::Nsec { proof, .. }) if *proof != Proof::Insecure => Err(format!(
+            "the denial that they exist does not validate (DNSSEC: {proof})"
+        )),
+        NetError::Dns(Answer::Nsec { .. }) => Ok(()),
+        e if e.is_no_records_found() || e.is_nx_domain() => Ok(()),
+        e => Err(format!("the lookup failed: {e}")),
+    }
+}
+
 /// Sorts a failed lookup: "no records" is an answer (Ok), NXDOMAIN is permanent,
 /// the rest is temporary.
 fn negative(name: &str, e: &NetError) -> Result<(), DnsError> {
@@ -366,5 +484,19 @@ fn negative(name: &str, e: &NetError) -> Result<(), DnsError> {
         Ok(())
     } else {
         Err(DnsError::Temporary(name.to_string(), e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_anchor_zone_is_the_owner_of_its_first_key() {
+        let file = "; the zone's key\n\
+                    dane.test. 3600 IN DNSKEY 257 3 13 mdsswUyr3DPW132mOi8V9xESWE8jTo0d xCjjnopKl+GqJxpVXckHAeF+KkxLbxIL fDLUT0rAK9iUzy1L53eKGQ==\n\
+                    other.test. 3600 IN DNSKEY 257 3 13 AAAA\n";
+        assert_eq!(anchor_zone(file).as_deref(), Some("dane.test."));
+        assert_eq!(anchor_zone("; nothing\n"), None);
     }
 }

@@ -32,7 +32,7 @@ use port25::Port25Monitor;
 use servers::{Server, Servers};
 
 use crate::config::{Config, Relay, RelayTls};
-use crate::dns::Dns;
+use crate::dns::{Dns, MxSigning};
 use crate::failure::{DeliveryFailure, FailureKind, Severity};
 use crate::router::Destination;
 
@@ -138,7 +138,18 @@ impl Outbound {
                 if settings.tls == TlsMode::Required {
                     enforced = Some(domain);
                 }
-                let dane = self.config.delivery.dane && self.dns.mx_is_signed(domain).await;
+                let dane = self.config.delivery.dane
+                    && match self.dns.mx_signing(domain).await {
+                        MxSigning::Signed => true,
+                        MxSigning::Unsigned => false,
+                        MxSigning::Unusable(why) => {
+                            return Err(DeliveryFailure::new(
+                                Severity::Transient,
+                                FailureKind::Tls,
+                                format!("{why}; the mail waits (DANE, RFC 7672 §2.2.1)"),
+                            ));
+                        }
+                    };
                 (Servers::mx(domain, hosts, port).with_dane(dane), settings)
             }
             Destination::Local => {

@@ -43,9 +43,11 @@ pub struct Servers {
     host: String,
     addrs: VecDeque<IpAddr>,
     /// Whether any server answered (as opposed to every connection being
-    /// refused or timing out), and whether any was tried at all.
+    /// refused or timing out), whether any was tried at all, and whether a
+    /// host was passed over because its TLSA records could not be settled.
     answered: bool,
     tried: bool,
+    passed_over: bool,
     last: Option<DeliveryFailure>,
 }
 
@@ -71,6 +73,7 @@ impl Servers {
             addrs: VecDeque::new(),
             answered: false,
             tried: false,
+            passed_over: false,
             last: None,
         }
     }
@@ -116,10 +119,9 @@ impl Servers {
                             continue;
                         }
                     },
-                    TlsaAnswer::Bogus(why) => {
-                        tracing::warn!(event = "dane_bogus", host = %host, "{why}");
-                        self.tried = true;
-                        self.answered = true;
+                    TlsaAnswer::Unusable(why) => {
+                        tracing::warn!(event = "dane_unusable", host = %host, "{why}");
+                        self.passed_over = true;
                         self.last = Some(DeliveryFailure::new(
                             Severity::Transient,
                             FailureKind::Tls,
@@ -162,6 +164,7 @@ impl Servers {
             port,
             answered,
             tried,
+            passed_over,
             last,
             ..
         } = self;
@@ -180,6 +183,7 @@ impl Servers {
         let kind = match &last {
             Some(f) if answered => f.kind,
             _ if tried => FailureKind::Unreachable { port },
+            _ if passed_over => FailureKind::Tls,
             _ => FailureKind::Dns,
         };
         let last = last
@@ -187,8 +191,10 @@ impl Servers {
             .unwrap_or_else(|| "no address found".into());
         let text = if answered {
             format!("no server of {domain} took the message on port {port} (last error: {last})")
-        } else {
+        } else if tried {
             format!("no server of {domain} could be reached on port {port} (last error: {last})")
+        } else {
+            format!("no server of {domain} could be used (last error: {last})")
         };
         DeliveryFailure::new(Severity::Transient, kind, text)
     }

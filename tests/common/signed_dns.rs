@@ -33,6 +33,13 @@ impl SignedZone {
     /// Serves `origin` (e.g. `dane.test`) with `records` (zone-file lines,
     /// names relative to the origin or absolute), signed, on 127.0.0.1.
     pub fn start(origin: &str, records: &str) -> SignedZone {
+        SignedZone::start_forged(origin, records, &[])
+    }
+
+    /// Like `start`, then, as an attacker on the path would, changes the
+    /// data of some records after signing: (owner relative to the origin,
+    /// type, new data). Their signatures no longer match.
+    pub fn start_forged(origin: &str, records: &str, forged: &[(&str, &str, &str)]) -> SignedZone {
         for tool in ["named", "dnssec-keygen", "dnssec-signzone"] {
             require_tool(tool);
         }
@@ -53,8 +60,9 @@ impl SignedZone {
             .args(["-q", "-K"])
             .arg(d)
             .args(["-a", "ECDSAP256SHA256", "-f", "KSK", origin]));
+        // One record per line (-O full), for the forgeries below.
         run(Command::new("dnssec-signzone")
-            .args(["-q", "-z", "-S", "-K"])
+            .args(["-q", "-z", "-S", "-O", "full", "-K"])
             .arg(d)
             // Its DS set too, not into the current directory.
             .arg("-d")
@@ -62,6 +70,9 @@ impl SignedZone {
             .args(["-o", origin, "-f"])
             .arg(d.join("zone.signed"))
             .arg(&zone));
+        if !forged.is_empty() {
+            forge(&d.join("zone.signed"), origin, forged);
+        }
         let dnskey: String = std::fs::read_to_string(d.join(format!("{key}.key")))
             .expect("key")
             .lines()
@@ -120,6 +131,33 @@ impl SignedZone {
             self.anchor.display()
         )
     }
+}
+
+/// Replaces the data of the records `forged` names in the zone file `path`.
+fn forge(path: &std::path::Path, origin: &str, forged: &[(&str, &str, &str)]) {
+    let text = std::fs::read_to_string(path).expect("signed zone");
+    let mut changed = 0;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let hit = forged.iter().find(|(owner, rtype, _)| {
+                fields.len() > 4 && fields[0] == format!("{owner}.{origin}.") && fields[3] == *rtype
+            });
+            match hit {
+                Some((_, _, data)) => {
+                    changed += 1;
+                    format!("{} {} IN {} {data}", fields[0], fields[1], fields[3])
+                }
+                None => line.to_string(),
+            }
+        })
+        .collect();
+    assert!(
+        changed >= forged.len(),
+        "forged {changed} records of {forged:?}"
+    );
+    std::fs::write(path, lines.join("\n") + "\n").expect("write forged zone");
 }
 
 impl Drop for SignedZone {

@@ -115,6 +115,21 @@ fn mx_hosts_with_signed_tlsa_records_get_mail_only_over_matching_tls() {
     says_why(&s, &ids[1], "matches none of the host's TLSA records");
     says_why(&s, &ids[2], "its TLSA records (DANE)");
     assert!(wrong.received().is_empty() && plain.received().is_empty());
+    // "TLS-Required: No" (RFC 8689 §4.1): the TLSA records are not applied.
+    send(
+        &s,
+        "app@example.com",
+        &["x@plain.dane.test"],
+        "TLS-Required: No\nSubject: waived\n\nx\n",
+    );
+    let got = plain.wait_for(1, Duration::from_secs(30));
+    assert!(
+        got[0]["data"]
+            .as_str()
+            .expect("data")
+            .contains("Subject: waived")
+    );
+    assert_eq!(got[0]["tls"], false, "no STARTTLS offered");
 }
 
 /// A receiver presenting a certificate for `name` issued by a CA made for

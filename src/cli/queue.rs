@@ -213,6 +213,12 @@ pub async fn run(cmd: QueueCommand, config: &ConfigArg) -> anyhow::Result<()> {
             if m.requiretls {
                 writeln!(out, "requiretls: every hop over verified TLS (RFC 8689)")?;
             }
+            if m.tls_policy_waived {
+                writeln!(
+                    out,
+                    "tls-required: no: the recipients' MTA-STS and DANE are not applied (RFC 8689)"
+                )?;
+            }
             for r in &m.recipients {
                 write!(
                     out,

@@ -238,6 +238,7 @@ pub fn bounce(
         auth_user: None,
         smtputf8: original.smtputf8,
         requiretls: false,
+        tls_policy_waived: false,
         held: false,
         body: body.into(),
     })
@@ -273,6 +274,7 @@ mod tests {
             auth_user: None,
             smtputf8: false,
             requiretls: false,
+            tls_policy_waived: false,
             dsn: DsnEnvelope {
                 ret: ret.map(str::to_string),
                 envid: Some("env-1".into()),

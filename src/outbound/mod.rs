@@ -127,6 +127,15 @@ impl Outbound {
                 Servers::relay(&relay.host, relay.port),
                 self.relay_settings(relay)?,
             ),
+            Destination::MxPolicyWaived(domain) => {
+                let hosts = mx::hosts(&self.dns, domain).await?;
+                let (hosts, mut settings) = mx_settings(domain, hosts, None)?;
+                // What the policies would have said is not known: nothing
+                // to report under them.
+                settings.report = None;
+                let port = self.config.delivery.mx_port;
+                (Servers::mx(domain, hosts, port), settings)
+            }
             Destination::Mx(domain) => {
                 let port = self.config.delivery.mx_port;
                 let hosts = mx::hosts(&self.dns, domain).await?;

@@ -16,6 +16,7 @@ pub async fn destination(
     sender: &str,
     recipient: &str,
     port25_blocked: bool,
+    tls_policy_waived: bool,
 ) -> Result<Destination, StoreError> {
     let recipient_domain = domain(recipient).unwrap_or_default();
     let hosted =
@@ -26,6 +27,7 @@ pub async fn destination(
         sender_domain: sender_domain.as_deref(),
         hosted,
         port25_blocked,
+        tls_policy_waived,
     };
     Ok(route(config, facts))
 }
@@ -58,7 +60,7 @@ mod tests {
         let to = |sender: &'static str, rcpt: &'static str| {
             let (config, store) = (&config, &store);
             async move {
-                destination(config, store, sender, rcpt, false)
+                destination(config, store, sender, rcpt, false, false)
                     .await
                     .expect("routed")
                     .key()
@@ -81,10 +83,18 @@ mod tests {
         let store = store(dir.path()).await;
         let config = Config::from_text("hostname = \"mx.test.example\"\n", None).expect("config");
         store.close().await;
-        let routed = destination(&config, &store, "", "bob@example.com", false).await;
+        let routed = destination(&config, &store, "", "bob@example.com", false, false).await;
         assert!(routed.is_err(), "{routed:?}");
         // The host name needs no store.
-        let routed = destination(&config, &store, "", "postmaster@mx.test.example", false).await;
+        let routed = destination(
+            &config,
+            &store,
+            "",
+            "postmaster@mx.test.example",
+            false,
+            false,
+        )
+        .await;
         assert_eq!(routed.expect("local").key(), "local");
     }
 }

@@ -19,6 +19,10 @@ pub enum Destination {
     Local,
     Smarthost(Relay),
     Mx(String),
+    /// A domain's MX hosts for mail that says "TLS-Required: No" (RFC 8689
+    /// §4.1): its MTA-STS policy and the hosts' TLSA records are not
+    /// applied, and TLS is used when offered.
+    MxPolicyWaived(String),
 }
 
 impl Destination {
@@ -29,6 +33,7 @@ impl Destination {
             Destination::Local => "local".to_string(),
             Destination::Smarthost(r) => format!("relay:{}:{}", r.host, r.port),
             Destination::Mx(domain) => format!("mx:{domain}"),
+            Destination::MxPolicyWaived(domain) => format!("mx:{domain}:tls-required-no"),
         }
     }
 }
@@ -40,7 +45,7 @@ impl Destination {
     pub fn path(&self, config: &Config) -> &'static str {
         match self {
             Destination::Local => "local",
-            Destination::Mx(_) => "direct",
+            Destination::Mx(_) | Destination::MxPolicyWaived(_) => "direct",
             Destination::Smarthost(r) if mx_fallback(config) == Some(r) => "fallback",
             Destination::Smarthost(_) => "relay",
         }
@@ -62,6 +67,8 @@ pub struct RouteFacts<'a> {
     pub hosted: bool,
     /// Outbound port 25 looks blocked (`outbound::port25`).
     pub port25_blocked: bool,
+    /// The message says "TLS-Required: No".
+    pub tls_policy_waived: bool,
 }
 
 /// The relay MX-bound mail takes while port 25 is blocked: `[fallback_relay]`,
@@ -94,6 +101,9 @@ pub fn route(config: &Config, facts: RouteFacts<'_>) -> Destination {
     }
     match mx_fallback(config) {
         Some(fallback) if facts.port25_blocked => Destination::Smarthost(fallback.clone()),
+        _ if facts.tls_policy_waived => {
+            Destination::MxPolicyWaived(facts.recipient_domain.to_string())
+        }
         _ => Destination::Mx(facts.recipient_domain.to_string()),
     }
 }
@@ -112,6 +122,7 @@ mod tests {
             sender_domain: sender,
             hosted,
             port25_blocked: blocked,
+            tls_policy_waived: false,
         };
         route(c, facts).key()
     }
@@ -162,6 +173,7 @@ mod tests {
             sender_domain: None,
             hosted: false,
             port25_blocked,
+            tls_policy_waived: false,
         };
         let paths = [false, true].map(|blocked| route(&c, facts(blocked)).path(&c));
         assert_eq!(paths, ["direct", "fallback"]);

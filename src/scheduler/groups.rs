@@ -34,6 +34,7 @@ pub async fn group(delivery: &Delivery, message: &QueuedMessage) -> Groups {
             &message.sender,
             &rcpt.address,
             port25_blocked,
+            message.tls_policy_waived,
         )
         .await;
         match routed {

@@ -366,7 +366,7 @@ async fn deliver_message(
     // turn away, and the fallback relay then takes.
     let mx_bound: Vec<u32> = groups
         .values()
-        .filter(|(d, _)| matches!(d, Destination::Mx(_)))
+        .filter(|(d, _)| matches!(d, Destination::Mx(_) | Destination::MxPolicyWaived(_)))
         .flat_map(|(_, idxs)| idxs.iter().copied())
         .collect();
     let attempt = message

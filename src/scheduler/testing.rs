@@ -13,6 +13,7 @@ pub fn message(sender: &str, created: i64, recipients: &[&str]) -> QueuedMessage
         auth_user: None,
         smtputf8: false,
         requiretls: false,
+        tls_policy_waived: false,
         dsn: DsnEnvelope::default(),
         recipients: recipients
             .iter()

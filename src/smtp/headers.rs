@@ -69,6 +69,9 @@ pub struct HeaderFacts {
     /// The addresses of its Delivered-To: fields, lower-cased, without angle
     /// brackets: where forwarding servers (Postfix's local, us) passed it on.
     pub delivered_to: Vec<String>,
+    /// A `TLS-Required: No` field (RFC 8689 §4.1): the sender asks that
+    /// the recipients' TLS policies (MTA-STS, DANE) not hold the message up.
+    pub tls_required_no: bool,
     /// The first line (from 1) that is neither a header field nor the
     /// continuation of one. Readers disagree on where such a header section
     /// ends, so the fields after it may or may not be shown.
@@ -95,6 +98,10 @@ impl HeaderFacts {
                         facts
                             .delivered_to
                             .push(text.strip_suffix('>').unwrap_or(text).to_lowercase());
+                    } else if field.name.eq_ignore_ascii_case(b"TLS-Required") {
+                        // §4.1: "No" is the only value defined.
+                        facts.tls_required_no |=
+                            field.value().trim_ascii().eq_ignore_ascii_case(b"No");
                     } else if let Some(header) = SenderHeader::of(field.name) {
                         if facts.senders.len() == MAX_SENDER_FIELDS {
                             facts.senders_left_out += 1;
@@ -331,6 +338,16 @@ mod tests {
         }
         header.extend_from_slice(b"received : x\r\nX-Received: not one\r\n");
         assert_eq!(HeaderFacts::scan(&header).received, 51);
+    }
+
+    #[test]
+    fn tls_required_no_is_found_in_any_case_and_only_with_no() {
+        let no = |header: &[u8]| HeaderFacts::scan(header).tls_required_no;
+        assert!(no(b"Subject: x\r\nTLS-Required: No\r\n"));
+        assert!(no(b"tls-required:\r\n  no \r\n"));
+        assert!(!no(b"TLS-Required: Yes\r\n"));
+        assert!(!no(b"X-TLS-Required: No\r\n"));
+        assert!(!no(b"Subject: TLS-Required: No\r\n"));
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub struct NewMessage {
     pub smtputf8: bool,
     /// RFC 8689 REQUIRETLS: every hop over TLS with a verified certificate.
     pub requiretls: bool,
+    /// RFC 8689 §4.1 "TLS-Required: No": the recipient domains' TLS
+    /// policies (MTA-STS, DANE) are not applied. Never with `requiretls`,
+    /// which wins.
+    pub tls_policy_waived: bool,
     /// Queued held (its sender's outgoing mail is on hold): kept, not
     /// delivered until released.
     pub held: bool,
@@ -46,6 +50,7 @@ impl NewMessage {
             auth_user: None,
             smtputf8: false,
             requiretls: false,
+            tls_policy_waived: false,
             held: false,
             body: body.into(),
         }
@@ -137,6 +142,7 @@ pub struct QueuedMessage {
     pub auth_user: Option<String>,
     pub smtputf8: bool,
     pub requiretls: bool,
+    pub tls_policy_waived: bool,
     pub dsn: DsnEnvelope,
     pub recipients: Vec<QueuedRecipient>,
 }
@@ -154,6 +160,7 @@ impl QueuedMessage {
             auth_user: message.auth_user.clone(),
             smtputf8: message.smtputf8,
             requiretls: message.requiretls,
+            tls_policy_waived: message.tls_policy_waived,
             dsn: message.dsn.clone(),
             recipients: (0..)
                 .zip(&message.recipients)

@@ -32,8 +32,8 @@ pub struct SqliteSpool {
 }
 
 /// The columns `message_from_row` reads.
-const MESSAGE_COLUMNS: &str = "m.id, m.created, m.sender, m.size, m.auth_user, m.smtputf8, m.requiretls, m.dsn_ret, \
-     m.dsn_envid";
+const MESSAGE_COLUMNS: &str = "m.id, m.created, m.sender, m.size, m.auth_user, m.smtputf8, m.requiretls, \
+     m.tls_policy_waived, m.dsn_ret, m.dsn_envid";
 /// The columns `recipient_from_row` reads.
 const RECIPIENT_COLUMNS: &str = "r.message_id, r.idx, r.address, r.orcpt, r.notify, r.status, r.attempts, \
      r.next_attempt, r.last_reply, r.last_kind, r.held";
@@ -557,6 +557,7 @@ fn message_from_row(
         auth_user: column(row, "auth_user", id)?,
         smtputf8: column(row, "smtputf8", id)?,
         requiretls: column(row, "requiretls", id)?,
+        tls_policy_waived: column(row, "tls_policy_waived", id)?,
         dsn: DsnEnvelope {
             ret: column(row, "dsn_ret", id)?,
             envid: column(row, "dsn_envid", id)?,

@@ -462,7 +462,7 @@ async fn insert(
     new: &[New<'_>],
     placement: &Placement,
 ) -> Result<(), sqlx::Error> {
-    const MESSAGE: [&str; 12] = [
+    const MESSAGE: [&str; 13] = [
         "id",
         "created",
         "sender",
@@ -470,6 +470,7 @@ async fn insert(
         "auth_user",
         "smtputf8",
         "requiretls",
+        "tls_policy_waived",
         "dsn_ret",
         "dsn_envid",
         "body",
@@ -518,6 +519,7 @@ async fn insert(
                 .bind(&m.auth_user)
                 .bind(i64::from(m.smtputf8))
                 .bind(m.requiretls)
+                .bind(m.tls_policy_waived)
                 .bind(&m.dsn.ret)
                 .bind(&m.dsn.envid)
                 .bind(in_row(i))

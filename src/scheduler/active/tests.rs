@@ -20,6 +20,7 @@ fn message(n: usize) -> NewMessage {
         auth_user: None,
         smtputf8: false,
         requiretls: false,
+        tls_policy_waived: false,
         held: false,
         body: format!("Subject: {n}\r\n\r\nbody\r\n").into(),
     }

@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::common::https::{HttpsServer, tls_report_totals};
 use crate::common::signed_dns::SignedZone;
 use crate::common::*;
 use crate::delivery::{send, show_after_attempt};
@@ -58,12 +59,26 @@ fn tls_peer(last: u8, port: u16, name: &str) -> (Peer, String, tempfile::TempDir
 
 /// A server resolving through `zone` and delivering to MX port `port`, and
 /// the queue ids of one message sent to each of `domains` (under dane.test).
-fn send_to_each(zone: &SignedZone, port: u16, domains: &[&str]) -> (TestServer, Vec<String>) {
-    let s = TestServer::delivering(&format!(
+/// TLS reports go out every 3 s, over HTTPS to servers with certificates
+/// from `reports_ca` when given.
+fn send_to_each(
+    zone: &SignedZone,
+    port: u16,
+    reports_ca: Option<&Path>,
+    domains: &[&str],
+) -> (TestServer, Vec<String>) {
+    let mut s = TestServer::configure(&TestServer::config_for(&format!(
         "trusted_networks = [\"127.0.0.1/32\"]\n[delivery]\nmx_port = {port}\n{}retry_min = 60\n\
-         retry_max = 120\ntimeout = 5\nconnect_timeout = 3\n",
+         retry_max = 120\ntimeout = 5\nconnect_timeout = 3\ntls_reports = true\n\
+         tls_report_interval = 3\n",
         zone.delivery_config()
-    ));
+    )));
+    if let Some(ca) = reports_ca {
+        s.env
+            .push(("SSL_CERT_FILE".into(), ca.to_str().expect("ca").into()));
+    }
+    s.add_alice();
+    s.spawn();
     let ids = domains
         .iter()
         .map(|d| {
@@ -91,7 +106,18 @@ fn mx_hosts_with_signed_tlsa_records_get_mail_only_over_matching_tls() {
     let (wrong, _, _w) = tls_peer(72, port, "mx-wrong.dane.test");
     let plain = Peer::start(format!("127.0.0.73:{port}").parse().expect("addr"), &[]);
     let untagged = Peer::start(format!("127.0.0.74:{port}").parse().expect("addr"), &[]);
-    let mut records = String::new();
+    // The TLS reports of every domain go to an HTTPS server.
+    let reports_dir = tempfile::tempdir().expect("dir");
+    let (reports_ca, reports_cert, reports_key) =
+        ca_signed(reports_dir.path(), &["tlsrpt.dane.test"]);
+    let https_port = free_port();
+    let _reports = HttpsServer::start(
+        format!("127.0.0.80:{https_port}").parse().expect("addr"),
+        &reports_cert,
+        &reports_key,
+        reports_dir.path(),
+    );
+    let mut records = String::from("tlsrpt A 127.0.0.80\n");
     for (name, last, tlsa) in [
         ("good", 71, true),
         ("wrong", 72, true),
@@ -99,7 +125,8 @@ fn mx_hosts_with_signed_tlsa_records_get_mail_only_over_matching_tls() {
         ("none", 74, false),
     ] {
         records.push_str(&format!(
-            "{name} MX 10 mx-{name}\nmx-{name} A 127.0.0.{last}\n"
+            "{name} MX 10 mx-{name}\nmx-{name} A 127.0.0.{last}\n\
+             _smtp._tls.{name} TXT \"v=TLSRPTv1; rua=https://tlsrpt.dane.test:{https_port}/r\"\n"
         ));
         if tlsa {
             // Every host is told to present the good host's key.
@@ -107,7 +134,12 @@ fn mx_hosts_with_signed_tlsa_records_get_mail_only_over_matching_tls() {
         }
     }
     let zone = SignedZone::start("dane.test", &records);
-    let (s, ids) = send_to_each(&zone, port, &["good", "wrong", "plain", "none"]);
+    let (s, ids) = send_to_each(
+        &zone,
+        port,
+        Some(&reports_ca),
+        &["good", "wrong", "plain", "none"],
+    );
     let got = good.wait_for(1, Duration::from_secs(30));
     assert_eq!(got[0]["tls"], true, "{}", s.log());
     let got = untagged.wait_for(1, Duration::from_secs(30));
@@ -130,6 +162,24 @@ fn mx_hosts_with_signed_tlsa_records_get_mail_only_over_matching_tls() {
             .contains("Subject: waived")
     );
     assert_eq!(got[0]["tls"], false, "no STARTTLS offered");
+    // The TLS reports (RFC 8460), POSTed: each host's sessions under its
+    // TLSA records; the waived message's session under none.
+    let wanted = [
+        "good.dane.test tlsa success>=1 failures=[]",
+        "wrong.dane.test tlsa success=0 failures=['validation-failure mx-wrong.dane.test']",
+        "plain.dane.test tlsa success=0 failures=['starttls-not-supported mx-plain.dane.test']",
+        "none.dane.test no-policy-found success=0 failures=['starttls-not-supported mx-none.dane.test']",
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let read = tls_report_totals(&[], reports_dir.path());
+        if wanted.iter().all(|w| read.contains(w)) {
+            assert_eq!(read.lines().count(), wanted.len(), "{read}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{read}\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// A receiver presenting a certificate for `name` issued by a CA made for
@@ -173,7 +223,7 @@ fn dane_ta_checks_the_chain_and_name_and_forged_records_get_no_mail() {
             ("forgedmx", "MX", "10 mx-attacker.dane.test."),
         ],
     );
-    let (s, ids) = send_to_each(&zone, port, &["ta", "misnamed", "forged", "forgedmx"]);
+    let (s, ids) = send_to_each(&zone, port, None, &["ta", "misnamed", "forged", "forgedmx"]);
     let got = ta.wait_for(1, Duration::from_secs(30));
     assert_eq!(got[0]["tls"], true, "{}", s.log());
     says_why(&s, &ids[1], "not valid for name \"mx-misnamed.dane.test\"");

@@ -7,66 +7,11 @@
 //! only logs; and the domains that ask get TLS reports (RFC 8460) of it all,
 //! read back with Python's email, gzip and json.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
+use crate::common::https::{HttpsServer, tls_report_totals};
 use crate::common::*;
 use crate::delivery::{WAIT, at, ip, send, show_after_attempt, wait_log};
-
-/// Serves `dir/<Host>.txt` as the policy of the host asked for.
-const POLICY_SERVER: &str = r#"
-import http.server, ssl, sys, os
-host, port, cert, key, root = sys.argv[1:6]
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        name = self.headers.get("Host", "").split(":")[0]
-        path = os.path.join(root, name + ".txt")
-        if self.path != "/.well-known/mta-sts.txt" or not os.path.exists(path):
-            self.send_response(404); self.end_headers(); return
-        body = open(path, "rb").read()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers(); self.wfile.write(body)
-    def log_message(self, *a): pass
-srv = http.server.ThreadingHTTPServer((host, int(port)), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(cert, key)
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-print("READY", flush=True)
-srv.serve_forever()
-"#;
-
-struct PolicyServer(Child);
-
-impl PolicyServer {
-    fn start(addr: std::net::SocketAddr, cert: &Path, key: &Path, root: &Path) -> PolicyServer {
-        let mut child = Command::new("python3")
-            .args([
-                "-c",
-                POLICY_SERVER,
-                &addr.ip().to_string(),
-                &addr.port().to_string(),
-            ])
-            .args([cert, key, root])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read");
-        assert_eq!(line.trim(), "READY", "the policy server did not start");
-        PolicyServer(child)
-    }
-}
-
-impl Drop for PolicyServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `domain` publishes `policy` (its TXT record and its policy file) and has
 /// one MX, `mx.<domain>` at 127.0.0.`mx`.
@@ -89,13 +34,14 @@ fn an_enforced_policy_sends_only_to_named_hosts_with_valid_certificates() {
         "mta-sts.trying.test",
         "mta-sts.expiring.test",
         "mx.good.test",
+        "tlsrpt.test",
     ];
     let (ca, cert, key) = ca_signed(certs.path(), &names);
     let other = tempfile::tempdir().expect("dir");
     let (bad_cert, bad_key) = self_signed(other.path(), &["mx.badcert.test"]);
     let policies = tempfile::tempdir().expect("dir");
     let https_port = free_port();
-    let _server = PolicyServer::start(at(80, https_port), &cert, &key, policies.path());
+    let _server = HttpsServer::start(at(80, https_port), &cert, &key, policies.path());
     let enforce = |mx: &str| format!("version: STSv1\nmode: enforce\nmx: {mx}\nmax_age: 86400\n");
     publish(
         &dns,
@@ -151,6 +97,14 @@ fn an_enforced_policy_sends_only_to_named_hosts_with_valid_certificates() {
             &["v=TLSRPTv1; rua=mailto:tls@reports.test"],
         );
     }
+    // expiring.test takes its reports over HTTPS, at the policy server.
+    dns.ip("tlsrpt.test", ip(80));
+    dns.txt(
+        "_smtp._tls.expiring.test",
+        &[&format!(
+            "v=TLSRPTv1; rua=https://tlsrpt.test:{https_port}/tlsrpt"
+        )],
+    );
 
     let mut s = TestServer::configure(&TestServer::config_for(&format!(
         "trusted_networks = [\"127.0.0.1/32\"]\n[delivery]\nmx_port = {mx_port}\n\
@@ -254,10 +208,7 @@ fn an_enforced_policy_sends_only_to_named_hosts_with_valid_certificates() {
 
     // The reports of the period, summed over however many came by now.
     std::thread::sleep(std::time::Duration::from_secs(7));
-    let got = reports.received();
-    let path = policies.path().join("reports.json");
-    std::fs::write(&path, serde_json::to_string(&got).expect("json")).expect("write");
-    let read = text(&python(READ_TLS_REPORTS, &[path.to_str().expect("path")]));
+    let read = tls_report_totals(&reports.received(), policies.path());
     // One session carried both of good.test's messages (it was kept).
     assert!(
         read.contains("good.test sts success>=1 failures=[]"),
@@ -269,27 +220,17 @@ fn an_enforced_policy_sends_only_to_named_hosts_with_valid_certificates() {
         ),
         "{read}"
     );
+    // Its policy could not be fetched any more, and its host took the
+    // message without TLS as if it had none.
+    assert!(
+        read.contains("expiring.test sts success=0 failures=['sts-policy-fetch-error -']")
+            && read.contains(
+                "expiring.test no-policy-found success=0 failures=['starttls-not-supported mx.expiring.test']"
+            ),
+        "{read}"
+    );
     assert!(
         !read.contains("trying.test"),
         "no TLSRPT record, no report: {read}"
     );
 }
-
-/// Sums the TLS reports received, per policy domain: its policy type,
-/// whether it had a successful session, its failures' kinds.
-const READ_TLS_REPORTS: &str = r#"
-import email, email.policy, gzip, json, sys
-totals = {}
-for received in json.load(open(sys.argv[1])):
-    m = email.message_from_string(received["data"], policy=email.policy.default)
-    part = next(p for p in m.walk() if p.get_content_type() == "application/tlsrpt+gzip")
-    report = json.loads(gzip.decompress(part.get_payload(decode=True)))
-    for p in report["policies"]:
-        d = p["policy"]["policy-domain"]
-        t = totals.setdefault(d, [p["policy"]["policy-type"], 0, set()])
-        t[1] += p["summary"]["total-successful-session-count"]
-        for f in p.get("failure-details", []):
-            t[2].add(f["result-type"] + " " + f["receiving-mx-hostname"])
-for d, (kind, ok, failures) in sorted(totals.items()):
-    print(d, kind, "success>=1" if ok >= 1 else "success=0", "failures=" + str(sorted(failures)))
-"#;

@@ -34,6 +34,12 @@ impl Tlsa {
         matches!(self.usage, 2 | 3) && self.selector <= 1 && self.matching <= 2
     }
 
+    /// The record's data as a zone file shows it.
+    fn presented(&self) -> String {
+        let hex: String = self.data.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{} {} {} {hex}", self.usage, self.selector, self.matching)
+    }
+
     /// Whether `cert` is what the record names.
     fn matches(&self, cert: &CertificateDer<'_>) -> bool {
         let selected: Vec<u8> = match self.selector {
@@ -54,21 +60,26 @@ impl Tlsa {
     }
 }
 
-/// How a host with TLSA records is reached.
+/// How a host with TLSA records is reached: always over TLS.
 #[derive(Clone)]
-pub enum Dane {
-    /// Usable records: TLS, and a certificate that matches one of them.
-    Verify(TlsConnector),
-    /// Records, none usable for SMTP: TLS all the same, unauthenticated.
-    TlsOnly,
+pub struct Dane {
+    /// Checks the certificate against the usable records; `None` when no
+    /// record is usable for SMTP: TLS all the same, unauthenticated.
+    pub verifier: Option<TlsConnector>,
+    /// The records as presented (`3 1 1 0a1b…`), for TLS reports.
+    pub records: Vec<String>,
 }
 
 impl Dane {
     /// What `records` (validated) ask of the host.
     pub fn of(records: Vec<Tlsa>) -> Result<Dane, String> {
+        let presented = records.iter().map(Tlsa::presented).collect();
         let usable: Vec<Tlsa> = records.into_iter().filter(Tlsa::usable).collect();
         if usable.is_empty() {
-            return Ok(Dane::TlsOnly);
+            return Ok(Dane {
+                verifier: None,
+                records: presented,
+            });
         }
         let provider = CryptoProvider::get_default()
             .cloned()
@@ -83,7 +94,10 @@ impl Dane {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
-        Ok(Dane::Verify(TlsConnector::from(Arc::new(config))))
+        Ok(Dane {
+            verifier: Some(TlsConnector::from(Arc::new(config))),
+            records: presented,
+        })
     }
 }
 

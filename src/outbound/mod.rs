@@ -19,6 +19,7 @@ pub mod tls_report;
 
 use std::sync::Arc;
 
+use mail_auth::report::tlsrpt::ResultType;
 use mail_send::Credentials;
 use tokio_rustls::TlsConnector;
 
@@ -53,7 +54,7 @@ pub struct Outbound {
     /// Recipient domains' MTA-STS policies; `None` with `mta_sts = false`.
     mta_sts: Option<Arc<mta_sts::Policies>>,
     /// What came of the TLS sessions to MX hosts, for TLS reports.
-    pub tls_results: tls_report::TlsResults,
+    tls_results: Arc<tls_report::TlsResults>,
 }
 
 /// How to talk to a destination's servers.
@@ -91,11 +92,13 @@ impl Outbound {
             config.delivery.destination_concurrency,
             config.delivery.concurrency,
         );
+        let tls_results = Arc::new(tls_report::TlsResults::new(crate::clock::now_unix()));
         let mta_sts = config.delivery.mta_sts.then(|| {
             Arc::new(mta_sts::Policies::new(
                 dns.clone(),
                 verified.clone(),
                 config.delivery.mta_sts_port,
+                Arc::clone(&tls_results),
             ))
         });
         Ok(Outbound {
@@ -108,12 +111,20 @@ impl Outbound {
             verified,
             cache,
             mta_sts,
-            tls_results: tls_report::TlsResults::new(crate::clock::now_unix()),
+            tls_results,
         })
     }
 
     pub fn dns(&self) -> &Dns {
         &self.dns
+    }
+
+    /// The TLS reports due at `now`: those to https addresses are sent
+    /// here, those to mailto addresses are returned to be queued.
+    pub async fn tls_reports_due(&self, hostname: &str, now: i64) -> Vec<crate::spool::NewMessage> {
+        self.tls_results
+            .due(&self.dns, &self.verified, hostname, now)
+            .await
     }
 
     /// Finds `destination`'s servers (never `Local`) and a connection to the
@@ -152,6 +163,19 @@ impl Outbound {
                         MxSigning::Signed => true,
                         MxSigning::Unsigned => false,
                         MxSigning::Unusable(why) => {
+                            self.tls_results.record(
+                                domain,
+                                &tls_report::Applied::Tlsa {
+                                    host: String::new(),
+                                    records: Vec::new(),
+                                },
+                                tls_report::Outcome::Failure {
+                                    result: ResultType::DnssecInvalid,
+                                    mx_host: None,
+                                    ip: None,
+                                    reason: why.clone(),
+                                },
+                            );
                             return Err(DeliveryFailure::new(
                                 Severity::Transient,
                                 FailureKind::Tls,
@@ -208,7 +232,7 @@ impl Outbound {
                 }
                 Err(_) if kept => {
                     kept = false;
-                    match self.open(&servers, &settings, &endpoint).await {
+                    match self.open(&servers, &settings, &server).await {
                         Ok(fresh) => {
                             conn = fresh;
                             continue;
@@ -251,27 +275,45 @@ impl Outbound {
         servers: &mut Servers,
         settings: &Settings,
     ) -> Option<(Server, Connection, bool)> {
-        while let Some(server) = servers.next(&self.dns).await {
+        loop {
+            let next = servers.next(&self.dns).await;
+            let passed_over = servers.take_passed_over();
+            if let Some(domain) = servers.mx_domain() {
+                for (host, why) in passed_over {
+                    let applied = tls_report::Applied::Tlsa {
+                        host: host.clone(),
+                        records: Vec::new(),
+                    };
+                    let outcome = tls_report::Outcome::Failure {
+                        result: ResultType::DnssecInvalid,
+                        mx_host: Some(host),
+                        ip: None,
+                        reason: why,
+                    };
+                    self.tls_results.record(domain, &applied, outcome);
+                }
+            }
+            let server = next?;
             let endpoint = self.endpoint(settings, &server);
             if let Some(conn) = self.cache.take(&endpoint.key()) {
                 return Some((server, conn, true));
             }
-            match self.open(servers, settings, &endpoint).await {
+            match self.open(servers, settings, &server).await {
                 Ok(conn) => return Some((server, conn, false)),
                 Err(f) => servers.failed(&server, f),
             }
         }
-        None
     }
 
-    /// A new connection to `endpoint`, one of `servers`; what became of it
+    /// A new connection to `server`, one of `servers`; what became of it
     /// counts for port-25 detection and TLS reports when they are MX hosts.
     async fn open(
         &self,
         servers: &Servers,
         settings: &Settings,
-        endpoint: &Endpoint<'_>,
+        server: &Server,
     ) -> Result<Connection, ConnectFailure> {
+        let endpoint = &self.endpoint(settings, server);
         let Some(domain) = servers.mx_domain() else {
             return client::open(endpoint, &self.config.hostname).await;
         };
@@ -299,8 +341,16 @@ impl Outbound {
             Err(f) if f.tcp_failed => self.port25.record_failure(domain, endpoint.addr),
             _ => self.port25.record_success(endpoint.addr),
         }
-        if let (Some(applied), Some(outcome)) = (&settings.report, tls_outcome(&opened, endpoint)) {
-            self.tls_results.record(domain, applied, outcome);
+        // A host's TLSA records are the policy its session is held to.
+        let applied = match &server.dane {
+            Some(dane) => Some(tls_report::Applied::Tlsa {
+                host: server.host.clone(),
+                records: dane.records.clone(),
+            }),
+            None => settings.report.clone(),
+        };
+        if let (Some(applied), Some(outcome)) = (applied, tls_outcome(&opened, endpoint)) {
+            self.tls_results.record(domain, &applied, outcome);
         }
         opened
     }
@@ -368,13 +418,16 @@ impl Outbound {
         );
         // A host's own TLSA records come before the domain's policy.
         let (tls, connector, verified, tls_required_by) = match &server.dane {
-            Some(Dane::Verify(connector)) => (
+            Some(Dane {
+                verifier: Some(connector),
+                ..
+            }) => (
                 TlsMode::Required,
                 connector,
                 true,
                 "its TLSA records (DANE)",
             ),
-            Some(Dane::TlsOnly) => (
+            Some(Dane { verifier: None, .. }) => (
                 TlsMode::Required,
                 &self.unverified,
                 false,
@@ -520,11 +573,10 @@ fn tls_outcome(
 ) -> Option<tls_report::Outcome> {
     let failure = |result, reason: &str| tls_report::Outcome::Failure {
         result,
-        mx_host: endpoint.host.to_string(),
-        ip: endpoint.addr.ip(),
+        mx_host: Some(endpoint.host.to_string()),
+        ip: Some(endpoint.addr.ip()),
         reason: reason.to_string(),
     };
-    use mail_auth::report::tlsrpt::ResultType;
     match opened {
         Ok(conn) if conn.encrypted => Some(tls_report::Outcome::Success),
         Ok(_) => Some(failure(

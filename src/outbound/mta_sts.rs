@@ -17,9 +17,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
+use mail_auth::report::tlsrpt::ResultType;
 use rustls_pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
+use super::tls_report::{Applied, Outcome, TlsResults};
 use crate::clock::now_unix;
 use crate::dns::Dns;
 
@@ -124,6 +126,29 @@ impl Policy {
     }
 }
 
+/// Why a policy could not be had, in RFC 8460's terms for TLS reports.
+#[derive(Debug)]
+struct FetchFailure {
+    /// sts-policy-fetch-error, sts-webpki-invalid or sts-policy-invalid.
+    result: ResultType,
+    text: String,
+}
+
+impl FetchFailure {
+    fn fetch(text: impl std::fmt::Display) -> FetchFailure {
+        FetchFailure {
+            result: ResultType::StsPolicyFetchError,
+            text: text.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for FetchFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// A policy as fetched: under which id, and when.
 struct Kept {
     id: String,
@@ -144,10 +169,12 @@ pub struct Policies {
     /// When a domain's fetch last failed: one that hangs is not waited for
     /// again by every delivery for a while.
     failed: Mutex<HashMap<String, i64>>,
+    /// Where failed fetches are counted for TLS reports.
+    results: Arc<TlsResults>,
 }
 
 impl Policies {
-    pub fn new(dns: Dns, connector: TlsConnector, port: u16) -> Policies {
+    pub fn new(dns: Dns, connector: TlsConnector, port: u16, results: Arc<TlsResults>) -> Policies {
         Policies {
             dns,
             connector,
@@ -155,6 +182,7 @@ impl Policies {
             kept: Mutex::default(),
             fetching: Mutex::default(),
             failed: Mutex::default(),
+            results,
         }
     }
 
@@ -247,7 +275,7 @@ impl Policies {
     async fn fetch_and_keep(&self, domain: &str, id: String) -> Option<Arc<Policy>> {
         let fetched = tokio::time::timeout(FETCH_TIMEOUT, self.fetch(domain))
             .await
-            .unwrap_or_else(|_| Err("no answer within a minute".into()));
+            .unwrap_or_else(|_| Err(FetchFailure::fetch("no answer within a minute")));
         match fetched {
             Ok(policy) => {
                 tracing::info!(event = "mta_sts_policy", domain, id, mode = ?policy.mode, mx = ?policy.mx, max_age = policy.max_age);
@@ -264,6 +292,17 @@ impl Policies {
             }
             Err(error) => {
                 tracing::warn!(event = "mta_sts_fetch_failed", domain, %error);
+                let unfetched = Applied::Sts {
+                    lines: Vec::new(),
+                    mx: Vec::new(),
+                };
+                let outcome = Outcome::Failure {
+                    result: error.result,
+                    mx_host: None,
+                    ip: None,
+                    reason: error.text,
+                };
+                self.results.record(domain, &unfetched, outcome);
                 let now = now_unix();
                 self.failed
                     .lock()
@@ -288,10 +327,14 @@ impl Policies {
     }
 
     /// GET `https://mta-sts.<domain>/.well-known/mta-sts.txt`.
-    async fn fetch(&self, domain: &str) -> Result<Policy, String> {
+    async fn fetch(&self, domain: &str) -> Result<Policy, FetchFailure> {
         let host = format!("mta-sts.{domain}");
-        let addrs = self.dns.addresses(&host).await.map_err(|e| e.to_string())?;
-        let mut last = format!("{host} has no address");
+        let addrs = self
+            .dns
+            .addresses(&host)
+            .await
+            .map_err(FetchFailure::fetch)?;
+        let mut last = FetchFailure::fetch(format!("{host} has no address"));
         for ip in addrs {
             // Each address its share of the minute: a dead first one must
             // not use it all.
@@ -300,48 +343,69 @@ impl Policies {
                 self.fetch_from(&host, SocketAddr::new(ip, self.port)),
             )
             .await
-            .unwrap_or_else(|_| Err(format!("no answer within {} s", PER_ADDRESS.as_secs())));
+            .unwrap_or_else(|_| {
+                Err(FetchFailure::fetch(format!(
+                    "no answer within {} s",
+                    PER_ADDRESS.as_secs()
+                )))
+            });
             match fetched {
                 Ok(policy) => return Ok(policy),
-                Err(e) => last = format!("{host} ({ip}): {e}"),
+                Err(e) => {
+                    last = FetchFailure {
+                        text: format!("{host} ({ip}): {e}"),
+                        ..e
+                    }
+                }
             }
         }
         Err(last)
     }
 
-    async fn fetch_from(&self, host: &str, addr: SocketAddr) -> Result<Policy, String> {
+    async fn fetch_from(&self, host: &str, addr: SocketAddr) -> Result<Policy, FetchFailure> {
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
-            .map_err(|e| e.to_string())?;
-        let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+            .map_err(FetchFailure::fetch)?;
+        let name = ServerName::try_from(host.to_string()).map_err(FetchFailure::fetch)?;
         let tls = self
             .connector
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS: {e}"))?;
+            .map_err(|e| FetchFailure {
+                result: ResultType::StsWebpkiInvalid,
+                text: format!("TLS: {e}"),
+            })?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(FetchFailure::fetch)?;
         tokio::spawn(connection);
         let request = hyper::Request::get("/.well-known/mta-sts.txt")
             .header("Host", host)
             .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
+            .map_err(FetchFailure::fetch)?;
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(FetchFailure::fetch)?;
         // RFC 8461 §3.3: no redirects; only 200 is a policy.
         if response.status() != hyper::StatusCode::OK {
-            return Err(format!("HTTP status {}", response.status()));
+            return Err(FetchFailure::fetch(format!(
+                "HTTP status {}",
+                response.status()
+            )));
         }
         let body = Limited::new(response.into_body(), MAX_POLICY)
             .collect()
             .await
-            .map_err(|e| format!("the policy: {e}"))?
+            .map_err(|e| FetchFailure::fetch(format!("the policy: {e}")))?
             .to_bytes();
-        let text = std::str::from_utf8(&body).map_err(|_| "the policy is not UTF-8")?;
-        Policy::parse(text)
+        let invalid = |text: String| FetchFailure {
+            result: ResultType::StsPolicyInvalid,
+            text,
+        };
+        let text =
+            std::str::from_utf8(&body).map_err(|_| invalid("the policy is not UTF-8".into()))?;
+        Policy::parse(text).map_err(|e| invalid(format!("the policy: {e}")))
     }
 }
 

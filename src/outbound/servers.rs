@@ -48,6 +48,8 @@ pub struct Servers {
     answered: bool,
     tried: bool,
     passed_over: bool,
+    /// Hosts passed over since last asked, and why, for TLS reports.
+    newly_passed_over: Vec<(String, String)>,
     last: Option<DeliveryFailure>,
 }
 
@@ -74,6 +76,7 @@ impl Servers {
             answered: false,
             tried: false,
             passed_over: false,
+            newly_passed_over: Vec::new(),
             last: None,
         }
     }
@@ -127,6 +130,7 @@ impl Servers {
                             FailureKind::Tls,
                             format!("{host}: not tried: {why}"),
                         ));
+                        self.newly_passed_over.push((host, why));
                         continue;
                     }
                 }
@@ -145,6 +149,12 @@ impl Servers {
                 }
             }
         }
+    }
+
+    /// The hosts `next` passed over since the last call, because their TLSA
+    /// records could not be settled, and why.
+    pub fn take_passed_over(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.newly_passed_over)
     }
 
     /// `server` could not be used; the next one is tried.

@@ -1,30 +1,50 @@
 //! TLS reporting (RFC 8460): what came of each new TLS session to each
-//! recipient domain's MX hosts, counted per domain with the policy it had
-//! (MTA-STS, or none); the server sends each domain that asks for reports
-//! (`_smtp._tls.<domain>` TXT `v=TLSRPTv1; rua=mailto:...`) one aggregate
-//! report per `tls_report_interval`, written by mail-auth (JSON, gzipped).
-//! Counted in memory: a restart loses the counts of the period, which are
-//! statistics, not mail.
+//! recipient domain's MX hosts, counted per domain and per policy the
+//! session was held to (the domain's MTA-STS policy, a host's TLSA records,
+//! or none), with the failures to get a policy at all (a policy host that
+//! cannot be reached, TLSA or MX records that do not validate). The server
+//! sends each domain that asks for reports (`_smtp._tls.<domain>` TXT
+//! `v=TLSRPTv1; rua=mailto:...,https://...`) one aggregate report per
+//! `tls_report_interval`, written by mail-auth (JSON, gzipped): by mail to
+//! its mailto addresses, POSTed to its https ones. Counted in memory: a
+//! restart loses the counts of the period, which are statistics, not mail.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
+use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
 use mail_auth::report::tlsrpt::{
     DateRange, FailureDetails, Policy as ReportPolicy, PolicyDetails, PolicyType, ResultType,
     Summary, TlsReport,
 };
+use rustls_pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 use crate::dns::Dns;
 use crate::spool::NewMessage;
 
+/// How long one POST of a report to one address may take.
+const POST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The policy a domain's sessions were held to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Applied {
-    /// An MTA-STS policy: its text, one line per element, and its mx patterns.
+    /// An MTA-STS policy: its text, one line per element, and its mx
+    /// patterns; both empty when the policy could not be fetched.
     Sts {
         lines: Vec<String>,
         mx: Vec<String>,
+    },
+    /// A host's TLSA records (DANE), as presented (`3 1 1 0a1b…`); none
+    /// when they could not be had. `host` is empty for the domain's MX
+    /// records.
+    Tlsa {
+        host: String,
+        records: Vec<String>,
     },
     None,
 }
@@ -35,21 +55,26 @@ pub enum Outcome {
     Success,
     Failure {
         result: ResultType,
-        mx_host: String,
-        ip: IpAddr,
-        /// The error as the TLS library gave it.
+        /// The host and address, when a host was tried.
+        mx_host: Option<String>,
+        ip: Option<IpAddr>,
+        /// The error as the TLS library (or the policy lookup) gave it.
         reason: String,
     },
 }
 
+type FailureKey = (ResultType, Option<String>, Option<IpAddr>, String);
+
 #[derive(Default)]
-struct DomainCounts {
-    applied: Option<Applied>,
+struct PolicyCounts {
     success: u32,
-    failures: HashMap<(ResultType, String, IpAddr, String), u32>,
+    failures: HashMap<FailureKey, u32>,
 }
 
-/// The counts since the last report, per recipient domain.
+/// One recipient domain's counts, per policy.
+type DomainCounts = HashMap<Applied, PolicyCounts>;
+
+/// The counts since the last report (when it began), per recipient domain.
 pub struct TlsResults {
     since: Mutex<(i64, HashMap<String, DomainCounts>)>,
 }
@@ -64,8 +89,12 @@ impl TlsResults {
     /// Counts one session to `domain`'s MX hosts under `applied`.
     pub fn record(&self, domain: &str, applied: &Applied, outcome: Outcome) {
         let mut guard = self.since.lock().unwrap_or_else(|e| e.into_inner());
-        let counts = guard.1.entry(domain.to_ascii_lowercase()).or_default();
-        counts.applied = Some(applied.clone());
+        let counts = guard
+            .1
+            .entry(domain.to_ascii_lowercase())
+            .or_default()
+            .entry(applied.clone())
+            .or_default();
         match outcome {
             Outcome::Success => counts.success = counts.success.saturating_add(1),
             Outcome::Failure {
@@ -83,9 +112,16 @@ impl TlsResults {
         }
     }
 
-    /// The reports due at `now` (one per domain that asks for them, to its
-    /// mailto addresses), from `postmaster@hostname`; the counts start again.
-    pub async fn due(&self, dns: &Dns, hostname: &str, now: i64) -> Vec<NewMessage> {
+    /// Sends the reports due at `now` to the https addresses of the domains
+    /// that ask for them (over `connector`), and returns the mail to their
+    /// mailto addresses, from `postmaster@hostname`; the counts start again.
+    pub async fn due(
+        &self,
+        dns: &Dns,
+        connector: &TlsConnector,
+        hostname: &str,
+        now: i64,
+    ) -> Vec<NewMessage> {
         let (since, counted) = {
             let mut guard = self.since.lock().unwrap_or_else(|e| e.into_inner());
             let since = std::mem::replace(&mut guard.0, now);
@@ -93,35 +129,52 @@ impl TlsResults {
         };
         let mut messages = Vec::new();
         for (domain, counts) in counted {
-            let to = report_addresses(dns, &domain).await;
-            if to.is_empty() {
+            let (mailto, https) = report_addresses(dns, &domain).await;
+            if mailto.is_empty() && https.is_empty() {
                 continue;
             }
             let report = report(&domain, counts, hostname, (since, now));
-            let from = format!("postmaster@{hostname}");
-            let body = match report.to_rfc5322(
-                &domain,
-                hostname,
-                ("TLS reports", from.as_str()),
-                to.iter().map(String::as_str),
-            ) {
-                Ok(body) => body,
+            let gzipped = match gzip(report.to_json().as_bytes()) {
+                Ok(gzipped) => gzipped,
                 Err(e) => {
                     tracing::warn!(event = "tls_report_failed", domain, error = %e);
                     continue;
                 }
             };
-            tracing::info!(event = "tls_report", domain, to = ?to);
-            let to: Vec<&str> = to.iter().map(String::as_str).collect();
-            messages.push(NewMessage::generated(from, &to, body.into_bytes()));
+            for uri in &https {
+                match post(dns, connector, &gzipped, uri).await {
+                    Ok(()) => tracing::info!(event = "tls_report", domain, to = %uri),
+                    Err(e) => {
+                        tracing::warn!(event = "tls_report_failed", domain, to = %uri, error = %e)
+                    }
+                }
+            }
+            if mailto.is_empty() {
+                continue;
+            }
+            let from = format!("postmaster@{hostname}");
+            let mut body = Vec::new();
+            if let Err(e) = report.write_rfc5322_from_bytes(
+                &domain,
+                hostname,
+                ("TLS reports", from.as_str()),
+                mailto.iter().map(String::as_str),
+                &gzipped,
+                &mut body,
+            ) {
+                tracing::warn!(event = "tls_report_failed", domain, error = %e);
+                continue;
+            }
+            tracing::info!(event = "tls_report", domain, to = ?mailto);
+            let to: Vec<&str> = mailto.iter().map(String::as_str).collect();
+            messages.push(NewMessage::generated(from, &to, body));
         }
         messages
     }
 }
 
-/// The mailto addresses of `domain`'s TLSRPT record (RFC 8460 §3); https
-/// ones are not sent to.
-async fn report_addresses(dns: &Dns, domain: &str) -> Vec<String> {
+/// The mailto and https addresses of `domain`'s TLSRPT record (RFC 8460 §3).
+async fn report_addresses(dns: &Dns, domain: &str) -> (Vec<String>, Vec<String>) {
     let records = dns
         .lookup_values(
             &format!("_smtp._tls.{domain}"),
@@ -132,19 +185,96 @@ async fn report_addresses(dns: &Dns, domain: &str) -> Vec<String> {
     let mut announced = records
         .iter()
         .filter(|r| r.split(';').next().map(str::trim) == Some("v=TLSRPTv1"));
-    let Some(record) = announced.next() else {
-        return Vec::new();
+    let (Some(record), None) = (announced.next(), announced.next()) else {
+        return (Vec::new(), Vec::new());
     };
-    if announced.next().is_some() {
-        return Vec::new();
-    }
-    record
+    let uris: Vec<&str> = record
         .split(';')
         .filter_map(|field| field.trim().strip_prefix("rua="))
         .flat_map(|uris| uris.split(','))
-        .filter_map(|uri| uri.trim().strip_prefix("mailto:"))
+        .map(str::trim)
+        .collect();
+    let mailto = uris
+        .iter()
+        .filter_map(|uri| uri.strip_prefix("mailto:"))
         .map(str::to_string)
-        .collect()
+        .collect();
+    let https = uris
+        .iter()
+        .filter(|uri| uri.starts_with("https://"))
+        .map(|uri| uri.to_string())
+        .collect();
+    (mailto, https)
+}
+
+fn gzip(json: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(json)?;
+    encoder.finish()
+}
+
+/// POSTs a `gzipped` report to `uri` (RFC 8460 §5.2: `application/tlsrpt+gzip`),
+/// the server's certificate verified by `connector`; any 2xx is taken.
+async fn post(
+    dns: &Dns,
+    connector: &TlsConnector,
+    gzipped: &[u8],
+    uri: &str,
+) -> Result<(), String> {
+    let uri: hyper::Uri = uri.parse().map_err(|e| format!("{e}"))?;
+    let host = uri.host().ok_or("no host")?.to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let gzipped = Bytes::copy_from_slice(gzipped);
+    let addrs = dns.addresses(&host).await.map_err(|e| e.to_string())?;
+    let mut last = format!("{host} has no address");
+    for ip in addrs {
+        let request = hyper::Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
+            .header("Host", &host)
+            .header("Content-Type", "application/tlsrpt+gzip")
+            .body(Full::new(gzipped.clone()))
+            .map_err(|e| e.to_string())?;
+        let sent = tokio::time::timeout(
+            POST_TIMEOUT,
+            post_to(connector, &host, SocketAddr::new(ip, port), request),
+        )
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} s", POST_TIMEOUT.as_secs())));
+        match sent {
+            Ok(()) => return Ok(()),
+            Err(e) => last = format!("{host} ({ip}): {e}"),
+        }
+    }
+    Err(last)
+}
+
+async fn post_to(
+    connector: &TlsConnector,
+    host: &str,
+    addr: SocketAddr,
+    request: hyper::Request<Full<Bytes>>,
+) -> Result<(), String> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("HTTP status {}", response.status()))
+    }
 }
 
 fn report(
@@ -153,11 +283,33 @@ fn report(
     hostname: &str,
     (since, now): (i64, i64),
 ) -> TlsReport {
-    let mut details = match counts.applied.unwrap_or(Applied::None) {
+    let policies = counts
+        .into_iter()
+        .map(|(applied, counts)| policy_report(domain, applied, counts))
+        .collect();
+    TlsReport {
+        organization_name: Some(hostname.to_string()),
+        date_range: DateRange::from_timestamps(since, now),
+        contact_info: Some(format!("postmaster@{hostname}")),
+        report_id: format!("{domain}.{since}.{now}@{hostname}"),
+        policies,
+    }
+}
+
+fn policy_report(domain: &str, applied: Applied, counts: PolicyCounts) -> ReportPolicy {
+    let mut details = match applied {
         Applied::Sts { lines, mx } => {
             let mut details = PolicyDetails::new(PolicyType::Sts, domain);
             details.policy_string = lines;
             details.mx_host = mx;
+            details
+        }
+        Applied::Tlsa { host, records } => {
+            let mut details = PolicyDetails::new(PolicyType::Tlsa, domain);
+            details.policy_string = records;
+            if !host.is_empty() {
+                details.mx_host = vec![host];
+            }
             details
         }
         Applied::None => PolicyDetails::new(PolicyType::NoPolicyFound, domain),
@@ -171,27 +323,24 @@ fn report(
         .failures
         .into_iter()
         .map(|((result, mx_host, ip, reason), n)| {
-            let mut details = FailureDetails::new(result)
-                .with_receiving_mx_hostname(mx_host)
-                .with_receiving_ip(ip)
-                .with_failure_reason_code(reason);
+            let mut details = FailureDetails::new(result).with_failure_reason_code(reason);
+            if let Some(host) = mx_host {
+                details = details.with_receiving_mx_hostname(host);
+            }
+            if let Some(ip) = ip {
+                details = details.with_receiving_ip(ip);
+            }
             details.failed_session_count = n;
             details
         })
         .collect();
-    TlsReport {
-        organization_name: Some(hostname.to_string()),
-        date_range: DateRange::from_timestamps(since, now),
-        contact_info: Some(format!("postmaster@{hostname}")),
-        report_id: format!("{domain}.{since}.{now}@{hostname}"),
-        policies: vec![ReportPolicy {
-            policy: details,
-            summary: Summary {
-                total_success: counts.success,
-                total_failure,
-            },
-            failure_details,
-        }],
+    ReportPolicy {
+        policy: details,
+        summary: Summary {
+            total_success: counts.success,
+            total_failure,
+        },
+        failure_details,
     }
 }
 

@@ -254,10 +254,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         tokio::spawn(send_reports(Arc::clone(&ctx), interval, move |now| {
             let (delivery, ctx) = (Arc::clone(&delivery), Arc::clone(&ctx_for_reports));
             async move {
-                let outbound = &delivery.outbound;
-                outbound
-                    .tls_results
-                    .due(outbound.dns(), &ctx.config.hostname, now)
+                delivery
+                    .outbound
+                    .tls_reports_due(&ctx.config.hostname, now)
                     .await
             }
         }));

@@ -4,6 +4,7 @@
 pub mod certs;
 pub mod clients;
 pub mod dns;
+pub mod https;
 pub mod load;
 pub mod netlab;
 pub mod pebble;

@@ -234,3 +234,55 @@ fn an_enforced_policy_sends_only_to_named_hosts_with_valid_certificates() {
         "no TLSRPT record, no report: {read}"
     );
 }
+
+/// RFC 8461 §5.1: a policy holds for its max_age, across a restart too.
+/// With the policy host gone after the restart (as an attacker would block
+/// it), mail still waits for a host the policy names rather than going to
+/// one it does not.
+#[test]
+fn a_policy_is_kept_across_a_restart() {
+    let dns = TestDns::start();
+    let certs = tempfile::tempdir().expect("dir");
+    let (ca, cert, key) = ca_signed(certs.path(), &["mta-sts.kept.test"]);
+    let policies = tempfile::tempdir().expect("dir");
+    let https_port = free_port();
+    let policy_host = HttpsServer::start(at(80, https_port), &cert, &key, policies.path());
+    publish(
+        &dns,
+        policies.path(),
+        "kept.test",
+        "version: STSv1\nmode: enforce\nmx: mx.other.test\nmax_age: 86400\n",
+        88,
+    );
+    let mx_port = free_port();
+    let unnamed = Peer::start(at(88, mx_port), &[]);
+    let mut s = TestServer::configure(&TestServer::config_for(&format!(
+        "trusted_networks = [\"127.0.0.1/32\"]\n[delivery]\nmx_port = {mx_port}\n\
+         mta_sts_port = {https_port}\n{}retry_min = 60\nretry_max = 120\ntimeout = 5\n\
+         connect_timeout = 3\n",
+        dns.config()
+    )));
+    s.env
+        .push(("SSL_CERT_FILE".into(), ca.to_str().expect("ca").into()));
+    s.add_alice();
+    s.spawn();
+    let waits = |s: &TestServer, rcpt: &str| {
+        let id = send(s, "app@example.com", &[rcpt], "Subject: kept\n\nx\n");
+        let show = show_after_attempt(s, &id);
+        assert!(
+            show.contains("MTA-STS policy of kept.test (enforce): none of its MX hosts"),
+            "{show}\n{}",
+            s.log()
+        );
+    };
+    waits(&s, "bob@kept.test");
+    drop(policy_host);
+    s.kill();
+    s.spawn();
+    wait_log(&s, "event=\"mta_sts_loaded\" policies=1");
+    waits(&s, "carol@kept.test");
+    assert!(
+        unnamed.received().is_empty(),
+        "a host the policy does not name got mail"
+    );
+}

@@ -81,7 +81,13 @@ pub struct Reached {
 }
 
 impl Outbound {
-    pub fn new(config: Arc<Config>, dns: Dns) -> Result<Outbound, OutboundSetupError> {
+    /// `store` keeps MTA-STS policies across restarts (`load_kept` reads
+    /// them back).
+    pub fn new(
+        config: Arc<Config>,
+        dns: Dns,
+        store: Option<crate::store::Store>,
+    ) -> Result<Outbound, OutboundSetupError> {
         crate::tls::install_crypto_provider();
         let unverified =
             mail_send::smtp::tls::build_tls_connector(true).map_err(OutboundSetupError)?;
@@ -99,6 +105,7 @@ impl Outbound {
                 verified.clone(),
                 config.delivery.mta_sts_port,
                 Arc::clone(&tls_results),
+                store,
             ))
         });
         Ok(Outbound {
@@ -117,6 +124,13 @@ impl Outbound {
 
     pub fn dns(&self) -> &Dns {
         &self.dns
+    }
+
+    /// Takes up what the store kept from before a restart (MTA-STS policies).
+    pub async fn load_kept(&self) {
+        if let Some(policies) = &self.mta_sts {
+            policies.load().await;
+        }
     }
 
     /// The TLS reports due at `now`: those to https addresses are sent

@@ -7,7 +7,10 @@
 //! one still serves, once its id changes or half its age has passed. With
 //! `mode: enforce` mail goes only to the MX hosts the policy names, over TLS
 //! with a certificate valid for the host (`outbound` asks); `testing` only
-//! logs what would have failed.
+//! logs what would have failed. Policies are kept in the store as well,
+//! and read back at start: a restart does not forget one before its
+//! max_age (§5.1), so blocking the policy host then does not turn
+//! enforcement off.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -24,6 +27,7 @@ use tokio_rustls::TlsConnector;
 use super::tls_report::{Applied, Outcome, TlsResults};
 use crate::clock::now_unix;
 use crate::dns::Dns;
+use crate::store::{KeptPolicy, Store};
 
 /// RFC 8461 §3.3: a policy body is at most 64 KiB.
 const MAX_POLICY: usize = 64 * 1024;
@@ -171,10 +175,18 @@ pub struct Policies {
     failed: Mutex<HashMap<String, i64>>,
     /// Where failed fetches are counted for TLS reports.
     results: Arc<TlsResults>,
+    /// Where policies are kept across restarts; none in unit tests.
+    store: Option<Store>,
 }
 
 impl Policies {
-    pub fn new(dns: Dns, connector: TlsConnector, port: u16, results: Arc<TlsResults>) -> Policies {
+    pub fn new(
+        dns: Dns,
+        connector: TlsConnector,
+        port: u16,
+        results: Arc<TlsResults>,
+        store: Option<Store>,
+    ) -> Policies {
         Policies {
             dns,
             connector,
@@ -183,7 +195,41 @@ impl Policies {
             fetching: Mutex::default(),
             failed: Mutex::default(),
             results,
+            store,
         }
+    }
+
+    /// Takes up the policies the store kept that have not expired.
+    pub async fn load(&self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let rows = match store.mta_sts_policies(now_unix()).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(event = "store_error", error = %e, "the kept MTA-STS policies cannot be read");
+                return;
+            }
+        };
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        for row in rows {
+            match Policy::parse(&row.policy) {
+                Ok(policy) => {
+                    kept.insert(
+                        row.domain,
+                        Kept {
+                            id: row.id,
+                            policy: Arc::new(policy),
+                            fetched: row.fetched,
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(event = "mta_sts_kept_invalid", domain = %row.domain, error = %e)
+                }
+            }
+        }
+        tracing::info!(event = "mta_sts_loaded", policies = kept.len());
     }
 
     /// `domain`'s policy now, if it has one: the kept one while it is
@@ -280,12 +326,26 @@ impl Policies {
             Ok(policy) => {
                 tracing::info!(event = "mta_sts_policy", domain, id, mode = ?policy.mode, mx = ?policy.mx, max_age = policy.max_age);
                 let policy = Arc::new(policy);
+                let fetched = now_unix();
+                if let Some(store) = &self.store {
+                    let row = KeptPolicy {
+                        domain: domain.to_string(),
+                        id: id.clone(),
+                        policy: policy.lines().join("\n"),
+                        fetched,
+                        expires: fetched.saturating_add_unsigned(policy.max_age),
+                    };
+                    if let Err(e) = store.keep_mta_sts_policy(&row).await {
+                        // Still kept in memory; only a restart would forget it.
+                        tracing::error!(event = "store_error", domain, error = %e, "the MTA-STS policy cannot be kept");
+                    }
+                }
                 self.kept.lock().unwrap_or_else(|e| e.into_inner()).insert(
                     domain.to_string(),
                     Kept {
                         id,
                         policy: Arc::clone(&policy),
-                        fetched: now_unix(),
+                        fetched,
                     },
                 );
                 Some(policy)

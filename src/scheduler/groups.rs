@@ -75,7 +75,7 @@ mod tests {
         let store = Store::open(dir).await.expect("store");
         store.add_domain("example.com").await.expect("domain");
         let dns = Dns::new(&[]).expect("dns");
-        let outbound = Outbound::new(Arc::clone(&config), dns).expect("outbound");
+        let outbound = Outbound::new(Arc::clone(&config), dns, None).expect("outbound");
         let (queue, _) = ActiveQueue::new(spool, crate::scheduler::max_claimed(&config));
         let srs = Arc::new(crate::srs::Srs::with_secret(b"the unit tests' SRS key"));
         Delivery::new(config, queue, store, outbound, srs)

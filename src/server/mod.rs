@@ -124,7 +124,8 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     }
     let checks = dmarc::Checks::new(dns.authenticator(), &config.hostname, config.dmarc)
         .with_reports(config.dmarc_reports.is_some());
-    let outbound = Outbound::new(Arc::clone(&config), dns.clone())?;
+    let outbound = Outbound::new(Arc::clone(&config), dns.clone(), Some(store.clone()))?;
+    outbound.load_kept().await;
     let (queue, hand_offs) = ActiveQueue::new(spool, scheduler::max_claimed(&config));
     let watch = Arc::new(crate::watch::Watch::new(
         Arc::clone(&config),

@@ -17,11 +17,13 @@ use crate::smtp::address::{Mailbox, normalize_domain};
 mod aliases;
 mod dmarc_reports;
 mod dovecot;
+mod mta_sts;
 mod port_map;
 mod senders;
 pub use aliases::{MAX_ALIAS_EXPANSION, Target};
 pub use dmarc_reports::DmarcCounts;
 pub use dovecot::maildir_of;
+pub use mta_sts::KeptPolicy;
 pub use port_map::PortRecord;
 pub use senders::{Hold, OwnLimits, Sending, Standing, correspondent_key};
 

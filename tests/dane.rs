@@ -147,7 +147,7 @@ fn mx_hosts_with_signed_tlsa_records_get_mail_only_over_matching_tls() {
     says_why(&s, &ids[1], "matches none of the host's TLSA records");
     says_why(&s, &ids[2], "its TLSA records (DANE)");
     assert!(wrong.received().is_empty() && plain.received().is_empty());
-    // "TLS-Required: No" (RFC 8689 §4.1): the TLSA records are not applied.
+    // "TLS-Required: No" (RFC 8689 §3): the TLSA records are not applied.
     send(
         &s,
         "app@example.com",
@@ -163,7 +163,7 @@ fn mx_hosts_with_signed_tlsa_records_get_mail_only_over_matching_tls() {
     );
     assert_eq!(got[0]["tls"], false, "no STARTTLS offered");
     // The TLS reports (RFC 8460), POSTed: each host's sessions under its
-    // TLSA records; the waived message's session under none.
+    // TLSA records; the waived message's session is left out.
     let wanted = [
         "good.dane.test tlsa success>=1 failures=[]",
         "wrong.dane.test tlsa success=0 failures=['validation-failure mx-wrong.dane.test']",

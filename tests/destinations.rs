@@ -147,6 +147,11 @@ fn issue_11_mx_answers_are_kept_for_their_ttl() {
     // asks nothing of this unsigned server past its hourly probe of the
     // root's keys, which fails here.
     assert_eq!(dns.asked("remote.example"), 1, "MX questions");
+    let log = s.log();
+    assert!(
+        log.contains("event=\"dnssec_probe\"") && log.contains("DANE is not applied"),
+        "the failed probe is said: {log}"
+    );
 }
 
 /// A destination taken to be down is tried again at the operator's `queue

@@ -156,7 +156,7 @@ fn an_enforced_policy_sends_only_to_named_hosts_with_valid_certificates() {
             && show.to_lowercase().contains("certificate"),
         "{show}"
     );
-    // "TLS-Required: No" (RFC 8689 §4.1): the policy is not applied, and
+    // "TLS-Required: No" (RFC 8689 §3): the policy is not applied, and
     // the host gets the message over the TLS it offers, its certificate
     // unchecked; such sessions are left out of the reports.
     send(
@@ -208,7 +208,15 @@ fn an_enforced_policy_sends_only_to_named_hosts_with_valid_certificates() {
 
     // The reports of the period, summed over however many came by now.
     std::thread::sleep(std::time::Duration::from_secs(7));
-    let read = tls_report_totals(&reports.received(), policies.path());
+    let mailed = reports.received();
+    assert!(
+        mailed.iter().all(|m| m["data"]
+            .as_str()
+            .expect("data")
+            .starts_with("TLS-Required: No\r\n")),
+        "reports get through where TLS is broken (RFC 8460 §5.3)"
+    );
+    let read = tls_report_totals(&mailed, policies.path());
     // One session carried both of good.test's messages (it was kept).
     assert!(
         read.contains("good.test sts success>=1 failures=[]"),

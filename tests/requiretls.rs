@@ -19,7 +19,7 @@ print("before tls:", s.has_extn("requiretls"))
 s.starttls(context=ctx)
 s.ehlo("client.test")
 print("after tls:", s.has_extn("requiretls"))
-# The header asks the opposite; REQUIRETLS wins (RFC 8689 §4.1).
+# The header asks the opposite; REQUIRETLS wins (RFC 8689 §3).
 body = ("From: %s\r\nSubject: private\r\nTLS-Required: No\r\n\r\nfor your eyes only\r\n" % sender).encode()
 try:
     s.sendmail(sender, [rcpt], body, mail_options=["REQUIRETLS"])

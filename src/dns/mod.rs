@@ -40,6 +40,32 @@ pub enum MxAnswer {
     Null,
 }
 
+impl MxAnswer {
+    /// What MX records (preference, host) say.
+    pub fn of(records: Vec<(u16, String)>) -> MxAnswer {
+        match records.as_slice() {
+            [] => MxAnswer::Implicit,
+            [(_, host)] if host.is_empty() => MxAnswer::Null,
+            _ => MxAnswer::Hosts(records),
+        }
+    }
+}
+
+/// The MX records among `answers`: preference and host, lower case,
+/// without the final dot (empty for a null MX).
+fn mx_records(answers: &[hickory_resolver::proto::rr::Record]) -> Vec<(u16, String)> {
+    answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::MX(mx) => Some((
+                mx.preference,
+                mx.exchange.to_ascii().trim_end_matches('.').to_lowercase(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Answers the resolver keeps: room for the MX and addresses of over 5,000
 /// domains at a time.
 const CACHE_SIZE: u64 = 16_384;
@@ -58,10 +84,10 @@ struct Secure {
     /// The zone of the trust anchor (the root, or the configured key's).
     anchor_zone: String,
     /// Whether the resolvers asked pass DNSSEC records on at all, found by
-    /// validating the anchor zone's keys, kept for `PROBE_TTL`. Many home
-    /// routers and some ISP resolvers strip signatures: every answer would
-    /// then look forged, and mail to every signed domain would wait.
-    probe: std::sync::Mutex<Option<(Instant, bool)>>,
+    /// validating the anchor zone's keys. Many home routers and some ISP
+    /// resolvers strip signatures: every answer would then look forged, and
+    /// mail to every signed domain would wait.
+    probe: std::sync::Mutex<Probe>,
     /// Whether a domain's MX records are signed, kept for `SIGNED_MX_TTL`:
     /// hickory does not keep answers that fail validation, and an unsigned
     /// domain (most are) would cost a round of questions per delivery.
@@ -72,14 +98,28 @@ struct Secure {
 const SIGNED_MX_TTL: Duration = Duration::from_secs(300);
 /// Most domains whose answer is kept; past it the map starts over.
 const SIGNED_MX_KEPT: usize = 10_000;
-/// How long "the resolvers pass DNSSEC on" (or not) is kept.
-const PROBE_TTL: Duration = Duration::from_secs(3600);
+/// How long after a failed probe the next is tried.
+const PROBE_RETRY: Duration = Duration::from_secs(60);
+
+/// What is known of the resolvers' DNSSEC.
+#[derive(Debug, Clone, Copy)]
+enum Probe {
+    Untried,
+    /// The anchor zone's keys did not validate, at this time.
+    Failed(Instant),
+    /// They did once: from then on DANE applies for good, and an answer
+    /// that does not validate is taken for what it may be, an attack,
+    /// rather than for a resolver that cannot do DNSSEC.
+    Passed,
+}
 
 /// Whether a domain's MX hosts are under DANE (RFC 7672 §2.2.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MxSigning {
-    /// Validated MX records: the hosts' TLSA records are asked.
-    Signed,
+    /// Validated MX records (preference, host): the hosts delivery must
+    /// use (not the other resolver's, which an attacker may have forged),
+    /// and whose TLSA records are asked.
+    Signed(Vec<(u16, String)>),
     /// Unsigned (most domains), no MX records, or DANE off.
     Unsigned,
     /// MX records that do not validate, or a validation that could not be
@@ -140,6 +180,13 @@ impl Dns {
                 let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
                 let zone = anchor_zone(&text)
                     .ok_or_else(|| unreadable("no DNSKEY record in it".into()))?;
+                // The probe asks this name: a relative one would be asked
+                // under the search domains and fail, and DANE with it.
+                if !zone.ends_with('.') {
+                    return Err(unreadable(format!(
+                        "the owner of its DNSKEY record, {zone}, must be absolute (end with a dot)"
+                    )));
+                }
                 let anchors = text
                     .parse::<TrustAnchors>()
                     .map_err(|e| unreadable(e.to_string()))?;
@@ -150,7 +197,7 @@ impl Dns {
         self.secure = Some(Arc::new(Secure {
             resolver: resolver(nameservers, Some(Arc::new(anchors)))?,
             anchor_zone,
-            probe: std::sync::Mutex::new(None),
+            probe: std::sync::Mutex::new(Probe::Untried),
             signed_mx: std::sync::Mutex::new(HashMap::new()),
         }));
         Ok(self)
@@ -211,28 +258,22 @@ impl Dns {
     pub async fn mx(&self, domain: &str) -> Result<MxAnswer, DnsError> {
         let fqdn = format!("{}.", domain.trim_end_matches('.'));
         match self.resolver.mx_lookup(fqdn.as_str()).await {
-            Ok(lookup) => {
-                let hosts: Vec<(u16, String)> = lookup
-                    .answers()
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::MX(mx) => Some((
-                            mx.preference,
-                            mx.exchange.to_ascii().trim_end_matches('.').to_lowercase(),
-                        )),
-                        _ => None,
-                    })
-                    .collect();
-                if hosts.len() == 1 && hosts[0].1.is_empty() {
-                    return Ok(MxAnswer::Null);
-                }
-                Ok(if hosts.is_empty() {
-                    MxAnswer::Implicit
-                } else {
-                    MxAnswer::Hosts(hosts)
-                })
-            }
+            Ok(lookup) => Ok(MxAnswer::of(mx_records(lookup.answers()))),
             Err(e) => negative(domain, &e).map(|()| MxAnswer::Implicit),
+        }
+    }
+
+    /// The one TXT record at `name` whose first field is `tag` (`v=STSv1`,
+    /// `v=TLSRPTv1`); none when there is none, or several (RFC 8461 §3.1,
+    /// RFC 8460 §3: more than one is as none), or the lookup fails.
+    pub async fn tagged_txt(&self, name: &str, tag: &str) -> Option<String> {
+        let records = self.lookup_values(name, RecordType::TXT).await.ok()?;
+        let mut tagged = records
+            .into_iter()
+            .filter(|r| r.split(';').next().map(str::trim) == Some(tag));
+        match (tagged.next(), tagged.next()) {
+            (Some(record), None) => Some(record),
+            _ => None,
         }
     }
 
@@ -355,15 +396,20 @@ impl Dns {
         let fqdn = format!("{key}.");
         let signing = match secure.resolver.mx_lookup(fqdn.as_str()).await {
             Ok(lookup) => {
-                let mut mx = lookup
+                let proofs: Vec<Proof> = lookup
                     .answers()
                     .iter()
                     .filter(|r| r.data.record_type() == RecordType::MX)
-                    .peekable();
-                if mx.peek().is_some() && mx.all(|r| r.proof == Proof::Secure) {
-                    MxSigning::Signed
-                } else {
+                    .map(|r| r.proof)
+                    .collect();
+                if proofs.is_empty() || proofs.iter().all(|p| *p == Proof::Insecure) {
                     MxSigning::Unsigned
+                } else if proofs.iter().all(|p| *p == Proof::Secure) {
+                    MxSigning::Signed(mx_records(lookup.answers()))
+                } else {
+                    MxSigning::Unusable(format!(
+                        "the MX records of {key} do not validate (DNSSEC: {proofs:?})"
+                    ))
                 }
             }
             Err(e) => match validated_denial(&e) {
@@ -412,12 +458,13 @@ impl Dns {
                     matching: tlsa.matching.into(),
                     data: tlsa.cert_data.clone(),
                 }),
-                Proof::Bogus => {
+                // In an unsigned zone: no DANE.
+                Proof::Insecure => return TlsaAnswer::None,
+                proof => {
                     return TlsaAnswer::Unusable(format!(
-                        "the TLSA records of {host} do not validate (DNSSEC)"
+                        "the TLSA records of {host} do not validate (DNSSEC: {proof})"
                     ));
                 }
-                _ => return TlsaAnswer::None,
             }
         }
         if records.is_empty() {
@@ -430,13 +477,13 @@ impl Dns {
 
 impl Secure {
     /// Whether the resolvers pass DNSSEC records on: the anchor zone's keys
-    /// validate. Asked once per `PROBE_TTL`; a change is logged.
+    /// validate. Asked until they do (every `PROBE_RETRY`), then never again.
     async fn validates(&self) -> bool {
-        let kept = *self.probe.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, works)) = kept
-            && at.elapsed() < PROBE_TTL
-        {
-            return works;
+        let before = *self.probe.lock().unwrap_or_else(|p| p.into_inner());
+        match before {
+            Probe::Passed => return true,
+            Probe::Failed(at) if at.elapsed() < PROBE_RETRY => return false,
+            Probe::Failed(_) | Probe::Untried => {}
         }
         let works = match self
             .resolver
@@ -446,14 +493,16 @@ impl Secure {
             Ok(keys) => keys.answers().iter().any(|r| r.proof == Proof::Secure),
             Err(_) => false,
         };
-        if kept.map(|(_, before)| before) != Some(works) {
-            if works {
-                tracing::info!(event = "dnssec_probe", zone = %self.anchor_zone, "the DNS resolvers pass DNSSEC on: DANE applies");
-            } else {
-                tracing::warn!(event = "dnssec_probe", zone = %self.anchor_zone, "the DNS resolvers do not pass DNSSEC on (the keys of the trust anchor's zone do not validate): DANE is not applied; use a validating resolver, or set [delivery] dane = false");
+        let now = if works {
+            tracing::info!(event = "dnssec_probe", zone = %self.anchor_zone, "the DNS resolvers pass DNSSEC on: DANE applies");
+            Probe::Passed
+        } else {
+            if matches!(before, Probe::Untried) {
+                tracing::warn!(event = "dnssec_probe", zone = %self.anchor_zone, "the DNS resolvers do not pass DNSSEC on (the keys of the trust anchor's zone do not validate): DANE is not applied until they do; use a validating resolver, or set [delivery] dane = false");
             }
-        }
-        *self.probe.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), works));
+            Probe::Failed(Instant::now())
+        };
+        *self.probe.lock().unwrap_or_else(|p| p.into_inner()) = now;
         works
     }
 }

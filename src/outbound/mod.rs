@@ -11,6 +11,7 @@ mod cache;
 mod client;
 mod commands;
 mod dane;
+mod https;
 pub mod mta_sts;
 mod mx;
 pub mod port25;
@@ -33,7 +34,7 @@ use port25::Port25Monitor;
 use servers::{Server, Servers};
 
 use crate::config::{Config, Relay, RelayTls};
-use crate::dns::{Dns, MxSigning};
+use crate::dns::{Dns, MxAnswer, MxSigning};
 use crate::failure::{DeliveryFailure, FailureKind, Severity};
 use crate::router::Destination;
 
@@ -163,7 +164,32 @@ impl Outbound {
             }
             Destination::Mx(domain) => {
                 let port = self.config.delivery.mx_port;
+                // Asked first: a domain that does not exist, or whose DNS
+                // does not answer, fails as a DNS failure.
                 let hosts = mx::hosts(&self.dns, domain).await?;
+                // An address literal has no MX records to sign.
+                let signing = if self.config.delivery.dane && !domain.starts_with('[') {
+                    self.dns.mx_signing(domain).await
+                } else {
+                    MxSigning::Unsigned
+                };
+                let (hosts, dane) = match signing {
+                    // The validated records, not the other resolver's
+                    // answer: an attacker forging only that one would
+                    // otherwise send the mail to a host without TLSA records.
+                    MxSigning::Signed(records) => {
+                        (mx::in_order(domain, Ok(MxAnswer::of(records)))?, true)
+                    }
+                    MxSigning::Unsigned => (hosts, false),
+                    MxSigning::Unusable(why) => {
+                        self.record_dnssec_invalid(domain, None, &why);
+                        return Err(DeliveryFailure::new(
+                            Severity::Transient,
+                            FailureKind::Tls,
+                            format!("{why}; the mail waits (DANE, RFC 7672 §2.2.1)"),
+                        ));
+                    }
+                };
                 let policy = match &self.mta_sts {
                     Some(policies) => policies.policy(domain).await,
                     None => None,
@@ -172,31 +198,6 @@ impl Outbound {
                 if settings.tls == TlsMode::Required {
                     enforced = Some(domain);
                 }
-                let dane = self.config.delivery.dane
-                    && match self.dns.mx_signing(domain).await {
-                        MxSigning::Signed => true,
-                        MxSigning::Unsigned => false,
-                        MxSigning::Unusable(why) => {
-                            self.tls_results.record(
-                                domain,
-                                &tls_report::Applied::Tlsa {
-                                    host: String::new(),
-                                    records: Vec::new(),
-                                },
-                                tls_report::Outcome::Failure {
-                                    result: ResultType::DnssecInvalid,
-                                    mx_host: None,
-                                    ip: None,
-                                    reason: why.clone(),
-                                },
-                            );
-                            return Err(DeliveryFailure::new(
-                                Severity::Transient,
-                                FailureKind::Tls,
-                                format!("{why}; the mail waits (DANE, RFC 7672 §2.2.1)"),
-                            ));
-                        }
-                    };
                 (Servers::mx(domain, hosts, port).with_dane(dane), settings)
             }
             Destination::Local => {
@@ -294,17 +295,7 @@ impl Outbound {
             let passed_over = servers.take_passed_over();
             if let Some(domain) = servers.mx_domain() {
                 for (host, why) in passed_over {
-                    let applied = tls_report::Applied::Tlsa {
-                        host: host.clone(),
-                        records: Vec::new(),
-                    };
-                    let outcome = tls_report::Outcome::Failure {
-                        result: ResultType::DnssecInvalid,
-                        mx_host: Some(host),
-                        ip: None,
-                        reason: why,
-                    };
-                    self.tls_results.record(domain, &applied, outcome);
+                    self.record_dnssec_invalid(domain, Some(host), &why);
                 }
             }
             let server = next?;
@@ -317,6 +308,22 @@ impl Outbound {
                 Err(f) => servers.failed(&server, f),
             }
         }
+    }
+
+    /// Counts for TLS reports that `domain`'s MX records (no `host`) or a
+    /// host's TLSA records could not be validated.
+    fn record_dnssec_invalid(&self, domain: &str, host: Option<String>, why: &str) {
+        let applied = tls_report::Applied::Tlsa {
+            host: host.clone().unwrap_or_default(),
+            records: Vec::new(),
+        };
+        let outcome = tls_report::Outcome::Failure {
+            result: ResultType::DnssecInvalid,
+            mx_host: host,
+            ip: None,
+            reason: why.to_string(),
+        };
+        self.tls_results.record(domain, &applied, outcome);
     }
 
     /// A new connection to `server`, one of `servers`; what became of it

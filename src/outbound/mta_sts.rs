@@ -19,11 +19,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
 use mail_auth::report::tlsrpt::ResultType;
-use rustls_pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
+use super::https::{self, HttpsFailure};
 use super::tls_report::{Applied, Outcome, TlsResults};
 use crate::clock::now_unix;
 use crate::dns::Dns;
@@ -254,7 +253,9 @@ impl Policies {
         };
         match (kept, id) {
             (Some((policy, stale)), id) => {
-                if let (true, Some(id)) = (stale, id) {
+                // A policy host that failed lately is not asked again by
+                // every delivery meanwhile.
+                if let (true, Some(id), false) = (stale, id, self.failed_lately(&domain, now)) {
                     self.refresh_in_background(domain, id);
                 }
                 Some(policy)
@@ -276,22 +277,10 @@ impl Policies {
 
     /// The `id` of the domain's `v=STSv1` TXT record; `None` without one.
     async fn announced_id(&self, domain: &str) -> Option<String> {
-        let records = self
+        let record = self
             .dns
-            .lookup_values(
-                &format!("_mta-sts.{domain}"),
-                hickory_resolver::proto::rr::RecordType::TXT,
-            )
-            .await
-            .ok()?;
-        let mut announced = records
-            .iter()
-            .filter(|r| r.split(';').next().map(str::trim) == Some("v=STSv1"));
-        let record = announced.next()?;
-        // RFC 8461 §3.1: more than one record is no record.
-        if announced.next().is_some() {
-            return None;
-        }
+            .tagged_txt(&format!("_mta-sts.{domain}"), "v=STSv1")
+            .await?;
         record.split(';').find_map(|field| {
             let (key, value) = field.trim().split_once('=')?;
             (key.trim() == "id").then(|| value.trim().to_string())
@@ -423,30 +412,19 @@ impl Policies {
     }
 
     async fn fetch_from(&self, host: &str, addr: SocketAddr) -> Result<Policy, FetchFailure> {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(FetchFailure::fetch)?;
-        let name = ServerName::try_from(host.to_string()).map_err(FetchFailure::fetch)?;
-        let tls = self
-            .connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| FetchFailure {
-                result: ResultType::StsWebpkiInvalid,
-                text: format!("TLS: {e}"),
-            })?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(FetchFailure::fetch)?;
-        tokio::spawn(connection);
         let request = hyper::Request::get("/.well-known/mta-sts.txt")
             .header("Host", host)
             .body(Empty::<Bytes>::new())
             .map_err(FetchFailure::fetch)?;
-        let response = sender
-            .send_request(request)
+        let response = https::send(&self.connector, host, addr, request)
             .await
-            .map_err(FetchFailure::fetch)?;
+            .map_err(|e| FetchFailure {
+                result: match e {
+                    HttpsFailure::Tls(_) => ResultType::StsWebpkiInvalid,
+                    HttpsFailure::Other(_) => ResultType::StsPolicyFetchError,
+                },
+                text: e.to_string(),
+            })?;
         // RFC 8461 §3.3: no redirects; only 200 is a policy.
         if response.status() != hyper::StatusCode::OK {
             return Err(FetchFailure::fetch(format!(

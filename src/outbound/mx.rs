@@ -12,7 +12,15 @@ pub async fn hosts(dns: &Dns, domain: &str) -> Result<Vec<String>, DeliveryFailu
     if domain.starts_with('[') {
         return Ok(vec![domain.to_string()]);
     }
-    match dns.mx(domain).await {
+    in_order(domain, dns.mx(domain).await)
+}
+
+/// The hosts to try, in order, for `domain`'s MX `answer`.
+pub fn in_order(
+    domain: &str,
+    answer: Result<MxAnswer, DnsError>,
+) -> Result<Vec<String>, DeliveryFailure> {
+    match answer {
         Ok(MxAnswer::Hosts(mut records)) => {
             // Shuffle first, then a stable sort by preference: equal preferences
             // end up in random order, spreading load as RFC 5321 §5.1 asks.

@@ -16,19 +16,25 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use mail_auth::report::tlsrpt::{
     DateRange, FailureDetails, Policy as ReportPolicy, PolicyDetails, PolicyType, ResultType,
     Summary, TlsReport,
 };
-use rustls_pki_types::ServerName;
 use tokio_rustls::TlsConnector;
+
+use super::https;
 
 use crate::dns::Dns;
 use crate::spool::NewMessage;
 
 /// How long one POST of a report to one address may take.
 const POST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bounds on what a period's counts hold, whatever the domains mailed and
+/// their policies (TLSA sets can change with every lookup): past them new
+/// entries are left out, and the report says less.
+const MAX_DOMAINS: usize = 20_000;
+const MAX_POLICIES_PER_DOMAIN: usize = 8;
+const MAX_FAILURES_PER_POLICY: usize = 32;
 
 /// The policy a domain's sessions were held to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -89,12 +95,16 @@ impl TlsResults {
     /// Counts one session to `domain`'s MX hosts under `applied`.
     pub fn record(&self, domain: &str, applied: &Applied, outcome: Outcome) {
         let mut guard = self.since.lock().unwrap_or_else(|e| e.into_inner());
-        let counts = guard
-            .1
-            .entry(domain.to_ascii_lowercase())
-            .or_default()
-            .entry(applied.clone())
-            .or_default();
+        let domains = &mut guard.1;
+        let domain = domain.to_ascii_lowercase();
+        if domains.len() >= MAX_DOMAINS && !domains.contains_key(&domain) {
+            return;
+        }
+        let policies = domains.entry(domain).or_default();
+        if policies.len() >= MAX_POLICIES_PER_DOMAIN && !policies.contains_key(applied) {
+            return;
+        }
+        let counts = policies.entry(applied.clone()).or_default();
         match outcome {
             Outcome::Success => counts.success = counts.success.saturating_add(1),
             Outcome::Failure {
@@ -103,10 +113,13 @@ impl TlsResults {
                 ip,
                 reason,
             } => {
-                let n = counts
-                    .failures
-                    .entry((result, mx_host, ip, reason))
-                    .or_default();
+                let key = (result, mx_host, ip, reason);
+                if counts.failures.len() >= MAX_FAILURES_PER_POLICY
+                    && !counts.failures.contains_key(&key)
+                {
+                    return;
+                }
+                let n = counts.failures.entry(key).or_default();
                 *n = n.saturating_add(1);
             }
         }
@@ -153,7 +166,9 @@ impl TlsResults {
                 continue;
             }
             let from = format!("postmaster@{hostname}");
-            let mut body = Vec::new();
+            // RFC 8460 §5.3: a report must get through even where TLS to
+            // the domain is broken, which is what it may be reporting.
+            let mut body = b"TLS-Required: No\r\n".to_vec();
             if let Err(e) = report.write_rfc5322_from_bytes(
                 &domain,
                 hostname,
@@ -167,7 +182,9 @@ impl TlsResults {
             }
             tracing::info!(event = "tls_report", domain, to = ?mailto);
             let to: Vec<&str> = mailto.iter().map(String::as_str).collect();
-            messages.push(NewMessage::generated(from, &to, body));
+            let mut message = NewMessage::generated(from, &to, body);
+            message.tls_policy_waived = true;
+            messages.push(message);
         }
         messages
     }
@@ -175,17 +192,10 @@ impl TlsResults {
 
 /// The mailto and https addresses of `domain`'s TLSRPT record (RFC 8460 §3).
 async fn report_addresses(dns: &Dns, domain: &str) -> (Vec<String>, Vec<String>) {
-    let records = dns
-        .lookup_values(
-            &format!("_smtp._tls.{domain}"),
-            hickory_resolver::proto::rr::RecordType::TXT,
-        )
+    let Some(record) = dns
+        .tagged_txt(&format!("_smtp._tls.{domain}"), "v=TLSRPTv1")
         .await
-        .unwrap_or_default();
-    let mut announced = records
-        .iter()
-        .filter(|r| r.split(';').next().map(str::trim) == Some("v=TLSRPTv1"));
-    let (Some(record), None) = (announced.next(), announced.next()) else {
+    else {
         return (Vec::new(), Vec::new());
     };
     let uris: Vec<&str> = record
@@ -236,45 +246,18 @@ async fn post(
             .map_err(|e| e.to_string())?;
         let sent = tokio::time::timeout(
             POST_TIMEOUT,
-            post_to(connector, &host, SocketAddr::new(ip, port), request),
+            https::send(connector, &host, SocketAddr::new(ip, port), request),
         )
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {} s", POST_TIMEOUT.as_secs())));
+        .map_err(|_| format!("no answer within {} s", POST_TIMEOUT.as_secs()))
+        .and_then(|sent| sent.map_err(|e| e.to_string()));
         match sent {
-            Ok(()) => return Ok(()),
+            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) => last = format!("{host} ({ip}): HTTP status {}", response.status()),
             Err(e) => last = format!("{host} ({ip}): {e}"),
         }
     }
     Err(last)
-}
-
-async fn post_to(
-    connector: &TlsConnector,
-    host: &str,
-    addr: SocketAddr,
-    request: hyper::Request<Full<Bytes>>,
-) -> Result<(), String> {
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
-    let tls = connector
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS: {e}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("HTTP status {}", response.status()))
-    }
 }
 
 fn report(
@@ -355,5 +338,55 @@ pub fn result_type(error: &str) -> ResultType {
         ResultType::CertificateNotTrusted
     } else {
         ResultType::ValidationFailure
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tlsa(n: usize) -> Applied {
+        Applied::Tlsa {
+            host: "mx.example".into(),
+            records: vec![format!("3 1 1 {n:064x}")],
+        }
+    }
+
+    fn failure(n: usize) -> Outcome {
+        Outcome::Failure {
+            result: ResultType::ValidationFailure,
+            mx_host: Some("mx.example".into()),
+            ip: None,
+            reason: format!("failure {n}"),
+        }
+    }
+
+    #[test]
+    fn the_counts_stay_within_their_bounds() {
+        let results = TlsResults::new(0);
+        for n in 0..=MAX_DOMAINS {
+            results.record(&format!("d{n}.example"), &Applied::None, Outcome::Success);
+        }
+        for n in 0..=MAX_POLICIES_PER_DOMAIN {
+            results.record("d0.example", &tlsa(n), Outcome::Success);
+        }
+        for n in 0..=MAX_FAILURES_PER_POLICY {
+            results.record("d0.example", &Applied::None, failure(n));
+        }
+        // A domain, a policy and a failure already counted still count.
+        results.record("d1.example", &Applied::None, Outcome::Success);
+        results.record("d0.example", &tlsa(0), failure(0));
+        results.record("d0.example", &Applied::None, failure(0));
+        let guard = results.since.lock().expect("counts");
+        let domains = &guard.1;
+        assert_eq!(domains.len(), MAX_DOMAINS);
+        assert!(!domains.contains_key(&format!("d{MAX_DOMAINS}.example")));
+        assert_eq!(domains["d1.example"][&Applied::None].success, 2);
+        let d0 = &domains["d0.example"];
+        assert_eq!(d0.len(), MAX_POLICIES_PER_DOMAIN);
+        assert_eq!(d0[&tlsa(0)].failures.len(), 1);
+        let none = &d0[&Applied::None];
+        assert_eq!(none.failures.len(), MAX_FAILURES_PER_POLICY);
+        assert_eq!(none.failures.values().max(), Some(&2));
     }
 }

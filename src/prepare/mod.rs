@@ -222,7 +222,7 @@ pub async fn prepare(
             auth_user: origin.identity.map(|s| s.name().to_string()),
             smtputf8,
             requiretls,
-            // §4.1: REQUIRETLS wins over the header.
+            // RFC 8689 §3: REQUIRETLS wins over the header.
             tls_policy_waived: facts.tls_required_no && !requiretls,
             held: false,
             body: stored.into(),

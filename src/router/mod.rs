@@ -20,7 +20,7 @@ pub enum Destination {
     Smarthost(Relay),
     Mx(String),
     /// A domain's MX hosts for mail that says "TLS-Required: No" (RFC 8689
-    /// §4.1): its MTA-STS policy and the hosts' TLSA records are not
+    /// §3): its MTA-STS policy and the hosts' TLSA records are not
     /// applied, and TLS is used when offered.
     MxPolicyWaived(String),
 }

@@ -69,7 +69,7 @@ pub struct HeaderFacts {
     /// The addresses of its Delivered-To: fields, lower-cased, without angle
     /// brackets: where forwarding servers (Postfix's local, us) passed it on.
     pub delivered_to: Vec<String>,
-    /// A `TLS-Required: No` field (RFC 8689 §4.1): the sender asks that
+    /// A `TLS-Required: No` field (RFC 8689 §3): the sender asks that
     /// the recipients' TLS policies (MTA-STS, DANE) not hold the message up.
     pub tls_required_no: bool,
     /// The first line (from 1) that is neither a header field nor the
@@ -99,7 +99,7 @@ impl HeaderFacts {
                             .delivered_to
                             .push(text.strip_suffix('>').unwrap_or(text).to_lowercase());
                     } else if field.name.eq_ignore_ascii_case(b"TLS-Required") {
-                        // §4.1: "No" is the only value defined.
+                        // §3: "No" is the only value defined.
                         facts.tls_required_no |=
                             field.value().trim_ascii().eq_ignore_ascii_case(b"No");
                     } else if let Some(header) = SenderHeader::of(field.name) {

@@ -20,7 +20,7 @@ pub struct NewMessage {
     pub smtputf8: bool,
     /// RFC 8689 REQUIRETLS: every hop over TLS with a verified certificate.
     pub requiretls: bool,
-    /// RFC 8689 §4.1 "TLS-Required: No": the recipient domains' TLS
+    /// RFC 8689 §3 "TLS-Required: No": the recipient domains' TLS
     /// policies (MTA-STS, DANE) are not applied. Never with `requiretls`,
     /// which wins.
     pub tls_policy_waived: bool,

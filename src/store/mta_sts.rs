@@ -40,7 +40,7 @@ impl Store {
             .collect())
     }
 
-    /// Keeps `policy` as its domain's, in place of any before.
+    /// Keeps `policy`; a domain has one policy at a time, the last fetched.
     pub async fn keep_mta_sts_policy(&self, policy: &KeptPolicy) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO mta_sts_policy (domain, id, policy, fetched, expires) \

@@ -133,12 +133,18 @@ fn mx_hosts_with_signed_tlsa_records_get_mail_only_over_matching_tls() {
             records.push_str(&format!("_{port}._tcp.mx-{name} TLSA 3 1 1 {good_key}\n"));
         }
     }
+    // No MX records: the domain is its own host, under its own TLSA
+    // records (RFC 7672 §2.2.1), which name another key than it presents.
+    let (implicit, _, _i) = tls_peer(81, port, "implicit.dane.test");
+    records.push_str(&format!(
+        "implicit A 127.0.0.81\n_{port}._tcp.implicit TLSA 3 1 1 {good_key}\n"
+    ));
     let zone = SignedZone::start("dane.test", &records);
     let (s, ids) = send_to_each(
         &zone,
         port,
         Some(&reports_ca),
-        &["good", "wrong", "plain", "none"],
+        &["good", "wrong", "plain", "none", "implicit"],
     );
     let got = good.wait_for(1, Duration::from_secs(30));
     assert_eq!(got[0]["tls"], true, "{}", s.log());
@@ -146,7 +152,12 @@ fn mx_hosts_with_signed_tlsa_records_get_mail_only_over_matching_tls() {
     assert_eq!(got[0]["tls"], false, "no TLSA records: as before");
     says_why(&s, &ids[1], "matches none of the host's TLSA records");
     says_why(&s, &ids[2], "its TLSA records (DANE)");
-    assert!(wrong.received().is_empty() && plain.received().is_empty());
+    says_why(&s, &ids[4], "matches none of the host's TLSA records");
+    assert!(
+        wrong.received().is_empty()
+            && plain.received().is_empty()
+            && implicit.received().is_empty()
+    );
     // "TLS-Required: No" (RFC 8689 §3): the TLSA records are not applied.
     send(
         &s,

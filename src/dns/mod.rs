@@ -374,9 +374,11 @@ impl Dns {
 
 impl Dns {
     /// Whether `domain`'s MX records validate as signed: DANE applies to
-    /// its hosts only then (RFC 7672 §2.2.1). Unsigned without DANE, and
-    /// while the resolvers do not pass DNSSEC records on.
-    pub async fn mx_signing(&self, domain: &str) -> MxSigning {
+    /// its hosts only then (RFC 7672 §2.2.1), or to the domain itself when
+    /// it provably has none. Unsigned without DANE, and while the resolvers
+    /// do not pass DNSSEC records on. `published`: the plain resolver found
+    /// MX records, which a validated denial then contradicts.
+    pub async fn mx_signing(&self, domain: &str, published: bool) -> MxSigning {
         let Some(secure) = &self.secure else {
             return MxSigning::Unsigned;
         };
@@ -413,6 +415,13 @@ impl Dns {
                 }
             }
             Err(e) => match validated_denial(&e) {
+                Ok(()) if published => MxSigning::Unusable(format!(
+                    "the MX records of {key}: the validating resolver finds none where the \
+                     other finds some"
+                )),
+                // No MX in a signed zone: the domain is its own host, under
+                // its own TLSA records.
+                Ok(()) if denial_is_signed(&e) => MxSigning::Signed(Vec::new()),
                 Ok(()) => MxSigning::Unsigned,
                 Err(why) => MxSigning::Unusable(format!("the MX records of {key}: {why}")),
             },
@@ -505,6 +514,25 @@ impl Secure {
         *self.probe.lock().unwrap_or_else(|p| p.into_inner()) = now;
         works
     }
+}
+
+/// Whether a "no such records" answer came with validated proof (the
+/// zone's SOA or NSEC/NSEC3 records, signed), as opposed to from an
+/// unsigned zone.
+fn denial_is_signed(e: &NetError) -> bool {
+    use hickory_resolver::net::DnsError as Answer;
+    let NetError::Dns(Answer::NoRecordsFound(denial)) = e else {
+        return false;
+    };
+    denial.authorities.as_deref().is_some_and(|records| {
+        records.iter().any(|r| {
+            r.proof == Proof::Secure
+                && matches!(
+                    r.record_type(),
+                    RecordType::SOA | RecordType::NSEC | RecordType::NSEC3
+                )
+        })
+    })
 }
 
 /// What a failed question to the validating resolver says: `Ok` when the

@@ -169,7 +169,10 @@ impl Outbound {
                 let hosts = mx::hosts(&self.dns, domain).await?;
                 // An address literal has no MX records to sign.
                 let signing = if self.config.delivery.dane && !domain.starts_with('[') {
-                    self.dns.mx_signing(domain).await
+                    // Asked again, from the resolver's cache: whether the
+                    // domain publishes MX records at all.
+                    let published = matches!(self.dns.mx(domain).await, Ok(MxAnswer::Hosts(_)));
+                    self.dns.mx_signing(domain, published).await
                 } else {
                     MxSigning::Unsigned
                 };

@@ -69,6 +69,7 @@ pub mod clock;
 pub mod config;
 pub mod context;
 pub mod control;
+pub mod dashboard;
 pub mod dkim;
 pub mod dmarc;
 pub mod dns;

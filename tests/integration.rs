@@ -14,6 +14,7 @@ mod bounces;
 mod check;
 mod cli;
 mod dane;
+mod dashboard;
 mod delivery;
 mod destinations;
 mod dkim;

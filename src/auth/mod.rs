@@ -116,7 +116,8 @@ impl Authenticator {
         self.failures.retain_recent();
     }
 
-    /// Checks credentials. Cancel safe: dropping the future loses only this attempt.
+    /// Checks a mail account's credentials. Cancel safe: dropping the
+    /// future loses only this attempt.
     pub async fn verify(
         &self,
         ip: IpAddr,
@@ -126,13 +127,43 @@ impl Authenticator {
         if self.is_blocked(ip) {
             return Ok(AuthOutcome::Throttled);
         }
-        let (account, hash) = match self.store.login(username).await? {
+        let found = self.store.login(username).await?;
+        self.check(ip, found, password, self.verified.as_deref())
+            .await
+    }
+
+    /// Checks a dashboard administrator's credentials (`postern admin`),
+    /// under the same throttle as mail logins, and never from the cache
+    /// of mail logins' successes.
+    pub async fn verify_admin(
+        &self,
+        ip: IpAddr,
+        name: &str,
+        password: &str,
+    ) -> Result<AuthOutcome, AuthError> {
+        if self.is_blocked(ip) {
+            return Ok(AuthOutcome::Throttled);
+        }
+        let found = self.store.admin_login(name).await?;
+        self.check(ip, found, password, None).await
+    }
+
+    /// Checks `password` against `found` (the name as stored and its hash),
+    /// or against a decoy when there is no such name.
+    async fn check(
+        &self,
+        ip: IpAddr,
+        found: Option<(String, String)>,
+        password: &str,
+        cache: Option<&VerifiedCache>,
+    ) -> Result<AuthOutcome, AuthError> {
+        let (account, hash) = match found {
             Some((address, hash)) => (Some(address), hash),
             None => (None, decoy_hash().to_string()),
         };
         // Checked against the hash just read: a password changed or an
         // account deleted since the entry was made misses here.
-        if let (Some(cache), Some(address)) = (&self.verified, &account)
+        if let (Some(cache), Some(address)) = (cache, &account)
             && cache.contains(address, password, &hash, Instant::now())
         {
             tracing::debug!(event = "auth_cache_hit", user = %address);
@@ -154,7 +185,7 @@ impl Authenticator {
         .await
         .map_err(|e| AuthError::Hash(e.to_string()))?;
         if let Some(address) = account.filter(|_| matches) {
-            if let Some(cache) = &self.verified {
+            if let Some(cache) = cache {
                 cache.insert(&address, &password, &hash, Instant::now());
             }
             // The store's spelling, not the login's: `Alice@Example.COM.`

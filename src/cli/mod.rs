@@ -1,6 +1,7 @@
 //! The command tree of DESIGN.md (clap). Each subcommand lives in its own thin
 //! file; `anyhow` is used here and in main.rs only.
 
+mod admin;
 mod alias;
 mod check;
 mod config_check;
@@ -55,6 +56,9 @@ enum Command {
     /// Manage user accounts.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Manage who may sign in to the web dashboard.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
     /// Manage aliases and catch-alls.
     #[command(subcommand)]
     Alias(alias::AliasCommand),
@@ -91,6 +95,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => user::run(cmd, config).await,
         Command::Domain(cmd) => domain::run(cmd, config).await,
         Command::Alias(cmd) => alias::run(cmd, config).await,
+        Command::Admin(cmd) => admin::run(cmd, config).await,
         Command::Dns(args) => dns::run(args, config).await,
         Command::Queue(cmd) => queue::run(cmd, config).await,
         Command::Config(cmd) => config_check::run(cmd, config),

@@ -10,7 +10,7 @@ use std::io::Write;
 use anyhow::Context;
 
 use super::ConfigArg;
-use crate::clock::now_unix;
+use crate::clock::age;
 use crate::config::Config;
 use crate::control::{self, Asked, Request, Response};
 use crate::scheduler::DeliveryStatus;
@@ -100,16 +100,6 @@ fn parse_id(id: &str) -> anyhow::Result<QueueId> {
     QueueId::parse(id).with_context(|| {
         format!("{id:?} is not a queue id (14 letters and digits, as in `postern queue list`)")
     })
-}
-
-fn age(created: i64) -> String {
-    let secs = (now_unix() - created).max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
-    }
 }
 
 fn sender(m: &QueuedMessage) -> Cow<'_, str> {

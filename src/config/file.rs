@@ -132,6 +132,8 @@ pub struct HttpFile {
     pub mta_sts_mode: Option<String>,
     pub metrics_from: Option<Vec<String>>,
     pub metrics_token_file: Option<String>,
+    pub dashboard: Option<bool>,
+    pub dashboard_from: Option<Vec<String>>,
     pub request_timeout: Option<u64>,
     pub max_connections: Option<u64>,
     pub max_connections_per_ip: Option<u64>,

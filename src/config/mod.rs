@@ -254,6 +254,10 @@ pub struct Http {
     /// `metrics_token_file`'s token: a scraper that sends it as
     /// `Authorization: Bearer` may read `/metrics` from anywhere.
     pub metrics_token: Option<Secret>,
+    /// The web dashboard (`dashboard`), and the clients it is served to
+    /// (by default loopback and `trusted_networks`).
+    pub dashboard: bool,
+    pub dashboard_from: Vec<IpNet>,
     /// The time a client has for a request's head, and again for the rest.
     pub request_timeout: Duration,
     /// Caps over both HTTP listeners; `trusted_networks` count only in the total.

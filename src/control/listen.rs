@@ -14,7 +14,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{ControlError, ReloadAsk, Request, Response, lock_path, perform, socket_path};
+use super::{ControlError, ReloadAsk, Request, Response, act, lock_path, socket_path};
 use crate::config::Config;
 use crate::scheduler::{ActiveQueue, Delivery};
 
@@ -148,7 +148,7 @@ async fn answer(
         )),
         Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
             Ok(Request::Reload {}) => reload(&reloads).await,
-            Ok(request) => act(&queue, &delivery, &request).await,
+            Ok(request) => act(&queue, &delivery, &request, "").await,
             Err(e) => refused(format!("not a request: {e}")),
         },
         Ok(Err(e)) => refused(format!("cannot read the request: {e}")),
@@ -175,30 +175,5 @@ async fn reload(reloads: &mpsc::Sender<ReloadAsk>) -> Response {
         Ok(Ok(report)) => Response::Reloaded { report },
         Ok(Err(error)) => Response::Failed { error },
         Err(_) => refused("the server is stopping".to_string()),
-    }
-}
-
-/// Performs `request` and logs it: `event="queue_…" qid=…` (`qid="all"` for
-/// a retry of everything), `event="user_…" user=…`.
-async fn act(queue: &ActiveQueue, delivery: &Delivery, request: &Request) -> Response {
-    let event = request.event();
-    // An empty user: not a user's request; a user's is about their messages.
-    let user = request.user().unwrap_or_default();
-    let every = if user.is_empty() { "all" } else { "theirs" };
-    let qid = request.id().map_or(every, |id| id.as_str());
-    if matches!(request, Request::Retry { .. } | Request::RetryAll {}) {
-        delivery.retry_destinations();
-    }
-    match perform(queue.spool(), Some(queue), request).await {
-        Ok(count) => {
-            tracing::info!(event, qid = %qid, user, count, "done at the operator's request");
-            Response::Done { count }
-        }
-        Err(e) => {
-            tracing::warn!(event = "control_failed", command = event, qid = %qid, user, error = %e);
-            Response::Failed {
-                error: e.to_string(),
-            }
-        }
     }
 }

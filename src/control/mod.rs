@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::scheduler::ActiveQueue;
+use crate::scheduler::{ActiveQueue, Delivery};
 use crate::spool::{ListFilter, MessageState, QueueId, Spool, SpoolError};
 
 pub use client::{Asked, ask};
@@ -175,6 +175,38 @@ pub enum ControlError {
     Silent { path: String, lock: String },
     #[error("cannot take the lock {path}: {error}")]
     Lock { path: String, error: std::io::Error },
+}
+
+/// Performs `request` inside the server and logs it: `event="queue_…"
+/// qid=…` (`qid="all"` for a retry of everything), `event="user_…" user=…`,
+/// and `admin=…`, the dashboard administrator who asked (empty for the
+/// control socket, whose client is the server's own Unix user).
+pub async fn act(
+    queue: &ActiveQueue,
+    delivery: &Delivery,
+    request: &Request,
+    admin: &str,
+) -> Response {
+    let event = request.event();
+    // An empty user: not a user's request; a user's is about their messages.
+    let user = request.user().unwrap_or_default();
+    let every = if user.is_empty() { "all" } else { "theirs" };
+    let qid = request.id().map_or(every, |id| id.as_str());
+    if matches!(request, Request::Retry { .. } | Request::RetryAll {}) {
+        delivery.retry_destinations();
+    }
+    match perform(queue.spool(), Some(queue), request).await {
+        Ok(count) => {
+            tracing::info!(event, qid = %qid, user, admin, count, "done at the operator's request");
+            Response::Done { count }
+        }
+        Err(e) => {
+            tracing::warn!(event = "control_failed", command = event, qid = %qid, user, admin, error = %e);
+            Response::Failed {
+                error: e.to_string(),
+            }
+        }
+    }
 }
 
 /// Performs `request` on the spool and, inside the server, tells the

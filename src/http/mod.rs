@@ -36,6 +36,7 @@ use crate::context::ServerContext;
 use crate::listener::{ConnectionLimits, ListenerInfo};
 use crate::smtp::address::{Mailbox, normalize_domain};
 use endpoints::{SubmissionEndpoint, submission_endpoints};
+pub use serve::Encrypted;
 use serve::HttpServer;
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +113,7 @@ pub async fn bind(http: &crate::config::Http) -> Result<Option<HttpSockets>, Htt
 /// the SMTP connection caps, for submission on `tls_addr`.
 pub fn start(
     ctx: Arc<ServerContext>,
+    delivery: Arc<crate::scheduler::Delivery>,
     sockets: HttpSockets,
     listeners: &[ListenerInfo],
     limits: Arc<ConnectionLimits>,
@@ -132,8 +134,13 @@ pub fn start(
         metrics: crate::prometheus::handle(),
         echo_limit: RateLimiter::direct(Quota::per_second(per_second)),
     });
+    let mut app = router(state);
+    if http.dashboard {
+        let dashboard = crate::dashboard::Dashboard::new(Arc::clone(&ctx), delivery);
+        app = app.nest("/dashboard", crate::dashboard::router(Arc::new(dashboard)));
+    }
     let server = HttpServer::new(
-        router(state),
+        app,
         &http,
         ctx.config.trusted_networks.clone(),
         ctx.shutdown.clone(),

@@ -32,6 +32,11 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// hyper's read buffer, which must hold a whole request head: beyond it, 431.
 const MAX_HEAD: usize = 16 * 1024;
 
+/// Whether a request came over TLS, for handlers that care (the
+/// dashboard's cookie is `Secure` then).
+#[derive(Debug, Clone, Copy)]
+pub struct Encrypted(pub bool);
+
 /// The application and the limits every HTTP connection is served under.
 pub struct HttpServer {
     app: Router,
@@ -78,7 +83,7 @@ impl HttpServer {
             };
             let server = Arc::clone(&self);
             tasks.spawn(async move {
-                server.serve(stream, peer).await;
+                server.serve(stream, peer, false).await;
                 drop(slot);
             });
         })
@@ -86,8 +91,9 @@ impl HttpServer {
     }
 
     /// Serves one connection until the client closes it, a timeout ends it,
-    /// or shutdown (which lets a request in progress finish).
-    pub async fn serve<S>(&self, io: S, peer: SocketAddr)
+    /// or shutdown (which lets a request in progress finish). `encrypted`:
+    /// it came over TLS (`tls_addr`).
+    pub async fn serve<S>(&self, io: S, peer: SocketAddr, encrypted: bool)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -95,6 +101,7 @@ impl HttpServer {
         let timeout = self.request_timeout;
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(Encrypted(encrypted));
             let answer = app.call(request);
             async move {
                 // Covers reading the body, which the handlers do.

@@ -157,7 +157,7 @@ impl Splitter {
                     offset: 0,
                     inner: tls,
                 };
-                self.http.serve(io, peer).await;
+                self.http.serve(io, peer, true).await;
                 drop(http_slot);
             }
             None => {

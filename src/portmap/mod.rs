@@ -83,6 +83,86 @@ pub fn order(ports: &[u16], records: &[PortRecord], today: i64) -> Vec<u16> {
     ranked.into_iter().map(|(.., port)| port).collect()
 }
 
+/// The days the dashboard's view of the map looks back.
+pub const WEEK_DAYS: i64 = 7;
+/// Networks that switched ports the view lists at most.
+const SWITCHED_SHOWN: usize = 200;
+
+/// One submission port over the last `WEEK_DAYS`: how many client networks
+/// connected, signed in, and reached this port and no other.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortCounts {
+    pub port: u16,
+    pub connected: u64,
+    pub authenticated: u64,
+    pub only_this: u64,
+}
+
+/// A network seen on some ports before the last `WEEK_DAYS` and only on
+/// others since: an ISP may have begun blocking the first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Switched {
+    pub network: String,
+    pub before: Vec<u16>,
+    pub now: Vec<u16>,
+}
+
+/// The map as the dashboard shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortWeek {
+    /// By port.
+    pub ports: Vec<PortCounts>,
+    pub switched: Vec<Switched>,
+}
+
+/// The view of `networks` as of `today` (Unix days).
+fn week_of<'a>(
+    networks: impl Iterator<Item = (&'a String, &'a Vec<PortRecord>)>,
+    today: i64,
+) -> PortWeek {
+    let since = today - WEEK_DAYS;
+    let mut ports: std::collections::BTreeMap<u16, PortCounts> = Default::default();
+    let mut switched = Vec::new();
+    for (network, records) in networks {
+        let mut now: Vec<u16> = Vec::new();
+        let mut before: Vec<u16> = Vec::new();
+        for r in records {
+            let counts = ports.entry(r.port).or_insert_with(|| PortCounts {
+                port: r.port,
+                ..PortCounts::default()
+            });
+            if r.last_connected > since {
+                counts.connected += 1;
+                now.push(r.port);
+            } else {
+                before.push(r.port);
+            }
+            if r.last_authenticated > since {
+                counts.authenticated += 1;
+            }
+        }
+        if let [only] = now.as_slice()
+            && let Some(counts) = ports.get_mut(only)
+        {
+            counts.only_this += 1;
+        }
+        if !now.is_empty() && !before.is_empty() && switched.len() < SWITCHED_SHOWN {
+            now.sort_unstable();
+            before.sort_unstable();
+            switched.push(Switched {
+                network: network.clone(),
+                before,
+                now,
+            });
+        }
+    }
+    switched.sort_by(|a, b| a.network.cmp(&b.network));
+    PortWeek {
+        ports: ports.into_values().collect(),
+        switched,
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     networks: HashMap<String, Vec<PortRecord>>,
@@ -151,6 +231,11 @@ impl PortMap {
         if inner.networks.len() > MAX_NETWORKS {
             forget_least_recent(&mut inner);
         }
+    }
+
+    /// Who reached which port over the last `WEEK_DAYS`.
+    pub fn week(&self) -> PortWeek {
+        week_of(self.inner().networks.iter(), now_unix() / DAY)
     }
 
     /// `ports` in the order that suits the network of `peer`.
@@ -255,6 +340,46 @@ mod tests {
             last_connected: lc,
             last_authenticated: la,
         }
+    }
+
+    #[test]
+    fn the_week_counts_networks_per_port_and_finds_those_that_switched() {
+        let networks: Vec<(String, Vec<PortRecord>)> = vec![
+            // Signed in on 587 this week.
+            ("a".into(), vec![rec(587, 5, 5, TODAY, TODAY)]),
+            // On 587 three weeks ago, only on 26 this week: switched.
+            (
+                "b".into(),
+                vec![
+                    rec(587, 9, 9, TODAY - 21, TODAY - 21),
+                    rec(26, 2, 1, TODAY - 1, TODAY - 1),
+                ],
+            ),
+            // Only tried 443 this week, never signed in; and 587 too.
+            (
+                "c".into(),
+                vec![rec(443, 3, 0, TODAY, 0), rec(587, 1, 0, TODAY - 2, 0)],
+            ),
+            // Not seen this week at all.
+            ("d".into(), vec![rec(465, 1, 1, TODAY - 8, TODAY - 8)]),
+        ];
+        let week = week_of(networks.iter().map(|(n, r)| (n, r)), TODAY);
+        let counts = |port| {
+            let c = week.ports.iter().find(|c| c.port == port).expect("port");
+            (c.connected, c.authenticated, c.only_this)
+        };
+        assert_eq!(counts(587), (2, 1, 1));
+        assert_eq!(counts(26), (1, 1, 1));
+        assert_eq!(counts(443), (1, 0, 0));
+        assert_eq!(counts(465), (0, 0, 0));
+        assert_eq!(
+            week.switched,
+            [Switched {
+                network: "b".into(),
+                before: vec![587],
+                now: vec![26],
+            }]
+        );
     }
 
     #[test]

@@ -189,6 +189,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     if let Some(sockets) = http_sockets {
         let addrs = http::start(
             Arc::clone(&ctx),
+            Arc::clone(&delivery),
             sockets,
             &infos,
             Arc::clone(&limits),

@@ -269,6 +269,16 @@ pub struct DomainCount {
     pub recipients: u64,
 }
 
+/// Deferred recipients of one destination domain whose last attempt met
+/// one kind of failure (`FailureKind` token, `unreachable:25`; none when
+/// unknown), for the dashboard's stuck mail.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StuckGroup {
+    pub domain: String,
+    pub kind: Option<String>,
+    pub recipients: u64,
+}
+
 impl serde::Serialize for QueueId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 pub use envelope::{
     DomainCount, DsnEnvelope, ListFilter, MessageState, NewMessage, NewRecipient, QueuedMessage,
-    QueuedRecipient, RecipientStatus, RecipientUpdate, Summary, recipient_domain,
+    QueuedRecipient, RecipientStatus, RecipientUpdate, StuckGroup, Summary, recipient_domain,
 };
 pub use id::QueueId;
 pub use space::LowSpace;
@@ -136,6 +136,10 @@ pub trait Storage: Send + Sync {
 
     /// The queue in numbers, from aggregates: fast with millions queued.
     async fn summary(&self) -> Result<Summary, SpoolError>;
+
+    /// Deferred recipients (tried, not held) grouped by domain and the
+    /// kind of their last failure, the largest groups first, at most `limit`.
+    async fn stuck(&self, limit: u32) -> Result<Vec<StuckGroup>, SpoolError>;
 
     /// Removes a message and its recipients; false if there was none.
     async fn delete(&self, id: &QueueId) -> Result<bool, SpoolError>;

@@ -16,8 +16,8 @@ use super::segments;
 use super::writer::{self, DatabaseFile, Request, Write};
 use super::{
     DomainCount, DsnEnvelope, ListFilter, MessageState, NewMessage, QueueId, QueuedMessage,
-    QueuedRecipient, RecipientStatus, RecipientUpdate, SpillFile, SpoolError, Storage, Summary,
-    WriteError,
+    QueuedRecipient, RecipientStatus, RecipientUpdate, SpillFile, SpoolError, Storage, StuckGroup,
+    Summary, WriteError,
 };
 use crate::clock::now_unix;
 use crate::failure::FailureKind;
@@ -360,6 +360,25 @@ impl Storage for SqliteSpool {
                 .then_with(|| a.domain.cmp(&b.domain))
         });
         Ok(summary)
+    }
+
+    async fn stuck(&self, limit: u32) -> Result<Vec<StuckGroup>, SpoolError> {
+        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT domain, last_kind, COUNT(*) AS n FROM recipient \
+             WHERE status = 'queued' AND held = FALSE AND attempts > 0 \
+             GROUP BY domain, last_kind ORDER BY n DESC, domain LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(domain, kind, n)| StuckGroup {
+                domain,
+                kind,
+                recipients: u64::try_from(n).unwrap_or(0),
+            })
+            .collect())
     }
 
     async fn delete(&self, id: &QueueId) -> Result<bool, SpoolError> {

@@ -14,6 +14,7 @@ use sqlx::sqlite::SqlitePoolOptions;
 use crate::clock::now_unix;
 use crate::smtp::address::{Mailbox, normalize_domain};
 
+mod admins;
 mod aliases;
 mod dmarc_reports;
 mod dovecot;

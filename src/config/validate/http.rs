@@ -11,13 +11,16 @@ use crate::config::{Http, MtaStsMode};
 
 pub(super) fn http(c: &mut Checker<'_>, h: HttpFile, hostname: &str, trusted: &[IpNet]) -> Http {
     let p = KeyPath::default().key("http");
-    let metrics_from = match h.metrics_from {
-        Some(list) => networks(c, &p.key("metrics_from"), list),
+    // This host and the trusted networks, unless the file says.
+    let mut from = |key: &str, list: Option<Vec<String>>| match list {
+        Some(list) => networks(c, &p.key(key), list),
         None => def::METRICS_FROM
             .into_iter()
             .chain(trusted.iter().copied())
             .collect(),
     };
+    let metrics_from = from("metrics_from", h.metrics_from);
+    let dashboard_from = from("dashboard_from", h.dashboard_from);
     let (imap_host, imap_port) = match h.imap.as_deref() {
         None => (hostname.to_string(), 993),
         Some(v) => match v
@@ -57,6 +60,8 @@ pub(super) fn http(c: &mut Checker<'_>, h: HttpFile, hostname: &str, trusted: &[
         submission_on_tls: h.submission_on_tls.unwrap_or(false),
         ports_by_network: h.ports_by_network.unwrap_or(true),
         metrics_from,
+        dashboard: h.dashboard.unwrap_or(false),
+        dashboard_from,
         metrics_token: h
             .metrics_token_file
             .and_then(|f| c.secret_file(p.key("metrics_token_file"), &f)),

@@ -345,6 +345,9 @@ impl crate::spool::Storage for Gated {
     async fn summary(&self) -> Result<crate::spool::Summary, SpoolError> {
         self.inner.summary().await
     }
+    async fn stuck(&self, limit: u32) -> Result<Vec<crate::spool::StuckGroup>, SpoolError> {
+        self.inner.stuck(limit).await
+    }
     async fn delete(&self, id: &QueueId) -> Result<bool, SpoolError> {
         self.inner.delete(id).await
     }

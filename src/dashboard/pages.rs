@@ -1,0 +1,204 @@
+//! The dashboard's pages, written as HTML here: small pages, no template
+//! engine (every value goes through `esc`), no script, one inline style.
+
+use std::fmt::Write;
+
+use axum::response::Html;
+
+use super::sessions::Session;
+use crate::portmap::PortWeek;
+use crate::spool::{QueuedMessage, StuckGroup, Summary};
+
+/// Rows a table shows at most; the CLI pages through the rest.
+pub const ROWS: u32 = 200;
+
+fn esc(text: &str) -> String {
+    crate::http::xml_escape(text)
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:70em}\
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}\
+nav a{margin-right:1em}form.inline{display:inline}.bad{color:#a00}.good{color:#070}";
+
+/// A whole page: the navigation (and sign-out, with the CSRF token) when
+/// signed in.
+fn page(title: &str, session: Option<&Session>, body: &str) -> Html<String> {
+    let nav = match session {
+        Some(s) => format!(
+            "<nav><a href=\"/dashboard\">Flow</a><a href=\"/dashboard/queue\">Stuck mail</a>\
+             <a href=\"/dashboard/ports\">Port map</a>\
+             <form class=\"inline\" method=\"post\" action=\"/dashboard/logout\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <button>Sign out {}</button></form></nav>",
+            esc(&s.csrf),
+            esc(&s.admin)
+        ),
+        None => String::new(),
+    };
+    Html(format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>{title} - Postern</title><style>{STYLE}</style></head>\
+         <body>{nav}<h1>{title}</h1>{body}</body></html>",
+        title = esc(title)
+    ))
+}
+
+pub fn login(error: Option<&str>) -> Html<String> {
+    let error = error.map_or(String::new(), |e| {
+        format!("<p class=\"bad\">{}</p>", esc(e))
+    });
+    page(
+        "Sign in",
+        None,
+        &format!(
+            "{error}<form method=\"post\" action=\"/dashboard/login\">\
+             <p><label>Name <input name=\"name\" autocomplete=\"username\" required></label></p>\
+             <p><label>Password <input name=\"password\" type=\"password\" \
+             autocomplete=\"current-password\" required></label></p>\
+             <p><button>Sign in</button></p></form>"
+        ),
+    )
+}
+
+pub fn overview(
+    session: &Session,
+    summary: &Summary,
+    port25_blocked: bool,
+    fallback: Option<&str>,
+) -> Html<String> {
+    let oldest = summary.oldest.map_or("none".to_string(), crate::clock::age);
+    let port25 = match (port25_blocked, fallback) {
+        (false, _) => "<span class=\"good\">open</span>".to_string(),
+        (true, Some(relay)) => format!(
+            "<span class=\"bad\">blocked</span>: mail for MX hosts goes through {}",
+            esc(relay)
+        ),
+        (true, None) => "<span class=\"bad\">blocked</span>, and no fallback relay".to_string(),
+    };
+    let mut destinations = String::new();
+    for d in summary.destinations.iter().take(20) {
+        let _ = write!(
+            destinations,
+            "<tr><td>{}</td><td>{}</td></tr>",
+            esc(&d.domain),
+            d.recipients
+        );
+    }
+    page(
+        "Flow",
+        Some(session),
+        &format!(
+            "<table id=\"queue-summary\"><tr><th>Messages queued</th><td>{}</td></tr>\
+             <tr><th>Recipients not tried yet</th><td>{}</td></tr>\
+             <tr><th>Recipients deferred</th><td>{}</td></tr>\
+             <tr><th>Recipients held</th><td>{}</td></tr>\
+             <tr><th>Oldest message</th><td>{oldest}</td></tr>\
+             <tr><th>Outbound port 25</th><td>{port25}</td></tr></table>\
+             <h2>Waiting, by destination</h2><table><tr><th>Domain</th><th>Recipients</th></tr>\
+             {destinations}</table>",
+            summary.messages, summary.queued, summary.deferred, summary.held
+        ),
+    )
+}
+
+pub fn queue(session: &Session, stuck: &[StuckGroup], messages: &[QueuedMessage]) -> Html<String> {
+    let mut groups = String::new();
+    for g in stuck {
+        let _ = write!(
+            groups,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&g.domain),
+            esc(g.kind.as_deref().unwrap_or("-")),
+            g.recipients
+        );
+    }
+    let mut rows = String::new();
+    for m in messages {
+        let to: Vec<String> = m
+            .recipients
+            .iter()
+            .filter(|r| r.status == crate::spool::RecipientStatus::Queued)
+            .map(|r| esc(&r.address))
+            .collect();
+        let last = m
+            .recipients
+            .iter()
+            .find_map(|r| r.last_reply.as_deref())
+            .map_or(String::new(), esc);
+        let buttons: String = ["retry", "hold", "release", "delete"]
+            .iter()
+            .map(|action| {
+                format!(
+                    "<form class=\"inline\" method=\"post\" action=\"/dashboard/queue/{id}/{action}\">\
+                     <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                     <button name=\"do\" value=\"{action}\">{action}</button></form>",
+                    id = esc(m.id.as_str()),
+                    csrf = esc(&session.csrf)
+                )
+            })
+            .collect();
+        let _ = write!(
+            rows,
+            "<tr id=\"m-{id}\"><td>{id}</td><td>{state}</td><td>{from}</td><td>{to}</td>\
+             <td>{last}</td><td>{buttons}</td></tr>",
+            id = esc(m.id.as_str()),
+            state = m.state(),
+            from = esc(&m.sender),
+            to = to.join("<br>"),
+        );
+    }
+    page(
+        "Stuck mail",
+        Some(session),
+        &format!(
+            "<h2>Deferred, by destination and last failure</h2>\
+             <table id=\"stuck\"><tr><th>Domain</th><th>Last failure</th><th>Recipients</th></tr>{groups}</table>\
+             <h2>Messages (the first {ROWS})</h2>\
+             <table id=\"messages\"><tr><th>Queue id</th><th>State</th><th>From</th><th>To</th>\
+             <th>Last reply</th><th></th></tr>{rows}</table>"
+        ),
+    )
+}
+
+pub fn ports(session: &Session, week: &PortWeek) -> Html<String> {
+    let mut ports = String::new();
+    for p in &week.ports {
+        let _ = write!(
+            ports,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            p.port, p.connected, p.authenticated, p.only_this
+        );
+    }
+    let mut switched = String::new();
+    for s in &week.switched {
+        let list = |ports: &[u16]| {
+            ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = write!(
+            switched,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&s.network),
+            list(&s.before),
+            list(&s.now)
+        );
+    }
+    page(
+        "Port map",
+        Some(session),
+        &format!(
+            "<p>Client networks (/24, /48) that reached each submission port in the last \
+             {days} days.</p>\
+             <table id=\"ports\"><tr><th>Port</th><th>Networks connected</th>\
+             <th>Networks that signed in</th><th>Networks that reach only this port</th></tr>\
+             {ports}</table>\
+             <h2>Networks that switched ports</h2><p>Seen on a port before, and in the last \
+             {days} days only on others: an ISP may have begun blocking it.</p>\
+             <table id=\"switched\"><tr><th>Network</th><th>Before</th><th>Now</th></tr>{switched}</table>",
+            days = crate::portmap::WEEK_DAYS
+        ),
+    )
+}

@@ -3,7 +3,8 @@
 //! cookie HttpOnly and SameSite=Strict), the flow and stuck-mail pages, an
 //! action refused without its CSRF token and done with it (a deferred
 //! message retried and delivered, logged with the admin's name), the port
-//! map, and a client outside `dashboard_from` turned away.
+//! map, the session ended by `postern admin del`, and clients outside
+//! `dashboard_from` or behind a proxy turned away.
 
 use crate::common::*;
 use crate::delivery::{send, show_after_attempt, wait_log};
@@ -27,6 +28,14 @@ def go(path, form=None):
 out = {}
 if step == "login":
     out["anonymous"] = go("/dashboard/queue")[1]
+    out["slash"] = go("/dashboard/")[1]
+    host, port = base.split("//")[1].split(":")
+    raw = http.client.HTTPConnection(host, int(port), timeout=10)
+    raw.request("POST", "/dashboard/login", urllib.parse.urlencode({"name": "root", "password": "s3cret pw"}),
+                {"Content-Type": "application/x-www-form-urlencoded"})
+    r = raw.getresponse()
+    out["set_cookie"] = r.getheader("Set-Cookie")
+    out["headers"] = [r.getheader(h) for h in ("Cache-Control", "X-Frame-Options", "Content-Security-Policy")]
     out["wrong"] = go("/dashboard/login", {"name": "root", "password": "nope"})[0]
     status, url, body, _ = go("/dashboard/login", {"name": "root", "password": "s3cret pw"})
     out["signed_in"] = [status, url, "Messages queued" in body]
@@ -41,6 +50,8 @@ elif step == "act":
     out["without"] = go(f"/dashboard/queue/{qid}/retry", {})[0]
     out["wrong"] = go(f"/dashboard/queue/{qid}/retry", {"csrf": "0" * 64})[0]
     out["with"] = go(f"/dashboard/queue/{qid}/retry", {"csrf": csrf})[:2]
+elif step == "signed_out":
+    out["queue"] = go("/dashboard/queue")[1]
 elif step == "ports":
     status, _, body, _ = go("/dashboard/ports")
     out["status"] = status
@@ -68,24 +79,27 @@ fn an_admin_signs_in_sees_stuck_mail_and_retries_it_with_its_csrf_token() {
     s.cli_stdin_ok(&["admin", "add", "root", "--password-stdin"], "s3cret pw\n");
     assert_eq!(s.cli_ok(&["admin", "list"]), "root\n");
     s.spawn();
-    // The relay is down: the message waits.
-    let qid = send(
-        &s,
-        "app@example.com",
-        &["bob@far.example"],
-        "Subject: stuck\n\nx\n",
-    );
+    // The relay is down: the message waits; another is held.
+    let stuck = |subject: &str| {
+        let body = format!("Subject: {subject}\n\nx\n");
+        send(&s, "app@example.com", &["bob@far.example"], &body)
+    };
+    let qid = stuck("stuck");
     show_after_attempt(&s, &qid);
+    let held = stuck("held");
+    s.cli_ok(&["queue", "hold", &held]);
 
     let base = format!("http://{}", s.http_addrs()[0]);
     let dir = tempfile::tempdir().expect("dir");
     let jar = dir.path().join("cookies");
     let login = browse(&base, "login", &jar, &[]);
+    let url = |v: &serde_json::Value| v.as_str().expect("url").to_string();
     assert!(
-        login["anonymous"]
-            .as_str()
-            .expect("url")
-            .ends_with("/dashboard/login"),
+        url(&login["anonymous"]).ends_with("/dashboard/login"),
+        "{login}"
+    );
+    assert!(
+        url(&login["slash"]).ends_with("/dashboard/login"),
         "{login}"
     );
     assert_eq!(login["wrong"], 401, "{login}");
@@ -94,9 +108,22 @@ fn an_admin_signs_in_sees_stuck_mail_and_retries_it_with_its_csrf_token() {
         serde_json::json!([200, format!("{base}/dashboard"), true]),
         "{login}"
     );
+    let set_cookie = login["set_cookie"].as_str().expect("cookie");
+    for part in ["Path=/dashboard", "HttpOnly", "SameSite=Strict"] {
+        assert!(set_cookie.contains(part), "{set_cookie}");
+    }
+    assert!(
+        !set_cookie.contains("Secure"),
+        "plain HTTP to loopback: {set_cookie}"
+    );
     assert_eq!(
-        login["cookie"],
-        serde_json::json!(["postern_session /dashboard True"])
+        (&login["headers"][0], &login["headers"][1]),
+        (&serde_json::json!("no-store"), &serde_json::json!("DENY")),
+        "{login}"
+    );
+    assert!(
+        url(&login["headers"][2]).contains("frame-ancestors 'none'"),
+        "{login}"
     );
     let log = s.log();
     assert!(
@@ -110,12 +137,9 @@ fn an_admin_signs_in_sees_stuck_mail_and_retries_it_with_its_csrf_token() {
 
     let queue = browse(&base, "queue", &jar, &[]);
     let body = queue["body"].as_str().expect("body");
+    assert!(body.contains(&qid) && body.contains(&held), "{body}");
     assert!(
-        body.contains(&qid) && body.contains("far.example"),
-        "{body}"
-    );
-    assert!(
-        body.contains("unreachable:"),
+        body.contains("<td>far.example</td><td>unreachable:"),
         "grouped by its last failure: {body}"
     );
     let csrf = queue["csrf"].as_str().expect("csrf");
@@ -133,51 +157,58 @@ fn an_admin_signs_in_sees_stuck_mail_and_retries_it_with_its_csrf_token() {
         serde_json::json!([200, format!("{base}/dashboard/queue")]),
         "{act}"
     );
-    relay.wait_for(1, std::time::Duration::from_secs(20));
+    let got = relay.wait_for(1, std::time::Duration::from_secs(20));
+    assert!(url(&got[0]["data"]).contains("Subject: stuck"));
     wait_log(&s, &format!("event=\"queue_retry\" qid={qid}"));
+    let log = s.log();
     assert!(
-        s.log()
-            .lines()
+        log.lines()
             .any(|l| l.contains("event=\"queue_retry\"") && l.contains("admin=\"root\"")),
         "the retry is logged with who asked"
     );
-    assert_eq!(
-        s.log().matches("event=\"dashboard_csrf_refused\"").count(),
-        2
-    );
+    assert_eq!(log.matches("event=\"dashboard_csrf_refused\"").count(), 2);
 
     let ports = browse(&base, "ports", &jar, &[]);
     assert_eq!(ports["status"], 200);
-    assert!(
-        ports["body"]
-            .as_str()
-            .expect("body")
-            .contains("Networks that switched ports")
-    );
+    assert!(url(&ports["body"]).contains("Networks that switched ports"));
+
+    // A deleted administrator's session ends with it.
+    s.cli_ok(&["admin", "del", "root"]);
+    let out = browse(&base, "signed_out", &jar, &[]);
+    assert!(url(&out["queue"]).ends_with("/dashboard/login"), "{out}");
 }
 
 #[test]
 fn the_dashboard_is_off_by_default_and_served_only_to_dashboard_from() {
     let s = TestServer::start("[http]\naddr = \"127.0.0.1:0\"\n");
     let base = format!("http://{}", s.http_addrs()[0]);
-    let status = |base: &str, from: &str| {
+    let status = |base: &str, from: &str, proxied: &str| {
         let out = text(&python(
-            "import sys, urllib.request, urllib.error\n\
-             import http.client\n\
+            "import sys, http.client\n\
              host, port = sys.argv[1].split('//')[1].split(':')\n\
              c = http.client.HTTPConnection(host, int(port), source_address=(sys.argv[2], 0), timeout=10)\n\
-             c.request('GET', '/dashboard/login')\n\
+             headers = {'X-Forwarded-For': '203.0.113.9'} if sys.argv[3] == 'yes' else {}\n\
+             c.request('GET', '/dashboard/login', headers=headers)\n\
              print(c.getresponse().status)\n",
-            &[base, from],
+            &[base, from, proxied],
         ));
         out.trim().to_string()
     };
-    assert_eq!(status(&base, "127.0.0.1"), "404", "off unless asked for");
+    assert_eq!(
+        status(&base, "127.0.0.1", "no"),
+        "404",
+        "off unless asked for"
+    );
 
     let on = TestServer::start(
         "[http]\naddr = \"127.0.0.1:0\"\ndashboard = true\ndashboard_from = [\"127.0.0.1/32\"]\n",
     );
     let base = format!("http://{}", on.http_addrs()[0]);
-    assert_eq!(status(&base, "127.0.0.1"), "200");
-    assert_eq!(status(&base, "127.0.0.2"), "403", "outside dashboard_from");
+    assert_eq!(status(&base, "127.0.0.1", "no"), "200");
+    assert_eq!(
+        status(&base, "127.0.0.2", "no"),
+        "403",
+        "outside dashboard_from"
+    );
+    assert_eq!(status(&base, "127.0.0.1", "yes"), "403", "through a proxy");
 }

@@ -19,7 +19,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Form, Router};
+use axum::{Form, Router};
 use serde::Deserialize;
 
 use crate::auth::AuthOutcome;
@@ -27,7 +27,7 @@ use crate::context::ServerContext;
 use crate::control::Request;
 use crate::http::Encrypted;
 use crate::scheduler::Delivery;
-use crate::spool::QueueId;
+use crate::spool::{ListFilter, MessageState, QueueId};
 use sessions::{Session, Sessions};
 
 const COOKIE: &str = "postern_session";
@@ -47,33 +47,59 @@ impl Dashboard {
         }
     }
 
-    /// A client outside `dashboard_from` is refused.
-    fn admit(&self, peer: SocketAddr) -> Result<(), Refusal> {
-        if crate::config::in_networks(&self.ctx.config.http.dashboard_from, peer.ip()) {
-            Ok(())
-        } else {
-            Err(Refusal::NotHere)
+    /// Whether the request may see the dashboard at all: from a client in
+    /// `dashboard_from`, over TLS unless from this host (a password must
+    /// not cross a network in the clear), and not through a proxy (whose
+    /// own address would stand for every client behind it).
+    fn admit(&self, from: &Client) -> Result<(), Refusal> {
+        if !crate::config::in_networks(&self.ctx.config.http.dashboard_from, from.peer.ip()) {
+            return Err(Refusal::NotHere);
+        }
+        if from.proxied {
+            return Err(Refusal::Proxied);
+        }
+        if !from.encrypted && !from.peer.ip().is_loopback() {
+            return Err(Refusal::NeedsTls);
+        }
+        Ok(())
+    }
+
+    /// The signed-in session of the request: its token, and itself. A
+    /// session ends when its administrator is deleted or given a new
+    /// password (the `postern admin` commands run in another process).
+    async fn session(&self, from: &Client) -> Result<(String, Session), Refusal> {
+        self.admit(from)?;
+        let (token, session) = cookie(&from.headers)
+            .and_then(|token| self.sessions.get(&token).map(|s| (token, s)))
+            .ok_or(Refusal::SignIn)?;
+        let current = self
+            .ctx
+            .store
+            .admin_login(&session.admin)
+            .await
+            .map_err(|e| {
+                tracing::error!(event = "store_error", error = %e);
+                Refusal::Unavailable
+            })?;
+        match current {
+            Some((_, hash)) if session.is_for(&hash) => Ok((token, session)),
+            _ => {
+                self.sessions.end(&token);
+                Err(Refusal::SignIn)
+            }
         }
     }
 
-    /// The signed-in session of the request: its token, and itself.
-    fn session(&self, peer: SocketAddr, headers: &HeaderMap) -> Result<(String, Session), Refusal> {
-        self.admit(peer)?;
-        cookie(headers)
-            .and_then(|token| self.sessions.get(&token).map(|s| (token, s)))
-            .ok_or(Refusal::SignIn)
-    }
-
-    /// The session of a form that acts, once its CSRF token is checked.
-    fn acting(
+    /// The session of a form that acts, once its CSRF token (and, when the
+    /// browser says, its origin) is checked.
+    async fn acting(
         &self,
-        peer: SocketAddr,
-        headers: &HeaderMap,
+        from: &Client,
         form: &ActionForm,
         action: &str,
     ) -> Result<(String, Session), Refusal> {
-        let (token, session) = self.session(peer, headers)?;
-        if !session.csrf_matches(&form.csrf) {
+        let (token, session) = self.session(from).await?;
+        if !session.csrf_matches(&form.csrf) || !same_origin(&from.headers) {
             tracing::warn!(event = "dashboard_csrf_refused", admin = %session.admin, action);
             return Err(Refusal::Csrf);
         }
@@ -81,10 +107,59 @@ impl Dashboard {
     }
 }
 
+/// Who asks, as the dashboard cares.
+struct Client {
+    peer: SocketAddr,
+    encrypted: bool,
+    /// The request names a client it was forwarded for.
+    proxied: bool,
+    headers: HeaderMap,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Client, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+        let encrypted = parts.extensions.get::<Encrypted>().is_some_and(|e| e.0);
+        let proxied = ["forwarded", "x-forwarded-for", "x-real-ip"]
+            .iter()
+            .any(|h| parts.headers.contains_key(*h));
+        Ok(Client {
+            peer,
+            encrypted,
+            proxied,
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+/// False when the browser says the form came from another site (its
+/// `Origin` names another host than the request's `Host`); true when it
+/// says nothing.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
 /// Why a request gets no page.
 enum Refusal {
     /// The client is outside `dashboard_from`.
     NotHere,
+    /// Plain HTTP from another host than this one.
+    NeedsTls,
+    /// Through a proxy.
+    Proxied,
     /// Not signed in: to the sign-in page.
     SignIn,
     /// The form's CSRF token is missing or wrong.
@@ -102,6 +177,14 @@ impl IntoResponse for Refusal {
             Refusal::NotHere => (
                 StatusCode::FORBIDDEN,
                 "the dashboard is not served to this address",
+            ),
+            Refusal::NeedsTls => (
+                StatusCode::FORBIDDEN,
+                "the dashboard is served over HTTPS ([http] tls_addr), or over HTTP to this host only",
+            ),
+            Refusal::Proxied => (
+                StatusCode::FORBIDDEN,
+                "the dashboard is not served through a proxy",
             ),
             Refusal::Csrf => (
                 StatusCode::FORBIDDEN,
@@ -138,6 +221,7 @@ fn cookie(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_string())
 }
 
+/// The dashboard's routes, for `http::start` to serve under `/dashboard`.
 pub fn router(dashboard: Arc<Dashboard>) -> Router {
     Router::new()
         .route("/", get(overview))
@@ -146,6 +230,7 @@ pub fn router(dashboard: Arc<Dashboard>) -> Router {
         .route("/queue", get(queue))
         .route("/queue/{id}/{action}", post(act))
         .route("/ports", get(ports))
+        .layer(axum::middleware::from_fn(guarded))
         .with_state(dashboard)
 }
 
@@ -163,25 +248,34 @@ struct ActionForm {
     csrf: String,
 }
 
-async fn login_page(
-    State(d): State<Arc<Dashboard>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-) -> Page {
-    d.admit(peer)?;
+async fn login_page(State(d): State<Arc<Dashboard>>, from: Client) -> Page {
+    d.admit(&from)?;
     Ok(pages::login(None).into_response())
 }
 
-async fn login(
-    State(d): State<Arc<Dashboard>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Extension(Encrypted(encrypted)): Extension<Encrypted>,
-    Form(form): Form<LoginForm>,
-) -> Page {
-    d.admit(peer)?;
+/// Names as `postern admin add` allows them; another is not looked up.
+fn admin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+}
+
+async fn login(State(d): State<Arc<Dashboard>>, from: Client, Form(form): Form<LoginForm>) -> Page {
+    d.admit(&from)?;
+    let ip = from.peer.ip();
+    // A name no administrator can have is checked against nothing, at the
+    // cost of a real check (the decoy), so it tells nothing either.
+    let name = if admin_name(&form.name) {
+        form.name.as_str()
+    } else {
+        ""
+    };
     let outcome = d
         .ctx
         .auth
-        .verify_admin(peer.ip(), &form.name, &form.password)
+        .verify_admin(ip, name, &form.password)
         .await
         .map_err(|e| {
             tracing::error!(event = "dashboard_login_error", error = %e);
@@ -189,21 +283,27 @@ async fn login(
         })?;
     Ok(match outcome {
         AuthOutcome::Success(admin) => {
-            tracing::info!(event = "dashboard_login", admin = %admin, client = %peer.ip());
-            let token = d.sessions.start(&admin);
-            let secure = if encrypted { "; Secure" } else { "" };
+            let hash = d
+                .ctx
+                .store
+                .admin_login(&admin)
+                .await
+                .ok()
+                .flatten()
+                .map(|(_, hash)| hash)
+                .unwrap_or_default();
+            tracing::info!(event = "dashboard_login", admin = %admin, client = %ip);
+            let token = d.sessions.start(&admin, &hash);
+            let secure = if from.encrypted { "; Secure" } else { "" };
             let cookie = format!(
                 "{COOKIE}={token}; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
                 sessions::LIFETIME.as_secs()
             );
-            let mut response = Redirect::to("/dashboard").into_response();
-            if let Ok(value) = HeaderValue::from_str(&cookie) {
-                response.headers_mut().insert(header::SET_COOKIE, value);
-            }
-            response
+            with_cookie(Redirect::to("/dashboard").into_response(), &cookie)
         }
         AuthOutcome::Failure => {
-            tracing::warn!(event = "dashboard_login_failed", admin = %form.name, client = %peer.ip());
+            let shown: String = form.name.chars().take(64).collect();
+            tracing::warn!(event = "dashboard_login_failed", admin = %shown, client = %ip);
             let page = pages::login(Some("Wrong name or password."));
             (StatusCode::UNAUTHORIZED, page).into_response()
         }
@@ -216,23 +316,29 @@ async fn login(
     })
 }
 
-async fn logout(
-    State(d): State<Arc<Dashboard>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Form(form): Form<ActionForm>,
-) -> Page {
-    let (token, _) = d.acting(peer, &headers, &form, "logout")?;
-    d.sessions.end(&token);
-    Ok(Redirect::to("/dashboard/login").into_response())
+fn with_cookie(mut response: Response, cookie: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
 }
 
-async fn overview(
+async fn logout(
     State(d): State<Arc<Dashboard>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    from: Client,
+    Form(form): Form<ActionForm>,
 ) -> Page {
-    let (_, session) = d.session(peer, &headers)?;
+    let (token, _) = d.acting(&from, &form, "logout").await?;
+    d.sessions.end(&token);
+    let expired = format!("{COOKIE}=; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age=0");
+    Ok(with_cookie(
+        Redirect::to("/dashboard/login").into_response(),
+        &expired,
+    ))
+}
+
+async fn overview(State(d): State<Arc<Dashboard>>, from: Client) -> Page {
+    let (_, session) = d.session(&from).await?;
     let summary = d.ctx.queue.spool().summary().await?;
     let port25 = d.delivery.outbound.port25.is_blocked();
     let fallback = crate::router::mx_fallback(&d.ctx.config)
@@ -241,34 +347,33 @@ async fn overview(
     Ok(pages::overview(&session, &summary, port25, fallback.as_deref()).into_response())
 }
 
-async fn queue(
-    State(d): State<Arc<Dashboard>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Page {
-    let (_, session) = d.session(peer, &headers)?;
+async fn queue(State(d): State<Arc<Dashboard>>, from: Client) -> Page {
+    let (_, session) = d.session(&from).await?;
     let spool = d.ctx.queue.spool();
     let stuck = spool.stuck(pages::ROWS).await?;
-    let messages = spool
-        .pages(
-            crate::spool::ListFilter::default(),
-            Some(u64::from(pages::ROWS)),
-            0,
-        )
-        .next()
-        .await?
-        .unwrap_or_default();
-    Ok(pages::queue(&session, &stuck, &messages).into_response())
+    let mut lists = Vec::new();
+    for state in [MessageState::Deferred, MessageState::Held] {
+        let filter = ListFilter {
+            state: Some(state),
+            ..ListFilter::default()
+        };
+        let first = spool
+            .pages(filter, Some(u64::from(pages::ROWS)), pages::ROWS)
+            .next()
+            .await?
+            .unwrap_or_default();
+        lists.push(first);
+    }
+    Ok(pages::queue(&session, &stuck, &lists[0], &lists[1]).into_response())
 }
 
 async fn act(
     State(d): State<Arc<Dashboard>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    from: Client,
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Page {
-    let (_, session) = d.acting(peer, &headers, &form, &action)?;
+    let (_, session) = d.acting(&from, &form, &action).await?;
     let id = QueueId::parse(&id).ok_or(Refusal::NotFound)?;
     let request = match action.as_str() {
         "retry" => Request::Retry { id },
@@ -283,11 +388,29 @@ async fn act(
     }
 }
 
-async fn ports(
-    State(d): State<Arc<Dashboard>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Page {
-    let (_, session) = d.session(peer, &headers)?;
+async fn ports(State(d): State<Arc<Dashboard>>, from: Client) -> Page {
+    let (_, session) = d.session(&from).await?;
     Ok(pages::ports(&session, &d.ctx.portmap.week()).into_response())
+}
+
+/// Headers on every dashboard response: not kept in caches (the pages hold
+/// the CSRF token and addresses), not framed, nothing loaded or sent
+/// elsewhere.
+async fn guarded(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
 }

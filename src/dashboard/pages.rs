@@ -101,7 +101,12 @@ pub fn overview(
     )
 }
 
-pub fn queue(session: &Session, stuck: &[StuckGroup], messages: &[QueuedMessage]) -> Html<String> {
+pub fn queue(
+    session: &Session,
+    stuck: &[StuckGroup],
+    deferred: &[QueuedMessage],
+    held: &[QueuedMessage],
+) -> Html<String> {
     let mut groups = String::new();
     for g in stuck {
         let _ = write!(
@@ -112,51 +117,58 @@ pub fn queue(session: &Session, stuck: &[StuckGroup], messages: &[QueuedMessage]
             g.recipients
         );
     }
-    let mut rows = String::new();
-    for m in messages {
-        let to: Vec<String> = m
-            .recipients
-            .iter()
-            .filter(|r| r.status == crate::spool::RecipientStatus::Queued)
-            .map(|r| esc(&r.address))
-            .collect();
-        let last = m
-            .recipients
-            .iter()
-            .find_map(|r| r.last_reply.as_deref())
-            .map_or(String::new(), esc);
-        let buttons: String = ["retry", "hold", "release", "delete"]
-            .iter()
-            .map(|action| {
-                format!(
-                    "<form class=\"inline\" method=\"post\" action=\"/dashboard/queue/{id}/{action}\">\
-                     <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-                     <button name=\"do\" value=\"{action}\">{action}</button></form>",
-                    id = esc(m.id.as_str()),
-                    csrf = esc(&session.csrf)
-                )
-            })
-            .collect();
-        let _ = write!(
-            rows,
-            "<tr id=\"m-{id}\"><td>{id}</td><td>{state}</td><td>{from}</td><td>{to}</td>\
-             <td>{last}</td><td>{buttons}</td></tr>",
-            id = esc(m.id.as_str()),
-            state = m.state(),
-            from = esc(&m.sender),
-            to = to.join("<br>"),
-        );
-    }
+    let rows = |messages: &[QueuedMessage]| -> String {
+        messages.iter().map(|m| message_row(session, m)).collect()
+    };
     page(
         "Stuck mail",
         Some(session),
         &format!(
             "<h2>Deferred, by destination and last failure</h2>\
              <table id=\"stuck\"><tr><th>Domain</th><th>Last failure</th><th>Recipients</th></tr>{groups}</table>\
-             <h2>Messages (the first {ROWS})</h2>\
-             <table id=\"messages\"><tr><th>Queue id</th><th>State</th><th>From</th><th>To</th>\
-             <th>Last reply</th><th></th></tr>{rows}</table>"
+             <h2>Deferred messages (the first {ROWS})</h2>{MESSAGES}{deferred}</table>\
+             <h2>Held messages (the first {ROWS})</h2>{MESSAGES}{held}</table>",
+            deferred = rows(deferred),
+            held = rows(held),
         ),
+    )
+}
+
+/// The head of a table of messages.
+const MESSAGES: &str = "<table class=\"messages\"><tr><th>Queue id</th><th>State</th><th>From</th>\
+    <th>To</th><th>Last reply</th><th></th></tr>";
+
+/// A message and the buttons that act on it.
+fn message_row(session: &Session, m: &QueuedMessage) -> String {
+    let pending: Vec<&crate::spool::QueuedRecipient> = m
+        .recipients
+        .iter()
+        .filter(|r| r.status == crate::spool::RecipientStatus::Queued)
+        .collect();
+    let to: Vec<String> = pending.iter().map(|r| esc(&r.address)).collect();
+    let last = pending
+        .iter()
+        .find_map(|r| r.last_reply.as_deref())
+        .map_or(String::new(), esc);
+    let buttons: String = ["retry", "hold", "release", "delete"]
+        .iter()
+        .map(|action| {
+            format!(
+                "<form class=\"inline\" method=\"post\" action=\"/dashboard/queue/{id}/{action}\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                 <button name=\"do\" value=\"{action}\">{action}</button></form>",
+                id = esc(m.id.as_str()),
+                csrf = esc(&session.csrf)
+            )
+        })
+        .collect();
+    format!(
+        "<tr id=\"m-{id}\"><td>{id}</td><td>{state}</td><td>{from}</td><td>{to}</td>\
+         <td>{last}</td><td>{buttons}</td></tr>",
+        id = esc(m.id.as_str()),
+        state = m.state(),
+        from = esc(&m.sender),
+        to = to.join("<br>"),
     )
 }
 

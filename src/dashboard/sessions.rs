@@ -17,6 +17,9 @@ const MAX_SESSIONS: usize = 1_000;
 pub struct Session {
     pub admin: String,
     pub csrf: String,
+    /// The administrator's password hash at sign-in: a new password (or a
+    /// deleted account) ends the session.
+    hash: String,
     expires: Instant,
     /// Order of sign-in, for pushing out the oldest.
     seq: u64,
@@ -35,8 +38,9 @@ fn random_token() -> String {
 }
 
 impl Sessions {
-    /// Signs `admin` in; returns the session token.
-    pub fn start(&self, admin: &str) -> String {
+    /// Signs `admin` (whose password hash is `hash`) in; returns the
+    /// session token.
+    pub fn start(&self, admin: &str, hash: &str) -> String {
         let token = random_token();
         let now = Instant::now();
         let mut map = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
@@ -54,6 +58,7 @@ impl Sessions {
             Session {
                 admin: admin.to_string(),
                 csrf: random_token(),
+                hash: hash.to_string(),
                 expires: now + LIFETIME,
                 seq: self
                     .started
@@ -80,6 +85,11 @@ impl Sessions {
 }
 
 impl Session {
+    /// Whether the administrator's password hash is still the one signed in with.
+    pub fn is_for(&self, hash: &str) -> bool {
+        self.hash == hash
+    }
+
     /// Whether `offered` is this session's CSRF token, compared in constant
     /// time.
     pub fn csrf_matches(&self, offered: &str) -> bool {
@@ -95,9 +105,10 @@ mod tests {
     #[test]
     fn a_session_is_found_by_its_token_until_it_ends() {
         let sessions = Sessions::default();
-        let token = sessions.start("root");
+        let token = sessions.start("root", "h");
         let session = sessions.get(&token).expect("session");
         assert_eq!(session.admin, "root");
+        assert!(session.is_for("h") && !session.is_for("another hash"));
         assert!(session.csrf_matches(&session.csrf.clone()));
         assert!(!session.csrf_matches(""));
         assert!(
@@ -112,12 +123,12 @@ mod tests {
     #[test]
     fn sessions_past_the_cap_push_out_the_oldest() {
         let sessions = Sessions::default();
-        let first = sessions.start("a");
+        let first = sessions.start("a", "h");
         for _ in 1..MAX_SESSIONS {
-            sessions.start("b");
+            sessions.start("b", "h");
         }
         assert!(sessions.get(&first).is_some());
-        sessions.start("c");
+        sessions.start("c", "h");
         assert!(sessions.get(&first).is_none());
     }
 }

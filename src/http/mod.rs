@@ -113,7 +113,7 @@ pub async fn bind(http: &crate::config::Http) -> Result<Option<HttpSockets>, Htt
 /// the SMTP connection caps, for submission on `tls_addr`.
 pub fn start(
     ctx: Arc<ServerContext>,
-    delivery: Arc<crate::scheduler::Delivery>,
+    mounted: Option<(&'static str, Router)>,
     sockets: HttpSockets,
     listeners: &[ListenerInfo],
     limits: Arc<ConnectionLimits>,
@@ -135,12 +135,15 @@ pub fn start(
         echo_limit: RateLimiter::direct(Quota::per_second(per_second)),
     });
     let mut app = router(state);
-    if http.dashboard {
-        let dashboard = crate::dashboard::Dashboard::new(Arc::clone(&ctx), delivery);
-        app = app.nest("/dashboard", crate::dashboard::router(Arc::new(dashboard)));
+    if let Some((path, routes)) = mounted {
+        // Nested routes answer at `path` but not at `path/`.
+        app = app.nest(path, routes).route(
+            &format!("{path}/"),
+            get(move || async move { axum::response::Redirect::to(path) }),
+        );
     }
     let server = HttpServer::new(
-        app,
+        app.layer(DefaultBodyLimit::max(serve::MAX_BODY)),
         &http,
         ctx.config.trusted_networks.clone(),
         ctx.shutdown.clone(),
@@ -184,7 +187,6 @@ fn router(state: Arc<HttpState>) -> Router {
         .route("/.well-known/acme-challenge/{token}", get(acme_challenge))
         .route("/.well-known/postern/echo/{token}", get(echo))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(serve::MAX_BODY))
         .with_state(state)
 }
 

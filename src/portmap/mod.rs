@@ -146,7 +146,7 @@ fn week_of<'a>(
         {
             counts.only_this += 1;
         }
-        if !now.is_empty() && !before.is_empty() && switched.len() < SWITCHED_SHOWN {
+        if !now.is_empty() && !before.is_empty() {
             now.sort_unstable();
             before.sort_unstable();
             switched.push(Switched {
@@ -157,6 +157,7 @@ fn week_of<'a>(
         }
     }
     switched.sort_by(|a, b| a.network.cmp(&b.network));
+    switched.truncate(SWITCHED_SHOWN);
     PortWeek {
         ports: ports.into_values().collect(),
         switched,

@@ -187,9 +187,14 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let sessions = TaskTracker::new();
     let accept_loops = TaskTracker::new();
     if let Some(sockets) = http_sockets {
+        let dashboard = config.http.dashboard.then(|| {
+            let dashboard =
+                crate::dashboard::Dashboard::new(Arc::clone(&ctx), Arc::clone(&delivery));
+            ("/dashboard", crate::dashboard::router(Arc::new(dashboard)))
+        });
         let addrs = http::start(
             Arc::clone(&ctx),
-            Arc::clone(&delivery),
+            dashboard,
             sockets,
             &infos,
             Arc::clone(&limits),

@@ -76,6 +76,7 @@ pub mod dns;
 pub mod dsn;
 pub mod failure;
 pub mod filter;
+pub mod flow;
 pub mod http;
 pub mod listener;
 pub mod local;

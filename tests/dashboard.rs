@@ -50,6 +50,10 @@ elif step == "act":
     out["without"] = go(f"/dashboard/queue/{qid}/retry", {})[0]
     out["wrong"] = go(f"/dashboard/queue/{qid}/retry", {"csrf": "0" * 64})[0]
     out["with"] = go(f"/dashboard/queue/{qid}/retry", {"csrf": csrf})[:2]
+elif step == "overview":
+    status, _, body, _ = go("/dashboard")
+    out["status"] = status
+    out["body"] = body
 elif step == "signed_out":
     out["queue"] = go("/dashboard/queue")[1]
 elif step == "ports":
@@ -167,6 +171,28 @@ fn an_admin_signs_in_sees_stuck_mail_and_retries_it_with_its_csrf_token() {
         "the retry is logged with who asked"
     );
     assert_eq!(log.matches("event=\"dashboard_csrf_refused\"").count(), 2);
+
+    // The flow chart and the last hour's counts, the minute not yet
+    // written to the store included.
+    let overview = browse(&base, "overview", &jar, &[]);
+    let page = url(&overview["body"]);
+    assert!(page.contains("<svg id=\"flow-chart\""), "{page}");
+    let last_hour = |kind: &str| -> u64 {
+        let cell = format!("<td id=\"last-hour-{kind}\">");
+        let at = page.find(&cell).unwrap_or_else(|| panic!("{kind}: {page}")) + cell.len();
+        page[at..]
+            .split('<')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("count")
+    };
+    assert_eq!(
+        (last_hour("accepted"), last_hour("delivered")),
+        (2, 1),
+        "{page}"
+    );
+    // The held message may have been tried before it was held.
+    assert!((1..=2).contains(&last_hour("deferred")), "{page}");
 
     let ports = browse(&base, "ports", &jar, &[]);
     assert_eq!(ports["status"], 200);

@@ -8,6 +8,7 @@ use axum::response::Html;
 use super::sessions::Session;
 use crate::portmap::PortWeek;
 use crate::spool::{QueuedMessage, StuckGroup, Summary};
+use crate::store::FlowMinute;
 
 /// Rows a table shows at most; the CLI pages through the rest.
 pub const ROWS: u32 = 200;
@@ -65,6 +66,7 @@ pub fn overview(
     summary: &Summary,
     port25_blocked: bool,
     fallback: Option<&str>,
+    chart: &str,
 ) -> Html<String> {
     let oldest = summary.oldest.map_or("none".to_string(), crate::clock::age);
     let port25 = match (port25_blocked, fallback) {
@@ -88,7 +90,8 @@ pub fn overview(
         "Flow",
         Some(session),
         &format!(
-            "<table id=\"queue-summary\"><tr><th>Messages queued</th><td>{}</td></tr>\
+            "{chart}<h2>The queue now</h2>\
+             <table id=\"queue-summary\"><tr><th>Messages queued</th><td>{}</td></tr>\
              <tr><th>Recipients not tried yet</th><td>{}</td></tr>\
              <tr><th>Recipients deferred</th><td>{}</td></tr>\
              <tr><th>Recipients held</th><td>{}</td></tr>\
@@ -99,6 +102,79 @@ pub fn overview(
             summary.messages, summary.queued, summary.deferred, summary.held
         ),
     )
+}
+
+/// The last day's flow as an inline SVG chart: one line per kind, in
+/// 15-minute steps, scaled to the busiest step; and the last hour's totals.
+pub fn flow(minutes: &[FlowMinute], now_minute: i64) -> String {
+    const STEP: i64 = 15;
+    const STEPS: i64 = crate::flow::MINUTES_KEPT / STEP;
+    const WIDTH: i64 = 960;
+    const HEIGHT: i64 = 200;
+    let first = now_minute - crate::flow::MINUTES_KEPT + 1;
+    let mut steps = vec![[0u64; 4]; STEPS as usize];
+    let mut last_hour = [0u64; 4];
+    for m in minutes
+        .iter()
+        .filter(|m| m.minute >= first && m.minute <= now_minute)
+    {
+        let counts = [m.accepted, m.delivered, m.deferred, m.bounced];
+        let step = &mut steps[((m.minute - first) / STEP) as usize];
+        for (s, c) in step.iter_mut().zip(counts) {
+            *s += c;
+        }
+        if m.minute > now_minute - 60 {
+            for (h, c) in last_hour.iter_mut().zip(counts) {
+                *h += c;
+            }
+        }
+    }
+    let top = steps.iter().flatten().copied().max().unwrap_or(0).max(1);
+    let series = [
+        ("accepted", "#06c"),
+        ("delivered", "#070"),
+        ("deferred", "#c80"),
+        ("bounced", "#a00"),
+    ];
+    let mut svg = format!(
+        "<svg id=\"flow-chart\" viewBox=\"0 0 {WIDTH} {h}\" width=\"{WIDTH}\" height=\"{h}\" \
+         role=\"img\" aria-label=\"Mail per 15 minutes over the last 24 hours\">\
+         <rect width=\"{WIDTH}\" height=\"{HEIGHT}\" fill=\"#fafafa\" stroke=\"#ccc\"/>\
+         <text x=\"4\" y=\"14\" font-size=\"12\">{top} per 15 min</text>\
+         <text x=\"4\" y=\"{label}\" font-size=\"12\">24 h ago</text>\
+         <text x=\"{now_x}\" y=\"{label}\" font-size=\"12\">now</text>",
+        h = HEIGHT + 20,
+        label = HEIGHT + 16,
+        now_x = WIDTH - 30,
+    );
+    for (i, (name, colour)) in series.iter().enumerate() {
+        let points: Vec<String> = steps
+            .iter()
+            .enumerate()
+            .map(|(x, step)| {
+                let x = x as i64 * WIDTH / (STEPS - 1);
+                let y = HEIGHT - (step[i] as i64 * (HEIGHT - 20) / top as i64);
+                format!("{x},{y}")
+            })
+            .collect();
+        let _ = write!(
+            svg,
+            "<polyline id=\"flow-{name}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" \
+             points=\"{}\"><title>{name}</title></polyline>",
+            points.join(" ")
+        );
+    }
+    svg.push_str("</svg>");
+    let legend: String = series
+        .iter()
+        .zip(last_hour)
+        .map(|((name, colour), n)| {
+            format!(
+                "<tr><td style=\"color:{colour}\">{name}</td><td id=\"last-hour-{name}\">{n}</td></tr>"
+            )
+        })
+        .collect();
+    format!("{svg}<table><tr><th>In the last hour</th><th>Count</th></tr>{legend}</table>")
 }
 
 pub fn queue(

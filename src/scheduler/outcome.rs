@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::dsn::{self, FailedRecipient};
 use crate::failure::{FailureKind, Severity};
+use crate::flow::Flow;
 use crate::outbound::RecipientResult;
 use crate::spool::{NewMessage, QueuedMessage, RecipientStatus, RecipientUpdate};
 
@@ -86,6 +87,12 @@ pub fn apply(
             _ => "expired",
         };
         metrics::counter!("postern_deliveries_total", "result" => counted).increment(1);
+        crate::flow::count(match status {
+            RecipientStatus::Delivered => Flow::Delivered,
+            RecipientStatus::Queued => Flow::Deferred,
+            // Failed for good, or expired: a bounce either way.
+            _ => Flow::Bounced,
+        });
         if status == RecipientStatus::Delivered {
             metrics::histogram!("postern_delivery_seconds").record((now - message.created) as f64);
         }

@@ -272,6 +272,7 @@ impl Client<'_> {
         };
         let id = enqueue(self.ctx, &origin, accepted, &self.span).await?;
         metrics::counter!("postern_messages_queued_total", "port" => "sendmail").increment(1);
+        crate::flow::count(crate::flow::Flow::Accepted);
         Ok(Answer::Queued { id })
     }
 

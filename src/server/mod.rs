@@ -245,6 +245,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let records = [
         tokio::spawn(watch.run(bounces, records_stop.clone())),
         tokio::spawn(portmap.run(records_stop.clone())),
+        tokio::spawn(crate::flow::run(ctx.store.clone(), records_stop.clone())),
     ];
     if let Some(interval) = config.dmarc_reports {
         let ctx_for_reports = Arc::clone(&ctx);

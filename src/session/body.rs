@@ -103,6 +103,7 @@ impl Session {
         match enqueue(&self.ctx, &self.origin(), accepted, &tx.span).await {
             Ok(queue_id) => {
                 metrics::counter!("postern_messages_queued_total", "port" => self.local.port().to_string()).increment(1);
+                crate::flow::count(crate::flow::Flow::Accepted);
                 self.reply(Reply::new(250, (0, 0), format!("Ok: queued as {queue_id}")))
             }
             Err(reply) => self.reply(reply),

@@ -47,21 +47,8 @@ impl Dashboard {
         }
     }
 
-    /// Whether the request may see the dashboard at all: from a client in
-    /// `dashboard_from`, over TLS unless from this host (a password must
-    /// not cross a network in the clear), and not through a proxy (whose
-    /// own address would stand for every client behind it).
     fn admit(&self, from: &Client) -> Result<(), Refusal> {
-        if !crate::config::in_networks(&self.ctx.config.http.dashboard_from, from.peer.ip()) {
-            return Err(Refusal::NotHere);
-        }
-        if from.proxied {
-            return Err(Refusal::Proxied);
-        }
-        if !from.encrypted && !from.peer.ip().is_loopback() {
-            return Err(Refusal::NeedsTls);
-        }
-        Ok(())
+        from.admitted(&self.ctx.config.http.dashboard_from)
     }
 
     /// The signed-in session of the request: its token, and itself. A
@@ -140,6 +127,26 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Client {
     }
 }
 
+impl Client {
+    /// Whether the client may see the dashboard at all: it is in
+    /// `allowed`, over TLS unless on this host (a password must not cross
+    /// a network in the clear), and not behind a proxy (whose own address
+    /// would stand for every client behind it).
+    fn admitted(&self, allowed: &[ipnet::IpNet]) -> Result<(), Refusal> {
+        let ip = self.peer.ip().to_canonical();
+        if !crate::config::in_networks(allowed, ip) {
+            return Err(Refusal::NotHere);
+        }
+        if self.proxied {
+            return Err(Refusal::Proxied);
+        }
+        if !self.encrypted && !ip.is_loopback() {
+            return Err(Refusal::NeedsTls);
+        }
+        Ok(())
+    }
+}
+
 /// False when the browser says the form came from another site (its
 /// `Origin` names another host than the request's `Host`); true when it
 /// says nothing.
@@ -153,6 +160,7 @@ fn same_origin(headers: &HeaderMap) -> bool {
 }
 
 /// Why a request gets no page.
+#[derive(Debug, PartialEq, Eq)]
 enum Refusal {
     /// The client is outside `dashboard_from`.
     NotHere,
@@ -425,4 +433,60 @@ async fn guarded(request: axum::extract::Request, next: axum::middleware::Next) 
         headers.insert(name, HeaderValue::from_static(value));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(peer: &str, encrypted: bool, proxied: bool) -> Client {
+        Client {
+            peer: peer.parse().expect("addr"),
+            encrypted,
+            proxied,
+            headers: HeaderMap::new(),
+        }
+    }
+
+    #[test]
+    fn only_allowed_clients_over_tls_or_on_this_host_and_not_proxied_are_admitted() {
+        let allowed: Vec<ipnet::IpNet> = ["127.0.0.0/8", "::1/128", "192.0.2.0/24"]
+            .iter()
+            .map(|n| n.parse().expect("net"))
+            .collect();
+        let admitted = |peer, tls, proxied| client(peer, tls, proxied).admitted(&allowed);
+        assert_eq!(admitted("127.0.0.1:5000", false, false), Ok(()));
+        assert_eq!(admitted("[::1]:5000", false, false), Ok(()));
+        assert_eq!(admitted("[::ffff:127.0.0.1]:5000", false, false), Ok(()));
+        assert_eq!(admitted("192.0.2.7:5000", true, false), Ok(()));
+        assert_eq!(
+            admitted("192.0.2.7:5000", false, false),
+            Err(Refusal::NeedsTls),
+            "a password over plain HTTP across a network"
+        );
+        assert_eq!(
+            admitted("198.51.100.1:5000", true, false),
+            Err(Refusal::NotHere)
+        );
+        assert_eq!(
+            admitted("127.0.0.1:5000", true, true),
+            Err(Refusal::Proxied)
+        );
+    }
+
+    #[test]
+    fn a_form_from_another_origin_is_not_the_same_origin() {
+        let headers = |origin: Option<&str>| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("mx.example.com:443"));
+            if let Some(o) = origin {
+                h.insert(header::ORIGIN, HeaderValue::from_str(o).expect("origin"));
+            }
+            h
+        };
+        assert!(same_origin(&headers(None)), "a browser that says nothing");
+        assert!(same_origin(&headers(Some("https://mx.example.com:443"))));
+        assert!(!same_origin(&headers(Some("https://evil.example"))));
+        assert!(!same_origin(&headers(Some("null"))));
+    }
 }

@@ -154,8 +154,8 @@ impl Outbound {
                 self.relay_settings(relay)?,
             ),
             Destination::MxPolicyWaived(domain) => {
-                let hosts = mx::hosts(&self.dns, domain).await?;
-                let (hosts, mut settings) = mx_settings(domain, hosts, None)?;
+                let (hosts, _) = mx::hosts(&self.dns, domain).await?;
+                let (hosts, mut settings) = mta_sts::mx_settings(domain, hosts, None)?;
                 // What the policies would have said is not known: nothing
                 // to report under them.
                 settings.report = None;
@@ -166,38 +166,13 @@ impl Outbound {
                 let port = self.config.delivery.mx_port;
                 // Asked first: a domain that does not exist, or whose DNS
                 // does not answer, fails as a DNS failure.
-                let hosts = mx::hosts(&self.dns, domain).await?;
-                // An address literal has no MX records to sign.
-                let signing = if self.config.delivery.dane && !domain.starts_with('[') {
-                    // Asked again, from the resolver's cache: whether the
-                    // domain publishes MX records at all.
-                    let published = matches!(self.dns.mx(domain).await, Ok(MxAnswer::Hosts(_)));
-                    self.dns.mx_signing(domain, published).await
-                } else {
-                    MxSigning::Unsigned
-                };
-                let (hosts, dane) = match signing {
-                    // The validated records, not the other resolver's
-                    // answer: an attacker forging only that one would
-                    // otherwise send the mail to a host without TLSA records.
-                    MxSigning::Signed(records) => {
-                        (mx::in_order(domain, Ok(MxAnswer::of(records)))?, true)
-                    }
-                    MxSigning::Unsigned => (hosts, false),
-                    MxSigning::Unusable(why) => {
-                        self.record_dnssec_invalid(domain, None, &why);
-                        return Err(DeliveryFailure::new(
-                            Severity::Transient,
-                            FailureKind::Tls,
-                            format!("{why}; the mail waits (DANE, RFC 7672 §2.2.1)"),
-                        ));
-                    }
-                };
+                let (hosts, published) = mx::hosts(&self.dns, domain).await?;
+                let (hosts, dane) = self.under_dane(domain, hosts, published).await?;
                 let policy = match &self.mta_sts {
                     Some(policies) => policies.policy(domain).await,
                     None => None,
                 };
-                let (hosts, settings) = mx_settings(domain, hosts, policy.as_deref())?;
+                let (hosts, settings) = mta_sts::mx_settings(domain, hosts, policy.as_deref())?;
                 if settings.tls == TlsMode::Required {
                     enforced = Some(domain);
                 }
@@ -313,6 +288,38 @@ impl Outbound {
         }
     }
 
+    /// `domain`'s `hosts` (found by the plain resolver; `published`: from
+    /// MX records) as DANE has them, and whether their TLSA records are to
+    /// be asked: the validated MX hosts when the domain is signed (an
+    /// attacker forging only the plain answer would otherwise send the mail
+    /// to a host without TLSA records), the same hosts when it is not, and
+    /// a failure when its records cannot be validated.
+    async fn under_dane(
+        &self,
+        domain: &str,
+        hosts: Vec<String>,
+        published: bool,
+    ) -> Result<(Vec<String>, bool), DeliveryFailure> {
+        // An address literal has no MX records to sign.
+        if !self.config.delivery.dane || domain.starts_with('[') {
+            return Ok((hosts, false));
+        }
+        match self.dns.mx_signing(domain, published).await {
+            MxSigning::Signed(records) => {
+                Ok((mx::in_order(domain, Ok(MxAnswer::of(records)))?, true))
+            }
+            MxSigning::Unsigned => Ok((hosts, false)),
+            MxSigning::Unusable(why) => {
+                self.record_dnssec_invalid(domain, None, &why);
+                Err(DeliveryFailure::new(
+                    Severity::Transient,
+                    FailureKind::Tls,
+                    format!("{why}; the mail waits (DANE, RFC 7672 §2.2.1)"),
+                ))
+            }
+        }
+    }
+
     /// Counts for TLS reports that `domain`'s MX records (no `host`) or a
     /// host's TLSA records could not be validated.
     fn record_dnssec_invalid(&self, domain: &str, host: Option<String>, why: &str) {
@@ -373,7 +380,9 @@ impl Outbound {
             }),
             None => settings.report.clone(),
         };
-        if let (Some(applied), Some(outcome)) = (applied, tls_outcome(&opened, endpoint)) {
+        if let (Some(applied), Some(outcome)) =
+            (applied, tls_report::tls_outcome(&opened, endpoint))
+        {
             self.tls_results.record(domain, &applied, outcome);
         }
         opened
@@ -521,99 +530,5 @@ impl Outbound {
             tls_required_by: "this relay".to_string(),
             report: None,
         })
-    }
-}
-
-/// The MX hosts of `domain` mail may go to, and how, under its MTA-STS
-/// `policy`: with `enforce`, only the hosts it names, over TLS with a
-/// certificate valid for the host (none named: the mail waits, and says
-/// why); with `testing` or none, every host, with TLS when offered.
-fn mx_settings(
-    domain: &str,
-    hosts: Vec<String>,
-    policy: Option<&mta_sts::Policy>,
-) -> Result<(Vec<String>, Settings), DeliveryFailure> {
-    let opportunistic = Settings {
-        tls: TlsMode::Opportunistic,
-        verify: false,
-        credentials: None,
-        plaintext_auth: false,
-        tls_required_by: String::new(),
-        report: Some(tls_report::Applied::None),
-    };
-    let Some(policy) = policy else {
-        return Ok((hosts, opportunistic));
-    };
-    let opportunistic = Settings {
-        report: Some(tls_report::Applied::Sts {
-            lines: policy.lines(),
-            mx: policy.mx.clone(),
-        }),
-        ..opportunistic
-    };
-    // In preference order, as the hosts came.
-    let named: Vec<String> = hosts.iter().filter(|h| policy.allows(h)).cloned().collect();
-    let unnamed: Vec<&String> = hosts.iter().filter(|h| !policy.allows(h)).collect();
-    match policy.mode {
-        mta_sts::Mode::Enforce if named.is_empty() => Err(DeliveryFailure::new(
-            Severity::Transient,
-            FailureKind::Tls,
-            format!(
-                "MTA-STS policy of {domain} (enforce): none of its MX hosts ({}) is one the \
-                 policy names ({}); the mail waits",
-                hosts.join(", "),
-                policy.mx.join(", ")
-            ),
-        )),
-        mta_sts::Mode::Enforce => Ok((
-            named,
-            Settings {
-                tls: TlsMode::Required,
-                verify: true,
-                tls_required_by: format!("the MTA-STS policy of {domain}"),
-                ..opportunistic
-            },
-        )),
-        mode => {
-            if mode == mta_sts::Mode::Testing && !unnamed.is_empty() {
-                tracing::warn!(
-                    event = "mta_sts_testing",
-                    domain,
-                    hosts = ?unnamed,
-                    "MX hosts the MTA-STS policy does not name; delivered, as the policy only tests"
-                );
-            }
-            Ok((hosts, opportunistic))
-        }
-    }
-}
-
-/// What a new connection to an MX host says for TLS reports: a TLS session,
-/// a host that would not or could not have one (with why), or nothing to
-/// say (the connection failed before TLS came up).
-fn tls_outcome(
-    opened: &Result<Connection, ConnectFailure>,
-    endpoint: &Endpoint<'_>,
-) -> Option<tls_report::Outcome> {
-    let failure = |result, reason: &str| tls_report::Outcome::Failure {
-        result,
-        mx_host: Some(endpoint.host.to_string()),
-        ip: Some(endpoint.addr.ip()),
-        reason: reason.to_string(),
-    };
-    match opened {
-        Ok(conn) if conn.encrypted => Some(tls_report::Outcome::Success),
-        Ok(_) => Some(failure(
-            ResultType::StartTlsNotSupported,
-            "delivered without TLS",
-        )),
-        Err(f) if f.starttls_failed => Some(failure(
-            tls_report::result_type(&f.failure.text),
-            &f.failure.text,
-        )),
-        Err(f) if f.failure.kind == FailureKind::Tls => {
-            Some(failure(ResultType::StartTlsNotSupported, &f.failure.text))
-        }
-        Err(_) => None,
     }
 }

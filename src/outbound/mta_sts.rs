@@ -24,8 +24,10 @@ use tokio_rustls::TlsConnector;
 
 use super::https::{self, HttpsFailure};
 use super::tls_report::{Applied, Outcome, TlsResults};
+use super::{Settings, TlsMode};
 use crate::clock::now_unix;
 use crate::dns::Dns;
+use crate::failure::{DeliveryFailure, FailureKind, Severity};
 use crate::store::{KeptPolicy, Store};
 
 /// RFC 8461 §3.3: a policy body is at most 64 KiB.
@@ -444,6 +446,70 @@ impl Policies {
         let text =
             std::str::from_utf8(&body).map_err(|_| invalid("the policy is not UTF-8".into()))?;
         Policy::parse(text).map_err(|e| invalid(format!("the policy: {e}")))
+    }
+}
+
+/// The MX hosts of `domain` mail may go to, and how, under its MTA-STS
+/// `policy`: with `enforce`, only the hosts it names, over TLS with a
+/// certificate valid for the host (none named: the mail waits, and says
+/// why); with `testing` or none, every host, with TLS when offered.
+pub(super) fn mx_settings(
+    domain: &str,
+    hosts: Vec<String>,
+    policy: Option<&Policy>,
+) -> Result<(Vec<String>, Settings), DeliveryFailure> {
+    let opportunistic = Settings {
+        tls: TlsMode::Opportunistic,
+        verify: false,
+        credentials: None,
+        plaintext_auth: false,
+        tls_required_by: String::new(),
+        report: Some(Applied::None),
+    };
+    let Some(policy) = policy else {
+        return Ok((hosts, opportunistic));
+    };
+    let opportunistic = Settings {
+        report: Some(Applied::Sts {
+            lines: policy.lines(),
+            mx: policy.mx.clone(),
+        }),
+        ..opportunistic
+    };
+    // In preference order, as the hosts came.
+    let named: Vec<String> = hosts.iter().filter(|h| policy.allows(h)).cloned().collect();
+    let unnamed: Vec<&String> = hosts.iter().filter(|h| !policy.allows(h)).collect();
+    match policy.mode {
+        Mode::Enforce if named.is_empty() => Err(DeliveryFailure::new(
+            Severity::Transient,
+            FailureKind::Tls,
+            format!(
+                "MTA-STS policy of {domain} (enforce): none of its MX hosts ({}) is one the \
+                 policy names ({}); the mail waits",
+                hosts.join(", "),
+                policy.mx.join(", ")
+            ),
+        )),
+        Mode::Enforce => Ok((
+            named,
+            Settings {
+                tls: TlsMode::Required,
+                verify: true,
+                tls_required_by: format!("the MTA-STS policy of {domain}"),
+                ..opportunistic
+            },
+        )),
+        mode => {
+            if mode == Mode::Testing && !unnamed.is_empty() {
+                tracing::warn!(
+                    event = "mta_sts_testing",
+                    domain,
+                    hosts = ?unnamed,
+                    "MX hosts the MTA-STS policy does not name; delivered, as the policy only tests"
+                );
+            }
+            Ok((hosts, opportunistic))
+        }
     }
 }
 

@@ -7,12 +7,16 @@ use rand::seq::SliceRandom;
 use crate::dns::{Dns, DnsError, MxAnswer};
 use crate::failure::{DeliveryFailure, FailureKind, Severity};
 
-pub async fn hosts(dns: &Dns, domain: &str) -> Result<Vec<String>, DeliveryFailure> {
+/// The hosts to try for `domain`, and whether it publishes MX records
+/// (rather than being its own host).
+pub async fn hosts(dns: &Dns, domain: &str) -> Result<(Vec<String>, bool), DeliveryFailure> {
     // An address literal names the host itself (RFC 5321 §4.1.3): no MX lookup.
     if domain.starts_with('[') {
-        return Ok(vec![domain.to_string()]);
+        return Ok((vec![domain.to_string()], false));
     }
-    in_order(domain, dns.mx(domain).await)
+    let answer = dns.mx(domain).await;
+    let published = matches!(answer, Ok(MxAnswer::Hosts(_)));
+    Ok((in_order(domain, answer)?, published))
 }
 
 /// The hosts to try, in order, for `domain`'s MX `answer`.

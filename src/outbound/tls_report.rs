@@ -22,7 +22,9 @@ use mail_auth::report::tlsrpt::{
 };
 use tokio_rustls::TlsConnector;
 
+use super::client::{ConnectFailure, Connection, Endpoint};
 use super::https;
+use crate::failure::FailureKind;
 
 use crate::dns::Dns;
 use crate::spool::NewMessage;
@@ -338,6 +340,33 @@ pub fn result_type(error: &str) -> ResultType {
         ResultType::CertificateNotTrusted
     } else {
         ResultType::ValidationFailure
+    }
+}
+
+/// What a new connection to an MX host says for TLS reports: a TLS session,
+/// a host that would not or could not have one (with why), or nothing to
+/// say (the connection failed before TLS came up).
+pub(super) fn tls_outcome(
+    opened: &Result<Connection, ConnectFailure>,
+    endpoint: &Endpoint<'_>,
+) -> Option<Outcome> {
+    let failure = |result, reason: &str| Outcome::Failure {
+        result,
+        mx_host: Some(endpoint.host.to_string()),
+        ip: Some(endpoint.addr.ip()),
+        reason: reason.to_string(),
+    };
+    match opened {
+        Ok(conn) if conn.encrypted => Some(Outcome::Success),
+        Ok(_) => Some(failure(
+            ResultType::StartTlsNotSupported,
+            "delivered without TLS",
+        )),
+        Err(f) if f.starttls_failed => Some(failure(result_type(&f.failure.text), &f.failure.text)),
+        Err(f) if f.failure.kind == FailureKind::Tls => {
+            Some(failure(ResultType::StartTlsNotSupported, &f.failure.text))
+        }
+        Err(_) => None,
     }
 }
 

@@ -17,11 +17,11 @@
 
 use std::sync::Arc;
 
+use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_rustls::TlsConnector;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -86,6 +86,7 @@ impl Dane {
             .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
         let verifier = DaneVerifier {
             records: usable,
+            algorithms: provider.signature_verification_algorithms,
             provider: Arc::clone(&provider),
         };
         let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -105,6 +106,7 @@ impl Dane {
 struct DaneVerifier {
     records: Vec<Tlsa>,
     provider: Arc<CryptoProvider>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
 impl ServerCertVerifier for DaneVerifier {
@@ -147,39 +149,7 @@ impl ServerCertVerifier for DaneVerifier {
         ))
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    crate::tls::verify_handshake_signatures!();
 }
 
 #[cfg(test)]

@@ -65,28 +65,31 @@ pub async fn run(store: Store, stop: CancellationToken) {
             () = stop.cancelled() => true,
             () = tokio::time::sleep(Duration::from_secs(to_next_minute as u64)) => false,
         };
-        let taken = take();
-        for (p, t) in pending.iter_mut().zip(taken) {
-            *p += t;
-        }
         // The minute that just ended (or, at shutdown, the current one).
-        let minute = (now_unix() - 1).div_euclid(60);
-        let row = FlowMinute {
-            minute,
-            accepted: pending[0],
-            delivered: pending[1],
-            deferred: pending[2],
-            bounced: pending[3],
-        };
-        match store.add_flow(&row, minute - MINUTES_KEPT).await {
-            Ok(()) => pending = [0; 4],
-            Err(e) => {
-                tracing::error!(event = "store_error", error = %e, "cannot write the mail flow")
-            }
-        }
+        flush(&store, &mut pending, (now_unix() - 1).div_euclid(60)).await;
         if stopping {
             return;
         }
+    }
+}
+
+/// Adds what was counted since the last call to `pending` and writes it as
+/// `minute`'s; what the store refuses stays in `pending` for the next call.
+async fn flush(store: &Store, pending: &mut [u64; 4], minute: i64) {
+    for (p, t) in pending.iter_mut().zip(take()) {
+        *p += t;
+    }
+    let [accepted, delivered, deferred, bounced] = *pending;
+    let row = FlowMinute {
+        minute,
+        accepted,
+        delivered,
+        deferred,
+        bounced,
+    };
+    match store.add_flow(&row, minute - MINUTES_KEPT).await {
+        Ok(()) => *pending = [0; 4],
+        Err(e) => tracing::error!(event = "store_error", error = %e, "cannot write the mail flow"),
     }
 }
 
@@ -94,10 +97,14 @@ pub async fn run(store: Store, stop: CancellationToken) {
 mod tests {
     use super::*;
 
+    /// The counts are process-wide: the tests that take them run one at a time.
+    static TAKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     /// At shutdown the counts so far are written; the process-wide counts
     /// are shared with other tests, so only a floor is known.
     #[tokio::test]
     async fn the_counts_are_written_at_shutdown() {
+        let _one_at_a_time = TAKING.lock().await;
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open(dir.path()).await.expect("store");
         for _ in 0..3 {
@@ -109,6 +116,29 @@ mod tests {
         let written = store.flow_since(0).await.expect("read");
         assert!(
             written.iter().map(|m| m.bounced).sum::<u64>() >= 3,
+            "{written:?}"
+        );
+    }
+
+    /// A store that refuses a write loses no count: it goes with the next.
+    #[tokio::test]
+    async fn a_refused_write_is_added_to_the_next() {
+        let _one_at_a_time = TAKING.lock().await;
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).await.expect("store");
+        for _ in 0..2 {
+            count(Flow::Deferred);
+        }
+        let mut pending = [0u64; 4];
+        store.close().await;
+        flush(&store, &mut pending, 100).await;
+        assert!(pending[2] >= 2, "kept: {pending:?}");
+        let reopened = Store::open(dir.path()).await.expect("store");
+        flush(&reopened, &mut pending, 101).await;
+        assert_eq!(pending, [0; 4]);
+        let written = reopened.flow_since(0).await.expect("read");
+        assert!(
+            written.iter().map(|m| m.deferred).sum::<u64>() >= 2,
             "{written:?}"
         );
     }

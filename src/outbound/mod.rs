@@ -394,7 +394,7 @@ impl Outbound {
     pub async fn probe_port25(&self, shutdown: &tokio_util::sync::CancellationToken) {
         let mut changes = self.port25.subscribe();
         loop {
-            let blocked = async { changes.wait_for(|blocked| *blocked).await.map(|_| ()) };
+            let blocked = async { changes.wait_for(Option::is_some).await.map(|_| ()) };
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 open = blocked => if open.is_err() { return },

@@ -36,15 +36,15 @@ const REMEMBERED: usize = 4;
 #[derive(Default)]
 struct State {
     failures: VecDeque<(Instant, String)>,
-    blocked_since: Option<Instant>,
     failed: VecDeque<SocketAddr>,
     answered: VecDeque<SocketAddr>,
 }
 
 pub struct Port25Monitor {
     state: Mutex<State>,
-    /// Whether port 25 is blocked: every change is sent.
-    blocked: watch::Sender<bool>,
+    /// Since when port 25 is blocked (`None`: it is not); every change is
+    /// sent, and only changes. Written under `state`'s lock.
+    blocked: watch::Sender<Option<Instant>>,
     /// `[fallback_relay]` as `host:port` when MX-bound mail takes it while
     /// port 25 is blocked: what the log says.
     fallback: Option<String>,
@@ -63,7 +63,7 @@ impl Port25Monitor {
     pub fn new(fallback: Option<String>) -> Port25Monitor {
         Port25Monitor {
             state: Mutex::default(),
-            blocked: watch::Sender::new(false),
+            blocked: watch::Sender::new(None),
             fallback,
         }
     }
@@ -73,7 +73,7 @@ impl Port25Monitor {
     }
 
     pub fn is_blocked(&self) -> bool {
-        *self.blocked.borrow()
+        self.blocked.borrow().is_some()
     }
 
     /// Whether MX-bound mail goes through `[fallback_relay]` now.
@@ -82,7 +82,8 @@ impl Port25Monitor {
     }
 
     /// Every change of [`Port25Monitor::is_blocked`], from now on.
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
+    /// (`Some`: since when it is blocked.)
+    pub fn subscribe(&self) -> watch::Receiver<Option<Instant>> {
         self.blocked.subscribe()
     }
 
@@ -93,7 +94,7 @@ impl Port25Monitor {
             return std::future::pending().await;
         }
         let mut changes = self.blocked.subscribe();
-        if changes.wait_for(|blocked| *blocked).await.is_err() {
+        if changes.wait_for(Option::is_some).await.is_err() {
             std::future::pending::<()>().await;
         }
     }
@@ -123,13 +124,12 @@ impl Port25Monitor {
             .map(|(_, d)| d.as_str())
             .collect::<HashSet<&str>>()
             .len();
-        if s.blocked_since.is_some() || distinct < DISTINCT_DOMAINS {
+        if self.is_blocked() || distinct < DISTINCT_DOMAINS {
             return;
         }
-        s.blocked_since = Some(now);
         // Sent under the lock: a success taking the block back meanwhile
         // must not be overtaken by this news of it.
-        self.blocked.send_replace(true);
+        self.blocked.send_replace(Some(now));
         drop(s);
         let port = addr.port();
         let minutes = WINDOW.as_secs() / 60;
@@ -159,8 +159,14 @@ impl Port25Monitor {
         let mut s = self.state();
         remember(&mut s.answered, addr);
         s.failures.clear();
-        if let Some(since) = s.blocked_since.take() {
-            self.blocked.send_replace(false);
+        // Sent only when it changes: successes are every delivery's, and
+        // the scheduler wakes for each change.
+        let mut since = None;
+        self.blocked.send_if_modified(|blocked| {
+            since = blocked.take();
+            since.is_some()
+        });
+        if let Some(since) = since {
             drop(s);
             tracing::info!(
                 event = "port25_unblocked",

@@ -201,7 +201,7 @@ pub async fn run(
     // a time (the queue wakes the loop for everything else).
     let mut look_at: Option<tokio::time::Instant> = None;
     loop {
-        let blocked = *port25.borrow_and_update();
+        let blocked = port25.borrow_and_update().is_some();
         if reported_blocked != Some(blocked) {
             if reported_blocked.is_some() {
                 port25_changed(&delivery, blocked).await;

@@ -11,10 +11,12 @@ mod backoff;
 mod destinations;
 mod groups;
 mod outcome;
+mod port25;
 #[cfg(test)]
 mod testing;
 
 pub use active::{ActiveQueue, Fresh, FreshBody, HandOffs};
+pub use port25::DeliveryStatus;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -203,11 +205,7 @@ pub async fn run(
     loop {
         let blocked = port25.borrow_and_update().is_some();
         if reported_blocked != Some(blocked) {
-            if reported_blocked.is_some() {
-                port25_changed(&delivery, blocked).await;
-            }
-            write_status(&delivery.config, blocked);
-            metrics::gauge!("postern_outbound_port25_blocked").set(if blocked { 1.0 } else { 0.0 });
+            port25::changed(&delivery, reported_blocked, blocked).await;
             reported_blocked = Some(blocked);
         }
         if let Some(at) = queue.take_wake_at() {
@@ -236,38 +234,6 @@ pub async fn run(
             () = sleep_until(look_at) => {}
             Ok(()) = port25.changed() => {}
         }
-    }
-}
-
-/// Port 25 was found blocked, or open again: the mail that waits for it is
-/// due at once (through the fallback relay, or direct again), and the MX
-/// destinations left alone because of it are tried again.
-async fn port25_changed(delivery: &Delivery, blocked: bool) {
-    let unreachable = FailureKind::Unreachable {
-        port: delivery.config.delivery.mx_port,
-    };
-    if !blocked {
-        delivery.destinations.forget_down(|f| f.kind == unreachable);
-    } else if !delivery.outbound.port25.detouring() {
-        // Nowhere else to send it: it waits for port 25 as it did.
-        return;
-    }
-    match delivery
-        .queue
-        .spool()
-        .retry_kind(&unreachable.token(), None)
-        .await
-    {
-        Ok(due) => {
-            tracing::info!(
-                event = "port25_retry",
-                blocked,
-                recipients = due,
-                "mail that waited for port 25 is due now"
-            );
-            delivery.queue.changed();
-        }
-        Err(e) => tracing::error!(event = "spool_error", error = %e),
     }
 }
 
@@ -311,45 +277,6 @@ async fn claim_pass(
             tracing::error!(event = "spool_error", error = %e);
             after_failure()
         }
-    }
-}
-
-/// What `postern queue` shows about delivery as a whole: `run/delivery.json`.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct DeliveryStatus {
-    pub port25_blocked: bool,
-    /// While port 25 is blocked: the relay (`host:port`) MX-bound mail
-    /// takes instead, if there is one.
-    #[serde(default)]
-    pub fallback: Option<String>,
-}
-
-impl DeliveryStatus {
-    pub fn path(config: &Config) -> std::path::PathBuf {
-        config.run_dir().join("delivery.json")
-    }
-
-    /// The status a running (or the last) server wrote, if any.
-    pub fn read(config: &Config) -> Option<DeliveryStatus> {
-        serde_json::from_slice(&std::fs::read(DeliveryStatus::path(config)).ok()?).ok()
-    }
-}
-
-fn write_status(config: &Config, port25_blocked: bool) {
-    let path = DeliveryStatus::path(config);
-    let status = DeliveryStatus {
-        port25_blocked,
-        fallback: crate::router::mx_fallback(config)
-            .filter(|_| port25_blocked)
-            .map(|r| format!("{}:{}", r.host, r.port)),
-    };
-    let json = serde_json::to_vec(&status).unwrap_or_default();
-    let tmp = path.with_extension("tmp");
-    if let Err(e) = std::fs::create_dir_all(config.run_dir())
-        .and_then(|()| std::fs::write(&tmp, json))
-        .and_then(|()| std::fs::rename(&tmp, &path))
-    {
-        tracing::warn!(event = "status_write_failed", path = %path.display(), error = %e);
     }
 }
 
@@ -494,7 +421,7 @@ async fn deliver_message(
             }
             delivery.report_bounces(&message, failed);
             // Deferred for port 25 just before the block was noticed, and
-            // written after `port25_changed` made such mail due: due now
+            // written after `port25::changed` made such mail due: due now
             // all the same.
             if waits_for_port25
                 && delivery.outbound.port25.detouring()

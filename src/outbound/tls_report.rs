@@ -418,4 +418,22 @@ mod tests {
         assert_eq!(none.failures.len(), MAX_FAILURES_PER_POLICY);
         assert_eq!(none.failures.values().max(), Some(&2));
     }
+
+    /// A report address whose server is down is an error naming it (the
+    /// caller logs it and goes on to the other addresses), not a hang.
+    #[tokio::test]
+    async fn a_post_to_a_dead_server_fails_at_once_and_says_where() {
+        crate::tls::install_crypto_provider();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = closed.local_addr().expect("addr").port();
+        drop(closed);
+        let connector = mail_send::smtp::tls::build_tls_connector(false).expect("connector");
+        let dns = Dns::new(&[]).expect("dns");
+        let uri = format!("https://127.0.0.1:{port}/tlsrpt");
+        let started = std::time::Instant::now();
+        let sent = post(&dns, &connector, b"report", &uri).await;
+        let error = sent.expect_err("nothing listens there");
+        assert!(error.contains("127.0.0.1 (127.0.0.1)"), "{error}");
+        assert!(started.elapsed() < POST_TIMEOUT, "refused, not waited for");
+    }
 }

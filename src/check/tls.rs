@@ -324,8 +324,40 @@ impl ServerCertVerifier for Recorder {
 
     // The handshake signatures are still checked: they prove the server
     // holds the key of the certificate we report.
-    crate::tls::verify_handshake_signatures!();
+    verify_handshake_signatures!();
 }
+
+/// The handshake-signature half of a rustls `ServerCertVerifier` whose
+/// certificate half is our own (DANE's in `outbound`, the recorder here):
+/// checked as rustls checks them, with the verifier's
+/// `algorithms: WebPkiSupportedAlgorithms`. Written once, here, beside the other certificate code; a trait
+/// cannot supply another trait's methods.
+macro_rules! verify_handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls::pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls::pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.algorithms.supported_schemes()
+        }
+    };
+}
+pub(crate) use verify_handshake_signatures;
 
 /// A Unix time as an RFC 3339 UTC date-time (`2027-01-31T12:00:00Z`).
 pub fn rfc3339(unix: i64) -> String {

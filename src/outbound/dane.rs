@@ -149,7 +149,7 @@ impl ServerCertVerifier for DaneVerifier {
         ))
     }
 
-    crate::tls::verify_handshake_signatures!();
+    crate::check::tls::verify_handshake_signatures!();
 }
 
 #[cfg(test)]

@@ -95,35 +95,3 @@ pub fn server_config(config: &Config) -> Result<ServerTls, TlsSetupError> {
         certificates,
     })
 }
-
-/// The handshake-signature half of a rustls `ServerCertVerifier` whose
-/// certificate half is our own (DANE's, `postern check`'s recorder):
-/// checked as rustls checks them, with the verifier's
-/// `algorithms: WebPkiSupportedAlgorithms`. Written once here; a trait
-/// cannot supply another trait's methods.
-macro_rules! verify_handshake_signatures {
-    () => {
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &rustls::pki_types::CertificateDer<'_>,
-            dss: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &rustls::pki_types::CertificateDer<'_>,
-            dss: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.algorithms.supported_schemes()
-        }
-    };
-}
-pub(crate) use verify_handshake_signatures;

@@ -34,34 +34,7 @@ EOF
 "$bin" queue list --config "$WORK/postern.toml" > /dev/null
 
 fill_start=$(date +%s.%N)
-python3 - "$WORK/data/spool/queue.sqlite" "$MESSAGES" <<'PY'
-import sqlite3, sys, time
-db, n = sys.argv[1], int(sys.argv[2])
-c = sqlite3.connect(db)
-now = int(time.time())
-c.executescript(f"""
-BEGIN;
-WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < {n} - 1)
-INSERT INTO message (id, created, sender, size, smtputf8, body)
-SELECT printf('%014d', i), {now} - 432000 + i * 432000 / {n},
-       'sender' || (i % 5000) || '@example.com', 1024, 0, randomblob(1024)
-FROM k;
-WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < {n} - 1),
-r AS (
-  SELECT i, 0 AS idx, (i * i) % 1000 * ((i * i) % 1000) / 1000 AS d FROM k
-  UNION ALL
-  SELECT i, 1, (i * 7) % 1000 FROM k WHERE i % 3 = 0
-)
-INSERT INTO recipient (message_id, idx, address, next_attempt, attempts, held, domain)
-SELECT printf('%014d', i), idx, 'user' || i || '@domain' || d || '.example',
-       {now} + (i % 3600), CASE WHEN i % 3 = 1 THEN 1 + i % 7 ELSE 0 END,
-       i % 100 = 0, 'domain' || d || '.example'
-FROM r;
-COMMIT;
-""")
-c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-c.close()
-PY
+python3 bench/fill-spool.py "$WORK/data/spool/queue.sqlite" "$MESSAGES"
 fill_end=$(date +%s.%N)
 printf 'filled the spool with %d messages in %.0f s (%s)\n' "$MESSAGES" \
   "$(awk "BEGIN {print $fill_end - $fill_start}")" "$(du -sh "$WORK/data/spool" | cut -f1)"

@@ -3,8 +3,9 @@
 //! cookie HttpOnly and SameSite=Strict), the flow and stuck-mail pages, an
 //! action refused without its CSRF token and done with it (a deferred
 //! message retried and delivered, logged with the admin's name), the port
-//! map, the session ended by `postern admin del`, and clients outside
-//! `dashboard_from` or behind a proxy turned away.
+//! map, the accounts view, the session ended by `postern admin del`, and
+//! clients outside `dashboard_from` or behind a proxy turned away. The same
+//! in a real browser: dashboard_browser.rs.
 
 use crate::common::*;
 use crate::delivery::{send, show_after_attempt, wait_log};
@@ -56,8 +57,8 @@ elif step == "overview":
     out["body"] = body
 elif step == "signed_out":
     out["queue"] = go("/dashboard/queue")[1]
-elif step == "ports":
-    status, _, body, _ = go("/dashboard/ports")
+elif step in ("ports", "accounts"):
+    status, _, body, _ = go("/dashboard/" + step)
     out["status"] = status
     out["body"] = body
 jar.save(ignore_discard=True)
@@ -76,6 +77,7 @@ fn an_admin_signs_in_sees_stuck_mail_and_retries_it_with_its_csrf_token() {
     let relay_port = free_port();
     let mut s = TestServer::configure(&TestServer::config_for(&format!(
         "trusted_networks = [\"127.0.0.1/32\"]\n[http]\naddr = \"127.0.0.1:0\"\ndashboard = true\n\
+         tls_addr = \"127.0.0.1:0\"\nsubmission_on_tls = true\n\
          dashboard_from = [\"127.0.0.1/32\"]\n[delivery]\nretry_min = 600\nretry_max = 1200\n\
          connect_timeout = 2\n[relay]\nhost = \"127.0.0.1\"\nport = {relay_port}\ntls = \"none\"\n"
     )));
@@ -194,9 +196,40 @@ fn an_admin_signs_in_sees_stuck_mail_and_retries_it_with_its_csrf_token() {
     // The held message may have been tried before it was held.
     assert!((1..=2).contains(&last_hour("deferred")), "{page}");
 
+    // alice signs in on the HTTPS port only (the mta port is not a
+    // submission port): her network reaches nothing else.
+    let tls_port = s.http_addrs()[1];
+    let login = swaks(
+        tls_port,
+        &[
+            &["--tlsc", "--quit-after", "AUTH"],
+            &alice_to_bob("PLAIN")[..],
+        ]
+        .concat(),
+    );
+    assert!(text(&login).contains("235 "), "{}", text(&login));
     let ports = browse(&base, "ports", &jar, &[]);
     assert_eq!(ports["status"], 200);
-    assert!(url(&ports["body"]).contains("Networks that switched ports"));
+    let page = url(&ports["body"]);
+    assert!(page.contains("Networks that switched ports"), "{page}");
+    assert!(
+        page.contains(&format!(
+            "<h2>Networks that reach only port {}</h2>",
+            tls_port.port()
+        )) && page.contains("<tr><th>Network</th></tr><tr><td>127.0.0.0/24</td></tr>"),
+        "{page}"
+    );
+    let accounts = browse(&base, "accounts", &jar, &[]);
+    assert!(
+        url(&accounts["body"]).contains(
+            "<tr><td>alice@example.com</td><td>0</td><td>0</td><td><span class=\"default\">"
+        ),
+        "alice, who sent nothing, with the default limits: {accounts}"
+    );
+    assert!(
+        url(&accounts["body"]).contains("<td>never</td>"),
+        "{accounts}"
+    );
 
     // A deleted administrator's session ends with it.
     s.cli_ok(&["admin", "del", "root"]);
@@ -237,4 +270,37 @@ fn the_dashboard_is_off_by_default_and_served_only_to_dashboard_from() {
         "outside dashboard_from"
     );
     assert_eq!(status(&base, "127.0.0.1", "yes"), "403", "through a proxy");
+}
+
+#[test]
+fn sign_ins_that_keep_failing_are_throttled_as_smtp_logins_are() {
+    let mut s = TestServer::configure(&TestServer::config_for(
+        "[limits]\nauth_failures_per_ip_per_hour = 3\n[http]\naddr = \"127.0.0.1:0\"\n\
+         dashboard = true\ndashboard_from = [\"127.0.0.1/32\"]\n",
+    ));
+    s.cli_stdin_ok(&["admin", "add", "root", "--password-stdin"], "s3cret pw\n");
+    s.spawn();
+    let base = format!("http://{}", s.http_addrs()[0]);
+    let out = text(&python(
+        "import sys, urllib.error, urllib.parse, urllib.request\n\
+         for password in ['a', 'b', 'c', 'd', 's3cret pw']:\n\
+         \x20   data = urllib.parse.urlencode({'name': 'root', 'password': password}).encode()\n\
+         \x20   try:\n\
+         \x20       urllib.request.urlopen(sys.argv[1] + '/dashboard/login', data, timeout=10)\n\
+         \x20       print(200)\n\
+         \x20   except urllib.error.HTTPError as e:\n\
+         \x20       print(e.code, 'Too many failed sign-ins' in e.read().decode())\n",
+        &[&base],
+    ));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "401 False",
+            "401 False",
+            "401 False",
+            "401 False",
+            "429 True"
+        ],
+        "the failure past the allowed 3 blocks the address; then even the right password waits: {out}"
+    );
 }

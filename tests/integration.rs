@@ -15,6 +15,7 @@ mod check;
 mod cli;
 mod dane;
 mod dashboard;
+mod dashboard_browser;
 mod delivery;
 mod destinations;
 mod dkim;

@@ -36,14 +36,21 @@ pub struct Dashboard {
     ctx: Arc<ServerContext>,
     delivery: Arc<Delivery>,
     sessions: Sessions,
+    /// The bound port of submission on 443 (`submission_on_tls`), if on.
+    last_resort: Option<u16>,
 }
 
 impl Dashboard {
-    pub fn new(ctx: Arc<ServerContext>, delivery: Arc<Delivery>) -> Dashboard {
+    pub fn new(
+        ctx: Arc<ServerContext>,
+        delivery: Arc<Delivery>,
+        last_resort: Option<u16>,
+    ) -> Dashboard {
         Dashboard {
             ctx,
             delivery,
             sessions: Sessions::default(),
+            last_resort,
         }
     }
 
@@ -238,6 +245,7 @@ pub fn router(dashboard: Arc<Dashboard>) -> Router {
         .route("/queue", get(queue))
         .route("/queue/{id}/{action}", post(act))
         .route("/ports", get(ports))
+        .route("/accounts", get(accounts))
         .layer(axum::middleware::from_fn(guarded))
         .with_state(dashboard)
 }
@@ -410,19 +418,36 @@ async fn act(
 
 async fn ports(State(d): State<Arc<Dashboard>>, from: Client) -> Page {
     let (_, session) = d.session(&from).await?;
-    Ok(pages::ports(&session, &d.ctx.portmap.week()).into_response())
+    let week = d.ctx.portmap.week(d.last_resort);
+    Ok(pages::ports(&session, &week, d.last_resort).into_response())
+}
+
+async fn accounts(State(d): State<Arc<Dashboard>>, from: Client) -> Page {
+    let (_, session) = d.session(&from).await?;
+    let (total, views) = d
+        .ctx
+        .store
+        .account_views(pages::ROWS, crate::clock::now_unix())
+        .await
+        .map_err(|e| {
+            tracing::error!(event = "store_error", error = %e);
+            Refusal::Unavailable
+        })?;
+    Ok(pages::accounts(&session, total, &views, &d.ctx.config.limits).into_response())
 }
 
 /// Headers on every dashboard response: not kept in caches (the pages hold
 /// the CSRF token and addresses), not framed, nothing loaded or sent
-/// elsewhere.
+/// elsewhere. The referrer policy is `same-origin`, not `no-referrer`:
+/// under `no-referrer` a browser sends `Origin: null` with every form, which
+/// `same_origin` must refuse (Chromium did, in tests/dashboard_browser.rs).
 async fn guarded(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     for (name, value) in [
         (header::CACHE_CONTROL, "no-store"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (
             header::CONTENT_SECURITY_POLICY,

@@ -8,7 +8,7 @@ use axum::response::Html;
 use super::sessions::Session;
 use crate::portmap::PortWeek;
 use crate::spool::{QueuedMessage, StuckGroup, Summary};
-use crate::store::FlowMinute;
+use crate::store::{AccountView, FlowMinute};
 
 /// Rows a table shows at most; the CLI pages through the rest.
 pub const ROWS: u32 = 200;
@@ -19,7 +19,7 @@ fn esc(text: &str) -> String {
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:70em}\
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}\
-nav a{margin-right:1em}form.inline{display:inline}.bad{color:#a00}.good{color:#070}";
+nav a{margin-right:1em}form.inline{display:inline}.bad{color:#a00}.good{color:#070}.default{color:#888}";
 
 /// A whole page: the navigation (and sign-out, with the CSRF token) when
 /// signed in.
@@ -27,7 +27,7 @@ fn page(title: &str, session: Option<&Session>, body: &str) -> Html<String> {
     let nav = match session {
         Some(s) => format!(
             "<nav><a href=\"/dashboard\">Flow</a><a href=\"/dashboard/queue\">Stuck mail</a>\
-             <a href=\"/dashboard/ports\">Port map</a>\
+             <a href=\"/dashboard/ports\">Port map</a><a href=\"/dashboard/accounts\">Accounts</a>\
              <form class=\"inline\" method=\"post\" action=\"/dashboard/logout\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
              <button>Sign out {}</button></form></nav>",
@@ -248,7 +248,7 @@ fn message_row(session: &Session, m: &QueuedMessage) -> String {
     )
 }
 
-pub fn ports(session: &Session, week: &PortWeek) -> Html<String> {
+pub fn ports(session: &Session, week: &PortWeek, last_resort: Option<u16>) -> Html<String> {
     let mut ports = String::new();
     for p in &week.ports {
         let _ = write!(
@@ -274,6 +274,24 @@ pub fn ports(session: &Session, week: &PortWeek) -> Html<String> {
             list(&s.now)
         );
     }
+    let last_resort = match last_resort {
+        Some(port) => {
+            let rows: String = week
+                .last_resort_only
+                .iter()
+                .map(|n| format!("<tr><td>{}</td></tr>", esc(n)))
+                .collect();
+            format!(
+                "<h2>Networks that reach only port {port}</h2><p>Seen in the last {days} days, \
+                 and never on another mail port: every other one is blocked from there.</p>\
+                 <table id=\"last-resort\"><tr><th>Network</th></tr>{rows}</table>",
+                days = crate::portmap::WEEK_DAYS
+            )
+        }
+        None => "<p>Submission on port 443 is off (<code>[http] submission_on_tls</code>): \
+                 networks that block every other mail port cannot reach this server.</p>"
+            .to_string(),
+    };
     page(
         "Port map",
         Some(session),
@@ -285,8 +303,75 @@ pub fn ports(session: &Session, week: &PortWeek) -> Html<String> {
              {ports}</table>\
              <h2>Networks that switched ports</h2><p>Seen on a port before, and in the last \
              {days} days only on others: an ISP may have begun blocking it.</p>\
-             <table id=\"switched\"><tr><th>Network</th><th>Before</th><th>Now</th></tr>{switched}</table>",
+             <table id=\"switched\"><tr><th>Network</th><th>Before</th><th>Now</th></tr>{switched}</table>\
+             {last_resort}",
             days = crate::portmap::WEEK_DAYS
+        ),
+    )
+}
+
+pub fn accounts(
+    session: &Session,
+    total: u64,
+    views: &[AccountView],
+    defaults: &crate::config::Limits,
+) -> Html<String> {
+    // A user's own limit, or `[limits]`' default in grey.
+    let limit = |own: Option<u64>, default: u64| match own {
+        Some(n) => n.to_string(),
+        None => format!("<span class=\"default\">{default}</span>"),
+    };
+    let mut rows = String::new();
+    for v in views {
+        let hold = v.hold.as_ref().map_or(String::new(), |h| {
+            format!(
+                "<span class=\"bad\">held {} ago</span>: {}",
+                crate::clock::age(h.since),
+                esc(&h.reason)
+            )
+        });
+        let login = v.last_login.map_or("never".to_string(), |(at, port)| {
+            format!("{} ago, port {port}", crate::clock::age(at))
+        });
+        let _ = write!(
+            rows,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{hold}</td><td>{login}</td></tr>",
+            esc(&v.address),
+            v.sent_day,
+            v.sent_week,
+            limit(
+                v.limits.messages_per_hour,
+                defaults.messages_per_hour_per_user
+            ),
+            limit(
+                v.limits.recipients_per_day,
+                defaults.recipients_per_day_per_user
+            ),
+            limit(
+                v.limits.new_recipients_per_day,
+                defaults.new_recipients_per_day_per_user
+            ),
+        );
+    }
+    let shown = match total {
+        1 => "<p>1 account.</p>".to_string(),
+        n if n > views.len() as u64 => format!(
+            "<p>{n} accounts; the first {} here (<code>postern user list</code> has them all).</p>",
+            views.len()
+        ),
+        n => format!("<p>{n} accounts.</p>"),
+    };
+    page(
+        "Accounts",
+        Some(session),
+        &format!(
+            "{shown}<p>Held accounts first, then the busiest of the last day. Limits in grey \
+             are the [limits] defaults; <code>postern user limits</code> and \
+             <code>postern user release</code> change them.</p>\
+             <table id=\"accounts\"><tr><th>Account</th><th>Sent, 24 h</th><th>Sent, 7 days</th>\
+             <th>Messages per hour</th><th>Recipients per day</th><th>New recipients per day</th>\
+             <th>Hold</th><th>Last login</th></tr>{rows}</table>"
         ),
     )
 }

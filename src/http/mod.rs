@@ -87,6 +87,17 @@ pub struct HttpSockets {
     secure: Option<TcpListener>,
 }
 
+impl HttpSockets {
+    /// The bound port of `tls_addr` when it also takes SMTP submission
+    /// (`submission_on_tls`): the mail port of last resort.
+    pub fn submission_port(&self, http: &crate::config::Http) -> Option<u16> {
+        match &self.secure {
+            Some(l) if http.submission_on_tls => l.local_addr().ok().map(|a| a.port()),
+            _ => None,
+        }
+    }
+}
+
 /// Binds `[http] addr` and `tls_addr` (when set); `None` when neither is.
 pub async fn bind(http: &crate::config::Http) -> Result<Option<HttpSockets>, HttpSetupError> {
     if http.addr.is_none() && http.tls_addr.is_none() {
@@ -120,11 +131,8 @@ pub fn start(
     tasks: &TaskTracker,
 ) -> Vec<SocketAddr> {
     let http = ctx.config.http.clone();
+    let https_submission = sockets.submission_port(&http);
     let HttpSockets { plain, secure } = sockets;
-    let https_submission = match &secure {
-        Some(l) if http.submission_on_tls => l.local_addr().ok().map(|a| a.port()),
-        _ => None,
-    };
     let ports: Vec<(u16, ListenerRole)> =
         listeners.iter().map(|l| (l.addr.port(), l.role)).collect();
     let per_second = NonZeroU32::new(50).unwrap_or(NonZeroU32::MIN);

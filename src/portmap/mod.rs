@@ -9,6 +9,9 @@
 //! that network the ports it leaves open come first: a new client there
 //! takes a port that works before it ever tries one that does not.
 //!
+//! Beside it, each account's last login and its port (the dashboard's
+//! accounts view), on any listener.
+//!
 //! Kept in memory (bounded to `MAX_NETWORKS`, the least recently seen
 //! forgotten first) and written to the store every few seconds in one
 //! transaction, so a restart keeps what was learned and a login costs no
@@ -22,7 +25,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_unix;
-use crate::store::{PortRecord, Store, StoreError};
+use crate::store::{Login, PortRecord, Store, StoreError};
 
 /// How long a network's record of a port is kept after its last session.
 pub const DAYS_KEPT: i64 = 30;
@@ -113,16 +116,23 @@ pub struct PortWeek {
     /// By port.
     pub ports: Vec<PortCounts>,
     pub switched: Vec<Switched>,
+    /// Networks seen in the last `WEEK_DAYS` that never reached any port
+    /// but the last-resort one (443 with `submission_on_tls`): every other
+    /// mail port is blocked from there.
+    pub last_resort_only: Vec<String>,
 }
 
-/// The view of `networks` as of `today` (Unix days).
+/// The view of `networks` as of `today` (Unix days); `last_resort` is the
+/// port of submission on 443, when it is on.
 fn week_of<'a>(
     networks: impl Iterator<Item = (&'a String, &'a Vec<PortRecord>)>,
     today: i64,
+    last_resort: Option<u16>,
 ) -> PortWeek {
     let since = today - WEEK_DAYS;
     let mut ports: std::collections::BTreeMap<u16, PortCounts> = Default::default();
     let mut switched = Vec::new();
+    let mut last_resort_only = Vec::new();
     for (network, records) in networks {
         let mut now: Vec<u16> = Vec::new();
         let mut before: Vec<u16> = Vec::new();
@@ -146,6 +156,10 @@ fn week_of<'a>(
         {
             counts.only_this += 1;
         }
+        if !now.is_empty() && last_resort.is_some_and(|port| records.iter().all(|r| r.port == port))
+        {
+            last_resort_only.push(network.clone());
+        }
         if !now.is_empty() && !before.is_empty() {
             now.sort_unstable();
             before.sort_unstable();
@@ -158,9 +172,12 @@ fn week_of<'a>(
     }
     switched.sort_by(|a, b| a.network.cmp(&b.network));
     switched.truncate(SWITCHED_SHOWN);
+    last_resort_only.sort_unstable();
+    last_resort_only.truncate(SWITCHED_SHOWN);
     PortWeek {
         ports: ports.into_values().collect(),
         switched,
+        last_resort_only,
     }
 }
 
@@ -171,6 +188,9 @@ struct Inner {
     dirty: HashSet<String>,
     /// Networks forgotten since the last write (the bound): their rows go.
     forgotten: Vec<String>,
+    /// Logins since the last write, the latest per account: bounded by the
+    /// accounts, since only a login that succeeded is kept.
+    logins: HashMap<String, (i64, u16)>,
 }
 
 pub struct PortMap {
@@ -213,6 +233,12 @@ impl PortMap {
         });
     }
 
+    /// `account` logged in on `port` (on any listener).
+    pub fn logged_in(&self, account: &str, port: u16) {
+        let login = (now_unix(), port);
+        self.inner().logins.insert(account.to_string(), login);
+    }
+
     fn touch(&self, peer: IpAddr, port: u16, today: i64, change: impl Fn(&mut PortRecord, i64)) {
         let network = network_of(peer);
         let mut inner = self.inner();
@@ -234,9 +260,10 @@ impl PortMap {
         }
     }
 
-    /// Who reached which port over the last `WEEK_DAYS`.
-    pub fn week(&self) -> PortWeek {
-        week_of(self.inner().networks.iter(), now_unix() / DAY)
+    /// Who reached which port over the last `WEEK_DAYS`; `last_resort` is
+    /// the port of submission on 443, when it is on.
+    pub fn week(&self, last_resort: Option<u16>) -> PortWeek {
+        week_of(self.inner().networks.iter(), now_unix() / DAY, last_resort)
     }
 
     /// `ports` in the order that suits the network of `peer`.
@@ -252,6 +279,7 @@ impl PortMap {
     /// Writes what changed since the last write; on failure it stays to
     /// be written next time.
     async fn write(&self) {
+        self.write_logins().await;
         let today = now_unix() / DAY;
         let (records, forgotten) = {
             let mut inner = self.inner();
@@ -275,6 +303,30 @@ impl PortMap {
             let mut inner = self.inner();
             inner.dirty.extend(records.into_iter().map(|(n, _)| n));
             inner.forgotten.extend(forgotten);
+        }
+    }
+
+    /// Writes the logins since the last write; on failure they stay, unless
+    /// the account logged in again since.
+    async fn write_logins(&self) {
+        let logins = std::mem::take(&mut self.inner().logins);
+        if logins.is_empty() {
+            return;
+        }
+        let rows: Vec<Login> = logins
+            .iter()
+            .map(|(address, &(at, port))| Login {
+                address: address.clone(),
+                at,
+                port,
+            })
+            .collect();
+        if let Err(e) = self.store.record_logins(&rows).await {
+            tracing::error!(event = "store_error", error = %e, "cannot record the last logins");
+            let mut inner = self.inner();
+            for (address, login) in logins {
+                inner.logins.entry(address).or_insert(login);
+            }
         }
     }
 
@@ -363,15 +415,17 @@ mod tests {
             ),
             // Not seen this week at all.
             ("d".into(), vec![rec(465, 1, 1, TODAY - 8, TODAY - 8)]),
+            // Never reached any port but 443: the others are blocked there.
+            ("e".into(), vec![rec(443, 4, 4, TODAY, TODAY)]),
         ];
-        let week = week_of(networks.iter().map(|(n, r)| (n, r)), TODAY);
+        let week = week_of(networks.iter().map(|(n, r)| (n, r)), TODAY, Some(443));
         let counts = |port| {
             let c = week.ports.iter().find(|c| c.port == port).expect("port");
             (c.connected, c.authenticated, c.only_this)
         };
         assert_eq!(counts(587), (2, 1, 1));
         assert_eq!(counts(26), (1, 1, 1));
-        assert_eq!(counts(443), (1, 0, 0));
+        assert_eq!(counts(443), (2, 1, 1));
         assert_eq!(counts(465), (0, 0, 0));
         assert_eq!(
             week.switched,
@@ -381,6 +435,9 @@ mod tests {
                 now: vec![26],
             }]
         );
+        assert_eq!(week.last_resort_only, ["e"]);
+        let without = week_of(networks.iter().map(|(n, r)| (n, r)), TODAY, None);
+        assert!(without.last_resort_only.is_empty());
     }
 
     #[test]

@@ -188,8 +188,11 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let accept_loops = TaskTracker::new();
     if let Some(sockets) = http_sockets {
         let dashboard = config.http.dashboard.then(|| {
-            let dashboard =
-                crate::dashboard::Dashboard::new(Arc::clone(&ctx), Arc::clone(&delivery));
+            let dashboard = crate::dashboard::Dashboard::new(
+                Arc::clone(&ctx),
+                Arc::clone(&delivery),
+                sockets.submission_port(&config.http),
+            );
             ("/dashboard", crate::dashboard::router(Arc::new(dashboard)))
         });
         let addrs = http::start(

@@ -74,6 +74,7 @@ impl Session {
                         .portmap
                         .authenticated(self.peer.ip(), self.local.port());
                 }
+                self.ctx.portmap.logged_in(&user, self.local.port());
                 self.identity = Some(user);
                 self.logged_in_at = crate::clock::now_unix();
                 Ok(self.reply(Reply::new(235, (7, 0), "Authentication successful")))

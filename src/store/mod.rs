@@ -14,6 +14,7 @@ use sqlx::sqlite::SqlitePoolOptions;
 use crate::clock::now_unix;
 use crate::smtp::address::{Mailbox, normalize_domain};
 
+mod accounts;
 mod admins;
 mod aliases;
 mod dmarc_reports;
@@ -22,6 +23,7 @@ mod flow;
 mod mta_sts;
 mod port_map;
 mod senders;
+pub use accounts::{AccountView, Login};
 pub use aliases::{MAX_ALIAS_EXPANSION, Target};
 pub use dmarc_reports::DmarcCounts;
 pub use dovecot::maildir_of;

@@ -7,7 +7,7 @@
 use super::{Store, StoreError, canonical};
 use crate::policy::sending::HourCounts;
 
-const HOUR: i64 = 3600;
+pub(super) const HOUR: i64 = 3600;
 /// How long a recipient stays known after the last message to it.
 const CORRESPONDENT_MEMORY: i64 = 365 * 86_400;
 /// How much hourly history is kept: the week a burst is compared with, and a day.

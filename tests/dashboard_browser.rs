@@ -22,13 +22,13 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-base, shots, qid = sys.argv[1], sys.argv[2], sys.argv[3]
+base, shots, qid, chromium, chromedriver = sys.argv[1:6]
 options = webdriver.ChromeOptions()
-options.binary_location = "/usr/bin/chromium"
+options.binary_location = chromium
 for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
             "--window-size=1280,1100", "--no-first-run"):
     options.add_argument(arg)
-driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+driver = webdriver.Chrome(service=Service(chromedriver), options=options)
 driver.set_page_load_timeout(20)
 out = {}
 def shot(name):
@@ -97,6 +97,16 @@ finally:
 print(json.dumps(out))
 "#;
 
+/// Where `tool` is on the PATH.
+fn on_path(tool: &str) -> Option<String> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !path.is_empty()).then_some(path)
+}
+
 /// A Python 3 that has Selenium (Debian's `python3-selenium` is for
 /// /usr/bin/python3, which another python3 may shadow on the PATH).
 fn selenium_python() -> Option<&'static str> {
@@ -122,10 +132,11 @@ fn screenshot_dir() -> PathBuf {
 
 #[test]
 fn in_chromium_an_admin_sees_stuck_mail_and_retries_it_until_it_is_delivered() {
-    let browser = ["/usr/bin/chromium", "/usr/bin/chromedriver"]
-        .iter()
-        .all(|p| Path::new(p).exists());
-    let Some(python) = selenium_python().filter(|_| browser) else {
+    let (Some(chromium), Some(driver), Some(python)) = (
+        on_path("chromium"),
+        on_path("chromedriver"),
+        selenium_python(),
+    ) else {
         eprintln!(
             "SKIPPED: Chromium, chromedriver or Selenium is missing \
              (apt-get install chromium chromium-driver python3-selenium; .ci/run does)"
@@ -163,13 +174,14 @@ fn in_chromium_an_admin_sees_stuck_mail_and_retries_it_until_it_is_delivered() {
     let base = format!("http://{}", s.http_addrs()[0]);
     let out = Command::new(python)
         .args(["-c", BROWSER, &base, shots.to_str().expect("dir"), &qid])
+        .args([&chromium, &driver])
         .output()
         .expect("run the browser");
     let said = text(&out);
     assert!(out.status.success(), "{said}");
-    let json = said.lines().last().unwrap_or_default();
+    // Selenium or Chromium may warn on stderr; the result is stdout's.
     let seen: serde_json::Value =
-        serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {said}"));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {said}"));
     let field = |name: &str| seen[name].as_str().unwrap_or_default().to_string();
 
     assert!(field("anonymous").ends_with("/dashboard/login"), "{seen}");

@@ -280,6 +280,11 @@ fn admin_name(name: &str) -> bool {
 
 async fn login(State(d): State<Arc<Dashboard>>, from: Client, Form(form): Form<LoginForm>) -> Page {
     d.admit(&from)?;
+    // Another site's page must not spend this address's sign-in failures
+    // (the throttle SMTP AUTH shares) on the administrator's behalf.
+    if !same_origin(&from.headers) {
+        return Err(Refusal::Csrf);
+    }
     let ip = from.peer.ip();
     // A name no administrator can have is checked against nothing, at the
     // cost of a real check (the decoy), so it tells nothing either.

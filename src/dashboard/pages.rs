@@ -283,7 +283,7 @@ pub fn ports(session: &Session, week: &PortWeek, last_resort: Option<u16>) -> Ht
                 .collect();
             format!(
                 "<h2>Networks that reach only port {port}</h2><p>Seen in the last {days} days, \
-                 and never on another mail port: every other one is blocked from there.</p>\
+                 and never on another mail port: every other one may be blocked from there.</p>\
                  <table id=\"last-resort\"><tr><th>Network</th></tr>{rows}</table>",
                 days = crate::portmap::WEEK_DAYS
             )
@@ -371,7 +371,7 @@ pub fn accounts(
              <code>postern user release</code> change them.</p>\
              <table id=\"accounts\"><tr><th>Account</th><th>Sent, 24 h</th><th>Sent, 7 days</th>\
              <th>Messages per hour</th><th>Recipients per day</th><th>New recipients per day</th>\
-             <th>Hold</th><th>Last login</th></tr>{rows}</table>"
+             <th>Hold</th><th>Last SMTP login</th></tr>{rows}</table>"
         ),
     )
 }

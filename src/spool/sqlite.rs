@@ -363,8 +363,10 @@ impl Storage for SqliteSpool {
     }
 
     async fn stuck(&self, limit: u32) -> Result<Vec<StuckGroup>, SpoolError> {
+        // Named, since without statistics SQLite prefers recipient_summary
+        // (status first) and reads each deferred recipient's row.
         let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
-            "SELECT domain, last_kind, COUNT(*) AS n FROM recipient \
+            "SELECT domain, last_kind, COUNT(*) AS n FROM recipient INDEXED BY recipient_stuck \
              WHERE status = 'queued' AND held = FALSE AND attempts > 0 \
              GROUP BY domain, last_kind ORDER BY n DESC, domain LIMIT ?",
         )

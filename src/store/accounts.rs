@@ -58,16 +58,18 @@ impl Store {
         let rows: Vec<AccountRow> = sqlx::query_as(
             "SELECT address, \
              (SELECT COALESCE(SUM(messages), 0) FROM sending_hour h \
-              WHERE h.address = a.address AND h.hour > ?) AS sent_day, \
+              WHERE h.address = a.address AND h.hour >= ?) AS sent_day, \
              (SELECT COALESCE(SUM(messages), 0) FROM sending_hour h \
-              WHERE h.address = a.address AND h.hour > ?) AS sent_week, \
+              WHERE h.address = a.address AND h.hour >= ?) AS sent_week, \
              messages_per_hour, recipients_per_day, new_recipients_per_day, \
              held_since, held_reason, last_login, last_login_port \
              FROM account a \
              ORDER BY held_since IS NULL, sent_day DESC, domain, address LIMIT ?",
         )
-        .bind(now / HOUR - 24)
-        .bind(now / HOUR - 7 * 24)
+        // Whole hours: from the one that holds `now` less a day (a week),
+        // so that the last 24 hours (7 days) are always counted in full.
+        .bind((now - 86_400) / HOUR)
+        .bind((now - 7 * 86_400) / HOUR)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -134,7 +136,8 @@ mod tests {
                 .await
                 .expect("user");
         }
-        let now = 1_800_000_000;
+        // Twenty minutes into an hour.
+        let now = 1_800_001_200;
         let sent = |address: &str, at: i64| Sending {
             address: address.to_string(),
             recipients: vec!["x@far.example".to_string()],
@@ -144,9 +147,13 @@ mod tests {
         store
             .remember_sending(&[
                 sent("busy@example.com", now - 60),
-                sent("busy@example.com", now - 120),
+                // 23 h 50 min ago: in the day; 24 h 30 min ago: not.
+                sent("busy@example.com", now - 86_400 + 600),
+                sent("busy@example.com", now - 86_400 - 1_800),
                 // Three days ago: in the week, not the day.
                 sent("quiet@example.com", now - 3 * 86_400),
+                // Eight days ago: in neither.
+                sent("quiet@example.com", now - 8 * 86_400),
             ])
             .await
             .expect("sending");
@@ -194,7 +201,7 @@ mod tests {
             Some("burst")
         );
         let busy = &views[1];
-        assert_eq!((busy.sent_day, busy.sent_week), (2, 2));
+        assert_eq!((busy.sent_day, busy.sent_week), (2, 3));
         assert_eq!(busy.limits.messages_per_hour, Some(5));
         assert_eq!(
             busy.last_login,

@@ -208,6 +208,22 @@ fn an_admin_signs_in_sees_stuck_mail_and_retries_it_with_its_csrf_token() {
         .concat(),
     );
     assert!(text(&login).contains("235 "), "{}", text(&login));
+    // A `postern check` from this network whose probe reached the
+    // submission port only, then asked the port echo.
+    let token = "0123456789abcdef0123456789abcdef";
+    let echo = text(&python(
+        "import smtplib, sys\n\
+         port, token = sys.argv[1], sys.argv[2]\n\
+         s = smtplib.SMTP('127.0.0.1', int(port), local_hostname=f'check-{token}.postern.invalid', timeout=10)\n\
+         s.ehlo()\n\
+         print(s.docmd('NOOP', 'postern-echo ' + token)[1].decode())\n\
+         s.quit()\n",
+        &[&s.port("submission").to_string(), token],
+    ));
+    assert!(
+        echo.contains(&format!("ports={}", s.port("submission"))),
+        "{echo}"
+    );
     let ports = browse(&base, "ports", &jar, &[]);
     assert_eq!(ports["status"], 200);
     let page = url(&ports["body"]);
@@ -218,6 +234,18 @@ fn an_admin_signs_in_sees_stuck_mail_and_retries_it_with_its_csrf_token() {
             tls_port.port()
         )) && page.contains("<tr><th>Network</th></tr><tr><td>127.0.0.0/24</td></tr>"),
         "{page}"
+    );
+    let checks = &page[page.find("<table id=\"checks\">").expect("checks table")..];
+    assert!(
+        checks.starts_with("<table id=\"checks\"><tr><th>Network</th><th>When</th>")
+            && checks.contains(&format!(
+                " ago</td><td>{}</td><td class=\"bad\">{}, {}, {}</td></tr></table>",
+                s.port("submission"),
+                s.port("mta"),
+                s.port("submissions"),
+                tls_port.port()
+            )),
+        "the check: reached the submission port, not the others: {checks}"
     );
     // Her login reaches the store within seconds (the port map writes it).
     let login_shown = format!("ago, port {}</td>", tls_port.port());

@@ -36,21 +36,24 @@ pub struct Dashboard {
     ctx: Arc<ServerContext>,
     delivery: Arc<Delivery>,
     sessions: Sessions,
-    /// The bound port of submission on 443 (`submission_on_tls`), if on.
-    last_resort: Option<u16>,
+    ports: Ports,
+}
+
+/// The server's mail ports, as bound, for the port map.
+pub struct Ports {
+    /// Every SMTP listener's, and the last resort's.
+    pub mail: Vec<u16>,
+    /// Submission on 443 (`submission_on_tls`), if on.
+    pub last_resort: Option<u16>,
 }
 
 impl Dashboard {
-    pub fn new(
-        ctx: Arc<ServerContext>,
-        delivery: Arc<Delivery>,
-        last_resort: Option<u16>,
-    ) -> Dashboard {
+    pub fn new(ctx: Arc<ServerContext>, delivery: Arc<Delivery>, ports: Ports) -> Dashboard {
         Dashboard {
             ctx,
             delivery,
             sessions: Sessions::default(),
-            last_resort,
+            ports,
         }
     }
 
@@ -423,8 +426,8 @@ async fn act(
 
 async fn ports(State(d): State<Arc<Dashboard>>, from: Client) -> Page {
     let (_, session) = d.session(&from).await?;
-    let week = d.ctx.portmap.week(d.last_resort);
-    Ok(pages::ports(&session, &week, d.last_resort).into_response())
+    let week = d.ctx.portmap.week(d.ports.last_resort);
+    Ok(pages::ports(&session, &week, &d.ports).into_response())
 }
 
 async fn accounts(State(d): State<Arc<Dashboard>>, from: Client) -> Page {

@@ -248,7 +248,16 @@ fn message_row(session: &Session, m: &QueuedMessage) -> String {
     )
 }
 
-pub fn ports(session: &Session, week: &PortWeek, last_resort: Option<u16>) -> Html<String> {
+/// Ports as a list: "587, 26".
+fn list(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn ports(session: &Session, week: &PortWeek, ours: &super::Ports) -> Html<String> {
     let mut ports = String::new();
     for p in &week.ports {
         let _ = write!(
@@ -259,13 +268,6 @@ pub fn ports(session: &Session, week: &PortWeek, last_resort: Option<u16>) -> Ht
     }
     let mut switched = String::new();
     for s in &week.switched {
-        let list = |ports: &[u16]| {
-            ports
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let _ = write!(
             switched,
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -274,7 +276,24 @@ pub fn ports(session: &Session, week: &PortWeek, last_resort: Option<u16>) -> Ht
             list(&s.now)
         );
     }
-    let last_resort = match last_resort {
+    let mut checks = String::new();
+    for c in &week.checks {
+        let missed: Vec<u16> = ours
+            .mail
+            .iter()
+            .copied()
+            .filter(|p| !c.reached.contains(p))
+            .collect();
+        let _ = write!(
+            checks,
+            "<tr><td>{}</td><td>{} ago</td><td>{}</td><td class=\"bad\">{}</td></tr>",
+            esc(&c.network),
+            crate::clock::age(c.at),
+            list(&c.reached),
+            list(&missed)
+        );
+    }
+    let last_resort = match ours.last_resort {
         Some(port) => {
             let rows: String = week
                 .last_resort_only
@@ -304,7 +323,13 @@ pub fn ports(session: &Session, week: &PortWeek, last_resort: Option<u16>) -> Ht
              <h2>Networks that switched ports</h2><p>Seen on a port before, and in the last \
              {days} days only on others: an ISP may have begun blocking it.</p>\
              <table id=\"switched\"><tr><th>Network</th><th>Before</th><th>Now</th></tr>{switched}</table>\
-             {last_resort}",
+             {last_resort}\
+             <h2>Checks run from client networks</h2><p>The latest <code>postern check</code> \
+             from each network in the last {days} days: which of this server's mail ports its \
+             probes reached (the port echo), and which they did not (blocked on the way, or not \
+             tried).</p>\
+             <table id=\"checks\"><tr><th>Network</th><th>When</th><th>Reached</th>\
+             <th>Not reached</th></tr>{checks}</table>",
             days = crate::portmap::WEEK_DAYS
         ),
     )

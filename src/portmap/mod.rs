@@ -10,7 +10,9 @@
 //! takes a port that works before it ever tries one that does not.
 //!
 //! Beside it, each account's last login and its port (the dashboard's
-//! accounts view), on any listener.
+//! accounts view), on any listener; and the latest `postern check` run from
+//! each network: which of the server's ports its probes reached (the port
+//! echo), kept in memory only, for `WEEK_DAYS`, at most `MAX_CHECKS`.
 //!
 //! Kept in memory (bounded to `MAX_NETWORKS`, the least recently seen
 //! forgotten first) and written to the store every few seconds in one
@@ -34,6 +36,9 @@ const MAX_NETWORKS: usize = 100_000;
 /// Sessions on a port without one login after which it counts as not
 /// working from that network.
 const TRIES_WITHOUT_LOGIN: u64 = 3;
+/// Networks whose latest check is remembered at most; beyond it the oldest
+/// checks go.
+const MAX_CHECKS: usize = 10_000;
 /// How often what was learned is written to the store.
 const WRITE_EVERY: Duration = Duration::from_secs(5);
 
@@ -110,6 +115,15 @@ pub struct Switched {
     pub now: Vec<u16>,
 }
 
+/// The latest `postern check` from a network: when (Unix seconds), and the
+/// server's ports its probes reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub network: String,
+    pub at: i64,
+    pub reached: Vec<u16>,
+}
+
 /// The map as the dashboard shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PortWeek {
@@ -120,6 +134,8 @@ pub struct PortWeek {
     /// but the last-resort one (443 with `submission_on_tls`): every other
     /// mail port is blocked from there.
     pub last_resort_only: Vec<String>,
+    /// The checks of the last `WEEK_DAYS`, the latest first.
+    pub checks: Vec<Check>,
 }
 
 /// The view of `networks` as of `today` (Unix days); `last_resort` is the
@@ -178,6 +194,7 @@ fn week_of<'a>(
         ports: ports.into_values().collect(),
         switched,
         last_resort_only,
+        checks: Vec::new(),
     }
 }
 
@@ -191,6 +208,8 @@ struct Inner {
     /// Logins since the last write, the latest per account: bounded by the
     /// accounts, since only a login that succeeded is kept.
     logins: HashMap<String, (i64, u16)>,
+    /// The latest check per network: when, and the ports reached.
+    checks: HashMap<String, (i64, Vec<u16>)>,
 }
 
 pub struct PortMap {
@@ -233,6 +252,21 @@ impl PortMap {
         });
     }
 
+    /// A `postern check` from `peer` asked which ports its probes reached:
+    /// `reached`.
+    pub fn checked(&self, peer: IpAddr, reached: &[u16]) {
+        let mut inner = self.inner();
+        inner
+            .checks
+            .insert(network_of(peer), (now_unix(), reached.to_vec()));
+        if inner.checks.len() > MAX_CHECKS {
+            let oldest = oldest_eighth(inner.checks.iter().map(|(n, (at, _))| (*at, n)));
+            for network in oldest {
+                inner.checks.remove(&network);
+            }
+        }
+    }
+
     /// `account` logged in on `port` (on any listener).
     pub fn logged_in(&self, account: &str, port: u16) {
         let login = (now_unix(), port);
@@ -263,7 +297,26 @@ impl PortMap {
     /// Who reached which port over the last `WEEK_DAYS`; `last_resort` is
     /// the port of submission on 443, when it is on.
     pub fn week(&self, last_resort: Option<u16>) -> PortWeek {
-        week_of(self.inner().networks.iter(), now_unix() / DAY, last_resort)
+        let inner = self.inner();
+        let now = now_unix();
+        let mut week = week_of(inner.networks.iter(), now / DAY, last_resort);
+        let since = now - WEEK_DAYS * DAY;
+        let mut checks: Vec<(&String, &(i64, Vec<u16>))> = inner
+            .checks
+            .iter()
+            .filter(|(_, (at, _))| *at > since)
+            .collect();
+        checks.sort_unstable_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
+        week.checks = checks
+            .into_iter()
+            .take(SWITCHED_SHOWN)
+            .map(|(network, (at, reached))| Check {
+                network: network.clone(),
+                at: *at,
+                reached: reached.clone(),
+            })
+            .collect();
+        week
     }
 
     /// `ports` in the order that suits the network of `peer`.
@@ -357,22 +410,28 @@ impl PortMap {
     }
 }
 
-/// Forgets the eighth of the networks seen least recently (so the bound
-/// costs O(1) per session, amortized).
-fn forget_least_recent(inner: &mut Inner) {
-    let mut last_seen: Vec<(i64, String)> = inner
-        .networks
-        .iter()
-        .map(|(n, rs)| {
-            (
-                rs.iter().map(|r| r.last_connected).max().unwrap_or(0),
-                n.clone(),
-            )
-        })
-        .collect();
+/// The eighth of `networks` (with when each was last seen) seen least
+/// recently: a bound that forgets them costs O(1) per addition, amortized.
+fn oldest_eighth<'a>(networks: impl Iterator<Item = (i64, &'a String)>) -> Vec<String> {
+    let mut last_seen: Vec<(i64, &String)> = networks.collect();
     let cut = last_seen.len() / 8;
     last_seen.select_nth_unstable(cut);
-    for (_, network) in last_seen.into_iter().take(cut) {
+    last_seen
+        .into_iter()
+        .take(cut)
+        .map(|(_, n)| n.clone())
+        .collect()
+}
+
+/// Forgets the eighth of the networks seen least recently.
+fn forget_least_recent(inner: &mut Inner) {
+    let oldest = oldest_eighth(
+        inner
+            .networks
+            .iter()
+            .map(|(n, rs)| (rs.iter().map(|r| r.last_connected).max().unwrap_or(0), n)),
+    );
+    for network in oldest {
         inner.networks.remove(&network);
         inner.dirty.remove(&network);
         inner.forgotten.push(network);
@@ -481,6 +540,41 @@ mod tests {
         // Two tries without a login are not yet a verdict.
         let two = [rec(465, 2, 0, TODAY, 0)];
         assert_eq!(order(&usual, &two, TODAY), usual);
+    }
+
+    #[tokio::test]
+    async fn the_latest_check_per_network_is_shown_newest_first_and_bounded() {
+        let dir = tempfile::tempdir().expect("dir");
+        let map = PortMap::load(Store::open(dir.path()).await.expect("store"))
+            .await
+            .expect("load");
+        map.checked("192.0.2.10".parse().expect("ip"), &[465]);
+        map.checked("192.0.2.11".parse().expect("ip"), &[26, 465]);
+        map.inner()
+            .checks
+            .insert("198.51.100.0/24".into(), (now_unix() - 1, vec![587]));
+        map.inner().checks.insert(
+            "203.0.113.0/24".into(),
+            (now_unix() - (WEEK_DAYS + 1) * DAY, vec![25]),
+        );
+        let checks = map.week(None).checks;
+        let shown: Vec<(&str, &[u16])> = checks
+            .iter()
+            .map(|c| (c.network.as_str(), c.reached.as_slice()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("192.0.2.0/24", &[26, 465][..]),
+                ("198.51.100.0/24", &[587][..])
+            ],
+            "one per network (the latest), newest first, none older than the week"
+        );
+        // Many checks in the same second still keep to the bound.
+        for n in 0..(MAX_CHECKS as u32 + 10) {
+            map.checked(std::net::Ipv4Addr::from(n << 8).into(), &[587]);
+        }
+        assert!(map.inner().checks.len() <= MAX_CHECKS);
     }
 
     /// A store that fails keeps nothing from being written later: what was

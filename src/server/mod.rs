@@ -188,10 +188,16 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let accept_loops = TaskTracker::new();
     if let Some(sockets) = http_sockets {
         let dashboard = config.http.dashboard.then(|| {
+            let last_resort = sockets.submission_port(&config.http);
+            let mut mail_ports: Vec<u16> = infos.iter().map(|i| i.addr.port()).collect();
+            mail_ports.extend(last_resort);
             let dashboard = crate::dashboard::Dashboard::new(
                 Arc::clone(&ctx),
                 Arc::clone(&delivery),
-                sockets.submission_port(&config.http),
+                crate::dashboard::Ports {
+                    mail: mail_ports,
+                    last_resort,
+                },
             );
             ("/dashboard", crate::dashboard::router(Arc::new(dashboard)))
         });

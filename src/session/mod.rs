@@ -358,6 +358,12 @@ impl Session {
         let argument = line.get(5..).unwrap_or("").trim();
         match argument.strip_prefix("postern-echo ") {
             Some(token) => {
+                // The check's last question: what its probes reached from
+                // this network, for the dashboard's port map.
+                let reached = self.ctx.echo.ports(token.trim());
+                if !reached.is_empty() {
+                    self.ctx.portmap.checked(self.peer.ip(), &reached);
+                }
                 let text = self.ctx.echo.reply_text(token.trim(), self.peer.ip());
                 self.reply(Reply::new(250, (0, 0), text))
             }

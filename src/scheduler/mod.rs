@@ -410,6 +410,10 @@ async fn deliver_message(
         .iter()
         .filter(|u| u.status == RecipientStatus::Failed)
         .count() as u64;
+    // `record` gives up these claims, written or not: once it has, the next
+    // round may claim them (due now for the fallback relay, or made due by
+    // `retry_kind`), and they are that round's, not this one's to release.
+    let recorded: std::collections::HashSet<u32> = applied.updates.iter().map(|u| u.idx).collect();
     match delivery
         .queue
         .record(&message.id, applied.updates, bounce)
@@ -443,10 +447,16 @@ async fn deliver_message(
             }
         }
     }
-    // Recipients whose delivery task failed have no result: let them be due again.
-    delivery
-        .queue
-        .release(&message.id, message.recipients.iter().map(|r| r.idx));
+    // Recipients whose delivery task failed have no result: let them be due
+    // again. Only those: the recorded ones' claims went with `record`.
+    delivery.queue.release(
+        &message.id,
+        message
+            .recipients
+            .iter()
+            .map(|r| r.idx)
+            .filter(|idx| !recorded.contains(idx)),
+    );
 }
 
 /// Gives back the connection of a delivery that does not happen after all.
@@ -505,3 +515,6 @@ async fn deliver_group(
         None => local::deliver(&delivery.store, &delivery.config, &env).await,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,26 +4,14 @@
 use std::time::Duration;
 
 use super::*;
-use crate::spool::{DsnEnvelope, NewRecipient};
+use crate::scheduler::testing::{Gate, Gated};
 
 fn message(n: usize) -> NewMessage {
-    NewMessage {
-        sender: format!("s{n}@example.com"),
-        recipients: ["a@example.org", "b@example.org"]
-            .map(|address| NewRecipient {
-                address: address.into(),
-                orcpt: None,
-                notify: None,
-            })
-            .to_vec(),
-        dsn: DsnEnvelope::default(),
-        auth_user: None,
-        smtputf8: false,
-        requiretls: false,
-        tls_policy_waived: false,
-        held: false,
-        body: format!("Subject: {n}\r\n\r\nbody\r\n").into(),
-    }
+    NewMessage::generated(
+        format!("s{n}@example.com"),
+        &["a@example.org", "b@example.org"],
+        format!("Subject: {n}\r\n\r\nbody\r\n").into_bytes(),
+    )
 }
 
 async fn spool() -> (tempfile::TempDir, Spool) {
@@ -271,113 +259,23 @@ async fn a_withdrawn_message_is_marked_while_claimed() {
     assert!(!queue.is_withdrawn(&id), "the mark goes with the claims");
 }
 
-/// A storage whose `due` waits at a gate (before or after reading), so that a
-/// test can change the queue while a claim pass reads.
-struct Gated {
-    inner: Spool,
-    entered: Arc<tokio::sync::Notify>,
-    gate: Arc<tokio::sync::Notify>,
-    read_first: bool,
-}
-
-impl Gated {
-    fn over(inner: &Spool, read_first: bool) -> Gated {
-        Gated {
-            inner: inner.clone(),
-            entered: Arc::new(tokio::sync::Notify::new()),
-            gate: Arc::new(tokio::sync::Notify::new()),
-            read_first,
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::spool::Storage for Gated {
-    async fn spill(&self) -> std::io::Result<SpillFile> {
-        self.inner.spill().await
-    }
-    async fn put(
-        &self,
-        id: QueueId,
-        m: NewMessage,
-        s: Option<SpillFile>,
-    ) -> Result<QueuedMessage, SpoolError> {
-        self.inner.put(id, m, s).await
-    }
-    async fn due(&self, now: i64, limit: u32) -> Result<Vec<QueuedMessage>, SpoolError> {
-        let early = if self.read_first {
-            Some(self.inner.due(now, limit).await)
-        } else {
-            None
-        };
-        self.entered.notify_one();
-        self.gate.notified().await;
-        match early {
-            Some(rows) => rows,
-            None => self.inner.due(now, limit).await,
-        }
-    }
-    async fn next_due(&self, now: i64) -> Result<Option<i64>, SpoolError> {
-        self.inner.next_due(now).await
-    }
-    async fn record(
-        &self,
-        id: &QueueId,
-        u: Vec<RecipientUpdate>,
-        b: Option<(QueueId, NewMessage)>,
-    ) -> Result<(), SpoolError> {
-        self.inner.record(id, u, b).await
-    }
-    async fn body(&self, id: &QueueId) -> Result<Option<Vec<u8>>, SpoolError> {
-        self.inner.body(id).await
-    }
-    async fn list(
-        &self,
-        filter: &crate::spool::ListFilter,
-        after: Option<&QueueId>,
-        limit: u32,
-    ) -> Result<Vec<QueuedMessage>, SpoolError> {
-        self.inner.list(filter, after, limit).await
-    }
-    async fn get(&self, id: &QueueId) -> Result<Option<QueuedMessage>, SpoolError> {
-        self.inner.get(id).await
-    }
-    async fn summary(&self) -> Result<crate::spool::Summary, SpoolError> {
-        self.inner.summary().await
-    }
-    async fn stuck(&self, limit: u32) -> Result<Vec<crate::spool::StuckGroup>, SpoolError> {
-        self.inner.stuck(limit).await
-    }
-    async fn delete(&self, id: &QueueId) -> Result<bool, SpoolError> {
-        self.inner.delete(id).await
-    }
-    async fn retry(&self, id: Option<&QueueId>) -> Result<u64, SpoolError> {
-        self.inner.retry(id).await
-    }
-    async fn retry_kind(&self, kind: &str, id: Option<&QueueId>) -> Result<u64, SpoolError> {
-        self.inner.retry_kind(kind, id).await
-    }
-    async fn hold(&self, id: &QueueId) -> Result<u64, SpoolError> {
-        self.inner.hold(id).await
-    }
-    async fn release_held(&self, id: &QueueId) -> Result<u64, SpoolError> {
-        self.inner.release_held(id).await
-    }
-}
-
 /// Found in review: a message claimed in part (the pass hit its limit) whose
 /// round ends while the next pass reads was skipped by that pass, and nothing
 /// looked again at the recipient still due.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_skipped_by_a_pass_is_looked_at_again() {
     let (dir, plain) = spool().await;
-    let gated = Gated::over(&plain, false);
-    let (entered, gate) = (Arc::clone(&gated.entered), Arc::clone(&gated.gate));
+    let gate = Arc::new(Gate::default());
+    let gated = Gated {
+        due: Some(Arc::clone(&gate)),
+        due_read_first: false,
+        ..Gated::over(&plain)
+    };
     let (queue, _hand_offs) = ActiveQueue::new(Spool::new(gated, dir.path()), 10);
     let id = QueueId::generate();
     plain.put(id.clone(), message(1), None).await.expect("put");
     assert_eq!(queue.look(false), Some(10));
-    gate.notify_one();
+    gate.open.notify_one();
     let first = queue.claim_due(now_unix(), 1).await.expect("claim");
     assert_eq!(first[0].recipients.len(), 1, "recipient 0 only");
     assert!(queue.look(false).is_some(), "a full pass looks again");
@@ -385,20 +283,20 @@ async fn a_message_skipped_by_a_pass_is_looked_at_again() {
         let queue = queue.clone();
         async move { queue.claim_due(now_unix(), 10).await }
     });
-    entered.notified().await;
+    gate.entered.notified().await;
     // Recipient 0's round ends while the pass reads: delivered, then the
     // end-of-round release.
     let done = outcome(0, RecipientStatus::Delivered, now_unix());
     queue.record(&id, vec![done], None).await.expect("record");
     queue.release(&id, [0]);
-    gate.notify_one();
+    gate.open.notify_one();
     let second = pass.await.expect("pass").expect("claim");
     assert!(second.is_empty(), "its rows predate the outcome");
     assert!(
         queue.look(false).is_some(),
         "recipient 1 is looked at again"
     );
-    gate.notify_one();
+    gate.open.notify_one();
     let third = queue.claim_due(now_unix(), 10).await.expect("claim");
     let idxs: Vec<u32> = third[0].recipients.iter().map(|r| r.idx).collect();
     assert_eq!(idxs, [1]);
@@ -410,8 +308,12 @@ async fn a_message_skipped_by_a_pass_is_looked_at_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_held_while_a_pass_reads_is_not_claimed() {
     let (dir, plain) = spool().await;
-    let gated = Gated::over(&plain, true);
-    let (entered, gate) = (Arc::clone(&gated.entered), Arc::clone(&gated.gate));
+    let gate = Arc::new(Gate::default());
+    let gated = Gated {
+        due: Some(Arc::clone(&gate)),
+        due_read_first: true,
+        ..Gated::over(&plain)
+    };
     let (queue, _hand_offs) = ActiveQueue::new(Spool::new(gated, dir.path()), 10);
     let id = QueueId::generate();
     plain.put(id.clone(), message(1), None).await.expect("put");
@@ -419,15 +321,15 @@ async fn a_message_held_while_a_pass_reads_is_not_claimed() {
         let queue = queue.clone();
         async move { queue.claim_due(now_unix(), 10).await }
     });
-    entered.notified().await;
+    gate.entered.notified().await;
     // As the control socket holds a message: held, and withdrawn once the
     // hold is in the spool.
     assert_eq!(plain.hold(&id).await.expect("hold"), 2);
     queue.withdraw(&id);
-    gate.notify_one();
+    gate.open.notify_one();
     let claimed = pass.await.expect("pass").expect("claim");
     assert!(claimed.is_empty(), "a held message is not claimed");
-    gate.notify_one();
+    gate.open.notify_one();
     let again = queue.claim_due(now_unix(), 10).await.expect("claim");
     assert!(again.is_empty(), "nor on the next look");
 }

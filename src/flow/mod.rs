@@ -36,10 +36,19 @@ pub fn count(flow: Flow) {
     COUNTS[flow as usize].fetch_add(1, Ordering::Relaxed);
 }
 
-/// The minute now being counted, with its counts so far (not yet written).
+/// Counts taken for the store and not written yet (a write under way, or
+/// one the store refused): `current` still shows them.
+static UNWRITTEN: [AtomicU64; 4] = [
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+];
+
+/// The minute now being counted, with every count not yet in the store.
 pub fn current() -> FlowMinute {
-    let [accepted, delivered, deferred, bounced] =
-        [0, 1, 2, 3].map(|i| COUNTS[i].load(Ordering::Relaxed));
+    let [accepted, delivered, deferred, bounced] = [0, 1, 2, 3]
+        .map(|i| COUNTS[i].load(Ordering::SeqCst) + UNWRITTEN[i].load(Ordering::SeqCst));
     FlowMinute {
         minute: now_unix().div_euclid(60),
         accepted,
@@ -49,15 +58,9 @@ pub fn current() -> FlowMinute {
     }
 }
 
-/// Takes the counts since the last call.
-fn take() -> [u64; 4] {
-    [0, 1, 2, 3].map(|i| COUNTS[i].swap(0, Ordering::Relaxed))
-}
-
 /// Writes the counts to the store at every minute's end until `stop`, then
 /// once more; a write the store refuses is added to the next.
 pub async fn run(store: Store, stop: CancellationToken) {
-    let mut pending = [0u64; 4];
     loop {
         let now = now_unix();
         let to_next_minute = 60 - now.rem_euclid(60);
@@ -66,20 +69,26 @@ pub async fn run(store: Store, stop: CancellationToken) {
             () = tokio::time::sleep(Duration::from_secs(to_next_minute as u64)) => false,
         };
         // The minute that just ended (or, at shutdown, the current one).
-        flush(&store, &mut pending, (now_unix() - 1).div_euclid(60)).await;
+        flush(&store, (now_unix() - 1).div_euclid(60)).await;
         if stopping {
             return;
         }
     }
 }
 
-/// Adds what was counted since the last call to `pending` and writes it as
-/// `minute`'s; what the store refuses stays in `pending` for the next call.
-async fn flush(store: &Store, pending: &mut [u64; 4], minute: i64) {
-    for (p, t) in pending.iter_mut().zip(take()) {
-        *p += t;
+/// Writes what was counted since the last call, and what the store refused
+/// before, as `minute`'s. The counts are moved to `UNWRITTEN` first, added
+/// before they are taken away, so that `current` never misses one while the
+/// store writes (the dashboard's last hour read low for that long).
+async fn flush(store: &Store, minute: i64) {
+    for (counted, unwritten) in COUNTS.iter().zip(&UNWRITTEN) {
+        // SeqCst: a reader must not see the taking before the adding.
+        let n = counted.load(Ordering::SeqCst);
+        unwritten.fetch_add(n, Ordering::SeqCst);
+        counted.fetch_sub(n, Ordering::SeqCst);
     }
-    let [accepted, delivered, deferred, bounced] = *pending;
+    let [accepted, delivered, deferred, bounced] =
+        [0, 1, 2, 3].map(|i| UNWRITTEN[i].load(Ordering::Relaxed));
     let row = FlowMinute {
         minute,
         accepted,
@@ -88,7 +97,14 @@ async fn flush(store: &Store, pending: &mut [u64; 4], minute: i64) {
         bounced,
     };
     match store.add_flow(&row, minute - MINUTES_KEPT).await {
-        Ok(()) => *pending = [0; 4],
+        Ok(()) => {
+            for (unwritten, n) in UNWRITTEN
+                .iter()
+                .zip([accepted, delivered, deferred, bounced])
+            {
+                unwritten.fetch_sub(n, Ordering::SeqCst);
+            }
+        }
         Err(e) => tracing::error!(event = "store_error", error = %e, "cannot write the mail flow"),
     }
 }
@@ -120,7 +136,8 @@ mod tests {
         );
     }
 
-    /// A store that refuses a write loses no count: it goes with the next.
+    /// A store that refuses a write loses no count: it goes with the next,
+    /// and the dashboard's current minute shows it meanwhile.
     #[tokio::test]
     async fn a_refused_write_is_added_to_the_next() {
         let _one_at_a_time = TAKING.lock().await;
@@ -129,13 +146,19 @@ mod tests {
         for _ in 0..2 {
             count(Flow::Deferred);
         }
-        let mut pending = [0u64; 4];
         store.close().await;
-        flush(&store, &mut pending, 100).await;
-        assert!(pending[2] >= 2, "kept: {pending:?}");
+        flush(&store, 100).await;
+        assert!(
+            UNWRITTEN[Flow::Deferred as usize].load(Ordering::Relaxed) >= 2,
+            "kept"
+        );
+        assert!(current().deferred >= 2, "and shown");
         let reopened = Store::open(dir.path()).await.expect("store");
-        flush(&reopened, &mut pending, 101).await;
-        assert_eq!(pending, [0; 4]);
+        flush(&reopened, 101).await;
+        assert_eq!(
+            UNWRITTEN.each_ref().map(|u| u.load(Ordering::Relaxed)),
+            [0; 4]
+        );
         let written = reopened.flow_since(0).await.expect("read");
         assert!(
             written.iter().map(|m| m.deferred).sum::<u64>() >= 2,

@@ -31,6 +31,14 @@ use crate::spool::NewMessage;
 
 /// How long one POST of a report to one address may take.
 const POST_TIMEOUT: Duration = Duration::from_secs(30);
+/// When a POST that failed is tried again, after the one before: a
+/// report server down for a moment still gets the day's report, and one
+/// down for hours is not knocked on all day.
+const POST_RETRIES: [Duration; 3] = [
+    Duration::from_secs(60),
+    Duration::from_secs(10 * 60),
+    Duration::from_secs(60 * 60),
+];
 /// Bounds on what a period's counts hold, whatever the domains mailed and
 /// their policies (TLSA sets can change with every lookup): past them new
 /// entries are left out, and the report says less.
@@ -157,11 +165,17 @@ impl TlsResults {
                 }
             };
             for uri in &https {
-                match post(dns, connector, &gzipped, uri).await {
-                    Ok(()) => tracing::info!(event = "tls_report", domain, to = %uri),
-                    Err(e) => {
-                        tracing::warn!(event = "tls_report_failed", domain, to = %uri, error = %e)
-                    }
+                if post_logged(dns, connector, &gzipped, uri, &domain)
+                    .await
+                    .is_err()
+                {
+                    // Tried again in the background: the next reports do not
+                    // wait for this server.
+                    let (dns, connector) = (dns.clone(), connector.clone());
+                    let (gzipped, uri, domain) = (gzipped.clone(), uri.clone(), domain.clone());
+                    tokio::spawn(async move {
+                        post_again(&dns, &connector, &gzipped, &uri, &domain, &POST_RETRIES).await
+                    });
                 }
             }
             if mailto.is_empty() {
@@ -224,6 +238,45 @@ fn gzip(json: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     encoder.write_all(json)?;
     encoder.finish()
+}
+
+/// POSTs a report, and logs what came of it.
+async fn post_logged(
+    dns: &Dns,
+    connector: &TlsConnector,
+    gzipped: &[u8],
+    uri: &str,
+    domain: &str,
+) -> Result<(), String> {
+    let sent = post(dns, connector, gzipped, uri).await;
+    match &sent {
+        Ok(()) => tracing::info!(event = "tls_report", domain, to = %uri),
+        Err(e) => tracing::warn!(event = "tls_report_failed", domain, to = %uri, error = %e),
+    }
+    sent
+}
+
+/// Tries a POST that failed again after each of `delays`, until one goes
+/// through; false when none did.
+async fn post_again(
+    dns: &Dns,
+    connector: &TlsConnector,
+    gzipped: &[u8],
+    uri: &str,
+    domain: &str,
+    delays: &[Duration],
+) -> bool {
+    for delay in delays {
+        tokio::time::sleep(*delay).await;
+        if post_logged(dns, connector, gzipped, uri, domain)
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+    }
+    tracing::warn!(event = "tls_report_dropped", domain, to = %uri, tries = delays.len() + 1);
+    false
 }
 
 /// POSTs a `gzipped` report to `uri` (RFC 8460 §5.2: `application/tlsrpt+gzip`),
@@ -435,5 +488,39 @@ mod tests {
         let error = sent.expect_err("nothing listens there");
         assert!(error.contains("127.0.0.1 (127.0.0.1)"), "{error}");
         assert!(started.elapsed() < POST_TIMEOUT, "refused, not waited for");
+    }
+
+    /// A POST that fails is made again after each delay, then given up.
+    #[tokio::test]
+    async fn a_failed_post_is_tried_again_after_each_delay() {
+        crate::tls::install_crypto_provider();
+        // A server that takes each connection and closes it: every POST
+        // fails, and each one is counted.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let tries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = std::sync::Arc::clone(&tries);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        let connector = mail_send::smtp::tls::build_tls_connector(false).expect("connector");
+        let dns = Dns::new(&[]).expect("dns");
+        let uri = format!("https://127.0.0.1:{port}/tlsrpt");
+        let delays = [Duration::from_millis(50); 2];
+        let started = std::time::Instant::now();
+        let sent = post_again(&dns, &connector, b"report", &uri, "d.example", &delays).await;
+        assert!(!sent, "the server closes every connection");
+        assert_eq!(
+            tries.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "one per delay"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "it waited before each try"
+        );
     }
 }

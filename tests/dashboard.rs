@@ -236,14 +236,15 @@ fn an_admin_signs_in_sees_stuck_mail_and_retries_it_with_its_csrf_token() {
         "{page}"
     );
     let checks = &page[page.find("<table id=\"checks\">").expect("checks table")..];
+    let mut others = [s.port("mta"), s.port("submissions"), tls_port.port()];
+    others.sort_unstable();
+    let not_reached: Vec<String> = others.iter().map(u16::to_string).collect();
     assert!(
         checks.starts_with("<table id=\"checks\"><tr><th>Network</th><th>When</th>")
             && checks.contains(&format!(
-                " ago</td><td>{}</td><td class=\"bad\">{}, {}, {}</td></tr></table>",
+                " ago</td><td>{}</td><td class=\"bad\">{}</td></tr></table>",
                 s.port("submission"),
-                s.port("mta"),
-                s.port("submissions"),
-                tls_port.port()
+                not_reached.join(", ")
             )),
         "the check: reached the submission port, not the others: {checks}"
     );

@@ -364,22 +364,16 @@ async fn logout(
 async fn overview(State(d): State<Arc<Dashboard>>, from: Client) -> Page {
     let (_, session) = d.session(&from).await?;
     let summary = d.ctx.queue.spool().summary().await?;
-    let now = crate::flow::current();
-    let mut minutes = d
-        .ctx
-        .store
-        .flow_since(now.minute - crate::flow::MINUTES_KEPT)
-        .await
-        .map_err(|e| {
-            tracing::error!(event = "store_error", error = %e);
-            Refusal::Unavailable
-        })?;
+    let (mut minutes, now) = crate::flow::last_day(&d.ctx.store).await.map_err(|e| {
+        tracing::error!(event = "store_error", error = %e);
+        Refusal::Unavailable
+    })?;
     minutes.push(now);
     let port25 = d.delivery.outbound.port25.is_blocked();
     let fallback = crate::router::mx_fallback(&d.ctx.config)
         .filter(|_| port25)
         .map(|r| format!("{}:{}", r.host, r.port));
-    let chart = pages::flow(&minutes, now.minute);
+    let chart = pages::flow(&minutes, minutes.last().map_or(0, |m| m.minute));
     Ok(pages::overview(&session, &summary, port25, fallback.as_deref(), &chart).into_response())
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_unix;
-use crate::store::{FlowMinute, Store};
+use crate::store::{FlowMinute, Store, StoreError};
 
 /// Minutes kept: a day.
 pub const MINUTES_KEPT: i64 = 24 * 60;
@@ -45,8 +45,22 @@ static UNWRITTEN: [AtomicU64; 4] = [
     AtomicU64::new(0),
 ];
 
+/// Held to write to the store (exclusive) and to read the store and the
+/// counts together (shared): a write under way is then seen once, in the
+/// store or in the counts, never in both or neither.
+static WRITING: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// The last day's minutes as written, and the minute now being counted
+/// (with every count not yet written).
+pub async fn last_day(store: &Store) -> Result<(Vec<FlowMinute>, FlowMinute), StoreError> {
+    let _reading = WRITING.read().await;
+    let now = current();
+    let minutes = store.flow_since(now.minute - MINUTES_KEPT).await?;
+    Ok((minutes, now))
+}
+
 /// The minute now being counted, with every count not yet in the store.
-pub fn current() -> FlowMinute {
+fn current() -> FlowMinute {
     let [accepted, delivered, deferred, bounced] = [0, 1, 2, 3]
         .map(|i| COUNTS[i].load(Ordering::SeqCst) + UNWRITTEN[i].load(Ordering::SeqCst));
     FlowMinute {
@@ -77,12 +91,12 @@ pub async fn run(store: Store, stop: CancellationToken) {
 }
 
 /// Writes what was counted since the last call, and what the store refused
-/// before, as `minute`'s. The counts are moved to `UNWRITTEN` first, added
-/// before they are taken away, so that `current` never misses one while the
-/// store writes (the dashboard's last hour read low for that long).
+/// before, as `minute`'s. The counts wait in `UNWRITTEN` until the store has
+/// them, so that `current` shows them meanwhile (the dashboard's last hour
+/// read low while the store wrote, and for as long as it refused).
 async fn flush(store: &Store, minute: i64) {
+    let _writing = WRITING.write().await;
     for (counted, unwritten) in COUNTS.iter().zip(&UNWRITTEN) {
-        // SeqCst: a reader must not see the taking before the adding.
         let n = counted.load(Ordering::SeqCst);
         unwritten.fetch_add(n, Ordering::SeqCst);
         counted.fetch_sub(n, Ordering::SeqCst);

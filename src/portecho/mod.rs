@@ -61,11 +61,10 @@ impl EchoRegistry {
         }
     }
 
-    /// The answer to `NOOP postern-echo <token>` from `peer`: the ports,
-    /// and the address the server saw the question come from (the client's
-    /// public address, even behind NAT).
-    pub fn reply_text(&self, token: &str, peer: IpAddr) -> String {
-        let ports = self.ports(token);
+    /// The answer to `NOOP postern-echo <token>` from `peer`, whose token
+    /// was seen on `ports`: the ports, and the address the server saw the
+    /// question come from (the client's public address, even behind NAT).
+    pub fn reply_text(ports: &[u16], peer: IpAddr) -> String {
         let list = if ports.is_empty() {
             "none".to_string()
         } else {
@@ -95,14 +94,17 @@ mod tests {
         let r = EchoRegistry::default();
         let peer: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
         assert_eq!(
-            r.reply_text(t, peer),
+            EchoRegistry::reply_text(&r.ports(t), peer),
             "Ok; postern-echo ports=none addr=192.0.2.7"
         );
         r.record(t, 587);
         r.record(t, 25);
         r.record(t, 587);
         assert_eq!(
-            r.reply_text(&t.to_uppercase(), "2001:db8::1".parse().expect("ip")),
+            EchoRegistry::reply_text(
+                &r.ports(&t.to_uppercase()),
+                "2001:db8::1".parse().expect("ip")
+            ),
             "Ok; postern-echo ports=25,587 addr=2001:db8::1"
         );
     }

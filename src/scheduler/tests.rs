@@ -7,6 +7,13 @@ use super::*;
 use crate::dns::Dns;
 use crate::spool::{NewMessage, Spool};
 
+/// Waits for `what` to happen, failing the test if it does not soon.
+async fn within(event: impl std::future::Future<Output = ()>, what: &str) {
+    tokio::time::timeout(std::time::Duration::from_secs(20), event)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within 20 s"));
+}
+
 /// A port on 127.0.0.1 that nothing listens on.
 fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -69,7 +76,7 @@ async fn a_round_that_ends_does_not_give_up_the_claims_of_the_next() {
 
     // The round failed to reach port 25 and records its deferral; port 25
     // is found blocked (by other rounds) just now.
-    record.entered.notified().await;
+    within(record.entered.notified(), "the round records").await;
     let addr = |n: u8| std::net::SocketAddr::from(([192, 0, 2, n], 25));
     for (n, domain) in ["a.example", "b.example", "c.example"].iter().enumerate() {
         delivery
@@ -82,7 +89,11 @@ async fn a_round_that_ends_does_not_give_up_the_claims_of_the_next() {
 
     // The round makes its recipient due again; meanwhile the scheduler's
     // `port25_retry` did, and a claim pass claimed it for the next round.
-    retry.entered.notified().await;
+    within(
+        retry.entered.notified(),
+        "the round makes its recipient due",
+    )
+    .await;
     let token = FailureKind::Unreachable { port }.token();
     assert_eq!(plain.retry_kind(&token, None).await.expect("retry"), 1);
     let next = queue.claim_due(now_unix(), 10).await.expect("claim");

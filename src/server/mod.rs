@@ -191,6 +191,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             let last_resort = sockets.submission_port(&config.http);
             let mut mail_ports: Vec<u16> = infos.iter().map(|i| i.addr.port()).collect();
             mail_ports.extend(last_resort);
+            // Listeners on IPv4 and IPv6 share their ports.
+            mail_ports.sort_unstable();
+            mail_ports.dedup();
             let dashboard = crate::dashboard::Dashboard::new(
                 Arc::clone(&ctx),
                 Arc::clone(&delivery),

@@ -364,7 +364,7 @@ impl Session {
                 if !reached.is_empty() {
                     self.ctx.portmap.checked(self.peer.ip(), &reached);
                 }
-                let text = self.ctx.echo.reply_text(token.trim(), self.peer.ip());
+                let text = crate::portecho::EchoRegistry::reply_text(&reached, self.peer.ip());
                 self.reply(Reply::new(250, (0, 0), text))
             }
             None => self.reply(Reply::ok()),

@@ -287,6 +287,11 @@ async fn deliver_message(
     message: QueuedMessage,
     fresh: Option<Arc<FreshBody>>,
 ) {
+    let mut claims = RoundClaims {
+        queue: delivery.queue.clone(),
+        id: message.id.clone(),
+        idxs: message.recipients.iter().map(|r| r.idx).collect(),
+    };
     let message = Arc::new(message);
     let Groups { groups, unrouted } = groups::group(&delivery, &message).await;
     // Recipients whose MX is tried this round: those a blocked port 25 may
@@ -410,10 +415,7 @@ async fn deliver_message(
         .iter()
         .filter(|u| u.status == RecipientStatus::Failed)
         .count() as u64;
-    // `record` gives up these claims, written or not: once it has, the next
-    // round may claim them (due now for the fallback relay, or made due by
-    // `retry_kind`), and they are that round's, not this one's to release.
-    let recorded: std::collections::HashSet<u32> = applied.updates.iter().map(|u| u.idx).collect();
+    claims.recorded(applied.updates.iter().map(|u| u.idx));
     match delivery
         .queue
         .record(&message.id, applied.updates, bounce)
@@ -447,16 +449,36 @@ async fn deliver_message(
             }
         }
     }
-    // Recipients whose delivery task failed have no result: let them be due
-    // again. Only those: the recorded ones' claims went with `record`.
-    delivery.queue.release(
-        &message.id,
-        message
-            .recipients
-            .iter()
-            .map(|r| r.idx)
-            .filter(|idx| !recorded.contains(idx)),
-    );
+    // Recipients without a result (a delivery task that failed, a message
+    // deleted meanwhile) are released as `claims` goes: due again.
+}
+
+/// A round's claims on its message's recipients. Those it has not recorded
+/// are released when the round ends, however it ends (a panic included):
+/// due again, not claimed until a restart.
+struct RoundClaims {
+    queue: ActiveQueue,
+    id: QueueId,
+    idxs: Vec<u32>,
+}
+
+impl RoundClaims {
+    /// `record` gives up these recipients' claims, written or not: once it
+    /// has, the next round may claim them (due now for the fallback relay,
+    /// or made due by `retry_kind`), and they are that round's to release,
+    /// not this one's (releasing them let a recipient be delivered twice).
+    fn recorded(&mut self, idxs: impl IntoIterator<Item = u32>) {
+        let recorded: std::collections::HashSet<u32> = idxs.into_iter().collect();
+        self.idxs.retain(|idx| !recorded.contains(idx));
+    }
+}
+
+impl Drop for RoundClaims {
+    fn drop(&mut self) {
+        if !self.idxs.is_empty() {
+            self.queue.release(&self.id, self.idxs.drain(..));
+        }
+    }
 }
 
 /// Gives back the connection of a delivery that does not happen after all.

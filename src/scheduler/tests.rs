@@ -114,3 +114,42 @@ async fn a_round_that_ends_does_not_give_up_the_claims_of_the_next() {
     );
     assert_eq!(queue.claimed(), 1, "the next round's claim is kept");
 }
+
+/// However a round ends, a panic included, the claims it did not record go
+/// back: those recipients are due again instead of claimed until a restart.
+#[tokio::test]
+async fn a_round_that_ends_early_gives_back_the_claims_it_did_not_record() {
+    let dir = tempfile::tempdir().expect("dir");
+    let spool = Spool::open(dir.path()).await.expect("spool");
+    let (queue, _hand_offs) = ActiveQueue::new(spool.clone(), 10);
+    let id = QueueId::generate();
+    let new = NewMessage::generated(
+        "app@example.com".into(),
+        &["a@example.org", "b@example.org", "c@example.org"],
+        b"Subject: x\r\n\r\nhi\r\n".to_vec(),
+    );
+    spool.put(id.clone(), new, None).await.expect("put");
+    let claimed = queue.claim_due(now_unix(), 10).await.expect("claim");
+    assert_eq!(queue.claimed(), 3);
+    let round = {
+        let queue = queue.clone();
+        let message = claimed[0].clone();
+        std::thread::spawn(move || {
+            let mut claims = RoundClaims {
+                queue,
+                id: message.id.clone(),
+                idxs: message.recipients.iter().map(|r| r.idx).collect(),
+            };
+            // Recipient 0's outcome went to `record`, which gives up its
+            // claim itself; then the round fails.
+            claims.recorded([0]);
+            panic!("a round that fails");
+        })
+    };
+    assert!(round.join().is_err(), "the round panicked");
+    assert_eq!(
+        queue.claimed(),
+        1,
+        "1 and 2 given back; 0 is record's to give up"
+    );
+}

@@ -47,6 +47,19 @@ pub struct ServerContext {
     pub srs: Arc<crate::srs::Srs>,
     /// Which submission ports work from which client networks.
     pub portmap: Arc<crate::portmap::PortMap>,
+    /// The SMTP listeners' ports and roles now (`server::Listeners` keeps
+    /// it): the client settings and the dashboard follow a reload.
+    pub listening: std::sync::RwLock<Vec<(u16, crate::config::ListenerRole)>>,
+}
+
+impl ServerContext {
+    /// The SMTP listeners' ports and roles now.
+    pub fn listening(&self) -> Vec<(u16, crate::config::ListenerRole)> {
+        self.listening
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// A `ServerContext` for in-process tests (the session harness): a
@@ -131,6 +144,7 @@ pub mod testing {
                 echo: EchoRegistry::default(),
                 rewrites: tokio::sync::Semaphore::new(2),
                 acme: Arc::default(),
+                listening: Default::default(),
             };
             TestContext {
                 ctx: Arc::new(ctx),

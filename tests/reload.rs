@@ -170,9 +170,30 @@ fn listeners_file(s: &TestServer) -> Vec<(std::net::SocketAddr, String)> {
         .collect()
 }
 
+/// The ports autoconfig (Thunderbird's XML) offers alice now.
+fn offered_ports(s: &TestServer) -> Vec<u16> {
+    let url = format!(
+        "http://{}/mail/config-v1.1.xml?emailaddress=alice%40example.com",
+        s.http_addrs()[0]
+    );
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "20", &url])
+        .output()
+        .expect("curl");
+    let xml = String::from_utf8_lossy(&out.stdout);
+    xml.split("<port>")
+        .skip(1)
+        .filter_map(|p| p.split('<').next()?.parse().ok())
+        .collect()
+}
+
 #[test]
 fn a_reload_adds_and_removes_listeners_and_open_sessions_finish() {
-    let s = TestServer::start("");
+    let mut s = TestServer::configure(&TestServer::config_for("[http]\naddr = \"127.0.0.1:0\"\n"));
+    s.add_alice();
+    s.spawn();
+    let offered = offered_ports(&s);
+    assert!(offered.contains(&s.port("submission")), "{offered:?}");
     let submissions = s.addr("submissions");
     // A session on the listener about to go: it finishes on it.
     let (mut open, greeting) = Raw::connect(s.addr("submission"));
@@ -212,13 +233,21 @@ fn a_reload_adds_and_removes_listeners_and_open_sessions_finish() {
     );
     assert!(open.cmd("EHLO still.here").starts_with("250"));
     assert!(open.cmd("QUIT").starts_with("221"));
+    // Mail clients are offered the listeners as they are now.
+    let offered = offered_ports(&s);
+    assert!(
+        !offered.contains(&s.port("submission")) && offered.contains(&submissions.port()),
+        "{offered:?}"
+    );
 
     // Back as it was: the submission listener comes back (on a new port).
     std::fs::write(&s.config, &config).expect("restore config");
     let report = s.cli_ok(&["reload"]);
     assert!(report.contains("(submission)"), "{report}");
-    let roles: Vec<String> = listeners_file(&s).into_iter().map(|(_, r)| r).collect();
+    let now = listeners_file(&s);
+    let roles: Vec<&str> = now.iter().map(|(_, r)| r.as_str()).collect();
     assert_eq!(roles, ["mta", "submissions", "submission"]);
+    assert!(offered_ports(&s).contains(&now[2].0.port()));
 }
 
 #[test]

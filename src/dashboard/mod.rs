@@ -36,25 +36,32 @@ pub struct Dashboard {
     ctx: Arc<ServerContext>,
     delivery: Arc<Delivery>,
     sessions: Sessions,
-    ports: Ports,
-}
-
-/// The server's mail ports, as bound, for the port map.
-pub struct Ports {
-    /// Every SMTP listener's, and the last resort's.
-    pub mail: Vec<u16>,
-    /// Submission on 443 (`submission_on_tls`), if on.
-    pub last_resort: Option<u16>,
+    /// The bound port of submission on 443 (`submission_on_tls`), if on.
+    last_resort: Option<u16>,
 }
 
 impl Dashboard {
-    pub fn new(ctx: Arc<ServerContext>, delivery: Arc<Delivery>, ports: Ports) -> Dashboard {
+    pub fn new(
+        ctx: Arc<ServerContext>,
+        delivery: Arc<Delivery>,
+        last_resort: Option<u16>,
+    ) -> Dashboard {
         Dashboard {
             ctx,
             delivery,
             sessions: Sessions::default(),
-            ports,
+            last_resort,
         }
+    }
+
+    /// The server's mail ports now (a reload may change them), sorted,
+    /// each once (IPv4 and IPv6 listeners share theirs).
+    fn mail_ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self.ctx.listening().iter().map(|(p, _)| *p).collect();
+        ports.extend(self.last_resort);
+        ports.sort_unstable();
+        ports.dedup();
+        ports
     }
 
     fn admit(&self, from: &Client) -> Result<(), Refusal> {
@@ -420,8 +427,8 @@ async fn act(
 
 async fn ports(State(d): State<Arc<Dashboard>>, from: Client) -> Page {
     let (_, session) = d.session(&from).await?;
-    let week = d.ctx.portmap.week(d.ports.last_resort);
-    Ok(pages::ports(&session, &week, &d.ports).into_response())
+    let week = d.ctx.portmap.week(d.last_resort);
+    Ok(pages::ports(&session, &week, &d.mail_ports(), d.last_resort).into_response())
 }
 
 async fn accounts(State(d): State<Arc<Dashboard>>, from: Client) -> Page {

@@ -257,7 +257,12 @@ fn list(ports: &[u16]) -> String {
         .join(", ")
 }
 
-pub fn ports(session: &Session, week: &PortWeek, ours: &super::Ports) -> Html<String> {
+pub fn ports(
+    session: &Session,
+    week: &PortWeek,
+    mail_ports: &[u16],
+    last_resort: Option<u16>,
+) -> Html<String> {
     let mut ports = String::new();
     for p in &week.ports {
         let _ = write!(
@@ -278,8 +283,7 @@ pub fn ports(session: &Session, week: &PortWeek, ours: &super::Ports) -> Html<St
     }
     let mut checks = String::new();
     for c in &week.checks {
-        let missed: Vec<u16> = ours
-            .mail
+        let missed: Vec<u16> = mail_ports
             .iter()
             .copied()
             .filter(|p| !c.reached.contains(p))
@@ -293,7 +297,7 @@ pub fn ports(session: &Session, week: &PortWeek, ours: &super::Ports) -> Html<St
             list(&missed)
         );
     }
-    let last_resort = match ours.last_resort {
+    let last_resort = match last_resort {
         Some(port) => {
             let rows: String = week
                 .last_resort_only

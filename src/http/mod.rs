@@ -30,10 +30,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
-use crate::config::ListenerRole;
 use crate::config::in_networks;
 use crate::context::ServerContext;
-use crate::listener::{ConnectionLimits, ListenerInfo};
+use crate::listener::ConnectionLimits;
 use crate::smtp::address::{Mailbox, normalize_domain};
 use endpoints::{SubmissionEndpoint, submission_endpoints};
 pub use serve::Encrypted;
@@ -48,7 +47,8 @@ pub struct HttpSetupError {
 
 struct HttpState {
     ctx: Arc<ServerContext>,
-    endpoints: Vec<SubmissionEndpoint>,
+    /// The bound port of submission on `tls_addr`, if on.
+    https_submission: Option<u16>,
     metrics: PrometheusHandle,
     /// The port echo must stay cheap: a global cap on questions per second.
     echo_limit: DefaultDirectRateLimiter,
@@ -57,16 +57,18 @@ struct HttpState {
 impl HttpState {
     /// The submission ports for a client at `peer`: those that worked from
     /// its network first (`portmap`), unless `[http] ports_by_network` is off.
+    /// The listeners are read as they are now: a reload changes them.
     fn endpoints_for(&self, peer: SocketAddr) -> Vec<SubmissionEndpoint> {
+        let endpoints = submission_endpoints(&self.ctx.listening(), self.https_submission);
         if !self.ctx.config.http.ports_by_network {
-            return self.endpoints.clone();
+            return endpoints;
         }
-        let usual: Vec<u16> = self.endpoints.iter().map(|e| e.port).collect();
+        let usual: Vec<u16> = endpoints.iter().map(|e| e.port).collect();
         self.ctx
             .portmap
             .order_for(peer.ip(), &usual)
             .into_iter()
-            .filter_map(|port| self.endpoints.iter().find(|e| e.port == port).copied())
+            .filter_map(|port| endpoints.iter().find(|e| e.port == port).copied())
             .collect()
     }
 }
@@ -120,25 +122,21 @@ pub async fn bind(http: &crate::config::Http) -> Result<Option<HttpSockets>, Htt
 }
 
 /// Serves `sockets` until shutdown on `tasks`; returns their addresses.
-/// `listeners` are the bound SMTP listeners, for the port lists; `limits` are
-/// the SMTP connection caps, for submission on `tls_addr`.
+/// `limits` are the SMTP connection caps, for submission on `tls_addr`.
 pub fn start(
     ctx: Arc<ServerContext>,
     mounted: Option<(&'static str, Router)>,
     sockets: HttpSockets,
-    listeners: &[ListenerInfo],
     limits: Arc<ConnectionLimits>,
     tasks: &TaskTracker,
 ) -> Vec<SocketAddr> {
     let http = ctx.config.http.clone();
     let https_submission = sockets.submission_port(&http);
     let HttpSockets { plain, secure } = sockets;
-    let ports: Vec<(u16, ListenerRole)> =
-        listeners.iter().map(|l| (l.addr.port(), l.role)).collect();
     let per_second = NonZeroU32::new(50).unwrap_or(NonZeroU32::MIN);
     let state = Arc::new(HttpState {
         ctx: Arc::clone(&ctx),
-        endpoints: submission_endpoints(&ports, https_submission),
+        https_submission,
         metrics: crate::prometheus::handle(),
         echo_limit: RateLimiter::direct(Quota::per_second(per_second)),
     });

@@ -49,7 +49,23 @@ impl Listeners {
         for b in bound {
             listeners.serve(b);
         }
+        listeners.publish();
         listeners
+    }
+
+    /// Tells the rest of the server (`ServerContext::listening`) what is
+    /// bound now.
+    fn publish(&self) {
+        let now: Vec<_> = self
+            .serving
+            .iter()
+            .map(|s| (s.info.addr.port(), s.info.role))
+            .collect();
+        *self
+            .ctx
+            .listening
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = now;
     }
 
     fn serve(&mut self, bound: BoundListener) {
@@ -119,6 +135,7 @@ impl Listeners {
                 ));
             }
         }
+        self.publish();
         (!report.is_empty()).then(|| report.join("; "))
     }
 }

@@ -161,6 +161,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         watch: Arc::clone(&watch),
         srs,
         portmap: Arc::clone(&portmap),
+        listening: Default::default(),
     });
 
     let infos: Vec<ListenerInfo> = bound
@@ -188,19 +189,10 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let accept_loops = TaskTracker::new();
     if let Some(sockets) = http_sockets {
         let dashboard = config.http.dashboard.then(|| {
-            let last_resort = sockets.submission_port(&config.http);
-            let mut mail_ports: Vec<u16> = infos.iter().map(|i| i.addr.port()).collect();
-            mail_ports.extend(last_resort);
-            // Listeners on IPv4 and IPv6 share their ports.
-            mail_ports.sort_unstable();
-            mail_ports.dedup();
             let dashboard = crate::dashboard::Dashboard::new(
                 Arc::clone(&ctx),
                 Arc::clone(&delivery),
-                crate::dashboard::Ports {
-                    mail: mail_ports,
-                    last_resort,
-                },
+                sockets.submission_port(&config.http),
             );
             ("/dashboard", crate::dashboard::router(Arc::new(dashboard)))
         });
@@ -208,7 +200,6 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             Arc::clone(&ctx),
             dashboard,
             sockets,
-            &infos,
             Arc::clone(&limits),
             &sessions,
         );

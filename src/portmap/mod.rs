@@ -39,6 +39,11 @@ const TRIES_WITHOUT_LOGIN: u64 = 3;
 /// Networks whose latest check is remembered at most; beyond it the oldest
 /// checks go.
 const MAX_CHECKS: usize = 10_000;
+/// Networks of one wider block (/16, /32: one ISP's, or one attacker's)
+/// with a check remembered at most: anyone may run a check, and one holder
+/// of an IPv6 /32 has 65,536 /48s, enough to push every other network's
+/// check out.
+const CHECKS_PER_BLOCK: usize = 64;
 /// How often what was learned is written to the store.
 const WRITE_EVERY: Duration = Duration::from_secs(5);
 
@@ -47,17 +52,20 @@ const DAY: i64 = 86_400;
 /// The network `ip` belongs to, as it is kept: `198.51.100.0/24`,
 /// `2001:db8:1::/48` (an IPv4-mapped IPv6 address counts as IPv4).
 pub fn network_of(ip: IpAddr) -> String {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            format!("{a}.{b}.{c}.0/24")
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0);
-            format!("{net}/48")
-        }
-    }
+    prefix_of(ip, 24, 48)
+}
+
+/// The wider block `ip` belongs to, as checks are bounded by: its /16 for
+/// IPv4, its /32 for IPv6.
+fn block_of(ip: IpAddr) -> String {
+    prefix_of(ip, 16, 32)
+}
+
+/// The prefix of `ip` of `v4` or `v6` bits, written as a network.
+fn prefix_of(ip: IpAddr, v4: u8, v6: u8) -> String {
+    let ip = ip.to_canonical();
+    let bits = if ip.is_ipv4() { v4 } else { v6 };
+    ipnet::IpNet::new(ip, bits).map_or_else(|_| ip.to_string(), |n| n.trunc().to_string())
 }
 
 /// `ports` (in the usual order of preference) in the order that suits a
@@ -208,8 +216,17 @@ struct Inner {
     /// Logins since the last write, the latest per account: bounded by the
     /// accounts, since only a login that succeeded is kept.
     logins: HashMap<String, (i64, u16)>,
-    /// The latest check per network: when, and the ports reached.
-    checks: HashMap<String, (i64, Vec<u16>)>,
+    /// The latest check per network.
+    checks: HashMap<String, KeptCheck>,
+}
+
+/// A network's latest check, as kept.
+struct KeptCheck {
+    /// Unix seconds.
+    at: i64,
+    reached: Vec<u16>,
+    /// The network's wider block (`block_of`).
+    block: String,
 }
 
 pub struct PortMap {
@@ -255,12 +272,29 @@ impl PortMap {
     /// A `postern check` from `peer` asked which ports its probes reached:
     /// `reached`.
     pub fn checked(&self, peer: IpAddr, reached: &[u16]) {
+        let (network, block) = (network_of(peer), block_of(peer));
         let mut inner = self.inner();
-        inner
-            .checks
-            .insert(network_of(peer), (now_unix(), reached.to_vec()));
+        if !inner.checks.contains_key(&network) {
+            let same_block = inner
+                .checks
+                .iter()
+                .filter(|(_, c)| c.block == block)
+                .map(|(n, c)| (c.at, n));
+            if let Some((_, oldest)) = same_block.clone().min()
+                && same_block.count() >= CHECKS_PER_BLOCK
+            {
+                let oldest = oldest.clone();
+                inner.checks.remove(&oldest);
+            }
+        }
+        let check = KeptCheck {
+            at: now_unix(),
+            reached: reached.to_vec(),
+            block,
+        };
+        inner.checks.insert(network, check);
         if inner.checks.len() > MAX_CHECKS {
-            let oldest = oldest_eighth(inner.checks.iter().map(|(n, (at, _))| (*at, n)));
+            let oldest = oldest_eighth(inner.checks.iter().map(|(n, c)| (c.at, n)));
             for network in oldest {
                 inner.checks.remove(&network);
             }
@@ -301,19 +335,16 @@ impl PortMap {
         let now = now_unix();
         let mut week = week_of(inner.networks.iter(), now / DAY, last_resort);
         let since = now - WEEK_DAYS * DAY;
-        let mut checks: Vec<(&String, &(i64, Vec<u16>))> = inner
-            .checks
-            .iter()
-            .filter(|(_, (at, _))| *at > since)
-            .collect();
-        checks.sort_unstable_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
+        let mut checks: Vec<(&String, &KeptCheck)> =
+            inner.checks.iter().filter(|(_, c)| c.at > since).collect();
+        checks.sort_unstable_by(|a, b| b.1.at.cmp(&a.1.at).then(a.0.cmp(b.0)));
         week.checks = checks
             .into_iter()
             .take(SWITCHED_SHOWN)
-            .map(|(network, (at, reached))| Check {
+            .map(|(network, c)| Check {
                 network: network.clone(),
-                at: *at,
-                reached: reached.clone(),
+                at: c.at,
+                reached: c.reached.clone(),
             })
             .collect();
         week
@@ -550,12 +581,18 @@ mod tests {
             .expect("load");
         map.checked("192.0.2.10".parse().expect("ip"), &[465]);
         map.checked("192.0.2.11".parse().expect("ip"), &[26, 465]);
-        map.inner()
-            .checks
-            .insert("198.51.100.0/24".into(), (now_unix() - 1, vec![587]));
+        let kept = |at: i64, port: u16, block: &str| KeptCheck {
+            at,
+            reached: vec![port],
+            block: block.into(),
+        };
+        map.inner().checks.insert(
+            "198.51.100.0/24".into(),
+            kept(now_unix() - 1, 587, "198.51.0.0/16"),
+        );
         map.inner().checks.insert(
             "203.0.113.0/24".into(),
-            (now_unix() - (WEEK_DAYS + 1) * DAY, vec![25]),
+            kept(now_unix() - (WEEK_DAYS + 1) * DAY, 25, "203.0.0.0/16"),
         );
         let checks = map.week(None).checks;
         let shown: Vec<(&str, &[u16])> = checks
@@ -570,9 +607,23 @@ mod tests {
             ],
             "one per network (the latest), newest first, none older than the week"
         );
+        // One IPv6 /32 cannot fill the map: its /48s keep to their share.
+        for n in 0..(CHECKS_PER_BLOCK as u16 + 20) {
+            let ip = std::net::Ipv6Addr::new(0x2001, 0xdb8, n, 0, 0, 0, 0, 1);
+            map.checked(ip.into(), &[587]);
+        }
+        let in_block = |block: &str| {
+            map.inner()
+                .checks
+                .values()
+                .filter(|c| c.block == block)
+                .count()
+        };
+        assert_eq!(in_block("2001:db8::/32"), CHECKS_PER_BLOCK);
+        assert_eq!(in_block("192.0.0.0/16"), 1, "the others stay");
         // Many checks in the same second still keep to the bound.
         for n in 0..(MAX_CHECKS as u32 + 10) {
-            map.checked(std::net::Ipv4Addr::from(n << 8).into(), &[587]);
+            map.checked(std::net::Ipv4Addr::from(n << 16).into(), &[587]);
         }
         assert!(map.inner().checks.len() <= MAX_CHECKS);
     }

@@ -12,7 +12,7 @@
 //! Beside it, each account's last login and its port (the dashboard's
 //! accounts view), on any listener; and the latest `postern check` run from
 //! each network: which of the server's ports its probes reached (the port
-//! echo), kept in memory only, for `WEEK_DAYS`, at most `MAX_CHECKS`.
+//! echo; `checks.rs`).
 //!
 //! Kept in memory (bounded to `MAX_NETWORKS`, the least recently seen
 //! forgotten first) and written to the store every few seconds in one
@@ -29,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_unix;
 use crate::store::{Login, PortRecord, Store, StoreError};
 
+mod checks;
+pub use checks::{Check, Checks};
+
 /// How long a network's record of a port is kept after its last session.
 pub const DAYS_KEPT: i64 = 30;
 /// Most networks remembered; beyond it the least recently seen go.
@@ -36,18 +39,10 @@ const MAX_NETWORKS: usize = 100_000;
 /// Sessions on a port without one login after which it counts as not
 /// working from that network.
 const TRIES_WITHOUT_LOGIN: u64 = 3;
-/// Networks whose latest check is remembered at most; beyond it the oldest
-/// checks go.
-const MAX_CHECKS: usize = 10_000;
-/// Networks of one wider block (/16, /32: one ISP's, or one attacker's)
-/// with a check remembered at most: anyone may run a check, and one holder
-/// of an IPv6 /32 has 65,536 /48s, enough to push every other network's
-/// check out.
-const CHECKS_PER_BLOCK: usize = 64;
 /// How often what was learned is written to the store.
 const WRITE_EVERY: Duration = Duration::from_secs(5);
 
-const DAY: i64 = 86_400;
+pub(crate) const DAY: i64 = 86_400;
 
 /// The network `ip` belongs to, as it is kept: `198.51.100.0/24`,
 /// `2001:db8:1::/48` (an IPv4-mapped IPv6 address counts as IPv4).
@@ -55,14 +50,8 @@ pub fn network_of(ip: IpAddr) -> String {
     prefix_of(ip, 24, 48)
 }
 
-/// The wider block `ip` belongs to, as checks are bounded by: its /16 for
-/// IPv4, its /32 for IPv6.
-fn block_of(ip: IpAddr) -> String {
-    prefix_of(ip, 16, 32)
-}
-
 /// The prefix of `ip` of `v4` or `v6` bits, written as a network.
-fn prefix_of(ip: IpAddr, v4: u8, v6: u8) -> String {
+pub(crate) fn prefix_of(ip: IpAddr, v4: u8, v6: u8) -> String {
     let ip = ip.to_canonical();
     let bits = if ip.is_ipv4() { v4 } else { v6 };
     ipnet::IpNet::new(ip, bits).map_or_else(|_| ip.to_string(), |n| n.trunc().to_string())
@@ -102,7 +91,7 @@ pub fn order(ports: &[u16], records: &[PortRecord], today: i64) -> Vec<u16> {
 /// The days the dashboard's view of the map looks back.
 pub const WEEK_DAYS: i64 = 7;
 /// Networks that switched ports the view lists at most.
-const SWITCHED_SHOWN: usize = 200;
+pub(crate) const SWITCHED_SHOWN: usize = 200;
 
 /// One submission port over the last `WEEK_DAYS`: how many client networks
 /// connected, signed in, and reached this port and no other.
@@ -121,15 +110,6 @@ pub struct Switched {
     pub network: String,
     pub before: Vec<u16>,
     pub now: Vec<u16>,
-}
-
-/// The latest `postern check` from a network: when (Unix seconds), and the
-/// server's ports its probes reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
-    pub network: String,
-    pub at: i64,
-    pub reached: Vec<u16>,
 }
 
 /// The map as the dashboard shows it.
@@ -216,22 +196,13 @@ struct Inner {
     /// Logins since the last write, the latest per account: bounded by the
     /// accounts, since only a login that succeeded is kept.
     logins: HashMap<String, (i64, u16)>,
-    /// The latest check per network.
-    checks: HashMap<String, KeptCheck>,
-}
-
-/// A network's latest check, as kept.
-struct KeptCheck {
-    /// Unix seconds.
-    at: i64,
-    reached: Vec<u16>,
-    /// The network's wider block (`block_of`).
-    block: String,
 }
 
 pub struct PortMap {
     store: Store,
     inner: Mutex<Inner>,
+    /// The latest `postern check` per network.
+    pub checks: Checks,
 }
 
 impl PortMap {
@@ -245,6 +216,7 @@ impl PortMap {
         Ok(PortMap {
             store,
             inner: Mutex::new(inner),
+            checks: Checks::default(),
         })
     }
 
@@ -267,38 +239,6 @@ impl PortMap {
             r.last_authenticated = today;
             r.last_connected = today;
         });
-    }
-
-    /// A `postern check` from `peer` asked which ports its probes reached:
-    /// `reached`.
-    pub fn checked(&self, peer: IpAddr, reached: &[u16]) {
-        let (network, block) = (network_of(peer), block_of(peer));
-        let mut inner = self.inner();
-        if !inner.checks.contains_key(&network) {
-            let same_block = inner
-                .checks
-                .iter()
-                .filter(|(_, c)| c.block == block)
-                .map(|(n, c)| (c.at, n));
-            if let Some((_, oldest)) = same_block.clone().min()
-                && same_block.count() >= CHECKS_PER_BLOCK
-            {
-                let oldest = oldest.clone();
-                inner.checks.remove(&oldest);
-            }
-        }
-        let check = KeptCheck {
-            at: now_unix(),
-            reached: reached.to_vec(),
-            block,
-        };
-        inner.checks.insert(network, check);
-        if inner.checks.len() > MAX_CHECKS {
-            let oldest = oldest_eighth(inner.checks.iter().map(|(n, c)| (c.at, n)));
-            for network in oldest {
-                inner.checks.remove(&network);
-            }
-        }
     }
 
     /// `account` logged in on `port` (on any listener).
@@ -331,22 +271,8 @@ impl PortMap {
     /// Who reached which port over the last `WEEK_DAYS`; `last_resort` is
     /// the port of submission on 443, when it is on.
     pub fn week(&self, last_resort: Option<u16>) -> PortWeek {
-        let inner = self.inner();
-        let now = now_unix();
-        let mut week = week_of(inner.networks.iter(), now / DAY, last_resort);
-        let since = now - WEEK_DAYS * DAY;
-        let mut checks: Vec<(&String, &KeptCheck)> =
-            inner.checks.iter().filter(|(_, c)| c.at > since).collect();
-        checks.sort_unstable_by(|a, b| b.1.at.cmp(&a.1.at).then(a.0.cmp(b.0)));
-        week.checks = checks
-            .into_iter()
-            .take(SWITCHED_SHOWN)
-            .map(|(network, c)| Check {
-                network: network.clone(),
-                at: c.at,
-                reached: c.reached.clone(),
-            })
-            .collect();
+        let mut week = week_of(self.inner().networks.iter(), now_unix() / DAY, last_resort);
+        week.checks = self.checks.week();
         week
     }
 
@@ -443,7 +369,7 @@ impl PortMap {
 
 /// The eighth of `networks` (with when each was last seen) seen least
 /// recently: a bound that forgets them costs O(1) per addition, amortized.
-fn oldest_eighth<'a>(networks: impl Iterator<Item = (i64, &'a String)>) -> Vec<String> {
+pub(crate) fn oldest_eighth<'a>(networks: impl Iterator<Item = (i64, &'a String)>) -> Vec<String> {
     let mut last_seen: Vec<(i64, &String)> = networks.collect();
     let cut = last_seen.len() / 8;
     last_seen.select_nth_unstable(cut);
@@ -573,61 +499,6 @@ mod tests {
         assert_eq!(order(&usual, &two, TODAY), usual);
     }
 
-    #[tokio::test]
-    async fn the_latest_check_per_network_is_shown_newest_first_and_bounded() {
-        let dir = tempfile::tempdir().expect("dir");
-        let map = PortMap::load(Store::open(dir.path()).await.expect("store"))
-            .await
-            .expect("load");
-        map.checked("192.0.2.10".parse().expect("ip"), &[465]);
-        map.checked("192.0.2.11".parse().expect("ip"), &[26, 465]);
-        let kept = |at: i64, port: u16, block: &str| KeptCheck {
-            at,
-            reached: vec![port],
-            block: block.into(),
-        };
-        map.inner().checks.insert(
-            "198.51.100.0/24".into(),
-            kept(now_unix() - 1, 587, "198.51.0.0/16"),
-        );
-        map.inner().checks.insert(
-            "203.0.113.0/24".into(),
-            kept(now_unix() - (WEEK_DAYS + 1) * DAY, 25, "203.0.0.0/16"),
-        );
-        let checks = map.week(None).checks;
-        let shown: Vec<(&str, &[u16])> = checks
-            .iter()
-            .map(|c| (c.network.as_str(), c.reached.as_slice()))
-            .collect();
-        assert_eq!(
-            shown,
-            [
-                ("192.0.2.0/24", &[26, 465][..]),
-                ("198.51.100.0/24", &[587][..])
-            ],
-            "one per network (the latest), newest first, none older than the week"
-        );
-        // One IPv6 /32 cannot fill the map: its /48s keep to their share.
-        for n in 0..(CHECKS_PER_BLOCK as u16 + 20) {
-            let ip = std::net::Ipv6Addr::new(0x2001, 0xdb8, n, 0, 0, 0, 0, 1);
-            map.checked(ip.into(), &[587]);
-        }
-        let in_block = |block: &str| {
-            map.inner()
-                .checks
-                .values()
-                .filter(|c| c.block == block)
-                .count()
-        };
-        assert_eq!(in_block("2001:db8::/32"), CHECKS_PER_BLOCK);
-        assert_eq!(in_block("192.0.0.0/16"), 1, "the others stay");
-        // Many checks in the same second still keep to the bound.
-        for n in 0..(MAX_CHECKS as u32 + 10) {
-            map.checked(std::net::Ipv4Addr::from(n << 16).into(), &[587]);
-        }
-        assert!(map.inner().checks.len() <= MAX_CHECKS);
-    }
-
     /// A store that fails keeps nothing from being written later: what was
     /// learned stays marked for the next write.
     #[tokio::test]
@@ -636,11 +507,16 @@ mod tests {
         let store = Store::open(dir.path()).await.expect("store");
         let map = PortMap::load(store.clone()).await.expect("load");
         map.authenticated("192.0.2.10".parse().expect("ip"), 26);
+        map.logged_in("alice@example.com", 587);
         store.close().await;
         map.write().await;
         assert!(
             map.inner().dirty.contains("192.0.2.0/24"),
             "still to be written"
+        );
+        assert!(
+            map.inner().logins.contains_key("alice@example.com"),
+            "the login too"
         );
     }
 

@@ -362,7 +362,7 @@ impl Session {
                 // this network, for the dashboard's port map.
                 let reached = self.ctx.echo.ports(token.trim());
                 if !reached.is_empty() {
-                    self.ctx.portmap.checked(self.peer.ip(), &reached);
+                    self.ctx.portmap.checks.checked(self.peer.ip(), &reached);
                 }
                 let text = crate::portecho::EchoRegistry::reply_text(&reached, self.peer.ip());
                 self.reply(Reply::new(250, (0, 0), text))

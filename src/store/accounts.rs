@@ -2,7 +2,7 @@
 //! last day and week (from `sending_hour`), its own limits, its hold, and
 //! its last login; and the last logins themselves, written here in batches.
 
-use super::senders::HOUR;
+use super::senders::{HOUR, OwnColumns};
 use super::{Hold, OwnLimits, Store, StoreError};
 
 /// One account, as the dashboard's accounts view lists it.
@@ -32,11 +32,8 @@ struct AccountRow {
     address: String,
     sent_day: i64,
     sent_week: i64,
-    messages_per_hour: Option<i64>,
-    recipients_per_day: Option<i64>,
-    new_recipients_per_day: Option<i64>,
-    held_since: Option<i64>,
-    held_reason: Option<String>,
+    #[sqlx(flatten)]
+    own: OwnColumns,
     last_login: Option<i64>,
     last_login_port: Option<i64>,
 }
@@ -74,25 +71,20 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let count = |v: i64| u64::try_from(v).unwrap_or(0);
-        let positive = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
         let views = rows
             .into_iter()
-            .map(|r| AccountView {
-                address: r.address,
-                sent_day: count(r.sent_day),
-                sent_week: count(r.sent_week),
-                limits: OwnLimits {
-                    messages_per_hour: positive(r.messages_per_hour),
-                    recipients_per_day: positive(r.recipients_per_day),
-                    new_recipients_per_day: positive(r.new_recipients_per_day),
-                },
-                hold: r.held_since.map(|since| Hold {
-                    since,
-                    reason: r.held_reason.unwrap_or_default(),
-                }),
-                last_login: r
-                    .last_login
-                    .zip(r.last_login_port.and_then(|p| u16::try_from(p).ok())),
+            .map(|r| {
+                let (limits, hold) = r.own.read();
+                AccountView {
+                    address: r.address,
+                    sent_day: count(r.sent_day),
+                    sent_week: count(r.sent_week),
+                    limits,
+                    hold,
+                    last_login: r
+                        .last_login
+                        .zip(r.last_login_port.and_then(|p| u16::try_from(p).ok())),
+                }
             })
             .collect();
         Ok((count(total), views))

@@ -39,13 +39,37 @@ pub struct Standing {
     pub password_changed: Option<i64>,
 }
 
+/// An account's own limits and hold, as its columns hold them.
 #[derive(sqlx::FromRow)]
-struct StandingRow {
+pub(super) struct OwnColumns {
     messages_per_hour: Option<i64>,
     recipients_per_day: Option<i64>,
     new_recipients_per_day: Option<i64>,
     held_since: Option<i64>,
     held_reason: Option<String>,
+}
+
+impl OwnColumns {
+    /// The limits and the hold they say.
+    pub(super) fn read(self) -> (OwnLimits, Option<Hold>) {
+        let positive = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
+        let limits = OwnLimits {
+            messages_per_hour: positive(self.messages_per_hour),
+            recipients_per_day: positive(self.recipients_per_day),
+            new_recipients_per_day: positive(self.new_recipients_per_day),
+        };
+        let hold = self.held_since.map(|since| Hold {
+            since,
+            reason: self.held_reason.unwrap_or_default(),
+        });
+        (limits, hold)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct StandingRow {
+    #[sqlx(flatten)]
+    own: OwnColumns,
     hold_ended: Option<i64>,
     password_changed: Option<i64>,
 }
@@ -65,17 +89,10 @@ impl Store {
         let Some(row) = row else {
             return Ok(Standing::default());
         };
-        let positive = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
+        let (limits, hold) = row.own.read();
         Ok(Standing {
-            limits: OwnLimits {
-                messages_per_hour: positive(row.messages_per_hour),
-                recipients_per_day: positive(row.recipients_per_day),
-                new_recipients_per_day: positive(row.new_recipients_per_day),
-            },
-            hold: row.held_since.map(|since| Hold {
-                since,
-                reason: row.held_reason.unwrap_or_default(),
-            }),
+            limits,
+            hold,
             hold_ended: row.hold_ended,
             password_changed: row.password_changed,
         })

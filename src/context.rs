@@ -17,7 +17,8 @@ use crate::store::Store;
 
 /// Everything a session needs, built once and shared.
 pub struct ServerContext {
-    pub config: Arc<Config>,
+    /// Read through `config()`: a reload replaces it.
+    pub live: crate::config::Live,
     pub store: Store,
     /// Where accepted mail is queued: made durable, then handed to the
     /// scheduler. Its spool (`queue.spool()`) serves spills and the
@@ -53,6 +54,12 @@ pub struct ServerContext {
 }
 
 impl ServerContext {
+    /// The configuration in place now; work that reads it more than once
+    /// keeps this copy (`config::Live`).
+    pub fn config(&self) -> Arc<Config> {
+        self.live.get()
+    }
+
     /// The SMTP listeners' ports and roles now.
     pub fn listening(&self) -> Vec<(u16, crate::config::ListenerRole)> {
         self.listening
@@ -122,7 +129,7 @@ pub mod testing {
                 ),
                 dns: crate::dns::Dns::new(&[]).expect("dns"),
                 watch: Arc::new(crate::watch::Watch::new(
-                    Arc::clone(&config),
+                    Arc::clone(&config).into(),
                     store.clone(),
                     queue.clone(),
                 )),
@@ -137,7 +144,7 @@ pub mod testing {
                     config.limits.auth_failures_per_ip_per_hour,
                 )
                 .with_cache(config.auth.cache_ttl, config.auth.cache_size),
-                config,
+                live: config.into(),
                 store,
                 queue,
                 shutdown: tokio_util::sync::CancellationToken::new(),

@@ -78,7 +78,7 @@ fn sighup_and_postern_reload_serve_a_new_certificate_and_refuse_a_broken_config(
         "postern reload: the new pair"
     );
 
-    // A setting that waits for a restart is named.
+    // A changed setting is named, with when it takes effect.
     let config = std::fs::read_to_string(&s.config).expect("config");
     assert!(!config.contains("[limits]"));
     std::fs::write(
@@ -88,7 +88,7 @@ fn sighup_and_postern_reload_serve_a_new_certificate_and_refuse_a_broken_config(
     .expect("write config");
     let report = s.cli_ok(&["reload"]);
     assert!(
-        report.contains("[limits]") && !report.contains("[delivery]"),
+        report.contains("applied: [limits]") && !report.contains("[delivery]"),
         "{report}"
     );
 
@@ -276,4 +276,84 @@ fn a_listener_a_reload_cannot_bind_is_reported_and_the_others_serve_on() {
     assert_eq!(listeners_file(&s).len(), 3);
     let (_c, greeting) = Raw::connect(s.addr("submission"));
     assert!(greeting.starts_with("220 "), "{greeting}");
+}
+
+/// The settings work reads as it begins follow a reload: mail queued after
+/// it takes the new `[relay]`, a session that begins after it gets the new
+/// `[limits]`, a session already open keeps the old ones, and a setting that
+/// shaped what was built at start is named and waits for the next start.
+#[test]
+fn a_reload_moves_new_mail_to_the_new_relay_and_new_sessions_to_the_new_limits() {
+    use crate::delivery::{at, send, sender};
+    let dns = TestDns::start();
+    let port = free_port();
+    let (old_relay, new_relay) = (
+        Peer::start(at(71, port), &[]),
+        Peer::start(at(72, port), &[]),
+    );
+    let s = sender(
+        &dns,
+        free_port(),
+        &format!("[relay]\nhost = \"127.0.0.71\"\nport = {port}\ntls = \"none\"\n"),
+    );
+    send(
+        &s,
+        "app@example.com",
+        &["bob@anywhere.example"],
+        "Subject: one\n\nx\n",
+    );
+    old_relay.wait_for(1, Duration::from_secs(20));
+
+    let (mut before, _) = Raw::connect(s.addr("mta"));
+    assert_eq!(code(&before.cmd("EHLO before.test")), 250);
+    assert_eq!(code(&before.cmd("MAIL FROM:<app@example.com>")), 250);
+    let config = std::fs::read_to_string(&s.config).expect("config");
+    let changed = config
+        .replace("127.0.0.71", "127.0.0.72")
+        .replace("[delivery]\n", "[delivery]\nconcurrency = 7\n")
+        + "[limits]\nmax_recipients = 2\n";
+    assert!(!config.contains("concurrency") && !config.contains("[limits]"));
+    std::fs::write(&s.config, changed).expect("write config");
+    let report = s.cli_ok(&["reload"]);
+    assert!(
+        report.contains("applied: [limits], [relay];")
+            && report.contains("applied only at the next start: [delivery] concurrency"),
+        "{report}"
+    );
+
+    send(
+        &s,
+        "app@example.com",
+        &["bob@anywhere.example"],
+        "Subject: two\n\nx\n",
+    );
+    let got = new_relay.wait_for(1, Duration::from_secs(20));
+    assert!(
+        got[0]["data"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Subject: two"),
+        "{got:?}"
+    );
+    assert_eq!(
+        old_relay.received().len(),
+        1,
+        "the old relay got mail after the reload"
+    );
+
+    let (mut after, _) = Raw::connect(s.addr("mta"));
+    assert_eq!(code(&after.cmd("EHLO after.test")), 250);
+    assert_eq!(code(&after.cmd("MAIL FROM:<app@example.com>")), 250);
+    for (n, rcpt) in ["a", "b", "c"].iter().enumerate() {
+        let old = before.cmd(&format!("RCPT TO:<{rcpt}@anywhere.example>"));
+        assert_eq!(code(&old), 250, "the open session keeps its limits: {old}");
+        let new = after.cmd(&format!("RCPT TO:<{rcpt}@anywhere.example>"));
+        let expected = if n < 2 { 250 } else { 452 };
+        assert_eq!(
+            code(&new),
+            expected,
+            "a new session, recipient {}: {new}",
+            n + 1
+        );
+    }
 }

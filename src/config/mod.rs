@@ -1,10 +1,12 @@
 //! `Config`: the validated, typed configuration every other module reads, shared
-//! as `Arc<Config>`. Built from a TOML file (or the built-in defaults) by
+//! as `Arc<Config>` (in the running server through `Live`, which a reload
+//! replaces). Built from a TOML file (or the built-in defaults) by
 //! `load`; all errors of a file are collected and each names file, line and key.
 
 mod checker;
 pub mod defaults;
 mod file;
+mod live;
 mod role;
 mod validate;
 
@@ -15,6 +17,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use nix::unistd::{Gid, Uid};
 
+pub use live::Live;
 pub use role::ListenerRole;
 
 use crate::policy::sender::SenderPattern;

@@ -65,7 +65,7 @@ impl Dashboard {
     }
 
     fn admit(&self, from: &Client) -> Result<(), Refusal> {
-        from.admitted(&self.ctx.config.http.dashboard_from)
+        from.admitted(&self.ctx.config().http.dashboard_from)
     }
 
     /// The signed-in session of the request: its token, and itself. A
@@ -377,7 +377,7 @@ async fn overview(State(d): State<Arc<Dashboard>>, from: Client) -> Page {
     })?;
     minutes.push(now);
     let port25 = d.delivery.outbound.port25.is_blocked();
-    let fallback = crate::router::mx_fallback(&d.ctx.config)
+    let fallback = crate::router::mx_fallback(&d.ctx.config())
         .filter(|_| port25)
         .map(|r| format!("{}:{}", r.host, r.port));
     let chart = pages::flow(&minutes, minutes.last().map_or(0, |m| m.minute));
@@ -442,7 +442,7 @@ async fn accounts(State(d): State<Arc<Dashboard>>, from: Client) -> Page {
             tracing::error!(event = "store_error", error = %e);
             Refusal::Unavailable
         })?;
-    Ok(pages::accounts(&session, total, &views, &d.ctx.config.limits).into_response())
+    Ok(pages::accounts(&session, total, &views, &d.ctx.config().limits).into_response())
 }
 
 /// Headers on every dashboard response: not kept in caches (the pages hold

@@ -49,6 +49,9 @@ struct HttpState {
     ctx: Arc<ServerContext>,
     /// The bound port of submission on `tls_addr`, if on.
     https_submission: Option<u16>,
+    /// `[http] imap_host` and `imap_port`: `[http]` changes at the next
+    /// start, as the HTTP listeners do.
+    imap: (String, u16),
     metrics: PrometheusHandle,
     /// The port echo must stay cheap: a global cap on questions per second.
     echo_limit: DefaultDirectRateLimiter,
@@ -60,7 +63,7 @@ impl HttpState {
     /// The listeners are read as they are now: a reload changes them.
     fn endpoints_for(&self, peer: SocketAddr) -> Vec<SubmissionEndpoint> {
         let endpoints = submission_endpoints(&self.ctx.listening(), self.https_submission);
-        if !self.ctx.config.http.ports_by_network {
+        if !self.ctx.config().http.ports_by_network {
             return endpoints;
         }
         let usual: Vec<u16> = endpoints.iter().map(|e| e.port).collect();
@@ -130,13 +133,14 @@ pub fn start(
     limits: Arc<ConnectionLimits>,
     tasks: &TaskTracker,
 ) -> Vec<SocketAddr> {
-    let http = ctx.config.http.clone();
+    let http = ctx.config().http.clone();
     let https_submission = sockets.submission_port(&http);
     let HttpSockets { plain, secure } = sockets;
     let per_second = NonZeroU32::new(50).unwrap_or(NonZeroU32::MIN);
     let state = Arc::new(HttpState {
         ctx: Arc::clone(&ctx),
         https_submission,
+        imap: (http.imap_host.clone(), http.imap_port),
         metrics: crate::prometheus::handle(),
         echo_limit: RateLimiter::direct(Quota::per_second(per_second)),
     });
@@ -151,7 +155,7 @@ pub fn start(
     let server = HttpServer::new(
         app.layer(DefaultBodyLimit::max(serve::MAX_BODY)),
         &http,
-        ctx.config.trusted_networks.clone(),
+        ctx.config().trusted_networks.clone(),
         ctx.shutdown.clone(),
     );
     let mut bound = Vec::new();
@@ -245,10 +249,7 @@ fn typed(content_type: &'static str, body: String) -> Response {
 }
 
 fn imap(state: &HttpState) -> (&str, u16) {
-    (
-        &state.ctx.config.http.imap_host,
-        state.ctx.config.http.imap_port,
-    )
+    (&state.imap.0, state.imap.1)
 }
 
 #[derive(serde::Deserialize)]
@@ -267,7 +268,7 @@ async fn thunderbird(
             "text/xml; charset=utf-8",
             autoconfig::render(
                 &domain,
-                &state.ctx.config.hostname,
+                &state.ctx.config().hostname,
                 imap(&state),
                 &state.endpoints_for(peer),
             ),
@@ -290,7 +291,7 @@ async fn autodiscover_reply(
             "application/xml; charset=utf-8",
             autodiscover::render(
                 &address,
-                &state.ctx.config.hostname,
+                &state.ctx.config().hostname,
                 imap(state),
                 &state.endpoints_for(peer),
             ),
@@ -342,7 +343,7 @@ async fn apple(
     let Some(first) = state.endpoints_for(peer).first().copied() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let body = mobileconfig::render(&address, &state.ctx.config.hostname, imap(&state), first);
+    let body = mobileconfig::render(&address, &state.ctx.config().hostname, imap(&state), first);
     let mut response = typed("application/x-apple-aspen-config", body);
     response
         .headers_mut()
@@ -382,7 +383,7 @@ async fn mta_sts(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Res
     match hosted_domain(&state, &headers, None).await {
         Ok(_) => typed(
             "text/plain; charset=utf-8",
-            mta_sts_policy(&state.ctx.config),
+            mta_sts_policy(&state.ctx.config()),
         ),
         Err(status) => status.into_response(),
     }
@@ -434,7 +435,7 @@ async fn metrics(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let http = &state.ctx.config.http;
+    let http = &state.ctx.config().http;
     if !in_networks(&http.metrics_from, peer.ip()) && !bearer_matches(&headers, http) {
         return StatusCode::FORBIDDEN.into_response();
     }

@@ -93,7 +93,7 @@ pub fn start(
     } else {
         vec![b"http/1.1".to_vec()]
     };
-    if ctx.config.acme.is_some() {
+    if ctx.config().acme.is_some() {
         config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
         config.cert_resolver = Arc::new(AlpnChallengeResolver {
             challenges: Arc::clone(&ctx.acme),
@@ -140,7 +140,7 @@ impl Splitter {
             None if !self.smtp => Some(Vec::new()),
             None => {
                 let mut buf = vec![0u8; 4096];
-                match tokio::time::timeout(self.ctx.config.tls_detect, tls.read(&mut buf)).await {
+                match tokio::time::timeout(self.ctx.config().tls_detect, tls.read(&mut buf)).await {
                     Ok(Ok(n)) if n > 0 => {
                         buf.truncate(n);
                         Some(buf)

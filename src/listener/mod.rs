@@ -112,7 +112,13 @@ impl BoundListener {
 pub struct ConnectionLimits {
     total: Arc<Semaphore>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
-    max_per_ip: usize,
+    /// A reload may change it (`update`).
+    per_client: std::sync::RwLock<PerClient>,
+}
+
+/// The cap per client address, and who is not capped so.
+struct PerClient {
+    max: usize,
     /// Not capped per address: a local relay or a web application may open
     /// many connections at once (Postfix exempts mynetworks the same way).
     exempt: Vec<IpNet>,
@@ -148,15 +154,27 @@ impl ConnectionLimits {
         Arc::new(ConnectionLimits {
             total: Arc::new(Semaphore::new(max_total)),
             per_ip: Mutex::new(HashMap::new()),
-            max_per_ip,
-            exempt,
+            per_client: std::sync::RwLock::new(PerClient {
+                max: max_per_ip,
+                exempt,
+            }),
         })
+    }
+
+    /// The per-client cap and its exemptions after a reload: new
+    /// connections are admitted under them, open ones stay.
+    pub fn update(&self, max_per_ip: usize, exempt: Vec<IpNet>) {
+        *self.per_client.write().unwrap_or_else(|p| p.into_inner()) = PerClient {
+            max: max_per_ip,
+            exempt,
+        };
     }
 
     /// A slot for a new connection from `ip`, or `None` when a cap is reached.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
         let permit = Arc::clone(&self.total).try_acquire_owned().ok()?;
-        if in_networks(&self.exempt, ip) {
+        let per_client = self.per_client.read().unwrap_or_else(|p| p.into_inner());
+        if in_networks(&per_client.exempt, ip) {
             return Some(ConnectionSlot {
                 _permit: permit,
                 limits: Arc::clone(self),
@@ -165,7 +183,7 @@ impl ConnectionLimits {
         }
         let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(ip).or_insert(0);
-        if *n >= self.max_per_ip {
+        if *n >= per_client.max {
             return None;
         }
         *n += 1;
@@ -225,13 +243,13 @@ pub async fn accept_loop(
             .increment(1);
         let Some(slot) = limits.admit(peer.ip()) else {
             tracing::info!(event = "rejected", peer = %peer, reason = "connection limit");
-            tracker.spawn(refuse(stream, ctx.config.hostname.clone()));
+            tracker.spawn(refuse(stream, ctx.config().hostname.clone()));
             return;
         };
         let ctx = Arc::clone(&ctx);
         let role = bound.role;
         tracker.spawn(async move {
-            let tls = detect_tls(&stream, role, ctx.config.tls_detect).await;
+            let tls = detect_tls(&stream, role, ctx.config().tls_detect).await;
             let connected = Connected {
                 role,
                 peer,

@@ -42,8 +42,14 @@ use crate::router::Destination;
 #[error("cannot set up outbound TLS: {0}")]
 pub struct OutboundSetupError(String);
 
+/// Where MX-bound mail goes while port 25 is blocked, as `host:port`.
+fn fallback_relay_name(config: &Config) -> Option<String> {
+    crate::router::mx_fallback(config).map(|r| format!("{}:{}", r.host, r.port))
+}
+
 pub struct Outbound {
-    config: Arc<Config>,
+    /// Read through `config()`: a reload replaces it.
+    live: crate::config::Live,
     dns: Dns,
     /// Opportunistic TLS to MX hosts: encryption without authentication, as
     /// RFC 7435 describes; an MX certificate is rarely valid for its name.
@@ -85,11 +91,12 @@ impl Outbound {
     /// `store` keeps MTA-STS policies across restarts (`load_kept` reads
     /// them back).
     pub fn new(
-        config: Arc<Config>,
+        live: crate::config::Live,
         dns: Dns,
         store: Option<crate::store::Store>,
     ) -> Result<Outbound, OutboundSetupError> {
         crate::tls::install_crypto_provider();
+        let config = live.get();
         let unverified =
             mail_send::smtp::tls::build_tls_connector(true).map_err(OutboundSetupError)?;
         let verified =
@@ -110,10 +117,8 @@ impl Outbound {
             ))
         });
         Ok(Outbound {
-            port25: Port25Monitor::new(
-                crate::router::mx_fallback(&config).map(|r| format!("{}:{}", r.host, r.port)),
-            ),
-            config,
+            port25: Port25Monitor::new(fallback_relay_name(&config)),
+            live,
             dns,
             unverified,
             verified,
@@ -121,6 +126,18 @@ impl Outbound {
             mta_sts,
             tls_results,
         })
+    }
+
+    /// The configuration in place now.
+    fn config(&self) -> Arc<Config> {
+        self.live.get()
+    }
+
+    /// `[fallback_relay]` as the configuration in place now says; a reload
+    /// calls it.
+    pub fn follow_fallback_relay(&self) {
+        self.port25
+            .set_fallback(fallback_relay_name(&self.config()));
     }
 
     pub fn dns(&self) -> &Dns {
@@ -159,11 +176,11 @@ impl Outbound {
                 // What the policies would have said is not known: nothing
                 // to report under them.
                 settings.report = None;
-                let port = self.config.delivery.mx_port;
+                let port = self.config().delivery.mx_port;
                 (Servers::mx(domain, hosts, port), settings)
             }
             Destination::Mx(domain) => {
-                let port = self.config.delivery.mx_port;
+                let port = self.config().delivery.mx_port;
                 // Asked first: a domain that does not exist, or whose DNS
                 // does not answer, fails as a DNS failure.
                 let (hosts, published) = mx::hosts(&self.dns, domain).await?;
@@ -301,7 +318,7 @@ impl Outbound {
         published: bool,
     ) -> Result<(Vec<String>, bool), DeliveryFailure> {
         // An address literal has no MX records to sign.
-        if !self.config.delivery.dane || domain.starts_with('[') {
+        if !self.config().delivery.dane || domain.starts_with('[') {
             return Ok((hosts, false));
         }
         match self.dns.mx_signing(domain, published).await {
@@ -345,15 +362,16 @@ impl Outbound {
         server: &Server,
     ) -> Result<Connection, ConnectFailure> {
         let endpoint = &self.endpoint(settings, server);
+        let hostname = &self.config().hostname.clone();
         let Some(domain) = servers.mx_domain() else {
-            return client::open(endpoint, &self.config.hostname).await;
+            return client::open(endpoint, hostname).await;
         };
         // A connection to port 25 still being tried when the block is
         // noticed gives up: its mail takes the fallback relay at once
         // rather than after the connect timeout.
         let opened = tokio::select! {
             biased;
-            opened = client::open(endpoint, &self.config.hostname) => opened,
+            opened = client::open(endpoint, hostname) => opened,
             () = self.port25.detour_begins() => return Err(ConnectFailure {
                 failure: DeliveryFailure::new(
                     Severity::Transient,
@@ -407,7 +425,7 @@ impl Outbound {
                 continue;
             }
             let timeout = self
-                .config
+                .config()
                 .delivery
                 .connect_timeout
                 .min(port25::PROBE_TIMEOUT);
@@ -477,8 +495,8 @@ impl Outbound {
             plaintext_auth: settings.plaintext_auth,
             tls_required_by,
             verified,
-            connect_timeout: self.config.delivery.connect_timeout,
-            reply_timeout: self.config.delivery.timeout,
+            connect_timeout: self.config().delivery.connect_timeout,
+            reply_timeout: self.config().delivery.timeout,
         }
     }
 

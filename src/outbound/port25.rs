@@ -46,8 +46,8 @@ pub struct Port25Monitor {
     /// sent, and only changes. Written under `state`'s lock.
     blocked: watch::Sender<Option<Instant>>,
     /// `[fallback_relay]` as `host:port` when MX-bound mail takes it while
-    /// port 25 is blocked: what the log says.
-    fallback: Option<String>,
+    /// port 25 is blocked: what the log says. A reload may set or change it.
+    fallback: std::sync::RwLock<Option<String>>,
 }
 
 /// Keeps `addr` as the most recent of at most `REMEMBERED`, once.
@@ -64,8 +64,28 @@ impl Port25Monitor {
         Port25Monitor {
             state: Mutex::default(),
             blocked: watch::Sender::new(None),
-            fallback,
+            fallback: std::sync::RwLock::new(fallback),
         }
+    }
+
+    /// `[fallback_relay]` after a reload. A connection to port 25 already
+    /// waiting when one is newly set finds out at its own timeout.
+    pub fn set_fallback(&self, fallback: Option<String>) {
+        *self.fallback.write().unwrap_or_else(|p| p.into_inner()) = fallback;
+    }
+
+    fn fallback(&self) -> Option<String> {
+        self.fallback
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn has_fallback(&self) -> bool {
+        self.fallback
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -78,7 +98,7 @@ impl Port25Monitor {
 
     /// Whether MX-bound mail goes through `[fallback_relay]` now.
     pub fn detouring(&self) -> bool {
-        self.fallback.is_some() && self.is_blocked()
+        self.has_fallback() && self.is_blocked()
     }
 
     /// Every change of [`Port25Monitor::is_blocked`], from now on.
@@ -90,7 +110,7 @@ impl Port25Monitor {
     /// Resolves once MX-bound mail takes `[fallback_relay]`: at once if it
     /// does already; never without a fallback relay. Cancel safe.
     pub async fn detour_begins(&self) {
-        if self.fallback.is_none() {
+        if !self.has_fallback() {
             return std::future::pending().await;
         }
         let mut changes = self.blocked.subscribe();
@@ -133,7 +153,7 @@ impl Port25Monitor {
         drop(s);
         let port = addr.port();
         let minutes = WINDOW.as_secs() / 60;
-        match &self.fallback {
+        match self.fallback() {
             Some(fallback) => tracing::warn!(
                 event = "port25_blocked",
                 domains = distinct,

@@ -22,7 +22,7 @@ const CHECKS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 fn from_outside(ctx: &ServerContext, origin: &Origin<'_>) -> bool {
     origin.role == ListenerRole::Mta
         && origin.identity.is_none()
-        && !crate::config::in_networks(&ctx.config.trusted_networks, origin.client_ip)
+        && !crate::config::in_networks(&ctx.config().trusted_networks, origin.client_ip)
 }
 
 /// The fields the sender checks and the spam filter put on top of a message
@@ -42,8 +42,8 @@ pub(super) async fn checked(
     let (sender, recipients) = envelope;
     let outside = from_outside(ctx, origin);
     let check_sender = outside && ctx.checks.enabled();
-    let rspamd = ctx
-        .config
+    let config = ctx.config();
+    let rspamd = config
         .rspamd
         .as_ref()
         .filter(|r| outside || (r.outgoing && origin.identity.is_some()));

@@ -183,7 +183,7 @@ pub async fn prepare(
     let arrival = Arrival {
         helo: origin.greeting.map_or("unknown", |(name, _)| name),
         client_ip: origin.client_ip,
-        hostname: &ctx.config.hostname,
+        hostname: &ctx.config().hostname,
         protocol: origin.protocol(),
         tls: origin.tls,
         queue_id: &queue_id,

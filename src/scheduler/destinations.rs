@@ -207,7 +207,7 @@ mod tests {
             "hostname = \"mx.test.example\"\n[delivery]\nmx_port = {port}\nconnect_timeout = 2\ntimeout = 2\n"
         );
         let config = Arc::new(Config::from_text(&text, None).expect("config"));
-        Outbound::new(config, Dns::new(&[]).expect("dns"), None).expect("outbound")
+        Outbound::new(config.into(), Dns::new(&[]).expect("dns"), None).expect("outbound")
     }
 
     fn closed_port() -> u16 {

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use super::Delivery;
+use crate::config::Config;
 use crate::failure::DeliveryFailure;
 use crate::outbound::RecipientResult;
 use crate::router::{self, Destination};
@@ -20,7 +21,7 @@ pub struct Groups {
 }
 
 /// Routes every recipient of `message` and groups them.
-pub async fn group(delivery: &Delivery, message: &QueuedMessage) -> Groups {
+pub async fn group(delivery: &Delivery, config: &Config, message: &QueuedMessage) -> Groups {
     let mut out = Groups {
         groups: HashMap::new(),
         unrouted: Vec::new(),
@@ -29,7 +30,7 @@ pub async fn group(delivery: &Delivery, message: &QueuedMessage) -> Groups {
     let port25_blocked = delivery.outbound.port25.is_blocked();
     for rcpt in &message.recipients {
         let routed = router::destination(
-            &delivery.config,
+            config,
             &delivery.store,
             &message.sender,
             &rcpt.address,
@@ -75,10 +76,10 @@ mod tests {
         let store = Store::open(dir).await.expect("store");
         store.add_domain("example.com").await.expect("domain");
         let dns = Dns::new(&[]).expect("dns");
-        let outbound = Outbound::new(Arc::clone(&config), dns, None).expect("outbound");
+        let outbound = Outbound::new(Arc::clone(&config).into(), dns, None).expect("outbound");
         let (queue, _) = ActiveQueue::new(spool, crate::scheduler::max_claimed(&config));
         let srs = Arc::new(crate::srs::Srs::with_secret(b"the unit tests' SRS key"));
-        Delivery::new(config, queue, store, outbound, srs)
+        Delivery::new(config.into(), queue, store, outbound, srs)
     }
 
     /// The groups as `key: [idx, …]`, sorted.
@@ -111,7 +112,7 @@ mod tests {
                 "postmaster@mx.test.example",
             ],
         );
-        let groups = group(&d, &m).await;
+        let groups = group(&d, &d.config(), &m).await;
         assert_eq!(
             keys(&groups),
             [
@@ -150,7 +151,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            keys(&group(&d, &m).await),
+            keys(&group(&d, &d.config(), &m).await),
             [
                 "local: [0]",
                 "relay:fb.example:587: [2, 3]",
@@ -159,7 +160,10 @@ mod tests {
         );
         d.outbound.port25.record_success(addr(1));
         let m = message("app@example.com", 0, &["eve@remote.example"]);
-        assert_eq!(keys(&group(&d, &m).await), ["mx:remote.example: [0]"]);
+        assert_eq!(
+            keys(&group(&d, &d.config(), &m).await),
+            ["mx:remote.example: [0]"]
+        );
     }
 
     /// Issue #10: a store error while routing counted as "not hosted" and
@@ -170,7 +174,7 @@ mod tests {
         let d = delivery(dir.path(), "").await;
         d.store.close().await;
         let m = message("app@example.com", 0, &["alice@example.com"]);
-        let groups = group(&d, &m).await;
+        let groups = group(&d, &d.config(), &m).await;
         assert!(groups.groups.is_empty(), "{:?}", keys(&groups));
         let [(0, Err(f))] = groups.unrouted.as_slice() else {
             panic!("not deferred: {:?}", groups.unrouted);

@@ -60,7 +60,8 @@ pub fn max_claimed(config: &Config) -> usize {
 
 /// What deliveries share.
 pub struct Delivery {
-    pub config: Arc<Config>,
+    /// Read through `config()`: a reload replaces it.
+    live: crate::config::Live,
     pub queue: ActiveQueue,
     pub store: Store,
     pub outbound: Outbound,
@@ -84,19 +85,20 @@ pub struct Bounced {
 
 impl Delivery {
     pub fn new(
-        config: Arc<Config>,
+        live: crate::config::Live,
         queue: ActiveQueue,
         store: Store,
         outbound: Outbound,
         srs: Arc<crate::srs::Srs>,
     ) -> Delivery {
+        let config = live.get();
         let global = Arc::new(Semaphore::new(config.delivery.concurrency));
         let destinations = Destinations::new(
             config.delivery.destination_concurrency,
             config.delivery.retry_min,
         );
         Delivery {
-            config,
+            live,
             queue,
             store,
             outbound,
@@ -106,6 +108,12 @@ impl Delivery {
             dsn_budget: DsnBudget::new(MAX_DSN_PER_SENDER_PER_HOUR),
             bounces: None,
         }
+    }
+
+    /// The configuration in place now; a round keeps the copy it began
+    /// with.
+    pub fn config(&self) -> Arc<Config> {
+        self.live.get()
     }
 
     /// Reports the bounces of users' mail to `bounces`.
@@ -185,7 +193,7 @@ pub async fn run(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    if delivery.config.delivery.hold {
+    if delivery.config().delivery.hold {
         tracing::warn!(
             event = "hold",
             "[delivery] hold is set: mail is accepted and kept, not delivered"
@@ -287,13 +295,15 @@ async fn deliver_message(
     message: QueuedMessage,
     fresh: Option<Arc<FreshBody>>,
 ) {
+    // One configuration for the whole round: its routes and its outcome.
+    let config = delivery.config();
     let mut claims = RoundClaims {
         queue: delivery.queue.clone(),
         id: message.id.clone(),
         idxs: message.recipients.iter().map(|r| r.idx).collect(),
     };
     let message = Arc::new(message);
-    let Groups { groups, unrouted } = groups::group(&delivery, &message).await;
+    let Groups { groups, unrouted } = groups::group(&delivery, &config, &message).await;
     // Recipients whose MX is tried this round: those a blocked port 25 may
     // turn away, and the fallback relay then takes.
     let mx_bound: Vec<u32> = groups
@@ -312,6 +322,7 @@ async fn deliver_message(
     for (key, (destination, idxs)) in groups {
         let (delivery, message, fresh) =
             (Arc::clone(&delivery), Arc::clone(&message), fresh.clone());
+        let path = destination.path(&config);
         let span = tracing::info_span!("delivery", qid = %message.id, dest = %key, attempt);
         set.spawn(
             async move {
@@ -357,7 +368,7 @@ async fn deliver_message(
                 };
                 drop((global, slot));
                 let delivered = results.iter().filter(|(_, r)| r.is_ok()).count();
-                metrics::counter!("postern_delivered_by_path_total", "path" => destination.path(&delivery.config))
+                metrics::counter!("postern_delivered_by_path_total", "path" => path)
                     .increment(delivered as u64);
                 results
             }
@@ -385,16 +396,9 @@ async fn deliver_message(
     };
     let detour = delivery.outbound.port25.detouring();
     let detoured: &[u32] = if detour { &mx_bound } else { &[] };
-    let mut applied = outcome::apply(
-        &delivery.config,
-        &message,
-        &body,
-        &results,
-        now_unix(),
-        detoured,
-    );
+    let mut applied = outcome::apply(&config, &message, &body, &results, now_unix(), detoured);
     let unreachable = FailureKind::Unreachable {
-        port: delivery.config.delivery.mx_port,
+        port: config.delivery.mx_port,
     };
     let waits_for_port25 = !detour
         && applied
@@ -534,7 +538,7 @@ async fn deliver_group(
     };
     match reached {
         Some(reached) => delivery.outbound.deliver(reached, &env).await,
-        None => local::deliver(&delivery.store, &delivery.config, &env).await,
+        None => local::deliver(&delivery.store, &delivery.config(), &env).await,
     }
 }
 

@@ -13,7 +13,7 @@ pub(super) async fn changed(delivery: &Delivery, before: Option<bool>, blocked: 
     if before.is_some() {
         mail_waiting_for_it(delivery, blocked).await;
     }
-    write_status(&delivery.config, blocked);
+    write_status(&delivery.config(), blocked);
     metrics::gauge!("postern_outbound_port25_blocked").set(if blocked { 1.0 } else { 0.0 });
 }
 
@@ -22,7 +22,7 @@ pub(super) async fn changed(delivery: &Delivery, before: Option<bool>, blocked: 
 /// destinations left alone because of it are tried again.
 async fn mail_waiting_for_it(delivery: &Delivery, blocked: bool) {
     let unreachable = FailureKind::Unreachable {
-        port: delivery.config.delivery.mx_port,
+        port: delivery.config().delivery.mx_port,
     };
     if !blocked {
         delivery.destinations.forget_down(|f| f.kind == unreachable);

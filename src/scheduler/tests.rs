@@ -48,11 +48,11 @@ async fn a_round_that_ends_does_not_give_up_the_claims_of_the_next() {
     let spool = Spool::new(gated, dir.path());
     let store = Store::open(dir.path()).await.expect("store");
     let dns = Dns::new(&[]).expect("dns");
-    let outbound = Outbound::new(Arc::clone(&config), dns, None).expect("outbound");
+    let outbound = Outbound::new(Arc::clone(&config).into(), dns, None).expect("outbound");
     let (queue, _hand_offs) = ActiveQueue::new(spool, max_claimed(&config));
     let srs = Arc::new(crate::srs::Srs::with_secret(b"the unit tests' SRS key"));
     let delivery = Arc::new(Delivery::new(
-        Arc::clone(&config),
+        Arc::clone(&config).into(),
         queue.clone(),
         store,
         outbound,

@@ -140,7 +140,7 @@ async fn answer(ctx: Arc<ServerContext>, stream: UnixStream) {
         // The request is read first, also from a user who is then refused:
         // the client learns why instead of finding the socket closed.
         let answer = match client.read_request().await {
-            Ok(request) => match rights(&ctx.config, uid, name.as_deref()) {
+            Ok(request) => match rights(&ctx.config(), uid, name.as_deref()) {
                 Ok(user) => client.request(&user, request).await,
                 Err(reply) => Answer::Refused { reply },
             },
@@ -174,7 +174,7 @@ struct Client<'a> {
 
 impl Client<'_> {
     async fn read_request(&mut self) -> Result<Request, Reply> {
-        let max = self.ctx.config.limits.max_recipients as u64;
+        let max = self.ctx.config().limits.max_recipients as u64;
         let line = self
             .read_line(REQUEST_BASE + max * REQUEST_PER_RECIPIENT)
             .await?;
@@ -191,7 +191,7 @@ impl Client<'_> {
     }
 
     async fn send(&mut self, user: &LocalUser, envelope: Envelope) -> Result<Answer, Reply> {
-        let max_size = self.ctx.config.limits.max_message_size;
+        let max_size = self.ctx.config().limits.max_message_size;
         if envelope.size > max_size {
             return Err(Reply::new(
                 552,
@@ -302,7 +302,7 @@ impl Client<'_> {
 
     /// At most `max_recipients` addresses in one request.
     fn check_count(&self, addresses: &[String]) -> Result<(), Reply> {
-        let max = self.ctx.config.limits.max_recipients;
+        let max = self.ctx.config().limits.max_recipients;
         if addresses.len() > max {
             return Err(Reply::new(
                 550,
@@ -403,7 +403,7 @@ impl Client<'_> {
         from_line: &[u8],
         head: Vec<u8>,
     ) -> Result<crate::prepare::ReceivedBody, Reply> {
-        let config = &self.ctx.config;
+        let config = &self.ctx.config();
         let limits = &config.limits;
         let reader = BodyReader::bdat(
             limits.max_message_size + from_line.len() as u64,
@@ -439,7 +439,7 @@ impl Client<'_> {
     /// One read of the message, within `data_timeout`; the end of input
     /// before the declared size is an error.
     async fn read_some(&mut self, buffer: &mut [u8]) -> Result<usize, Reply> {
-        let timeout = self.ctx.config.limits.data_timeout;
+        let timeout = self.ctx.config().limits.data_timeout;
         match tokio::time::timeout(timeout, self.read.read(buffer)).await {
             Ok(Ok(0)) => Err(Reply::new(
                 451,
@@ -458,7 +458,7 @@ impl Client<'_> {
 
     /// The request line, within `command_timeout`, of at most `max` octets.
     async fn read_line(&mut self, max: u64) -> Result<Vec<u8>, Reply> {
-        let timeout = self.ctx.config.limits.command_timeout;
+        let timeout = self.ctx.config().limits.command_timeout;
         let mut line = Vec::new();
         let mut limited = (&mut self.read).take(max);
         match tokio::time::timeout(timeout, limited.read_until(b'\n', &mut line)).await {

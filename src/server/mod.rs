@@ -124,11 +124,12 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     }
     let checks = dmarc::Checks::new(dns.authenticator(), &config.hostname, config.dmarc)
         .with_reports(config.dmarc_reports.is_some());
-    let outbound = Outbound::new(Arc::clone(&config), dns.clone(), Some(store.clone()))?;
+    let live = crate::config::Live::new(Arc::clone(&config));
+    let outbound = Outbound::new(live.clone(), dns.clone(), Some(store.clone()))?;
     outbound.load_kept().await;
     let (queue, hand_offs) = ActiveQueue::new(spool, scheduler::max_claimed(&config));
     let watch = Arc::new(crate::watch::Watch::new(
-        Arc::clone(&config),
+        live.clone(),
         store.clone(),
         queue.clone(),
     ));
@@ -136,7 +137,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let (bounce_reports, bounces) = tokio::sync::mpsc::channel(1024);
     let delivery = Arc::new(
         Delivery::new(
-            Arc::clone(&config),
+            live.clone(),
             queue.clone(),
             store.clone(),
             outbound,
@@ -146,7 +147,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     );
     let shutdown = CancellationToken::new();
     let ctx = Arc::new(ServerContext {
-        config: Arc::clone(&config),
+        live: live.clone(),
         store,
         queue: queue.clone(),
         auth,
@@ -256,7 +257,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             let ctx = Arc::clone(&ctx_for_reports);
             async move {
                 let authenticator = ctx.dns.authenticator();
-                dmarc::report::due(&ctx.store, &authenticator, &ctx.config.hostname, now).await
+                dmarc::report::due(&ctx.store, &authenticator, &ctx.config().hostname, now).await
             }
         }));
     }
@@ -267,7 +268,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             async move {
                 delivery
                     .outbound
-                    .tls_reports_due(&ctx.config.hostname, now)
+                    .tls_reports_due(&ctx.config().hostname, now)
                     .await
             }
         }));
@@ -295,7 +296,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     ));
     let deliveries = TaskTracker::new();
     let scheduler = tokio::spawn(scheduler::run(
-        delivery,
+        Arc::clone(&delivery),
         hand_offs,
         shutdown.clone(),
         deliveries.clone(),
@@ -304,6 +305,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     tell_systemd(NotifyState::Ready);
     let mut running = Running {
         config: &config,
+        live: &live,
+        connection_limits: &limits,
+        delivery: &delivery,
         certificates: &certificates,
         renewal: renewal.as_ref(),
         listeners: &mut listeners,
@@ -325,7 +329,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         sessions.wait().await;
         deliveries.wait().await;
     };
-    if tokio::time::timeout(config.limits.shutdown_grace, drained)
+    if tokio::time::timeout(live.get().limits.shutdown_grace, drained)
         .await
         .is_err()
     {
@@ -376,22 +380,36 @@ fn write_run_file(
 
 /// What a reload changes in the running server.
 struct Running<'a> {
-    /// The configuration it started with (the file a reload reads again).
+    /// The configuration it started with (where its run files are).
     config: &'a Config,
+    /// The configuration it runs on now, which a reload replaces.
+    live: &'a crate::config::Live,
+    /// The SMTP listeners' caps per client.
+    connection_limits: &'a ConnectionLimits,
+    /// Follows `[fallback_relay]`.
+    delivery: &'a Delivery,
     certificates: &'a Certificates,
     renewal: Option<&'a Renewal>,
     listeners: &'a mut Listeners,
 }
 
 impl Running<'_> {
-    /// Reads the configuration again and applies the certificate and the
-    /// listeners (systemd is told while it runs); then the ACME certificate
-    /// is looked at, so a domain just added gets its names.
+    /// Reads the configuration again and applies the certificate, the
+    /// settings work reads as it begins, and the listeners (systemd is told
+    /// while it runs); then the ACME certificate is looked at, so a domain
+    /// just added gets its names.
     async fn reload(&mut self) -> Result<String, String> {
         tell_systemd(NotifyState::Reloading);
-        let outcome = match reload::read_and_apply(self.config, self.certificates) {
+        let outcome = match reload::read_and_apply(&self.live.get(), self.certificates) {
             Ok((mut report, new)) => {
-                if let Some(changed) = self.listeners.apply(&new.listeners).await {
+                self.connection_limits.update(
+                    new.limits.max_connections_per_ip,
+                    new.trusted_networks.clone(),
+                );
+                let listeners = new.listeners.clone();
+                self.live.replace(Arc::new(new));
+                self.delivery.outbound.follow_fallback_relay();
+                if let Some(changed) = self.listeners.apply(&listeners).await {
                     report.push_str(&format!("; {changed}"));
                     if let Err(e) =
                         write_run_file(self.config, "listeners.json", &self.listeners.infos())

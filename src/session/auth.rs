@@ -107,7 +107,7 @@ impl Session {
     async fn auth_failed(&mut self, reply: Reply) -> Flow {
         self.auth_failures += 1;
         tokio::time::sleep(Duration::from_millis(500) * self.auth_failures).await;
-        if self.auth_failures >= self.ctx.config.limits.auth_failures_per_connection {
+        if self.auth_failures >= self.config.limits.auth_failures_per_connection {
             self.conn.queue(&reply);
             self.conn.queue(&Reply::new(
                 421,
@@ -122,7 +122,7 @@ impl Session {
     /// Sends a 334 challenge and reads the client's base64 answer.
     async fn challenge(&mut self, prompt: &str) -> Result<Result<Vec<u8>, SaslError>, SessionEnd> {
         self.conn.queue(&Reply::plain(334, prompt));
-        let timeout = self.ctx.config.limits.command_timeout;
+        let timeout = self.config.limits.command_timeout;
         match self.conn.read_line(MAX_AUTH_LINE, timeout, None).await? {
             Line::Complete(line) => Ok(sasl::decode_line(&String::from_utf8_lossy(&line))),
             Line::TooLong => Ok(Err(SaslError::Malformed)),

@@ -34,11 +34,11 @@ impl Session {
         }
         self.conn
             .queue(&Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
-        let limits = &self.ctx.config.limits;
+        let limits = &self.config.limits;
         let reader = BodyReader::data(
             limits.max_message_size,
             limits.max_text_line,
-            self.ctx.config.bare_newlines,
+            self.config.bare_newlines,
         );
         let mut body = IncomingBody::new(reader, self.ctx.queue.spool().clone());
         let mut pace = BodyPace::new(limits.data_timeout);
@@ -47,14 +47,14 @@ impl Session {
     }
 
     pub(super) async fn bdat(&mut self, size: usize, last: bool) -> Result<Flow, SessionEnd> {
-        let data_timeout = self.ctx.config.limits.data_timeout;
+        let data_timeout = self.config.limits.data_timeout;
         if let Err(reply) = self.check_body_start() {
             let mut pace = BodyPace::new(data_timeout);
             self.conn.read_chunk(size, None, &mut pace).await?;
             return Ok(self.reply(reply));
         }
         let (max, line, bare) = {
-            let c = &self.ctx.config;
+            let c = &self.config;
             (
                 c.limits.max_message_size,
                 c.limits.max_text_line,
@@ -88,7 +88,7 @@ impl Session {
         let Some(tx) = self.tx.take() else {
             return Flow::Continue;
         };
-        let body = match received(body, &self.ctx.config.limits).await {
+        let body = match received(body, &self.config.limits).await {
             Ok(received) => received,
             Err(reply) => return self.reply(reply),
         };

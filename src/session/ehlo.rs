@@ -39,7 +39,7 @@ impl Session {
         let mut lines = vec![
             self.hostname().to_string(),
             "PIPELINING".to_string(),
-            format!("SIZE {}", self.ctx.config.limits.max_message_size),
+            format!("SIZE {}", self.config.limits.max_message_size),
             "8BITMIME".to_string(),
             "SMTPUTF8".to_string(),
             "ENHANCEDSTATUSCODES".to_string(),

@@ -82,7 +82,7 @@ impl Session {
             Some(m)
         };
         if let Verdict::Reject(r) =
-            check_declared_size(from.size as u64, self.ctx.config.limits.max_message_size)
+            check_declared_size(from.size as u64, self.config.limits.max_message_size)
         {
             return Err(r);
         }
@@ -161,7 +161,7 @@ impl Session {
             ));
         }
         if let Verdict::Reject(r) =
-            check_recipient_count(tx.recipients.len(), self.ctx.config.limits.max_recipients)
+            check_recipient_count(tx.recipients.len(), self.config.limits.max_recipients)
         {
             return Err(r);
         }
@@ -293,7 +293,7 @@ pub(crate) async fn recipient_facts(
     // The bare postmaster (and postmaster@our host name) is always ours,
     // also when the host name is not a hosted domain; when it is, its
     // accounts and aliases are looked up like any hosted domain's.
-    let hosted_domain = in_store || rcpt.domain == ctx.config.hostname;
+    let hosted_domain = in_store || rcpt.domain == ctx.config().hostname;
     let mailbox_exists = in_store && store.accepts(rcpt).await?;
     Ok(RecipientFacts {
         hosted_domain,

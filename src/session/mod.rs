@@ -75,6 +75,9 @@ impl TlsInfo {
 
 pub struct Session {
     ctx: Arc<ServerContext>,
+    /// The configuration in place when the client connected: a reload
+    /// changes later sessions, not this one.
+    config: Arc<crate::config::Config>,
     conn: Connection,
     role: ListenerRole,
     peer: SocketAddr,
@@ -137,11 +140,13 @@ pub fn run(
     } = connected;
     let sid = SessionId::next();
     let span = tracing::info_span!("session", sid = %sid, peer = %peer, role = %role);
-    let trusted_network = crate::config::in_networks(&ctx.config.trusted_networks, peer.ip());
-    let max_errors = ctx.config.limits.max_errors;
-    let write_timeout = ctx.config.limits.command_timeout;
+    let config = ctx.config();
+    let trusted_network = crate::config::in_networks(&config.trusted_networks, peer.ip());
+    let max_errors = config.limits.max_errors;
+    let write_timeout = config.limits.command_timeout;
     let mut session = Session {
         ctx,
+        config,
         conn: Connection::new(stream, write_timeout),
         role,
         peer,
@@ -174,7 +179,7 @@ impl Session {
     /// The `[filter] dnsbl` list that names this client of an mta listener
     /// (clients in `trusted_networks` are not asked about).
     async fn listed(&self) -> Option<String> {
-        let lists = &self.ctx.config.dnsbl;
+        let lists = &self.config.dnsbl;
         if lists.is_empty() || self.role != ListenerRole::Mta || self.trusted_network {
             return None;
         }
@@ -203,10 +208,10 @@ impl Session {
             ));
             return self.conn.flush().await;
         }
-        let banner = format!("{} ESMTP Postern", self.ctx.config.hostname);
+        let banner = format!("{} ESMTP Postern", self.config.hostname);
         self.conn.queue(&Reply::plain(220, banner));
         loop {
-            let limits = &self.ctx.config.limits;
+            let limits = &self.config.limits;
             let (timeout, max_line) = (limits.command_timeout, limits.max_command_line);
             let stop = self.ctx.shutdown.clone();
             let line = match self
@@ -224,12 +229,12 @@ impl Session {
                     continue;
                 }
                 Err(SessionEnd::Timeout) => {
-                    self.conn.queue(&Reply::timeout(&self.ctx.config.hostname));
+                    self.conn.queue(&Reply::timeout(&self.config.hostname));
                     break;
                 }
                 Err(SessionEnd::Shutdown) => {
                     self.conn
-                        .queue(&Reply::shutting_down(&self.ctx.config.hostname));
+                        .queue(&Reply::shutting_down(&self.config.hostname));
                     break;
                 }
                 Err(e) => return Err(e),
@@ -257,7 +262,7 @@ impl Session {
                 Ok(Flow::Close) => break,
                 // A body or an AUTH answer that stopped coming.
                 Err(SessionEnd::Timeout) => {
-                    self.conn.queue(&Reply::timeout(&self.ctx.config.hostname));
+                    self.conn.queue(&Reply::timeout(&self.config.hostname));
                     break;
                 }
                 Err(e) => return Err(e),
@@ -372,7 +377,7 @@ impl Session {
     }
 
     fn hostname(&self) -> &str {
-        &self.ctx.config.hostname
+        &self.config.hostname
     }
 }
 

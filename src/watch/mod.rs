@@ -19,7 +19,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_unix;
-use crate::config::Config;
 use crate::control::{Request, perform};
 use crate::policy::sender::Sender;
 use crate::policy::sending::{self, Allowance, Burst, HourCounts, SendingLog};
@@ -43,7 +42,8 @@ pub struct Watch {
     log: SendingLog,
     store: Store,
     queue: ActiveQueue,
-    config: Arc<Config>,
+    /// Read through `config.get()`: a reload replaces it.
+    config: crate::config::Live,
     unwritten: Mutex<Unwritten>,
 }
 
@@ -60,7 +60,7 @@ struct Unwritten {
 }
 
 impl Watch {
-    pub fn new(config: Arc<Config>, store: Store, queue: ActiveQueue) -> Watch {
+    pub fn new(config: crate::config::Live, store: Store, queue: ActiveQueue) -> Watch {
         Watch {
             log: SendingLog::default(),
             store,
@@ -86,7 +86,8 @@ impl Watch {
     }
 
     fn allowance_of(&self, own: &OwnLimits) -> Allowance {
-        let limits = &self.config.limits;
+        let config = self.config.get();
+        let limits = &config.limits;
         // At least one of each: a store edited by hand to 0 must not stop
         // the sender's mail for good.
         let or_default = |own: Option<u64>, default: u64| own.unwrap_or(default).max(1);
@@ -208,7 +209,7 @@ impl Watch {
             Some((normal, thresholds)) => {
                 self.log
                     .admit(user, (sent, first_time), (now, since), |hour| {
-                        sending::burst(hour, normal, thresholds)
+                        sending::burst(hour, normal, &thresholds)
                     })
             }
             None => {
@@ -229,8 +230,8 @@ impl Watch {
     /// is judged by; `None` when no burst is held (`hold_on_burst = false`,
     /// or a store that cannot say: holding every user's mail for a store
     /// error would be worse).
-    async fn normal(&self, user: &str, now: i64) -> Option<(HourCounts, &Burst)> {
-        let thresholds = self.config.limits.burst.as_ref()?;
+    async fn normal(&self, user: &str, now: i64) -> Option<(HourCounts, Burst)> {
+        let thresholds = self.config.get().limits.burst.clone()?;
         match self.store.busiest_hour(user, now - WEEK, now).await {
             Ok(normal) => Some((normal, thresholds)),
             Err(e) => {
@@ -351,7 +352,7 @@ impl Watch {
             .log
             .last_hour(user, now, standing.hold_ended.unwrap_or(0));
         if let Some((normal, thresholds)) = self.normal(user, now).await
-            && let Some(why) = sending::burst(hour, normal, thresholds)
+            && let Some(why) = sending::burst(hour, normal, &thresholds)
         {
             self.hold(user, &why, now).await;
         }
@@ -388,7 +389,8 @@ impl Watch {
             held_recipients = held,
             "outgoing mail held as a stolen account's; `postern user release {user}` delivers it, `postern user purge-held {user}` deletes it"
         );
-        let to = notice::addressed_to(user, &self.config.hostname);
+        let hostname = self.config.get().hostname.clone();
+        let to = notice::addressed_to(user, &hostname);
         // Through the aliases, as prepare expands them: the postmaster is
         // often an alias of the admin's own address.
         let mut envelope: Vec<String> = Vec::new();
@@ -401,7 +403,7 @@ impl Watch {
             }
         }
         envelope.dedup();
-        let message = notice::hold_notice(&self.config.hostname, user, reason, now, &envelope);
+        let message = notice::hold_notice(&hostname, user, reason, now, &envelope);
         let id = QueueId::generate();
         match self.queue.put(id.clone(), message).await {
             Ok(()) => tracing::info!(event = "hold_notice_queued", user, qid = %id),

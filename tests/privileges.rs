@@ -207,3 +207,67 @@ fn user_set_but_not_root_is_refused_and_unknown_accounts_are_named() {
         "{stderr}"
     );
 }
+
+/// Issue #14: run as `user`, the server cannot give Maildirs to another
+/// owner, but it joins `[local] group` and gives them to it, so that Dovecot
+/// (running as that group) can read and write them.
+#[test]
+fn run_as_user_the_maildirs_go_to_the_local_group_it_joins() {
+    if !can_switch("run_as_user_the_maildirs_go_to_the_local_group_it_joins") {
+        return;
+    }
+    let gid = |group: &str| -> u32 {
+        let out = Command::new("getent")
+            .args(["group", group])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split(':')
+            .nth(2)
+            .and_then(|g| g.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no group {group}"))
+    };
+    let mail = gid("mail");
+    let mut s = server(&format!(
+        "{NOBODY}[delivery]\nretry_min = 1\n[local]\ngroup = \"mail\"\nmode = \"0770\"\n"
+    ));
+    s.spawn();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
+    let groups = status.lines().find(|l| l.starts_with("Groups:")).unwrap();
+    assert!(
+        groups.split_whitespace().any(|g| g == mail.to_string()),
+        "{groups}"
+    );
+    let mut args = alice_to_bob("PLAIN");
+    let to = args
+        .iter()
+        .position(|a| *a == "bob@remote.example")
+        .unwrap();
+    args[to] = "alice@example.com";
+    args.push("-tls");
+    let out = swaks(s.addr("submission"), &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let new = s.data_dir().join("mail/example.com/alice/new");
+    let start = std::time::Instant::now();
+    let file = loop {
+        if let Some(entry) = std::fs::read_dir(&new).ok().and_then(|mut d| d.next()) {
+            break entry.unwrap().path();
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", s.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (nobody_uid(), mail, 0o660),
+        "{}",
+        file.display()
+    );
+    let dir = std::fs::metadata(&new).unwrap();
+    assert_eq!((dir.gid(), dir.mode() & 0o7777), (mail, 0o770));
+    assert!(!s.log().contains("local_failed"), "{}", s.log());
+}

@@ -124,10 +124,15 @@ pub fn drop_root(config: &Config) -> Result<Option<&RunAs>, PrivilegeError> {
     }
     give_data_dir(config, run_as)?;
     let (new_uid, new_gid) = (Uid::from_raw(run_as.uid), Gid::from_raw(run_as.gid));
+    // `[local] group` too: a member may give its Maildirs to it (for Dovecot,
+    // running as that group), where a chown to another owner needs root.
+    let mut groups = vec![new_gid];
+    groups.extend(config.local.group.as_ref().map(|g| g.id));
+    groups.dedup();
     // Supplementary groups first (root's would stay otherwise), then the
     // group, then the user: after setuid the other two are no longer allowed.
     // glibc applies each to every thread of the process.
-    nix::unistd::setgroups(&[new_gid])
+    nix::unistd::setgroups(&groups)
         .and_then(|()| nix::unistd::setgid(new_gid))
         .and_then(|()| nix::unistd::setuid(new_uid))
         .map_err(|error| PrivilegeError::Switch {

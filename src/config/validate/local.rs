@@ -11,15 +11,30 @@ use nix::unistd::{Gid, Group, Uid, User};
 use super::accounts::account;
 use crate::config::checker::{Checker, KeyPath};
 use crate::config::file::{LocalDomainFile, LocalFile};
-use crate::config::{Lmtp, Local, LocalDomain};
+use crate::config::{Lmtp, Local, LocalDomain, RunAs};
 
-pub(super) fn local(c: &mut Checker<'_>, l: LocalFile) -> Local {
+/// `run_as`: the account the server becomes (`user`, `group`), if any.
+pub(super) fn local(c: &mut Checker<'_>, l: LocalFile, run_as: Option<&RunAs>) -> Local {
     let p = KeyPath::default().key("local");
     let owner = l.owner.and_then(|name| {
         account(c, &p.key("owner"), "user", name, Uid::from_raw, |n| {
             User::from_name(n).map(|u| u.map(|u| u.uid))
         })
     });
+    // Giving a file to another user needs root (CAP_CHOWN), which the
+    // server no longer has once it is `user`; a group it belongs to it may
+    // give (`server::privileges` makes it a member of `[local] group`).
+    if let (Some(owner), Some(run_as)) = (&owner, run_as)
+        && owner.id.as_raw() != run_as.uid
+    {
+        c.error(
+            &p.key("owner"),
+            format!(
+                "{:?}: the server runs as user {:?}, which cannot give Maildirs to another user; set [local] group = {:?} and a group-writable mode = \"0770\" instead (the server's user joins that group), or deliver through [local] lmtp",
+                owner.name, run_as.user, owner.name
+            ),
+        );
+    }
     let group = l.group.and_then(|name| {
         account(c, &p.key("group"), "group", name, Gid::from_raw, |n| {
             Group::from_name(n).map(|g| g.map(|g| g.gid))
@@ -131,6 +146,24 @@ mod tests {
             ],
         );
         assert_eq!(Config::builtin().local, Default::default());
+    }
+
+    #[test]
+    fn an_owner_other_than_the_servers_user_is_refused_and_a_group_is_not() {
+        assert_errors(
+            "user = \"nobody\"\n[local]\nowner = \"root\"\n",
+            &[
+                "p.toml:3: local.owner: \"root\": the server runs as user \"nobody\", which cannot give Maildirs to another user; set [local] group = \"root\"",
+            ],
+        );
+        let c = Config::from_text(
+            "user = \"nobody\"\n[local]\ngroup = \"root\"\nmode = \"0770\"\n",
+            None,
+        )
+        .expect("a group is the server user's to give");
+        assert_eq!(c.local.group.expect("group").id.as_raw(), 0);
+        Config::from_text("user = \"nobody\"\n[local]\nowner = \"nobody\"\n", None)
+            .expect("its own user it may name");
     }
 
     #[test]

@@ -172,7 +172,7 @@ fn build(c: &mut Checker<'_>, raw: ConfigFile, file: Option<&Path>) -> Config {
         );
     }
 
-    let local = local::local(c, raw.local.unwrap_or_default());
+    let local = local::local(c, raw.local.unwrap_or_default(), run_as.as_ref());
     let dkim = dkim(c, raw.dkim.unwrap_or_default());
     let filter = raw.filter.unwrap_or_default();
     let rspamd = rspamd(c, &filter);

@@ -348,22 +348,90 @@ fn other_users_send_only_as_their_senders_and_without_an_entry_not_at_all() {
             "From: boss@bank.example\nSubject: x\n\nhi\n",
             "header From: <boss@bank.example> is not among the senders allowed to Unix user nobody",
         ),
-        (
-            &["bob@remote.example"][..],
-            "Subject: no sender\n\nhi\n",
-            "No sender address: give -f ADDRESS",
-        ),
     ] {
         assert_refused(&sendmail(&s, Some("nobody"), args, message), 77, why);
     }
-    let got = peer.wait_for(2, WAIT);
+    // No sender anywhere: its own address at the host name, as sendmail's.
+    let ok = sendmail(
+        &s,
+        Some("nobody"),
+        &["bob@remote.example"],
+        "Subject: no sender\n\nhi\n",
+    );
+    assert_sent(&ok);
+    let got = peer.wait_for(3, WAIT);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(peer.received().len(), 2, "{got:?}");
+    assert_eq!(peer.received().len(), 3, "{got:?}");
+    let own = got
+        .iter()
+        .find(|m| {
+            m["data"]
+                .as_str()
+                .is_some_and(|d| d.contains("Subject: no sender"))
+        })
+        .expect("the message without a sender");
+    assert_eq!(own["mail_from"], "nobody@mx.test.example");
+    assert!(
+        own["data"]
+            .as_str()
+            .is_some_and(|d| d.contains("From: <nobody@mx.test.example>\r\n")),
+        "{own:?}"
+    );
     let log = s.log();
     assert!(
         log.contains("sendmail{user=nobody uid=65534") && log.contains("event=\"rejected\""),
         "{log}"
     );
+}
+
+/// Debian's cron mails a job's output as root to the bare name `root`,
+/// with `From: root (Cron Daemon)`: both are taken at the host name, and
+/// root, having no mailbox there, gets it through the postmaster's.
+#[test]
+fn cron_mail_to_a_bare_root_reaches_the_postmaster() {
+    let peer = sink();
+    let s = server(&peer, "");
+    let cron = "From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@host> run-parts /etc/cron.daily\n\
+                \nerror: the backup disk is full\n";
+    assert_sent(&sendmail(
+        &s,
+        None,
+        &["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"],
+        cron,
+    ));
+    let new = s.data_dir().join("mail/mx.test.example/postmaster/new");
+    let start = std::time::Instant::now();
+    let delivered = loop {
+        let files: Vec<_> = std::fs::read_dir(&new)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if let [file] = files.as_slice() {
+            break std::fs::read_to_string(file).expect("read");
+        }
+        assert!(start.elapsed() < WAIT, "{}", s.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        delivered.contains("Return-Path: <root@mx.test.example>")
+            && delivered.contains("From: \"Cron Daemon\" <root@mx.test.example>\r\n")
+            && !delivered.contains("From: root (Cron Daemon)")
+            && delivered.contains("the backup disk is full"),
+        "{delivered}"
+    );
+    assert!(
+        s.log().contains("event=\"local_user_to_postmaster\""),
+        "{}",
+        s.log()
+    );
+    // -bv says the same of a bare name; a bad one is still refused.
+    let out = sendmail(&s, None, &["-bv", "root", "www-data"], "");
+    assert_sent(&out);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("root... deliverable") && said.contains("www-data... deliverable"),
+        "{said}"
+    );
+    assert!(peer.received().is_empty(), "nothing went out");
 }
 
 #[test]

@@ -17,13 +17,15 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::sender::{LocalUser, from_header, from_line, parse_sender, printable, rights};
+use super::sender::{
+    LocalUser, bare_from, from_header, from_line, parse_sender, printable, qualified, rights,
+};
 use super::{Answer, Envelope, Request, socket_path};
 use crate::config::{Config, ListenerRole};
 use crate::context::ServerContext;
 use crate::control::{self, ControlError};
 use crate::policy::Verdict;
-use crate::policy::relay::{ClientStanding, check_recipient};
+use crate::policy::relay::{ClientStanding, RecipientFacts, check_recipient};
 use crate::policy::sender::{SenderPattern, check_envelope_sender};
 use crate::prepare::{Accepted, Origin, SPILL_AT};
 use crate::session::{IncomingBody, enqueue, received, recipient_facts};
@@ -191,7 +193,9 @@ impl Client<'_> {
     }
 
     async fn send(&mut self, user: &LocalUser, envelope: Envelope) -> Result<Answer, Reply> {
-        let max_size = self.ctx.config().limits.max_message_size;
+        let config = self.ctx.config();
+        let hostname = config.hostname.as_str();
+        let max_size = config.limits.max_message_size;
         if envelope.size > max_size {
             return Err(Reply::new(
                 552,
@@ -219,7 +223,7 @@ impl Client<'_> {
         let named = match envelope.sender.as_deref().map(str::trim) {
             None => None,
             Some("" | "<>") => Some(None),
-            Some(text) => Some(Some(parse_sender(text)?)),
+            Some(text) => Some(Some(parse_sender(text, hostname)?)),
         };
         // With no -f, a user with one fixed address sends as it.
         let fixed = match user.patterns.as_slice() {
@@ -232,7 +236,7 @@ impl Client<'_> {
         let facts = HeaderFacts::scan(header_section(&head));
         let sender = match named {
             Some(sender) => sender,
-            None => Some(fixed.map_or_else(|| from_header(&facts, &user.name), Ok)?),
+            None => Some(fixed.map_or_else(|| from_header(&facts, user, hostname), Ok)?),
         };
         let allowed = self.allowed(user, sender.as_ref(), &facts).await?;
         let local = user.sender(&allowed);
@@ -240,9 +244,11 @@ impl Client<'_> {
             return Err(reply);
         }
         // A message without From: gets one from the envelope sender (as
-        // Postfix's cleanup adds it), which was just checked.
-        let from_line = match (facts.fields(SenderHeader::From).count(), &sender) {
-            (0, Some(sender)) => from_line(envelope.full_name.as_deref(), sender),
+        // Postfix's cleanup adds it), which was just checked; a From: of a
+        // bare name (cron's) gets the host name.
+        let unread = size - head.len() as u64;
+        let (from_line, head) = match (facts.fields(SenderHeader::From).count(), &sender) {
+            (0, Some(sender)) => (from_line(envelope.full_name.as_deref(), sender), head),
             (0, None) => {
                 return Err(Reply::new(
                     550,
@@ -250,9 +256,16 @@ impl Client<'_> {
                     "Message rejected: it has no From: header, and the null sender gives none",
                 ));
             }
-            _ => Vec::new(),
+            _ => match bare_from(&head, hostname) {
+                Some((line, field)) => {
+                    let mut head = head;
+                    head.drain(field);
+                    (line, head)
+                }
+                None => (Vec::new(), head),
+            },
         };
-        let body = self.receive(size, &from_line, head).await?;
+        let body = self.receive(unread, &from_line, head).await?;
         let smtputf8 = sender.as_ref().is_some_and(|s| !s.to_string().is_ascii())
             || recipients.iter().any(|r| !r.address.is_ascii());
         let accepted = Accepted {
@@ -314,13 +327,18 @@ impl Client<'_> {
     }
 
     /// One recipient as RCPT checks it; with whether its domain is hosted.
+    /// A bare name is taken at the host name, and one that is no mailbox
+    /// or alias there (root, a system user) goes to the postmaster, as
+    /// Postfix's luser_relay sends it: cron's mail reaches the admin.
     async fn check_recipient(&self, address: &str) -> Result<(Mailbox, bool), Reply> {
         let address = address.trim();
         let address = address
             .strip_prefix('<')
             .and_then(|a| a.strip_suffix('>'))
             .unwrap_or(address);
-        let rcpt = Mailbox::parse(address, true).map_err(|e| {
+        let hostname = self.ctx.config().hostname.clone();
+        let full = qualified(address, &hostname);
+        let mut rcpt = Mailbox::parse(&full, true).map_err(|e| {
             Reply::new(
                 501,
                 (1, 3),
@@ -330,10 +348,19 @@ impl Client<'_> {
                 ),
             )
         })?;
-        let facts = recipient_facts(self.ctx, &rcpt).await.map_err(|e| {
-            tracing::error!(event = "store_error", error = %e);
-            Reply::local_error()
-        })?;
+        let mut facts = self.recipient_facts(&rcpt).await?;
+        if full != address && !facts.mailbox_exists && !rcpt.is_postmaster() {
+            tracing::info!(
+                event = "local_user_to_postmaster",
+                recipient = %rcpt,
+                "no mailbox or alias {rcpt}: the postmaster gets it"
+            );
+            rcpt = Mailbox {
+                local: "postmaster".into(),
+                domain: hostname,
+            };
+            facts = self.recipient_facts(&rcpt).await?;
+        }
         let standing = ClientStanding {
             authenticated: true,
             trusted_network: false,
@@ -342,6 +369,13 @@ impl Client<'_> {
             Verdict::Accept => Ok((rcpt, facts.hosted_domain)),
             Verdict::Reject(reply) => Err(reply),
         }
+    }
+
+    async fn recipient_facts(&self, rcpt: &Mailbox) -> Result<RecipientFacts, Reply> {
+        recipient_facts(self.ctx, rcpt).await.map_err(|e| {
+            tracing::error!(event = "store_error", error = %e);
+            Reply::local_error()
+        })
     }
 
     /// `-bv`: each address as `recipients` would take it, without sending.
@@ -363,8 +397,12 @@ impl Client<'_> {
         sender: Option<&Mailbox>,
         facts: &HeaderFacts,
     ) -> Result<Vec<SenderPattern>, Reply> {
+        let own = user
+            .own
+            .as_ref()
+            .map(|own| SenderPattern::Address(own.to_string().to_lowercase()));
         if !user.trusted {
-            return Ok(user.patterns.clone());
+            return Ok(user.patterns.iter().cloned().chain(own).collect());
         }
         let named = facts
             .senders
@@ -378,7 +416,7 @@ impl Client<'_> {
             .chain(named)
             .map(|m| m.domain)
             .collect();
-        let mut hosted = Vec::new();
+        let mut hosted: Vec<SenderPattern> = own.into_iter().collect();
         for domain in domains {
             match self.ctx.store.is_hosted_domain(&domain).await {
                 Ok(true) => hosted.push(SenderPattern::Domain(domain)),
@@ -392,14 +430,14 @@ impl Client<'_> {
         Ok(hosted)
     }
 
-    /// The message: `head` (its first octets, already read), then the rest
-    /// of `size`, through the body reader of BDAT (no dot-stuffing here),
+    /// The message: `head` (its first octets, already read), then `unread`
+    /// octets more, through the body reader of BDAT (no dot-stuffing here),
     /// so that the session's limits and checks apply and a large message
     /// goes to disk as it arrives. `from_line` goes first and does not count
     /// against the size limit: the client's message is what is limited.
     async fn receive(
         &mut self,
-        size: u64,
+        unread: u64,
         from_line: &[u8],
         head: Vec<u8>,
     ) -> Result<crate::prepare::ReceivedBody, Reply> {
@@ -414,7 +452,7 @@ impl Client<'_> {
         body.feed(from_line);
         body.feed(&head);
         body.absorb().await;
-        let mut left = size - head.len() as u64;
+        let mut left = unread;
         let mut buffer = vec![0; READ];
         while left > 0 {
             let want = left.min(READ as u64) as usize;

@@ -1,13 +1,19 @@
 //! Who a local user is to the sendmail socket, and as whom it sends:
 //! root and the server's own user any hosted address, another user the
-//! senders of its `[[sendmail]]` entry; with no `-f`, the user's one
-//! address or the message's From:; and the From: added to a message
-//! without one.
+//! senders of its `[[sendmail]]` entry, and each its own `user@hostname`;
+//! with no `-f`, the user's one address, the message's From: or that own
+//! address; a bare name (cron's `root`) is taken at the host name; and the
+//! From: added to a message without one.
 
 use crate::config::Config;
 use crate::policy::sender::{Sender, SenderPattern};
 use crate::smtp::address::Mailbox;
-use crate::smtp::headers::{HeaderFacts, SenderHeader};
+use std::ops::Range;
+
+use mail_parser::HeaderValue;
+use mail_parser::parsers::MessageStream;
+
+use crate::smtp::headers::{Entry, HeaderFacts, SenderHeader, entries, header_section};
 use crate::smtp::reply::Reply;
 
 /// A local user, and the senders it may use.
@@ -18,6 +24,10 @@ pub(super) struct LocalUser {
     /// root and the server's own user: any address of a hosted domain.
     pub(super) trusted: bool,
     pub(super) patterns: Vec<SenderPattern>,
+    /// `name@hostname`, as sendmail's user@$myorigin: what the user may
+    /// always send as, and what mail that names no sender is from. `None`
+    /// for a name that is no address's local part.
+    pub(super) own: Option<Mailbox>,
 }
 
 impl LocalUser {
@@ -56,16 +66,29 @@ pub(super) fn rights(config: &Config, uid: u32, name: Option<&str>) -> Result<Lo
         uid,
         trusted,
         patterns: entry.map(|e| e.senders.clone()).unwrap_or_default(),
+        own: Mailbox::parse(&qualified(name, &config.hostname), true).ok(),
     })
 }
 
-/// `-f`'s address, with or without angle brackets.
-pub(super) fn parse_sender(text: &str) -> Result<Mailbox, Reply> {
+/// A bare name (`root`, as cron and many scripts write it) at the host
+/// name, as Postfix appends @$myorigin to mail from local programs; an
+/// address with a domain as it is.
+pub(super) fn qualified(address: &str, hostname: &str) -> String {
+    if address.contains('@') || address.is_empty() {
+        address.to_string()
+    } else {
+        format!("{address}@{hostname}")
+    }
+}
+
+/// `-f`'s address, with or without angle brackets; a bare name at
+/// `hostname`.
+pub(super) fn parse_sender(text: &str, hostname: &str) -> Result<Mailbox, Reply> {
     let address = text
         .strip_prefix('<')
         .and_then(|a| a.strip_suffix('>'))
         .unwrap_or(text);
-    Mailbox::parse(address, true).map_err(|e| {
+    Mailbox::parse(&qualified(address, hostname), true).map_err(|e| {
         Reply::new(
             501,
             (1, 7),
@@ -75,25 +98,57 @@ pub(super) fn parse_sender(text: &str) -> Result<Mailbox, Reply> {
 }
 
 /// With no `-f` and no single address of its own: the address of the
-/// message's From:, when there is exactly one.
-pub(super) fn from_header(facts: &HeaderFacts, user: &str) -> Result<Mailbox, Reply> {
+/// message's From: when there is exactly one (a bare name at `hostname`),
+/// else the user's own address.
+pub(super) fn from_header(
+    facts: &HeaderFacts,
+    user: &LocalUser,
+    hostname: &str,
+) -> Result<Mailbox, Reply> {
     let mut fields = facts.fields(SenderHeader::From);
     let only = match (fields.next(), fields.next()) {
         (Some(field), None) => match field.mailboxes.as_deref() {
-            Ok([mailbox]) => Mailbox::parse(&mailbox.address, true).ok(),
+            Ok([mailbox]) => Mailbox::parse(&qualified(&mailbox.address, hostname), true).ok(),
             _ => None,
         },
         _ => None,
     };
-    only.ok_or_else(|| {
+    only.or_else(|| user.own.clone()).ok_or_else(|| {
         Reply::new(
             550,
             (7, 1),
             format!(
-                "No sender address: give -f ADDRESS, or a From: header with one address that Unix user {user} may send as"
+                "No sender address: give -f ADDRESS, or a From: header with one address that Unix user {} may send as",
+                user.name
             ),
         )
     })
+}
+
+/// A From: that names one bare name (`From: root (Cron Daemon)`, as cron
+/// writes it): the field to put in its place, the name taken at
+/// `hostname`, and where the old one lies in `head`. `None` for any other
+/// From:, which is checked as it is.
+pub(super) fn bare_from(head: &[u8], hostname: &str) -> Option<(Vec<u8>, Range<usize>)> {
+    let mut froms = entries(header_section(head)).filter_map(|entry| match entry {
+        Entry::Field(field) if field.name.eq_ignore_ascii_case(b"From") => Some(field),
+        _ => None,
+    });
+    let (Some(field), None) = (froms.next(), froms.next()) else {
+        return None;
+    };
+    let mut value = field.value();
+    value.extend_from_slice(b"\r\n");
+    let HeaderValue::Address(list) = MessageStream::new(&value).parse_address() else {
+        return None;
+    };
+    let mut named = list.iter();
+    let (Some(only), None) = (named.next(), named.next()) else {
+        return None;
+    };
+    let name = only.address().filter(|a| !a.contains('@'))?;
+    let mailbox = Mailbox::parse(&qualified(name, hostname), true).ok()?;
+    Some((from_line(only.name(), &mailbox), field.raw))
 }
 
 /// `From: Full Name <sender>` (the name encoded as RFC 2047 asks when it
@@ -174,21 +229,72 @@ mod tests {
     }
 
     #[test]
-    fn the_sender_of_a_from_header_is_its_one_address() {
+    fn the_sender_of_a_from_header_is_its_one_address_else_the_users_own() {
+        let config = Config::from_text("hostname = \"mx.test.example\"\n", None).expect("config");
         let facts = |h: &str| HeaderFacts::scan(h.as_bytes());
-        let one = from_header(&facts("From: Shop <shop@x.example>\r\n"), "web1").expect("one");
-        assert_eq!(one.to_string(), "shop@x.example");
+        let root = rights(&config, 0, Some("root")).expect("root");
+        let sender =
+            |h: &str| from_header(&facts(h), &root, "mx.test.example").map(|m| m.to_string());
+        assert_eq!(
+            sender("From: Shop <shop@x.example>\r\n").expect("one"),
+            "shop@x.example"
+        );
+        // Debian's cron writes this.
+        assert_eq!(
+            sender("From: root (Cron Daemon)\r\n").expect("bare"),
+            "root@mx.test.example"
+        );
         for none in [
             "Subject: x\r\n",
             "From: a@x.example, b@x.example\r\n",
             "From: a@x.example\r\nFrom: a@x.example\r\n",
         ] {
-            let reply = from_header(&facts(none), "web1").expect_err(none);
-            assert!(
-                reply.text.contains("give -f ADDRESS") && reply.text.contains("Unix user web1"),
+            assert_eq!(sender(none).expect(none), "root@mx.test.example");
+        }
+        let nameless = LocalUser {
+            own: None,
+            ..rights(&config, 0, Some("root")).expect("root")
+        };
+        let reply = from_header(&facts("Subject: x\r\n"), &nameless, "mx.test.example")
+            .expect_err("no address at all");
+        assert!(
+            reply.text.contains("give -f ADDRESS") && reply.text.contains("Unix user root"),
+            "{}",
+            reply.text
+        );
+    }
+
+    #[test]
+    fn a_from_of_a_bare_name_is_replaced_by_one_at_the_host_name() {
+        let head = b"Subject: x\r\nFrom: root (Cron Daemon)\r\nTo: root\r\n\r\nbody\r\n";
+        let (line, field) = bare_from(head, "mx.example").expect("bare");
+        assert_eq!(&head[field], b"From: root (Cron Daemon)\r\n");
+        assert_eq!(line, b"From: \"Cron Daemon\" <root@mx.example>\r\n");
+        for kept in [
+            &b"From: root@mx.example\r\n\r\n"[..],
+            b"From: a, b\r\n\r\n",
+            b"From: a\r\nFrom: a\r\n\r\n",
+            b"Subject: none\r\n\r\n",
+        ] {
+            assert_eq!(
+                bare_from(kept, "mx.example"),
+                None,
                 "{}",
-                reply.text
+                String::from_utf8_lossy(kept)
             );
         }
+    }
+
+    #[test]
+    fn bare_names_are_taken_at_the_host_name() {
+        assert_eq!(qualified("root", "mx.example"), "root@mx.example");
+        assert_eq!(qualified("bob@x.example", "mx.example"), "bob@x.example");
+        assert_eq!(qualified("", "mx.example"), "");
+        assert_eq!(
+            parse_sender("<cron>", "mx.example")
+                .expect("bare")
+                .to_string(),
+            "cron@mx.example"
+        );
     }
 }

@@ -51,6 +51,9 @@ pub struct ServerContext {
     /// The SMTP listeners' ports and roles now (`server::Listeners` keeps
     /// it): the client settings and the dashboard follow a reload.
     pub listening: std::sync::RwLock<Vec<(u16, crate::config::ListenerRole)>>,
+    /// The client networks that waited for a plaintext greeting lately:
+    /// greeted sooner (`listener::detect`).
+    pub plaintext_first: crate::listener::PlaintextFirst,
 }
 
 impl ServerContext {
@@ -152,6 +155,7 @@ pub mod testing {
                 rewrites: tokio::sync::Semaphore::new(2),
                 acme: Arc::default(),
                 listening: Default::default(),
+                plaintext_first: Default::default(),
             };
             TestContext {
                 ctx: Arc::new(ctx),

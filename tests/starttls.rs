@@ -103,3 +103,28 @@ fn commands_pipelined_after_starttls_are_discarded() {
     // RFC 3207 §4.2: state is reset, so MAIL needs a new EHLO.
     assert!(t.contains("mail: 503 5.5.1"), "{t}");
 }
+
+/// A submission port waits `tls_detect_ms` for a ClientHello before it greets
+/// a client that waits for the greeting; a network whose client waited is
+/// greeted sooner next time, and an implicit-TLS client from it (openssl,
+/// SSL/TLS set on 587) still gets TLS.
+#[test]
+fn a_network_that_waited_for_the_greeting_is_greeted_sooner_and_implicit_tls_still_works() {
+    let s = TestServer::start("[smtp]\ntls_detect_ms = 600\n");
+    let greeted_after = || {
+        let started = std::time::Instant::now();
+        let (_c, greeting) = Raw::connect(s.addr("submission"));
+        assert!(greeting.starts_with("220 "), "{greeting}");
+        started.elapsed()
+    };
+    let first = greeted_after();
+    let second = greeted_after();
+    assert!(first >= std::time::Duration::from_millis(600), "{first:?}");
+    assert!(second < std::time::Duration::from_millis(300), "{second:?}");
+    let out = s_client(s.addr("submission"), &[], "EHLO client.test\r\nQUIT\r\n");
+    let t = text(&out);
+    assert!(
+        t.contains("220 mx.test.example ESMTP") && t.contains("AUTH PLAIN LOGIN"),
+        "{t}"
+    );
+}

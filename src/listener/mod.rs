@@ -17,7 +17,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{ListenerConfig, ListenerRole, in_networks};
 use crate::context::ServerContext;
-use crate::session::{self, Connected, TlsStart};
+use crate::session::{self, Connected};
+
+mod detect;
+pub use detect::PlaintextFirst;
 
 /// A listening socket with its role.
 pub struct BoundListener {
@@ -249,7 +252,8 @@ pub async fn accept_loop(
         let ctx = Arc::clone(&ctx);
         let role = bound.role;
         tracker.spawn(async move {
-            let tls = detect_tls(&stream, role, ctx.config().tls_detect).await;
+            let wait = ctx.config().tls_detect;
+            let tls = detect::first_move(&stream, peer.ip(), role, wait, &ctx.plaintext_first).await;
             let connected = Connected {
                 role,
                 peer,
@@ -261,29 +265,6 @@ pub async fn accept_loop(
         });
     })
     .await;
-}
-
-/// Submission ports take a client in whatever mode it picked: a TLS
-/// ClientHello as the first bytes means implicit TLS (a client set to SSL/TLS on
-/// 587), silence for a moment means it waits for a greeting (STARTTLS on 465).
-/// Port 25 always greets in plaintext, as servers expect.
-async fn detect_tls(stream: &TcpStream, role: ListenerRole, wait: std::time::Duration) -> TlsStart {
-    if role == ListenerRole::Mta {
-        return TlsStart::Plain;
-    }
-    // On 465 nearly every client speaks TLS first: give a slow ClientHello
-    // longer before falling back to a plaintext greeting.
-    let wait = if role == ListenerRole::Submissions {
-        wait * 10
-    } else {
-        wait
-    };
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(wait, stream.peek(&mut first)).await {
-        // 0x16: a TLS handshake record (RFC 8446 §5.1).
-        Ok(Ok(1)) if first[0] == 0x16 => TlsStart::Handshake,
-        _ => TlsStart::Plain,
-    }
 }
 
 async fn refuse(mut stream: TcpStream, hostname: String) {

@@ -163,6 +163,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         srs,
         portmap: Arc::clone(&portmap),
         listening: Default::default(),
+        plaintext_first: Default::default(),
     });
 
     let infos: Vec<ListenerInfo> = bound

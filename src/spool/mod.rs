@@ -9,9 +9,11 @@
 //! `synchronous=FULL` in `data_dir/spool`: one writer task commits the
 //! messages of all concurrent sessions together (group commit, `writer.rs`),
 //! and bodies of 8 KiB and more go to segment files synced before the commit
-//! that refers to them (`segments.rs`). Its SQL is plain enough for a
+//! that refers to them (`segments.rs`); smaller ones over 1,000 octets are
+//! kept in chunk rows that pack the pages (`chunks.rs`). Its SQL is plain enough for a
 //! PostgreSQL backend beside it.
 
+mod chunks;
 mod envelope;
 mod id;
 mod segments;

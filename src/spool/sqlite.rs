@@ -12,6 +12,7 @@ use sqlx::sqlite::{SqlitePoolOptions, SqliteRow};
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
+use super::chunks;
 use super::segments;
 use super::writer::{self, DatabaseFile, Request, Write};
 use super::{
@@ -214,7 +215,8 @@ impl Storage for SqliteSpool {
     async fn body(&self, id: &QueueId) -> Result<Option<Vec<u8>>, SpoolError> {
         let mut moved = None;
         // Twice at most: a body can move from its segment into its row (and the
-        // segment go) between reading the row and reading the segment.
+        // segment go), or the message be deleted, between reading the row and
+        // reading the rest.
         for _ in 0..2 {
             let row =
                 sqlx::query("SELECT body, segment, segment_offset, size FROM message WHERE id = ?")
@@ -223,13 +225,25 @@ impl Storage for SqliteSpool {
                     .await?;
             let Some(row) = row else { return Ok(None) };
             let mut body: Vec<u8> = column(&row, "body", id.as_str())?;
+            let size: i64 = column(&row, "size", id.as_str())?;
             let Some(segment) = column::<Option<i64>>(&row, "segment", id.as_str())? else {
+                // The rest, if any, is in its chunk rows.
+                if body.len() < size as usize {
+                    let mut conn = self.pool.acquire().await?;
+                    chunks::read(&mut conn, id.as_str(), &mut body).await?;
+                    if body.len() != size as usize {
+                        moved = Some(std::io::Error::other(format!(
+                            "{} of its {size} octets found",
+                            body.len()
+                        )));
+                        continue;
+                    }
+                }
                 return Ok(Some(body));
             };
             // The row holds what precedes the segment's part (a spilled
             // body's trace headers), or nothing.
             let offset: i64 = column(&row, "segment_offset", id.as_str())?;
-            let size: i64 = column(&row, "size", id.as_str())?;
             let tail = (size as usize).saturating_sub(body.len());
             match segments::read(&self.bodies, segment, offset, tail).await {
                 Ok(rest) => {

@@ -13,6 +13,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
+use super::chunks;
 use super::segments::{Numbers, Placement, Segments};
 use super::spill::Spilled;
 use super::{
@@ -422,13 +423,17 @@ async fn move_into_rows(
                 }
             };
             let body = segments.read(segment, offset, size).await?;
+            let chunked = chunks::chunked(&body);
             sqlx::query(
                 "UPDATE message SET body = ?, segment = NULL, segment_offset = NULL WHERE id = ?",
             )
-            .bind(body)
-            .bind(id)
+            .bind(if chunked { &[][..] } else { &body[..] })
+            .bind(&id)
             .execute(&mut **tx)
             .await?;
+            if chunked {
+                chunks::insert(tx, &[(&id, &body)]).await?;
+            }
         }
     }
     Ok(())
@@ -442,7 +447,7 @@ const RECIPIENTS_PER_INSERT: usize = 500;
 const BODY_BYTES_PER_INSERT: usize = 1 << 20;
 
 /// `INSERT INTO <table> (<columns>) VALUES (?, …), (?, …) …` for `rows` rows.
-fn multi_row_insert(table: &str, columns: &[&str], rows: usize) -> sqlx::AssertSqlSafe<String> {
+pub(super) fn multi_row_insert(table: &str, columns: &[&str], rows: usize) -> sqlx::AssertSqlSafe<String> {
     let row = format!("({})", vec!["?"; columns.len()].join(", "));
     sqlx::AssertSqlSafe(format!(
         "INSERT INTO {table} ({}) VALUES {}",
@@ -491,10 +496,12 @@ async fn insert(
         "held",
         "domain",
     ];
-    // A body stays in its row unless it went to a segment; a spilled one
-    // keeps in its row what precedes its segment.
+    // A body stays in its row unless it went to a segment or into chunk
+    // rows; a spilled one keeps in its row what precedes its segment.
+    let chunked = |i: usize| placement[i].is_none() && chunks::chunked(new[i].1);
     let in_row = |i: usize| match (placement[i], new[i].2) {
         (Some(_), None) => &[][..],
+        (None, None) if chunked(i) => &[][..],
         _ => &new[i].1[..],
     };
     let mut start = 0;
@@ -552,5 +559,9 @@ async fn insert(
         }
         query.execute(&mut **tx).await?;
     }
-    Ok(())
+    let bodies: Vec<(&str, &[u8])> = (0..new.len())
+        .filter(|i| chunked(*i))
+        .map(|i| (new[i].0.id.as_str(), &new[i].1[..]))
+        .collect();
+    chunks::insert(tx, &bodies).await
 }

@@ -5,7 +5,10 @@
 # Otherwise POSTERN_BIN, else target/release/postern (built if missing).
 if [ -n "${POSTERN_REV:-}" ]; then
   src=$(mktemp -d)
-  git archive "$POSTERN_REV" | tar -x -C "$src"
+  # -m: the files get the time of extraction, not of the commit; otherwise
+  # cargo finds a build of another revision made since then newer than
+  # them and does not build this one (an A/B run measured one binary twice).
+  git archive "$POSTERN_REV" | tar -x -m -C "$src"
   target=${CARGO_TARGET_DIR:-/work/bench-target}
   (cd "$src" && CARGO_TARGET_DIR=$target cargo build --release --quiet)
   bin="$target/release/postern"

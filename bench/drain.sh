@@ -5,6 +5,7 @@
 #   bench/drain.sh                            # target/release/postern, built if missing
 #   POSTERN_REV=HEAD bench/drain.sh           # git-archive that commit and build it
 #   NS="10000 100000" BIG=1000000 bench/drain.sh
+#   WITH_POSTFIX=0 NS=100000 BIG=0 bench/drain.sh   # Postern alone (an A/B of two builds)
 #
 # For each N in NS, each server in turn:
 #   1. queues N messages of 1 KiB through SMTP (smtp-source, 50 sessions) while
@@ -43,6 +44,7 @@ WORK=${BENCH_WORKDIR:-/var/tmp}/postern-drain.$$
 SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
 SMTP_SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
 TIMEOUT=${TIMEOUT:-1800}
+WITH_POSTFIX=${WITH_POSTFIX:-1}
 
 . bench/binary.sh
 . bench/postern.sh
@@ -275,8 +277,10 @@ first_n=${NS%% *}
 log "postern fresh relay rate, $first_n messages"
 run_fresh "$first_n"
 for n in $NS; do
-  log "postfix: $n queued while the relay refuses, then postqueue -f"
-  run_postfix "$n"
+  if [ "$WITH_POSTFIX" = 1 ]; then
+    log "postfix: $n queued while the relay refuses, then postqueue -f"
+    run_postfix "$n"
+  fi
   log "postern: $n queued while the relay refuses, then queue retry --all"
   run_postern "$n"
 done

@@ -11,8 +11,6 @@
 //! a WITHOUT ROWID table, whose rows stay in the page up to 1,002 octets with
 //! their key. The message's `size` says how long the whole body is.
 
-use sqlx::Row;
-
 /// Bodies up to this long stay in their message's row.
 pub(super) const INLINE_MAX: usize = 1000;
 /// Octets per chunk row.
@@ -48,22 +46,6 @@ pub(super) async fn insert(
             query = query.bind(*id).bind(*seq).bind(*data);
         }
         query.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-/// Appends the chunk rows of message `id` to `body`, in order.
-pub(super) async fn read(
-    conn: &mut sqlx::SqliteConnection,
-    id: &str,
-    body: &mut Vec<u8>,
-) -> Result<(), sqlx::Error> {
-    let rows = sqlx::query("SELECT data FROM body_chunk WHERE message_id = ? ORDER BY seq")
-        .bind(id)
-        .fetch_all(conn)
-        .await?;
-    for row in rows {
-        body.extend_from_slice(row.try_get::<&[u8], _>("data")?);
     }
     Ok(())
 }

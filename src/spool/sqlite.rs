@@ -12,7 +12,6 @@ use sqlx::sqlite::{SqlitePoolOptions, SqliteRow};
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::chunks;
 use super::segments;
 use super::writer::{self, DatabaseFile, Request, Write};
 use super::{
@@ -215,35 +214,40 @@ impl Storage for SqliteSpool {
     async fn body(&self, id: &QueueId) -> Result<Option<Vec<u8>>, SpoolError> {
         let mut moved = None;
         // Twice at most: a body can move from its segment into its row (and the
-        // segment go), or the message be deleted, between reading the row and
-        // reading the rest.
+        // segment go) between reading the row and reading the segment.
         for _ in 0..2 {
-            let row =
-                sqlx::query("SELECT body, segment, segment_offset, size FROM message WHERE id = ?")
-                    .bind(id.as_str())
-                    .fetch_optional(&self.pool)
-                    .await?;
-            let Some(row) = row else { return Ok(None) };
-            let mut body: Vec<u8> = column(&row, "body", id.as_str())?;
-            let size: i64 = column(&row, "size", id.as_str())?;
-            let Some(segment) = column::<Option<i64>>(&row, "segment", id.as_str())? else {
-                // The rest, if any, is in its chunk rows.
-                if body.len() < size as usize {
-                    let mut conn = self.pool.acquire().await?;
-                    chunks::read(&mut conn, id.as_str(), &mut body).await?;
-                    if body.len() != size as usize {
-                        moved = Some(std::io::Error::other(format!(
-                            "{} of its {size} octets found",
-                            body.len()
-                        )));
-                        continue;
+            // The row and its chunk rows, if any, in one statement: one trip
+            // to the database's thread, and one snapshot of both.
+            let rows = sqlx::query(
+                "SELECT m.body, m.segment, m.segment_offset, m.size, c.data AS chunk \
+                 FROM message m LEFT JOIN body_chunk c ON c.message_id = m.id \
+                 WHERE m.id = ? ORDER BY c.seq",
+            )
+            .bind(id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(row) = rows.first() else {
+                return Ok(None);
+            };
+            let mut body: Vec<u8> = column(row, "body", id.as_str())?;
+            let size: i64 = column(row, "size", id.as_str())?;
+            let Some(segment) = column::<Option<i64>>(row, "segment", id.as_str())? else {
+                for row in &rows {
+                    if let Some(chunk) = column::<Option<&[u8]>>(row, "chunk", id.as_str())? {
+                        body.extend_from_slice(chunk);
                     }
+                }
+                if body.len() != size as usize {
+                    return Err(SpoolError::Corrupt {
+                        id: id.to_string(),
+                        what: format!("{} of its {size} octets found", body.len()),
+                    });
                 }
                 return Ok(Some(body));
             };
             // The row holds what precedes the segment's part (a spilled
             // body's trace headers), or nothing.
-            let offset: i64 = column(&row, "segment_offset", id.as_str())?;
+            let offset: i64 = column(row, "segment_offset", id.as_str())?;
             let tail = (size as usize).saturating_sub(body.len());
             match segments::read(&self.bodies, segment, offset, tail).await {
                 Ok(rest) => {

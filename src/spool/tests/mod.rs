@@ -688,8 +688,9 @@ async fn a_missing_chunk_is_an_error_not_a_shorter_message() {
         .await
         .expect("damage");
     match spool.body(&id).await {
-        Err(SpoolError::Body(e)) => {
-            assert!(e.to_string().contains("1520 of its 2500 octets"), "{e}");
+        Err(SpoolError::Corrupt { id: named, what }) => {
+            assert_eq!(named, id.as_str());
+            assert!(what.contains("1520 of its 2500 octets"), "{what}");
         }
         other => panic!("not an error: {other:?}"),
     }

@@ -34,8 +34,8 @@
 #
 #   Postern's submission listeners wait `[smtp] tls_detect_ms` (300 ms) for a
 #   ClientHello before greeting a client that waits for the greeting (see the
-#   README, "Any port, any mode"); since 55bb04b a network whose clients
-#   waited within the last day gets a tenth of that, so only each run's first
+#   README, "Any port, any mode"); a network whose clients said EHLO in
+#   plaintext within the last day gets 10 ms, so only each run's first
 #   STARTTLS connection from 127.0.0.1 waits the whole 300 ms. TLS_DETECT_MS
 #   sets the key for both Postern instances (e.g. 0, to see the login path
 #   alone).

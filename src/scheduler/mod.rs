@@ -322,7 +322,7 @@ async fn deliver_message(
     for (key, (destination, idxs)) in groups {
         let (delivery, message, fresh) =
             (Arc::clone(&delivery), Arc::clone(&message), fresh.clone());
-        let path = destination.path(&config);
+        let (path, config) = (destination.path(&config), Arc::clone(&config));
         let span = tracing::info_span!("delivery", qid = %message.id, dest = %key, attempt);
         set.spawn(
             async move {
@@ -353,7 +353,10 @@ async fn deliver_message(
                 };
                 let results = match body {
                     Ok(Some(body)) => {
-                        Box::pin(deliver_group(&delivery, &message, &body, &idxs, reached)).await
+                        Box::pin(deliver_group(
+                            &delivery, &config, &message, &body, &idxs, reached,
+                        ))
+                        .await
                     }
                     // Deleted meanwhile: nothing to do, the claims are released below.
                     Ok(None) => {
@@ -509,6 +512,7 @@ async fn body_of<'a>(
 /// mailboxes when there is no remote destination to reach.
 async fn deliver_group(
     delivery: &Delivery,
+    config: &Config,
     message: &QueuedMessage,
     body: &[u8],
     idxs: &[u32],
@@ -538,7 +542,7 @@ async fn deliver_group(
     };
     match reached {
         Some(reached) => delivery.outbound.deliver(reached, &env).await,
-        None => local::deliver(&delivery.store, &delivery.config(), &env).await,
+        None => local::deliver(&delivery.store, config, &env).await,
     }
 }
 

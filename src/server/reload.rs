@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, Delivery, Limits};
 use crate::tls::{self, Certificates};
 
 /// How often the certificate files are looked at for a renewal.
@@ -33,12 +33,14 @@ pub fn read_and_apply(
         // Built-in defaults: nothing to read but the certificate files.
         None => running.clone(),
     };
-    let files = tls::files(&new).map_err(|e| format!("{e}; the certificate in use stays"))?;
+    // Settled first: the certificate files follow from the host name, the
+    // data directory and [acme], which wait for the next start.
+    let (settled, changes) = settle(running, new);
+    let files = tls::files(&settled).map_err(|e| format!("{e}; the certificate in use stays"))?;
     certificates
         .replace(files.clone())
         .map_err(|e| format!("{e}; the certificate in use stays"))?;
     let mut report = format!("certificate {} loaded", files.cert.display());
-    let (settled, changes) = settle(running, new);
     if !changes.applied.is_empty() {
         report.push_str(&format!("; applied: {}", changes.applied.join(", ")));
     }
@@ -61,7 +63,12 @@ struct Changes {
 impl Changes {
     /// A setting that work reads as it begins: `new` is taken.
     fn apply<T: PartialEq>(&mut self, new: &T, running: &T, name: &'static str) {
-        if new != running {
+        self.applied_if(new != running, name);
+    }
+
+    /// A section some of whose settings changed, each one taken.
+    fn applied_if(&mut self, changed: bool, name: &'static str) {
+        if changed {
             self.applied.push(name);
         }
     }
@@ -126,59 +133,109 @@ fn settle(running: &Config, mut new: Config) -> (Config, Changes) {
         &running.dmarc_reports,
         "[filter] dmarc_reports",
     );
-    let (was, now) = (&running.limits, &mut *limits);
+    // Limits and Delivery are taken apart too, for the same reason.
+    let Limits {
+        max_message_size,
+        max_recipients,
+        max_command_line,
+        max_text_line,
+        max_errors,
+        max_connections,
+        max_connections_per_ip,
+        command_timeout,
+        data_timeout,
+        auth_failures_per_connection,
+        auth_failures_per_ip_per_hour,
+        shutdown_grace,
+        min_free_space,
+        messages_per_hour_per_user,
+        recipients_per_day_per_user,
+        new_recipients_per_day_per_user,
+        burst,
+    } = limits;
+    let was = &running.limits;
+    // The connection cap is a semaphore sized at start; the per-address
+    // login throttle and the free-space floor were built with theirs.
     c.defer(
-        &mut now.max_connections,
+        max_connections,
         &was.max_connections,
         "[limits] max_connections",
     );
     c.defer(
-        &mut now.auth_failures_per_ip_per_hour,
+        auth_failures_per_ip_per_hour,
         &was.auth_failures_per_ip_per_hour,
         "[limits] auth_failures_per_ip_per_hour",
     );
     c.defer(
-        &mut now.min_free_space,
+        min_free_space,
         &was.min_free_space,
         "[limits] min_free_space",
     );
-    c.apply(now, was, "[limits]");
-    let (was, now) = (&running.delivery, &mut *delivery);
-    c.defer(&mut now.hold, &was.hold, "[delivery] hold");
-    c.defer(&mut now.mx_port, &was.mx_port, "[delivery] mx_port");
+    let applied = [
+        max_message_size != &was.max_message_size,
+        max_recipients != &was.max_recipients,
+        max_command_line != &was.max_command_line,
+        max_text_line != &was.max_text_line,
+        max_errors != &was.max_errors,
+        max_connections_per_ip != &was.max_connections_per_ip,
+        command_timeout != &was.command_timeout,
+        data_timeout != &was.data_timeout,
+        auth_failures_per_connection != &was.auth_failures_per_connection,
+        shutdown_grace != &was.shutdown_grace,
+        messages_per_hour_per_user != &was.messages_per_hour_per_user,
+        recipients_per_day_per_user != &was.recipients_per_day_per_user,
+        new_recipients_per_day_per_user != &was.new_recipients_per_day_per_user,
+        burst != &was.burst,
+    ];
+    c.applied_if(applied.contains(&true), "[limits]");
+    let Delivery {
+        mx_port,
+        nameservers,
+        dane,
+        dnssec_trust_anchor,
+        max_lifetime,
+        retry_min,
+        retry_max,
+        concurrency,
+        destination_concurrency,
+        hold,
+        connect_timeout,
+        timeout,
+        mta_sts,
+        mta_sts_port,
+        tls_reports,
+    } = delivery;
+    let was = &running.delivery;
+    // The scheduler stops at start with hold; the port-25 watch, the
+    // resolvers, the delivery slots, the MTA-STS cache and the report timer
+    // were built with theirs; retry_min is also how long a destination that
+    // could not be reached is left alone (`scheduler/destinations.rs`).
+    c.defer(hold, &was.hold, "[delivery] hold");
+    c.defer(mx_port, &was.mx_port, "[delivery] mx_port");
+    c.defer(nameservers, &was.nameservers, "[delivery] nameservers");
+    c.defer(dane, &was.dane, "[delivery] dane");
     c.defer(
-        &mut now.nameservers,
-        &was.nameservers,
-        "[delivery] nameservers",
-    );
-    c.defer(&mut now.dane, &was.dane, "[delivery] dane");
-    c.defer(
-        &mut now.dnssec_trust_anchor,
+        dnssec_trust_anchor,
         &was.dnssec_trust_anchor,
         "[delivery] dnssec_trust_anchor",
     );
+    c.defer(concurrency, &was.concurrency, "[delivery] concurrency");
     c.defer(
-        &mut now.concurrency,
-        &was.concurrency,
-        "[delivery] concurrency",
-    );
-    c.defer(
-        &mut now.destination_concurrency,
+        destination_concurrency,
         &was.destination_concurrency,
         "[delivery] destination_concurrency",
     );
-    c.defer(&mut now.mta_sts, &was.mta_sts, "[delivery] mta_sts");
-    c.defer(
-        &mut now.mta_sts_port,
-        &was.mta_sts_port,
-        "[delivery] mta_sts_port",
-    );
-    c.defer(
-        &mut now.tls_reports,
-        &was.tls_reports,
-        "[delivery] tls_reports",
-    );
-    c.apply(now, was, "[delivery]");
+    c.defer(retry_min, &was.retry_min, "[delivery] retry_min");
+    c.defer(mta_sts, &was.mta_sts, "[delivery] mta_sts");
+    c.defer(mta_sts_port, &was.mta_sts_port, "[delivery] mta_sts_port");
+    c.defer(tls_reports, &was.tls_reports, "[delivery] tls_reports");
+    let applied = [
+        max_lifetime != &was.max_lifetime,
+        retry_max != &was.retry_max,
+        connect_timeout != &was.connect_timeout,
+        timeout != &was.timeout,
+    ];
+    c.applied_if(applied.contains(&true), "[delivery]");
     c.apply(
         trusted_networks,
         &running.trusted_networks,
@@ -189,6 +246,10 @@ fn settle(running: &Config, mut new: Config) -> (Config, Changes) {
     c.apply(relay, &running.relay, "[relay]");
     c.apply(routes, &running.routes, "[[route]]");
     c.apply(fallback_relay, &running.fallback_relay, "[fallback_relay]");
+    // The server joined [local] group when it gave up root, and validated
+    // the owner against the user it became: both as at start.
+    c.defer(&mut local.owner, &running.local.owner, "[local] owner");
+    c.defer(&mut local.group, &running.local.group, "[local] group");
     c.apply(local, &running.local, "[local]");
     c.apply(sendmail, &running.sendmail, "[[sendmail]]");
     c.apply(rspamd, &running.rspamd, "[filter] rspamd");
@@ -257,6 +318,21 @@ mod tests {
         assert_eq!(settled.delivery.retry_max, new.delivery.retry_max);
         assert_eq!(settled.trusted_networks, new.trusted_networks);
         assert_eq!(settled.relay, new.relay);
+    }
+
+    #[test]
+    fn the_local_group_and_retry_min_wait_and_the_mode_is_taken() {
+        let running = config("");
+        let new = config("[delivery]\nretry_min = 7\n[local]\ngroup = \"root\"\nmode = \"0770\"\n");
+        let (settled, changes) = settle(&running, new);
+        assert_eq!(changes.applied, ["[local]"]);
+        assert_eq!(
+            changes.at_next_start,
+            ["[delivery] retry_min", "[local] group"]
+        );
+        assert_eq!(settled.local.group, None);
+        assert_eq!(settled.local.mode, Some(0o770));
+        assert_eq!(settled.delivery.retry_min, running.delivery.retry_min);
     }
 
     #[test]

@@ -26,6 +26,9 @@ impl Session {
                 self.ctx
                     .portmap
                     .connected(self.peer.ip(), self.local.port());
+                if self.tls.is_none() && self.role == crate::config::ListenerRole::Submission {
+                    self.ctx.plaintext_first.spoke_plaintext(self.peer.ip());
+                }
             }
             None => {}
         }

@@ -447,7 +447,11 @@ const RECIPIENTS_PER_INSERT: usize = 500;
 const BODY_BYTES_PER_INSERT: usize = 1 << 20;
 
 /// `INSERT INTO <table> (<columns>) VALUES (?, …), (?, …) …` for `rows` rows.
-pub(super) fn multi_row_insert(table: &str, columns: &[&str], rows: usize) -> sqlx::AssertSqlSafe<String> {
+pub(super) fn multi_row_insert(
+    table: &str,
+    columns: &[&str],
+    rows: usize,
+) -> sqlx::AssertSqlSafe<String> {
     let row = format!("({})", vec!["?"; columns.len()].join(", "));
     sqlx::AssertSqlSafe(format!(
         "INSERT INTO {table} ({}) VALUES {}",

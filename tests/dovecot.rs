@@ -372,9 +372,9 @@ fn lmtp_delivers_through_dovecot_and_sieve_files_into_a_folder() {
     );
 }
 
-/// Issue #14: a server that may not give files away (not root) delivers
-/// nothing to a Maildir with `[local] owner`: the message stays queued, and
-/// says who it was to be given to and why not.
+/// Issue #14: a server that may not give files away (not root) says so at
+/// start and delivers nothing to a Maildir with `[local] owner`: the message
+/// stays queued, and says who it was to be given to and why not.
 #[test]
 fn a_server_that_may_not_chown_defers_and_says_why() {
     if !as_root(
@@ -389,6 +389,13 @@ fn a_server_that_may_not_chown_defers_and_says_why() {
         &["-R", "nobody:nogroup", &s.dir.path().display().to_string()],
     );
     s.spawn_as("nobody", "nogroup");
+    // Said at start, before any mail.
+    assert!(
+        s.log()
+            .contains("event=\"local_owner_impossible\" owner=mail"),
+        "{}",
+        s.log()
+    );
     let id = send(&s, "for a Maildir", "x");
     let show = show_after_attempt(&s, &id);
     assert!(

@@ -434,6 +434,34 @@ fn cron_mail_to_a_bare_root_reaches_the_postmaster() {
     assert!(peer.received().is_empty(), "nothing went out");
 }
 
+/// When the host name is itself a hosted domain, `user@hostname` may be
+/// another's mailbox: a user's own address is then only what its entry says.
+#[test]
+fn a_hosted_host_name_gives_no_user_its_name_there() {
+    let peer = sink();
+    let s = server(&peer, "");
+    s.cli_ok(&["domain", "add", "mx.test.example"]);
+    assert_refused(
+        &sendmail(
+            &s,
+            Some("nobody"),
+            &["bob@remote.example"],
+            "Subject: no sender\n\nhi\n",
+        ),
+        77,
+        "<nobody@mx.test.example>: Sender address rejected: not among the senders allowed to Unix user nobody",
+    );
+    // root, trusted, still sends as any address of a hosted domain.
+    assert_sent(&sendmail(
+        &s,
+        None,
+        &["bob@remote.example"],
+        "Subject: from root\n\nhi\n",
+    ));
+    let got = peer.wait_for(1, WAIT);
+    assert_eq!(got[0]["mail_from"], "root@mx.test.example");
+}
+
 #[test]
 fn a_server_that_is_not_running_is_a_temporary_failure() {
     let s = TestServer::configure(&TestServer::config_for(""));

@@ -71,7 +71,7 @@ pub async fn deliver(store: &Store, config: &Config, env: &Envelope<'_>) -> Vec<
     // Per LMTP server, its recipients, by their canonical address.
     let mut by_lmtp: Vec<(&Lmtp, Vec<(&Rcpt<'_>, String)>)> = Vec::new();
     for r in &env.recipients {
-        let mailbox = match hosted_mailbox(store, r.address).await {
+        let mailbox = match hosted_mailbox(store, r.address, &config.hostname).await {
             Ok(mailbox) => mailbox,
             Err(e) => {
                 results.push((r.idx, Err(e.into())));
@@ -117,16 +117,34 @@ pub async fn deliver(store: &Store, config: &Config, env: &Envelope<'_>) -> Vec<
     results
 }
 
-/// The hosted mailbox `address` names, if it exists here.
-async fn hosted_mailbox(store: &Store, address: &str) -> Result<Mailbox, LocalError> {
+/// The hosted mailbox `address` names, if it exists here. At the host name,
+/// when it is not a hosted domain, an address with no mailbox (root,
+/// `postern sendmail`'s users: the bounce of their mail) is the
+/// postmaster's, as Postfix's luser_relay makes it.
+async fn hosted_mailbox(
+    store: &Store,
+    address: &str,
+    hostname: &str,
+) -> Result<Mailbox, LocalError> {
     let mailbox = Mailbox::parse(address, true).map_err(|source| LocalError::BadAddress {
         address: address.to_string(),
         source,
     })?;
-    if !store.mailbox_exists(&mailbox).await? && !mailbox.is_postmaster() {
-        return Err(LocalError::NoSuchMailbox(address.to_string()));
+    if mailbox.is_postmaster() || store.mailbox_exists(&mailbox).await? {
+        return Ok(mailbox);
     }
-    Ok(mailbox)
+    if mailbox.domain == hostname && !store.is_hosted_domain(hostname).await? {
+        tracing::info!(
+            event = "local_user_to_postmaster",
+            recipient = %mailbox,
+            "no mailbox {mailbox}: the postmaster gets it"
+        );
+        return Ok(Mailbox {
+            local: "postmaster".into(),
+            domain: mailbox.domain,
+        });
+    }
+    Err(LocalError::NoSuchMailbox(address.to_string()))
 }
 
 /// Writes the message into `mailbox`'s Maildir on a blocking thread.
@@ -202,6 +220,20 @@ mod tests {
             let f = deliver_one(&store, &config, to).await.expect_err("refused");
             assert_eq!(f.severity, Severity::Permanent, "{f}");
         }
+        // At the host name (not hosted here), a name with no mailbox is
+        // the postmaster's: the bounce of cron's mail from root reaches it.
+        config.hostname = "mx.test.example".into();
+        let delivered = deliver_one(&store, &config, "root@mx.test.example")
+            .await
+            .expect("to the postmaster");
+        assert!(
+            delivered.contains("mail/mx.test.example/postmaster/new"),
+            "{delivered}"
+        );
+        store.add_domain("mx.test.example").await.expect("domain");
+        deliver_one(&store, &config, "root@mx.test.example")
+            .await
+            .expect_err("a hosted host name has its own mailboxes");
         store.close().await;
         let f = deliver_one(&store, &config, "alice@example.com")
             .await

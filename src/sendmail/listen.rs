@@ -402,6 +402,17 @@ impl Client<'_> {
             .as_ref()
             .map(|own| SenderPattern::Address(own.to_string().to_lowercase()));
         if !user.trusted {
+            // At a hosted host name, the address is a mailbox's, maybe
+            // another's: only the user's entry may name it.
+            let hostname = self.ctx.config().hostname.clone();
+            let own = match self.ctx.store.is_hosted_domain(&hostname).await {
+                Ok(false) => own,
+                Ok(true) => None,
+                Err(e) => {
+                    tracing::error!(event = "store_error", error = %e);
+                    return Err(Reply::local_error());
+                }
+            };
             return Ok(user.patterns.iter().cloned().chain(own).collect());
         }
         let named = facts

@@ -24,9 +24,10 @@ pub(super) struct LocalUser {
     /// root and the server's own user: any address of a hosted domain.
     pub(super) trusted: bool,
     pub(super) patterns: Vec<SenderPattern>,
-    /// `name@hostname`, as sendmail's user@$myorigin: what the user may
-    /// always send as, and what mail that names no sender is from. `None`
-    /// for a name that is no address's local part.
+    /// `name@hostname`, as sendmail's user@$myorigin: what mail that names
+    /// no sender is from, and what the user may send as unless the host
+    /// name is a hosted domain (where that address may be someone else's
+    /// mailbox). `None` for a name that is no address's local part.
     pub(super) own: Option<Mailbox>,
 }
 
@@ -66,7 +67,11 @@ pub(super) fn rights(config: &Config, uid: u32, name: Option<&str>) -> Result<Lo
         uid,
         trusted,
         patterns: entry.map(|e| e.senders.clone()).unwrap_or_default(),
-        own: Mailbox::parse(&qualified(name, &config.hostname), true).ok(),
+        // A name with an @ (SSSD's fully qualified names) is not taken at
+        // the host name: it would be any address.
+        own: (!name.contains('@'))
+            .then(|| Mailbox::parse(&qualified(name, &config.hostname), true).ok())
+            .flatten(),
     })
 }
 

@@ -99,6 +99,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     if let Some(run_as) = privileges::drop_root(&config)? {
         tracing::info!(event = "privileges_dropped", user = %run_as.user, uid = run_as.uid, group = %run_as.group, gid = run_as.gid);
     }
+    privileges::warn_if_maildirs_cannot_be_given(&config);
     if config.run_as.is_none() && privileges::is_root() {
         tracing::warn!(
             event = "running_as_root",

@@ -156,3 +156,36 @@ pub fn drop_root(config: &Config) -> Result<Option<&RunAs>, PrivilegeError> {
     }
     Ok(Some(run_as))
 }
+
+/// Says at start when `[local]` names an owner or a group this process cannot
+/// give Maildirs to (not root, not that user, not in that group: under
+/// systemd's `User=` without `SupplementaryGroups=`, say); each local
+/// delivery would otherwise find out alone and wait.
+pub fn warn_if_maildirs_cannot_be_given(config: &Config) {
+    if is_root() {
+        return;
+    }
+    if let Some(owner) = &config.local.owner
+        && owner.id != nix::unistd::geteuid()
+    {
+        tracing::warn!(
+            event = "local_owner_impossible",
+            owner = %owner.name,
+            "[local] owner = {:?} needs root or CAP_CHOWN, which this process has not: local deliveries will wait; set [local] group instead, or deliver by [local] lmtp",
+            owner.name
+        );
+    }
+    if let Some(group) = &config.local.group {
+        let member = nix::unistd::getegid() == group.id
+            || nix::unistd::getgroups().is_ok_and(|groups| groups.contains(&group.id));
+        if !member {
+            tracing::warn!(
+                event = "local_group_impossible",
+                group = %group.name,
+                "this process is not in [local] group = {:?}: local deliveries will wait; add it to the group (systemd: SupplementaryGroups={})",
+                group.name,
+                group.name
+            );
+        }
+    }
+}

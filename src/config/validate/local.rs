@@ -40,6 +40,19 @@ pub(super) fn local(c: &mut Checker<'_>, l: LocalFile, run_as: Option<&RunAs>) -
             Group::from_name(n).map(|g| g.map(|g| g.gid))
         })
     });
+    // The server joins it when it gives up root: root's group would keep it
+    // much of what it gave up.
+    if let (Some(group), Some(_)) = (&group, run_as)
+        && group.id.as_raw() == 0
+    {
+        c.error(
+            &p.key("group"),
+            format!(
+                "{:?} is gid 0, which the server would join as it gives up root; use a group of the mailboxes' own, such as \"vmail\"",
+                group.name
+            ),
+        );
+    }
     let mode = l.mode.and_then(|m| mode(c, &p.key("mode"), &m));
     let lmtp = l.lmtp.and_then(|v| lmtp(c, &p.key("lmtp"), &v));
     let domains = domains(c, &p.key("domain"), l.domain.unwrap_or_default());
@@ -157,11 +170,15 @@ mod tests {
             ],
         );
         let c = Config::from_text(
-            "user = \"nobody\"\n[local]\ngroup = \"root\"\nmode = \"0770\"\n",
+            "user = \"nobody\"\n[local]\ngroup = \"4242\"\nmode = \"0770\"\n",
             None,
         )
         .expect("a group is the server user's to give");
-        assert_eq!(c.local.group.expect("group").id.as_raw(), 0);
+        assert_eq!(c.local.group.expect("group").id.as_raw(), 4242);
+        assert_errors(
+            "user = \"nobody\"\n[local]\ngroup = \"root\"\n",
+            &["p.toml:3: local.group: \"root\" is gid 0, which the server would join"],
+        );
         Config::from_text("user = \"nobody\"\n[local]\nowner = \"nobody\"\n", None)
             .expect("its own user it may name");
     }

@@ -53,7 +53,7 @@ pub struct ServerContext {
     pub listening: std::sync::RwLock<Vec<(u16, crate::config::ListenerRole)>>,
     /// The client networks that waited for a plaintext greeting lately:
     /// greeted sooner (`listener::detect`).
-    pub plaintext_first: crate::listener::PlaintextFirst,
+    pub plaintext_first: crate::portmap::PlaintextFirst,
 }
 
 impl ServerContext {

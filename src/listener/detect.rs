@@ -14,69 +14,18 @@
 //! time. Only a plaintext EHLO teaches it (a TLS client whose hello came late
 //! teaches nothing), and the implicit-TLS ports keep their long wait.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 
 use crate::config::ListenerRole;
+use crate::portmap::PlaintextFirst;
 use crate::session::TlsStart;
 
-/// How long a network whose client spoke plaintext first is remembered.
-const REMEMBERED: Duration = Duration::from_secs(24 * 3600);
-/// The wait for a ClientHello from such a network.
+/// The wait for a ClientHello from a network whose clients spoke plaintext
+/// first lately.
 const QUICK: Duration = Duration::from_millis(10);
-/// Networks remembered at most; past it the oldest go.
-const MAX_NETWORKS: usize = 65_536;
-
-/// The client networks (an IPv4 address, an IPv6 /64) whose clients said
-/// EHLO in plaintext on a submission port lately, and when.
-#[derive(Default)]
-pub struct PlaintextFirst(Mutex<HashMap<IpAddr, Instant>>);
-
-impl PlaintextFirst {
-    /// A client at `peer` said EHLO (or HELO) in plaintext on a submission
-    /// port.
-    pub fn spoke_plaintext(&self, peer: IpAddr) {
-        self.waited(network(peer), Instant::now());
-    }
-
-    fn lately(&self, network: IpAddr, now: Instant) -> bool {
-        let seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        seen.get(&network)
-            .is_some_and(|at| now.duration_since(*at) < REMEMBERED)
-    }
-
-    fn waited(&self, network: IpAddr, now: Instant) {
-        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() >= MAX_NETWORKS && !seen.contains_key(&network) {
-            seen.retain(|_, at| now.duration_since(*at) < REMEMBERED);
-            if seen.len() >= MAX_NETWORKS {
-                // All recent: the older half goes (one sort per 32,768 new
-                // networks).
-                let mut ages: Vec<Instant> = seen.values().copied().collect();
-                let (_, middle, _) = ages.select_nth_unstable(MAX_NETWORKS / 2);
-                let cut = *middle;
-                seen.retain(|_, at| *at > cut);
-            }
-        }
-        seen.insert(network, now);
-    }
-}
-
-/// The network a client address stands for: an IPv6 host may use many
-/// addresses of its /64.
-fn network(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(bits.into())
-        }
-    }
-}
 
 /// How the session with `peer` starts: `wait` is `tls_detect_ms` (ten times
 /// it on an implicit-TLS port, where nearly every client speaks TLS first),
@@ -92,9 +41,7 @@ pub async fn first_move(
     let wait = match role {
         ListenerRole::Mta => return TlsStart::Plain,
         ListenerRole::Submissions => wait * 10,
-        ListenerRole::Submission if plaintext_first.lately(network(peer), Instant::now()) => {
-            wait.min(QUICK)
-        }
+        ListenerRole::Submission if plaintext_first.lately(peer) => wait.min(QUICK),
         ListenerRole::Submission => wait,
     };
     let mut first = [0u8; 1];
@@ -109,39 +56,7 @@ pub async fn first_move(
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_ipv6_client_stands_for_its_64() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
-        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().expect("ip");
-        assert_eq!(network(a), network(b));
-        assert_eq!(network(a), "2001:db8:1:2::".parse::<IpAddr>().expect("ip"));
-        let v4: IpAddr = "192.0.2.7".parse().expect("ip");
-        assert_eq!(network(v4), v4);
-    }
-
-    #[test]
-    fn a_network_is_remembered_for_a_day_and_the_oldest_go_first() {
-        let seen = PlaintextFirst::default();
-        let now = Instant::now();
-        let ip = |n: u32| IpAddr::V4(std::net::Ipv4Addr::from(n));
-        seen.waited(ip(1), now);
-        assert!(seen.lately(ip(1), now + Duration::from_secs(3600)));
-        assert!(!seen.lately(ip(1), now + REMEMBERED));
-        assert!(!seen.lately(ip(2), now));
-        for n in 0..MAX_NETWORKS as u32 {
-            seen.waited(ip(n), now + Duration::from_millis(u64::from(n)));
-        }
-        let later = now + Duration::from_secs(60);
-        seen.waited(ip(u32::MAX), later);
-        let kept = seen.0.lock().expect("lock").len();
-        assert!(kept <= MAX_NETWORKS / 2 + 1, "{kept}");
-        assert!(seen.lately(ip(u32::MAX), later));
-        assert!(
-            seen.lately(ip(MAX_NETWORKS as u32 - 1), later),
-            "the newest stay"
-        );
-        assert!(!seen.lately(ip(1), later), "the oldest went");
-    }
+    use std::time::Instant;
 
     #[tokio::test]
     async fn a_network_that_spoke_plaintext_is_greeted_sooner_and_a_hello_is_still_seen() {

@@ -20,7 +20,6 @@ use crate::context::ServerContext;
 use crate::session::{self, Connected};
 
 mod detect;
-pub use detect::PlaintextFirst;
 
 /// A listening socket with its role.
 pub struct BoundListener {

@@ -30,7 +30,9 @@ use crate::clock::now_unix;
 use crate::store::{Login, PortRecord, Store, StoreError};
 
 mod checks;
+mod plaintext;
 pub use checks::{Check, Checks};
+pub use plaintext::PlaintextFirst;
 
 /// How long a network's record of a port is kept after its last session.
 pub const DAYS_KEPT: i64 = 30;

@@ -19,10 +19,8 @@ const CHECKS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Mail that neither a user nor a local program submitted, nor a client in
 /// `trusted_networks` relayed: what the sender checks (`dmarc`) and the
 /// spam filter are for.
-fn from_outside(ctx: &ServerContext, origin: &Origin<'_>) -> bool {
-    origin.role == ListenerRole::Mta
-        && origin.identity.is_none()
-        && !crate::config::in_networks(&ctx.config().trusted_networks, origin.client_ip)
+fn from_outside(origin: &Origin<'_>) -> bool {
+    origin.role == ListenerRole::Mta && origin.identity.is_none() && !origin.trusted_network
 }
 
 /// The fields the sender checks and the spam filter put on top of a message
@@ -40,7 +38,7 @@ pub(super) async fn checked(
     body: ReceivedBody,
 ) -> Result<(Vec<u8>, ReceivedBody), Reply> {
     let (sender, recipients) = envelope;
-    let outside = from_outside(ctx, origin);
+    let outside = from_outside(origin);
     let check_sender = outside && ctx.checks.enabled();
     let config = ctx.config();
     let rspamd = config

@@ -50,6 +50,9 @@ pub struct ReceivedBody {
 pub struct Origin<'a> {
     pub role: ListenerRole,
     pub client_ip: IpAddr,
+    /// The client is in `trusted_networks`, as its session decided when it
+    /// connected (a reload since does not change that session's answer).
+    pub trusted_network: bool,
     /// The name EHLO or HELO gave, and whether it was EHLO.
     pub greeting: Option<(&'a str, bool)>,
     /// TLS version and cipher suite, when the session is encrypted.

@@ -139,6 +139,7 @@ mod tests {
         let origin = |extended: bool, tls: bool, identity: bool| Origin {
             role: ListenerRole::Submission,
             client_ip: "192.0.2.7".parse().expect("ip"),
+            trusted_network: false,
             greeting: Some(("client", extended)),
             tls: tls.then_some(("TLSv1.3", "TLS13_AES_256_GCM_SHA384")),
             identity: identity.then_some(Sender::Account("alice@example.com")),

@@ -279,6 +279,7 @@ impl Client<'_> {
         let origin = Origin {
             role: ListenerRole::Submission,
             client_ip: Ipv4Addr::LOCALHOST.into(),
+            trusted_network: false,
             greeting: None,
             tls: None,
             identity: Some(local),

@@ -115,6 +115,7 @@ impl Session {
         Origin {
             role: self.role,
             client_ip: self.peer.ip(),
+            trusted_network: self.trusted_network,
             greeting: self
                 .greeting
                 .as_ref()

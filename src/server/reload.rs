@@ -63,12 +63,7 @@ struct Changes {
 impl Changes {
     /// A setting that work reads as it begins: `new` is taken.
     fn apply<T: PartialEq>(&mut self, new: &T, running: &T, name: &'static str) {
-        self.applied_if(new != running, name);
-    }
-
-    /// A section some of whose settings changed, each one taken.
-    fn applied_if(&mut self, changed: bool, name: &'static str) {
-        if changed {
+        if new != running {
             self.applied.push(name);
         }
     }
@@ -133,25 +128,27 @@ fn settle(running: &Config, mut new: Config) -> (Config, Changes) {
         &running.dmarc_reports,
         "[filter] dmarc_reports",
     );
-    // Limits and Delivery are taken apart too, for the same reason.
+    // Limits and Delivery are taken apart too, for the same reason; what is
+    // not deferred here is taken, so the section is applied if it still
+    // differs once the deferred fields are put back.
     let Limits {
-        max_message_size,
-        max_recipients,
-        max_command_line,
-        max_text_line,
-        max_errors,
         max_connections,
-        max_connections_per_ip,
-        command_timeout,
-        data_timeout,
-        auth_failures_per_connection,
         auth_failures_per_ip_per_hour,
-        shutdown_grace,
         min_free_space,
-        messages_per_hour_per_user,
-        recipients_per_day_per_user,
-        new_recipients_per_day_per_user,
-        burst,
+        max_message_size: _,
+        max_recipients: _,
+        max_command_line: _,
+        max_text_line: _,
+        max_errors: _,
+        max_connections_per_ip: _,
+        command_timeout: _,
+        data_timeout: _,
+        auth_failures_per_connection: _,
+        shutdown_grace: _,
+        messages_per_hour_per_user: _,
+        recipients_per_day_per_user: _,
+        new_recipients_per_day_per_user: _,
+        burst: _,
     } = limits;
     let was = &running.limits;
     // The connection cap is a semaphore sized at start; the per-address
@@ -171,39 +168,23 @@ fn settle(running: &Config, mut new: Config) -> (Config, Changes) {
         &was.min_free_space,
         "[limits] min_free_space",
     );
-    let applied = [
-        max_message_size != &was.max_message_size,
-        max_recipients != &was.max_recipients,
-        max_command_line != &was.max_command_line,
-        max_text_line != &was.max_text_line,
-        max_errors != &was.max_errors,
-        max_connections_per_ip != &was.max_connections_per_ip,
-        command_timeout != &was.command_timeout,
-        data_timeout != &was.data_timeout,
-        auth_failures_per_connection != &was.auth_failures_per_connection,
-        shutdown_grace != &was.shutdown_grace,
-        messages_per_hour_per_user != &was.messages_per_hour_per_user,
-        recipients_per_day_per_user != &was.recipients_per_day_per_user,
-        new_recipients_per_day_per_user != &was.new_recipients_per_day_per_user,
-        burst != &was.burst,
-    ];
-    c.applied_if(applied.contains(&true), "[limits]");
+    c.apply(limits, was, "[limits]");
     let Delivery {
+        hold,
         mx_port,
         nameservers,
         dane,
         dnssec_trust_anchor,
-        max_lifetime,
         retry_min,
-        retry_max,
         concurrency,
         destination_concurrency,
-        hold,
-        connect_timeout,
-        timeout,
         mta_sts,
         mta_sts_port,
         tls_reports,
+        max_lifetime: _,
+        retry_max: _,
+        connect_timeout: _,
+        timeout: _,
     } = delivery;
     let was = &running.delivery;
     // The scheduler stops at start with hold; the port-25 watch, the
@@ -219,23 +200,17 @@ fn settle(running: &Config, mut new: Config) -> (Config, Changes) {
         &was.dnssec_trust_anchor,
         "[delivery] dnssec_trust_anchor",
     );
+    c.defer(retry_min, &was.retry_min, "[delivery] retry_min");
     c.defer(concurrency, &was.concurrency, "[delivery] concurrency");
     c.defer(
         destination_concurrency,
         &was.destination_concurrency,
         "[delivery] destination_concurrency",
     );
-    c.defer(retry_min, &was.retry_min, "[delivery] retry_min");
     c.defer(mta_sts, &was.mta_sts, "[delivery] mta_sts");
     c.defer(mta_sts_port, &was.mta_sts_port, "[delivery] mta_sts_port");
     c.defer(tls_reports, &was.tls_reports, "[delivery] tls_reports");
-    let applied = [
-        max_lifetime != &was.max_lifetime,
-        retry_max != &was.retry_max,
-        connect_timeout != &was.connect_timeout,
-        timeout != &was.timeout,
-    ];
-    c.applied_if(applied.contains(&true), "[delivery]");
+    c.apply(delivery, was, "[delivery]");
     c.apply(
         trusted_networks,
         &running.trusted_networks,

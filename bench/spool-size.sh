@@ -27,6 +27,7 @@ WORK=${BENCH_WORKDIR:-/var/tmp}/postern-spool-size.$$
   exit 1
 }
 . bench/binary.sh
+. bench/postern.sh
 . bench/serve.sh
 
 server=""
@@ -36,19 +37,7 @@ printf '%-6s %10s %14s %14s %7s %9s %12s %8s\n' \
 for size in $SIZES; do
   dir=$WORK/$size
   mkdir -p "$dir"
-  cat > "$dir/postern.toml" <<TOML
-hostname = "bench.test"
-data_dir = "$dir/data"
-trusted_networks = ["127.0.0.1/32"]
-[[listener]]
-addr = "127.0.0.1:0"
-role = "mta"
-[limits]
-max_connections = 1000
-max_connections_per_ip = 200
-[delivery]
-hold = true
-TOML
+  { postern_toml "$dir" bench.test; printf '[delivery]\nhold = true\n'; } > "$dir/postern.toml"
   start_postern "$dir/postern.toml" "$dir"
   read -r ticks_before < <(awk '{print $14 + $15}' "/proc/$server/stat")
   written_before=$(awk '/^write_bytes/ {print $2}' "/proc/$server/io")

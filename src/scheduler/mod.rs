@@ -422,12 +422,16 @@ async fn deliver_message(
         .iter()
         .filter(|u| u.status == RecipientStatus::Failed)
         .count() as u64;
-    claims.recorded(applied.updates.iter().map(|u| u.idx));
-    match delivery
+    let recorded: Vec<u32> = applied.updates.iter().map(|u| u.idx).collect();
+    let written = delivery
         .queue
         .record(&message.id, applied.updates, bounce)
-        .await
-    {
+        .await;
+    // Only now: `record` gives up their claims when it returns, written or
+    // not, and a round that ends inside it (a panic, a cancel) leaves them
+    // to the guard.
+    claims.recorded(recorded);
+    match written {
         Ok(()) => {
             if let Some(dsn) = dsn {
                 tracing::info!(event = "dsn_queued", qid = %message.id, dsn = %dsn);

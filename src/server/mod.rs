@@ -190,6 +190,16 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     );
     let sessions = TaskTracker::new();
     let accept_loops = TaskTracker::new();
+    // Before HTTP: the client settings it serves offer the mail ports these
+    // publish.
+    let mut listeners = Listeners::start(
+        Arc::clone(&ctx),
+        Arc::clone(&limits),
+        sessions.clone(),
+        accept_loops.clone(),
+        bound,
+    );
+    accept_loops.close();
     if let Some(sockets) = http_sockets {
         let dashboard = config.http.dashboard.then(|| {
             let dashboard = crate::dashboard::Dashboard::new(
@@ -223,14 +233,6 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     );
     // Written last: its appearance tells scripts and tests that every
     // listener, HTTP included, is up.
-    let mut listeners = Listeners::start(
-        Arc::clone(&ctx),
-        Arc::clone(&limits),
-        sessions.clone(),
-        accept_loops.clone(),
-        bound,
-    );
-    accept_loops.close();
     write_run_file(&config, "listeners.json", &listeners.infos())?;
     // The free-space floor is checked at every MAIL; this keeps /metrics and
     // the end of a low-space episode current on a quiet server too.

@@ -178,10 +178,7 @@ async fn a_listing_pages_by_id_with_its_filters_and_limit() {
 async fn listing_queries_read_recipients_by_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     drop(Spool::open(dir.path()).await.expect("open"));
-    let options = crate::sqlite::options(&dir.path().join("spool/queue.sqlite"));
-    let mut conn = SqliteConnection::connect_with(&options)
-        .await
-        .expect("open");
+    let mut conn = super::raw_connection(dir.path()).await;
     let states = [
         None,
         Some(MessageState::Queued),

@@ -8,7 +8,7 @@ use std::io::BufRead;
 use mail_parser::HeaderValue;
 use mail_parser::parsers::MessageStream;
 
-use crate::smtp::headers::{Entry, entries, header_section};
+use crate::smtp::headers::{Entry, Field, entries, header_section};
 
 /// Whether a line holding a single dot ends the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,11 +110,11 @@ pub fn extract_recipients(message: &[u8]) -> (Vec<String>, Vec<u8>) {
         };
         let bcc = field.name.eq_ignore_ascii_case(b"Bcc");
         if bcc || field.name.eq_ignore_ascii_case(b"To") || field.name.eq_ignore_ascii_case(b"Cc") {
-            let mut value = field.value();
-            value.extend_from_slice(b"\r\n");
-            if let HeaderValue::Address(list) = MessageStream::new(&value).parse_address() {
-                recipients.extend(list.iter().filter_map(|a| a.address()).map(str::to_string));
-            }
+            recipients.extend(
+                addresses(&field)
+                    .iter()
+                    .filter_map(|(_, address)| address.clone()),
+            );
         }
         if bcc {
             kept.extend_from_slice(&message[at..field.raw.start]);
@@ -123,6 +123,25 @@ pub fn extract_recipients(message: &[u8]) -> (Vec<String>, Vec<u8>) {
     }
     kept.extend_from_slice(&message[at..]);
     (recipients, kept)
+}
+
+/// The (display name, address) pairs an address field names, as mail-parser
+/// reads them; none when it names none.
+pub(super) fn addresses(field: &Field<'_>) -> Vec<(Option<String>, Option<String>)> {
+    let mut value = field.value();
+    value.extend_from_slice(b"\r\n");
+    match MessageStream::new(&value).parse_address() {
+        HeaderValue::Address(list) => list
+            .iter()
+            .map(|a| {
+                (
+                    a.name().map(str::to_string),
+                    a.address().map(str::to_string),
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 #[cfg(test)]

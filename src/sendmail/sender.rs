@@ -10,9 +10,6 @@ use crate::policy::sender::{Sender, SenderPattern};
 use crate::smtp::address::Mailbox;
 use std::ops::Range;
 
-use mail_parser::HeaderValue;
-use mail_parser::parsers::MessageStream;
-
 use crate::smtp::headers::{Entry, HeaderFacts, SenderHeader, entries, header_section};
 use crate::smtp::reply::Reply;
 
@@ -142,18 +139,15 @@ pub(super) fn bare_from(head: &[u8], hostname: &str) -> Option<(Vec<u8>, Range<u
     let (Some(field), None) = (froms.next(), froms.next()) else {
         return None;
     };
-    let mut value = field.value();
-    value.extend_from_slice(b"\r\n");
-    let HeaderValue::Address(list) = MessageStream::new(&value).parse_address() else {
+    let named = super::input::addresses(&field);
+    let [(shown, Some(name))] = named.as_slice() else {
         return None;
     };
-    let mut named = list.iter();
-    let (Some(only), None) = (named.next(), named.next()) else {
+    if name.contains('@') {
         return None;
-    };
-    let name = only.address().filter(|a| !a.contains('@'))?;
+    }
     let mailbox = Mailbox::parse(&qualified(name, hostname), true).ok()?;
-    Some((from_line(only.name(), &mailbox), field.raw))
+    Some((from_line(shown.as_deref(), &mailbox), field.raw))
 }
 
 /// `From: Full Name <sender>` (the name encoded as RFC 2047 asks when it

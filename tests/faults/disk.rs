@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use crate::common::*;
 
-/// Mixed sizes: kept in the database, in a segment file, and spilled to disk
-/// while they arrive.
+/// Mixed sizes: kept in the database (in chunk rows: with its header lines
+/// a 1,000-octet body is past the 1,000 kept in its row), in a segment file,
+/// and spilled to disk while they arrive.
 const SIZES: [usize; 4] = [1_000, 20_000, 1_000, 300_000];
 
 fn load(addr: SocketAddr) -> Load {

@@ -80,11 +80,15 @@ fn logged(s: &TestServer, event: &str) -> String {
 
 /// Waits until the server has logged `event` `n` times.
 fn wait_for_event(s: &TestServer, event: &str, n: usize) {
+    wait_for_event_within(s, event, n, Duration::from_secs(15));
+}
+
+fn wait_for_event_within(s: &TestServer, event: &str, n: usize, limit: Duration) {
     let needle = format!("event=\"{event}\"");
     let start = Instant::now();
     while s.log().matches(&needle).count() < n {
         assert!(
-            start.elapsed() < Duration::from_secs(15),
+            start.elapsed() < limit,
             "{event} not logged {n} times:\n{}",
             s.log()
         );
@@ -286,49 +290,123 @@ fn tls_alpn01_on_the_https_port_alone_and_a_new_domain_is_added_at_the_next_chec
 }
 
 #[test]
-fn a_ca_that_refuses_is_logged_with_its_problem_and_the_self_signed_certificate_stays() {
+fn a_name_the_ca_cannot_validate_is_left_out_and_the_others_are_certified() {
     if !Pebble::installed() {
         return;
     }
-    // Refused when ordered (a name the CA's policy forbids), and refused
-    // when validated (a hosted domain whose names do not lead here).
-    for (blocked, hosted, expected) in [
-        (
-            vec!["mta-sts.example.com"],
-            vec![],
-            "\\\"mta-sts.example.com\\\" (urn:ietf:params:acme:error:rejectedIdentifier)",
-        ),
-        (
-            vec![],
-            vec!["example.net"],
-            "mta-sts.example.net not validated: API error: ",
-        ),
-    ] {
-        // Bound, not `..`: pebble and the DNS server must outlive the check.
-        let Setup {
-            s,
-            pebble: _pebble,
-            _dns,
-            ..
-        } = setup(
-            &["example.com"],
-            &hosted,
-            Listeners::Plain,
-            serde_json::json!({ "domainBlocklist": blocked }),
-        );
-        wait_for_event(&s, "acme_failed", 1);
-        let failure = logged(&s, "acme_failed");
-        assert!(
-            failure.contains(expected),
-            "the CA's problem detail: {failure}"
-        );
-        // Still serving, with the certificate it had.
-        let out = s_client(s.addr("submissions"), &[], "QUIT\r\n");
-        let report = text(&out);
-        assert!(
-            report.contains("220 ") && !report.contains("Pebble"),
-            "{report}"
-        );
-        assert!(!s.data_dir().join("acme/cert.pem").exists());
+    // A hosted domain whose names do not lead here: the certificate covers
+    // the rest, the hostname first of all, and the log says what is left out
+    // and why.
+    let Setup {
+        s, pebble, _dns, ..
+    } = setup(
+        &["example.com"],
+        &["example.net"],
+        Listeners::Plain,
+        serde_json::json!({}),
+    );
+    wait_for_event(&s, "acme_installed", 1);
+    let left_out = logged(&s, "acme_names_left_out");
+    assert!(
+        left_out.contains("mta-sts.example.net not validated: API error: ")
+            && left_out.contains("autoconfig.example.net not validated: API error: ")
+            && left_out.contains("names=\"")
+            && !left_out.contains("example.com"),
+        "{left_out}"
+    );
+    assert!(!s.log().contains("event=\"acme_failed\""), "{}", s.log());
+    let root = pebble.issuing_root();
+    let served = served(s.addr("submissions"), "mx.test.example", &root, "QUIT\r\n");
+    served.assert_from_pebble();
+    served.assert_names(&["mx.test.example", "autoconfig.example.com"]);
+    assert!(!served.leaf.contains("example.net"), "{}", served.leaf);
+}
+
+#[test]
+fn a_ca_that_refuses_the_order_is_logged_with_its_problem_and_the_self_signed_certificate_stays() {
+    if !Pebble::installed() {
+        return;
     }
+    // Bound, not `..`: pebble and the DNS server must outlive the check.
+    let Setup {
+        s,
+        pebble: _pebble,
+        _dns,
+        ..
+    } = setup(
+        &["example.com"],
+        &[],
+        Listeners::Plain,
+        serde_json::json!({ "domainBlocklist": ["mta-sts.example.com"] }),
+    );
+    wait_for_event(&s, "acme_failed", 1);
+    let failure = logged(&s, "acme_failed");
+    assert!(
+        failure.contains(
+            "\\\"mta-sts.example.com\\\" (urn:ietf:params:acme:error:rejectedIdentifier)"
+        ),
+        "the CA's problem detail: {failure}"
+    );
+    // Still serving, with the certificate it had.
+    let out = s_client(s.addr("submissions"), &[], "QUIT\r\n");
+    let report = text(&out);
+    assert!(
+        report.contains("220 ") && !report.contains("Pebble"),
+        "{report}"
+    );
+    assert!(!s.data_dir().join("acme/cert.pem").exists());
+}
+
+#[test]
+fn past_a_hundred_names_a_second_certificate_is_served_to_the_clients_that_ask_for_its_names() {
+    if !Pebble::installed() {
+        return;
+    }
+    // The hostname and 50 domains' two names (example.com, hosted by the
+    // test configuration, is the last in the store's order): 101, one more
+    // than Let's Encrypt puts in a certificate.
+    let domains: Vec<String> = (0..49).map(|i| format!("d{i}.example")).collect();
+    let hosted: Vec<&str> = domains.iter().map(String::as_str).collect();
+    let dns: Vec<&str> = hosted.iter().copied().chain(["example.com"]).collect();
+    let Setup {
+        s,
+        pebble,
+        https,
+        _dns,
+    } = setup(&dns, &hosted, Listeners::Both, serde_json::json!({}));
+    wait_for_event_within(&s, "acme_installed", 2, Duration::from_secs(60));
+    let root = pebble.issuing_root();
+    let main = served(s.addr("submissions"), "mx.test.example", &root, "QUIT\r\n");
+    main.assert_from_pebble();
+    main.assert_names(&["mx.test.example", "autoconfig.example.com"]);
+    assert_eq!(main.leaf.matches("DNS:").count(), 100, "{}", main.leaf);
+    let more = served(https, "mta-sts.example.com", &root, HTTP_GET);
+    more.assert_from_pebble();
+    more.assert_names(&["mta-sts.example.com"]);
+    assert_ne!(more.serial(), main.serial(), "{}", s.log());
+    // A client that names nothing, or another name, gets the first.
+    assert_eq!(
+        served(https, "autoconfig.d3.example", &root, HTTP_GET).serial(),
+        main.serial()
+    );
+    let acme = s.data_dir().join("acme");
+    for file in ["key-1.pem", "cert-1.pem"] {
+        assert_owner_only(&acme.join(file));
+    }
+
+    // Served again after a restart; and once its domain is gone, the second
+    // certificate is removed and no longer served.
+    let mut s = s;
+    s.kill();
+    s.spawn();
+    let again = served(https, "mta-sts.example.com", &root, HTTP_GET);
+    assert_eq!(again.serial(), more.serial());
+    s.cli_ok(&["domain", "del", "example.com"]);
+    s.cli_ok(&["reload"]);
+    wait_for_event(&s, "acme_retired", 1);
+    assert!(!acme.join("cert-1.pem").exists());
+    assert_eq!(
+        served(https, "mta-sts.example.com", &root, HTTP_GET).serial(),
+        main.serial()
+    );
 }

@@ -35,6 +35,10 @@ pub enum AcmeError {
     Ca(#[from] instant_acme::Error),
     #[error("the order failed: {0}")]
     Validation(String),
+    /// The CA refused or could not validate these names; the others may
+    /// be ordered without them.
+    #[error("the order failed: {detail}")]
+    NotValidated { names: Vec<String>, detail: String },
     #[error("no answer from the CA within {0:?}")]
     TimedOut(std::time::Duration),
     #[error(

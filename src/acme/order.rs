@@ -41,7 +41,11 @@ pub(super) async fn issue(
     challenges: &Challenges,
 ) -> Result<Issued, AcmeError> {
     let identifiers: Vec<Identifier> = names.iter().cloned().map(Identifier::Dns).collect();
-    let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+    let mut order = match account.new_order(&NewOrder::new(&identifiers)).await {
+        Ok(order) => order,
+        Err(instant_acme::Error::Api(problem)) => return Err(refused(problem)),
+        Err(e) => return Err(e.into()),
+    };
     let mut authorizations = order.authorizations();
     while let Some(authorization) = authorizations.next().await {
         let mut authorization = authorization?;
@@ -93,10 +97,31 @@ pub(super) async fn issue(
     })
 }
 
+/// A new order refused: the names its subproblems name (RFC 8555 §6.7.1,
+/// e.g. one the CA's policy forbids) can be left out of the next.
+fn refused(problem: instant_acme::Problem) -> AcmeError {
+    let names: Vec<String> = problem
+        .subproblems
+        .iter()
+        .filter_map(|sub| match &sub.identifier {
+            Some(Identifier::Dns(name)) => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    if names.is_empty() {
+        return AcmeError::Ca(instant_acme::Error::Api(problem));
+    }
+    AcmeError::NotValidated {
+        names,
+        detail: problem.to_string(),
+    }
+}
+
 /// Why an order became invalid: each name the CA did not validate, with the
 /// problem it reported for the challenge; `otherwise` when it names none.
 async fn failed(order: &mut Order, otherwise: String) -> AcmeError {
     let mut reasons = Vec::new();
+    let mut names = Vec::new();
     let mut authorizations = order.authorizations();
     while let Some(Ok(mut authorization)) = authorizations.next().await {
         let Ok(state) = authorization.refresh().await else {
@@ -110,6 +135,9 @@ async fn failed(order: &mut Order, otherwise: String) -> AcmeError {
             .iter()
             .filter_map(|c| c.error.as_ref().map(ToString::to_string))
             .collect();
+        if let Identifier::Dns(name) = state.identifier().identifier {
+            names.push(name.clone());
+        }
         reasons.push(format!(
             "{} not validated: {}",
             state.identifier(),
@@ -120,8 +148,57 @@ async fn failed(order: &mut Order, otherwise: String) -> AcmeError {
             }
         ));
     }
-    if reasons.is_empty() {
-        return AcmeError::Validation(otherwise);
+    if names.is_empty() {
+        return AcmeError::Validation(if reasons.is_empty() {
+            otherwise
+        } else {
+            reasons.join(", ")
+        });
     }
-    AcmeError::Validation(reasons.join(", "))
+    AcmeError::NotValidated {
+        names,
+        detail: reasons.join(", "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(json: serde_json::Value) -> instant_acme::Problem {
+        serde_json::from_value(json).expect("problem document")
+    }
+
+    #[test]
+    fn a_refused_order_names_the_identifiers_of_its_subproblems() {
+        let rejected = problem(serde_json::json!({
+            "type": "urn:ietf:params:acme:error:rejectedIdentifier",
+            "detail": "Order included forbidden identifiers",
+            "status": 400,
+            "subproblems": [
+                {
+                    "type": "urn:ietf:params:acme:error:rejectedIdentifier",
+                    "detail": "autoconfig.bad.example is forbidden",
+                    "identifier": { "type": "dns", "value": "autoconfig.bad.example" }
+                },
+                {
+                    "type": "urn:ietf:params:acme:error:malformed",
+                    "detail": "no identifier"
+                }
+            ]
+        }));
+        match refused(rejected) {
+            AcmeError::NotValidated { names, detail } => {
+                assert_eq!(names, ["autoconfig.bad.example"]);
+                assert!(detail.contains("autoconfig.bad.example is forbidden"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without a named identifier, the order as a whole failed.
+        let whole = problem(serde_json::json!({
+            "type": "urn:ietf:params:acme:error:rateLimited",
+            "detail": "too many orders"
+        }));
+        assert!(matches!(refused(whole), AcmeError::Ca(_)));
+    }
 }

@@ -4,8 +4,15 @@
 //! fewer than `renew_before` remain. A failed check is tried again after a
 //! minute, then after twice as long each time, up to `CHECK_INTERVAL`. A new
 //! pair is written into data_dir and installed like a reload's.
-
-use std::collections::BTreeSet;
+//!
+//! One certificate holds at most `NAMES_PER_CERTIFICATE` names (Let's
+//! Encrypt refuses more), so past that the names are spread over several
+//! (`plan`), each served to the clients that ask for one of its names. And
+//! one name the CA cannot validate (a hosted domain whose `autoconfig.`
+//! does not lead here yet) fails a whole order: such names are left out for
+//! `CHECK_INTERVAL` and the order placed again without them, so one
+//! customer's DNS does not keep the hostname on a self-signed certificate.
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -22,8 +29,11 @@ use crate::config::{Acme, Config};
 use crate::store::Store;
 use crate::tls::{self, Certificates};
 
-/// How often the certificate is looked at when all is well.
+/// How often the certificate is looked at when all is well, and how long a
+/// name the CA did not validate is left out.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(12 * 3600);
+/// Let's Encrypt's limit on the names in one certificate.
+const NAMES_PER_CERTIFICATE: usize = 100;
 /// The first wait after a failed check; it doubles with each failure.
 const FIRST_RETRY: Duration = Duration::from_secs(60);
 /// A whole check, order included: a CA that stops answering must not keep
@@ -62,8 +72,9 @@ impl Renewal {
 
 async fn run(parts: Parts, acme: Acme, wake: Arc<Notify>, stop: CancellationToken) {
     let mut failures = 0;
+    let mut left_out = LeftOut::default();
     loop {
-        let checked = tokio::time::timeout(CHECK_TIMEOUT, check(&parts, &acme))
+        let checked = tokio::time::timeout(CHECK_TIMEOUT, check(&parts, &acme, &mut left_out))
             .await
             .unwrap_or(Err(AcmeError::TimedOut(CHECK_TIMEOUT)));
         parts.challenges.clear();
@@ -92,44 +103,202 @@ async fn run(parts: Parts, acme: Acme, wake: Arc<Notify>, stop: CancellationToke
     }
 }
 
-/// One look: orders and installs a new pair if one is due.
-async fn check(parts: &Parts, acme: &Acme) -> Result<(), AcmeError> {
-    let config = &parts.config;
-    let names = wanted(&config.hostname, &parts.store.domains().await?);
-    let files = tls::acme_files(&config.data_dir);
-    let now = SystemTime::now();
-    let Some(reason) = due(held(&files.cert).as_ref(), &names, now, acme.renew_before) else {
-        return Ok(());
-    };
-    tracing::info!(event = "acme_order", names = %names.join(" "), reason, "ordering a certificate");
-    let account = account::account(acme, &config.data_dir).await?;
-    let types = order::answerable(&config.http);
-    let issued = order::issue(&account, &names, &types, &parts.challenges).await?;
-    install(parts, &issued)?;
-    let held = held(&files.cert);
-    tracing::info!(
-        event = "acme_installed",
-        names = %names.join(" "),
-        days = held.as_ref().map_or(0, |h| days_left(h, now)),
-        "installed the certificate from the CA; new sessions use it"
-    );
-    if due(held.as_ref(), &names, now, acme.renew_before).is_some() {
-        tracing::warn!(
-            event = "acme_short_lived",
-            "the CA's certificates last less than renew_before_days: each check renews it; lower renew_before_days"
-        );
+/// Names the CA did not validate, and until when they are left out of
+/// orders.
+#[derive(Default)]
+struct LeftOut(HashMap<String, SystemTime>);
+
+impl LeftOut {
+    fn remove_from(&mut self, names: &mut Vec<String>, now: SystemTime) {
+        self.0.retain(|_, until| *until > now);
+        names.retain(|n| !self.0.contains_key(n));
     }
-    Ok(())
+
+    fn add(&mut self, names: &[String], now: SystemTime) {
+        for name in names {
+            self.0.insert(name.clone(), now + CHECK_INTERVAL);
+        }
+    }
 }
 
-/// Writes the pair (key first: the certificate file is what tells that a
-/// pair is there) and serves it.
-fn install(parts: &Parts, issued: &Issued) -> Result<(), AcmeError> {
-    let files = tls::acme_files(&parts.config.data_dir);
-    tls::write_private(&files.key, issued.key.as_bytes())?;
-    tls::write_private(&files.cert, issued.chain.as_bytes())?;
-    parts.certificates.replace(files)?;
-    Ok(())
+/// One look: orders and installs each pair that is due. A failed order
+/// does not keep the other pairs from theirs; the first error is returned.
+async fn check(parts: &Parts, acme: &Acme, left_out: &mut LeftOut) -> Result<(), AcmeError> {
+    let data_dir = &parts.config.data_dir;
+    let now = SystemTime::now();
+    let mut names = wanted(&parts.config.hostname, &parts.store.domains().await?);
+    left_out.remove_from(&mut names, now);
+    let last = tls::acme_more_pairs(data_dir).last().copied().unwrap_or(0);
+    let held: Vec<Option<Held>> = (0..=last)
+        .map(|i| held(&tls::acme_pair(data_dir, i).cert))
+        .collect();
+    let mut account = None;
+    let mut first_error = None;
+    for (index, names) in plan(&held, &names).into_iter().enumerate() {
+        let pair = Pair {
+            index,
+            held: held.get(index).and_then(Option::as_ref),
+        };
+        let ordered = if names.is_empty() {
+            pair.retire(parts)
+        } else {
+            pair.renew(parts, acme, &mut account, names, left_out, now)
+                .await
+        };
+        if let Err(e) = ordered {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// One certificate from the CA, as it is on disk.
+struct Pair<'a> {
+    index: usize,
+    held: Option<&'a Held>,
+}
+
+impl Pair<'_> {
+    /// Orders this pair for `names` if due, leaving out (and remembering in
+    /// `left_out`) the names the CA did not validate.
+    async fn renew(
+        &self,
+        parts: &Parts,
+        acme: &Acme,
+        account: &mut Option<instant_acme::Account>,
+        mut names: Vec<String>,
+        left_out: &mut LeftOut,
+        now: SystemTime,
+    ) -> Result<(), AcmeError> {
+        let config = &parts.config;
+        loop {
+            let Some(reason) = due(self.held, &names, now, acme.renew_before) else {
+                return Ok(());
+            };
+            tracing::info!(event = "acme_order", names = %names.join(" "), reason, "ordering a certificate");
+            let account = match account {
+                Some(account) => account,
+                None => account.insert(account::account(acme, &config.data_dir).await?),
+            };
+            let types = order::answerable(&config.http);
+            match order::issue(account, &names, &types, &parts.challenges).await {
+                Ok(issued) => return self.install(parts, &names, &issued, acme, now),
+                Err(AcmeError::NotValidated {
+                    names: failed,
+                    detail,
+                }) if names.iter().any(|n| !failed.contains(n)) => {
+                    tracing::warn!(
+                        event = "acme_names_left_out",
+                        names = %failed.join(" "),
+                        error = %detail,
+                        retry_in_secs = CHECK_INTERVAL.as_secs(),
+                        "the CA did not validate these names; ordering without them"
+                    );
+                    left_out.add(&failed, now);
+                    names.retain(|n| !failed.contains(n));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes the pair (key first: the certificate file is what tells that
+    /// a pair is there) and serves it.
+    fn install(
+        &self,
+        parts: &Parts,
+        names: &[String],
+        issued: &Issued,
+        acme: &Acme,
+        now: SystemTime,
+    ) -> Result<(), AcmeError> {
+        let files = tls::acme_pair(&parts.config.data_dir, self.index);
+        tls::write_private(&files.key, issued.key.as_bytes())?;
+        tls::write_private(&files.cert, issued.chain.as_bytes())?;
+        if self.index == 0 {
+            parts.certificates.replace(files.clone())?;
+        } else {
+            parts.certificates.serve_also(self.index, Some(&files))?;
+        }
+        let held = held(&files.cert);
+        tracing::info!(
+            event = "acme_installed",
+            names = %names.join(" "),
+            days = held.as_ref().map_or(0, |h| days_left(h, now)),
+            "installed the certificate from the CA; new sessions use it"
+        );
+        if due(held.as_ref(), names, now, acme.renew_before).is_some() {
+            tracing::warn!(
+                event = "acme_short_lived",
+                "the CA's certificates last less than renew_before_days: each check renews it; lower renew_before_days"
+            );
+        }
+        Ok(())
+    }
+
+    /// A further pair none of whose names is hosted any more: removed, and
+    /// no longer served. The first pair is never retired: it is what
+    /// clients that name nothing get.
+    fn retire(&self, parts: &Parts) -> Result<(), AcmeError> {
+        if self.index == 0 || self.held.is_none() {
+            return Ok(());
+        }
+        parts.certificates.serve_also(self.index, None)?;
+        let files = tls::acme_pair(&parts.config.data_dir, self.index);
+        for path in [&files.cert, &files.key] {
+            std::fs::remove_file(path).map_err(|e| AcmeError::Io(path.clone(), e))?;
+        }
+        tracing::info!(
+            event = "acme_retired",
+            cert = %files.cert.display(),
+            "no name of this certificate from the CA is hosted any more; removed"
+        );
+        Ok(())
+    }
+}
+
+/// The names each pair is to hold, by index: a name stays with the pair
+/// that holds it now (a new domain reorders one certificate, not every
+/// one); the first wanted name (`hostname`) is in the first pair; the other
+/// names go to the first pair with room, or a new one. A pair left with no
+/// name gets an empty list.
+fn plan(held: &[Option<Held>], wanted: &[String]) -> Vec<Vec<String>> {
+    let mut pairs: Vec<Vec<String>> = held
+        .iter()
+        .map(|h| {
+            wanted
+                .iter()
+                .filter(|n| h.as_ref().is_some_and(|h| h.names.contains(*n)))
+                .cloned()
+                .collect()
+        })
+        .collect();
+    if pairs.is_empty() {
+        pairs.push(Vec::new());
+    }
+    let mut unplaced = Vec::new();
+    if let Some(first) = wanted.first() {
+        for pair in &mut pairs {
+            pair.retain(|n| n != first);
+        }
+        pairs[0].insert(0, first.clone());
+    }
+    let mut placed = BTreeSet::new();
+    for pair in &mut pairs {
+        // Held twice (a pair from before a move): the first keeps it.
+        pair.retain(|n| placed.insert(n.clone()));
+        if pair.len() > NAMES_PER_CERTIFICATE {
+            unplaced.extend(pair.drain(NAMES_PER_CERTIFICATE..));
+        }
+    }
+    unplaced.extend(wanted.iter().filter(|n| !placed.contains(*n)).cloned());
+    for name in unplaced {
+        match pairs.iter_mut().find(|p| p.len() < NAMES_PER_CERTIFICATE) {
+            Some(pair) => pair.push(name),
+            None => pairs.push(vec![name]),
+        }
+    }
+    pairs
 }
 
 /// `hostname`, then `autoconfig.` and `mta-sts.` of each hosted domain: the
@@ -262,6 +431,82 @@ mod tests {
         assert_eq!(due(Some(&held(&more, 60 * DAY)), &want, now, window), None);
         // Expired: due.
         assert!(due(Some(&held(&both, Duration::ZERO)), &want, now, window).is_some());
+    }
+
+    fn holding(list: &[String]) -> Option<Held> {
+        Some(Held {
+            names: list.iter().cloned().collect(),
+            not_after: SystemTime::UNIX_EPOCH,
+        })
+    }
+
+    /// `hostname` and the two names of each of `domains` hosted domains.
+    fn many(domains: usize) -> Vec<String> {
+        let domains: Vec<String> = (0..domains).map(|i| format!("d{i}.example")).collect();
+        wanted("mx.example", &domains)
+    }
+
+    #[test]
+    fn past_a_hundred_names_the_rest_go_to_a_second_certificate() {
+        let names = many(50);
+        assert_eq!(names.len(), 101);
+        let first = plan(&[], &names);
+        assert_eq!(first.len(), 2);
+        assert_eq!(first[0].len(), NAMES_PER_CERTIFICATE);
+        assert_eq!(first[0][0], "mx.example");
+        assert_eq!(first[1], vec!["mta-sts.d49.example".to_string()]);
+        // Exactly a hundred: one certificate.
+        assert_eq!(plan(&[], &names[..100]).len(), 1);
+
+        // A domain removed from the middle and two added: the names held
+        // stay where they are, the new ones fill the room left.
+        let held = [holding(&first[0]), holding(&first[1])];
+        let mut next: Vec<String> = names
+            .iter()
+            .filter(|n| !n.ends_with(".d7.example"))
+            .cloned()
+            .collect();
+        next.extend(many(52).into_iter().skip(101));
+        let again = plan(&held, &next);
+        assert_eq!(again.len(), 2);
+        assert_eq!(again[1][0], "mta-sts.d49.example");
+        assert!(
+            first[0]
+                .iter()
+                .all(|n| n.contains("d7.") || again[0].contains(n))
+        );
+        assert_eq!(again[0].len(), NAMES_PER_CERTIFICATE);
+        assert_eq!(
+            again[0][98..],
+            ["autoconfig.d50.example", "mta-sts.d50.example"]
+        );
+        assert_eq!(
+            again[1][1..],
+            ["autoconfig.d51.example", "mta-sts.d51.example"]
+        );
+    }
+
+    #[test]
+    fn a_pair_whose_names_are_all_gone_is_left_empty_and_its_place_reused() {
+        let names = many(50);
+        let first = plan(&[], &names);
+        let held = [
+            holding(&first[0]),
+            holding(&first[1]),
+            holding(&names[1..3]),
+        ];
+        let gone: Vec<String> = names[..100].to_vec();
+        let again = plan(&held, &gone);
+        // Pair 2's names are held by pair 0 too: the first keeps them.
+        assert_eq!(again, vec![names[..100].to_vec(), vec![], vec![]]);
+        // A new hostname joins the first pair; the name it displaces moves.
+        let moved: Vec<String> = std::iter::once("new.example".to_string())
+            .chain(names[1..].iter().cloned())
+            .collect();
+        let after = plan(&[holding(&first[0]), None], &moved);
+        assert_eq!(after[0][0], "new.example");
+        assert_eq!(after[0].len(), NAMES_PER_CERTIFICATE);
+        assert_eq!(after[1].len(), 1);
     }
 
     #[test]

@@ -3,7 +3,12 @@
 //! the files changing on disk, as when certbot renews them) reaches the next
 //! session without rebuilding the TLS configuration: its session cache and
 //! ticket keys survive, and sessions already open keep their certificate.
+//!
+//! Past the names one certificate may hold, the ACME CA's further
+//! certificates are served to the clients that ask for one of their names
+//! (SNI); every other client gets the main one.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
@@ -20,6 +25,15 @@ use crate::config::TlsFiles;
 #[derive(Debug)]
 pub struct Certificates {
     current: RwLock<Loaded>,
+    more: RwLock<More>,
+}
+
+/// The further certificates, by their index (`tls::acme_pair`) and by each
+/// name they hold.
+#[derive(Debug, Default)]
+struct More {
+    pairs: BTreeMap<usize, Arc<CertifiedKey>>,
+    by_name: HashMap<String, Arc<CertifiedKey>>,
 }
 
 #[derive(Debug)]
@@ -71,7 +85,35 @@ impl Certificates {
         let loaded = Loaded::read(files)?;
         Ok(Certificates {
             current: RwLock::new(loaded),
+            more: RwLock::default(),
         })
+    }
+
+    /// Serves the pair in `files` as further certificate `index` to the
+    /// clients that name one of its names; `None` stops serving `index`.
+    pub fn serve_also(&self, index: usize, files: Option<&TlsFiles>) -> Result<(), TlsSetupError> {
+        let key = files.map(read).transpose()?;
+        let mut more = self.more.write().unwrap_or_else(|p| p.into_inner());
+        match key {
+            Some(key) => more.pairs.insert(index, Arc::new(key)),
+            None => more.pairs.remove(&index),
+        };
+        let mut by_name = HashMap::new();
+        for key in more.pairs.values() {
+            let names = key
+                .cert
+                .first()
+                .and_then(|leaf| crate::check::tls::CertInfo::parse(leaf))
+                .map(|info| info.names)
+                .unwrap_or_default();
+            for name in names {
+                by_name
+                    .entry(name.to_ascii_lowercase())
+                    .or_insert_with(|| Arc::clone(key));
+            }
+        }
+        more.by_name = by_name;
+        Ok(())
     }
 
     /// Serves the pair in `files` from the next handshake on, if it reads and
@@ -120,7 +162,13 @@ impl Loaded {
 }
 
 impl ResolvesServerCert for Certificates {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(name) = hello.server_name() {
+            let more = self.more.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(key) = more.by_name.get(&name.to_ascii_lowercase()) {
+                return Some(Arc::clone(key));
+            }
+        }
         Some(Arc::clone(
             &self.current.read().unwrap_or_else(|p| p.into_inner()).key,
         ))

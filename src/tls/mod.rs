@@ -58,13 +58,43 @@ pub fn files(config: &Config) -> Result<TlsFiles, TlsSetupError> {
     self_signed::ensure(&config.data_dir, &config.hostname)
 }
 
-/// Where the pair from the ACME CA is kept (src/acme/).
+/// Where the pair from the ACME CA is kept (src/acme/): the one served to
+/// every client, for `hostname`.
 pub fn acme_files(data_dir: &Path) -> TlsFiles {
+    acme_pair(data_dir, 0)
+}
+
+/// Pair `index` from the ACME CA: 0 is `acme_files`; the others hold the
+/// names that one certificate cannot (see `acme::renewal`) and are served
+/// to the clients that ask for one of them.
+pub fn acme_pair(data_dir: &Path, index: usize) -> TlsFiles {
     let dir = data_dir.join("acme");
+    let suffix = if index == 0 {
+        String::new()
+    } else {
+        format!("-{index}")
+    };
     TlsFiles {
-        cert: dir.join("cert.pem"),
-        key: dir.join("key.pem"),
+        cert: dir.join(format!("cert{suffix}.pem")),
+        key: dir.join(format!("key{suffix}.pem")),
     }
+}
+
+/// The indexes, in order, of the ACME pairs after the first whose
+/// certificate file is there.
+pub fn acme_more_pairs(data_dir: &Path) -> Vec<usize> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("acme")) else {
+        return Vec::new();
+    };
+    let mut indexes: Vec<usize> = entries
+        .filter_map(|e| {
+            let name = e.ok()?.file_name();
+            let index = name.to_str()?.strip_prefix("cert-")?.strip_suffix(".pem")?;
+            index.parse().ok().filter(|i| *i > 0)
+        })
+        .collect();
+    indexes.sort_unstable();
+    indexes
 }
 
 /// A key or certificate file, its owner's only (see `private_file`).
@@ -75,6 +105,15 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsSetupError> 
 pub fn server_config(config: &Config) -> Result<ServerTls, TlsSetupError> {
     install_crypto_provider();
     let certificates = Arc::new(Certificates::load(files(config)?)?);
+    if config.tls.is_none() && config.acme.is_some() {
+        for index in acme_more_pairs(&config.data_dir) {
+            // Unreadable: the next ACME check orders it again.
+            let files = acme_pair(&config.data_dir, index);
+            if let Err(e) = certificates.serve_also(index, Some(&files)) {
+                tracing::warn!(event = "certificate_unreadable", error = %e, "not serving this certificate from the CA until it is ordered again");
+            }
+        }
+    }
     let mut server = ServerConfig::builder()
         .with_no_client_auth()
         .with_cert_resolver(Arc::clone(&certificates) as Arc<dyn ResolvesServerCert>);

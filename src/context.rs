@@ -51,6 +51,9 @@ pub struct ServerContext {
     /// The SMTP listeners' ports and roles now (`server::Listeners` keeps
     /// it): the client settings and the dashboard follow a reload.
     pub listening: std::sync::RwLock<Vec<(u16, crate::config::ListenerRole)>>,
+    /// The bound port of SMTP submission on the HTTPS listener
+    /// (`submission_on_tls`), if on; `http::start` keeps it.
+    pub https_submission: std::sync::RwLock<Option<u16>>,
     /// The client networks that waited for a plaintext greeting lately:
     /// greeted sooner (`listener::detect`).
     pub plaintext_first: crate::portmap::PlaintextFirst,
@@ -69,6 +72,14 @@ impl ServerContext {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The bound port of SMTP submission on the HTTPS listener now.
+    pub fn https_submission(&self) -> Option<u16> {
+        *self
+            .https_submission
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -155,6 +166,7 @@ pub mod testing {
                 rewrites: tokio::sync::Semaphore::new(2),
                 acme: Arc::default(),
                 listening: Default::default(),
+                https_submission: Default::default(),
                 plaintext_first: Default::default(),
             };
             TestContext {

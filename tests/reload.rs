@@ -1,8 +1,8 @@
 //! Reloading a running server: SIGHUP and `postern reload` serve a replaced
 //! certificate to new sessions, a broken configuration is refused while the
 //! old one keeps serving, a renewal written on disk is picked up without a
-//! signal, listeners are added and removed, and the report names settings
-//! that wait for a restart.
+//! signal, listeners are added and removed (the HTTP ones too), and the
+//! report names settings that wait for a restart.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -248,6 +248,93 @@ fn a_reload_adds_and_removes_listeners_and_open_sessions_finish() {
     let roles: Vec<&str> = now.iter().map(|(_, r)| r.as_str()).collect();
     assert_eq!(roles, ["mta", "submissions", "submission"]);
     assert!(offered_ports(&s).contains(&now[2].0.port()));
+}
+
+/// What curl gets from `url` (HTTPS not verified), or its exit status.
+fn fetch(url: &str) -> Result<String, Option<i32>> {
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "--max-time", "20", url])
+        .output()
+        .expect("curl");
+    if !out.status.success() {
+        return Err(out.status.code());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+const AUTOCONFIG: &str = "mail/config-v1.1.xml?emailaddress=alice%40example.com";
+
+#[test]
+fn a_reload_serves_a_changed_http_section_anew_and_keeps_the_sockets_that_stay() {
+    let http = "[http]\naddr = \"127.0.0.1:0\"\nimap = \"imap.old.example:993\"\n";
+    let mut s = TestServer::configure(&TestServer::config_for(http));
+    s.add_alice();
+    s.spawn();
+    let plain = s.http_addrs()[0];
+    let xml = fetch(&format!("http://{plain}/{AUTOCONFIG}")).expect("autoconfig");
+    assert!(xml.contains("imap.old.example"), "{xml}");
+    let config = std::fs::read_to_string(&s.config).expect("read config");
+
+    // Another program holds the HTTPS port wanted: refused, HTTP as it was.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let blocked = config.replace(
+        http,
+        &format!("{http}tls_addr = \"127.0.0.1:{port}\"\nimap = \"imap.new.example:993\"\n")
+            .replace("imap = \"imap.old.example:993\"\n", ""),
+    );
+    std::fs::write(&s.config, &blocked).expect("write config");
+    let report = s.cli_ok(&["reload"]);
+    assert!(
+        report.contains(&format!("cannot listen for HTTP on 127.0.0.1:{port}"))
+            && report.contains("HTTP is served as it was"),
+        "{report}"
+    );
+    assert_eq!(s.http_addrs(), [plain]);
+    drop(taken);
+
+    // A new HTTPS listener with submission on it, and a new IMAP host: the
+    // plain socket is the same one, serving the new settings.
+    let changed = config.replace(
+        http,
+        "[http]\naddr = \"127.0.0.1:0\"\ntls_addr = \"127.0.0.1:0\"\n\
+         submission_on_tls = true\nimap = \"imap.new.example:993\"\n",
+    );
+    std::fs::write(&s.config, &changed).expect("write config");
+    let report = s.cli_ok(&["reload"]);
+    assert!(
+        report.contains("applied: [http]")
+            && report.contains("serving HTTP on")
+            && !report.contains("next start"),
+        "{report}"
+    );
+    let now = s.http_addrs();
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert_eq!(now[0], plain, "the plain socket is kept");
+    let xml = fetch(&format!("http://{plain}/{AUTOCONFIG}")).expect("autoconfig");
+    assert!(
+        xml.contains("imap.new.example")
+            && xml.contains(&format!("<port>{}</port>", now[1].port())),
+        "{xml}"
+    );
+    let xml = fetch(&format!("https://{}/{AUTOCONFIG}", now[1])).expect("https autoconfig");
+    assert!(xml.contains("imap.new.example"), "{xml}");
+    // SMTP on the HTTPS port (ALPN smtp).
+    let out = s_client(now[1], &["-alpn", "smtp"], "QUIT\r\n");
+    assert!(text(&out).contains("220 "), "{}", text(&out));
+
+    // No [http] at all: nothing listens, and run/http.json is gone.
+    let without = config.replace(http, "");
+    std::fs::write(&s.config, &without).expect("write config");
+    let report = s.cli_ok(&["reload"]);
+    assert!(report.contains("stopped serving HTTP"), "{report}");
+    for addr in now {
+        assert!(
+            std::net::TcpStream::connect(addr).is_err(),
+            "{addr} still accepts"
+        );
+    }
+    assert!(!s.data_dir().join("run/http.json").exists());
 }
 
 #[test]

@@ -190,7 +190,10 @@ mod tests {
         match refused(rejected) {
             AcmeError::NotValidated { names, detail } => {
                 assert_eq!(names, ["autoconfig.bad.example"]);
-                assert!(detail.contains("autoconfig.bad.example is forbidden"), "{detail}");
+                assert!(
+                    detail.contains("autoconfig.bad.example is forbidden"),
+                    "{detail}"
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -36,21 +36,14 @@ pub struct Dashboard {
     ctx: Arc<ServerContext>,
     delivery: Arc<Delivery>,
     sessions: Sessions,
-    /// The bound port of submission on 443 (`submission_on_tls`), if on.
-    last_resort: Option<u16>,
 }
 
 impl Dashboard {
-    pub fn new(
-        ctx: Arc<ServerContext>,
-        delivery: Arc<Delivery>,
-        last_resort: Option<u16>,
-    ) -> Dashboard {
+    pub fn new(ctx: Arc<ServerContext>, delivery: Arc<Delivery>) -> Dashboard {
         Dashboard {
             ctx,
             delivery,
             sessions: Sessions::default(),
-            last_resort,
         }
     }
 
@@ -58,7 +51,7 @@ impl Dashboard {
     /// each once (IPv4 and IPv6 listeners share theirs).
     fn mail_ports(&self) -> Vec<u16> {
         let mut ports: Vec<u16> = self.ctx.listening().iter().map(|(p, _)| *p).collect();
-        ports.extend(self.last_resort);
+        ports.extend(self.ctx.https_submission());
         ports.sort_unstable();
         ports.dedup();
         ports
@@ -427,8 +420,9 @@ async fn act(
 
 async fn ports(State(d): State<Arc<Dashboard>>, from: Client) -> Page {
     let (_, session) = d.session(&from).await?;
-    let week = d.ctx.portmap.week(d.last_resort);
-    Ok(pages::ports(&session, &week, &d.mail_ports(), d.last_resort).into_response())
+    let last_resort = d.ctx.https_submission();
+    let week = d.ctx.portmap.week(last_resort);
+    Ok(pages::ports(&session, &week, &d.mail_ports(), last_resort).into_response())
 }
 
 async fn accounts(State(d): State<Arc<Dashboard>>, from: Client) -> Page {

@@ -28,6 +28,7 @@ use axum::routing::get;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::in_networks;
@@ -47,10 +48,8 @@ pub struct HttpSetupError {
 
 struct HttpState {
     ctx: Arc<ServerContext>,
-    /// The bound port of submission on `tls_addr`, if on.
-    https_submission: Option<u16>,
-    /// `[http] imap_host` and `imap_port`: `[http]` changes at the next
-    /// start, as the HTTP listeners do.
+    /// `[http] imap_host` and `imap_port`: a reload that changes `[http]`
+    /// serves it anew (`server::HttpListeners`).
     imap: (String, u16),
     metrics: PrometheusHandle,
     /// The port echo must stay cheap: a global cap on questions per second.
@@ -62,7 +61,7 @@ impl HttpState {
     /// its network first (`portmap`), unless `[http] ports_by_network` is off.
     /// The listeners are read as they are now: a reload changes them.
     fn endpoints_for(&self, peer: SocketAddr) -> Vec<SubmissionEndpoint> {
-        let endpoints = submission_endpoints(&self.ctx.listening(), self.https_submission);
+        let endpoints = submission_endpoints(&self.ctx.listening(), self.ctx.https_submission());
         if !self.ctx.config().http.ports_by_network {
             return endpoints;
         }
@@ -87,9 +86,12 @@ pub fn xml_escape(s: &str) -> String {
 
 /// The bound `[http] addr` and `tls_addr` sockets; bound before the server
 /// gives up root (ports 80 and 443), served once everything else is ready.
+/// Shared, so that a reload serving `[http]` anew keeps the sockets whose
+/// address did not change (and the connections waiting on them).
+#[derive(Clone)]
 pub struct HttpSockets {
-    plain: Option<TcpListener>,
-    secure: Option<TcpListener>,
+    plain: Option<Arc<TcpListener>>,
+    secure: Option<Arc<TcpListener>>,
 }
 
 impl HttpSockets {
@@ -105,41 +107,71 @@ impl HttpSockets {
 
 /// Binds `[http] addr` and `tls_addr` (when set); `None` when neither is.
 pub async fn bind(http: &crate::config::Http) -> Result<Option<HttpSockets>, HttpSetupError> {
+    bind_reusing(http, None).await
+}
+
+/// Like `bind`, taking from `running` (the sockets bound for the `[http]`
+/// it had) each socket whose address `http` keeps.
+pub async fn bind_reusing(
+    http: &crate::config::Http,
+    running: Option<(&crate::config::Http, &HttpSockets)>,
+) -> Result<Option<HttpSockets>, HttpSetupError> {
     if http.addr.is_none() && http.tls_addr.is_none() {
         return Ok(None);
     }
-    let bind = |addr: SocketAddr| async move {
-        crate::listener::bind_tcp(addr)
-            .await
-            .map_err(|source| HttpSetupError { addr, source })
-    };
-    let plain = match http.addr {
-        Some(a) => Some(bind(a).await?),
-        None => None,
-    };
-    let secure = match http.tls_addr {
-        Some(a) => Some(bind(a).await?),
-        None => None,
-    };
+    let plain = bind_one(http.addr, running.map(|(h, s)| (h.addr, s.plain.clone()))).await?;
+    let secure = bind_one(
+        http.tls_addr,
+        running.map(|(h, s)| (h.tls_addr, s.secure.clone())),
+    )
+    .await?;
     Ok(Some(HttpSockets { plain, secure }))
 }
 
-/// Serves `sockets` until shutdown on `tasks`; returns their addresses.
-/// `limits` are the SMTP connection caps, for submission on `tls_addr`.
+/// `addr` bound, or `kept`'s socket when it was bound for `addr`.
+async fn bind_one(
+    addr: Option<SocketAddr>,
+    kept: Option<(Option<SocketAddr>, Option<Arc<TcpListener>>)>,
+) -> Result<Option<Arc<TcpListener>>, HttpSetupError> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    if let Some((Some(was), Some(socket))) = kept
+        && was == addr
+    {
+        return Ok(Some(socket));
+    }
+    crate::listener::bind_tcp(addr)
+        .await
+        .map(|l| Some(Arc::new(l)))
+        .map_err(|source| HttpSetupError { addr, source })
+}
+
+/// Serves `sockets` with the `[http]` and `trusted_networks` of `ctx`'s
+/// configuration until `stop` (a reload serving `[http]` anew, or
+/// shutdown), connections on `tasks`; returns their addresses. `limits`
+/// are the SMTP connection caps, for submission on `tls_addr`.
 pub fn start(
     ctx: Arc<ServerContext>,
     mounted: Option<(&'static str, Router)>,
-    sockets: HttpSockets,
+    sockets: &HttpSockets,
     limits: Arc<ConnectionLimits>,
     tasks: &TaskTracker,
+    stop: CancellationToken,
 ) -> Vec<SocketAddr> {
-    let http = ctx.config().http.clone();
-    let https_submission = sockets.submission_port(&http);
-    let HttpSockets { plain, secure } = sockets;
+    let config = ctx.config();
+    let http = &config.http;
+    let https_submission = sockets.submission_port(http);
+    if let Some(port) = https_submission {
+        crate::prometheus::zero(&[(port, "submissions")]);
+    }
+    *ctx.https_submission
+        .write()
+        .unwrap_or_else(|p| p.into_inner()) = https_submission;
+    let HttpSockets { plain, secure } = sockets.clone();
     let per_second = NonZeroU32::new(50).unwrap_or(NonZeroU32::MIN);
     let state = Arc::new(HttpState {
         ctx: Arc::clone(&ctx),
-        https_submission,
         imap: (http.imap_host.clone(), http.imap_port),
         metrics: crate::prometheus::handle(),
         echo_limit: RateLimiter::direct(Quota::per_second(per_second)),
@@ -154,9 +186,9 @@ pub fn start(
     }
     let server = HttpServer::new(
         app.layer(DefaultBodyLimit::max(serve::MAX_BODY)),
-        &http,
-        ctx.config().trusted_networks.clone(),
-        ctx.shutdown.clone(),
+        http,
+        config.trusted_networks.clone(),
+        stop,
     );
     let mut bound = Vec::new();
     if let Some(listener) = plain {

@@ -64,6 +64,12 @@ impl HttpServer {
         })
     }
 
+    /// What stops this server: its listeners stop accepting, and its open
+    /// connections finish the request in progress.
+    pub fn stop(&self) -> &CancellationToken {
+        &self.stop
+    }
+
     /// A slot for a connection from `peer` under the HTTP caps; `None` means
     /// the connection is to be closed at once.
     pub fn admit(&self, peer: SocketAddr) -> Option<ConnectionSlot> {
@@ -76,7 +82,7 @@ impl HttpServer {
 
     /// Accepts plain HTTP connections on `tcp` until shutdown, each served on
     /// `tasks`.
-    pub async fn accept_plain(self: Arc<Self>, tcp: TcpListener, tasks: TaskTracker) {
+    pub async fn accept_plain(self: Arc<Self>, tcp: Arc<TcpListener>, tasks: TaskTracker) {
         listener::accept_each(&tcp, &self.stop, |stream, peer| {
             let Some(slot) = self.admit(peer) else {
                 return;

@@ -76,11 +76,12 @@ struct Splitter {
     http: Arc<HttpServer>,
 }
 
-/// Accepts on the HTTPS port until shutdown, each connection on `tasks`:
+/// Accepts on the HTTPS port until the HTTP server stops, each connection on
+/// `tasks` (submission sessions run on until shutdown):
 /// first under the HTTP caps (the handshake is work too), then HTTP goes to
 /// `http` and SMTP submission moves to the SMTP caps.
 pub fn start(
-    tcp: TcpListener,
+    tcp: Arc<TcpListener>,
     ctx: Arc<ServerContext>,
     smtp: bool,
     limits: Arc<ConnectionLimits>,
@@ -109,7 +110,7 @@ pub fn start(
     });
     let spawner = tasks.clone();
     tasks.spawn(async move {
-        let stop = splitter.ctx.shutdown.clone();
+        let stop = splitter.http.stop().clone();
         listener::accept_each(&tcp, &stop, |stream, peer| {
             let Some(slot) = splitter.http.admit(peer) else {
                 return;

@@ -23,11 +23,13 @@ use crate::spool::{Spool, SpoolError};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, Certificates, TlsSetupError};
 use crate::{dkim, dmarc};
+use http_listeners::HttpListeners;
 use listeners::Listeners;
 use reload::CERTIFICATE_CHECK;
 use sd_notify::NotifyState;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
+mod http_listeners;
 mod listeners;
 pub mod privileges;
 mod reload;
@@ -164,6 +166,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         srs,
         portmap: Arc::clone(&portmap),
         listening: Default::default(),
+        https_submission: Default::default(),
         plaintext_first: Default::default(),
     });
 
@@ -174,13 +177,10 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     for info in &infos {
         tracing::info!(event = "listening", addr = %info.addr, role = %info.role);
     }
-    let mut counted: Vec<(u16, &'static str)> = infos
+    let counted: Vec<(u16, &'static str)> = infos
         .iter()
         .map(|i| (i.addr.port(), i.role.as_str()))
         .collect();
-    if let (Some(addr), true) = (config.http.tls_addr, config.http.submission_on_tls) {
-        counted.push((addr.port(), "submissions"));
-    }
     crate::prometheus::zero(&counted);
 
     let limits = ConnectionLimits::new(
@@ -200,27 +200,14 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         bound,
     );
     accept_loops.close();
-    if let Some(sockets) = http_sockets {
-        let dashboard = config.http.dashboard.then(|| {
-            let dashboard = crate::dashboard::Dashboard::new(
-                Arc::clone(&ctx),
-                Arc::clone(&delivery),
-                sockets.submission_port(&config.http),
-            );
-            ("/dashboard", crate::dashboard::router(Arc::new(dashboard)))
-        });
-        let addrs = http::start(
-            Arc::clone(&ctx),
-            dashboard,
-            sockets,
-            Arc::clone(&limits),
-            &sessions,
-        );
-        for addr in &addrs {
-            tracing::info!(event = "listening", addr = %addr, role = "http");
-        }
-        write_run_file(&config, "http.json", &addrs)?;
-    }
+    let mut http_listeners = HttpListeners::start(
+        Arc::clone(&ctx),
+        Arc::clone(&delivery),
+        Arc::clone(&limits),
+        sessions.clone(),
+        http_sockets,
+    );
+    write_http_run_file(&config, &http_listeners)?;
     // After the HTTP listeners, which answer its challenges.
     let renewal = Renewal::start(
         acme::renewal::Parts {
@@ -315,6 +302,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         certificates: &certificates,
         renewal: renewal.as_ref(),
         listeners: &mut listeners,
+        http_listeners: &mut http_listeners,
     };
     running.serve_until_stopped(&mut reload_asks, signals).await;
     tell_systemd(NotifyState::Stopping);
@@ -382,6 +370,16 @@ fn write_run_file(
     std::fs::rename(&tmp, &path).map_err(err)
 }
 
+/// `data_dir/run/http.json`: where HTTP is served, while it is.
+fn write_http_run_file(config: &Config, http: &HttpListeners) -> Result<(), ServerError> {
+    let addrs = http.addrs();
+    if addrs.is_empty() {
+        let _ = std::fs::remove_file(config.run_dir().join("http.json"));
+        return Ok(());
+    }
+    write_run_file(config, "http.json", &addrs)
+}
+
 /// What a reload changes in the running server.
 struct Running<'a> {
     /// The configuration it started with (where its run files are).
@@ -395,6 +393,7 @@ struct Running<'a> {
     certificates: &'a Certificates,
     renewal: Option<&'a Renewal>,
     listeners: &'a mut Listeners,
+    http_listeners: &'a mut HttpListeners,
 }
 
 impl Running<'_> {
@@ -410,14 +409,20 @@ impl Running<'_> {
                     new.limits.max_connections_per_ip,
                     new.trusted_networks.clone(),
                 );
-                let listeners = new.listeners.clone();
-                self.live.replace(Arc::new(new));
+                let new = Arc::new(new);
+                self.live.replace(Arc::clone(&new));
                 self.delivery.outbound.follow_fallback_relay();
-                if let Some(changed) = self.listeners.apply(&listeners).await {
+                if let Some(changed) = self.listeners.apply(&new.listeners).await {
                     report.push_str(&format!("; {changed}"));
                     if let Err(e) =
                         write_run_file(self.config, "listeners.json", &self.listeners.infos())
                     {
+                        tracing::error!(event = "run_file_failed", "{e}");
+                    }
+                }
+                if let Some(changed) = self.http_listeners.apply(&new).await {
+                    report.push_str(&format!("; {changed}"));
+                    if let Err(e) = write_http_run_file(self.config, self.http_listeners) {
                         tracing::error!(event = "run_file_failed", "{e}");
                     }
                 }

@@ -1,13 +1,14 @@
 //! Reloading while the server runs (SIGHUP, `postern reload`, and a
 //! certificate renewed on disk). The certificate and key are applied at once
 //! (rustls reads them at each handshake, so new sessions get the new pair and
-//! open ones keep theirs), the listeners too (`listeners.rs`), and so are the
-//! settings that work reads as it begins (`config::Live`): limits, relays and
-//! routes, `[local]`, `[[sendmail]]`, the filters. Those that shaped what
-//! was built at start (the data directory, the account, the resolvers, the
-//! HTTP listeners, ...) keep their running values until the next start; the
-//! report names each changed setting and when it takes effect, so that an
-//! admin is never left guessing which file the server runs on.
+//! open ones keep theirs), the listeners too (`listeners.rs`, and
+//! `http_listeners.rs` for `[http]`), and so are the settings that work reads
+//! as it begins (`config::Live`): limits, relays and routes, `[local]`,
+//! `[[sendmail]]`, the filters. Those that shaped what was built at start
+//! (the data directory, the account, the resolvers, ...) keep their running
+//! values until the next start; the report names each changed setting and
+//! when it takes effect, so that an admin is never left guessing which file
+//! the server runs on.
 
 use std::time::Duration;
 
@@ -112,13 +113,14 @@ fn settle(running: &Config, mut new: Config) -> (Config, Changes) {
         dnsbl,
         dmarc_reports,
     } = &mut new;
-    // Known to the certificate, the store, the DKIM and DMARC checks and
-    // the HTTP listeners as they were built.
+    // Known to the certificate, the store, the DKIM and DMARC checks as
+    // they were built. [http] is served anew by the caller
+    // (`HttpListeners`) when it changes.
     c.defer(hostname, &running.hostname, "hostname");
     c.defer(data_dir, &running.data_dir, "data_dir");
     c.defer(run_as, &running.run_as, "user/group");
     c.defer(store_url, &running.store_url, "store_url");
-    c.defer(http, &running.http, "[http]");
+    c.apply(http, &running.http, "[http]");
     c.defer(acme, &running.acme, "[acme]");
     c.defer(auth, &running.auth, "[auth]");
     c.defer(dkim, &running.dkim, "[dkim]");
@@ -273,11 +275,16 @@ mod tests {
         assert_eq!(
             changes,
             Changes {
-                applied: vec!["[limits]", "[delivery]", "trusted_networks", "[relay]"],
                 // `[http] imap_host` defaults to the host name.
+                applied: vec![
+                    "[http]",
+                    "[limits]",
+                    "[delivery]",
+                    "trusted_networks",
+                    "[relay]"
+                ],
                 at_next_start: vec![
                     "hostname",
-                    "[http]",
                     "[limits] max_connections",
                     "[delivery] concurrency"
                 ],

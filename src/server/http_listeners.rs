@@ -1,0 +1,147 @@
+//! The HTTP listeners of a running server, as a reload changes them. A
+//! reload that changes `[http]` or `trusted_networks` serves HTTP anew: the
+//! sockets whose address stayed are kept (with the connections waiting on
+//! them), new addresses are bound, the old server stops accepting and its
+//! open connections finish the request in progress. The new addresses are
+//! bound before anything stops, so one that cannot be bound leaves HTTP as
+//! it was, and the report says why.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, Http};
+use crate::context::ServerContext;
+use crate::dashboard::{self, Dashboard};
+use crate::http::{self, HttpSockets};
+use crate::listener::ConnectionLimits;
+use crate::scheduler::Delivery;
+
+/// HTTP as it is served now.
+struct Serving {
+    /// The settings it was started with.
+    http: Http,
+    trusted: Vec<ipnet::IpNet>,
+    sockets: HttpSockets,
+    addrs: Vec<SocketAddr>,
+    stop: CancellationToken,
+}
+
+pub struct HttpListeners {
+    ctx: Arc<ServerContext>,
+    delivery: Arc<Delivery>,
+    /// The SMTP connection caps, for submission on the HTTPS listener.
+    limits: Arc<ConnectionLimits>,
+    tasks: TaskTracker,
+    /// Made once and kept, so a reload does not sign administrators out.
+    dashboard: Option<Arc<Dashboard>>,
+    serving: Option<Serving>,
+}
+
+impl HttpListeners {
+    /// Serves `sockets` (bound at start, before root was given up) with the
+    /// configuration in place; connections run on `tasks`.
+    pub fn start(
+        ctx: Arc<ServerContext>,
+        delivery: Arc<Delivery>,
+        limits: Arc<ConnectionLimits>,
+        tasks: TaskTracker,
+        sockets: Option<HttpSockets>,
+    ) -> HttpListeners {
+        let mut listeners = HttpListeners {
+            ctx,
+            delivery,
+            limits,
+            tasks,
+            dashboard: None,
+            serving: None,
+        };
+        if let Some(sockets) = sockets {
+            listeners.serve(sockets);
+        }
+        listeners
+    }
+
+    /// Where HTTP is served now.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.serving
+            .as_ref()
+            .map(|s| s.addrs.clone())
+            .unwrap_or_default()
+    }
+
+    fn serve(&mut self, sockets: HttpSockets) {
+        let config = self.ctx.config();
+        let mounted = config.http.dashboard.then(|| {
+            let dashboard = self.dashboard.get_or_insert_with(|| {
+                Arc::new(Dashboard::new(
+                    Arc::clone(&self.ctx),
+                    Arc::clone(&self.delivery),
+                ))
+            });
+            ("/dashboard", dashboard::router(Arc::clone(dashboard)))
+        });
+        let stop = self.ctx.shutdown.child_token();
+        let addrs = http::start(
+            Arc::clone(&self.ctx),
+            mounted,
+            &sockets,
+            Arc::clone(&self.limits),
+            &self.tasks,
+            stop.clone(),
+        );
+        for addr in &addrs {
+            tracing::info!(event = "listening", addr = %addr, role = "http");
+        }
+        self.serving = Some(Serving {
+            http: config.http.clone(),
+            trusted: config.trusted_networks.clone(),
+            sockets,
+            addrs,
+            stop,
+        });
+    }
+
+    /// Serves HTTP anew if `[http]` or `trusted_networks` changed in `new`
+    /// (the configuration now in place). Returns what changed, for the
+    /// reload's report; `None` when nothing did.
+    pub async fn apply(&mut self, new: &Config) -> Option<String> {
+        let running = self.serving.as_ref();
+        if running.is_some_and(|s| s.http == new.http && s.trusted == new.trusted_networks)
+            || (running.is_none() && new.http.addr.is_none() && new.http.tls_addr.is_none())
+        {
+            return None;
+        }
+        let sockets =
+            match http::bind_reusing(&new.http, running.map(|s| (&s.http, &s.sockets))).await {
+                Ok(sockets) => sockets,
+                Err(e) => {
+                    tracing::error!(event = "bind_failed", "{e}");
+                    return Some(format!("{e}; HTTP is served as it was"));
+                }
+            };
+        let was = self.addrs();
+        if let Some(old) = self.serving.take() {
+            old.stop.cancel();
+        }
+        *self
+            .ctx
+            .https_submission
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        if let Some(sockets) = sockets {
+            self.serve(sockets);
+        }
+        let now = self.addrs();
+        Some(if now == was {
+            "HTTP served anew".to_string()
+        } else if now.is_empty() {
+            "stopped serving HTTP".to_string()
+        } else {
+            let list: Vec<String> = now.iter().map(ToString::to_string).collect();
+            format!("serving HTTP on {}", list.join(", "))
+        })
+    }
+}

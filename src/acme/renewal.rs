@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::order::{self, Issued};
 use super::{AcmeError, Chain, Challenges, account};
 use crate::check::tls::CertInfo;
-use crate::config::{Acme, Config};
+use crate::config::{Acme, Config, Live};
 use crate::store::Store;
 use crate::tls::{self, Certificates};
 
@@ -47,7 +47,11 @@ pub struct Renewal {
 
 /// What the task needs from the server.
 pub struct Parts {
+    /// The configuration as it starts; hostname, data_dir and [acme] keep
+    /// their values until the next start.
     pub config: Arc<Config>,
+    /// Where the challenges are answered now: a reload may change `[http]`.
+    pub live: Live,
     pub store: Store,
     pub certificates: Arc<Certificates>,
     pub challenges: Arc<Challenges>,
@@ -180,7 +184,7 @@ impl Pair<'_> {
                 Some(account) => account,
                 None => account.insert(account::account(acme, &config.data_dir).await?),
             };
-            let types = order::answerable(&config.http);
+            let types = order::answerable(&parts.live.get().http);
             match order::issue(account, &names, &types, &parts.challenges).await {
                 Ok(issued) => return self.install(parts, &names, &issued, acme, now),
                 Err(AcmeError::NotValidated {

@@ -212,6 +212,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let renewal = Renewal::start(
         acme::renewal::Parts {
             config: Arc::clone(&config),
+            live: live.clone(),
             store: ctx.store.clone(),
             certificates: Arc::clone(&certificates),
             challenges: Arc::clone(&ctx.acme),

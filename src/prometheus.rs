@@ -126,17 +126,7 @@ fn describe() {
 pub fn zero(listeners: &[(u16, &'static str)]) {
     let _ = handle();
     for &(port, role) in listeners {
-        let port = port.to_string();
-        metrics::counter!("postern_connections_total", "port" => port.clone(), "role" => role)
-            .absolute(0);
-        for name in [
-            "postern_tls_handshakes_total",
-            "postern_auth_successes_total",
-            "postern_auth_failures_total",
-            "postern_messages_queued_total",
-        ] {
-            metrics::counter!(name, "port" => port.clone()).absolute(0);
-        }
+        count_listener(port, role);
     }
     for result in ["delivered", "deferred", "bounced", "expired"] {
         metrics::counter!("postern_deliveries_total", "result" => result).absolute(0);
@@ -161,6 +151,22 @@ pub fn zero(listeners: &[(u16, &'static str)]) {
     metrics::gauge!("postern_outbound_port25_blocked").set(0.0);
     // The watch sets it from the store at once; 0 until then.
     metrics::gauge!("postern_users_held").set(0.0);
+}
+
+/// Makes the counters of listener `(port, role)` present, at 0 unless it
+/// counted before (a reload may serve a port again).
+pub fn count_listener(port: u16, role: &'static str) {
+    let port = port.to_string();
+    metrics::counter!("postern_connections_total", "port" => port.clone(), "role" => role)
+        .increment(0);
+    for name in [
+        "postern_tls_handshakes_total",
+        "postern_auth_successes_total",
+        "postern_auth_failures_total",
+        "postern_messages_queued_total",
+    ] {
+        metrics::counter!(name, "port" => port.clone()).increment(0);
+    }
 }
 
 /// Counts a refused command (`session::reply`).

@@ -286,11 +286,16 @@ fn a_reload_serves_a_changed_http_section_anew_and_keeps_the_sockets_that_stay()
     std::fs::write(&s.config, &blocked).expect("write config");
     let report = s.cli_ok(&["reload"]);
     assert!(
-        report.contains(&format!("cannot listen for HTTP on 127.0.0.1:{port}"))
-            && report.contains("HTTP is served as it was"),
+        report.contains(&format!(
+            "[http] not applied: cannot listen for HTTP on 127.0.0.1:{port}"
+        )) && report.contains("HTTP is served as it was")
+            && !report.contains("applied: [http]"),
         "{report}"
     );
     assert_eq!(s.http_addrs(), [plain]);
+    // Nothing of the new [http] is taken meanwhile.
+    let xml = fetch(&format!("http://{plain}/{AUTOCONFIG}")).expect("autoconfig");
+    assert!(xml.contains("imap.old.example"), "{xml}");
     drop(taken);
 
     // A new HTTPS listener with submission on it, and a new IMAP host: the

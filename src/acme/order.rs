@@ -135,7 +135,11 @@ async fn failed(order: &mut Order, otherwise: String) -> AcmeError {
             .iter()
             .filter_map(|c| c.error.as_ref().map(ToString::to_string))
             .collect();
-        if let Identifier::Dns(name) = state.identifier().identifier {
+        // Only a name the CA gave up on is to blame: the others of an
+        // invalid order may merely not have been validated yet.
+        if let (AuthorizationStatus::Invalid, Identifier::Dns(name)) =
+            (state.status, state.identifier().identifier)
+        {
             names.push(name.clone());
         }
         reasons.push(format!(

@@ -27,7 +27,7 @@ use super::{AcmeError, Chain, Challenges, account};
 use crate::check::tls::CertInfo;
 use crate::config::{Acme, Config, Live};
 use crate::store::Store;
-use crate::tls::{self, Certificates};
+use crate::tls::{self, Certificates, certificates};
 
 /// How often the certificate is looked at when all is well, and how long a
 /// name the CA did not validate is left out.
@@ -133,8 +133,11 @@ async fn check(parts: &Parts, acme: &Acme, left_out: &mut LeftOut) -> Result<(),
     let mut names = wanted(&parts.config.hostname, &parts.store.domains().await?);
     left_out.remove_from(&mut names, now);
     let last = tls::acme_more_pairs(data_dir).last().copied().unwrap_or(0);
+    // A pair whose key is missing or does not match (a crash between the
+    // two writes) is not held: it is ordered again.
     let held: Vec<Option<Held>> = (0..=last)
-        .map(|i| held(&tls::acme_pair(data_dir, i).cert))
+        .map(|i| tls::acme_pair(data_dir, i))
+        .map(|files| held(&files.cert).filter(|_| certificates::read(&files).is_ok()))
         .collect();
     let mut account = None;
     let mut first_error = None;
@@ -164,7 +167,8 @@ struct Pair<'a> {
 
 impl Pair<'_> {
     /// Orders this pair for `names` if due, leaving out (and remembering in
-    /// `left_out`) the names the CA did not validate.
+    /// `left_out`) the names the CA did not validate, where `may_leave_out`
+    /// allows.
     async fn renew(
         &self,
         parts: &Parts,
@@ -175,6 +179,7 @@ impl Pair<'_> {
         now: SystemTime,
     ) -> Result<(), AcmeError> {
         let config = &parts.config;
+        let hostname = config.hostname.to_ascii_lowercase();
         loop {
             let Some(reason) = due(self.held, &names, now, acme.renew_before) else {
                 return Ok(());
@@ -190,7 +195,15 @@ impl Pair<'_> {
                 Err(AcmeError::NotValidated {
                     names: failed,
                     detail,
-                }) if names.iter().any(|n| !failed.contains(n)) => {
+                }) if may_leave_out(
+                    self.held,
+                    &failed,
+                    &names,
+                    &hostname,
+                    now,
+                    acme.renew_before,
+                ) =>
+                {
                     tracing::warn!(
                         event = "acme_names_left_out",
                         names = %failed.join(" "),
@@ -259,6 +272,29 @@ impl Pair<'_> {
         );
         Ok(())
     }
+}
+
+/// Whether an order may be placed again without `failed`: never without
+/// the hostname (clients that name nothing get the first pair), never
+/// without a name the certificate in use covers for longer than
+/// `renew_before` (a passing failure must not take a working name away; the
+/// certificate stays until the next check), and never with nothing left.
+fn may_leave_out(
+    held: Option<&Held>,
+    failed: &[String],
+    names: &[String],
+    hostname: &str,
+    now: SystemTime,
+    renew_before: Duration,
+) -> bool {
+    let expiring =
+        held.is_none_or(|h| h.not_after.duration_since(now).unwrap_or_default() < renew_before);
+    let covered = |name: &String| held.is_some_and(|h| h.names.contains(name));
+    !failed.is_empty()
+        && failed
+            .iter()
+            .all(|n| n != hostname && names.contains(n) && (expiring || !covered(n)))
+        && names.iter().any(|n| !failed.contains(n))
 }
 
 /// The names each pair is to hold, by index: a name stays with the pair
@@ -511,6 +547,40 @@ mod tests {
         assert_eq!(after[0][0], "new.example");
         assert_eq!(after[0].len(), NAMES_PER_CERTIFICATE);
         assert_eq!(after[1].len(), 1);
+    }
+
+    #[test]
+    fn only_new_names_or_those_of_an_expiring_certificate_are_left_out_never_the_hostname() {
+        let now = SystemTime::UNIX_EPOCH + 1000 * DAY;
+        let window = 30 * DAY;
+        let want = names(&["mx.example", "autoconfig.a.example", "autoconfig.b.example"]);
+        let held = |left: Duration| Held {
+            names: names(&["mx.example", "autoconfig.a.example"])
+                .into_iter()
+                .collect(),
+            not_after: now + left,
+        };
+        let fresh = held(60 * DAY);
+        let leave = |held: Option<&Held>, failed: &[&str]| {
+            may_leave_out(held, &names(failed), &want, "mx.example", now, window)
+        };
+        // A new name: left out; one the certificate in use covers: not,
+        // unless that certificate is due.
+        assert!(leave(Some(&fresh), &["autoconfig.b.example"]));
+        assert!(!leave(Some(&fresh), &["autoconfig.a.example"]));
+        assert!(leave(Some(&held(29 * DAY)), &["autoconfig.a.example"]));
+        assert!(leave(
+            None,
+            &["autoconfig.a.example", "autoconfig.b.example"]
+        ));
+        // Never the hostname, nothing unknown, never every name.
+        assert!(!leave(None, &["mx.example"]));
+        assert!(!leave(None, &["other.example"]));
+        assert!(!leave(None, &[]));
+        assert!(!leave(
+            None,
+            &["autoconfig.a.example", "autoconfig.b.example", "mx.example"]
+        ));
     }
 
     #[test]

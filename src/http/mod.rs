@@ -46,6 +46,13 @@ pub struct HttpSetupError {
     source: std::io::Error,
 }
 
+impl HttpSetupError {
+    /// The port that was in use, if that is what failed.
+    pub fn port_in_use(&self) -> Option<u16> {
+        (self.source.kind() == std::io::ErrorKind::AddrInUse).then_some(self.addr.port())
+    }
+}
+
 struct HttpState {
     ctx: Arc<ServerContext>,
     /// `[http] imap_host` and `imap_port`: a reload that changes `[http]`
@@ -111,7 +118,8 @@ pub async fn bind(http: &crate::config::Http) -> Result<Option<HttpSockets>, Htt
 }
 
 /// Like `bind`, taking from `running` (the sockets bound for the `[http]`
-/// it had) each socket whose address `http` keeps.
+/// it had) each socket whose configured address `http` keeps, also when it
+/// moved between `addr` and `tls_addr`.
 pub async fn bind_reusing(
     http: &crate::config::Http,
     running: Option<(&crate::config::Http, &HttpSockets)>,
@@ -119,31 +127,53 @@ pub async fn bind_reusing(
     if http.addr.is_none() && http.tls_addr.is_none() {
         return Ok(None);
     }
-    let plain = bind_one(http.addr, running.map(|(h, s)| (h.addr, s.plain.clone()))).await?;
-    let secure = bind_one(
-        http.tls_addr,
-        running.map(|(h, s)| (h.tls_addr, s.secure.clone())),
-    )
-    .await?;
+    let (mut old_plain, mut old_secure) = running.map_or((None, None), |(h, s)| {
+        (
+            h.addr.zip(s.plain.clone()),
+            h.tls_addr.zip(s.secure.clone()),
+        )
+    });
+    let mut plain = http.addr.and_then(|a| take(&mut old_plain, a, false));
+    let mut secure = http.tls_addr.and_then(|a| take(&mut old_secure, a, false));
+    if plain.is_none() {
+        plain = http.addr.and_then(|a| take(&mut old_secure, a, true));
+    }
+    if secure.is_none() {
+        secure = http.tls_addr.and_then(|a| take(&mut old_plain, a, true));
+    }
+    let plain = match (http.addr, plain) {
+        (Some(addr), None) => Some(bind_one(addr).await?),
+        (_, kept) => kept,
+    };
+    let secure = match (http.tls_addr, secure) {
+        (Some(addr), None) => Some(bind_one(addr).await?),
+        (_, kept) => kept,
+    };
     Ok(Some(HttpSockets { plain, secure }))
 }
 
-/// `addr` bound, or `kept`'s socket when it was bound for `addr`.
-async fn bind_one(
-    addr: Option<SocketAddr>,
-    kept: Option<(Option<SocketAddr>, Option<Arc<TcpListener>>)>,
-) -> Result<Option<Arc<TcpListener>>, HttpSetupError> {
-    let Some(addr) = addr else {
-        return Ok(None);
-    };
-    if let Some((Some(was), Some(socket))) = kept
-        && was == addr
-    {
-        return Ok(Some(socket));
+/// The socket in `slot` if it was configured for `addr`; one of the other
+/// listener (`swapped`) only for a fixed port: two listeners on port 0 are
+/// told apart by their role.
+fn take(
+    slot: &mut Option<(SocketAddr, Arc<TcpListener>)>,
+    addr: SocketAddr,
+    swapped: bool,
+) -> Option<Arc<TcpListener>> {
+    let fits = slot
+        .as_ref()
+        .is_some_and(|(was, _)| *was == addr && (!swapped || addr.port() != 0));
+    if fits {
+        slot.take().map(|(_, socket)| socket)
+    } else {
+        None
     }
+}
+
+async fn bind_one(addr: SocketAddr) -> Result<Arc<TcpListener>, HttpSetupError> {
     crate::listener::bind_tcp(addr)
         .await
-        .map(|l| Some(Arc::new(l)))
+        .map(Arc::new)
         .map_err(|source| HttpSetupError { addr, source })
 }
 
@@ -163,7 +193,7 @@ pub fn start(
     let http = &config.http;
     let https_submission = sockets.submission_port(http);
     if let Some(port) = https_submission {
-        crate::prometheus::zero(&[(port, "submissions")]);
+        crate::prometheus::count_listener(port, "submissions");
     }
     *ctx.https_submission
         .write()
@@ -473,4 +503,78 @@ async fn metrics(
     }
     crate::prometheus::read_queue(state.ctx.queue.spool(), crate::clock::now_unix()).await;
     typed("text/plain; version=0.0.4", state.metrics.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Http};
+
+    fn http(addr: Option<SocketAddr>, tls_addr: Option<SocketAddr>) -> Http {
+        let mut http = Config::from_text("hostname = \"mx.test.example\"\n", None)
+            .expect("config")
+            .http;
+        (http.addr, http.tls_addr) = (addr, tls_addr);
+        http
+    }
+
+    fn free() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+    }
+
+    fn bound(socket: &Option<Arc<TcpListener>>) -> SocketAddr {
+        socket.as_ref().expect("socket").local_addr().expect("addr")
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_sockets_whose_address_stayed_or_moved_between_the_listeners() {
+        let (one, two) = (free(), free());
+        let first = http(Some(one), Some(two));
+        let running = bind(&first).await.expect("bind").expect("sockets");
+        // Swapped: each socket serves the other listener, none is bound again
+        // (binding again would fail: the running ones hold the ports).
+        let swapped = http(Some(two), Some(one));
+        let again = bind_reusing(&swapped, Some((&first, &running)))
+            .await
+            .expect("kept")
+            .expect("sockets");
+        assert!(Arc::ptr_eq(
+            again.plain.as_ref().expect("plain"),
+            running.secure.as_ref().expect("secure")
+        ));
+        assert_eq!((bound(&again.plain), bound(&again.secure)), (two, one));
+
+        // Port 0 on both: each keeps its own, never the other's.
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let zeros = http(Some(any), Some(any));
+        let running = bind(&zeros).await.expect("bind").expect("sockets");
+        let again = bind_reusing(&zeros, Some((&zeros, &running)))
+            .await
+            .expect("kept")
+            .expect("sockets");
+        assert!(Arc::ptr_eq(
+            again.plain.as_ref().expect("plain"),
+            running.plain.as_ref().expect("plain")
+        ));
+        assert!(Arc::ptr_eq(
+            again.secure.as_ref().expect("secure"),
+            running.secure.as_ref().expect("secure")
+        ));
+        // A port the running server holds, on another address of it: in use.
+        let taken = bound(&running.plain);
+        let moved = http(
+            Some(SocketAddr::new(
+                "0.0.0.0".parse().expect("ip"),
+                taken.port(),
+            )),
+            None,
+        );
+        let refused = bind_reusing(&moved, Some((&zeros, &running)))
+            .await
+            .err()
+            .expect("in use");
+        assert_eq!(refused.port_in_use(), Some(taken.port()));
+    }
 }

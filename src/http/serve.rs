@@ -80,7 +80,7 @@ impl HttpServer {
         slot
     }
 
-    /// Accepts plain HTTP connections on `tcp` until shutdown, each served on
+    /// Accepts plain HTTP connections on `tcp` until `stop`, each served on
     /// `tasks`.
     pub async fn accept_plain(self: Arc<Self>, tcp: Arc<TcpListener>, tasks: TaskTracker) {
         listener::accept_each(&tcp, &self.stop, |stream, peer| {

@@ -205,8 +205,11 @@ pub async fn accept_each(
 ) {
     loop {
         let accepted = tokio::select! {
-            a = tcp.accept() => a,
+            // Stopped first: a listener that stops (a reload) hands its
+            // socket to its successor and must not take one more connection.
+            biased;
             () = stop.cancelled() => return,
+            a = tcp.accept() => a,
         };
         match accepted {
             // On a dual-stack socket an IPv4 client shows as ::ffff:a.b.c.d;

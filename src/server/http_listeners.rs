@@ -3,8 +3,9 @@
 //! sockets whose address stayed are kept (with the connections waiting on
 //! them), new addresses are bound, the old server stops accepting and its
 //! open connections finish the request in progress. The new addresses are
-//! bound before anything stops, so one that cannot be bound leaves HTTP as
-//! it was, and the report says why.
+//! bound before anything stops (and before the new configuration is put in
+//! place), so one that cannot be bound leaves HTTP and `[http]` as they
+//! were, and the report says why.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,9 @@ use crate::dashboard::{self, Dashboard};
 use crate::http::{self, HttpSockets};
 use crate::listener::ConnectionLimits;
 use crate::scheduler::Delivery;
+
+/// The sockets a reload serves HTTP on; `None` inside: no `[http]` address.
+pub struct Rebound(Option<HttpSockets>);
 
 /// HTTP as it is served now.
 struct Serving {
@@ -104,24 +108,39 @@ impl HttpListeners {
         });
     }
 
-    /// Serves HTTP anew if `[http]` or `trusted_networks` changed in `new`
-    /// (the configuration now in place). Returns what changed, for the
-    /// reload's report; `None` when nothing did.
-    pub async fn apply(&mut self, new: &Config) -> Option<String> {
+    /// The sockets for `new`'s `[http]` if it or `trusted_networks`
+    /// changed (`None` when neither did), bound before the new configuration
+    /// is put in place: an address that cannot be bound leaves HTTP and
+    /// `[http]` as they run. The error says why.
+    pub async fn bind(&self, new: &Config) -> Result<Option<Rebound>, String> {
         let running = self.serving.as_ref();
-        if running.is_some_and(|s| s.http == new.http && s.trusted == new.trusted_networks)
-            || (running.is_none() && new.http.addr.is_none() && new.http.tls_addr.is_none())
-        {
-            return None;
+        let unchanged = match running {
+            Some(s) => s.http == new.http && s.trusted == new.trusted_networks,
+            None => new.http.addr.is_none() && new.http.tls_addr.is_none(),
+        };
+        if unchanged {
+            return Ok(None);
         }
-        let sockets =
-            match http::bind_reusing(&new.http, running.map(|s| (&s.http, &s.sockets))).await {
-                Ok(sockets) => sockets,
-                Err(e) => {
-                    tracing::error!(event = "bind_failed", "{e}");
-                    return Some(format!("{e}; HTTP is served as it was"));
-                }
-            };
+        match http::bind_reusing(&new.http, running.map(|s| (&s.http, &s.sockets))).await {
+            Ok(sockets) => Ok(Some(Rebound(sockets))),
+            Err(e) => {
+                tracing::error!(event = "bind_failed", "{e}");
+                let ours = e
+                    .port_in_use()
+                    .is_some_and(|port| self.addrs().iter().any(|a| a.port() == port));
+                Err(if ours {
+                    format!("{e} (by this server's HTTP listener: restart to move it there)")
+                } else {
+                    e.to_string()
+                })
+            }
+        }
+    }
+
+    /// Serves HTTP anew on `rebound` with the configuration now in place;
+    /// the old server stops accepting, its open connections finish the
+    /// request in progress. Returns what changed, for the reload's report.
+    pub fn serve_anew(&mut self, Rebound(sockets): Rebound) -> String {
         let was = self.addrs();
         if let Some(old) = self.serving.take() {
             old.stop.cancel();
@@ -135,13 +154,13 @@ impl HttpListeners {
             self.serve(sockets);
         }
         let now = self.addrs();
-        Some(if now == was {
+        if now == was {
             "HTTP served anew".to_string()
         } else if now.is_empty() {
             "stopped serving HTTP".to_string()
         } else {
             let list: Vec<String> = now.iter().map(ToString::to_string).collect();
             format!("serving HTTP on {}", list.join(", "))
-        })
+        }
     }
 }

@@ -404,13 +404,22 @@ impl Running<'_> {
     /// just added gets its names.
     async fn reload(&mut self) -> Result<String, String> {
         tell_systemd(NotifyState::Reloading);
-        let outcome = match reload::read_and_apply(&self.live.get(), self.certificates) {
-            Ok((mut report, new)) => {
+        let running = self.live.get();
+        let outcome = match reload::read_and_apply(&running, self.certificates) {
+            Ok(mut reloaded) => {
+                let http = match self.http_listeners.bind(&reloaded.config).await {
+                    Ok(rebound) => rebound,
+                    Err(why) => {
+                        reloaded.keep_http(&running, why);
+                        None
+                    }
+                };
+                let mut report = reloaded.report();
+                let new = Arc::new(reloaded.config);
                 self.connection_limits.update(
                     new.limits.max_connections_per_ip,
                     new.trusted_networks.clone(),
                 );
-                let new = Arc::new(new);
                 self.live.replace(Arc::clone(&new));
                 self.delivery.outbound.follow_fallback_relay();
                 if let Some(changed) = self.listeners.apply(&new.listeners).await {
@@ -421,8 +430,8 @@ impl Running<'_> {
                         tracing::error!(event = "run_file_failed", "{e}");
                     }
                 }
-                if let Some(changed) = self.http_listeners.apply(&new).await {
-                    report.push_str(&format!("; {changed}"));
+                if let Some(rebound) = http {
+                    report.push_str(&format!("; {}", self.http_listeners.serve_anew(rebound)));
                     if let Err(e) = write_http_run_file(self.config, self.http_listeners) {
                         tracing::error!(event = "run_file_failed", "{e}");
                     }

@@ -19,15 +19,12 @@ use crate::tls::{self, Certificates};
 pub const CERTIFICATE_CHECK: Duration = Duration::from_secs(30);
 
 /// Reads the configuration the server started from again and applies its
-/// certificate; returns the report so far and the configuration to run on
-/// (the new file's, with the settings that wait for a restart as they are
-/// now), whose listeners the caller applies. A file that no longer
-/// validates, or a certificate that does not read or match its key, is
-/// refused with the reason, and everything stays as it was.
-pub fn read_and_apply(
-    running: &Config,
-    certificates: &Certificates,
-) -> Result<(String, Config), String> {
+/// certificate; returns the configuration to run on (the new file's, with
+/// the settings that wait for a restart as they are now), whose listeners
+/// the caller applies, and what changed. A file that no longer validates,
+/// or a certificate that does not read or match its key, is refused with
+/// the reason, and everything stays as it was.
+pub fn read_and_apply(running: &Config, certificates: &Certificates) -> Result<Reloaded, String> {
     let new = match &running.source {
         Some(path) => Config::load(path)
             .map_err(|e| format!("{e}; the server keeps running on the configuration it has"))?,
@@ -36,22 +33,57 @@ pub fn read_and_apply(
     };
     // Settled first: the certificate files follow from the host name, the
     // data directory and [acme], which wait for the next start.
-    let (settled, changes) = settle(running, new);
-    let files = tls::files(&settled).map_err(|e| format!("{e}; the certificate in use stays"))?;
+    let (config, changes) = settle(running, new);
+    let files = tls::files(&config).map_err(|e| format!("{e}; the certificate in use stays"))?;
     certificates
         .replace(files.clone())
         .map_err(|e| format!("{e}; the certificate in use stays"))?;
-    let mut report = format!("certificate {} loaded", files.cert.display());
-    if !changes.applied.is_empty() {
-        report.push_str(&format!("; applied: {}", changes.applied.join(", ")));
-    }
-    if !changes.at_next_start.is_empty() {
-        report.push_str(&format!(
-            "; changed, and applied only at the next start: {}",
-            changes.at_next_start.join(", ")
+    Ok(Reloaded {
+        config,
+        certificate: files.cert,
+        changes,
+        not_applied: Vec::new(),
+    })
+}
+
+/// A reload's configuration, and what it changed.
+pub struct Reloaded {
+    pub config: Config,
+    certificate: std::path::PathBuf,
+    changes: Changes,
+    /// Changes that could not be applied, and why.
+    not_applied: Vec<String>,
+}
+
+impl Reloaded {
+    /// Keeps `[http]` as `running` has it: its new listeners could not be
+    /// bound (`why`).
+    pub fn keep_http(&mut self, running: &Config, why: String) {
+        self.config.http = running.http.clone();
+        self.changes.applied.retain(|name| *name != "[http]");
+        self.not_applied.push(format!(
+            "[http] not applied: {why}; HTTP is served as it was"
         ));
     }
-    Ok((report, settled))
+
+    /// What the reload did, for `postern reload` and the log.
+    pub fn report(&self) -> String {
+        let mut report = format!("certificate {} loaded", self.certificate.display());
+        let changes = &self.changes;
+        if !changes.applied.is_empty() {
+            report.push_str(&format!("; applied: {}", changes.applied.join(", ")));
+        }
+        if !changes.at_next_start.is_empty() {
+            report.push_str(&format!(
+                "; changed, and applied only at the next start: {}",
+                changes.at_next_start.join(", ")
+            ));
+        }
+        for trouble in &self.not_applied {
+            report.push_str(&format!("; {trouble}"));
+        }
+        report
+    }
 }
 
 /// The settings a reload changed, by when they take effect.
@@ -88,7 +120,7 @@ fn settle(running: &Config, mut new: Config) -> (Config, Changes) {
     let c = &mut changes;
     let Config {
         source: _,
-        tls: _,
+        tls,
         listeners: _,
         hostname,
         data_dir,
@@ -113,6 +145,11 @@ fn settle(running: &Config, mut new: Config) -> (Config, Changes) {
         dnsbl,
         dmarc_reports,
     } = &mut new;
+    // `[http] imap` defaults to the host name: while the host name waits
+    // for the next start, so does an IMAP host that follows it.
+    if http.imap_host == *hostname && running.http.imap_host == running.hostname {
+        http.imap_host.clone_from(&running.http.imap_host);
+    }
     // Known to the certificate, the store, the DKIM and DMARC checks as
     // they were built. [http] is served anew by the caller
     // (`HttpListeners`) when it changes.
@@ -121,6 +158,12 @@ fn settle(running: &Config, mut new: Config) -> (Config, Changes) {
     c.defer(run_as, &running.run_as, "user/group");
     c.defer(store_url, &running.store_url, "store_url");
     c.apply(http, &running.http, "[http]");
+    // The certificate files follow [tls] (applied by the caller) unless
+    // [acme] is on; a switch between them waits for [acme]'s next start,
+    // or the renewal task would go on replacing the files' certificate.
+    if *acme != running.acme {
+        c.defer(tls, &running.tls, "[tls]");
+    }
     c.defer(acme, &running.acme, "[acme]");
     c.defer(auth, &running.auth, "[auth]");
     c.defer(dkim, &running.dkim, "[dkim]");
@@ -275,7 +318,7 @@ mod tests {
         assert_eq!(
             changes,
             Changes {
-                // `[http] imap_host` defaults to the host name.
+                // `[http] metrics_from` follows trusted_networks.
                 applied: vec![
                     "[http]",
                     "[limits]",
@@ -291,6 +334,9 @@ mod tests {
             }
         );
         assert_eq!(settled.hostname, running.hostname);
+        // `[http] imap` follows the host name, which waits.
+        assert_eq!(settled.http.imap_host, "mx.test.example");
+        assert_eq!(settled.http.metrics_from, new.http.metrics_from);
         assert_eq!(
             settled.limits.max_connections,
             running.limits.max_connections
@@ -300,6 +346,27 @@ mod tests {
         assert_eq!(settled.delivery.retry_max, new.delivery.retry_max);
         assert_eq!(settled.trusted_networks, new.trusted_networks);
         assert_eq!(settled.relay, new.relay);
+    }
+
+    #[test]
+    fn a_switch_between_acme_and_certificate_files_waits_for_the_next_start() {
+        let http = "[http]\naddr = \"127.0.0.1:80\"\n";
+        let running = config(&format!(
+            "{http}[acme]\ndirectory = \"https://ca.test.example/dir\"\nemail = \"a@test.example\"\n"
+        ));
+        let files = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = (files.path().join("cert.pem"), files.path().join("key.pem"));
+        for file in [&cert, &key] {
+            std::fs::write(file, "").expect("write");
+        }
+        let new = config(&format!(
+            "{http}[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ));
+        let (settled, changes) = settle(&running, new);
+        assert_eq!(changes.at_next_start, ["[tls]", "[acme]"]);
+        assert_eq!((settled.tls, settled.acme), (running.tls, running.acme));
     }
 
     #[test]

@@ -21,7 +21,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use super::TlsSetupError;
 use crate::config::TlsFiles;
 
-/// The certificate every listener serves.
+/// The certificates the listeners serve: the main one, and by name the
+/// further ones from the ACME CA.
 #[derive(Debug)]
 pub struct Certificates {
     current: RwLock<Loaded>,

@@ -47,7 +47,7 @@ pub struct Renewal {
 
 /// What the task needs from the server.
 pub struct Parts {
-    /// The configuration as it starts; hostname, data_dir and [acme] keep
+    /// The configuration as it starts; hostname, data_dir and `[acme]` keep
     /// their values until the next start.
     pub config: Arc<Config>,
     /// Where the challenges are answered now: a reload may change `[http]`.

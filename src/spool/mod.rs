@@ -16,6 +16,7 @@
 mod chunks;
 mod envelope;
 mod id;
+mod reader;
 mod segments;
 mod space;
 mod spill;
@@ -61,6 +62,8 @@ pub enum SpoolError {
     Body(std::io::Error),
     #[error("the spool writer has stopped")]
     WriterGone,
+    #[error("the spool's body reader has stopped")]
+    ReaderGone,
     /// A stored row that cannot be read back as what was written: the
     /// database was changed outside Postern, or damaged.
     #[error("message {id} in the spool is damaged: {what}")]

@@ -1,9 +1,9 @@
 //! The embedded spool backend: SQLite in `data_dir/spool/queue.sqlite` (WAL,
 //! `synchronous=FULL`), so a committed message survives a crash or SIGKILL.
 //! Durable changes from the server go through the single writer task
-//! (`writer.rs`), which commits concurrent requests together; reads and the
-//! operator's changes use a small pool. Large bodies live in segment files
-//! (`segments.rs`).
+//! (`writer.rs`), which commits concurrent requests together; bodies are
+//! read in groups too (`reader.rs`); other reads and the operator's changes
+//! use a small pool. Large bodies live in segment files (`segments.rs`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use sqlx::sqlite::{SqlitePoolOptions, SqliteRow};
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
+use super::reader::{Reader, Stored};
 use super::segments;
 use super::writer::{self, DatabaseFile, Request, Write};
 use super::{
@@ -26,6 +27,9 @@ use crate::failure::FailureKind;
 pub struct SqliteSpool {
     pool: SqlitePool,
     writer: mpsc::Sender<Request>,
+    /// Reads bodies (deliveries, DSNs, `queue show`), several with one
+    /// statement.
+    reader: Reader,
     /// Where segment files with large bodies are.
     bodies: PathBuf,
     numbers: segments::Numbers,
@@ -67,6 +71,7 @@ impl SqliteSpool {
         let (writer, rx) = mpsc::channel(4096);
         tokio::spawn(writer::run(conn, database, rx, dir, numbers.clone()));
         Ok(SqliteSpool {
+            reader: Reader::start(pool.clone()),
             pool,
             writer,
             bodies,
@@ -216,27 +221,15 @@ impl Storage for SqliteSpool {
         // Twice at most: a body can move from its segment into its row (and the
         // segment go) between reading the row and reading the segment.
         for _ in 0..2 {
-            // The row and its chunk rows, if any, in one statement: one trip
-            // to the database's thread, and one snapshot of both.
-            let rows = sqlx::query(
-                "SELECT m.body, m.segment, m.segment_offset, m.size, c.data AS chunk \
-                 FROM message m LEFT JOIN body_chunk c ON c.message_id = m.id \
-                 WHERE m.id = ? ORDER BY c.seq",
-            )
-            .bind(id.as_str())
-            .fetch_all(&self.pool)
-            .await?;
-            let Some(row) = rows.first() else {
+            let Some(Stored {
+                inline: mut body,
+                segment,
+                size,
+            }) = self.reader.read(id).await?
+            else {
                 return Ok(None);
             };
-            let mut body: Vec<u8> = column(row, "body", id.as_str())?;
-            let size: i64 = column(row, "size", id.as_str())?;
-            let Some(segment) = column::<Option<i64>>(row, "segment", id.as_str())? else {
-                for row in &rows {
-                    if let Some(chunk) = column::<Option<&[u8]>>(row, "chunk", id.as_str())? {
-                        body.extend_from_slice(chunk);
-                    }
-                }
+            let Some((segment, offset)) = segment else {
                 if body.len() != size as usize {
                     return Err(SpoolError::Corrupt {
                         id: id.to_string(),
@@ -247,7 +240,6 @@ impl Storage for SqliteSpool {
             };
             // The row holds what precedes the segment's part (a spilled
             // body's trace headers), or nothing.
-            let offset: i64 = column(row, "segment_offset", id.as_str())?;
             let tail = (size as usize).saturating_sub(body.len());
             match segments::read(&self.bodies, segment, offset, tail).await {
                 Ok(rest) => {
@@ -529,7 +521,7 @@ pub(super) fn list_conditions(filter: &ListFilter, after: bool) -> (String, Vec<
 
 /// Column `name` of a row of message `id`: a missing value or one of the
 /// wrong type is a damaged row, reported as such.
-fn column<'r, T>(row: &'r SqliteRow, name: &str, id: &str) -> Result<T, SpoolError>
+pub(super) fn column<'r, T>(row: &'r SqliteRow, name: &str, id: &str) -> Result<T, SpoolError>
 where
     T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
 {

@@ -89,12 +89,8 @@ async fn a_missing_chunk_is_an_error_not_a_shorter_message() {
     let spool = Spool::open(dir.path()).await.expect("open");
     let id = QueueId::generate();
     put(&spool, &id, sized(1, 2500)).await;
-    let mut conn = raw_connection(dir.path()).await;
-    sqlx::query("DELETE FROM body_chunk WHERE message_id = ? AND seq = 1")
-        .bind(id.as_str())
-        .execute(&mut conn)
-        .await
-        .expect("damage");
+    let sql = "DELETE FROM body_chunk WHERE message_id = ? AND seq = 1";
+    damage(dir.path(), sql, &id).await;
     match spool.body(&id).await {
         Err(SpoolError::Corrupt { id: named, what }) => {
             assert_eq!(named, id.as_str());
@@ -102,4 +98,82 @@ async fn a_missing_chunk_is_an_error_not_a_shorter_message() {
         }
         other => panic!("not an error: {other:?}"),
     }
+}
+
+/// Runs `sql` (its one parameter: `id`) on the database behind the
+/// spool's back.
+async fn damage(dir: &Path, sql: &str, id: &QueueId) {
+    let mut conn = raw_connection(dir).await;
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .bind(id.as_str())
+        .execute(&mut conn)
+        .await
+        .expect("damage");
+}
+
+/// The bodies of `ids`, asked for all at once (so read in one group), in
+/// the order of `ids`.
+async fn read_together(spool: &Spool, ids: &[QueueId]) -> Vec<Result<Option<Vec<u8>>, SpoolError>> {
+    let mut reads = tokio::task::JoinSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let (spool, id) = (spool.clone(), id.clone());
+        reads.spawn(async move { (i, spool.body(&id).await) });
+    }
+    let mut bodies: Vec<_> = reads.join_all().await;
+    bodies.sort_by_key(|(i, _)| *i);
+    bodies.into_iter().map(|(_, body)| body).collect()
+}
+
+/// Messages of `sizes` octets queued: their ids and bodies.
+async fn queued(spool: &Spool, sizes: &[usize]) -> (Vec<QueueId>, Vec<Vec<u8>>) {
+    let mut queued = (Vec::new(), Vec::new());
+    for (n, len) in sizes.iter().copied().enumerate() {
+        let id = QueueId::generate();
+        put(spool, &id, sized(n, len)).await;
+        queued.0.push(id);
+        queued.1.push(sized(n, len).body.to_vec());
+    }
+    queued
+}
+
+#[tokio::test]
+async fn bodies_asked_for_together_are_read_together_each_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path()).await.expect("open");
+    // In the row, in chunk rows, and in a segment.
+    let (mut ids, bodies) = queued(&spool, &[300, 2200, segments::MIN_BODY + 10]).await;
+    let mut want: Vec<Option<Vec<u8>>> = bodies.into_iter().map(Some).collect();
+    // Asked twice (two destinations of one message), and one not there.
+    ids.push(ids[1].clone());
+    want.push(want[1].clone());
+    ids.push(QueueId::generate());
+    want.push(None);
+    let read: Vec<Option<Vec<u8>>> = read_together(&spool, &ids)
+        .await
+        .into_iter()
+        .map(|body| body.expect("body"))
+        .collect();
+    assert_eq!(read, want);
+}
+
+#[tokio::test]
+async fn a_damaged_message_read_with_others_fails_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path()).await.expect("open");
+    let (ids, bodies) = queued(&spool, &[300, 2200, 500]).await;
+    let sql = "UPDATE message SET size = 'big' WHERE id = ?";
+    damage(dir.path(), sql, &ids[1]).await;
+    let mut read = read_together(&spool, &ids).await.into_iter();
+    assert_eq!(
+        read.next().map(|b| b.expect("body")),
+        Some(Some(bodies[0].clone()))
+    );
+    match read.next() {
+        Some(Err(SpoolError::Corrupt { id, .. })) => assert_eq!(id, ids[1].as_str()),
+        other => panic!("the damaged one: {other:?}"),
+    }
+    assert_eq!(
+        read.next().map(|b| b.expect("body")),
+        Some(Some(bodies[2].clone()))
+    );
 }

@@ -342,6 +342,62 @@ fn a_reload_serves_a_changed_http_section_anew_and_keeps_the_sockets_that_stay()
     assert!(!s.data_dir().join("run/http.json").exists());
 }
 
+/// Whether the server closed `conn` at once (its reply to a connection
+/// over a cap), rather than keeping it open.
+fn closed_at_once(conn: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    conn.set_read_timeout(Some(Duration::from_millis(700)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    match conn.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn requests_in_progress_finish_over_a_reload_and_still_count_against_the_caps() {
+    use std::io::{Read, Write};
+    let http = "[http]\naddr = \"127.0.0.1:0\"\nmax_connections_per_ip = 2\n";
+    let mut s = TestServer::configure(&TestServer::config_for(http));
+    s.add_alice();
+    s.spawn();
+    let plain = s.http_addrs()[0];
+    // Two requests under way: their heads half sent.
+    let mut open: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| {
+            let mut conn = std::net::TcpStream::connect(plain).expect("connect");
+            conn.write_all(
+                b"GET /mail/config-v1.1.xml?emailaddress=alice%40example.com HTTP/1.1\r\n",
+            )
+            .expect("write");
+            conn
+        })
+        .collect();
+    let config = std::fs::read_to_string(&s.config).expect("read config");
+    let changed = config.replace(http, &format!("{http}imap = \"imap.new.example:993\"\n"));
+    std::fs::write(&s.config, changed).expect("write config");
+    let report = s.cli_ok(&["reload"]);
+    assert!(report.contains("HTTP served anew"), "{report}");
+    // The new server counts the old one's connections: a third is over the cap.
+    let mut third = std::net::TcpStream::connect(plain).expect("connect");
+    assert!(closed_at_once(&mut third), "a third connection was let in");
+    // The old server finishes the requests it had begun.
+    for conn in &mut open {
+        conn.write_all(b"Host: autoconfig.example.com\r\n\r\n")
+            .expect("write");
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut answer = String::new();
+        let _ = conn.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+}
+
 #[test]
 fn a_listener_a_reload_cannot_bind_is_reported_and_the_others_serve_on() {
     let s = TestServer::start("");

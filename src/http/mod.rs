@@ -177,15 +177,21 @@ async fn bind_one(addr: SocketAddr) -> Result<Arc<TcpListener>, HttpSetupError> 
         .map_err(|source| HttpSetupError { addr, source })
 }
 
-/// Serves `sockets` with the `[http]` and `trusted_networks` of `ctx`'s
-/// configuration until `stop` (a reload serving `[http]` anew, or
-/// shutdown), connections on `tasks`; returns their addresses. `limits`
-/// are the SMTP connection caps, for submission on `tls_addr`.
+/// The connection caps HTTP is served under: its own, and SMTP's for
+/// submission on `tls_addr`.
+pub struct Caps {
+    pub http: Arc<ConnectionLimits>,
+    pub smtp: Arc<ConnectionLimits>,
+}
+
+/// Serves `sockets` with the `[http]` of `ctx`'s configuration until `stop`
+/// (a reload serving `[http]` anew, or shutdown), connections on `tasks`;
+/// returns their addresses.
 pub fn start(
     ctx: Arc<ServerContext>,
     mounted: Option<(&'static str, Router)>,
     sockets: &HttpSockets,
-    limits: Arc<ConnectionLimits>,
+    caps: Caps,
     tasks: &TaskTracker,
     stop: CancellationToken,
 ) -> Vec<SocketAddr> {
@@ -217,7 +223,7 @@ pub fn start(
     let server = HttpServer::new(
         app.layer(DefaultBodyLimit::max(serve::MAX_BODY)),
         http,
-        config.trusted_networks.clone(),
+        caps.http,
         stop,
     );
     let mut bound = Vec::new();
@@ -231,7 +237,7 @@ pub fn start(
             listener,
             Arc::clone(&ctx),
             http.submission_on_tls,
-            limits,
+            caps.smtp,
             server,
             tasks.clone(),
         );

@@ -46,19 +46,17 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
+    /// `limits`: the HTTP connection caps, which outlive one server (a
+    /// reload's successor counts the connections this one still serves).
     pub fn new(
         app: Router,
         config: &Http,
-        trusted: Vec<ipnet::IpNet>,
+        limits: Arc<ConnectionLimits>,
         stop: CancellationToken,
     ) -> Arc<HttpServer> {
         Arc::new(HttpServer {
             app,
-            limits: ConnectionLimits::new(
-                config.max_connections,
-                config.max_connections_per_ip,
-                trusted,
-            ),
+            limits,
             request_timeout: config.request_timeout,
             stop,
         })

@@ -38,6 +38,10 @@ pub struct HttpListeners {
     delivery: Arc<Delivery>,
     /// The SMTP connection caps, for submission on the HTTPS listener.
     limits: Arc<ConnectionLimits>,
+    /// The HTTP connection caps and the total they were made for: kept
+    /// while the total stays, so that a server serving HTTP anew counts the
+    /// connections its predecessor still serves.
+    http_caps: Option<(usize, Arc<ConnectionLimits>)>,
     tasks: TaskTracker,
     /// Made once and kept, so a reload does not sign administrators out.
     dashboard: Option<Arc<Dashboard>>,
@@ -60,6 +64,7 @@ impl HttpListeners {
             limits,
             tasks,
             dashboard: None,
+            http_caps: None,
             serving: None,
         };
         if let Some(sockets) = sockets {
@@ -87,12 +92,31 @@ impl HttpListeners {
             });
             ("/dashboard", dashboard::router(Arc::clone(dashboard)))
         });
+        let (max, per_ip) = (
+            config.http.max_connections,
+            config.http.max_connections_per_ip,
+        );
+        let http_caps = match &self.http_caps {
+            Some((was, caps)) if *was == max => {
+                caps.update(per_ip, config.trusted_networks.clone());
+                Arc::clone(caps)
+            }
+            _ => {
+                let caps = ConnectionLimits::new(max, per_ip, config.trusted_networks.clone());
+                self.http_caps = Some((max, Arc::clone(&caps)));
+                caps
+            }
+        };
+        let caps = http::Caps {
+            http: http_caps,
+            smtp: Arc::clone(&self.limits),
+        };
         let stop = self.ctx.shutdown.child_token();
         let addrs = http::start(
             Arc::clone(&self.ctx),
             mounted,
             &sockets,
-            Arc::clone(&self.limits),
+            caps,
             &self.tasks,
             stop.clone(),
         );

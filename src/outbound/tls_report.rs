@@ -31,10 +31,11 @@ use crate::spool::NewMessage;
 
 /// How long one POST of a report to one address may take.
 const POST_TIMEOUT: Duration = Duration::from_secs(30);
-/// When a POST that failed is tried again, after the one before: a
-/// report server down for a moment still gets the day's report, and one
-/// down for hours is not knocked on all day.
-const POST_RETRIES: [Duration; 3] = [
+/// When a report is POSTed, each after the try before it failed: at once,
+/// then again so that a report server down for a moment still gets the
+/// day's report, and one down for hours is not knocked on all day.
+const POST_TRIES: [Duration; 4] = [
+    Duration::ZERO,
     Duration::from_secs(60),
     Duration::from_secs(10 * 60),
     Duration::from_secs(60 * 60),
@@ -164,19 +165,15 @@ impl TlsResults {
                     continue;
                 }
             };
-            for uri in &https {
-                if post_logged(dns, connector, &gzipped, uri, &domain)
-                    .await
-                    .is_err()
-                {
-                    // Tried again in the background: the next reports do not
-                    // wait for this server.
-                    let (dns, connector) = (dns.clone(), connector.clone());
-                    let (gzipped, uri, domain) = (gzipped.clone(), uri.clone(), domain.clone());
-                    tokio::spawn(async move {
-                        post_again(&dns, &connector, &gzipped, &uri, &domain, &POST_RETRIES).await
-                    });
-                }
+            for uri in https {
+                // In the background: the other domains' reports, and the
+                // mail ones, do not wait for this server (up to POST_TIMEOUT
+                // each try).
+                let (dns, connector) = (dns.clone(), connector.clone());
+                let (gzipped, domain) = (gzipped.clone(), domain.clone());
+                tokio::spawn(async move {
+                    post_tries(&dns, &connector, &gzipped, &uri, &domain, &POST_TRIES).await
+                });
             }
             if mailto.is_empty() {
                 continue;
@@ -256,9 +253,9 @@ async fn post_logged(
     sent
 }
 
-/// Tries a POST that failed again after each of `delays`, until one goes
-/// through; false when none did.
-async fn post_again(
+/// POSTs a report after each of `delays` (from the try before), until one
+/// goes through; false when none did.
+async fn post_tries(
     dns: &Dns,
     connector: &TlsConnector,
     gzipped: &[u8],
@@ -275,7 +272,7 @@ async fn post_again(
             return true;
         }
     }
-    tracing::warn!(event = "tls_report_dropped", domain, to = %uri, tries = delays.len() + 1);
+    tracing::warn!(event = "tls_report_dropped", domain, to = %uri, tries = delays.len());
     false
 }
 
@@ -511,7 +508,7 @@ mod tests {
         let uri = format!("https://127.0.0.1:{port}/tlsrpt");
         let delays = [Duration::from_millis(50); 2];
         let started = std::time::Instant::now();
-        let sent = post_again(&dns, &connector, b"report", &uri, "d.example", &delays).await;
+        let sent = post_tries(&dns, &connector, b"report", &uri, "d.example", &delays).await;
         assert!(!sent, "the server closes every connection");
         assert_eq!(
             tries.load(std::sync::atomic::Ordering::SeqCst),

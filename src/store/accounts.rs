@@ -2,7 +2,7 @@
 //! last day and week (from `sending_hour`), its own limits, its hold, and
 //! its last login; and the last logins themselves, written here in batches.
 
-use super::senders::{HOUR, OwnColumns};
+use super::senders::{HOUR, OWN_COLUMNS, OwnColumns};
 use super::{Hold, OwnLimits, Store, StoreError};
 
 /// One account, as the dashboard's accounts view lists it.
@@ -52,17 +52,16 @@ impl Store {
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM account")
             .fetch_one(&self.pool)
             .await?;
-        let rows: Vec<AccountRow> = sqlx::query_as(
+        let rows: Vec<AccountRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT address, \
              (SELECT COALESCE(SUM(messages), 0) FROM sending_hour h \
               WHERE h.address = a.address AND h.hour >= ?) AS sent_day, \
              (SELECT COALESCE(SUM(messages), 0) FROM sending_hour h \
               WHERE h.address = a.address AND h.hour >= ?) AS sent_week, \
-             messages_per_hour, recipients_per_day, new_recipients_per_day, \
-             held_since, held_reason, last_login, last_login_port \
+             {OWN_COLUMNS}, last_login, last_login_port \
              FROM account a \
-             ORDER BY held_since IS NULL, sent_day DESC, domain, address LIMIT ?",
-        )
+             ORDER BY held_since IS NULL, sent_day DESC, domain, address LIMIT ?"
+        )))
         // Whole hours: from the one that holds `now` less a day (a week),
         // so that the last 24 hours (7 days) are always counted in full.
         .bind((now - 86_400) / HOUR)

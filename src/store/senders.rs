@@ -39,6 +39,10 @@ pub struct Standing {
     pub password_changed: Option<i64>,
 }
 
+/// The columns `OwnColumns` reads, for the queries that select them.
+pub(super) const OWN_COLUMNS: &str =
+    "messages_per_hour, recipients_per_day, new_recipients_per_day, held_since, held_reason";
+
 /// An account's own limits and hold, as its columns hold them.
 #[derive(sqlx::FromRow)]
 pub(super) struct OwnColumns {
@@ -78,11 +82,9 @@ impl Store {
     /// `address`'s own limits and hold; the defaults (no hold) for an address
     /// without an account, such as a local Unix user.
     pub async fn standing(&self, address: &str) -> Result<Standing, StoreError> {
-        let row: Option<StandingRow> = sqlx::query_as(
-            "SELECT messages_per_hour, recipients_per_day, new_recipients_per_day, \
-             held_since, held_reason, hold_ended, password_changed \
-             FROM account WHERE address = ?",
-        )
+        let row: Option<StandingRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {OWN_COLUMNS}, hold_ended, password_changed FROM account WHERE address = ?"
+        )))
         .bind(address)
         .fetch_optional(&self.pool)
         .await?;

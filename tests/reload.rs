@@ -343,10 +343,10 @@ fn a_reload_serves_a_changed_http_section_anew_and_keeps_the_sockets_that_stay()
 }
 
 /// Whether the server closed `conn` at once (its reply to a connection
-/// over a cap), rather than keeping it open.
+/// over a cap), rather than keeping it open (for request_timeout, 10 s).
 fn closed_at_once(conn: &mut std::net::TcpStream) -> bool {
     use std::io::Read;
-    conn.set_read_timeout(Some(Duration::from_millis(700)))
+    conn.set_read_timeout(Some(Duration::from_secs(3)))
         .expect("timeout");
     let mut buf = [0u8; 64];
     match conn.read(&mut buf) {

@@ -37,32 +37,26 @@ pub fn count(flow: Flow) {
 }
 
 /// Counts taken for the store and not written yet (a write under way, or
-/// one the store refused): `current` still shows them.
-static UNWRITTEN: [AtomicU64; 4] = [
-    AtomicU64::new(0),
-    AtomicU64::new(0),
-    AtomicU64::new(0),
-    AtomicU64::new(0),
-];
-
-/// Held to write to the store (exclusive) and to read the store and the
-/// counts together (shared): a write under way is then seen once, in the
-/// store or in the counts, never in both or neither.
-static WRITING: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+/// one the store refused): `current` still shows them. Held to write to the
+/// store (exclusive) and to read the store and the counts together
+/// (shared): a write under way is then seen once, in the store or in the
+/// counts, never in both or neither.
+static UNWRITTEN: tokio::sync::RwLock<[u64; 4]> = tokio::sync::RwLock::const_new([0; 4]);
 
 /// The last day's minutes as written, and the minute now being counted
 /// (with every count not yet written).
 pub async fn last_day(store: &Store) -> Result<(Vec<FlowMinute>, FlowMinute), StoreError> {
-    let _reading = WRITING.read().await;
-    let now = current();
+    let unwritten = UNWRITTEN.read().await;
+    let now = current(&unwritten);
     let minutes = store.flow_since(now.minute - MINUTES_KEPT).await?;
     Ok((minutes, now))
 }
 
-/// The minute now being counted, with every count not yet in the store.
-fn current() -> FlowMinute {
-    let [accepted, delivered, deferred, bounced] = [0, 1, 2, 3]
-        .map(|i| COUNTS[i].load(Ordering::SeqCst) + UNWRITTEN[i].load(Ordering::SeqCst));
+/// The minute now being counted, with `unwritten`, the counts not yet in
+/// the store.
+fn current(unwritten: &[u64; 4]) -> FlowMinute {
+    let [accepted, delivered, deferred, bounced] =
+        [0, 1, 2, 3].map(|i| COUNTS[i].load(Ordering::SeqCst) + unwritten[i]);
     FlowMinute {
         minute: now_unix().div_euclid(60),
         accepted,
@@ -95,14 +89,11 @@ pub async fn run(store: Store, stop: CancellationToken) {
 /// them, so that `current` shows them meanwhile (the dashboard's last hour
 /// read low while the store wrote, and for as long as it refused).
 async fn flush(store: &Store, minute: i64) {
-    let _writing = WRITING.write().await;
-    for (counted, unwritten) in COUNTS.iter().zip(&UNWRITTEN) {
-        let n = counted.load(Ordering::SeqCst);
-        unwritten.fetch_add(n, Ordering::SeqCst);
-        counted.fetch_sub(n, Ordering::SeqCst);
+    let mut unwritten = UNWRITTEN.write().await;
+    for (counted, unwritten) in COUNTS.iter().zip(unwritten.iter_mut()) {
+        *unwritten += counted.swap(0, Ordering::SeqCst);
     }
-    let [accepted, delivered, deferred, bounced] =
-        [0, 1, 2, 3].map(|i| UNWRITTEN[i].load(Ordering::Relaxed));
+    let [accepted, delivered, deferred, bounced] = *unwritten;
     let row = FlowMinute {
         minute,
         accepted,
@@ -111,14 +102,7 @@ async fn flush(store: &Store, minute: i64) {
         bounced,
     };
     match store.add_flow(&row, minute - MINUTES_KEPT).await {
-        Ok(()) => {
-            for (unwritten, n) in UNWRITTEN
-                .iter()
-                .zip([accepted, delivered, deferred, bounced])
-            {
-                unwritten.fetch_sub(n, Ordering::SeqCst);
-            }
-        }
+        Ok(()) => *unwritten = [0; 4],
         Err(e) => tracing::error!(event = "store_error", error = %e, "cannot write the mail flow"),
     }
 }
@@ -162,17 +146,12 @@ mod tests {
         }
         store.close().await;
         flush(&store, 100).await;
-        assert!(
-            UNWRITTEN[Flow::Deferred as usize].load(Ordering::Relaxed) >= 2,
-            "kept"
-        );
-        assert!(current().deferred >= 2, "and shown");
+        let kept = *UNWRITTEN.read().await;
+        assert!(kept[Flow::Deferred as usize] >= 2, "kept");
+        assert!(current(&kept).deferred >= 2, "and shown");
         let reopened = Store::open(dir.path()).await.expect("store");
         flush(&reopened, 101).await;
-        assert_eq!(
-            UNWRITTEN.each_ref().map(|u| u.load(Ordering::Relaxed)),
-            [0; 4]
-        );
+        assert_eq!(*UNWRITTEN.read().await, [0; 4]);
         let written = reopened.flow_since(0).await.expect("read");
         assert!(
             written.iter().map(|m| m.deferred).sum::<u64>() >= 2,

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +20,7 @@ use mail_auth::report::tlsrpt::{
     DateRange, FailureDetails, Policy as ReportPolicy, PolicyDetails, PolicyType, ResultType,
     Summary, TlsReport,
 };
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
 
 use super::client::{ConnectFailure, Connection, Endpoint};
@@ -28,6 +29,9 @@ use crate::failure::FailureKind;
 
 use crate::dns::Dns;
 use crate::spool::NewMessage;
+
+/// Most report POSTs under way at once.
+const POSTS_AT_ONCE: usize = 16;
 
 /// How long one POST of a report to one address may take.
 const POST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -94,12 +98,16 @@ type DomainCounts = HashMap<Applied, PolicyCounts>;
 /// The counts since the last report (when it began), per recipient domain.
 pub struct TlsResults {
     since: Mutex<(i64, HashMap<String, DomainCounts>)>,
+    /// Report POSTs under way at once: every domain's report is due at the
+    /// same moment, and each POST is a DNS question and a TLS connection.
+    posting: Arc<Semaphore>,
 }
 
 impl TlsResults {
     pub fn new(now: i64) -> TlsResults {
         TlsResults {
             since: Mutex::new((now, HashMap::new())),
+            posting: Arc::new(Semaphore::new(POSTS_AT_ONCE)),
         }
     }
 
@@ -165,14 +173,23 @@ impl TlsResults {
                     continue;
                 }
             };
+            let mut https = https;
+            https.sort_unstable();
+            https.dedup();
             for uri in https {
                 // In the background: the other domains' reports, and the
                 // mail ones, do not wait for this server (up to POST_TIMEOUT
                 // each try).
                 let (dns, connector) = (dns.clone(), connector.clone());
                 let (gzipped, domain) = (gzipped.clone(), domain.clone());
+                let posting = Arc::clone(&self.posting);
                 tokio::spawn(async move {
-                    post_tries(&dns, &connector, &gzipped, &uri, &domain, &POST_TRIES).await
+                    let post = Post {
+                        dns: &dns,
+                        connector: &connector,
+                        posting: &posting,
+                    };
+                    post.tries(&gzipped, &uri, &domain, &POST_TRIES).await
                 });
             }
             if mailto.is_empty() {
@@ -237,43 +254,36 @@ fn gzip(json: &[u8]) -> std::io::Result<Vec<u8>> {
     encoder.finish()
 }
 
-/// POSTs a report, and logs what came of it.
-async fn post_logged(
-    dns: &Dns,
-    connector: &TlsConnector,
-    gzipped: &[u8],
-    uri: &str,
-    domain: &str,
-) -> Result<(), String> {
-    let sent = post(dns, connector, gzipped, uri).await;
-    match &sent {
-        Ok(()) => tracing::info!(event = "tls_report", domain, to = %uri),
-        Err(e) => tracing::warn!(event = "tls_report_failed", domain, to = %uri, error = %e),
-    }
-    sent
+/// What a report's POSTs go through.
+struct Post<'a> {
+    dns: &'a Dns,
+    connector: &'a TlsConnector,
+    posting: &'a Semaphore,
 }
 
-/// POSTs a report after each of `delays` (from the try before), until one
-/// goes through; false when none did.
-async fn post_tries(
-    dns: &Dns,
-    connector: &TlsConnector,
-    gzipped: &[u8],
-    uri: &str,
-    domain: &str,
-    delays: &[Duration],
-) -> bool {
-    for delay in delays {
-        tokio::time::sleep(*delay).await;
-        if post_logged(dns, connector, gzipped, uri, domain)
-            .await
-            .is_ok()
-        {
-            return true;
+impl Post<'_> {
+    /// POSTs a report after each of `delays` (from the try before), until
+    /// one goes through; false when none did. Each try waits for its turn
+    /// among `posting`'s.
+    async fn tries(&self, gzipped: &[u8], uri: &str, domain: &str, delays: &[Duration]) -> bool {
+        for delay in delays {
+            tokio::time::sleep(*delay).await;
+            let Ok(_turn) = self.posting.acquire().await else {
+                break;
+            };
+            match post(self.dns, self.connector, gzipped, uri).await {
+                Ok(()) => {
+                    tracing::info!(event = "tls_report", domain, to = %uri);
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(event = "tls_report_failed", domain, to = %uri, error = %e);
+                }
+            }
         }
+        tracing::warn!(event = "tls_report_dropped", domain, to = %uri, tries = delays.len());
+        false
     }
-    tracing::warn!(event = "tls_report_dropped", domain, to = %uri, tries = delays.len());
-    false
 }
 
 /// POSTs a `gzipped` report to `uri` (RFC 8460 §5.2: `application/tlsrpt+gzip`),
@@ -508,7 +518,13 @@ mod tests {
         let uri = format!("https://127.0.0.1:{port}/tlsrpt");
         let delays = [Duration::from_millis(50); 2];
         let started = std::time::Instant::now();
-        let sent = post_tries(&dns, &connector, b"report", &uri, "d.example", &delays).await;
+        let posting = Semaphore::new(1);
+        let post = Post {
+            dns: &dns,
+            connector: &connector,
+            posting: &posting,
+        };
+        let sent = post.tries(b"report", &uri, "d.example", &delays).await;
         assert!(!sent, "the server closes every connection");
         assert_eq!(
             tries.load(std::sync::atomic::Ordering::SeqCst),

@@ -40,7 +40,8 @@ pub struct HttpListeners {
     limits: Arc<ConnectionLimits>,
     /// The HTTP connection caps and the total they were made for: kept
     /// while the total stays, so that a server serving HTTP anew counts the
-    /// connections its predecessor still serves.
+    /// connections its predecessor still serves (a new total starts the
+    /// count again: the caps' semaphore has a fixed size).
     http_caps: Option<(usize, Arc<ConnectionLimits>)>,
     tasks: TaskTracker,
     /// Made once and kept, so a reload does not sign administrators out.

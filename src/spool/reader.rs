@@ -7,7 +7,8 @@
 //! together what waits for it; a read alone waits for nothing. Rows are
 //! streamed and each message answered as soon as its rows are in, so a
 //! group holds one body at a time, and a large one does not hold up the
-//! small ones read before it.
+//! small ones read before it. Every body read goes through here (delivery,
+//! DSNs, `queue show`), one statement at a time on one pool connection.
 
 use std::collections::HashMap;
 
@@ -97,32 +98,39 @@ async fn run(pool: SqlitePool, mut asks: mpsc::Receiver<Ask>) {
         };
         // The statement failed as a whole: the messages not answered yet are
         // read alone, so that one damaged message does not fail the others;
-        // but not when the pool itself failed, nor a message read alone.
-        let pool_failed = matches!(
-            e,
-            SpoolError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed
-            )
-        );
-        if ids.len() == 1 || pool_failed {
-            let mut unanswered: Vec<Vec<Answer>> = waiting.into_values().collect();
-            if let Some(last) = unanswered.pop() {
-                for answers in unanswered {
-                    answer(answers, Err(copy(&e)));
-                }
-                answer(last, Err(e));
-            }
-            continue;
-        }
+        // but not a message read alone already, and none once the pool
+        // itself failed (each would wait for it in turn).
+        let mut failed = (ids.len() == 1 || pool_failed(&e)).then_some(e);
         for (id, answers) in waiting {
+            if let Some(e) = &failed {
+                answer(answers, Err(copy(e)));
+                continue;
+            }
             let mut alone = Waiting::from([(id.clone(), answers)]);
-            if let Err(e) = read(&pool, &[id], &mut alone).await
-                && let Some(answers) = alone.into_values().next()
-            {
+            let Err(e) = read(&pool, &[id], &mut alone).await else {
+                continue;
+            };
+            let Some(answers) = alone.into_values().next() else {
+                continue;
+            };
+            if pool_failed(&e) {
+                answer(answers, Err(copy(&e)));
+                failed = Some(e);
+            } else {
                 answer(answers, Err(e));
             }
         }
     }
+}
+
+/// A failure of the pool, not of a statement: every read would meet it.
+fn pool_failed(e: &SpoolError) -> bool {
+    matches!(
+        e,
+        SpoolError::Database(
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed
+        )
+    )
 }
 
 /// Reads the bodies of `ids` and answers their asks in `waiting` (removing

@@ -46,6 +46,47 @@ pub(super) async fn issue(
         Err(instant_acme::Error::Api(problem)) => return Err(refused(problem)),
         Err(e) => return Err(e.into()),
     };
+    // The CA may find a name invalid while later ones are being answered
+    // (it validates as soon as a challenge is ready), and then refuses
+    // those: which names failed is asked of the order, as when polling.
+    match answer(&mut order, types, challenges).await {
+        Ok(()) => {}
+        Err(AcmeError::Ca(instant_acme::Error::Api(problem))) => {
+            return Err(failed(&mut order, problem.to_string()).await);
+        }
+        Err(e) => return Err(e),
+    }
+    let retries = RetryPolicy::new().timeout(POLL);
+    match order.poll_ready(&retries).await {
+        Ok(OrderStatus::Ready) => {}
+        Ok(status) => {
+            let otherwise = format!("the order is {status:?}").to_lowercase();
+            return Err(failed(&mut order, otherwise).await);
+        }
+        Err(instant_acme::Error::Api(problem)) => {
+            return Err(failed(&mut order, problem.to_string()).await);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(names.to_vec())?;
+    params.distinguished_name = DistinguishedName::new();
+    let request = params.serialize_request(&key)?;
+    order.finalize_csr(request.der()).await?;
+    let chain = order.poll_certificate(&retries).await?;
+    Ok(Issued {
+        chain,
+        key: key.serialize_pem(),
+    })
+}
+
+/// Answers a challenge of each pending authorization of `order` with the
+/// first of `types` that the CA offers; `challenges` holds the answers.
+async fn answer(
+    order: &mut Order,
+    types: &[ChallengeType],
+    challenges: &Challenges,
+) -> Result<(), AcmeError> {
     let mut authorizations = order.authorizations();
     while let Some(authorization) = authorizations.next().await {
         let mut authorization = authorization?;
@@ -73,28 +114,7 @@ pub(super) async fn issue(
         }
         challenge.set_ready().await?;
     }
-    let retries = RetryPolicy::new().timeout(POLL);
-    match order.poll_ready(&retries).await {
-        Ok(OrderStatus::Ready) => {}
-        Ok(status) => {
-            let otherwise = format!("the order is {status:?}").to_lowercase();
-            return Err(failed(&mut order, otherwise).await);
-        }
-        Err(instant_acme::Error::Api(problem)) => {
-            return Err(failed(&mut order, problem.to_string()).await);
-        }
-        Err(e) => return Err(e.into()),
-    }
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(names.to_vec())?;
-    params.distinguished_name = DistinguishedName::new();
-    let request = params.serialize_request(&key)?;
-    order.finalize_csr(request.der()).await?;
-    let chain = order.poll_certificate(&retries).await?;
-    Ok(Issued {
-        chain,
-        key: key.serialize_pem(),
-    })
+    Ok(())
 }
 
 /// A new order refused: the names its subproblems name (RFC 8555 §6.7.1,

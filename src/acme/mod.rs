@@ -6,6 +6,8 @@
 //! - `renewal`: the task that decides when to order (at start, twice a day,
 //!   and at a reload), with backoff after a failure; it installs the new pair
 //!   the way a reload does, so every listener serves it from the next session.
+//! - `names`: which names each certificate holds (at most 100 each), and
+//!   when one is due.
 //! - `account`: the CA account, created once and kept in data_dir.
 //! - `order`: one order, from the names to the certificate chain.
 //! - `challenges`: what the CA's validation finds while an order is open:
@@ -18,6 +20,7 @@
 mod account;
 pub mod alpn;
 pub mod challenges;
+mod names;
 mod order;
 pub mod renewal;
 

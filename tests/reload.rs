@@ -189,9 +189,7 @@ fn offered_ports(s: &TestServer) -> Vec<u16> {
 
 #[test]
 fn a_reload_adds_and_removes_listeners_and_open_sessions_finish() {
-    let mut s = TestServer::configure(&TestServer::config_for("[http]\naddr = \"127.0.0.1:0\"\n"));
-    s.add_alice();
-    s.spawn();
+    let s = TestServer::start("[http]\naddr = \"127.0.0.1:0\"\n");
     let offered = offered_ports(&s);
     assert!(offered.contains(&s.port("submission")), "{offered:?}");
     let submissions = s.addr("submissions");
@@ -267,9 +265,7 @@ const AUTOCONFIG: &str = "mail/config-v1.1.xml?emailaddress=alice%40example.com"
 #[test]
 fn a_reload_serves_a_changed_http_section_anew_and_keeps_the_sockets_that_stay() {
     let http = "[http]\naddr = \"127.0.0.1:0\"\nimap = \"imap.old.example:993\"\n";
-    let mut s = TestServer::configure(&TestServer::config_for(http));
-    s.add_alice();
-    s.spawn();
+    let s = TestServer::start(http);
     let plain = s.http_addrs()[0];
     let xml = fetch(&format!("http://{plain}/{AUTOCONFIG}")).expect("autoconfig");
     assert!(xml.contains("imap.old.example"), "{xml}");
@@ -363,9 +359,7 @@ fn closed_at_once(conn: &mut std::net::TcpStream) -> bool {
 fn requests_in_progress_finish_over_a_reload_and_still_count_against_the_caps() {
     use std::io::{Read, Write};
     let http = "[http]\naddr = \"127.0.0.1:0\"\nmax_connections_per_ip = 2\n";
-    let mut s = TestServer::configure(&TestServer::config_for(http));
-    s.add_alice();
-    s.spawn();
+    let s = TestServer::start(http);
     let plain = s.http_addrs()[0];
     // Two requests under way: their heads half sent.
     let mut open: Vec<std::net::TcpStream> = (0..2)

@@ -170,13 +170,16 @@ impl HttpListeners {
         if let Some(old) = self.serving.take() {
             old.stop.cancel();
         }
-        *self
-            .ctx
-            .https_submission
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = None;
-        if let Some(sockets) = sockets {
-            self.serve(sockets);
+        match sockets {
+            // `http::start` says where submission on HTTPS is now.
+            Some(sockets) => self.serve(sockets),
+            None => {
+                *self
+                    .ctx
+                    .https_submission
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = None;
+            }
         }
         let now = self.addrs();
         if now == was {

@@ -177,3 +177,31 @@ async fn a_damaged_message_read_with_others_fails_alone() {
         Some(Some(bodies[2].clone()))
     );
 }
+
+#[tokio::test]
+async fn a_statement_that_fails_for_every_message_answers_each_with_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path()).await.expect("open");
+    let (ids, _) = queued(&spool, &[300, 2200, 500]).await;
+    // The table every body read joins is gone: the group's statement fails,
+    // then each message's own.
+    let mut conn = raw_connection(dir.path()).await;
+    sqlx::query("DROP TABLE body_chunk")
+        .execute(&mut conn)
+        .await
+        .expect("drop");
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        read_together(&spool, &ids),
+    )
+    .await
+    .expect("every read answered");
+    for (i, body) in read.into_iter().enumerate() {
+        match body {
+            Err(SpoolError::Database(e)) => {
+                assert!(e.to_string().contains("body_chunk"), "read {i}: {e}")
+            }
+            other => panic!("read {i}: {other:?}"),
+        }
+    }
+}

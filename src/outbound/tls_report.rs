@@ -173,9 +173,6 @@ impl TlsResults {
                     continue;
                 }
             };
-            let mut https = https;
-            https.sort_unstable();
-            https.dedup();
             for uri in https {
                 // In the background: the other domains' reports, and the
                 // mail ones, do not wait for this server (up to POST_TIMEOUT
@@ -234,6 +231,12 @@ async fn report_addresses(dns: &Dns, domain: &str) -> (Vec<String>, Vec<String>)
         .flat_map(|uris| uris.split(','))
         .map(str::trim)
         .collect();
+    // An address listed twice gets one report.
+    let once = |mut list: Vec<String>| {
+        list.sort_unstable();
+        list.dedup();
+        list
+    };
     let mailto = uris
         .iter()
         .filter_map(|uri| uri.strip_prefix("mailto:"))
@@ -244,7 +247,7 @@ async fn report_addresses(dns: &Dns, domain: &str) -> (Vec<String>, Vec<String>)
         .filter(|uri| uri.starts_with("https://"))
         .map(|uri| uri.to_string())
         .collect();
-    (mailto, https)
+    (once(mailto), once(https))
 }
 
 fn gzip(json: &[u8]) -> std::io::Result<Vec<u8>> {
